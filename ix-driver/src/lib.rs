@@ -1,0 +1,14 @@
+//! Packet buffers and NIC queues for the IX dataplane: the per-core pool, the
+//! queue abstraction, receive-side scaling, and the backends. All unsafe I/O of
+//! the project lives in this crate.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod error;
+pub mod pool;
+pub mod queue;
+pub mod region;
+
+pub use error::{DriverError, FrameFull, PoolExhausted};
+pub use pool::{PacketBuf, PacketPool, PoolConfig, PoolStats, TxBuf};
+pub use queue::{NetQueue, QueueStats};
+pub use region::HugePages;

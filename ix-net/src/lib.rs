@@ -1,0 +1,6 @@
+//! Sans-IO TCP/IP for the IX dataplane: frames and `now` in, frames and socket
+//! events out. No threads, no clock, no futures.
+#![deny(unsafe_code)]
+
+pub mod timer;
+pub mod wire;
