@@ -39,6 +39,16 @@ pub enum DriverError {
         /// A backend that works without it.
         alternative: &'static str,
     },
+    /// A device file the backend needs does not exist.
+    #[error("{backend} needs {path}, which does not exist: {hint}")]
+    DeviceMissing {
+        /// The backend that could not start, e.g. `"tap"`.
+        backend: &'static str,
+        /// The missing file, e.g. `"/dev/net/tun"`.
+        path: &'static str,
+        /// What to do about it.
+        hint: &'static str,
+    },
     /// A backend specification could not be parsed.
     #[error("unknown backend {0:?}: expected mem, tap:NAME, kernel or xdp:IFACE")]
     UnknownBackend(String),

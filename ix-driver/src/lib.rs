@@ -5,10 +5,13 @@
 
 pub mod error;
 pub mod pool;
+pub mod privilege;
 pub mod queue;
 pub mod region;
+pub mod tap;
 
 pub use error::{DriverError, FrameFull, PoolExhausted};
 pub use pool::{PacketBuf, PacketPool, PoolConfig, PoolStats, TxBuf};
 pub use queue::{NetQueue, QueueStats};
 pub use region::HugePages;
+pub use tap::{TapConfig, TapDevice, TapQueue, TapQueueFd};
