@@ -287,9 +287,7 @@ impl Deref for PacketBuf {
         // region (checked when the window was set). The frame is kept alive by this
         // handle's reference, and while any `PacketBuf` exists no `TxBuf` (the only
         // writer) exists for the frame, so the bytes do not change under the slice.
-        unsafe {
-            std::slice::from_raw_parts(self.pool.region.ro_base().as_ptr().add(offset), self.len())
-        }
+        unsafe { std::slice::from_raw_parts(self.pool.region.ro_base().as_ptr().add(offset), self.len()) }
     }
 }
 
@@ -422,9 +420,7 @@ impl TxBuf {
         // SAFETY: `offset + n` ends at the frame's end, inside the region; this
         // handle is the only one on the frame (type invariant), so the mutable
         // slice aliases nothing; its lifetime is tied to `&mut self`.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.buf.pool.region.rw_base().as_ptr().add(offset), n)
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.buf.pool.region.rw_base().as_ptr().add(offset), n) }
     }
 
     /// Adds `n` bytes written into [`TxBuf::spare_mut`] to the data.
@@ -454,12 +450,7 @@ impl Deref for TxBuf {
         let offset = self.buf.pool.frame_offset(self.buf.idx) + self.buf.start as usize;
         // SAFETY: in bounds as for `PacketBuf`; reading through the writable
         // mapping keeps reads and writes of this unique frame on one address.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.buf.pool.region.rw_base().as_ptr().add(offset),
-                self.len(),
-            )
-        }
+        unsafe { std::slice::from_raw_parts(self.buf.pool.region.rw_base().as_ptr().add(offset), self.len()) }
     }
 }
 
@@ -468,12 +459,7 @@ impl DerefMut for TxBuf {
         let offset = self.buf.pool.frame_offset(self.buf.idx) + self.buf.start as usize;
         // SAFETY: in bounds as above; this handle is the only one on the frame, so
         // the mutable slice (tied to `&mut self`) aliases nothing.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.buf.pool.region.rw_base().as_ptr().add(offset),
-                self.len(),
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.buf.pool.region.rw_base().as_ptr().add(offset), self.len()) }
     }
 }
 

@@ -77,9 +77,7 @@ fn decide(feature: &str, available: bool, ci: Option<&OsStr>) -> Verdict {
     if available {
         return Verdict::Run;
     }
-    let in_ci = ci
-        .and_then(OsStr::to_str)
-        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    let in_ci = ci.and_then(OsStr::to_str).is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
     if in_ci {
         Verdict::Fail(format!(
             "{feature} needs root privileges (CAP_NET_ADMIN; CAP_SYS_ADMIN and iproute2 \
@@ -95,8 +93,7 @@ fn decide(feature: &str, available: bool, ci: Option<&OsStr>) -> Verdict {
 }
 
 fn has_effective_capability(bit: u32) -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|status| effective_capability_in(&status, bit))
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| effective_capability_in(&status, bit))
 }
 
 /// Whether the `CapEff:` line of a `/proc/PID/status` text has `bit` set.
@@ -114,8 +111,7 @@ mod tests {
 
     const ROOT_STATUS: &str = "Name:\tcargo\nCapInh:\t0000000000000000\n\
         CapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n";
-    const USER_STATUS: &str =
-        "Name:\tcargo\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n";
+    const USER_STATUS: &str = "Name:\tcargo\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n";
 
     #[test]
     fn available_feature_runs_in_and_out_of_ci() {
@@ -174,14 +170,8 @@ mod tests {
 
     #[test]
     fn missing_or_garbled_cap_eff_means_no_capability() {
-        assert!(!effective_capability_in(
-            "Name:\tx\nCapPrm:\tffff\n",
-            CAP_NET_ADMIN_BIT
-        ));
-        assert!(!effective_capability_in(
-            "CapEff:\tnot-hex\n",
-            CAP_NET_ADMIN_BIT
-        ));
+        assert!(!effective_capability_in("Name:\tx\nCapPrm:\tffff\n", CAP_NET_ADMIN_BIT));
+        assert!(!effective_capability_in("CapEff:\tnot-hex\n", CAP_NET_ADMIN_BIT));
         assert!(!effective_capability_in("CapEff:\tffffffffffffffff\n", 64));
     }
 }

@@ -63,10 +63,7 @@ impl Region {
             match Self::map(huge_len, true) {
                 Ok(region) => return Ok(region),
                 Err(err) if huge == HugePages::Require => {
-                    return Err(DriverError::HugePagesUnavailable {
-                        bytes: huge_len,
-                        detail: err.to_string(),
-                    });
+                    return Err(DriverError::HugePagesUnavailable { bytes: huge_len, detail: err.to_string() });
                 }
                 Err(err) => HUGE_FALLBACK_LOGGED.call_once(|| {
                     tracing::info!(
@@ -158,12 +155,7 @@ impl Drop for Region {
     }
 }
 
-fn mmap_shared(
-    fd: &OwnedFd,
-    len: usize,
-    prot: libc::c_int,
-    populate: bool,
-) -> Result<NonNull<u8>, DriverError> {
+fn mmap_shared(fd: &OwnedFd, len: usize, prot: libc::c_int, populate: bool) -> Result<NonNull<u8>, DriverError> {
     let mut flags = libc::MAP_SHARED;
     if populate {
         // Fault every page in now rather than on the packet path.

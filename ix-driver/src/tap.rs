@@ -55,10 +55,7 @@ pub struct TapConfig {
 
 impl Default for TapConfig {
     fn default() -> Self {
-        Self {
-            queues: 1,
-            mac: None,
-        }
+        Self { queues: 1, mac: None }
     }
 }
 
@@ -123,13 +120,7 @@ impl TapDevice {
             None => mac_from_name(&name, kernel_mac),
         };
         tracing::info!(device = %name, queues = config.queues, mtu, mac = ?mac, "tap device open");
-        Ok(Self {
-            name,
-            mac,
-            kernel_mac,
-            mtu,
-            queue_fds,
-        })
+        Ok(Self { name, mac, kernel_mac, mtu, queue_fds })
     }
 
     /// The interface name.
@@ -166,10 +157,7 @@ impl TapDevice {
     /// [`DriverError::Os`] when the kernel refuses.
     pub fn set_mtu(&mut self, mtu: u32) -> Result<(), DriverError> {
         if self.queue_fds.iter().any(Option::is_none) {
-            return Err(DriverError::Config(format!(
-                "set the MTU of {} before taking its queues",
-                self.name
-            )));
+            return Err(DriverError::Config(format!("set the MTU of {} before taking its queues", self.name)));
         }
         if mtu > MAX_MTU_BYTES {
             return Err(mtu_too_large(&self.name, mtu));
@@ -192,21 +180,14 @@ impl TapDevice {
     /// [`DriverError::Config`] when `index` is out of range or already taken.
     pub fn take_queue_fd(&mut self, index: u16) -> Result<TapQueueFd, DriverError> {
         let queues = self.queue_count();
-        let slot = self.queue_fds.get_mut(usize::from(index)).ok_or_else(|| {
-            DriverError::Config(format!(
-                "{} has {queues} queues: no queue {index}",
-                self.name
-            ))
-        })?;
-        let fd = slot.take().ok_or_else(|| {
-            DriverError::Config(format!("queue {index} of {} was already taken", self.name))
-        })?;
-        Ok(TapQueueFd {
-            fd,
-            index,
-            mac: self.mac,
-            max_frame_len: self.mtu as usize + ETHERNET_HEADER_BYTES,
-        })
+        let slot = self
+            .queue_fds
+            .get_mut(usize::from(index))
+            .ok_or_else(|| DriverError::Config(format!("{} has {queues} queues: no queue {index}", self.name)))?;
+        let fd = slot
+            .take()
+            .ok_or_else(|| DriverError::Config(format!("queue {index} of {} was already taken", self.name)))?;
+        Ok(TapQueueFd { fd, index, mac: self.mac, max_frame_len: self.mtu as usize + ETHERNET_HEADER_BYTES })
     }
 
     /// Takes queue `index` and builds it on this thread with `pool`.
@@ -263,11 +244,7 @@ impl TapQueue {
 
     /// Whether a frame is waiting to be read, without reading it.
     fn frame_waiting(&self) -> bool {
-        let mut pollfd = libc::pollfd {
-            fd: self.file.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pollfd = libc::pollfd { fd: self.file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: `pollfd` is one valid, initialised entry that outlives the call,
         // and a zero timeout makes the call return at once.
         let ready = unsafe { libc::poll(&mut pollfd, 1, 0) };
@@ -294,12 +271,7 @@ impl NetQueue for TapQueue {
             match retry_interrupted(|| (&self.file).read(frame.spare_mut())) {
                 Ok(len) if len > self.max_frame_len => {
                     self.stats.rx_drops += 1;
-                    tracing::debug!(
-                        queue = self.index,
-                        len,
-                        max = self.max_frame_len,
-                        "tap: oversized frame dropped"
-                    );
+                    tracing::debug!(queue = self.index, len, max = self.max_frame_len, "tap: oversized frame dropped");
                 }
                 Ok(len) => {
                     frame.commit(len);
@@ -331,11 +303,7 @@ impl NetQueue for TapQueue {
         for frame in batch.iter() {
             if frame.len() > self.max_frame_len {
                 self.stats.tx_drops += 1;
-                tracing::debug!(
-                    queue = self.index,
-                    len = frame.len(),
-                    "tap: oversized frame not sent"
-                );
+                tracing::debug!(queue = self.index, len = frame.len(), "tap: oversized frame not sent");
             } else {
                 match retry_interrupted(|| (&self.file).write(frame)) {
                     Ok(len) => {
@@ -414,11 +382,7 @@ fn open_queue(name: &str) -> Result<(OwnedFd, String), DriverError> {
 }
 
 fn privilege_error() -> DriverError {
-    DriverError::Privilege {
-        backend: "tap",
-        what: "CAP_NET_ADMIN",
-        alternative: "mem or kernel",
-    }
+    DriverError::Privilege { backend: "tap", what: "CAP_NET_ADMIN", alternative: "mem or kernel" }
 }
 
 /// What a failed `open("/dev/net/tun")` means.
@@ -430,10 +394,7 @@ fn open_error(error: io::Error) -> DriverError {
             hint: "load the tun module (modprobe tun), or use --backend mem or kernel",
         },
         Some(libc::EPERM | libc::EACCES) => privilege_error(),
-        _ => DriverError::Os {
-            call: "open(/dev/net/tun)",
-            source: error,
-        },
+        _ => DriverError::Os { call: "open(/dev/net/tun)", source: error },
     }
 }
 
@@ -444,10 +405,7 @@ fn attach_error(name: &str, error: io::Error) -> DriverError {
         Some(libc::EINVAL) => DriverError::Config(format!(
             "{name} exists and is not a multi-queue TAP device (IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE)"
         )),
-        _ => DriverError::Os {
-            call: "ioctl(TUNSETIFF)",
-            source: error,
-        },
+        _ => DriverError::Os { call: "ioctl(TUNSETIFF)", source: error },
     }
 }
 
@@ -465,17 +423,12 @@ fn validate_name(name: &str) -> Result<(), DriverError> {
         "is longer than 15 bytes (IFNAMSIZ 16, with the terminating NUL)"
     } else if name == "." || name == ".." {
         "is a path component"
-    } else if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
-    {
+    } else if name.chars().any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace()) {
         "contains '/', ':', NUL or white space"
     } else {
         return Ok(());
     };
-    Err(DriverError::Config(format!(
-        "interface name {name:?} {problem}"
-    )))
+    Err(DriverError::Config(format!("interface name {name:?} {problem}")))
 }
 
 /// Checks a configured MAC address: unicast, not zero, not the kernel side's.
@@ -489,9 +442,7 @@ fn validate_mac(mac: [u8; 6], kernel_mac: [u8; 6]) -> Result<[u8; 6], DriverErro
     } else {
         return Ok(mac);
     };
-    Err(DriverError::Config(format!(
-        "MAC address {mac:02x?} {problem}"
-    )))
+    Err(DriverError::Config(format!("MAC address {mac:02x?} {problem}")))
 }
 
 /// A locally administered unicast MAC address derived from the device name (an
@@ -500,9 +451,7 @@ fn validate_mac(mac: [u8; 6], kernel_mac: [u8; 6]) -> Result<[u8; 6], DriverErro
 fn mac_from_name(name: &str, kernel_mac: [u8; 6]) -> [u8; 6] {
     const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const FNV_PRIME: u64 = 0x0100_0000_01b3;
-    let hash = name.bytes().fold(FNV_OFFSET_BASIS, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
-    });
+    let hash = name.bytes().fold(FNV_OFFSET_BASIS, |h, b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME));
     let h = hash.to_be_bytes();
     // 0x02: locally administered; bit 0x01 clear: unicast.
     let mut mac = [0x02, h[0], h[1], h[2], h[3], h[4]];
@@ -526,12 +475,7 @@ fn interface_request(name: &str) -> libc::ifreq {
 
 /// The interface name an `ifreq` carries (NUL-terminated by the kernel).
 fn name_of(request: &libc::ifreq) -> String {
-    let bytes: Vec<u8> = request
-        .ifr_name
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
+    let bytes: Vec<u8> = request.ifr_name.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -556,12 +500,7 @@ impl<'a> InterfaceControl<'a> {
     }
 
     /// Runs one interface `ioctl` on `request`.
-    fn ioctl(
-        &self,
-        call: &'static str,
-        op: libc::Ioctl,
-        request: &mut libc::ifreq,
-    ) -> Result<(), DriverError> {
+    fn ioctl(&self, call: &'static str, op: libc::Ioctl, request: &mut libc::ifreq) -> Result<(), DriverError> {
         // SAFETY: every `op` used here (SIOC[GS]IF*) reads and writes one `ifreq`,
         // which `request` is, alive and exclusively borrowed for the call.
         let rc = unsafe { libc::ioctl(self.socket.as_raw_fd(), op, request as *mut libc::ifreq) };
@@ -569,10 +508,7 @@ impl<'a> InterfaceControl<'a> {
             let error = io::Error::last_os_error();
             return Err(match error.raw_os_error() {
                 Some(libc::EPERM | libc::EACCES) => privilege_error(),
-                _ => DriverError::Os {
-                    call,
-                    source: error,
-                },
+                _ => DriverError::Os { call, source: error },
             });
         }
         Ok(())
@@ -640,11 +576,7 @@ mod tests {
     fn derived_mac_is_local_unicast_stable_and_not_the_kernels() {
         let kernel = [0x02, 0, 0, 0, 0, 1];
         let mac = mac_from_name("ixtap0", kernel);
-        assert_eq!(
-            mac[0] & 0x03,
-            0x02,
-            "locally administered unicast: {mac:02x?}"
-        );
+        assert_eq!(mac[0] & 0x03, 0x02, "locally administered unicast: {mac:02x?}");
         assert_eq!(mac, mac_from_name("ixtap0", kernel));
         assert_ne!(mac, mac_from_name("ixtap1", kernel));
         let clash = mac_from_name("ixtap0", mac);
@@ -655,10 +587,7 @@ mod tests {
     #[test]
     fn configured_mac_must_be_unicast_nonzero_and_distinct() {
         let kernel = [0x02, 1, 2, 3, 4, 5];
-        assert_eq!(
-            validate_mac([0x02, 9, 9, 9, 9, 9], kernel).unwrap(),
-            [0x02, 9, 9, 9, 9, 9]
-        );
+        assert_eq!(validate_mac([0x02, 9, 9, 9, 9, 9], kernel).unwrap(), [0x02, 9, 9, 9, 9, 9]);
         assert!(validate_mac([0x01, 0, 0x5e, 0, 0, 1], kernel).is_err());
         assert!(validate_mac([0; 6], kernel).is_err());
         assert!(validate_mac(kernel, kernel).is_err());
@@ -667,38 +596,16 @@ mod tests {
     #[test]
     fn open_errors_say_what_to_do() {
         let missing = open_error(io::Error::from_raw_os_error(libc::ENOENT));
-        assert!(matches!(
-            missing,
-            DriverError::DeviceMissing {
-                path: "/dev/net/tun",
-                ..
-            }
-        ));
+        assert!(matches!(missing, DriverError::DeviceMissing { path: "/dev/net/tun", .. }));
         assert!(missing.to_string().contains("modprobe tun"), "{missing}");
         let denied = open_error(io::Error::from_raw_os_error(libc::EACCES));
-        assert_eq!(
-            denied.to_string(),
-            "tap needs CAP_NET_ADMIN: run as root or use --backend mem or kernel"
-        );
+        assert_eq!(denied.to_string(), "tap needs CAP_NET_ADMIN: run as root or use --backend mem or kernel");
         let busy = attach_error("ixtap0", io::Error::from_raw_os_error(libc::EPERM));
-        assert!(matches!(
-            busy,
-            DriverError::Privilege { backend: "tap", .. }
-        ));
+        assert!(matches!(busy, DriverError::Privilege { backend: "tap", .. }));
         let wrong_kind = attach_error("eth0", io::Error::from_raw_os_error(libc::EINVAL));
-        assert!(
-            wrong_kind
-                .to_string()
-                .contains("eth0 exists and is not a multi-queue TAP")
-        );
+        assert!(wrong_kind.to_string().contains("eth0 exists and is not a multi-queue TAP"));
         let other = attach_error("ixtap0", io::Error::from_raw_os_error(libc::E2BIG));
-        assert!(matches!(
-            other,
-            DriverError::Os {
-                call: "ioctl(TUNSETIFF)",
-                ..
-            }
-        ));
+        assert!(matches!(other, DriverError::Os { call: "ioctl(TUNSETIFF)", .. }));
     }
 
     #[test]

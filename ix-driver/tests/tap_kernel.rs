@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use ix_driver::privilege::{has_net_admin, require};
 use ix_driver::tap::ETHERNET_HEADER_BYTES;
-use ix_driver::{
-    DriverError, HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig, TapDevice, TapQueue,
-};
+use ix_driver::{DriverError, HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig, TapDevice, TapQueue};
 
 /// Address of the kernel side of the TAP device (link-local, test-only).
 const KERNEL_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 1);
@@ -49,9 +47,7 @@ impl LinkGuard {
 
     fn delete_if_present(&self) {
         if self.exists() {
-            let _ = Command::new("ip")
-                .args(["link", "delete", &self.name])
-                .status();
+            let _ = Command::new("ip").args(["link", "delete", &self.name]).status();
         }
     }
 }
@@ -64,24 +60,13 @@ impl Drop for LinkGuard {
 
 /// Runs `ip ARGS`, panicking with its error output when it fails.
 fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("run ip (package iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("ip").args(args).output().expect("run ip (package iproute2)");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn pool(frames: u32) -> PacketPool {
-    PacketPool::new(PoolConfig {
-        frames,
-        huge_pages: HugePages::Never,
-    })
-    .expect("packet pool")
+    PacketPool::new(PoolConfig { frames, huge_pages: HugePages::Never }).expect("packet pool")
 }
 
 /// The start of every kernel test: `None` (the test returns) when TAP devices
@@ -106,9 +91,7 @@ fn add_kernel_address(dev: &str) {
 /// `DATAPLANE_IP` (starting ARP resolution if it has no neighbour entry).
 fn kernel_sends_udp(payload_len: usize) {
     let socket = UdpSocket::bind((KERNEL_IP, 0)).expect("bind on the kernel side");
-    socket
-        .send_to(&vec![0x5a; payload_len], (DATAPLANE_IP, 9))
-        .expect("send_to");
+    socket.send_to(&vec![0x5a; payload_len], (DATAPLANE_IP, 9)).expect("send_to");
 }
 
 /// Receives from `queue` until a frame satisfies `wanted`, waiting on the
@@ -127,14 +110,8 @@ fn receive_until(queue: &mut TapQueue, wanted: impl Fn(&[u8]) -> bool) -> Option
 }
 
 fn wait_readable(queue: &TapQueue, timeout: Duration) {
-    let fd = queue
-        .wait_fd()
-        .expect("a TAP queue has a descriptor to wait on");
-    let mut pollfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let fd = queue.wait_fd().expect("a TAP queue has a descriptor to wait on");
+    let mut pollfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd that outlives the call.
     unsafe { libc::poll(&mut pollfd, 1, timeout.as_millis() as libc::c_int) };
 }
@@ -156,12 +133,7 @@ fn is_arp_request_for(frame: &[u8], target: Ipv4Addr) -> bool {
 }
 
 /// An ARP reply frame: `sender_mac` has `sender_ip`, sent to `target_mac`.
-fn arp_reply(
-    sender_mac: [u8; 6],
-    sender_ip: Ipv4Addr,
-    target_mac: [u8; 6],
-    target_ip: Ipv4Addr,
-) -> Vec<u8> {
+fn arp_reply(sender_mac: [u8; 6], sender_ip: Ipv4Addr, target_mac: [u8; 6], target_ip: Ipv4Addr) -> Vec<u8> {
     let mut frame = Vec::with_capacity(ARP_FRAME_BYTES);
     frame.extend_from_slice(&target_mac);
     frame.extend_from_slice(&sender_mac);
@@ -193,10 +165,7 @@ fn wait_for_neighbour(dev: &str, ip_addr: Ipv4Addr) -> Option<String> {
     while Instant::now() < deadline {
         let table = ip(&["neigh", "show", "dev", dev]);
         let prefix = format!("{ip_addr} ");
-        if let Some(line) = table
-            .lines()
-            .find(|l| l.starts_with(&prefix) && l.contains("lladdr"))
-        {
+        if let Some(line) = table.lines().find(|l| l.starts_with(&prefix) && l.contains("lladdr")) {
             return Some(line.to_owned());
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -207,11 +176,7 @@ fn wait_for_neighbour(dev: &str, ip_addr: Ipv4Addr) -> Option<String> {
 /// Reads a counter of the kernel side, e.g. `rx_packets`.
 fn kernel_counter(dev: &str, counter: &str) -> u64 {
     let path = format!("/sys/class/net/{dev}/statistics/{counter}");
-    std::fs::read_to_string(&path)
-        .expect(&path)
-        .trim()
-        .parse()
-        .expect("a number")
+    std::fs::read_to_string(&path).expect(&path).trim().parse().expect("a number")
 }
 
 #[test]
@@ -229,24 +194,13 @@ fn kernel_arp_request_arrives_and_our_reply_fills_its_neighbour_table() {
     let request = receive_until(&mut queue, |f| is_arp_request_for(f, DATAPLANE_IP))
         .expect("the kernel's ARP request for 169.254.77.2 on the TAP queue");
     assert_eq!(&request[0..6], &[0xff; 6], "sent to broadcast");
-    assert_eq!(
-        &request[6..12],
-        &device.kernel_mac(),
-        "sent from the kernel side"
-    );
+    assert_eq!(&request[6..12], &device.kernel_mac(), "sent from the kernel side");
     assert_eq!(be16(&request, 14), 1, "hardware type Ethernet");
     assert_eq!(be16(&request, 16), 0x0800, "protocol type IPv4");
-    assert_eq!(
-        &request[22..28],
-        &device.kernel_mac(),
-        "sender hardware address"
-    );
+    assert_eq!(&request[22..28], &device.kernel_mac(), "sender hardware address");
     assert_eq!(ipv4_at(&request, 28), KERNEL_IP, "sender protocol address");
     let stats = queue.stats();
-    assert!(
-        stats.rx_packets >= 1 && stats.rx_bytes >= ARP_FRAME_BYTES as u64,
-        "{stats:?}"
-    );
+    assert!(stats.rx_packets >= 1 && stats.rx_bytes >= ARP_FRAME_BYTES as u64, "{stats:?}");
 
     // (b) Our reply teaches the kernel our MAC for DATAPLANE_IP.
     let reply = arp_reply(device.mac(), DATAPLANE_IP, device.kernel_mac(), KERNEL_IP);
@@ -255,12 +209,8 @@ fn kernel_arp_request_arrives_and_our_reply_fills_its_neighbour_table() {
     assert!(batch.is_empty(), "a sent frame leaves the batch");
     assert_eq!(queue.stats().tx_packets, 1);
     assert_eq!(queue.stats().tx_bytes, ARP_FRAME_BYTES as u64);
-    let entry = wait_for_neighbour(&guard.name, DATAPLANE_IP)
-        .expect("the kernel's neighbour table lists 169.254.77.2");
-    assert!(
-        entry.contains(&format!("lladdr {}", mac_text(device.mac()))),
-        "{entry}"
-    );
+    let entry = wait_for_neighbour(&guard.name, DATAPLANE_IP).expect("the kernel's neighbour table lists 169.254.77.2");
+    assert!(entry.contains(&format!("lladdr {}", mac_text(device.mac()))), "{entry}");
 }
 
 #[test]
@@ -286,24 +236,11 @@ fn both_queues_of_a_multi_queue_device_transmit() {
     assert_eq!(queue0.tx_burst(&mut batch), 1);
     assert_eq!(queue0.stats().tx_packets, 1);
     assert_eq!(sent_by_thread.join().expect("queue 1 thread"), (1, 1));
-    assert_eq!(
-        kernel_counter(&guard.name, "rx_packets") - before,
-        2,
-        "the kernel got both"
-    );
+    assert_eq!(kernel_counter(&guard.name, "rx_packets") - before, 2, "the kernel got both");
 
-    assert!(
-        matches!(device.take_queue_fd(0), Err(DriverError::Config(_))),
-        "taken twice"
-    );
-    assert!(
-        matches!(device.take_queue_fd(2), Err(DriverError::Config(_))),
-        "no queue 2"
-    );
-    assert!(
-        device.set_mtu(1400).is_err(),
-        "the MTU is fixed once queues are out"
-    );
+    assert!(matches!(device.take_queue_fd(0), Err(DriverError::Config(_))), "taken twice");
+    assert!(matches!(device.take_queue_fd(2), Err(DriverError::Config(_))), "no queue 2");
+    assert!(device.set_mtu(1400).is_err(), "the MTU is fixed once queues are out");
 }
 
 #[test]
@@ -311,21 +248,11 @@ fn oversized_frames_and_an_empty_pool_are_counted_not_delivered() {
     let Some((guard, mut device)) = privileged_tap("rx", 1) else {
         return;
     };
-    device
-        .set_mtu(1280)
-        .expect("set the MTU while the queue is with the device");
+    device.set_mtu(1280).expect("set the MTU while the queue is with the device");
     assert_eq!(device.mtu(), 1280);
     add_kernel_address(&guard.name);
     let (dataplane_ip, mac) = (DATAPLANE_IP.to_string(), mac_text(device.mac()));
-    let neighbour = [
-        "neigh",
-        "replace",
-        &dataplane_ip,
-        "lladdr",
-        &mac,
-        "dev",
-        &guard.name,
-    ];
+    let neighbour = ["neigh", "replace", &dataplane_ip, "lladdr", &mac, "dev", &guard.name];
     ip(&[&neighbour[..], &["nud", "permanent"]].concat());
     let pool = pool(1);
     let mut queue = device.queue(0, pool.clone()).expect("queue 0");
@@ -343,11 +270,7 @@ fn oversized_frames_and_an_empty_pool_are_counted_not_delivered() {
         wait_readable(&queue, Duration::from_millis(50));
     }
     assert!(batch.is_empty(), "no oversized frame was delivered");
-    assert!(
-        queue.stats().rx_drops >= 1,
-        "the oversized frame was counted: {:?}",
-        queue.stats()
-    );
+    assert!(queue.stats().rx_drops >= 1, "the oversized frame was counted: {:?}", queue.stats());
 
     // With the pool's only frame held, a waiting frame is counted as exhaustion.
     let held = pool.alloc().expect("the pool's only frame");
@@ -355,11 +278,7 @@ fn oversized_frames_and_an_empty_pool_are_counted_not_delivered() {
     let deadline = Instant::now() + Duration::from_millis(KERNEL_WAIT_MS);
     while queue.stats().pool_exhausted == 0 && Instant::now() < deadline {
         wait_readable(&queue, Duration::from_millis(50));
-        assert_eq!(
-            queue.rx_burst(&mut batch, 8),
-            0,
-            "nothing received without a free frame"
-        );
+        assert_eq!(queue.rx_burst(&mut batch, 8), 0, "nothing received without a free frame");
     }
     assert!(queue.stats().pool_exhausted >= 1, "{:?}", queue.stats());
     drop(held);
@@ -382,10 +301,7 @@ fn device_disappears_when_its_last_descriptor_closes() {
     while guard.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(
-        !guard.exists(),
-        "the device is removed with its last descriptor"
-    );
+    assert!(!guard.exists(), "the device is removed with its last descriptor");
 }
 
 #[test]
@@ -400,8 +316,5 @@ fn bad_device_names_are_refused_before_any_system_call() {
     }
     let too_long = TapDevice::open("sixteen-bytes-xx", 1).unwrap_err();
     assert!(too_long.to_string().contains("IFNAMSIZ"), "{too_long}");
-    assert!(matches!(
-        TapDevice::open("ixtap0", 0),
-        Err(DriverError::Config(_))
-    ));
+    assert!(matches!(TapDevice::open("ixtap0", 0), Err(DriverError::Config(_))));
 }
