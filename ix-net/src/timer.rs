@@ -595,23 +595,16 @@ mod tests {
         Advance(i64),
     }
 
+    /// A signed offset in µs: up to `past_micros` back, or forward on one of
+    /// several scales (within a tick, then up to each of `scales_micros`).
+    fn offset_micros(past_micros: i64, scales_micros: [i64; 4]) -> impl Strategy<Value = i64> {
+        let [a, b, c, d] = scales_micros;
+        prop_oneof![-past_micros..=0, 0..64i64, 0..a, 0..b, 0..c, 0..d]
+    }
+
     fn op() -> impl Strategy<Value = Op> {
-        let delay = prop_oneof![
-            -100i64..=0,
-            0i64..64,
-            0i64..20_000,
-            0i64..5_000_000,
-            0i64..700_000_000,
-            0i64..3_000_000_000,
-        ];
-        let step = prop_oneof![
-            -50i64..=0,
-            0i64..64,
-            0i64..10_000,
-            0i64..3_000_000,
-            0i64..400_000_000,
-            0i64..2_000_000_000,
-        ];
+        let delay = offset_micros(100, [20_000, 5_000_000, 700_000_000, 3_000_000_000]);
+        let step = offset_micros(50, [10_000, 3_000_000, 400_000_000, 2_000_000_000]);
         prop_oneof![
             4 => delay.prop_map(Op::Insert),
             1 => any::<usize>().prop_map(Op::Cancel),
