@@ -2,5 +2,7 @@
 //! events out. No threads, no clock, no futures.
 #![deny(unsafe_code)]
 
+pub mod tcp;
+pub mod time;
 pub mod timer;
 pub mod wire;
