@@ -2,5 +2,6 @@
 //! events out. No threads, no clock, no futures.
 #![deny(unsafe_code)]
 
+pub mod tcp;
 pub mod timer;
 pub mod wire;
