@@ -212,6 +212,10 @@ impl SackScoreboard {
     /// RFC 6675 SetPipe: bytes estimated in the network. Each unSACKed byte in
     /// `[snd_una, snd_nxt)` counts once if not lost, and once more if below
     /// `high_rxt` (it was retransmitted).
+    ///
+    /// # Panics
+    /// In debug builds, if `snd_una` is not the point given to the last
+    /// [`update`](Self::update) or [`advance_una`](Self::advance_una).
     pub fn pipe(&self, snd_una: u32, snd_nxt: u32, high_rxt: u32, mss: u32) -> u32 {
         debug_assert_eq!(snd_una, self.una, "call update or advance_una first");
         let rxt = self.offset(high_rxt);
