@@ -306,7 +306,7 @@ mod tests {
             let expected = rfc_w_cubic_segments(1000.0, t);
             let error = (cwnd - expected).abs() / expected;
             assert!(
-                error <= 0.01,
+                error <= 0.005,
                 "t = {t:.2} s: cwnd {cwnd:.2} segments, RFC curve {expected:.2}"
             );
             worst = worst.max(error);
