@@ -1,0 +1,198 @@
+//! The Internet checksum (RFC 1071) summed over 64-bit words, the IPv4
+//! pseudo-header sum, and the incremental update of RFC 1624.
+
+use std::net::Ipv4Addr;
+
+/// Adds `data` to the running one's-complement sum `sum` and returns the new
+/// sum, unfolded. Pieces can be chained, but every piece except the last must
+/// have an even length (a checksum sums 16-bit words).
+#[inline]
+pub fn accumulate(mut sum: u64, data: &[u8]) -> u64 {
+    let mut words = data.chunks_exact(8);
+    for word in &mut words {
+        let value = u64::from_be_bytes([
+            word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+        ]);
+        let (total, carry) = sum.overflowing_add(value);
+        // End-around carry: 2^64 is 1 modulo 0xffff. `total` is at most
+        // 2^64 - 2 when `carry` is set, so this cannot overflow.
+        sum = total + u64::from(carry);
+    }
+    let mut pairs = words.remainder().chunks_exact(2);
+    for pair in &mut pairs {
+        sum = add_word(sum, u64::from(u16::from_be_bytes([pair[0], pair[1]])));
+    }
+    if let [last] = pairs.remainder() {
+        sum = add_word(sum, u64::from(*last) << 8);
+    }
+    sum
+}
+
+#[inline]
+fn add_word(sum: u64, word: u64) -> u64 {
+    let (total, carry) = sum.overflowing_add(word);
+    total + u64::from(carry)
+}
+
+/// Folds an unfolded sum from [`accumulate`] into 16 bits (not complemented).
+#[inline]
+pub fn fold(mut sum: u64) -> u16 {
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    // Two folds at each width leave at most 16 bits.
+    sum as u16
+}
+
+/// The Internet checksum of `data`: the complement of its one's-complement sum.
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(accumulate(0, data))
+}
+
+/// Whether an unfolded sum taken over data that includes its checksum field
+/// is all ones, that is, whether that checksum is valid.
+#[inline]
+pub fn is_valid(sum: u64) -> bool {
+    fold(sum) == 0xffff
+}
+
+/// The unfolded sum of the IPv4 pseudo-header used by TCP and UDP: source,
+/// destination, protocol and the length of the transport segment.
+#[inline]
+pub fn ipv4_pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16) -> u64 {
+    u64::from(src.to_bits()) + u64::from(dst.to_bits()) + u64::from(protocol) + u64::from(length)
+}
+
+/// The transport checksum of `segment` (checksum field zeroed by the caller)
+/// under the IPv4 pseudo-header.
+///
+/// # Panics
+/// Panics if `segment` is longer than 65535 bytes, which no IPv4 packet holds.
+#[inline]
+pub fn transport_checksum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> u16 {
+    let length = u16::try_from(segment.len()).expect("transport segment longer than 65535 bytes");
+    !fold(accumulate(
+        ipv4_pseudo_header_sum(src, dst, protocol, length),
+        segment,
+    ))
+}
+
+/// Whether the transport checksum stored inside `segment` is valid under the
+/// IPv4 pseudo-header. A segment longer than 65535 bytes is never valid.
+#[inline]
+pub fn verify_transport(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> bool {
+    match u16::try_from(segment.len()) {
+        Ok(length) => is_valid(accumulate(
+            ipv4_pseudo_header_sum(src, dst, protocol, length),
+            segment,
+        )),
+        Err(_) => false,
+    }
+}
+
+/// The new checksum of a header in which one 16-bit field changed from
+/// `old_field` to `new_field`, without summing the header again (RFC 1624,
+/// equation 3: `HC' = ~(~HC + ~m + m')`).
+#[inline]
+pub fn incremental_update(old_checksum: u16, old_field: u16, new_field: u16) -> u16 {
+    let sum = u64::from(!old_checksum) + u64::from(!old_field) + u64::from(new_field);
+    !fold(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The obvious byte-pair loop, as the reference for the word-wise sum.
+    fn reference_sum(data: &[u8]) -> u16 {
+        let mut sum: u32 = 0;
+        for pair in data.chunks(2) {
+            let word = u32::from(pair[0]) << 8 | u32::from(*pair.get(1).unwrap_or(&0));
+            sum += word;
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    #[test]
+    fn rfc1071_example_sums_to_ddf2() {
+        // RFC 1071 section 3: bytes 00 01 f2 03 f4 f5 f6 f7 sum to 0xddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(accumulate(0, &data)), 0xddf2);
+        assert_eq!(checksum(&data), 0x220d);
+    }
+
+    #[test]
+    fn odd_length_pads_last_byte_on_the_right() {
+        assert_eq!(fold(accumulate(0, &[0x12, 0x34, 0x56])), 0x1234 + 0x5600);
+    }
+
+    #[test]
+    fn rfc1071_header_checksum_of_known_ipv4_header() {
+        // A classic example header: 4500 0073 0000 4000 4011 [b861] c0a8 0001 c0a8 00c7.
+        let mut header = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(checksum(&header), 0xb861);
+        header[10..12].copy_from_slice(&0xb861u16.to_be_bytes());
+        assert!(is_valid(accumulate(0, &header)));
+    }
+
+    #[test]
+    fn all_zero_data_has_checksum_ffff() {
+        assert_eq!(checksum(&[0; 40]), 0xffff);
+    }
+
+    #[test]
+    fn rfc1624_example_update() {
+        // RFC 1624 section 4: HC = 0xdd2f, m = 0x5555 -> m' = 0x3285 gives 0x0000.
+        assert_eq!(incremental_update(0xdd2f, 0x5555, 0x3285), 0x0000);
+    }
+
+    proptest! {
+        #[test]
+        fn word_sum_equals_byte_pair_sum(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            prop_assert_eq!(fold(accumulate(0, &data)), reference_sum(&data));
+        }
+
+        #[test]
+        fn chained_pieces_equal_one_sum(
+            data in proptest::collection::vec(any::<u8>(), 0..200),
+            split in 0usize..100,
+        ) {
+            let split = (split * 2).min(data.len() & !1);
+            let chained = accumulate(accumulate(0, &data[..split]), &data[split..]);
+            prop_assert_eq!(fold(chained), fold(accumulate(0, &data)));
+        }
+
+        #[test]
+        fn incremental_update_equals_full_recomputation(
+            header in proptest::collection::vec(any::<u8>(), 20..60),
+            field_index in 0usize..30,
+            new_field in any::<u16>(),
+        ) {
+            let mut header = header;
+            let len = header.len() & !1;
+            header.truncate(len);
+            // Checksum lives in the first word; change any other word.
+            let words = len / 2;
+            let at = 2 * (1 + field_index % (words - 1));
+            header[0..2].fill(0);
+            let old_checksum = checksum(&header);
+            header[0..2].copy_from_slice(&old_checksum.to_be_bytes());
+            let old_field = u16::from_be_bytes([header[at], header[at + 1]]);
+            header[at..at + 2].copy_from_slice(&new_field.to_be_bytes());
+            let updated = incremental_update(old_checksum, old_field, new_field);
+            header[0..2].fill(0);
+            let recomputed = checksum(&header);
+            // 0x0000 and 0xffff are the same one's-complement number.
+            prop_assert_eq!(updated % 0xffff, recomputed % 0xffff);
+            header[0..2].copy_from_slice(&updated.to_be_bytes());
+            prop_assert!(is_valid(accumulate(0, &header)));
+        }
+    }
+}
