@@ -39,6 +39,18 @@ pub enum DriverError {
         /// A backend that works without it.
         alternative: &'static str,
     },
+    /// A queue was asked for that another owner already holds.
+    #[error(
+        "{backend} queue {queue} of port {port} is already taken: each queue belongs to one core"
+    )]
+    QueueTaken {
+        /// The backend, e.g. `"mem"`.
+        backend: &'static str,
+        /// The port (device) of the queue.
+        port: u16,
+        /// The queue index.
+        queue: u16,
+    },
     /// A backend specification could not be parsed.
     #[error("unknown backend {0:?}: expected mem, tap:NAME, kernel or xdp:IFACE")]
     UnknownBackend(String),
@@ -47,7 +59,10 @@ pub enum DriverError {
 impl DriverError {
     /// Wraps the calling thread's last OS error.
     pub fn os(call: &'static str) -> Self {
-        Self::Os { call, source: io::Error::last_os_error() }
+        Self::Os {
+            call,
+            source: io::Error::last_os_error(),
+        }
     }
 }
 

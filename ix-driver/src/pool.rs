@@ -32,7 +32,10 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { frames: DEFAULT_POOL_FRAMES, huge_pages: HugePages::Auto }
+        Self {
+            frames: DEFAULT_POOL_FRAMES,
+            huge_pages: HugePages::Auto,
+        }
     }
 }
 
@@ -71,7 +74,11 @@ impl PoolInner {
         if left < self.min_available.get() {
             self.min_available.set(left);
         }
-        debug_assert_eq!(self.refs[idx as usize].get(), 0, "frame {idx} on free list twice");
+        debug_assert_eq!(
+            self.refs[idx as usize].get(),
+            0,
+            "frame {idx} on free list twice"
+        );
         self.refs[idx as usize].set(1);
         Some(idx)
     }
@@ -125,7 +132,9 @@ impl PacketPool {
     /// space; the region's errors otherwise (see [`Region::new`]).
     pub fn new(config: PoolConfig) -> Result<Self, DriverError> {
         if config.frames == 0 {
-            return Err(DriverError::Config("a pool needs at least one frame".into()));
+            return Err(DriverError::Config(
+                "a pool needs at least one frame".into(),
+            ));
         }
         let bytes = (config.frames as usize)
             .checked_mul(FRAME_STRIDE_BYTES as usize)
@@ -164,7 +173,9 @@ impl PacketPool {
             }),
             None => {
                 self.inner.exhausted.set(self.inner.exhausted.get() + 1);
-                Err(PoolExhausted { capacity: self.inner.frames })
+                Err(PoolExhausted {
+                    capacity: self.inner.frames,
+                })
             }
         }
     }
@@ -241,7 +252,11 @@ impl PacketBuf {
     /// # Panics
     /// If `n` is greater than the length.
     pub fn advance(&mut self, n: usize) {
-        assert!(n <= self.len(), "advance {n} past the end of a {}-byte view", self.len());
+        assert!(
+            n <= self.len(),
+            "advance {n} past the end of a {}-byte view",
+            self.len()
+        );
         self.start += n as u32;
     }
 
@@ -258,7 +273,11 @@ impl PacketBuf {
     /// # Errors
     /// Returns `self` when another handle shares the frame.
     pub fn try_into_mut(self) -> Result<TxBuf, PacketBuf> {
-        if self.pool.refs[self.idx as usize].get() == 1 { Ok(TxBuf { buf: self }) } else { Err(self) }
+        if self.pool.refs[self.idx as usize].get() == 1 {
+            Ok(TxBuf { buf: self })
+        } else {
+            Err(self)
+        }
     }
 
     /// Index of the frame in its pool.
@@ -302,7 +321,12 @@ impl AsRef<[u8]> for PacketBuf {
 impl Clone for PacketBuf {
     fn clone(&self) -> Self {
         self.pool.retain(self.idx);
-        Self { pool: self.pool.clone(), idx: self.idx, start: self.start, end: self.end }
+        Self {
+            pool: self.pool.clone(),
+            idx: self.idx,
+            start: self.start,
+            end: self.end,
+        }
     }
 }
 
@@ -367,7 +391,10 @@ impl TxBuf {
     pub fn append(&mut self, n: usize) -> Result<&mut [u8], FrameFull> {
         let available = self.tailroom();
         if n > available {
-            return Err(FrameFull { requested: n, available });
+            return Err(FrameFull {
+                requested: n,
+                available,
+            });
         }
         let old = self.len();
         self.buf.end += n as u32;
@@ -390,7 +417,10 @@ impl TxBuf {
     pub fn prepend(&mut self, n: usize) -> Result<&mut [u8], FrameFull> {
         let available = self.headroom();
         if n > available {
-            return Err(FrameFull { requested: n, available });
+            return Err(FrameFull {
+                requested: n,
+                available,
+            });
         }
         self.buf.start -= n as u32;
         Ok(&mut self[..n])
@@ -432,7 +462,11 @@ impl TxBuf {
     /// # Panics
     /// If `n` is greater than the tailroom.
     pub fn commit(&mut self, n: usize) {
-        assert!(n <= self.tailroom(), "commit {n} beyond the frame's {} spare bytes", self.tailroom());
+        assert!(
+            n <= self.tailroom(),
+            "commit {n} beyond the frame's {} spare bytes",
+            self.tailroom()
+        );
         self.buf.end += n as u32;
     }
 
@@ -498,7 +532,10 @@ fn resolve(range: impl RangeBounds<usize>, len: usize) -> (usize, usize) {
         Bound::Excluded(&n) => n,
         Bound::Unbounded => len,
     };
-    assert!(lo <= hi && hi <= len, "range {lo}..{hi} out of bounds for a {len}-byte view");
+    assert!(
+        lo <= hi && hi <= len,
+        "range {lo}..{hi} out of bounds for a {len}-byte view"
+    );
     (lo, hi)
 }
 
@@ -507,7 +544,11 @@ mod tests {
     use super::*;
 
     fn pool(frames: u32) -> PacketPool {
-        PacketPool::new(PoolConfig { frames, huge_pages: HugePages::Never }).unwrap()
+        PacketPool::new(PoolConfig {
+            frames,
+            huge_pages: HugePages::Never,
+        })
+        .unwrap()
     }
 
     #[test]
@@ -584,7 +625,9 @@ mod tests {
         let b = b.freeze().slice(2..);
         assert_eq!(
             b.region_offset(),
-            b.frame_index() as usize * FRAME_STRIDE_BYTES as usize + FRAME_HEADROOM_BYTES as usize + 2
+            b.frame_index() as usize * FRAME_STRIDE_BYTES as usize
+                + FRAME_HEADROOM_BYTES as usize
+                + 2
         );
         assert_eq!(&*b, &[3, 4]);
     }

@@ -56,7 +56,9 @@ impl Region {
     /// a mapping cannot be made.
     pub fn new(len: usize, huge: HugePages) -> Result<Self, DriverError> {
         if len == 0 {
-            return Err(DriverError::Config("a region needs at least one byte".into()));
+            return Err(DriverError::Config(
+                "a region needs at least one byte".into(),
+            ));
         }
         if huge != HugePages::Never {
             let huge_len = len.next_multiple_of(HUGE_PAGE_BYTES);
@@ -112,7 +114,13 @@ impl Region {
                 return Err(err);
             }
         };
-        Ok(Self { rw, ro, len, huge, fd })
+        Ok(Self {
+            rw,
+            ro,
+            len,
+            huge,
+            fd,
+        })
     }
 
     /// Length in bytes (a multiple of the page size in use).
