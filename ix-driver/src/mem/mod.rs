@@ -328,3 +328,287 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+    use crate::pool::{PacketBuf, PoolConfig};
+    use crate::queue::NetQueue;
+    use crate::region::HugePages;
+
+    fn pool(frames: u32) -> PacketPool {
+        PacketPool::new(PoolConfig {
+            frames,
+            huge_pages: HugePages::Never,
+        })
+        .unwrap()
+    }
+
+    fn wire(ports: u16, queues_per_port: u16) -> Arc<MemWire> {
+        MemWire::new(MemWireConfig {
+            ports,
+            queues_per_port,
+            ..MemWireConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// A non-IP frame (local experimental EtherType) to `dst` tagged with `tag`.
+    fn frame(pool: &PacketPool, dst: [u8; 6], tag: u8, len: usize) -> PacketBuf {
+        let mut tx = pool.alloc().unwrap();
+        let bytes = tx.append(len).unwrap();
+        bytes.fill(tag);
+        bytes[..6].copy_from_slice(&dst);
+        bytes[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+        tx.freeze()
+    }
+
+    fn send(queue: &mut MemQueue, frames: Vec<PacketBuf>) -> usize {
+        let mut batch = frames;
+        let taken = queue.tx_burst(&mut batch);
+        assert!(batch.is_empty());
+        taken
+    }
+
+    fn tags(queue: &mut MemQueue, max: usize) -> Vec<u8> {
+        let mut batch = Vec::new();
+        queue.rx_burst(&mut batch, max);
+        batch.iter().map(|f| f[20]).collect()
+    }
+
+    fn readable(queue: &MemQueue) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: queue.wait_fd().unwrap().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call; zero timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        assert!(n >= 0, "poll failed");
+        n == 1
+    }
+
+    #[test]
+    fn broadcast_reaches_every_other_port_only() {
+        let wire = wire(3, 2);
+        let mut queues: Vec<MemQueue> =
+            (0..3).map(|p| wire.queue(p, 0, pool(8)).unwrap()).collect();
+        let tx_pool = queues[0].pool().clone();
+        send(&mut queues[0], vec![frame(&tx_pool, [0xff; 6], 7, 60)]);
+        assert_eq!(tags(&mut queues[0], 8), []);
+        assert_eq!(tags(&mut queues[1], 8), [7]);
+        assert_eq!(tags(&mut queues[2], 8), [7]);
+        assert_eq!(
+            wire.switch_stats(),
+            SwitchStats {
+                flooded: 1,
+                unicast_drops: 0
+            }
+        );
+    }
+
+    #[test]
+    fn unicast_goes_to_its_port_and_unknown_or_own_is_dropped() {
+        let wire = wire(3, 1);
+        let mut q0 = wire.queue(0, 0, pool(8)).unwrap();
+        let mut q1 = wire.queue(1, 0, pool(8)).unwrap();
+        let mut q2 = wire.queue(2, 0, pool(8)).unwrap();
+        let p = q0.pool().clone();
+        let frames = vec![
+            frame(&p, mem_port_mac(2), 1, 60),
+            frame(&p, mem_port_mac(0), 2, 60),
+            frame(&p, [0x02, 0, 0, 0, 0, 9], 3, 60),
+        ];
+        assert_eq!(send(&mut q0, frames), 3);
+        assert_eq!(tags(&mut q1, 8), []);
+        assert_eq!(tags(&mut q2, 8), [1]);
+        assert_eq!(tags(&mut q0, 8), []);
+        assert_eq!(wire.switch_stats().unicast_drops, 2);
+        assert_eq!(q0.stats().tx_packets, 3);
+        assert_eq!(
+            p.available(),
+            8,
+            "the sender's frames are released once copied"
+        );
+    }
+
+    #[test]
+    fn received_frames_live_in_the_receivers_pool() {
+        let wire = wire(2, 1);
+        let mut q0 = wire.queue(0, 0, pool(4)).unwrap();
+        let mut q1 = wire.queue(1, 0, pool(4)).unwrap();
+        let p = q0.pool().clone();
+        send(&mut q0, vec![frame(&p, mem_port_mac(1), 5, 100)]);
+        let mut batch = Vec::new();
+        assert_eq!(q1.rx_burst(&mut batch, 4), 1);
+        assert!(q1.pool().same_pool(&batch[0]));
+        assert_eq!(batch[0].len(), 100);
+        assert_eq!(q1.stats().rx_bytes, 100);
+    }
+
+    #[test]
+    fn runts_and_oversized_frames_are_transmit_drops() {
+        let wire = wire(2, 1);
+        let mut q0 = wire.queue(0, 0, pool(4)).unwrap();
+        let p = q0.pool().clone();
+        let max = q0.max_frame_len();
+        let frames = vec![
+            frame(&p, mem_port_mac(1), 1, max + 1),
+            frame(&p, mem_port_mac(1), 2, max),
+            p.alloc().unwrap().freeze(),
+        ];
+        assert_eq!(send(&mut q0, frames), 3);
+        let stats = q0.stats();
+        assert_eq!((stats.tx_packets, stats.tx_drops), (1, 2));
+    }
+
+    #[test]
+    fn a_queue_is_taken_once_and_given_back_on_drop() {
+        let wire = wire(2, 2);
+        let q = wire.queue(1, 1, pool(1)).unwrap();
+        assert!(matches!(
+            wire.queue(1, 1, pool(1)),
+            Err(DriverError::QueueTaken {
+                port: 1,
+                queue: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            wire.queue(2, 0, pool(1)),
+            Err(DriverError::Config(_))
+        ));
+        assert!(matches!(
+            wire.queue(0, 2, pool(1)),
+            Err(DriverError::Config(_))
+        ));
+        drop(q);
+        assert!(wire.queue(1, 1, pool(1)).is_ok());
+    }
+
+    #[test]
+    fn an_exhausted_pool_stops_the_burst_and_frames_wait() {
+        let wire = wire(2, 1);
+        let mut q0 = wire.queue(0, 0, pool(8)).unwrap();
+        let mut q1 = wire.queue(1, 0, pool(2)).unwrap();
+        let p = q0.pool().clone();
+        send(
+            &mut q0,
+            (0..5).map(|t| frame(&p, mem_port_mac(1), t, 60)).collect(),
+        );
+        let mut held = Vec::new();
+        assert_eq!(q1.rx_burst(&mut held, 64), 2);
+        assert_eq!(q1.stats().pool_exhausted, 1);
+        assert_eq!(
+            tags(&mut q1, 64),
+            [],
+            "no frame free while the first two are held"
+        );
+        assert_eq!(q1.stats().pool_exhausted, 2);
+        assert_eq!(held.iter().map(|f| f[20]).collect::<Vec<_>>(), [0, 1]);
+        drop(held);
+        assert_eq!(tags(&mut q1, 64), [2, 3]);
+        let stats = q1.stats();
+        assert_eq!(
+            (stats.rx_packets, stats.rx_drops, stats.empty_polls),
+            (4, 0, 1)
+        );
+    }
+
+    #[test]
+    fn a_full_inbox_drops_like_a_full_ring() {
+        let config = MemWireConfig {
+            inbox_depth: 3,
+            ..MemWireConfig::default()
+        };
+        let wire = MemWire::new(config).unwrap();
+        let mut q0 = wire.queue(0, 0, pool(8)).unwrap();
+        let mut q1 = wire.queue(1, 0, pool(8)).unwrap();
+        let p = q0.pool().clone();
+        send(
+            &mut q0,
+            (0..5).map(|t| frame(&p, mem_port_mac(1), t, 60)).collect(),
+        );
+        assert_eq!(q1.stats().rx_drops, 2);
+        assert_eq!(tags(&mut q1, 64), [0, 1, 2]);
+    }
+
+    #[test]
+    fn the_eventfd_rises_on_arrival_and_stays_up_while_due_frames_remain() {
+        let wire = wire(2, 1);
+        let mut q0 = wire.queue(0, 0, pool(8)).unwrap();
+        let mut q1 = wire.queue(1, 0, pool(8)).unwrap();
+        let p = q0.pool().clone();
+        assert!(!readable(&q1));
+        send(
+            &mut q0,
+            (0..3).map(|t| frame(&p, mem_port_mac(1), t, 60)).collect(),
+        );
+        assert!(readable(&q1));
+        q1.ack_wakeup();
+        assert!(!readable(&q1));
+        assert_eq!(tags(&mut q1, 2), [0, 1]);
+        assert!(readable(&q1), "a frame is still due");
+        q1.ack_wakeup();
+        assert_eq!(tags(&mut q1, 2), [2]);
+        assert!(!readable(&q1));
+    }
+
+    #[test]
+    fn the_control_plane_rewrites_a_ports_redirection() {
+        let wire = wire(2, 4);
+        assert!(wire.set_redirection(1, 3, 0).is_ok());
+        assert_eq!(wire.redirection_table(1).unwrap().queue(3), 0);
+        assert_eq!(wire.redirection_table(0).unwrap().queue(3), 3);
+        assert!(wire.set_redirection(1, 128, 0).is_err());
+        assert!(wire.set_redirection(1, 0, 4).is_err());
+        assert!(wire.set_redirection(2, 0, 0).is_err());
+        assert!(wire.redirection_table(2).is_none());
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        let bad = [
+            MemWireConfig {
+                ports: 0,
+                ..MemWireConfig::default()
+            },
+            MemWireConfig {
+                ports: 256,
+                ..MemWireConfig::default()
+            },
+            MemWireConfig {
+                queues_per_port: 0,
+                ..MemWireConfig::default()
+            },
+            MemWireConfig {
+                reta_entries: 100,
+                ..MemWireConfig::default()
+            },
+            MemWireConfig {
+                max_frame_len: 13,
+                ..MemWireConfig::default()
+            },
+            MemWireConfig {
+                max_frame_len: 4000,
+                ..MemWireConfig::default()
+            },
+            MemWireConfig {
+                inbox_depth: 0,
+                ..MemWireConfig::default()
+            },
+            MemWireConfig {
+                faults: FaultConfig {
+                    loss: 2.0,
+                    ..FaultConfig::NONE
+                },
+                ..MemWireConfig::default()
+            },
+        ];
+        for config in bad {
+            assert!(matches!(MemWire::new(config), Err(DriverError::Config(_))));
+        }
+    }
+}
