@@ -243,9 +243,12 @@ pub fn find_port_for_queue(
 mod tests {
     use super::*;
 
-    /// The five IPv4 rows of Microsoft's "Verifying the RSS Hash Calculation":
-    /// (source, source port, destination, destination port, IPv4 hash, TCP/IPv4 hash).
-    const VERIFICATION_ROWS: [([u8; 4], u16, [u8; 4], u16, u32, u32); 5] = [
+    /// One row: (source, source port, destination, destination port, IPv4
+    /// hash, TCP/IPv4 hash).
+    type VerificationRow = ([u8; 4], u16, [u8; 4], u16, u32, u32);
+
+    /// The five IPv4 rows of Microsoft's "Verifying the RSS Hash Calculation".
+    const VERIFICATION_ROWS: [VerificationRow; 5] = [
         (
             [66, 9, 149, 187],
             2794,

@@ -20,7 +20,7 @@
 //! burst and a receiver its own inbox once per burst, never once per frame.
 //! Frame bytes travel in `Vec<u8>` buffers recycled through a free list of the
 //! wire (and a small cache per queue), so the steady state allocates nothing.
-//! [`NetQueue::rx_burst`] copies each frame into a frame of the *receiving*
+//! [`NetQueue::rx_burst`](crate::NetQueue::rx_burst) copies each frame into a frame of the *receiving*
 //! queue's pool, as a NIC's DMA would. If that pool runs dry the burst stops
 //! (counted in `pool_exhausted`) and the rest waits; an inbox holds at most
 //! [`MemWireConfig::inbox_depth`] frames, beyond which arriving frames are
@@ -40,9 +40,9 @@
 //!
 //! # Wake-ups
 //!
-//! Each queue has a non-blocking eventfd ([`NetQueue::wait_fd`]), signalled when
+//! Each queue has a non-blocking eventfd ([`NetQueue::wait_fd`](crate::NetQueue::wait_fd)), signalled when
 //! a frame lands in its empty inbox and again after a receive burst that left
-//! due frames behind; [`NetQueue::ack_wakeup`] clears it. Frames that are not
+//! due frames behind; [`NetQueue::ack_wakeup`](crate::NetQueue::ack_wakeup) clears it. Frames that are not
 //! yet due do not keep it readable: sleep until [`MemQueue::next_due_micros`].
 
 mod clock;
