@@ -49,6 +49,16 @@ pub enum DriverError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// A queue was asked for that another owner already holds.
+    #[error("{backend} queue {queue} of port {port} is already taken: each queue belongs to one core")]
+    QueueTaken {
+        /// The backend, e.g. `"mem"`.
+        backend: &'static str,
+        /// The port (device) of the queue.
+        port: u16,
+        /// The queue index.
+        queue: u16,
+    },
     /// A backend specification could not be parsed.
     #[error("unknown backend {0:?}: expected mem, tap:NAME, kernel or xdp:IFACE")]
     UnknownBackend(String),

@@ -4,14 +4,18 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod error;
+pub mod mem;
 pub mod pool;
 pub mod privilege;
 pub mod queue;
 pub mod region;
+pub mod rss;
 pub mod tap;
 
 pub use error::{DriverError, FrameFull, PoolExhausted};
+pub use mem::{MemQueue, MemWire, MemWireConfig};
 pub use pool::{PacketBuf, PacketPool, PoolConfig, PoolStats, TxBuf};
 pub use queue::{NetQueue, QueueStats};
 pub use region::HugePages;
+pub use rss::{RSS_DEFAULT_KEY, RedirectionTable, Toeplitz, find_port_for_queue};
 pub use tap::{TapConfig, TapDevice, TapQueue, TapQueueFd};

@@ -1,0 +1,267 @@
+//! The inbox of one mem queue: frames in flight ordered by (due time, arrival
+//! number), the fault state of every link that ends here, and the bounded depth
+//! that stands in for a full receive ring.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use super::fault::{FaultConfig, FaultStats, FrameFate, LinkFaults};
+
+/// A frame waiting in an inbox.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// When the frame may be handed out, in wire-clock microseconds.
+    pub(crate) due_micros: u64,
+    /// Arrival number in this inbox: breaks ties between equal due times.
+    seq: u64,
+    /// The frame's bytes, in a buffer recycled through the wire.
+    pub(crate) bytes: Vec<u8>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.due_micros, self.seq).cmp(&(other.due_micros, other.seq))
+    }
+}
+
+/// A frame held back by the reorder fault.
+#[derive(Debug)]
+struct Held {
+    due_micros: u64,
+    bytes: Vec<u8>,
+}
+
+/// One link into this inbox (from one source port).
+#[derive(Debug)]
+struct Link {
+    faults: LinkFaults,
+    /// Frames held back, in the order they were sent.
+    held: Vec<Held>,
+}
+
+/// Frames for one queue, with the faults of the links that feed it.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    ready: BinaryHeap<Reverse<Pending>>,
+    next_seq: u64,
+    /// Indexed by source port.
+    links: Box<[Link]>,
+    held_frames: usize,
+    depth: usize,
+    /// Frames dropped because the inbox was full.
+    pub(crate) overflow_drops: u64,
+}
+
+impl Inbox {
+    /// An empty inbox of `depth` frames fed by one link per `link_ids` entry
+    /// (indexed by source port), each drawing its faults from `(seed, link id)`.
+    pub(crate) fn new(depth: usize, seed: u64, link_ids: impl Iterator<Item = u64>) -> Self {
+        let links = link_ids.map(|id| Link { faults: LinkFaults::new(seed, id), held: Vec::new() });
+        Self { ready: BinaryHeap::new(), next_seq: 0, links: links.collect(), held_frames: 0, depth, overflow_drops: 0 }
+    }
+
+    /// Frames in the inbox, held ones included.
+    pub(crate) fn len(&self) -> usize {
+        self.ready.len() + self.held_frames
+    }
+
+    /// Whether no frame waits, held or not.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes a frame sent from `src_port` at `now_micros` through the link's
+    /// faults. Buffers the inbox does not keep (lost, overflowing) go to `spare`,
+    /// which also supplies the buffer of a duplicate.
+    ///
+    /// A frame that is not held releases the frames held on its link, right
+    /// behind it: each is then due no earlier than the frame that passed it.
+    pub(crate) fn offer(
+        &mut self,
+        src_port: u16,
+        mut bytes: Vec<u8>,
+        now_micros: u64,
+        faults: &FaultConfig,
+        spare: &mut Vec<Vec<u8>>,
+    ) {
+        let link = &mut self.links[usize::from(src_port)];
+        let (delay_micros, duplicate, reorder) = match link.faults.decide(faults, bytes.len()) {
+            FrameFate::Lost => {
+                spare.push(bytes);
+                return;
+            }
+            FrameFate::Delivered { delay_micros, duplicate, reorder, corrupt_bit } => {
+                if let Some(bit) = corrupt_bit {
+                    bytes[bit / 8] ^= 1 << (bit % 8);
+                }
+                (delay_micros, duplicate, reorder)
+            }
+        };
+        let due_micros = now_micros.saturating_add(delay_micros);
+        let copy = duplicate.then(|| {
+            let mut copy = spare.pop().unwrap_or_default();
+            copy.clear();
+            copy.extend_from_slice(&bytes);
+            copy
+        });
+        for frame in std::iter::once(bytes).chain(copy) {
+            self.admit(src_port, due_micros, frame, reorder, spare);
+        }
+        if !reorder {
+            let link = &mut self.links[usize::from(src_port)];
+            self.held_frames -= link.held.len();
+            for held in link.held.drain(..) {
+                let due = held.due_micros.max(due_micros);
+                push(&mut self.ready, &mut self.next_seq, due, held.bytes);
+            }
+        }
+    }
+
+    /// Queues or holds one frame if the inbox has room, drops it otherwise.
+    fn admit(&mut self, src_port: u16, due_micros: u64, bytes: Vec<u8>, hold: bool, spare: &mut Vec<Vec<u8>>) {
+        if self.len() >= self.depth {
+            self.overflow_drops += 1;
+            spare.push(bytes);
+        } else if hold {
+            self.links[usize::from(src_port)].held.push(Held { due_micros, bytes });
+            self.held_frames += 1;
+        } else {
+            push(&mut self.ready, &mut self.next_seq, due_micros, bytes);
+        }
+    }
+
+    /// Releases held frames that are due by `now_micros` although no later frame
+    /// has passed them (the reorder fault's "or when it comes due").
+    pub(crate) fn release_due_held(&mut self, now_micros: u64) {
+        if self.held_frames == 0 {
+            return;
+        }
+        for link in self.links.iter_mut() {
+            let mut i = 0;
+            while i < link.held.len() {
+                if link.held[i].due_micros <= now_micros {
+                    let held = link.held.remove(i);
+                    push(&mut self.ready, &mut self.next_seq, held.due_micros, held.bytes);
+                    self.held_frames -= 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Takes the earliest frame if it is due by `now_micros`.
+    pub(crate) fn pop_due(&mut self, now_micros: u64) -> Option<Pending> {
+        match self.ready.peek() {
+            Some(Reverse(first)) if first.due_micros <= now_micros => self.ready.pop().map(|r| r.0),
+            _ => None,
+        }
+    }
+
+    /// Whether a frame is due by `now_micros` (held ones not counted: they
+    /// are released first by [`Inbox::release_due_held`]).
+    pub(crate) fn has_due(&self, now_micros: u64) -> bool {
+        self.ready.peek().is_some_and(|Reverse(first)| first.due_micros <= now_micros)
+    }
+
+    /// The earliest due time of any frame here, held ones included.
+    pub(crate) fn next_due_micros(&self) -> Option<u64> {
+        let held = self.links.iter().flat_map(|l| l.held.iter().map(|h| h.due_micros));
+        self.ready.peek().map(|Reverse(p)| p.due_micros).into_iter().chain(held).min()
+    }
+
+    /// The fault counters of the link from `src_port`.
+    pub(crate) fn link_stats(&self, src_port: u16) -> FaultStats {
+        self.links[usize::from(src_port)].faults.stats
+    }
+
+    /// The fault counters of every link into this inbox, summed.
+    pub(crate) fn total_stats(&self) -> FaultStats {
+        let mut total = FaultStats::default();
+        for link in self.links.iter() {
+            total.add(&link.faults.stats);
+        }
+        total
+    }
+}
+
+fn push(ready: &mut BinaryHeap<Reverse<Pending>>, next_seq: &mut u64, due_micros: u64, bytes: Vec<u8>) {
+    ready.push(Reverse(Pending { due_micros, seq: *next_seq, bytes }));
+    *next_seq += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(inbox: &mut Inbox, now: u64) -> Vec<(u64, u8)> {
+        inbox.release_due_held(now);
+        std::iter::from_fn(|| inbox.pop_due(now)).map(|p| (p.due_micros, p.bytes[0])).collect()
+    }
+
+    #[test]
+    fn a_reordered_frame_comes_right_after_the_next_one() {
+        let mut inbox = Inbox::new(16, 1, 0..1);
+        let mut spare = Vec::new();
+        let always = FaultConfig { reorder: 1.0, ..FaultConfig::NONE };
+        inbox.offer(0, vec![1], 0, &always, &mut spare);
+        inbox.offer(0, vec![2], 0, &always, &mut spare);
+        assert_eq!(inbox.len(), 2);
+        assert_eq!(inbox.pop_due(0).map(|p| p.bytes), None, "both held");
+        inbox.offer(0, vec![3], 5, &FaultConfig::NONE, &mut spare);
+        // Held frames follow the frame that passed them and are due with it.
+        assert_eq!(drain(&mut inbox, 10), [(5, 3), (5, 1), (5, 2)]);
+        assert!(inbox.is_empty());
+    }
+
+    #[test]
+    fn a_held_frame_is_released_when_due_without_a_successor() {
+        let mut inbox = Inbox::new(16, 1, 0..1);
+        let mut spare = Vec::new();
+        let config = FaultConfig { reorder: 1.0, delay_micros: 100, ..FaultConfig::NONE };
+        inbox.offer(0, vec![7], 0, &config, &mut spare);
+        assert_eq!(inbox.next_due_micros(), Some(100));
+        assert_eq!(drain(&mut inbox, 99), []);
+        assert_eq!(drain(&mut inbox, 100), [(100, 7)]);
+        assert_eq!(inbox.next_due_micros(), None);
+    }
+
+    #[test]
+    fn a_full_inbox_drops_and_counts_and_recycles() {
+        let mut inbox = Inbox::new(2, 1, 0..1);
+        let mut spare = Vec::new();
+        let dup = FaultConfig { duplicate: 1.0, ..FaultConfig::NONE };
+        inbox.offer(0, vec![1], 0, &dup, &mut spare);
+        inbox.offer(0, vec![2], 0, &FaultConfig::NONE, &mut spare);
+        assert_eq!(inbox.len(), 2);
+        assert_eq!(inbox.overflow_drops, 1);
+        assert_eq!(spare, [vec![2]]);
+        assert_eq!(drain(&mut inbox, 0), [(0, 1), (0, 1)]);
+    }
+
+    #[test]
+    fn equal_due_times_keep_arrival_order_and_jitter_sorts_by_due() {
+        let mut inbox = Inbox::new(16, 1, 0..2);
+        let mut spare = Vec::new();
+        for (n, now) in [(1, 30), (2, 10), (3, 10), (4, 20)] {
+            inbox.offer(n % 2, vec![n as u8], now, &FaultConfig::NONE, &mut spare);
+        }
+        assert_eq!(drain(&mut inbox, 30), [(10, 2), (10, 3), (20, 4), (30, 1)]);
+        assert_eq!(inbox.link_stats(0).frames, 2);
+        assert_eq!(inbox.total_stats().frames, 4);
+    }
+}
