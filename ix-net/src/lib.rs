@@ -3,8 +3,8 @@
 #![deny(unsafe_code)]
 
 mod egress;
-pub mod iface;
 mod icmp;
+pub mod iface;
 pub mod socket;
 pub mod stack;
 pub mod stats;

@@ -32,9 +32,7 @@ impl Instant {
     /// The instant `millis` milliseconds after the origin, saturating at
     /// [`Instant::MAX`].
     pub const fn from_millis(millis: u64) -> Instant {
-        Instant {
-            micros: millis.saturating_mul(1_000),
-        }
+        Instant { micros: millis.saturating_mul(1_000) }
     }
 
     /// Microseconds since the origin.
@@ -50,9 +48,7 @@ impl Instant {
     /// The time elapsed from `earlier` to `self`, or `None` if `earlier` is
     /// later than `self`.
     pub fn checked_duration_since(self, earlier: Instant) -> Option<Duration> {
-        self.micros
-            .checked_sub(earlier.micros)
-            .map(Duration::from_micros)
+        self.micros.checked_sub(earlier.micros).map(Duration::from_micros)
     }
 
     /// The time elapsed from `earlier` to `self`, or zero if `earlier` is later.
@@ -70,9 +66,7 @@ impl Add<Duration> for Instant {
     type Output = Instant;
 
     fn add(self, rhs: Duration) -> Instant {
-        Instant {
-            micros: self.micros.saturating_add(duration_micros(rhs)),
-        }
+        Instant { micros: self.micros.saturating_add(duration_micros(rhs)) }
     }
 }
 
@@ -86,9 +80,7 @@ impl Sub<Duration> for Instant {
     type Output = Instant;
 
     fn sub(self, rhs: Duration) -> Instant {
-        Instant {
-            micros: self.micros.saturating_sub(duration_micros(rhs)),
-        }
+        Instant { micros: self.micros.saturating_sub(duration_micros(rhs)) }
     }
 }
 
@@ -111,12 +103,7 @@ impl Sub<Instant> for Instant {
 /// Seconds with six decimals, e.g. `12.000345s`.
 impl fmt::Display for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{:06}s",
-            self.micros / 1_000_000,
-            self.micros % 1_000_000
-        )
+        write!(f, "{}.{:06}s", self.micros / 1_000_000, self.micros % 1_000_000)
     }
 }
 

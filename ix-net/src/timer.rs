@@ -72,10 +72,7 @@ struct List {
     tail: u32,
 }
 
-const EMPTY_LIST: List = List {
-    head: NIL,
-    tail: NIL,
-};
+const EMPTY_LIST: List = List { head: NIL, tail: NIL };
 
 /// A hierarchical timer wheel holding values of type `T` until their deadline.
 ///
@@ -145,23 +142,12 @@ impl<T> TimerWheel<T> {
     pub fn insert(&mut self, deadline: Instant, value: T) -> TimerKey {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
-        let index = self.entries.insert(Entry {
-            value,
-            deadline,
-            generation,
-            list: 0,
-            prev: NIL,
-            next: NIL,
-        });
+        let index = self.entries.insert(Entry { value, deadline, generation, list: 0, prev: NIL, next: NIL });
         let index = u32::try_from(index)
             .ok()
             .filter(|&index| index != NIL)
             .expect("timer wheel holds more than u32::MAX - 1 timers");
-        let list = if deadline <= self.now {
-            EXPIRED
-        } else {
-            self.list_for(deadline_tick(deadline))
-        };
+        let list = if deadline <= self.now { EXPIRED } else { self.list_for(deadline_tick(deadline)) };
         self.link_tail(index, list);
         TimerKey { index, generation }
     }
@@ -215,8 +201,7 @@ impl<T> TimerWheel<T> {
         if self.lists[EXPIRED].head != NIL {
             return Some(self.now);
         }
-        self.next_event_tick()
-            .map(|tick| Instant::from_micros(tick.saturating_mul(TICK_MICROS)))
+        self.next_event_tick().map(|tick| Instant::from_micros(tick.saturating_mul(TICK_MICROS)))
     }
 
     /// The number of armed timers.
@@ -230,9 +215,7 @@ impl<T> TimerWheel<T> {
     }
 
     fn entry(&self, key: TimerKey) -> Option<&Entry<T>> {
-        self.entries
-            .get(key.index as usize)
-            .filter(|entry| entry.generation == key.generation)
+        self.entries.get(key.index as usize).filter(|entry| entry.generation == key.generation)
     }
 
     /// The list that holds a timer due at `tick` (which is at or after the
@@ -261,8 +244,7 @@ impl<T> TimerWheel<T> {
                 return Some(revolution | (slot as u64) << shift);
             }
         }
-        (self.lists[OVERFLOW].head != NIL)
-            .then(|| ((self.tick >> TOP_REVOLUTION_BITS) + 1) << TOP_REVOLUTION_BITS)
+        (self.lists[OVERFLOW].head != NIL).then(|| ((self.tick >> TOP_REVOLUTION_BITS) + 1) << TOP_REVOLUTION_BITS)
     }
 
     /// Does the work of the current tick: re-examine the overflow list and
@@ -297,10 +279,7 @@ impl<T> TimerWheel<T> {
         let mut index = self.take_list(list);
         while index != NIL {
             let entry = self.entries.remove(index as usize);
-            let key = TimerKey {
-                index,
-                generation: entry.generation,
-            };
+            let key = TimerKey { index, generation: entry.generation };
             index = entry.next;
             fired(key, entry.value);
         }
@@ -375,21 +354,14 @@ impl<T> fmt::Debug for TimerWheel<T> {
 /// to a whole tick (deadlines in the last partial tick of the clock's range
 /// are rounded down, to the last tick that can be reached).
 fn deadline_tick(deadline: Instant) -> u64 {
-    deadline
-        .as_micros()
-        .div_ceil(TICK_MICROS)
-        .min(u64::MAX / TICK_MICROS)
+    deadline.as_micros().div_ceil(TICK_MICROS).min(u64::MAX / TICK_MICROS)
 }
 
 /// The first set bit of `bits` strictly after position `after`.
 fn next_set_bit_after(bits: &[u64; WHEEL_SLOTS / 64], after: usize) -> Option<usize> {
     let start = after + 1;
     (start / 64..bits.len()).find_map(|word| {
-        let mask = if word == start / 64 {
-            u64::MAX << (start % 64)
-        } else {
-            u64::MAX
-        };
+        let mask = if word == start / 64 { u64::MAX << (start % 64) } else { u64::MAX };
         let masked = bits[word] & mask;
         (masked != 0).then(|| word * 64 + masked.trailing_zeros() as usize)
     })
@@ -550,14 +522,8 @@ mod tests {
         wheel.insert(start + hour, "one hour");
         wheel.insert(start + Duration::from_millis(1), "one ms");
         // Ten days is 5.4e10 ticks: walking them one by one would not finish.
-        assert_eq!(
-            fire(&mut wheel, start + hour * 240),
-            ["one ms", "one hour", "ten days"]
-        );
-        assert_eq!(
-            fire(&mut wheel, Instant::from_micros(u64::MAX / 2)),
-            [""; 0]
-        );
+        assert_eq!(fire(&mut wheel, start + hour * 240), ["one ms", "one hour", "ten days"]);
+        assert_eq!(fire(&mut wheel, Instant::from_micros(u64::MAX / 2)), [""; 0]);
     }
 
     #[test]
@@ -621,11 +587,7 @@ mod tests {
 
     impl Model {
         fn insert(&mut self, id: u64, deadline: u64) {
-            let tick = if deadline <= self.now {
-                self.now / TICK_MICROS
-            } else {
-                deadline.div_ceil(TICK_MICROS)
-            };
+            let tick = if deadline <= self.now { self.now / TICK_MICROS } else { deadline.div_ceil(TICK_MICROS) };
             self.pending.insert((tick, id), id);
             self.ticks_by_id.insert(id, (tick, id));
         }

@@ -80,53 +80,31 @@ impl Assembler {
 
     /// A queue holding at most `max_chunks` chunks and `max_bytes` bytes.
     pub fn with_limits(max_chunks: usize, max_bytes: usize) -> Self {
-        Self {
-            chunks: VecDeque::with_capacity(max_chunks),
-            held_bytes: 0,
-            max_chunks,
-            max_bytes,
-            refused: 0,
-        }
+        Self { chunks: VecDeque::with_capacity(max_chunks), held_bytes: 0, max_chunks, max_bytes, refused: 0 }
     }
 
     /// Holds the new bytes of the segment `[seq, seq + data.len())` that lie in
     /// `[rcv_nxt, rcv_wnd_end)`. Held chunks below `rcv_nxt` are dropped first
     /// (the caller may have delivered those bytes directly).
-    pub fn insert(
-        &mut self,
-        seq: u32,
-        data: PacketBuf,
-        rcv_nxt: u32,
-        rcv_wnd_end: u32,
-    ) -> InsertOutcome {
+    pub fn insert(&mut self, seq: u32, data: PacketBuf, rcv_nxt: u32, rcv_wnd_end: u32) -> InsertOutcome {
         self.discard_below(rcv_nxt);
         let len = data.len() as u32;
         let below = rcv_nxt.wrapping_sub(seq);
-        let (start, skip) = if seq_lt(seq, rcv_nxt) {
-            (rcv_nxt, below)
-        } else {
-            (seq, 0)
-        };
+        let (start, skip) = if seq_lt(seq, rcv_nxt) { (rcv_nxt, below) } else { (seq, 0) };
         if skip >= len {
             return InsertOutcome::Duplicate;
         }
         let window = rcv_wnd_end.wrapping_sub(rcv_nxt);
-        let (a, b) = (
-            start.wrapping_sub(rcv_nxt),
-            (start.wrapping_sub(rcv_nxt)).saturating_add(len - skip),
-        );
+        let (a, b) = (start.wrapping_sub(rcv_nxt), (start.wrapping_sub(rcv_nxt)).saturating_add(len - skip));
         if a >= window {
             return InsertOutcome::OutsideWindow;
         }
         let b = b.min(window);
         // First pass: what would be added.
-        let first = self
-            .chunks
-            .partition_point(|c| c.end().wrapping_sub(rcv_nxt) <= a);
+        let first = self.chunks.partition_point(|c| c.end().wrapping_sub(rcv_nxt) <= a);
         let (mut pieces, mut new_bytes) = (0usize, 0u32);
         let mut cursor = (first, a);
-        while let Some((index, gap_start, gap_end)) = self.next_gap(cursor.0, cursor.1, b, rcv_nxt)
-        {
+        while let Some((index, gap_start, gap_end)) = self.next_gap(cursor.0, cursor.1, b, rcv_nxt) {
             pieces += 1;
             new_bytes += gap_end - gap_start;
             cursor = (index, gap_end);
@@ -134,25 +112,16 @@ impl Assembler {
         if pieces == 0 {
             return InsertOutcome::Duplicate;
         }
-        if self.chunks.len() + pieces > self.max_chunks
-            || self.held_bytes + new_bytes as usize > self.max_bytes
-        {
+        if self.chunks.len() + pieces > self.max_chunks || self.held_bytes + new_bytes as usize > self.max_bytes {
             self.refused += 1;
             return InsertOutcome::Full;
         }
         // Second pass: insert each gap's piece, a view into the segment.
         let data_offset = |rel: u32| (rel - a + skip) as usize;
         let mut cursor = (first, a);
-        while let Some((index, gap_start, gap_end)) = self.next_gap(cursor.0, cursor.1, b, rcv_nxt)
-        {
+        while let Some((index, gap_start, gap_end)) = self.next_gap(cursor.0, cursor.1, b, rcv_nxt) {
             let piece = data.slice(data_offset(gap_start)..data_offset(gap_end));
-            self.chunks.insert(
-                index,
-                Chunk {
-                    seq: rcv_nxt.wrapping_add(gap_start),
-                    data: piece,
-                },
-            );
+            self.chunks.insert(index, Chunk { seq: rcv_nxt.wrapping_add(gap_start), data: piece });
             cursor = (index + 1, gap_end);
         }
         self.held_bytes += new_bytes as usize;
@@ -161,13 +130,7 @@ impl Assembler {
 
     /// The next gap in `[from, to)` (offsets from `rcv_nxt`) not covered by the
     /// chunks from `index` on: the index to insert its piece at, and its bounds.
-    fn next_gap(
-        &self,
-        mut index: usize,
-        mut from: u32,
-        to: u32,
-        rcv_nxt: u32,
-    ) -> Option<(usize, u32, u32)> {
+    fn next_gap(&self, mut index: usize, mut from: u32, to: u32, rcv_nxt: u32) -> Option<(usize, u32, u32)> {
         while let Some(chunk) = self.chunks.get(index) {
             let start = chunk.seq.wrapping_sub(rcv_nxt);
             if start >= to {
@@ -217,9 +180,7 @@ impl Assembler {
     /// The held sequence ranges `(start, end)`, lowest first, adjacent chunks
     /// joined: what SACK blocks report.
     pub fn ranges(&self) -> HeldRanges<'_> {
-        HeldRanges {
-            chunks: self.chunks.iter().peekable(),
-        }
+        HeldRanges { chunks: self.chunks.iter().peekable() }
     }
 
     /// Bytes held.
@@ -284,11 +245,7 @@ mod tests {
     }
 
     fn pool() -> PacketPool {
-        PacketPool::new(PoolConfig {
-            frames: 8,
-            huge_pages: HugePages::Never,
-        })
-        .expect("pool")
+        PacketPool::new(PoolConfig { frames: 8, huge_pages: HugePages::Never }).expect("pool")
     }
 
     /// A test fixture: the stream `data` starts at sequence number `isn`.
@@ -300,27 +257,17 @@ mod tests {
     impl Fixture {
         /// Bytes `[from, to)` of the stream as a segment.
         fn seg(&self, from: u32, to: u32) -> (u32, PacketBuf) {
-            (
-                self.isn.wrapping_add(from),
-                self.data.slice(from as usize..to as usize),
-            )
+            (self.isn.wrapping_add(from), self.data.slice(from as usize..to as usize))
         }
 
         fn insert(&self, asm: &mut Assembler, from: u32, to: u32, rcv_nxt: u32) -> InsertOutcome {
             let (seq, buf) = self.seg(from, to);
-            asm.insert(
-                seq,
-                buf,
-                self.isn.wrapping_add(rcv_nxt),
-                self.isn.wrapping_add(1000),
-            )
+            asm.insert(seq, buf, self.isn.wrapping_add(rcv_nxt), self.isn.wrapping_add(1000))
         }
 
         /// Held ranges as stream offsets.
         fn ranges(&self, asm: &Assembler) -> Vec<(u32, u32)> {
-            asm.ranges()
-                .map(|(s, e)| (s.wrapping_sub(self.isn), e.wrapping_sub(self.isn)))
-                .collect()
+            asm.ranges().map(|(s, e)| (s.wrapping_sub(self.isn), e.wrapping_sub(self.isn))).collect()
         }
 
         /// Pops everything contiguous from `rcv_nxt`; checks the bytes.
@@ -337,10 +284,7 @@ mod tests {
     const ISNS: [u32; 3] = [0, u32::MAX - 300, 0x8000_0000 - 10];
 
     fn fixtures(pool: &PacketPool) -> impl Iterator<Item = Fixture> + '_ {
-        ISNS.into_iter().map(|isn| Fixture {
-            data: stream(pool, 2000),
-            isn,
-        })
+        ISNS.into_iter().map(|isn| Fixture { data: stream(pool, 2000), isn })
     }
 
     #[test]
@@ -383,16 +327,8 @@ mod tests {
             f.insert(&mut asm, 100, 200, 0);
             assert_eq!(f.insert(&mut asm, 100, 200, 0), InsertOutcome::Duplicate);
             assert_eq!(f.insert(&mut asm, 120, 180, 0), InsertOutcome::Duplicate);
-            assert_eq!(
-                f.insert(&mut asm, 10, 50, 60),
-                InsertOutcome::Duplicate,
-                "below rcv_nxt"
-            );
-            assert_eq!(
-                f.insert(&mut asm, 10, 10, 0),
-                InsertOutcome::Duplicate,
-                "empty"
-            );
+            assert_eq!(f.insert(&mut asm, 10, 50, 60), InsertOutcome::Duplicate, "below rcv_nxt");
+            assert_eq!(f.insert(&mut asm, 10, 10, 0), InsertOutcome::Duplicate, "empty");
             assert_eq!((asm.len(), asm.held_bytes()), (1, 100));
         }
     }
@@ -414,11 +350,8 @@ mod tests {
                 let mut asm = Assembler::new();
                 f.insert(&mut asm, 100, 200, 0);
                 let outcome = f.insert(&mut asm, *from, *to, 0);
-                let expected = if *added == 0 {
-                    InsertOutcome::Duplicate
-                } else {
-                    InsertOutcome::Stored { new_bytes: *added }
-                };
+                let expected =
+                    if *added == 0 { InsertOutcome::Duplicate } else { InsertOutcome::Stored { new_bytes: *added } };
                 assert_eq!(outcome, expected, "{from}..{to}");
                 assert_eq!(&f.ranges(&asm), after, "{from}..{to}");
                 assert_eq!(asm.held_bytes() as u32, 100 + added);
@@ -437,10 +370,7 @@ mod tests {
             f.insert(&mut asm, 100, 150, 0);
             f.insert(&mut asm, 200, 250, 0);
             f.insert(&mut asm, 300, 350, 0);
-            assert_eq!(
-                f.insert(&mut asm, 120, 400, 0),
-                InsertOutcome::Stored { new_bytes: 150 }
-            );
+            assert_eq!(f.insert(&mut asm, 120, 400, 0), InsertOutcome::Stored { new_bytes: 150 });
             assert_eq!(asm.len(), 6);
             assert_eq!(f.ranges(&asm), [(100, 400)]);
             f.insert(&mut asm, 0, 100, 0);
@@ -455,22 +385,13 @@ mod tests {
             let mut asm = Assembler::new();
             let wnd_end = f.isn.wrapping_add(300);
             let (seq, buf) = f.seg(250, 400);
-            assert_eq!(
-                asm.insert(seq, buf, f.isn, wnd_end),
-                InsertOutcome::Stored { new_bytes: 50 }
-            );
+            assert_eq!(asm.insert(seq, buf, f.isn, wnd_end), InsertOutcome::Stored { new_bytes: 50 });
             let (seq, buf) = f.seg(300, 400);
-            assert_eq!(
-                asm.insert(seq, buf, f.isn, wnd_end),
-                InsertOutcome::OutsideWindow
-            );
+            assert_eq!(asm.insert(seq, buf, f.isn, wnd_end), InsertOutcome::OutsideWindow);
             // Partly below rcv_nxt: the old bytes go.
             let (seq, buf) = f.seg(50, 150);
             let rcv_nxt = f.isn.wrapping_add(100);
-            assert_eq!(
-                asm.insert(seq, buf, rcv_nxt, wnd_end),
-                InsertOutcome::Stored { new_bytes: 50 }
-            );
+            assert_eq!(asm.insert(seq, buf, rcv_nxt, wnd_end), InsertOutcome::Stored { new_bytes: 50 });
             assert_eq!(f.ranges(&asm), [(100, 150), (250, 300)]);
         }
     }
@@ -483,9 +404,7 @@ mod tests {
             f.insert(&mut asm, 100, 200, 0);
             f.insert(&mut asm, 300, 400, 0);
             // The caller delivered [0, 150) directly.
-            let chunk = asm
-                .pop_contiguous(f.isn.wrapping_add(150))
-                .expect("the rest of the chunk");
+            let chunk = asm.pop_contiguous(f.isn.wrapping_add(150)).expect("the rest of the chunk");
             assert_eq!(&*chunk, &f.data[150..200]);
             assert_eq!(asm.held_bytes(), 100);
             assert_eq!(asm.pop_contiguous(f.isn.wrapping_add(200)), None);
@@ -502,28 +421,14 @@ mod tests {
         for f in fixtures(&pool) {
             let mut asm = Assembler::with_limits(3, 250);
             for k in 1..=3 {
-                assert!(matches!(
-                    f.insert(&mut asm, k * 100, k * 100 + 50, 0),
-                    InsertOutcome::Stored { .. }
-                ));
+                assert!(matches!(f.insert(&mut asm, k * 100, k * 100 + 50, 0), InsertOutcome::Stored { .. }));
             }
-            assert_eq!(
-                f.insert(&mut asm, 500, 550, 0),
-                InsertOutcome::Full,
-                "chunk bound"
-            );
+            assert_eq!(f.insert(&mut asm, 500, 550, 0), InsertOutcome::Full, "chunk bound");
             // Growing a chunk in place still needs a chunk per piece.
             assert_eq!(f.insert(&mut asm, 150, 160, 0), InsertOutcome::Full);
             asm.clear();
-            assert_eq!(
-                f.insert(&mut asm, 100, 300, 0),
-                InsertOutcome::Stored { new_bytes: 200 }
-            );
-            assert_eq!(
-                f.insert(&mut asm, 300, 360, 0),
-                InsertOutcome::Full,
-                "byte bound"
-            );
+            assert_eq!(f.insert(&mut asm, 100, 300, 0), InsertOutcome::Stored { new_bytes: 200 });
+            assert_eq!(f.insert(&mut asm, 300, 360, 0), InsertOutcome::Full, "byte bound");
             assert_eq!(asm.refused(), 3);
             assert_eq!(asm.held_bytes(), 200);
         }
@@ -532,10 +437,7 @@ mod tests {
     #[test]
     fn capacity_is_reserved_up_front() {
         let pool = pool();
-        let f = Fixture {
-            data: stream(&pool, 2000),
-            isn: 7,
-        };
+        let f = Fixture { data: stream(&pool, 2000), isn: 7 };
         let mut asm = Assembler::with_limits(64, 1 << 20);
         let capacity = asm.chunks.capacity();
         for k in (0..64).rev() {

@@ -84,11 +84,7 @@ impl Default for RttEstimator {
 impl RttEstimator {
     /// An estimator with no sample yet: the RTO is `config.rto_initial`.
     pub fn new(config: RttConfig) -> Self {
-        RttEstimator {
-            config,
-            smoothed: None,
-            backoffs: 0,
-        }
+        RttEstimator { config, smoothed: None, backoffs: 0 }
     }
 
     /// Takes one round-trip measurement into the estimate and clears any
@@ -108,14 +104,8 @@ impl RttEstimator {
         let divisor = u64::from(expected_samples.max(1));
         self.backoffs = 0;
         self.smoothed = Some(match self.smoothed {
-            None => Smoothed {
-                srtt_micros: sample,
-                rttvar_micros: sample / 2,
-            },
-            Some(Smoothed {
-                srtt_micros,
-                rttvar_micros,
-            }) => {
+            None => Smoothed { srtt_micros: sample, rttvar_micros: sample / 2 },
+            Some(Smoothed { srtt_micros, rttvar_micros }) => {
                 // RTTVAR uses the error against the old SRTT (RFC 6298 §2.3).
                 let error = srtt_micros.abs_diff(sample);
                 Smoothed {
@@ -138,10 +128,7 @@ impl RttEstimator {
     pub fn rto(&self) -> Duration {
         let base = match self.smoothed {
             None => self.config.rto_initial,
-            Some(Smoothed {
-                srtt_micros,
-                rttvar_micros,
-            }) => {
+            Some(Smoothed { srtt_micros, rttvar_micros }) => {
                 let variance = Duration::from_micros(rttvar_micros.saturating_mul(4));
                 Duration::from_micros(srtt_micros) + variance.max(self.config.granularity)
             }
@@ -154,14 +141,12 @@ impl RttEstimator {
 
     /// The smoothed round-trip time, or `None` before the first sample.
     pub fn srtt(&self) -> Option<Duration> {
-        self.smoothed
-            .map(|smoothed| Duration::from_micros(smoothed.srtt_micros))
+        self.smoothed.map(|smoothed| Duration::from_micros(smoothed.srtt_micros))
     }
 
     /// The round-trip time variation, or `None` before the first sample.
     pub fn rttvar(&self) -> Option<Duration> {
-        self.smoothed
-            .map(|smoothed| Duration::from_micros(smoothed.rttvar_micros))
+        self.smoothed.map(|smoothed| Duration::from_micros(smoothed.rttvar_micros))
     }
 
     /// How many times the timeout was doubled since the last sample.
@@ -178,11 +163,7 @@ impl RttEstimator {
 /// Moves `current` a `1/divisor` of the way towards `target` (an exponentially
 /// weighted moving average with gain `1/divisor`), rounding towards `current`.
 fn approach(current: u64, target: u64, divisor: u64) -> u64 {
-    if target >= current {
-        current + (target - current) / divisor
-    } else {
-        current - (current - target) / divisor
-    }
+    if target >= current { current + (target - current) / divisor } else { current - (current - target) / divisor }
 }
 
 #[cfg(test)]
@@ -239,11 +220,7 @@ mod tests {
 
     #[test]
     fn granularity_floors_the_variance_term() {
-        let config = RttConfig {
-            rto_min: Duration::ZERO,
-            granularity: ms(10),
-            ..RttConfig::default()
-        };
+        let config = RttConfig { rto_min: Duration::ZERO, granularity: ms(10), ..RttConfig::default() };
         let mut rtt = RttEstimator::new(config);
         rtt.on_sample(ms(40));
         // The same RTT again and again drives RTTVAR towards zero.

@@ -68,12 +68,7 @@ struct Hole {
 impl SackScoreboard {
     /// An empty scoreboard.
     pub fn new() -> Self {
-        Self {
-            una: 0,
-            ranges: [(0, 0); SACK_SCOREBOARD_MAX_RANGES],
-            len: 0,
-            sacked_bytes: 0,
-        }
+        Self { una: 0, ranges: [(0, 0); SACK_SCOREBOARD_MAX_RANGES], len: 0, sacked_bytes: 0 }
     }
 
     /// The recorded ranges, lowest first, as `(start, end)` with `end` exclusive.
@@ -96,15 +91,8 @@ impl SackScoreboard {
             return;
         }
         self.una = snd_una;
-        let gone = self
-            .ranges()
-            .iter()
-            .take_while(|&&(_, end)| seq_le(end, snd_una))
-            .count();
-        let gone_bytes: u32 = self.ranges[..gone]
-            .iter()
-            .map(|&(s, e)| e.wrapping_sub(s))
-            .sum();
+        let gone = self.ranges().iter().take_while(|&&(_, end)| seq_le(end, snd_una)).count();
+        let gone_bytes: u32 = self.ranges[..gone].iter().map(|&(s, e)| e.wrapping_sub(s)).sum();
         self.remove(0..gone);
         self.sacked_bytes -= gone_bytes;
         if let Some(first) = self.ranges[..self.len].first_mut() {
@@ -131,25 +119,16 @@ impl SackScoreboard {
             if !seq_lt(start, end) || !seq_lt(snd_una, end) || seq_lt(snd_nxt, end) {
                 continue;
             }
-            let start = if seq_lt(start, snd_una) {
-                snd_una
-            } else {
-                start
-            };
+            let start = if seq_lt(start, snd_una) { snd_una } else { start };
             newly_sacked_bytes += self.insert(start, end);
         }
-        SackUpdate {
-            newly_sacked_bytes,
-            dsack,
-        }
+        SackUpdate { newly_sacked_bytes, dsack }
     }
 
     /// Whether the byte at `seq` is SACKed.
     pub fn is_sacked(&self, seq: u32) -> bool {
         let at = self.offset(seq);
-        self.ranges()
-            .iter()
-            .any(|&(s, e)| self.offset(s) <= at && at < self.offset(e))
+        self.ranges().iter().any(|&(s, e)| self.offset(s) <= at && at < self.offset(e))
     }
 
     /// Total bytes SACKed above `snd_una`.
@@ -193,16 +172,8 @@ impl SackScoreboard {
             if self.offset(hole.end) <= from {
                 continue;
             }
-            let start = if self.offset(hole.start) < from {
-                high_rxt
-            } else {
-                hole.start
-            };
-            let end = if seq_lt(snd_nxt, hole.end) {
-                snd_nxt
-            } else {
-                hole.end
-            };
+            let start = if self.offset(hole.start) < from { high_rxt } else { hole.start };
+            let end = if seq_lt(snd_nxt, hole.end) { snd_nxt } else { hole.end };
             let len = self.offset(end).saturating_sub(self.offset(start)).min(mss);
             return (len > 0).then_some((start, len));
         }
@@ -241,19 +212,16 @@ impl SackScoreboard {
     fn holes(&self, mss: u32) -> impl Iterator<Item = Hole> + '_ {
         let mut above_bytes = self.sacked_bytes;
         let mut below_end = self.una;
-        self.ranges()
-            .iter()
-            .enumerate()
-            .filter_map(move |(i, &(start, end))| {
-                let hole = Hole {
-                    start: below_end,
-                    end: start,
-                    lost: loss_threshold_met((self.len - i) as u32, above_bytes, mss),
-                };
-                above_bytes -= end.wrapping_sub(start);
-                below_end = end;
-                (hole.start != hole.end).then_some(hole)
-            })
+        self.ranges().iter().enumerate().filter_map(move |(i, &(start, end))| {
+            let hole = Hole {
+                start: below_end,
+                end: start,
+                lost: loss_threshold_met((self.len - i) as u32, above_bytes, mss),
+            };
+            above_bytes -= end.wrapping_sub(start);
+            below_end = end;
+            (hole.start != hole.end).then_some(hole)
+        })
     }
 
     /// Distance of `seq` above the cumulative ACK point.
@@ -266,33 +234,17 @@ impl SackScoreboard {
     fn insert(&mut self, start: u32, end: u32) -> u32 {
         let (s, e) = (self.offset(start), self.offset(end));
         // Ranges from `first` to `last` (exclusive) overlap or touch the block.
-        let first = self
-            .ranges()
-            .partition_point(|&(_, re)| self.offset(re) < s);
-        let last = self
-            .ranges()
-            .partition_point(|&(rs, _)| self.offset(rs) <= e);
+        let first = self.ranges().partition_point(|&(_, re)| self.offset(re) < s);
+        let last = self.ranges().partition_point(|&(rs, _)| self.offset(rs) <= e);
         if first == last {
             return self.insert_new(first, start, end);
         }
         let covered: u32 = self.ranges[first..last]
             .iter()
-            .map(|&(rs, re)| {
-                self.offset(re)
-                    .min(e)
-                    .saturating_sub(self.offset(rs).max(s))
-            })
+            .map(|&(rs, re)| self.offset(re).min(e).saturating_sub(self.offset(rs).max(s)))
             .sum();
-        let merged_start = if self.offset(self.ranges[first].0) < s {
-            self.ranges[first].0
-        } else {
-            start
-        };
-        let merged_end = if self.offset(self.ranges[last - 1].1) > e {
-            self.ranges[last - 1].1
-        } else {
-            end
-        };
+        let merged_start = if self.offset(self.ranges[first].0) < s { self.ranges[first].0 } else { start };
+        let merged_end = if self.offset(self.ranges[last - 1].1) > e { self.ranges[last - 1].1 } else { end };
         self.ranges[first] = (merged_start, merged_end);
         self.remove(first + 1..last);
         let new = (e - s) - covered;
@@ -374,16 +326,8 @@ impl SackBlockList {
     /// becomes the first block; earlier blocks that it covers or overlaps are
     /// dropped, since it replaces them. A segment that no held range overlaps
     /// (the queue refused it) changes nothing.
-    pub fn on_segment(
-        &mut self,
-        seg_start: u32,
-        seg_end: u32,
-        held: impl IntoIterator<Item = (u32, u32)>,
-    ) {
-        let Some(first) = held
-            .into_iter()
-            .find(|&(s, e)| seq_lt(s, seg_end) && seq_lt(seg_start, e))
-        else {
+    pub fn on_segment(&mut self, seg_start: u32, seg_end: u32, held: impl IntoIterator<Item = (u32, u32)>) {
+        let Some(first) = held.into_iter().find(|&(s, e)| seq_lt(s, seg_end) && seq_lt(seg_start, e)) else {
             return;
         };
         let mut kept = 0;
@@ -406,14 +350,7 @@ impl SackBlockList {
         for i in 0..self.len {
             let (start, end) = self.blocks[i];
             if seq_lt(rcv_nxt, end) {
-                self.blocks[kept] = (
-                    if seq_lt(start, rcv_nxt) {
-                        rcv_nxt
-                    } else {
-                        start
-                    },
-                    end,
-                );
+                self.blocks[kept] = (if seq_lt(start, rcv_nxt) { rcv_nxt } else { start }, end);
                 kept += 1;
             }
         }
@@ -448,32 +385,15 @@ mod tests {
             let mut sb = board(una, &[(at(una, 2), at(una, 3))]);
             assert_eq!(sb.sacked_bytes(), MSS);
             // Adjacent on the right, overlapping, and bridging two ranges.
-            let up = sb.update(
-                una,
-                at(una, 100),
-                &[(at(una, 5), at(una, 6)), (at(una, 3), at(una, 4))],
-            );
-            assert_eq!(
-                up,
-                SackUpdate {
-                    newly_sacked_bytes: 2 * MSS,
-                    dsack: false
-                }
-            );
-            assert_eq!(
-                sb.ranges(),
-                &[(at(una, 2), at(una, 4)), (at(una, 5), at(una, 6))]
-            );
+            let up = sb.update(una, at(una, 100), &[(at(una, 5), at(una, 6)), (at(una, 3), at(una, 4))]);
+            assert_eq!(up, SackUpdate { newly_sacked_bytes: 2 * MSS, dsack: false });
+            assert_eq!(sb.ranges(), &[(at(una, 2), at(una, 4)), (at(una, 5), at(una, 6))]);
             let up = sb.update(una, at(una, 100), &[(at(una, 1), at(una, 7))]);
             assert_eq!(up.newly_sacked_bytes, 3 * MSS);
             assert_eq!(sb.ranges(), &[(at(una, 1), at(una, 7))]);
             assert_eq!(sb.sacked_bytes(), 6 * MSS);
             // A repeat adds nothing.
-            assert_eq!(
-                sb.update(una, at(una, 100), &[(at(una, 2), at(una, 3))])
-                    .newly_sacked_bytes,
-                0
-            );
+            assert_eq!(sb.update(una, at(una, 100), &[(at(una, 2), at(una, 3))]).newly_sacked_bytes, 0);
             assert_eq!(sb.highest_sacked(), Some(at(una, 7)));
         }
     }
@@ -484,10 +404,10 @@ mod tests {
             let nxt = at(una, 10);
             let mut sb = board(una, &[]);
             let hostile = [
-                (at(una, 9), at(una, 11)),                        // past snd_nxt
-                (una.wrapping_sub(5000), una.wrapping_sub(4000)), // old, not first: no D-SACK
-                (at(una, 4), at(una, 3)),                         // inverted
-                (at(una, 5), at(una, 5)),                         // empty
+                (at(una, 9), at(una, 11)),                                     // past snd_nxt
+                (una.wrapping_sub(5000), una.wrapping_sub(4000)),              // old, not first: no D-SACK
+                (at(una, 4), at(una, 3)),                                      // inverted
+                (at(una, 5), at(una, 5)),                                      // empty
                 (una.wrapping_add(1 << 31), una.wrapping_add((1 << 31) + 10)), // far away
             ];
             let up = sb.update(una, nxt, &[(at(una, 1), at(una, 2))]);
@@ -498,10 +418,7 @@ mod tests {
             }
             assert_eq!(sb.ranges(), &[(at(una, 1), at(una, 2))]);
             // Up to snd_nxt exactly is fine.
-            assert_eq!(
-                sb.update(una, nxt, &[(at(una, 9), nxt)]).newly_sacked_bytes,
-                MSS
-            );
+            assert_eq!(sb.update(una, nxt, &[(at(una, 9), nxt)]).newly_sacked_bytes, MSS);
         }
     }
 
@@ -510,10 +427,7 @@ mod tests {
         for una in BASES {
             let mut sb = board(una, &[(at(una, 2), at(una, 4)), (at(una, 6), at(una, 8))]);
             sb.advance_una(at(una, 3));
-            assert_eq!(
-                sb.ranges(),
-                &[(at(una, 3), at(una, 4)), (at(una, 6), at(una, 8))]
-            );
+            assert_eq!(sb.ranges(), &[(at(una, 3), at(una, 4)), (at(una, 6), at(una, 8))]);
             assert_eq!(sb.sacked_bytes(), 3 * MSS);
             sb.advance_una(at(una, 6));
             assert_eq!(sb.ranges(), &[(at(una, 6), at(una, 8))]);
@@ -528,18 +442,8 @@ mod tests {
     fn dsack_below_the_cumulative_ack_is_reported_not_recorded() {
         for una in BASES {
             let mut sb = board(una, &[]);
-            let up = sb.update(
-                una,
-                at(una, 10),
-                &[(una.wrapping_sub(MSS), una), (at(una, 2), at(una, 3))],
-            );
-            assert_eq!(
-                up,
-                SackUpdate {
-                    newly_sacked_bytes: MSS,
-                    dsack: true
-                }
-            );
+            let up = sb.update(una, at(una, 10), &[(una.wrapping_sub(MSS), una), (at(una, 2), at(una, 3))]);
+            assert_eq!(up, SackUpdate { newly_sacked_bytes: MSS, dsack: true });
             assert_eq!(sb.ranges(), &[(at(una, 2), at(una, 3))]);
         }
     }
@@ -550,13 +454,7 @@ mod tests {
             let mut sb = board(una, &[]);
             let blocks = [(at(una, 3), at(una, 4)), (at(una, 2), at(una, 5))];
             let up = sb.update(una, at(una, 10), &blocks);
-            assert_eq!(
-                up,
-                SackUpdate {
-                    newly_sacked_bytes: 3 * MSS,
-                    dsack: true
-                }
-            );
+            assert_eq!(up, SackUpdate { newly_sacked_bytes: 3 * MSS, dsack: true });
             // Two ordinary blocks are not a D-SACK.
             let blocks = [(at(una, 6), at(una, 7)), (at(una, 2), at(una, 5))];
             assert!(!sb.update(una, at(una, 10), &blocks).dsack);
@@ -568,20 +466,12 @@ mod tests {
         for una in BASES {
             let mut sb = SackScoreboard::new();
             for k in 0..SACK_SCOREBOARD_MAX_RANGES as u32 {
-                sb.update(
-                    una,
-                    at(una, 100),
-                    &[(at(una, 2 * k + 1), at(una, 2 * k + 2))],
-                );
+                sb.update(una, at(una, 100), &[(at(una, 2 * k + 1), at(una, 2 * k + 2))]);
             }
             assert_eq!(sb.ranges().len(), SACK_SCOREBOARD_MAX_RANGES);
             let highest = sb.highest_sacked();
             // Above everything: not recorded.
-            assert_eq!(
-                sb.update(una, at(una, 100), &[(at(una, 90), at(una, 91))])
-                    .newly_sacked_bytes,
-                0
-            );
+            assert_eq!(sb.update(una, at(una, 100), &[(at(una, 90), at(una, 91))]).newly_sacked_bytes, 0);
             assert_eq!(sb.highest_sacked(), highest);
             // A low hole filled in part: the top range goes instead.
             let low = (una.wrapping_add(100), una.wrapping_add(200));
@@ -623,14 +513,7 @@ mod tests {
     fn next_seg_walks_lost_holes_above_high_rxt() {
         for una in BASES {
             // Holes [0,1) [2,3) [4,5); SACKed [1,2) [3,4) [5,8).
-            let sb = board(
-                una,
-                &[
-                    (at(una, 1), at(una, 2)),
-                    (at(una, 3), at(una, 4)),
-                    (at(una, 5), at(una, 8)),
-                ],
-            );
+            let sb = board(una, &[(at(una, 1), at(una, 2)), (at(una, 3), at(una, 4)), (at(una, 5), at(una, 8))]);
             let nxt = at(una, 20);
             assert_eq!(sb.next_seg(una, nxt, MSS), Some((una, MSS)));
             assert_eq!(sb.next_seg(at(una, 1), nxt, MSS), Some((at(una, 2), MSS)));
@@ -719,11 +602,7 @@ mod tests {
         for base in BASES {
             let mut list = SackBlockList::new();
             list.on_segment(at(base, 2), at(base, 3), [(at(base, 2), at(base, 3))]);
-            list.on_segment(
-                at(base, 5),
-                at(base, 7),
-                [(at(base, 2), at(base, 3)), (at(base, 5), at(base, 7))],
-            );
+            list.on_segment(at(base, 5), at(base, 7), [(at(base, 2), at(base, 3)), (at(base, 5), at(base, 7))]);
             list.advance(at(base, 3));
             assert_eq!(list.blocks(), &[(at(base, 5), at(base, 7))]);
             list.advance(at(base, 6));

@@ -80,25 +80,12 @@ impl SynCookies {
     /// that MSS for the connection, since it is what [`validate`] will return.
     ///
     /// [`validate`]: SynCookies::validate
-    pub fn generate(
-        &self,
-        now: Instant,
-        tuple: FourTuple,
-        client_isn: u32,
-        mss: u16,
-    ) -> (u32, u16) {
-        let index = COOKIE_MSS_TABLE
-            .iter()
-            .rposition(|&entry| entry <= mss)
-            .unwrap_or(0);
+    pub fn generate(&self, now: Instant, tuple: FourTuple, client_isn: u32, mss: u16) -> (u32, u16) {
+        let index = COOKIE_MSS_TABLE.iter().rposition(|&entry| entry <= mss).unwrap_or(0);
         let counter = counter_at(now);
-        let low = self
-            .counter_hash(tuple, client_isn, counter)
-            .wrapping_add(index as u32);
-        let cookie = self
-            .tuple_hash(tuple, client_isn)
-            .wrapping_add(counter << COUNTER_SHIFT)
-            .wrapping_add(low & LOW_MASK);
+        let low = self.counter_hash(tuple, client_isn, counter).wrapping_add(index as u32);
+        let cookie =
+            self.tuple_hash(tuple, client_isn).wrapping_add(counter << COUNTER_SHIFT).wrapping_add(low & LOW_MASK);
         (cookie, COOKIE_MSS_TABLE[index])
     }
 
@@ -109,13 +96,7 @@ impl SynCookies {
     /// Both numbers come from that ACK: `client_isn` is its sequence number
     /// minus one (the client's SYN consumed one), and `cookie` is its
     /// acknowledgement number minus one (our SYN-ACK consumed one).
-    pub fn validate(
-        &self,
-        now: Instant,
-        tuple: FourTuple,
-        client_isn: u32,
-        cookie: u32,
-    ) -> Option<u16> {
+    pub fn validate(&self, now: Instant, tuple: FourTuple, client_isn: u32, cookie: u32) -> Option<u16> {
         let unmasked = cookie.wrapping_sub(self.tuple_hash(tuple, client_isn));
         let current = counter_at(now);
         let age = current.wrapping_sub(unmasked >> COUNTER_SHIFT) & (u32::MAX >> COUNTER_SHIFT);
@@ -163,20 +144,10 @@ fn counter_at(now: Instant) -> u32 {
 /// reads the options back. Use it only when the client's SYN carried a
 /// timestamp option.
 pub fn encode_ts_options(ts_now: u32, options: CookieTsOptions) -> u32 {
-    let window_scale = options
-        .window_scale
-        .map_or(TS_WSCALE_NONE, |shift| u32::from(shift.min(WSCALE_MAX)));
-    let sack = if options.sack_permitted {
-        TS_SACK_BIT
-    } else {
-        0
-    };
+    let window_scale = options.window_scale.map_or(TS_WSCALE_NONE, |shift| u32::from(shift.min(WSCALE_MAX)));
+    let sack = if options.sack_permitted { TS_SACK_BIT } else { 0 };
     let ts = (ts_now & !TS_OPTION_MASK) | window_scale | sack;
-    if ts > ts_now {
-        ts.wrapping_sub(TS_OPTION_MASK + 1)
-    } else {
-        ts
-    }
+    if ts > ts_now { ts.wrapping_sub(TS_OPTION_MASK + 1) } else { ts }
 }
 
 /// The client options stored by [`encode_ts_options`], read from the TSecr of
@@ -305,11 +276,7 @@ mod tests {
             assert_eq!(mss_used, mss);
             for later_secs in [0, 50, 117] {
                 let now = made + Duration::from_secs(later_secs);
-                assert_eq!(
-                    cookies.validate(now, tuple(), isn, cookie),
-                    Some(mss),
-                    "mss {mss}, {later_secs} s later"
-                );
+                assert_eq!(cookies.validate(now, tuple(), isn, cookie), Some(mss), "mss {mss}, {later_secs} s later");
             }
         }
     }
@@ -320,10 +287,7 @@ mod tests {
         let made = Instant::from_micros(63_999_999);
         let (cookie, _) = cookies.generate(made, tuple(), 1, 1460);
         let next_period = Instant::from_micros(64_000_000);
-        assert_eq!(
-            cookies.validate(next_period, tuple(), 1, cookie),
-            Some(1460)
-        );
+        assert_eq!(cookies.validate(next_period, tuple(), 1, cookie), Some(1460));
         let two_periods_on = Instant::from_micros(128_000_000);
         assert_eq!(cookies.validate(two_periods_on, tuple(), 1, cookie), None);
         let (from_the_future, _) = cookies.generate(next_period, tuple(), 1, 1460);
@@ -338,11 +302,7 @@ mod tests {
         // Bits 0 and 1 only move between MSS indices; every other bit matters.
         for bit in 2..32 {
             let forged = cookie ^ (1 << bit);
-            assert_eq!(
-                cookies.validate(now, tuple(), 1_000, forged),
-                None,
-                "bit {bit}"
-            );
+            assert_eq!(cookies.validate(now, tuple(), 1_000, forged), None, "bit {bit}");
         }
         let mut other_port = tuple();
         other_port.remote.set_port(51_235);
@@ -356,15 +316,9 @@ mod tests {
     fn mss_rounds_down_to_the_table() {
         let cookies = SynCookies::new(SECRET);
         let now = Instant::ZERO;
-        for (asked, used) in [
-            (9000, 1460),
-            (1460, 1460),
-            (1459, 1440),
-            (1400, 1300),
-            (1300, 1300),
-            (1000, 536),
-            (200, 536),
-        ] {
+        for (asked, used) in
+            [(9000, 1460), (1460, 1460), (1459, 1440), (1400, 1300), (1300, 1300), (1000, 536), (200, 536)]
+        {
             let (cookie, mss) = cookies.generate(now, tuple(), 42, asked);
             assert_eq!(mss, used, "asked {asked}");
             assert_eq!(cookies.validate(now, tuple(), 42, cookie), Some(used));
@@ -376,24 +330,15 @@ mod tests {
         let scales = (0..=WSCALE_MAX).map(Some).chain([None]);
         for window_scale in scales {
             for sack_permitted in [false, true] {
-                let options = CookieTsOptions {
-                    window_scale,
-                    sack_permitted,
-                };
+                let options = CookieTsOptions { window_scale, sack_permitted };
                 for ts_now in [0, 3, 31, 32, 1_000_007, u32::MAX] {
                     let tsval = encode_ts_options(ts_now, options);
                     assert_eq!(decode_ts_options(tsval), options);
-                    assert!(
-                        ts_now.wrapping_sub(tsval) <= TS_OPTION_MASK,
-                        "{ts_now} {tsval}"
-                    );
+                    assert!(ts_now.wrapping_sub(tsval) <= TS_OPTION_MASK, "{ts_now} {tsval}");
                 }
             }
         }
-        let too_large = CookieTsOptions {
-            window_scale: Some(15),
-            sack_permitted: false,
-        };
+        let too_large = CookieTsOptions { window_scale: Some(15), sack_permitted: false };
         let decoded = decode_ts_options(encode_ts_options(1 << 20, too_large));
         assert_eq!(decoded.window_scale, Some(WSCALE_MAX));
     }

@@ -261,10 +261,7 @@ mod tests {
         let packet = ArpPacket::new_checked(&REQUEST_WITH_PADDING[..]).unwrap();
         let repr = ArpRepr::parse(&packet).unwrap();
         assert_eq!(repr.operation, ArpOperation::Request);
-        assert_eq!(
-            repr.source_hw,
-            EthernetAddress([0x52, 0x54, 0, 0x12, 0x34, 0x56])
-        );
+        assert_eq!(repr.source_hw, EthernetAddress([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
         assert_eq!(repr.source_ip, Ipv4Addr::new(192, 168, 1, 100));
         assert_eq!(repr.target_hw, EthernetAddress([0; 6]));
         assert_eq!(repr.target_ip, Ipv4Addr::new(192, 168, 1, 1));
@@ -289,10 +286,7 @@ mod tests {
     #[test]
     fn every_truncation_is_rejected() {
         for len in 0..ARP_PACKET_LEN {
-            assert_eq!(
-                ArpPacket::new_checked(&REQUEST_WITH_PADDING[..len]),
-                Err(WireError::Truncated)
-            );
+            assert_eq!(ArpPacket::new_checked(&REQUEST_WITH_PADDING[..len]), Err(WireError::Truncated));
         }
     }
 
@@ -311,9 +305,6 @@ mod tests {
         let mut bytes = REQUEST_WITH_PADDING;
         bytes[7] = 9;
         let packet = ArpPacket::new_checked(&bytes[..]).unwrap();
-        assert_eq!(
-            ArpRepr::parse(&packet).unwrap().operation,
-            ArpOperation::Unknown(9)
-        );
+        assert_eq!(ArpRepr::parse(&packet).unwrap().operation, ArpOperation::Unknown(9));
     }
 }

@@ -10,9 +10,7 @@ use std::net::Ipv4Addr;
 pub fn accumulate(mut sum: u64, data: &[u8]) -> u64 {
     let mut words = data.chunks_exact(8);
     for word in &mut words {
-        let value = u64::from_be_bytes([
-            word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
-        ]);
+        let value = u64::from_be_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]);
         let (total, carry) = sum.overflowing_add(value);
         // End-around carry: 2^64 is 1 modulo 0xffff. `total` is at most
         // 2^64 - 2 when `carry` is set, so this cannot overflow.
@@ -73,10 +71,7 @@ pub fn ipv4_pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length
 #[inline]
 pub fn transport_checksum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> u16 {
     let length = u16::try_from(segment.len()).expect("transport segment longer than 65535 bytes");
-    !fold(accumulate(
-        ipv4_pseudo_header_sum(src, dst, protocol, length),
-        segment,
-    ))
+    !fold(accumulate(ipv4_pseudo_header_sum(src, dst, protocol, length), segment))
 }
 
 /// Whether the transport checksum stored inside `segment` is valid under the
@@ -84,10 +79,7 @@ pub fn transport_checksum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &
 #[inline]
 pub fn verify_transport(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> bool {
     match u16::try_from(segment.len()) {
-        Ok(length) => is_valid(accumulate(
-            ipv4_pseudo_header_sum(src, dst, protocol, length),
-            segment,
-        )),
+        Ok(length) => is_valid(accumulate(ipv4_pseudo_header_sum(src, dst, protocol, length), segment)),
         Err(_) => false,
     }
 }
@@ -134,8 +126,8 @@ mod tests {
     fn rfc1071_header_checksum_of_known_ipv4_header() {
         // A classic example header: 4500 0073 0000 4000 4011 [b861] c0a8 0001 c0a8 00c7.
         let mut header = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+            0x00, 0xc7,
         ];
         assert_eq!(checksum(&header), 0xb861);
         header[10..12].copy_from_slice(&0xb861u16.to_be_bytes());

@@ -192,11 +192,7 @@ impl EthernetRepr {
     /// shape of the other parsers.
     #[inline]
     pub fn parse<T: AsRef<[u8]>>(frame: &EthernetFrame<T>) -> Result<EthernetRepr, WireError> {
-        Ok(EthernetRepr {
-            src: frame.src_addr(),
-            dst: frame.dst_addr(),
-            ethertype: frame.ethertype(),
-        })
+        Ok(EthernetRepr { src: frame.src_addr(), dst: frame.dst_addr(), ethertype: frame.ethertype() })
     }
 
     /// Length of the header this repr emits: [`ETHERNET_HEADER_LEN`].
@@ -223,9 +219,8 @@ mod tests {
     use super::*;
 
     /// A broadcast ARP frame header as captured from Linux.
-    const ARP_BROADCAST_HEADER: [u8; 14] = [
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06,
-    ];
+    const ARP_BROADCAST_HEADER: [u8; 14] =
+        [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06];
 
     #[test]
     fn parses_broadcast_arp_header() {
@@ -257,10 +252,7 @@ mod tests {
     #[test]
     fn every_truncation_is_rejected() {
         for len in 0..ETHERNET_HEADER_LEN {
-            assert_eq!(
-                EthernetFrame::new_checked(&ARP_BROADCAST_HEADER[..len]),
-                Err(WireError::Truncated)
-            );
+            assert_eq!(EthernetFrame::new_checked(&ARP_BROADCAST_HEADER[..len]), Err(WireError::Truncated));
         }
     }
 

@@ -178,11 +178,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
     #[inline]
     pub fn set_next_hop_mtu(&mut self, value: u16) {
         write_u16(self.buffer.as_mut(), fields::UNREACHABLE_UNUSED, 0);
-        write_u16(
-            self.buffer.as_mut(),
-            fields::UNREACHABLE_NEXT_HOP_MTU,
-            value,
-        );
+        write_u16(self.buffer.as_mut(), fields::UNREACHABLE_NEXT_HOP_MTU, value);
     }
 
     /// Everything after the header, writable.
@@ -257,16 +253,12 @@ impl<'a> Icmpv4Repr<'a> {
         let buffer: &'a T = packet.buffer;
         let data = &buffer.as_ref()[fields::DATA_START..];
         match (packet.msg_type(), packet.msg_code()) {
-            (TYPE_ECHO_REQUEST, 0) => Ok(Icmpv4Repr::EchoRequest {
-                ident: packet.echo_ident(),
-                seq_no: packet.echo_seq_no(),
-                data,
-            }),
-            (TYPE_ECHO_REPLY, 0) => Ok(Icmpv4Repr::EchoReply {
-                ident: packet.echo_ident(),
-                seq_no: packet.echo_seq_no(),
-                data,
-            }),
+            (TYPE_ECHO_REQUEST, 0) => {
+                Ok(Icmpv4Repr::EchoRequest { ident: packet.echo_ident(), seq_no: packet.echo_seq_no(), data })
+            }
+            (TYPE_ECHO_REPLY, 0) => {
+                Ok(Icmpv4Repr::EchoReply { ident: packet.echo_ident(), seq_no: packet.echo_seq_no(), data })
+            }
             (TYPE_DST_UNREACHABLE, code) => {
                 let (header, quoted_payload) = parse_quoted_datagram(data)?;
                 Ok(Icmpv4Repr::DstUnreachable {
@@ -284,12 +276,8 @@ impl<'a> Icmpv4Repr<'a> {
     #[inline]
     pub fn buffer_len(&self) -> usize {
         match self {
-            Icmpv4Repr::EchoRequest { data, .. } | Icmpv4Repr::EchoReply { data, .. } => {
-                ICMPV4_HEADER_LEN + data.len()
-            }
-            Icmpv4Repr::DstUnreachable { data, .. } => {
-                ICMPV4_HEADER_LEN + IPV4_HEADER_LEN + data.len()
-            }
+            Icmpv4Repr::EchoRequest { data, .. } | Icmpv4Repr::EchoReply { data, .. } => ICMPV4_HEADER_LEN + data.len(),
+            Icmpv4Repr::DstUnreachable { data, .. } => ICMPV4_HEADER_LEN + IPV4_HEADER_LEN + data.len(),
         }
     }
 
@@ -301,34 +289,21 @@ impl<'a> Icmpv4Repr<'a> {
     pub fn emit(&self, buf: &mut [u8]) {
         let mut packet = Icmpv4Packet::new_unchecked(&mut buf[..self.buffer_len()]);
         match *self {
-            Icmpv4Repr::EchoRequest {
-                ident,
-                seq_no,
-                data,
-            } => {
+            Icmpv4Repr::EchoRequest { ident, seq_no, data } => {
                 packet.set_msg_type(TYPE_ECHO_REQUEST);
                 packet.set_msg_code(0);
                 packet.set_echo_ident(ident);
                 packet.set_echo_seq_no(seq_no);
                 packet.data_mut().copy_from_slice(data);
             }
-            Icmpv4Repr::EchoReply {
-                ident,
-                seq_no,
-                data,
-            } => {
+            Icmpv4Repr::EchoReply { ident, seq_no, data } => {
                 packet.set_msg_type(TYPE_ECHO_REPLY);
                 packet.set_msg_code(0);
                 packet.set_echo_ident(ident);
                 packet.set_echo_seq_no(seq_no);
                 packet.data_mut().copy_from_slice(data);
             }
-            Icmpv4Repr::DstUnreachable {
-                reason,
-                next_hop_mtu,
-                header,
-                data,
-            } => {
+            Icmpv4Repr::DstUnreachable { reason, next_hop_mtu, header, data } => {
                 packet.set_msg_type(TYPE_DST_UNREACHABLE);
                 packet.set_msg_code(reason.into());
                 packet.set_next_hop_mtu(next_hop_mtu);
@@ -365,10 +340,8 @@ mod tests {
 
     /// `ping -c1 -s 8` as Linux sends it: type 8, code 0, checksum, ident
     /// 0x1234, sequence 1, 8 bytes of data.
-    const ECHO_REQUEST: [u8; 16] = [
-        0x08, 0x00, 0x00, 0x00, 0x12, 0x34, 0x00, 0x01, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67,
-        0x68,
-    ];
+    const ECHO_REQUEST: [u8; 16] =
+        [0x08, 0x00, 0x00, 0x00, 0x12, 0x34, 0x00, 0x01, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68];
 
     fn echo_request() -> [u8; 16] {
         let mut bytes = ECHO_REQUEST;
@@ -383,8 +356,7 @@ mod tests {
         bytes[0] = TYPE_DST_UNREACHABLE;
         bytes[1] = 3;
         bytes[8..28].copy_from_slice(&[
-            0x45, 0x00, 0x00, 0x28, 0xab, 0xcd, 0x40, 0x00, 0x3f, 0x11, 0x00, 0x00, 10, 0, 0, 1,
-            10, 0, 0, 2,
+            0x45, 0x00, 0x00, 0x28, 0xab, 0xcd, 0x40, 0x00, 0x3f, 0x11, 0x00, 0x00, 10, 0, 0, 1, 10, 0, 0, 2,
         ]);
         bytes[28..36].copy_from_slice(&[0x9c, 0x40, 0x00, 0x35, 0x00, 0x14, 0x00, 0x00]);
         Icmpv4Packet::new_unchecked(&mut bytes[..]).fill_checksum();
@@ -397,11 +369,7 @@ mod tests {
         let packet = Icmpv4Packet::new_checked(&bytes[..]).unwrap();
         assert_eq!(
             Icmpv4Repr::parse(&packet, true).unwrap(),
-            Icmpv4Repr::EchoRequest {
-                ident: 0x1234,
-                seq_no: 1,
-                data: b"abcdefgh"
-            }
+            Icmpv4Repr::EchoRequest { ident: 0x1234, seq_no: 1, data: b"abcdefgh" }
         );
     }
 
@@ -409,13 +377,7 @@ mod tests {
     fn parses_port_unreachable_with_quoted_header() {
         let bytes = port_unreachable();
         let packet = Icmpv4Packet::new_checked(&bytes[..]).unwrap();
-        let Icmpv4Repr::DstUnreachable {
-            reason,
-            header,
-            data,
-            ..
-        } = Icmpv4Repr::parse(&packet, true).unwrap()
-        else {
+        let Icmpv4Repr::DstUnreachable { reason, header, data, .. } = Icmpv4Repr::parse(&packet, true).unwrap() else {
             panic!("not a destination unreachable");
         };
         assert_eq!(reason, Icmpv4DstUnreachable::PortUnreachable);
@@ -438,16 +400,8 @@ mod tests {
             dscp_ecn: 0,
         };
         let reprs = [
-            Icmpv4Repr::EchoRequest {
-                ident: 1,
-                seq_no: 2,
-                data: b"payload",
-            },
-            Icmpv4Repr::EchoReply {
-                ident: 3,
-                seq_no: 4,
-                data: b"",
-            },
+            Icmpv4Repr::EchoRequest { ident: 1, seq_no: 2, data: b"payload" },
+            Icmpv4Repr::EchoReply { ident: 3, seq_no: 4, data: b"" },
             Icmpv4Repr::DstUnreachable {
                 reason: Icmpv4DstUnreachable::FragRequired,
                 next_hop_mtu: 1400,
@@ -477,10 +431,7 @@ mod tests {
 
     #[test]
     fn quoted_header_lies_are_rejected() {
-        let cases = [
-            (8, 0x44, WireError::BadLength),
-            (8, 0x65, WireError::BadVersion),
-        ];
+        let cases = [(8, 0x44, WireError::BadLength), (8, 0x65, WireError::BadVersion)];
         for (at, value, error) in cases {
             let mut bytes = port_unreachable();
             bytes[at] = value;
@@ -498,10 +449,7 @@ mod tests {
         let mut bytes = echo_request();
         bytes[9] ^= 0x20;
         let packet = Icmpv4Packet::new_checked(&bytes[..]).unwrap();
-        assert_eq!(
-            Icmpv4Repr::parse(&packet, true),
-            Err(WireError::BadChecksum)
-        );
+        assert_eq!(Icmpv4Repr::parse(&packet, true), Err(WireError::BadChecksum));
     }
 
     #[test]
@@ -510,9 +458,6 @@ mod tests {
         bytes[0] = 13; // timestamp request
         Icmpv4Packet::new_unchecked(&mut bytes[..]).fill_checksum();
         let packet = Icmpv4Packet::new_checked(&bytes[..]).unwrap();
-        assert_eq!(
-            Icmpv4Repr::parse(&packet, true),
-            Err(WireError::Unsupported)
-        );
+        assert_eq!(Icmpv4Repr::parse(&packet, true), Err(WireError::Unsupported));
     }
 }

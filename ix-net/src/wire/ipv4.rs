@@ -355,10 +355,7 @@ impl Ipv4Repr {
     /// # Errors
     /// [`WireError::BadChecksum`] if asked to verify and the checksum is
     /// wrong; [`WireError::Fragmented`] if the packet is a fragment.
-    pub fn parse<T: AsRef<[u8]>>(
-        packet: &Ipv4Packet<T>,
-        verify_checksum: bool,
-    ) -> Result<Ipv4Repr, WireError> {
+    pub fn parse<T: AsRef<[u8]>>(packet: &Ipv4Packet<T>, verify_checksum: bool) -> Result<Ipv4Repr, WireError> {
         if verify_checksum && !packet.verify_checksum() {
             return Err(WireError::BadChecksum);
         }
@@ -403,8 +400,7 @@ impl Ipv4Repr {
     /// Panics if `buf` is shorter than [`IPV4_HEADER_LEN`] or if the total
     /// length does not fit in 16 bits.
     pub fn emit(&self, buf: &mut [u8]) {
-        let total_len =
-            u16::try_from(self.buffer_len()).expect("IPv4 total length above 65535 bytes");
+        let total_len = u16::try_from(self.buffer_len()).expect("IPv4 total length above 65535 bytes");
         let mut packet = Ipv4Packet::new_unchecked(&mut buf[..IPV4_HEADER_LEN]);
         packet.set_version_and_header_len(IPV4_HEADER_LEN);
         packet.set_dscp_ecn(self.dscp_ecn);
@@ -428,8 +424,8 @@ mod tests {
     fn udp_packet_with_padding() -> [u8; 66] {
         let mut bytes = [0u8; 66];
         bytes[..20].copy_from_slice(&[
-            0x45, 0x00, 0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
-            0x00, 0x64, 0x08, 0x08, 0x08, 0x08,
+            0x45, 0x00, 0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x64, 0x08, 0x08,
+            0x08, 0x08,
         ]);
         for (i, byte) in bytes[20..60].iter_mut().enumerate() {
             *byte = i as u8;
@@ -490,10 +486,7 @@ mod tests {
     fn every_truncation_is_rejected() {
         let bytes = udp_packet_with_padding();
         for len in 0..60 {
-            assert!(
-                Ipv4Packet::new_checked(&bytes[..len]).is_err(),
-                "length {len}"
-            );
+            assert!(Ipv4Packet::new_checked(&bytes[..len]).is_err(), "length {len}");
         }
     }
 
@@ -501,20 +494,14 @@ mod tests {
     fn total_length_beyond_buffer_is_bad_length() {
         let mut bytes = udp_packet_with_padding();
         bytes[2..4].copy_from_slice(&67u16.to_be_bytes());
-        assert_eq!(
-            Ipv4Packet::new_checked(&bytes[..]),
-            Err(WireError::BadLength)
-        );
+        assert_eq!(Ipv4Packet::new_checked(&bytes[..]), Err(WireError::BadLength));
     }
 
     #[test]
     fn total_length_below_header_is_bad_length() {
         let mut bytes = udp_packet_with_padding();
         bytes[2..4].copy_from_slice(&19u16.to_be_bytes());
-        assert_eq!(
-            Ipv4Packet::new_checked(&bytes[..]),
-            Err(WireError::BadLength)
-        );
+        assert_eq!(Ipv4Packet::new_checked(&bytes[..]), Err(WireError::BadLength));
     }
 
     #[test]
@@ -522,10 +509,7 @@ mod tests {
         for ihl in 0..5 {
             let mut bytes = udp_packet_with_padding();
             bytes[0] = 0x40 | ihl;
-            assert_eq!(
-                Ipv4Packet::new_checked(&bytes[..]),
-                Err(WireError::BadLength)
-            );
+            assert_eq!(Ipv4Packet::new_checked(&bytes[..]), Err(WireError::BadLength));
         }
     }
 
@@ -535,20 +519,14 @@ mod tests {
         let mut short = [0u8; 40];
         short.copy_from_slice(&bytes[..40]);
         short[0] = 0x4f; // 60-byte header in a 40-byte buffer
-        assert_eq!(
-            Ipv4Packet::new_checked(&short[..]),
-            Err(WireError::BadLength)
-        );
+        assert_eq!(Ipv4Packet::new_checked(&short[..]), Err(WireError::BadLength));
     }
 
     #[test]
     fn version_six_is_bad_version() {
         let mut bytes = udp_packet_with_padding();
         bytes[0] = 0x65;
-        assert_eq!(
-            Ipv4Packet::new_checked(&bytes[..]),
-            Err(WireError::BadVersion)
-        );
+        assert_eq!(Ipv4Packet::new_checked(&bytes[..]), Err(WireError::BadVersion));
     }
 
     #[test]

@@ -322,8 +322,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     #[inline]
     pub fn set_header_len(&mut self, header_len: usize) {
         assert!(
-            header_len % 4 == 0
-                && (TCP_HEADER_LEN..=TCP_HEADER_LEN + TCP_OPTIONS_MAX_LEN).contains(&header_len),
+            header_len % 4 == 0 && (TCP_HEADER_LEN..=TCP_HEADER_LEN + TCP_OPTIONS_MAX_LEN).contains(&header_len),
             "TCP header length {header_len} is not a multiple of 4 in 20..=60"
         );
         // Checked above: header_len / 4 is at most 15.
@@ -447,9 +446,7 @@ impl TcpOptions {
                 let echo_reply = u32::from_be_bytes([e, f, g, h]);
                 self.timestamps = Some((value, echo_reply));
             }
-            (option_kind::SACK, _)
-                if value.len() % 8 == 0 && (8..=8 * SACK_BLOCKS_MAX).contains(&value.len()) =>
-            {
+            (option_kind::SACK, _) if value.len() % 8 == 0 && (8..=8 * SACK_BLOCKS_MAX).contains(&value.len()) => {
                 self.sack_blocks = [(0, 0); SACK_BLOCKS_MAX];
                 for (block, edges) in self.sack_blocks.iter_mut().zip(value.chunks_exact(8)) {
                     *block = (read_u32(edges, 0..4), read_u32(edges, 4..8));
@@ -479,11 +476,7 @@ impl TcpOptions {
             (false, None) => 0,
         };
         let window_scale = if self.window_scale.is_some() { 4 } else { 0 };
-        let sack = if sack_blocks > 0 {
-            4 + 8 * sack_blocks
-        } else {
-            0
-        };
+        let sack = if sack_blocks > 0 { 4 + 8 * sack_blocks } else { 0 };
         mss + sack_permitted_and_timestamps + window_scale + sack
     }
 
@@ -493,11 +486,7 @@ impl TcpOptions {
         let sack_permitted = if self.sack_permitted { 2 } else { 0 };
         let timestamps = if self.timestamps.is_some() { 10 } else { 0 };
         let window_scale = if self.window_scale.is_some() { 3 } else { 0 };
-        let sack = if sack_blocks > 0 {
-            2 + 8 * sack_blocks
-        } else {
-            0
-        };
+        let sack = if sack_blocks > 0 { 2 + 8 * sack_blocks } else { 0 };
         mss + sack_permitted + timestamps + window_scale + sack
     }
 
@@ -508,27 +497,15 @@ impl TcpOptions {
         for sack_blocks in (1..=wanted).rev() {
             let aligned_len = self.aligned_len(sack_blocks);
             if aligned_len <= TCP_OPTIONS_MAX_LEN {
-                return OptionsLayout {
-                    sack_blocks,
-                    aligned: true,
-                    len: aligned_len,
-                };
+                return OptionsLayout { sack_blocks, aligned: true, len: aligned_len };
             }
             let packed_len = self.packed_len(sack_blocks).next_multiple_of(4);
             if packed_len <= TCP_OPTIONS_MAX_LEN {
-                return OptionsLayout {
-                    sack_blocks,
-                    aligned: false,
-                    len: packed_len,
-                };
+                return OptionsLayout { sack_blocks, aligned: false, len: packed_len };
             }
         }
         // Without SACK blocks the aligned layout is at most 20 bytes.
-        OptionsLayout {
-            sack_blocks: 0,
-            aligned: true,
-            len: self.aligned_len(0),
-        }
+        OptionsLayout { sack_blocks: 0, aligned: true, len: self.aligned_len(0) }
     }
 
     /// Length of the option bytes [`emit`](Self::emit) writes, a multiple
@@ -547,11 +524,7 @@ impl TcpOptions {
     /// Panics if `buf` is shorter than [`emitted_len`](Self::emitted_len).
     pub fn emit(&self, buf: &mut [u8]) -> usize {
         let layout = self.layout();
-        let mut out = OptionWriter {
-            buf: &mut buf[..layout.len],
-            at: 0,
-            aligned: layout.aligned,
-        };
+        let mut out = OptionWriter { buf: &mut buf[..layout.len], at: 0, aligned: layout.aligned };
         if let Some(mss) = self.mss {
             out.put(&[option_kind::MSS, 4]);
             out.put(&mss.to_be_bytes());
@@ -767,12 +740,8 @@ mod tests {
 
     #[test]
     fn emits_syn_without_timestamps_with_linux_nops() {
-        let options = TcpOptions {
-            mss: Some(1460),
-            sack_permitted: true,
-            window_scale: Some(7),
-            ..TcpOptions::default()
-        };
+        let options =
+            TcpOptions { mss: Some(1460), sack_permitted: true, window_scale: Some(7), ..TcpOptions::default() };
         let mut bytes = [0u8; 12];
         assert_eq!(options.emit(&mut bytes), 12);
         assert_eq!(bytes, [2, 4, 0x05, 0xb4, 1, 1, 4, 2, 1, 3, 3, 7]);
@@ -780,10 +749,7 @@ mod tests {
 
     #[test]
     fn emits_timestamps_alone_after_two_nops() {
-        let options = TcpOptions {
-            timestamps: Some((1, 2)),
-            ..TcpOptions::default()
-        };
+        let options = TcpOptions { timestamps: Some((1, 2)), ..TcpOptions::default() };
         let mut bytes = [0u8; 12];
         assert_eq!(options.emit(&mut bytes), 12);
         assert_eq!(bytes, [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
@@ -823,11 +789,7 @@ mod tests {
     fn options_too_long_to_align_are_packed() {
         // Window scale, SACK-permitted and four blocks: 44 bytes aligned,
         // 39 packed.
-        let options = TcpOptions {
-            window_scale: Some(2),
-            sack_permitted: true,
-            ..with_sack_blocks(4, false)
-        };
+        let options = TcpOptions { window_scale: Some(2), sack_permitted: true, ..with_sack_blocks(4, false) };
         assert_eq!(options.emitted_len(), 40);
         let mut bytes = [0xaa; 40];
         options.emit(&mut bytes);
@@ -849,10 +811,7 @@ mod tests {
 
     #[test]
     fn window_scale_above_fourteen_reads_as_fourteen() {
-        assert_eq!(
-            options_with(&[3, 3, 200, 0]).unwrap().window_scale,
-            Some(14)
-        );
+        assert_eq!(options_with(&[3, 3, 200, 0]).unwrap().window_scale, Some(14));
     }
 
     #[test]
@@ -874,8 +833,8 @@ mod tests {
             &[5, 2],
             &[5, 9, 0, 0, 0, 0, 0, 0, 0],
             &[
-                5, 42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                5, 42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                0, 0, 0, 0, 0, 0, 0, 0,
             ],
         ];
         for bytes in cases {
@@ -896,10 +855,7 @@ mod tests {
         for offset in 0..5u8 {
             let mut bytes = linux_syn();
             bytes[12] = offset << 4;
-            assert_eq!(
-                TcpPacket::new_checked(&bytes[..]),
-                Err(WireError::BadLength)
-            );
+            assert_eq!(TcpPacket::new_checked(&bytes[..]), Err(WireError::BadLength));
         }
     }
 
@@ -907,10 +863,7 @@ mod tests {
     fn data_offset_past_the_end_is_bad_length() {
         let mut bytes = linux_syn();
         bytes[12] = 0xb0; // 44 bytes in a 40-byte segment
-        assert_eq!(
-            TcpPacket::new_checked(&bytes[..]),
-            Err(WireError::BadLength)
-        );
+        assert_eq!(TcpPacket::new_checked(&bytes[..]), Err(WireError::BadLength));
     }
 
     #[test]
@@ -932,10 +885,7 @@ mod tests {
 
     #[test]
     fn payload_follows_the_options() {
-        let repr = TcpRepr {
-            payload_offset: 0,
-            ..parse(&linux_syn()).unwrap()
-        };
+        let repr = TcpRepr { payload_offset: 0, ..parse(&linux_syn()).unwrap() };
         let mut bytes = [0u8; 45];
         repr.emit(&mut bytes);
         bytes[40..].copy_from_slice(b"hello");
@@ -968,21 +918,11 @@ mod tests {
             any::<[(u32, u32); 4]>(),
             0u8..=4,
         )
-            .prop_map(
-                |(mss, window_scale, sack_permitted, timestamps, blocks, count)| {
-                    let mut sack_blocks = [(0, 0); 4];
-                    sack_blocks[..usize::from(count)]
-                        .copy_from_slice(&blocks[..usize::from(count)]);
-                    TcpOptions {
-                        mss,
-                        window_scale,
-                        sack_permitted,
-                        timestamps,
-                        sack_blocks,
-                        sack_count: count,
-                    }
-                },
-            )
+            .prop_map(|(mss, window_scale, sack_permitted, timestamps, blocks, count)| {
+                let mut sack_blocks = [(0, 0); 4];
+                sack_blocks[..usize::from(count)].copy_from_slice(&blocks[..usize::from(count)]);
+                TcpOptions { mss, window_scale, sack_permitted, timestamps, sack_blocks, sack_count: count }
+            })
     }
 
     proptest! {

@@ -97,8 +97,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     /// Whether the checksum is absent (0) or valid under the pseudo-header.
     #[inline]
     pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
-        self.checksum() == 0
-            || checksum::verify_transport(src, dst, IpProtocol::Udp.into(), self.buffer.as_ref())
+        self.checksum() == 0 || checksum::verify_transport(src, dst, IpProtocol::Udp.into(), self.buffer.as_ref())
     }
 
     /// The payload after the header.
@@ -166,10 +165,7 @@ impl UdpRepr {
         if verify_checksum && !packet.verify_checksum(src, dst) {
             return Err(WireError::BadChecksum);
         }
-        Ok(UdpRepr {
-            src_port: packet.src_port(),
-            dst_port: packet.dst_port(),
-        })
+        Ok(UdpRepr { src_port: packet.src_port(), dst_port: packet.dst_port() })
     }
 
     /// Length of the header this repr emits: [`UDP_HEADER_LEN`].
@@ -186,8 +182,7 @@ impl UdpRepr {
     /// Panics if `buf` is shorter than [`UDP_HEADER_LEN`] or the datagram
     /// length does not fit in 16 bits.
     pub fn emit(&self, buf: &mut [u8], payload_len: usize) {
-        let length = u16::try_from(UDP_HEADER_LEN + payload_len)
-            .expect("UDP datagram longer than 65535 bytes");
+        let length = u16::try_from(UDP_HEADER_LEN + payload_len).expect("UDP datagram longer than 65535 bytes");
         let mut packet = UdpPacket::new_unchecked(&mut buf[..UDP_HEADER_LEN]);
         packet.set_src_port(self.src_port);
         packet.set_dst_port(self.dst_port);
@@ -219,9 +214,7 @@ mod tests {
 
     /// A DNS query header and 4 payload bytes, checksum filled in.
     fn dns_query() -> [u8; 12] {
-        let mut bytes = [
-            0xd4, 0x31, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, 0xab, 0xcd, 0x01, 0x00,
-        ];
+        let mut bytes = [0xd4, 0x31, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, 0xab, 0xcd, 0x01, 0x00];
         fill_udp_checksum(&mut bytes, SRC, DST);
         bytes
     }
@@ -231,22 +224,13 @@ mod tests {
         let bytes = dns_query();
         let packet = UdpPacket::new_checked(&bytes[..]).unwrap();
         let repr = UdpRepr::parse(&packet, SRC, DST, true).unwrap();
-        assert_eq!(
-            repr,
-            UdpRepr {
-                src_port: 54321,
-                dst_port: 53
-            }
-        );
+        assert_eq!(repr, UdpRepr { src_port: 54321, dst_port: 53 });
         assert_eq!(packet.payload(), &[0xab, 0xcd, 0x01, 0x00]);
     }
 
     #[test]
     fn emit_then_parse_round_trips() {
-        let repr = UdpRepr {
-            src_port: 5000,
-            dst_port: 6000,
-        };
+        let repr = UdpRepr { src_port: 5000, dst_port: 6000 };
         let mut bytes = [0u8; 13];
         repr.emit(&mut bytes, 5);
         bytes[8..].copy_from_slice(b"hello");
@@ -267,11 +251,7 @@ mod tests {
     fn computed_zero_checksum_is_sent_as_ffff() {
         // Choose the payload word so that the whole sum is 0xffff.
         let mut bytes = [0u8; 10];
-        UdpRepr {
-            src_port: 1,
-            dst_port: 2,
-        }
-        .emit(&mut bytes, 2);
+        UdpRepr { src_port: 1, dst_port: 2 }.emit(&mut bytes, 2);
         let sum = checksum::fold(checksum::accumulate(
             checksum::ipv4_pseudo_header_sum(SRC, DST, IpProtocol::Udp.into(), 10),
             &bytes,
@@ -287,10 +267,7 @@ mod tests {
     fn wrong_addresses_are_bad_checksum() {
         let bytes = dns_query();
         let packet = UdpPacket::new_checked(&bytes[..]).unwrap();
-        assert_eq!(
-            UdpRepr::parse(&packet, SRC, SRC, true),
-            Err(WireError::BadChecksum)
-        );
+        assert_eq!(UdpRepr::parse(&packet, SRC, SRC, true), Err(WireError::BadChecksum));
     }
 
     #[test]
@@ -298,10 +275,7 @@ mod tests {
         for length in [0u16, 7, 11, 13, 0xffff] {
             let mut bytes = dns_query();
             bytes[4..6].copy_from_slice(&length.to_be_bytes());
-            assert_eq!(
-                UdpPacket::new_checked(&bytes[..]),
-                Err(WireError::BadLength)
-            );
+            assert_eq!(UdpPacket::new_checked(&bytes[..]), Err(WireError::BadLength));
         }
     }
 
@@ -309,10 +283,7 @@ mod tests {
     fn every_truncation_is_rejected() {
         let bytes = dns_query();
         for len in 0..bytes.len() {
-            assert!(
-                UdpPacket::new_checked(&bytes[..len]).is_err(),
-                "length {len}"
-            );
+            assert!(UdpPacket::new_checked(&bytes[..len]).is_err(), "length {len}");
         }
     }
 }

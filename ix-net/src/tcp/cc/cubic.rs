@@ -95,13 +95,7 @@ impl Cubic {
 
     /// New data acknowledged outside recovery; see
     /// [`CongestionControl::on_ack`](super::CongestionControl::on_ack).
-    pub fn on_ack(
-        &mut self,
-        now_micros: u64,
-        bytes_acked: u32,
-        rtt: Option<Duration>,
-        bytes_in_flight: u32,
-    ) {
+    pub fn on_ack(&mut self, now_micros: u64, bytes_acked: u32, rtt: Option<Duration>, bytes_in_flight: u32) {
         if let Some(rtt) = rtt {
             self.rtt = rtt;
         }
@@ -109,8 +103,7 @@ impl Cubic {
             self.app_limited_since_micros.get_or_insert(now_micros);
             return;
         }
-        if let (Some(since), Some(epoch)) = (self.app_limited_since_micros.take(), &mut self.epoch)
-        {
+        if let (Some(since), Some(epoch)) = (self.app_limited_since_micros.take(), &mut self.epoch) {
             epoch.start_micros += now_micros.saturating_sub(since);
         }
         let left = self.window.slow_start(bytes_acked);
@@ -124,26 +117,20 @@ impl Cubic {
     /// `ssthresh = max(β × flight, 2 × MSS)`, `cwnd = ssthresh`.
     pub fn on_congestion_event(&mut self, bytes_in_flight: u32) {
         self.record_loss();
-        self.window
-            .reduce_to(scale(bytes_in_flight, BETA_NUM, BETA_DEN));
+        self.window.reduce_to(scale(bytes_in_flight, BETA_NUM, BETA_DEN));
     }
 
     /// Retransmission timeout: as a congestion event for W_max and `ssthresh`,
     /// but `cwnd` is one MSS and slow start follows (RFC 9438 §4.8).
     pub fn on_retransmit_timeout(&mut self, bytes_in_flight: u32) {
         self.record_loss();
-        self.window
-            .collapse_to_loss_window(scale(bytes_in_flight, BETA_NUM, BETA_DEN));
+        self.window.collapse_to_loss_window(scale(bytes_in_flight, BETA_NUM, BETA_DEN));
     }
 
     /// W_max with fast convergence (RFC 9438 §4.7), and a new epoch to come.
     fn record_loss(&mut self) {
         let cwnd = self.window.cwnd;
-        self.w_max_bytes = if cwnd < self.w_max_bytes {
-            scale(cwnd, CONVERGE_NUM, CONVERGE_DEN)
-        } else {
-            cwnd
-        };
+        self.w_max_bytes = if cwnd < self.w_max_bytes { scale(cwnd, CONVERGE_NUM, CONVERGE_DEN) } else { cwnd };
         self.cwnd_prior_bytes = cwnd;
         self.epoch = None;
         self.app_limited_since_micros = None;
@@ -194,25 +181,21 @@ impl Cubic {
     /// in whole bytes.
     fn grow_w_est(&self, epoch: &mut Epoch, acked: u64) -> u64 {
         let cwnd = u128::from(self.window.cwnd);
-        let (num, den) =
-            if epoch.w_est_scaled >> W_EST_FRACTION_BITS >= u64::from(self.cwnd_prior_bytes) {
-                (1, 1)
-            } else {
-                (ALPHA_NUM, ALPHA_DEN)
-            };
+        let (num, den) = if epoch.w_est_scaled >> W_EST_FRACTION_BITS >= u64::from(self.cwnd_prior_bytes) {
+            (1, 1)
+        } else {
+            (ALPHA_NUM, ALPHA_DEN)
+        };
         let step = (u128::from(num * acked) * u128::from(self.window.mss)) << W_EST_FRACTION_BITS;
         let step = step / (u128::from(den) * cwnd);
-        epoch.w_est_scaled = epoch
-            .w_est_scaled
-            .saturating_add(step.min(u64::MAX.into()) as u64);
+        epoch.w_est_scaled = epoch.w_est_scaled.saturating_add(step.min(u64::MAX.into()) as u64);
         epoch.w_est_scaled >> W_EST_FRACTION_BITS
     }
 }
 
 /// W_cubic(t) = C × (t − K)³ + W_max, in bytes (RFC 9438 §4.2).
 fn w_cubic_bytes(w_max_bytes: u32, mss: u32, t_micros: u64, k_micros: u64) -> u64 {
-    let dt = (i128::from(t_micros) - i128::from(k_micros))
-        .clamp(-CUBIC_MAX_ELAPSED_MICROS, CUBIC_MAX_ELAPSED_MICROS);
+    let dt = (i128::from(t_micros) - i128::from(k_micros)).clamp(-CUBIC_MAX_ELAPSED_MICROS, CUBIC_MAX_ELAPSED_MICROS);
     let offset = C_NUM * i128::from(mss) * dt * dt * dt / (C_DEN * MICROS3_PER_SEC3);
     (i128::from(w_max_bytes) + offset).clamp(0, i128::from(u32::MAX)) as u64
 }
@@ -305,10 +288,7 @@ mod tests {
         for (t, cwnd) in run(&mut cc, rtt, 16.0) {
             let expected = rfc_w_cubic_segments(1000.0, t);
             let error = (cwnd - expected).abs() / expected;
-            assert!(
-                error <= 0.005,
-                "t = {t:.2} s: cwnd {cwnd:.2} segments, RFC curve {expected:.2}"
-            );
+            assert!(error <= 0.005, "t = {t:.2} s: cwnd {cwnd:.2} segments, RFC curve {expected:.2}");
             worst = worst.max(error);
         }
         assert!(cc.cwnd() > 1100 * MSS, "the run reaches the convex region");
@@ -320,13 +300,7 @@ mod tests {
         let mut cc = after_loss_at(200);
         let k = (200.0_f64 * 0.3 / 0.4).cbrt();
         let trace = run(&mut cc, Duration::from_millis(100), 2.0 * k + 0.5);
-        let at = |t: f64| {
-            trace
-                .iter()
-                .find(|(s, _)| *s >= t)
-                .map(|(_, w)| *w)
-                .unwrap()
-        };
+        let at = |t: f64| trace.iter().find(|(s, _)| *s >= t).map(|(_, w)| *w).unwrap();
         let quarter = k / 4.0;
         let growth = |from: f64| at(from + quarter) - at(from);
         // Concave: each quarter of K adds less than the one before.
@@ -352,14 +326,8 @@ mod tests {
         for (t, cwnd) in trace {
             w_est += if w_est >= 20.0 { 1.0 } else { 9.0 / 17.0 };
             let curve = rfc_w_cubic_segments(20.0, t);
-            assert!(
-                cwnd > curve,
-                "t = {t}: cwnd {cwnd} not above the curve {curve}"
-            );
-            assert!(
-                (cwnd - w_est).abs() <= 1.0,
-                "t = {t}: cwnd {cwnd}, Reno estimate {w_est}"
-            );
+            assert!(cwnd > curve, "t = {t}: cwnd {cwnd} not above the curve {curve}");
+            assert!((cwnd - w_est).abs() <= 1.0, "t = {t}: cwnd {cwnd}, Reno estimate {w_est}");
         }
         assert!(cc.cwnd() > 100 * MSS);
     }
@@ -382,11 +350,7 @@ mod tests {
         for _ in 0..8 {
             let before = cc.cwnd();
             now = sim::round(&mut cc, now, rtt, MSS);
-            assert!(
-                cc.cwnd() <= before + before / 2 + MSS,
-                "{before} -> {}",
-                cc.cwnd()
-            );
+            assert!(cc.cwnd() <= before + before / 2 + MSS, "{before} -> {}", cc.cwnd());
         }
         assert!(cc.cwnd() > 200 * MSS);
     }
@@ -414,12 +378,7 @@ mod tests {
             later = sim::round(&mut paused, later, rtt, MSS);
         }
         // Equal up to the one ACK interval that opened the pause.
-        assert!(
-            steady.cwnd().abs_diff(paused.cwnd()) <= MSS / 10,
-            "{} vs {}",
-            steady.cwnd(),
-            paused.cwnd()
-        );
+        assert!(steady.cwnd().abs_diff(paused.cwnd()) <= MSS / 10, "{} vs {}", steady.cwnd(), paused.cwnd());
     }
 
     #[test]
@@ -432,11 +391,7 @@ mod tests {
         assert_eq!(cc.ssthresh(), cwnd * 7 / 10);
         // Slow start back to ssthresh, then the curve again from below W_max.
         let trace = run(&mut cc, Duration::from_millis(100), 1.0);
-        assert!(
-            trace
-                .iter()
-                .any(|&(_, w)| w * f64::from(MSS) >= f64::from(cwnd * 7 / 10))
-        );
+        assert!(trace.iter().any(|&(_, w)| w * f64::from(MSS) >= f64::from(cwnd * 7 / 10)));
         assert!(cubic(&cc).w_max() > cc.ssthresh());
     }
 }

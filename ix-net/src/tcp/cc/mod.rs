@@ -106,13 +106,7 @@ impl CongestionControl {
     /// `bytes_in_flight` is what was in flight when the ACK arrived, the bytes
     /// it acknowledges included; `rtt` is the connection's current smoothed RTT
     /// when it has one (CUBIC keeps the last one given).
-    pub fn on_ack(
-        &mut self,
-        now_micros: u64,
-        bytes_acked: u32,
-        rtt: Option<Duration>,
-        bytes_in_flight: u32,
-    ) {
+    pub fn on_ack(&mut self, now_micros: u64, bytes_acked: u32, rtt: Option<Duration>, bytes_in_flight: u32) {
         match self {
             Self::Cubic(c) => c.on_ack(now_micros, bytes_acked, rtt, bytes_in_flight),
             Self::NewReno(r) => r.on_ack(bytes_acked, bytes_in_flight),
@@ -179,11 +173,7 @@ struct Window {
 impl Window {
     fn new(mss: u32) -> Self {
         assert!(mss > 0, "congestion control needs a non-zero MSS");
-        Self {
-            mss,
-            cwnd: initial_window_bytes(mss),
-            ssthresh: u32::MAX,
-        }
+        Self { mss, cwnd: initial_window_bytes(mss), ssthresh: u32::MAX }
     }
 
     fn in_slow_start(&self) -> bool {
@@ -220,9 +210,7 @@ impl Window {
 
     /// Keeps growth within what the flight justifies.
     fn limit_to_flight(&mut self, bytes_in_flight: u32) {
-        self.cwnd = self
-            .cwnd
-            .min(Self::flight_cap(bytes_in_flight).max(self.mss));
+        self.cwnd = self.cwnd.min(Self::flight_cap(bytes_in_flight).max(self.mss));
     }
 
     /// The floor every reduction respects: two segments.
@@ -258,12 +246,7 @@ pub(crate) mod sim {
     use std::time::Duration;
 
     /// Runs one round trip starting at `now_micros`; returns the time after it.
-    pub fn round(
-        cc: &mut CongestionControl,
-        now_micros: u64,
-        rtt: Duration,
-        ack_bytes: u32,
-    ) -> u64 {
+    pub fn round(cc: &mut CongestionControl, now_micros: u64, rtt: Duration, ack_bytes: u32) -> u64 {
         let flight = cc.cwnd();
         let acks = flight.div_ceil(ack_bytes).max(1);
         let rtt_micros = rtt.as_micros() as u64;

@@ -19,10 +19,7 @@ impl NewReno {
     /// # Panics
     /// If `mss` is 0.
     pub fn new(mss: u32) -> Self {
-        Self {
-            window: Window::new(mss),
-            avoidance_acked_bytes: 0,
-        }
+        Self { window: Window::new(mss), avoidance_acked_bytes: 0 }
     }
 
     /// The congestion window in bytes.

@@ -1,0 +1,1025 @@
+//! The stack of one core: frames in (`ingress`), frames out (`egress`), timers,
+//! readiness events, and the socket API the runtime calls.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ix_driver::{PacketBuf, PacketPool, TxBuf};
+use slab::Slab;
+
+use crate::egress::Egress;
+use crate::iface::{ArpCache, ArpConfig, Route, RouteTable};
+use crate::socket::{ReleaseQueue, RxChunk, SocketHandle};
+use crate::stats::StackStats;
+use crate::tcp::conn::{Conn, State};
+use crate::tcp::sendbuf::SendChunk;
+use crate::tcp::syncookie::SynCookies;
+use crate::tcp::{FlowTable, FourTuple, TcpConfig, TcpError};
+use crate::time::Instant;
+use crate::timer::{TimerKey, TimerWheel};
+use crate::udp::UdpSocket;
+use crate::wire::{
+    ArpOperation, ArpPacket, ArpRepr, ETHERNET_HEADER_LEN, EtherType, EthernetAddress, EthernetFrame, IpProtocol,
+    Ipv4Packet, WireError,
+};
+
+/// How a stack is set up.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Our MAC address (the queue's).
+    pub mac: EthernetAddress,
+    /// Our IPv4 address.
+    pub addr: Ipv4Addr,
+    /// Prefix length of the attached subnet.
+    pub prefix_len: u8,
+    /// Default gateway, if any.
+    pub gateway: Option<Ipv4Addr>,
+    /// Largest IP datagram, headers included.
+    pub mtu: u16,
+    /// TCP settings.
+    pub tcp: TcpConfig,
+    /// ARP settings.
+    pub arp: ArpConfig,
+    /// Connections this stack holds at most (protection: a flood cannot exhaust
+    /// memory); SYNs beyond it are dropped and counted.
+    pub max_connections: usize,
+    /// Datagrams queued per UDP socket before new ones are dropped.
+    pub udp_queue_datagrams: usize,
+    /// Local ports for outgoing connections.
+    pub ephemeral_ports: RangeInclusive<u16>,
+    /// Secret for ISNs and SYN cookies; `None` draws a random one. Fixed only in
+    /// deterministic simulations.
+    pub secret: Option<[u8; 16]>,
+}
+
+impl StackConfig {
+    /// A configuration with production defaults for `addr/prefix_len` at `mac`.
+    pub fn new(mac: EthernetAddress, addr: Ipv4Addr, prefix_len: u8) -> Self {
+        Self {
+            mac,
+            addr,
+            prefix_len,
+            gateway: None,
+            mtu: 1500,
+            tcp: TcpConfig::default(),
+            arp: ArpConfig::default(),
+            max_connections: 1 << 20,
+            udp_queue_datagrams: 1024,
+            ephemeral_ports: 32768..=60999,
+            secret: None,
+        }
+    }
+}
+
+/// Errors of the socket API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SocketError {
+    /// The handle names no live socket of this stack.
+    #[error("no such socket (closed, or from another stack)")]
+    InvalidHandle,
+    /// The handle names a socket of another kind.
+    #[error("socket is not a {0}")]
+    WrongKind(&'static str),
+    /// The port is taken.
+    #[error("port {0} is in use")]
+    AddrInUse(u16),
+    /// No local port could be found for an outgoing connection.
+    #[error("no free local port for this destination")]
+    NoPortsAvailable,
+    /// The connection limit is reached.
+    #[error("connection limit of this stack reached")]
+    TooManyConnections,
+    /// The datagram or segment does not fit a frame.
+    #[error("message of {0} bytes is too long")]
+    MessageTooLong(usize),
+    /// The packet pool has no free frame now.
+    #[error("no free packet buffer")]
+    NoBuffers,
+    /// No route to the destination.
+    #[error("no route to host")]
+    NoRoute,
+    /// A TCP error.
+    #[error(transparent)]
+    Tcp(#[from] TcpError),
+}
+
+/// A snapshot of one TCP connection, for diagnostics.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpInfo {
+    /// Addresses.
+    pub tuple: FourTuple,
+    /// State.
+    pub state: State,
+    /// Congestion window in bytes.
+    pub cwnd: usize,
+    /// Smoothed RTT, once measured.
+    pub srtt: Option<Duration>,
+    /// Bytes queued to send, unacknowledged.
+    pub send_queued: usize,
+    /// Bytes received and not yet read.
+    pub recv_queued: usize,
+    /// Negotiated (SACK, timestamps, window scaling).
+    pub options: (bool, bool, bool),
+}
+
+#[derive(Debug)]
+pub(crate) struct Listener {
+    pub(crate) port: u16,
+    pub(crate) backlog: usize,
+    pub(crate) accept_queue: VecDeque<SocketHandle>,
+    /// Connections in SYN-RECEIVED.
+    pub(crate) half_open: usize,
+}
+
+#[derive(Debug)]
+pub(crate) enum SocketKind {
+    Tcp(Box<Conn>),
+    Listener(Listener),
+    Udp(UdpSocket),
+}
+
+#[derive(Debug)]
+pub(crate) struct SocketEntry {
+    pub(crate) generation: u32,
+    pub(crate) kind: SocketKind,
+    /// Listener a passive connection belongs to until accepted.
+    pub(crate) parent: Option<SocketHandle>,
+    /// The application closed its handle: reclaim once the protocol is done.
+    pub(crate) released: bool,
+    /// Queued in `Stack::dirty`.
+    pub(crate) dirty: bool,
+    /// Readiness bits not yet reported.
+    pub(crate) pending_events: u8,
+    pub(crate) timer: Option<(TimerKey, Instant)>,
+}
+
+/// What a timer of the wheel is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TimerTarget {
+    Socket(SocketHandle),
+    Arp,
+}
+
+/// The TCP/IP stack of one core.
+#[derive(Debug)]
+pub struct Stack {
+    pub(crate) config: StackConfig,
+    pub(crate) pool: PacketPool,
+    pub(crate) arp: ArpCache,
+    pub(crate) routes: RouteTable,
+    pub(crate) sockets: Slab<SocketEntry>,
+    pub(crate) next_generation: u32,
+    pub(crate) flows: FlowTable,
+    pub(crate) listeners: std::collections::HashMap<u16, SocketHandle>,
+    pub(crate) udp_ports: std::collections::HashMap<u16, SocketHandle>,
+    pub(crate) cookies: SynCookies,
+    pub(crate) secret: [u8; 16],
+    pub(crate) timers: TimerWheel<TimerTarget>,
+    pub(crate) arp_timer: Option<(TimerKey, Instant)>,
+    pub(crate) tx: Vec<PacketBuf>,
+    pub(crate) dirty: Vec<SocketHandle>,
+    pub(crate) events: VecDeque<SocketHandle>,
+    pub(crate) released_credit: Rc<ReleaseQueue>,
+    pub(crate) stats: StackStats,
+    pub(crate) ip_ident: u16,
+    pub(crate) next_ephemeral: u16,
+    pub(crate) tcp_connections: usize,
+    pub(crate) now: Instant,
+}
+
+impl Stack {
+    /// A stack with no sockets, drawing frames from `pool`.
+    ///
+    /// # Errors
+    /// [`SocketError::MessageTooLong`] when the MTU is below 576 or larger than
+    /// a pool frame can hold.
+    pub fn new(config: StackConfig, pool: PacketPool, now: Instant) -> Result<Self, SocketError> {
+        let mtu = usize::from(config.mtu);
+        if !(576..=ix_driver::pool::FRAME_DATA_BYTES as usize - ETHERNET_HEADER_LEN).contains(&mtu) {
+            return Err(SocketError::MessageTooLong(mtu));
+        }
+        let mut config = config;
+        config.tcp.mss = config.tcp.mss.min(config.mtu - 40);
+        let mut routes = RouteTable::new();
+        routes.add(Route { network: config.addr, prefix_len: config.prefix_len, gateway: None });
+        if let Some(gw) = config.gateway {
+            routes.add(Route { network: Ipv4Addr::UNSPECIFIED, prefix_len: 0, gateway: Some(gw) });
+        }
+        let secret = config.secret.unwrap_or_else(random_secret);
+        let span = u32::from(*config.ephemeral_ports.end() - *config.ephemeral_ports.start()) + 1;
+        let start = *config.ephemeral_ports.start() + (u64_from(&secret, 8) % u64::from(span)) as u16;
+        Ok(Self {
+            arp: ArpCache::new(config.arp),
+            routes,
+            sockets: Slab::with_capacity(1024),
+            next_generation: 1,
+            flows: FlowTable::with_capacity(1024),
+            listeners: Default::default(),
+            udp_ports: Default::default(),
+            cookies: SynCookies::new(secret),
+            secret,
+            timers: TimerWheel::with_capacity(now, 1024),
+            arp_timer: None,
+            tx: Vec::with_capacity(256),
+            dirty: Vec::with_capacity(256),
+            events: VecDeque::with_capacity(256),
+            released_credit: Rc::new(ReleaseQueue::default()),
+            stats: StackStats::default(),
+            ip_ident: u64_from(&secret, 0) as u16,
+            next_ephemeral: start,
+            tcp_connections: 0,
+            now,
+            config,
+            pool,
+        })
+    }
+
+    /// The stack's counters.
+    pub fn stats(&self) -> &StackStats {
+        &self.stats
+    }
+
+    /// The stack's configuration.
+    pub fn config(&self) -> &StackConfig {
+        &self.config
+    }
+
+    /// The pool frames come from.
+    pub fn pool(&self) -> &PacketPool {
+        &self.pool
+    }
+
+    /// TCP connections alive (any state but closed-and-reclaimed).
+    pub fn tcp_connection_count(&self) -> usize {
+        self.tcp_connections
+    }
+
+    // ----- the dataplane loop ---------------------------------------------
+
+    /// Processes one received frame to completion.
+    pub fn ingress(&mut self, frame: PacketBuf, now: Instant) {
+        self.now = now;
+        self.stats.link.frames_in += 1;
+        let Ok(eth) = EthernetFrame::new_checked(&frame[..]) else {
+            self.stats.link.malformed += 1;
+            return;
+        };
+        let dst = eth.dst_addr();
+        if dst != self.config.mac && !dst.is_broadcast() {
+            self.stats.link.not_for_us += 1;
+            return;
+        }
+        match eth.ethertype() {
+            EtherType::Arp => self.ingress_arp(&frame[ETHERNET_HEADER_LEN..], now),
+            EtherType::Ipv4 => self.ingress_ipv4(frame, now),
+            _ => self.stats.link.unknown_ethertype += 1,
+        }
+    }
+
+    fn ingress_arp(&mut self, bytes: &[u8], now: Instant) {
+        let repr = match ArpPacket::new_checked(bytes).and_then(|p| ArpRepr::parse(&p)) {
+            Ok(repr) => repr,
+            Err(_) => {
+                self.stats.link.arp_malformed += 1;
+                return;
+            }
+        };
+        let for_us = repr.target_ip == self.config.addr;
+        match repr.operation {
+            ArpOperation::Request => self.stats.link.arp_requests_in += 1,
+            ArpOperation::Reply => self.stats.link.arp_replies_in += 1,
+            _ => {
+                self.stats.link.arp_malformed += 1;
+                return;
+            }
+        }
+        // RFC 826: merge the sender; add it only when it was asking for us.
+        let waiting = self.arp.learn(repr.source_ip, repr.source_hw, now, for_us);
+        for mut frame in waiting {
+            frame[..6].copy_from_slice(repr.source_hw.as_bytes());
+            self.tx.push(frame.freeze());
+            self.stats.link.frames_out += 1;
+        }
+        if for_us && repr.operation == ArpOperation::Request {
+            let reply = ArpRepr {
+                operation: ArpOperation::Reply,
+                source_hw: self.config.mac,
+                source_ip: self.config.addr,
+                target_hw: repr.source_hw,
+                target_ip: repr.source_ip,
+            };
+            if self.out().arp(&reply, repr.source_hw) {
+                self.stats.link.arp_replies_out += 1;
+            }
+        }
+    }
+
+    fn ingress_ipv4(&mut self, frame: PacketBuf, now: Instant) {
+        self.stats.ip.in_receives += 1;
+        let ip_bytes = &frame[ETHERNET_HEADER_LEN..];
+        let packet = match Ipv4Packet::new_checked(ip_bytes) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.ip.in_hdr_errors += 1;
+                return;
+            }
+        };
+        if packet.version() != 4 {
+            self.stats.ip.in_hdr_errors += 1;
+            return;
+        }
+        if !packet.verify_checksum() {
+            self.stats.ip.in_csum_errors += 1;
+            return;
+        }
+        let dst = packet.dst_addr();
+        let src = packet.src_addr();
+        if dst != self.config.addr && !dst.is_broadcast() && !self.routes.is_subnet_broadcast(dst) {
+            self.stats.ip.in_addr_errors += 1;
+            return;
+        }
+        if packet.is_fragment() {
+            self.stats.ip.in_fragments_dropped += 1;
+            return;
+        }
+        let l4_start = ETHERNET_HEADER_LEN + packet.header_len();
+        let l4_end = ETHERNET_HEADER_LEN + usize::from(packet.total_len());
+        let protocol = packet.protocol();
+        let unicast = dst == self.config.addr;
+        self.stats.ip.in_delivers += 1;
+        match protocol {
+            IpProtocol::Tcp if unicast => self.ingress_tcp(frame, src, dst, l4_start, l4_end, now),
+            IpProtocol::Udp => self.ingress_udp(frame, src, dst, l4_start, l4_end, unicast),
+            IpProtocol::Icmp => self.ingress_icmp(&frame, src, l4_start, l4_end, unicast),
+            IpProtocol::Tcp => {}
+            _ => self.stats.ip.in_unknown_protos += 1,
+        }
+    }
+
+    /// Moves every frame ready to go into `out`: segments the connections may
+    /// send now, replies, retransmissions. Call once per round.
+    pub fn egress(&mut self, now: Instant, out: &mut Vec<PacketBuf>) {
+        self.now = now;
+        self.process_released_credit();
+        let mut i = 0;
+        while i < self.dirty.len() {
+            let handle = self.dirty[i];
+            i += 1;
+            self.output_socket(handle, now);
+        }
+        // Sockets marked again while this round ran were handled by it.
+        for handle in self.dirty.drain(..) {
+            if let Some(entry) = self.sockets.get_mut(handle.index as usize) {
+                if entry.generation == handle.generation {
+                    entry.dirty = false;
+                }
+            }
+        }
+        out.append(&mut self.tx);
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn on_timers(&mut self, now: Instant) {
+        self.now = now;
+        let mut fired = Vec::new();
+        self.timers.advance(now, &mut |_, target| fired.push(target));
+        for target in fired {
+            match target {
+                TimerTarget::Arp => {
+                    self.arp_timer = None;
+                    self.poll_arp(now);
+                }
+                TimerTarget::Socket(handle) => self.on_socket_timer(handle, now),
+            }
+        }
+    }
+
+    /// The next instant [`Stack::on_timers`] has work, for an idle core to sleep
+    /// until.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// The next socket with readiness changes, and the changes.
+    pub fn poll_event(&mut self) -> Option<(SocketHandle, u8)> {
+        while let Some(handle) = self.events.pop_front() {
+            if let Some(entry) = self.entry_mut(handle) {
+                let bits = std::mem::take(&mut entry.pending_events);
+                if bits != 0 {
+                    return Some((handle, bits));
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether frames or socket work are waiting for the next `egress`.
+    pub fn has_pending_output(&self) -> bool {
+        !self.tx.is_empty() || !self.dirty.is_empty() || !self.released_credit.borrow().is_empty()
+    }
+
+    pub(crate) fn egress_ctx(&mut self) -> Egress<'_> {
+        Egress {
+            pool: &self.pool,
+            arp: &mut self.arp,
+            routes: &self.routes,
+            mac: self.config.mac,
+            addr: self.config.addr,
+            tx: &mut self.tx,
+            stats: &mut self.stats,
+            ip_ident: &mut self.ip_ident,
+            now: self.now,
+            arp_requested: false,
+        }
+    }
+
+    /// An egress context, scheduling the ARP timer when it asked for a neighbour.
+    pub(crate) fn out(&mut self) -> EgressGuard<'_> {
+        EgressGuard { stack: self }
+    }
+
+    fn poll_arp(&mut self, now: Instant) {
+        let mut requests = Vec::new();
+        let dropped = self.arp.poll(now, |ip| requests.push(ip));
+        self.stats.link.arp_pending_dropped += dropped as u64;
+        for ip in requests {
+            self.out().arp_request(ip);
+        }
+        self.schedule_arp_timer();
+    }
+
+    pub(crate) fn schedule_arp_timer(&mut self) {
+        let want = self.arp.next_deadline();
+        if want == self.arp_timer.map(|(_, at)| at) {
+            return;
+        }
+        if let Some((key, _)) = self.arp_timer.take() {
+            self.timers.cancel(key);
+        }
+        if let Some(at) = want {
+            let key = self.timers.insert(at, TimerTarget::Arp);
+            self.arp_timer = Some((key, at));
+        }
+    }
+
+    // ----- socket table ----------------------------------------------------
+
+    pub(crate) fn insert_socket(&mut self, kind: SocketKind, parent: Option<SocketHandle>) -> SocketHandle {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let index = self.sockets.insert(SocketEntry {
+            generation,
+            kind,
+            parent,
+            released: false,
+            dirty: false,
+            pending_events: 0,
+            timer: None,
+        });
+        let handle = SocketHandle { index: index as u32, generation };
+        if let Some(SocketEntry { kind: SocketKind::Tcp(conn), .. }) = self.sockets.get(index) {
+            conn.credit().bind(handle, self.released_credit.clone());
+        }
+        handle
+    }
+
+    pub(crate) fn entry(&self, handle: SocketHandle) -> Option<&SocketEntry> {
+        self.sockets.get(handle.index as usize).filter(|e| e.generation == handle.generation)
+    }
+
+    pub(crate) fn entry_mut(&mut self, handle: SocketHandle) -> Option<&mut SocketEntry> {
+        self.sockets.get_mut(handle.index as usize).filter(|e| e.generation == handle.generation)
+    }
+
+    pub(crate) fn conn_mut(&mut self, handle: SocketHandle) -> Result<&mut Conn, SocketError> {
+        match self.entry_mut(handle) {
+            Some(SocketEntry { kind: SocketKind::Tcp(conn), .. }) => Ok(conn),
+            Some(_) => Err(SocketError::WrongKind("TCP stream")),
+            None => Err(SocketError::InvalidHandle),
+        }
+    }
+
+    pub(crate) fn conn(&self, handle: SocketHandle) -> Result<&Conn, SocketError> {
+        match self.entry(handle) {
+            Some(SocketEntry { kind: SocketKind::Tcp(conn), .. }) => Ok(conn),
+            Some(_) => Err(SocketError::WrongKind("TCP stream")),
+            None => Err(SocketError::InvalidHandle),
+        }
+    }
+
+    /// Adds readiness bits for `handle` and queues an event.
+    pub(crate) fn notify(&mut self, handle: SocketHandle, bits: u8) {
+        if bits == 0 {
+            return;
+        }
+        if let Some(entry) = self.entry_mut(handle) {
+            let was = entry.pending_events;
+            entry.pending_events |= bits;
+            if was == 0 && !entry.released {
+                self.events.push_back(handle);
+            }
+        }
+    }
+
+    pub(crate) fn mark_dirty(&mut self, handle: SocketHandle) {
+        if let Some(entry) = self.entry_mut(handle) {
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push(handle);
+            }
+        }
+    }
+
+    fn process_released_credit(&mut self) {
+        if self.released_credit.borrow().is_empty() {
+            return;
+        }
+        let handles: Vec<SocketHandle> = std::mem::take(&mut *self.released_credit.borrow_mut());
+        for handle in handles {
+            if let Ok(conn) = self.conn_mut(handle) {
+                conn.on_credit_released();
+                self.after_conn(handle);
+            }
+        }
+    }
+
+    /// Brings a socket's events, timer and output mark up to date after its
+    /// connection was touched, and reclaims it when it is done.
+    pub(crate) fn after_conn(&mut self, handle: SocketHandle) {
+        let Some(entry) = self.entry_mut(handle) else { return };
+        let SocketKind::Tcp(conn) = &mut entry.kind else { return };
+        let bits = conn.take_events();
+        let wants_output = conn.wants_output();
+        let deadline = conn.poll_timeout();
+        let state = conn.state();
+        let parent = entry.parent;
+        let released = entry.released;
+        let current = entry.timer.map(|(_, at)| at);
+
+        if deadline != current {
+            if let Some((key, _)) = entry.timer.take() {
+                self.timers.cancel(key);
+            }
+            if let Some(at) = deadline {
+                let key = self.timers.insert(at, TimerTarget::Socket(handle));
+                if let Some(entry) = self.entry_mut(handle) {
+                    entry.timer = Some((key, at));
+                }
+            }
+        }
+        if wants_output {
+            self.mark_dirty(handle);
+        }
+        if let Some(listener) = parent {
+            self.update_passive(handle, listener, bits, state);
+        } else {
+            self.notify(handle, bits);
+        }
+        if state == State::Closed && (released || parent.is_some()) && !wants_output {
+            self.reclaim(handle);
+        }
+    }
+
+    /// A passive connection before `accept`: report it to its listener when it
+    /// is established, forget it if it dies first.
+    fn update_passive(&mut self, handle: SocketHandle, listener: SocketHandle, bits: u8, state: State) {
+        use crate::tcp::conn::events;
+        if bits & events::ESTABLISHED != 0 {
+            let mut accepted = false;
+            if let Some(SocketEntry { kind: SocketKind::Listener(l), .. }) = self.entry_mut(listener) {
+                l.half_open = l.half_open.saturating_sub(1);
+                if l.accept_queue.len() < l.backlog {
+                    l.accept_queue.push_back(handle);
+                    accepted = true;
+                }
+            }
+            if accepted {
+                self.notify(listener, events::READABLE);
+            } else {
+                self.stats.tcp.listen_overflows += 1;
+                if let Ok(conn) = self.conn_mut(handle) {
+                    conn.abort();
+                }
+                self.mark_dirty(handle);
+            }
+            // Readiness the connection gained before accept is reported after.
+            if let Some(entry) = self.entry_mut(handle) {
+                entry.pending_events |= bits & !events::ESTABLISHED;
+            }
+        } else if state == State::Closed {
+            if let Some(SocketEntry { kind: SocketKind::Listener(l), .. }) = self.entry_mut(listener) {
+                if let Some(pos) = l.accept_queue.iter().position(|h| *h == handle) {
+                    l.accept_queue.remove(pos);
+                } else {
+                    l.half_open = l.half_open.saturating_sub(1);
+                }
+            }
+        } else if let Some(entry) = self.entry_mut(handle) {
+            entry.pending_events |= bits;
+        }
+    }
+
+    pub(crate) fn reclaim(&mut self, handle: SocketHandle) {
+        let Some(entry) = self.entry(handle) else { return };
+        if let Some((key, _)) = entry.timer {
+            self.timers.cancel(key);
+        }
+        let entry = self.sockets.remove(handle.index as usize);
+        match entry.kind {
+            SocketKind::Tcp(conn) => {
+                self.flows.remove(conn.tuple());
+                self.tcp_connections -= 1;
+            }
+            SocketKind::Listener(l) => {
+                self.listeners.remove(&l.port);
+            }
+            SocketKind::Udp(u) => {
+                self.udp_ports.remove(&u.port());
+            }
+        }
+    }
+
+    fn on_socket_timer(&mut self, handle: SocketHandle, now: Instant) {
+        let Some(entry) = live_entry(&mut self.sockets, handle) else { return };
+        entry.timer = None;
+        if let SocketKind::Tcp(conn) = &mut entry.kind {
+            conn.on_timeout(now, &mut self.stats.tcp);
+            self.after_conn(handle);
+        }
+    }
+
+    fn output_socket(&mut self, handle: SocketHandle, now: Instant) {
+        let Some(entry) = self.sockets.get_mut(handle.index as usize) else { return };
+        if entry.generation != handle.generation {
+            return;
+        }
+        let SocketKind::Tcp(conn) = &mut entry.kind else { return };
+        let mut egress = Egress {
+            pool: &self.pool,
+            arp: &mut self.arp,
+            routes: &self.routes,
+            mac: self.config.mac,
+            addr: self.config.addr,
+            tx: &mut self.tx,
+            stats: &mut self.stats,
+            ip_ident: &mut self.ip_ident,
+            now,
+            arp_requested: false,
+        };
+        let mut tcp_stats = crate::stats::TcpStats::default();
+        conn.poll_transmit(now, &mut egress, &mut tcp_stats);
+        let arp_requested = egress.arp_requested;
+        self.stats.tcp += tcp_stats;
+        if arp_requested {
+            self.schedule_arp_timer();
+        }
+        if let Some(entry) = self.entry_mut(handle) {
+            entry.dirty = false;
+        }
+        self.after_conn(handle);
+    }
+
+    // ----- TCP API ---------------------------------------------------------
+
+    /// Listens on `port` with an accept queue of `backlog` connections; beyond
+    /// `backlog` half-open connections, SYN cookies answer.
+    ///
+    /// # Errors
+    /// [`SocketError::AddrInUse`] when the port already has a listener.
+    pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> Result<SocketHandle, SocketError> {
+        if self.listeners.contains_key(&port) || port == 0 {
+            return Err(SocketError::AddrInUse(port));
+        }
+        let backlog = backlog.max(1);
+        let handle = self.insert_socket(
+            SocketKind::Listener(Listener {
+                port,
+                backlog,
+                accept_queue: VecDeque::with_capacity(backlog.min(4096)),
+                half_open: 0,
+            }),
+            None,
+        );
+        self.listeners.insert(port, handle);
+        Ok(handle)
+    }
+
+    /// Takes an established connection from a listener's queue.
+    ///
+    /// # Errors
+    /// [`SocketError::InvalidHandle`] or [`SocketError::WrongKind`].
+    pub fn tcp_accept(&mut self, listener: SocketHandle) -> Result<Option<SocketHandle>, SocketError> {
+        let Some(entry) = self.entry_mut(listener) else { return Err(SocketError::InvalidHandle) };
+        let SocketKind::Listener(l) = &mut entry.kind else { return Err(SocketError::WrongKind("listener")) };
+        let Some(handle) = l.accept_queue.pop_front() else { return Ok(None) };
+        if let Some(entry) = self.entry_mut(handle) {
+            entry.parent = None;
+            if entry.pending_events != 0 {
+                self.events.push_back(handle);
+            }
+        }
+        Ok(Some(handle))
+    }
+
+    /// Opens a connection to `remote` from a free ephemeral port that satisfies
+    /// `port_ok` (the runtime passes IX's RSS probe: the return flow must hash
+    /// to this core's queue).
+    ///
+    /// # Errors
+    /// [`SocketError::NoPortsAvailable`], [`SocketError::TooManyConnections`].
+    pub fn tcp_connect(
+        &mut self,
+        remote: SocketAddrV4,
+        now: Instant,
+        port_ok: &dyn Fn(u16) -> bool,
+    ) -> Result<SocketHandle, SocketError> {
+        self.now = now;
+        if self.tcp_connections >= self.config.max_connections {
+            return Err(SocketError::TooManyConnections);
+        }
+        let local_port = self.pick_ephemeral_port(remote, port_ok)?;
+        let tuple = FourTuple { local: SocketAddrV4::new(self.config.addr, local_port), remote };
+        let iss = self.initial_sequence(&tuple, now);
+        let ts_offset = self.ts_offset(&tuple);
+        let conn = Conn::connect(&self.config.tcp, tuple, iss, now, ts_offset);
+        let handle = self.insert_socket(SocketKind::Tcp(Box::new(conn)), None);
+        self.flows.insert(tuple, handle);
+        self.tcp_connections += 1;
+        self.stats.tcp.active_opens += 1;
+        self.after_conn(handle);
+        Ok(handle)
+    }
+
+    fn pick_ephemeral_port(&mut self, remote: SocketAddrV4, port_ok: &dyn Fn(u16) -> bool) -> Result<u16, SocketError> {
+        let range = self.config.ephemeral_ports.clone();
+        let span = u32::from(*range.end() - *range.start()) + 1;
+        for _ in 0..span {
+            let port = self.next_ephemeral;
+            self.next_ephemeral = if port >= *range.end() { *range.start() } else { port + 1 };
+            if self.listeners.contains_key(&port) || !port_ok(port) {
+                continue;
+            }
+            let tuple = FourTuple { local: SocketAddrV4::new(self.config.addr, port), remote };
+            if self.flows.get(&tuple).is_none() {
+                return Ok(port);
+            }
+        }
+        Err(SocketError::NoPortsAvailable)
+    }
+
+    /// Queues `data` to send without copying; returns how much was accepted
+    /// (possibly 0 when the send queue is full: wait for a WRITABLE event).
+    ///
+    /// # Errors
+    /// [`SocketError::Tcp`] when the connection cannot send.
+    pub fn tcp_send(&mut self, handle: SocketHandle, data: Bytes) -> Result<usize, SocketError> {
+        self.tcp_send_chunk(handle, SendChunk::Bytes(data))
+    }
+
+    /// Queues a frame the application filled (see [`Stack::alloc_tx`]).
+    ///
+    /// # Errors
+    /// As [`Stack::tcp_send`].
+    pub fn tcp_send_frame(&mut self, handle: SocketHandle, frame: PacketBuf) -> Result<usize, SocketError> {
+        self.tcp_send_chunk(handle, SendChunk::Frame(frame))
+    }
+
+    fn tcp_send_chunk(&mut self, handle: SocketHandle, chunk: SendChunk) -> Result<usize, SocketError> {
+        let conn = self.conn_mut(handle)?;
+        let n = conn.send(chunk)?;
+        if n > 0 {
+            self.after_conn(handle);
+        }
+        Ok(n)
+    }
+
+    /// A writable buffer in the packet region, for zero-copy sends.
+    ///
+    /// # Errors
+    /// [`SocketError::NoBuffers`] when the pool is empty.
+    pub fn alloc_tx(&self) -> Result<TxBuf, SocketError> {
+        self.pool.alloc().map_err(|_| SocketError::NoBuffers)
+    }
+
+    /// Room in the connection's send queue.
+    ///
+    /// # Errors
+    /// [`SocketError::InvalidHandle`] or [`SocketError::WrongKind`].
+    pub fn tcp_send_room(&self, handle: SocketHandle) -> Result<usize, SocketError> {
+        Ok(self.conn(handle)?.send_room())
+    }
+
+    /// Takes the next chunk of received data. `Ok(None)`: nothing now (see
+    /// [`Stack::tcp_at_eof`] for end of stream).
+    ///
+    /// # Errors
+    /// [`SocketError::Tcp`] when the connection was reset or timed out.
+    pub fn tcp_recv(&mut self, handle: SocketHandle) -> Result<Option<RxChunk>, SocketError> {
+        let conn = self.conn_mut(handle)?;
+        let chunk = conn.recv()?;
+        let credit = conn.credit().clone();
+        Ok(chunk.map(|buf| RxChunk::new(buf, credit)))
+    }
+
+    /// Whether the peer closed and everything it sent was read.
+    ///
+    /// # Errors
+    /// [`SocketError::InvalidHandle`] or [`SocketError::WrongKind`].
+    pub fn tcp_at_eof(&self, handle: SocketHandle) -> Result<bool, SocketError> {
+        Ok(self.conn(handle)?.at_eof())
+    }
+
+    /// The connection's state.
+    ///
+    /// # Errors
+    /// [`SocketError::InvalidHandle`] or [`SocketError::WrongKind`].
+    pub fn tcp_state(&self, handle: SocketHandle) -> Result<State, SocketError> {
+        Ok(self.conn(handle)?.state())
+    }
+
+    /// The error that ended the connection, if any.
+    ///
+    /// # Errors
+    /// [`SocketError::InvalidHandle`] or [`SocketError::WrongKind`].
+    pub fn tcp_error(&self, handle: SocketHandle) -> Result<Option<TcpError>, SocketError> {
+        Ok(self.conn(handle)?.error())
+    }
+
+    /// A diagnostic snapshot of the connection.
+    ///
+    /// # Errors
+    /// [`SocketError::InvalidHandle`] or [`SocketError::WrongKind`].
+    pub fn tcp_info(&self, handle: SocketHandle) -> Result<TcpInfo, SocketError> {
+        let c = self.conn(handle)?;
+        Ok(TcpInfo {
+            tuple: *c.tuple(),
+            state: c.state(),
+            cwnd: c.cwnd(),
+            srtt: c.srtt(),
+            send_queued: c.send_queued(),
+            recv_queued: c.recv_queued(),
+            options: c.negotiated(),
+        })
+    }
+
+    /// Turns Nagle's algorithm off (`true`) or on.
+    ///
+    /// # Errors
+    /// [`SocketError::InvalidHandle`] or [`SocketError::WrongKind`].
+    pub fn tcp_set_nodelay(&mut self, handle: SocketHandle, nodelay: bool) -> Result<(), SocketError> {
+        self.conn_mut(handle)?.set_nodelay(nodelay);
+        Ok(())
+    }
+
+    /// Closes the sending side: a FIN follows queued data.
+    ///
+    /// # Errors
+    /// [`SocketError::InvalidHandle`] or [`SocketError::WrongKind`].
+    pub fn tcp_shutdown(&mut self, handle: SocketHandle) -> Result<(), SocketError> {
+        self.conn_mut(handle)?.shutdown_write();
+        self.after_conn(handle);
+        Ok(())
+    }
+
+    /// Aborts the connection with a RST.
+    ///
+    /// # Errors
+    /// [`SocketError::InvalidHandle`] or [`SocketError::WrongKind`].
+    pub fn tcp_abort(&mut self, handle: SocketHandle) -> Result<(), SocketError> {
+        self.conn_mut(handle)?.abort();
+        self.after_conn(handle);
+        Ok(())
+    }
+
+    /// Releases the application's handle. A stream is closed gracefully (FIN
+    /// after queued data) unless received data is left unread, which aborts it
+    /// with a RST as Linux does; the stack finishes the protocol and reclaims
+    /// the socket. A listener closes and aborts the connections not accepted.
+    pub fn close(&mut self, handle: SocketHandle) {
+        let Some(entry) = self.entry_mut(handle) else { return };
+        entry.released = true;
+        entry.pending_events = 0;
+        match &mut entry.kind {
+            SocketKind::Tcp(conn) => {
+                if conn.recv_queued() > 0 {
+                    conn.abort();
+                } else {
+                    conn.shutdown_write();
+                }
+                self.after_conn(handle);
+            }
+            SocketKind::Listener(l) => {
+                let pending: Vec<SocketHandle> = l.accept_queue.drain(..).collect();
+                for conn in pending {
+                    if let Some(e) = self.entry_mut(conn) {
+                        e.released = true;
+                    }
+                    if let Ok(c) = self.conn_mut(conn) {
+                        c.abort();
+                    }
+                    self.after_conn(conn);
+                }
+                // Half-open connections die on their own; detach them.
+                let orphans: Vec<SocketHandle> = self
+                    .sockets
+                    .iter()
+                    .filter(|(_, e)| e.parent == Some(handle))
+                    .map(|(i, e)| SocketHandle { index: i as u32, generation: e.generation })
+                    .collect();
+                for conn in orphans {
+                    if let Some(e) = self.entry_mut(conn) {
+                        e.parent = None;
+                        e.released = true;
+                    }
+                    if let Ok(c) = self.conn_mut(conn) {
+                        c.abort();
+                    }
+                    self.after_conn(conn);
+                }
+                self.reclaim(handle);
+            }
+            SocketKind::Udp(_) => self.reclaim(handle),
+        }
+    }
+
+    pub(crate) fn initial_sequence(&self, tuple: &FourTuple, now: Instant) -> crate::tcp::seq::SeqNum {
+        // RFC 6528: a 4 µs clock plus a keyed hash of the connection's addresses.
+        let hash = crate::tcp::syncookie::siphash_2_4(&self.secret, &tuple_bytes(tuple)) as u32;
+        crate::tcp::seq::SeqNum(hash.wrapping_add((now.as_micros() / 4) as u32))
+    }
+
+    pub(crate) fn ts_offset(&self, tuple: &FourTuple) -> u32 {
+        let mut bytes = tuple_bytes(tuple);
+        bytes[0] ^= 0x5a;
+        crate::tcp::syncookie::siphash_2_4(&self.secret, &bytes) as u32
+    }
+}
+
+/// The stack with an egress context borrowed from it, which schedules the ARP
+/// timer when the context asked for a neighbour.
+pub(crate) struct EgressGuard<'a> {
+    stack: &'a mut Stack,
+}
+
+impl EgressGuard<'_> {
+    pub(crate) fn arp(&mut self, repr: &ArpRepr, dst: EthernetAddress) -> bool {
+        self.stack.egress_ctx().arp(repr, dst)
+    }
+
+    pub(crate) fn arp_request(&mut self, ip: Ipv4Addr) {
+        self.stack.egress_ctx().arp_request(ip);
+    }
+
+    pub(crate) fn ipv4(&mut self, dst: Ipv4Addr, protocol: IpProtocol, frame: TxBuf) -> bool {
+        let mut ctx = self.stack.egress_ctx();
+        let ok = ctx.ipv4(dst, protocol, frame);
+        let asked = ctx.arp_requested;
+        if asked {
+            self.stack.schedule_arp_timer();
+        }
+        ok
+    }
+}
+
+/// The entry of a live handle, borrowing only the socket table (so the caller
+/// may borrow the stack's other fields alongside).
+pub(crate) fn live_entry(sockets: &mut Slab<SocketEntry>, handle: SocketHandle) -> Option<&mut SocketEntry> {
+    sockets.get_mut(handle.index as usize).filter(|e| e.generation == handle.generation)
+}
+
+pub(crate) fn tuple_bytes(tuple: &FourTuple) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&tuple.local.ip().octets());
+    b[4..8].copy_from_slice(&tuple.remote.ip().octets());
+    b[8..10].copy_from_slice(&tuple.local.port().to_be_bytes());
+    b[10..].copy_from_slice(&tuple.remote.port().to_be_bytes());
+    b
+}
+
+fn u64_from(secret: &[u8; 16], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&secret[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// 128 random bits from the standard library's per-process random keys.
+fn random_secret() -> [u8; 16] {
+    use std::hash::{BuildHasher, RandomState};
+    let state = RandomState::new();
+    let a = state.hash_one(0x1u64);
+    let b = state.hash_one(std::time::SystemTime::now());
+    let mut s = [0u8; 16];
+    s[..8].copy_from_slice(&a.to_le_bytes());
+    s[8..].copy_from_slice(&b.to_le_bytes());
+    s
+}
+
+impl From<WireError> for SocketError {
+    fn from(_: WireError) -> Self {
+        SocketError::MessageTooLong(0)
+    }
+}

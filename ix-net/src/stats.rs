@@ -1,0 +1,235 @@
+//! Per-stack counters in the style of `nstat`: one plain integer per event, by
+//! layer, with drops counted by cause.
+
+/// Declares a counter struct and its listing, so that every counter is visible
+/// by name (for logs, the runtime's stats and tests) without a second list.
+macro_rules! counters {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: u64,)*
+        }
+
+        impl std::ops::AddAssign for $name {
+            fn add_assign(&mut self, other: Self) {
+                $(self.$field += other.$field;)*
+            }
+        }
+
+        impl $name {
+            /// Calls `f` with each counter's name and value.
+            pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
+                $(f(stringify!($field), self.$field);)*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Ethernet and ARP.
+    LinkStats {
+        /// Frames handed to the stack.
+        frames_in,
+        /// Frames too short or otherwise malformed.
+        malformed,
+        /// Frames of an EtherType the stack does not speak.
+        unknown_ethertype,
+        /// Unicast frames for another MAC.
+        not_for_us,
+        /// Frames queued for transmission.
+        frames_out,
+        /// ARP requests received.
+        arp_requests_in,
+        /// ARP replies received.
+        arp_replies_in,
+        /// ARP requests sent.
+        arp_requests_out,
+        /// ARP replies sent.
+        arp_replies_out,
+        /// Malformed ARP packets.
+        arp_malformed,
+        /// Frames dropped while their next hop was unresolved (queue full or
+        /// resolution failed).
+        arp_pending_dropped,
+        /// Frames that could not be built: the pool was empty.
+        tx_pool_exhausted,
+    }
+}
+
+counters! {
+    /// IPv4 and ICMP.
+    IpStats {
+        /// Datagrams received.
+        in_receives,
+        /// Bad version, header length, total length or truncated header.
+        in_hdr_errors,
+        /// Bad header checksum.
+        in_csum_errors,
+        /// Datagrams not addressed to us.
+        in_addr_errors,
+        /// Fragments (dropped: no reassembly).
+        in_fragments_dropped,
+        /// Unknown transport protocols.
+        in_unknown_protos,
+        /// Datagrams delivered to a transport.
+        in_delivers,
+        /// Datagrams sent.
+        out_requests,
+        /// Datagrams with no route.
+        out_no_routes,
+        /// ICMP messages received.
+        icmp_in_msgs,
+        /// Malformed ICMP messages or bad checksums.
+        icmp_in_errors,
+        /// Echo requests received.
+        icmp_in_echos,
+        /// Echo replies sent.
+        icmp_out_echo_reps,
+        /// Destination-unreachable messages sent.
+        icmp_out_dest_unreachs,
+        /// Destination-unreachable messages received.
+        icmp_in_dest_unreachs,
+    }
+}
+
+counters! {
+    /// UDP.
+    UdpStats {
+        /// Datagrams delivered to sockets.
+        in_datagrams,
+        /// Datagrams to a port with no socket.
+        no_ports,
+        /// Malformed datagrams or bad checksums.
+        in_errors,
+        /// Datagrams dropped because the socket's queue was full.
+        rcvbuf_errors,
+        /// Datagrams sent.
+        out_datagrams,
+    }
+}
+
+counters! {
+    /// TCP.
+    TcpStats {
+        /// Segments received.
+        in_segs,
+        /// Malformed segments (bad header length or options).
+        in_errs,
+        /// Bad checksums.
+        in_csum_errors,
+        /// Segments sent.
+        segments_sent,
+        /// Payload bytes sent, retransmissions included.
+        bytes_sent,
+        /// Segments retransmitted.
+        retransmitted_segments,
+        /// Payload bytes retransmitted.
+        retransmitted_bytes,
+        /// Connections opened by us.
+        active_opens,
+        /// Connections accepted from a listener.
+        passive_opens,
+        /// Active opens that completed their handshake.
+        active_opens_established,
+        /// Passive opens that completed their handshake.
+        passive_opens_established,
+        /// Resets received that closed a connection.
+        resets_received,
+        /// Resets sent.
+        resets_sent,
+        /// Segments for no connection and no listener (answered with RST).
+        no_socket,
+        /// ACKs that acknowledged nothing we sent in a handshake.
+        bad_ack,
+        /// ACKs of data not yet sent.
+        ack_of_unsent,
+        /// Segments outside the receive window.
+        out_of_window,
+        /// Segments rejected by PAWS.
+        paws_rejected,
+        /// Challenge ACKs sent (RFC 5961).
+        challenge_acks,
+        /// Data arriving after our side stopped receiving.
+        data_after_close,
+        /// Duplicate ACKs received.
+        dup_acks_received,
+        /// D-SACK blocks received.
+        dsacks_received,
+        /// Recoveries started by duplicate ACKs or SACK.
+        fast_retransmits,
+        /// Partial ACKs in NewReno recovery.
+        partial_acks,
+        /// Retransmission timeouts.
+        retransmit_timeouts,
+        /// Connections dropped after too many timeouts or probes.
+        timeouts,
+        /// Entirely duplicate data segments.
+        duplicate_segments,
+        /// Payload bytes beyond the receive window, trimmed.
+        beyond_window_bytes,
+        /// Segments received out of order.
+        out_of_order_segments,
+        /// Out-of-order segments refused: the queue was full.
+        ooo_queue_full,
+        /// ACKs sent when the delayed-ACK timer fired.
+        delayed_acks,
+        /// Bare ACKs sent.
+        acks_sent,
+        /// Zero-window probes sent.
+        window_probes,
+        /// Keepalive probes sent.
+        keepalive_probes,
+        /// Segments not sent because no frame was free (retried later).
+        output_stalled,
+        /// SYNs dropped: the accept queue was full.
+        listen_overflows,
+        /// SYN cookies sent.
+        syncookies_sent,
+        /// Connections made from valid SYN cookies.
+        syncookies_recv,
+        /// ACKs with an invalid SYN cookie.
+        syncookies_failed,
+        /// Connections refused: the stack's connection limit was reached.
+        conn_limit_reached,
+    }
+}
+
+/// All counters of one stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StackStats {
+    /// Ethernet and ARP.
+    pub link: LinkStats,
+    /// IPv4 and ICMP.
+    pub ip: IpStats,
+    /// UDP.
+    pub udp: UdpStats,
+    /// TCP.
+    pub tcp: TcpStats,
+}
+
+impl StackStats {
+    /// Calls `f` with `Layer.counter` names (as `nstat` prints them) and values.
+    pub fn for_each(&self, mut f: impl FnMut(&str, &'static str, u64)) {
+        self.link.for_each(|n, v| f("Link", n, v));
+        self.ip.for_each(|n, v| f("Ip", n, v));
+        self.udp.for_each(|n, v| f("Udp", n, v));
+        self.tcp.for_each(|n, v| f("Tcp", n, v));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_is_listed_by_name() {
+        let mut stats = StackStats::default();
+        stats.tcp.fast_retransmits = 3;
+        let mut seen = Vec::new();
+        stats.for_each(|layer, name, value| seen.push((layer.to_string(), name, value)));
+        assert!(seen.contains(&("Tcp".to_string(), "fast_retransmits", 3)));
+        assert!(seen.iter().any(|(l, n, _)| l == "Ip" && *n == "in_csum_errors"));
+        assert!(seen.len() > 60);
+    }
+}

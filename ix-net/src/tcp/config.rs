@@ -1,0 +1,85 @@
+//! Per-stack TCP settings, with defaults a production stack would pick.
+
+use std::time::Duration;
+
+use super::cc::CongestionAlgorithm;
+use super::rtt::RttConfig;
+
+/// Keepalive probing (RFC 9293 §3.8.4), off unless configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveConfig {
+    /// Idle time before the first probe.
+    pub idle: Duration,
+    /// Time between unanswered probes.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is declared dead.
+    pub probes: u32,
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        // Linux's defaults: 2 hours, 75 s, 9 probes.
+        Self { idle: Duration::from_secs(7200), interval: Duration::from_secs(75), probes: 9 }
+    }
+}
+
+/// TCP settings shared by every connection of a stack.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpConfig {
+    /// MSS we advertise and the upper bound of what we send: MTU − 40.
+    pub mss: u16,
+    /// Receive buffer per connection: bytes queued plus bytes the application
+    /// holds. The advertised window never exceeds what is left of it.
+    pub recv_buffer_bytes: u32,
+    /// Send queue per connection.
+    pub send_buffer_bytes: u32,
+    /// Out-of-order segments held per connection before new ones are refused.
+    pub max_ooo_segments: usize,
+    /// Congestion control for new connections.
+    pub congestion: CongestionAlgorithm,
+    /// Disable Nagle's algorithm (the default: latency first, as IX).
+    pub nodelay: bool,
+    /// Longest an ACK is delayed.
+    pub delayed_ack: Duration,
+    /// Offer and accept timestamps (RFC 7323).
+    pub timestamps: bool,
+    /// Offer and accept SACK (RFC 2018).
+    pub sack: bool,
+    /// Offer and accept window scaling (RFC 7323).
+    pub window_scaling: bool,
+    /// RTO bounds and initial value (RFC 6298).
+    pub rtt: RttConfig,
+    /// Retransmission timeouts in a row before the connection is dropped.
+    pub max_retransmits: u32,
+    /// SYN or SYN-ACK retransmissions before giving up.
+    pub syn_retries: u32,
+    /// Keepalive, if enabled.
+    pub keepalive: Option<KeepaliveConfig>,
+    /// TIME-WAIT duration (2·MSL).
+    pub time_wait: Duration,
+    /// Accept queue bound per listener unless `listen` says otherwise.
+    pub default_backlog: usize,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            mss: 1460,
+            recv_buffer_bytes: 256 * 1024,
+            send_buffer_bytes: 256 * 1024,
+            max_ooo_segments: 256,
+            congestion: CongestionAlgorithm::default(),
+            nodelay: true,
+            delayed_ack: Duration::from_millis(40),
+            timestamps: true,
+            sack: true,
+            window_scaling: true,
+            rtt: RttConfig::default(),
+            max_retransmits: 15,
+            syn_retries: 6,
+            keepalive: None,
+            time_wait: Duration::from_secs(60),
+            default_backlog: 1024,
+        }
+    }
+}

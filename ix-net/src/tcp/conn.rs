@@ -1,0 +1,1577 @@
+//! One TCP connection (the TCB of RFC 9293): segment arrival, segment output,
+//! retransmission and loss recovery, the receive window, and its timers.
+//!
+//! The connection is sans-IO: segments come in as parsed headers plus a payload
+//! view, go out through a [`SegmentSink`], and time is a value passed in. The
+//! stack owns the flow table, the timer wheel and the frames.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ix_driver::PacketBuf;
+
+use super::assembler::{Assembler, InsertOutcome};
+use super::cc::CongestionControl;
+use super::config::TcpConfig;
+use super::rtt::RttEstimator;
+use super::sack::{SackBlockList, SackScoreboard};
+use super::sendbuf::{SendBuffer, SendChunk};
+use super::seq::SeqNum;
+use super::{FourTuple, TcpError};
+use crate::socket::RxCredit;
+use crate::stats::TcpStats;
+use crate::time::Instant;
+use crate::wire::{TcpFlags, TcpOptions, TcpRepr};
+
+/// States of RFC 9293 §3.3.2 that a connection object can be in (LISTEN is a
+/// listener's, not a connection's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Our SYN is out, waiting for the peer's SYN.
+    SynSent,
+    /// The peer's SYN arrived and our SYN-ACK is out.
+    SynReceived,
+    /// Data flows both ways.
+    Established,
+    /// We closed; our FIN is not yet acknowledged.
+    FinWait1,
+    /// Our FIN is acknowledged; waiting for the peer's.
+    FinWait2,
+    /// The peer closed; we may still send.
+    CloseWait,
+    /// Both closed at once; waiting for the ACK of our FIN.
+    Closing,
+    /// The peer closed first, then we did; waiting for the ACK of our FIN.
+    LastAck,
+    /// Both directions closed; old duplicates are absorbed for 2·MSL.
+    TimeWait,
+    /// Gone: reset, timed out, or fully closed.
+    Closed,
+}
+
+impl State {
+    fn synchronized(self) -> bool {
+        !matches!(self, State::SynSent | State::SynReceived | State::Closed)
+    }
+
+    /// Whether the peer may still send us data in this state.
+    fn can_receive(self) -> bool {
+        matches!(self, State::Established | State::FinWait1 | State::FinWait2)
+    }
+
+    /// Whether the application may still queue data in this state.
+    fn can_send(self) -> bool {
+        matches!(self, State::SynSent | State::SynReceived | State::Established | State::CloseWait)
+    }
+}
+
+/// Readiness changes a connection reports to the layer above.
+pub mod events {
+    /// Data, end of stream or an error can be read.
+    pub const READABLE: u8 = 1;
+    /// Room in the send queue opened, or the connection became writable.
+    pub const WRITABLE: u8 = 2;
+    /// The handshake completed.
+    pub const ESTABLISHED: u8 = 4;
+    /// The connection reached `Closed`.
+    pub const CLOSED: u8 = 8;
+}
+
+/// Where a connection's segments go: the stack builds headers and frames.
+pub trait SegmentSink {
+    /// Builds and queues one segment of `payload_len` payload bytes, written by
+    /// `fill`. Returns false when no frame was available; the connection then
+    /// stops sending this round and tries again on the next.
+    fn segment(
+        &mut self,
+        tuple: &FourTuple,
+        repr: &TcpRepr,
+        payload_len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> bool;
+}
+
+/// Options that came with the peer's SYN.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerSynOptions {
+    /// MSS the peer can receive.
+    pub mss: Option<u16>,
+    /// The peer's window shift, if it offered scaling.
+    pub window_scale: Option<u8>,
+    /// Whether the peer may receive SACK blocks.
+    pub sack_permitted: bool,
+    /// The peer's timestamp value, if it offered timestamps.
+    pub ts_val: Option<u32>,
+}
+
+impl PeerSynOptions {
+    /// Reads them from a SYN's options.
+    pub fn from_options(opts: &TcpOptions) -> Self {
+        Self {
+            mss: opts.mss,
+            window_scale: opts.window_scale,
+            sack_permitted: opts.sack_permitted,
+            ts_val: opts.timestamps.map(|(val, _)| val),
+        }
+    }
+}
+
+/// RFC 9293's default MSS when the peer sends none.
+const DEFAULT_PEER_MSS: u16 = 536;
+/// The largest window shift (RFC 7323 §2.3).
+const MAX_WINDOW_SHIFT: u8 = 14;
+/// Timestamp clock: one tick per millisecond (RFC 7323 allows 1 ms to 1 s).
+const TS_TICK_MICROS: u64 = 1000;
+/// A `ts_recent` older than this is stale for PAWS (RFC 7323 §5.5).
+const PAWS_IDLE_MICROS: u64 = 24 * 24 * 3600 * 1_000_000;
+/// Duplicate ACKs that trigger fast retransmit.
+const DUP_ACK_THRESHOLD: u32 = 3;
+/// Immediate ACKs sent at the start of a connection to help the peer's slow
+/// start, as Linux's quick-ack mode does.
+const INITIAL_QUICK_ACKS: u32 = 16;
+/// Persist (zero window probe) intervals are bounded like RTOs.
+const PERSIST_MAX_MICROS: u64 = 60_000_000;
+
+/// One TCP connection.
+#[derive(Debug)]
+pub struct Conn {
+    cfg: TcpConfig,
+    tuple: FourTuple,
+    state: State,
+    /// Set when the connection was made from a listener's SYN.
+    passive: bool,
+
+    // Send sequence space (RFC 9293 §3.3.1).
+    iss: SeqNum,
+    snd_una: SeqNum,
+    snd_nxt: SeqNum,
+    /// One past the highest sequence number ever sent.
+    snd_max: SeqNum,
+    snd_wnd: u32,
+    max_snd_wnd: u32,
+    snd_wl1: SeqNum,
+    snd_wl2: SeqNum,
+    snd_wscale: u8,
+    send_mss: usize,
+    sendbuf: SendBuffer,
+    /// The application shut down its writing side: a FIN follows the data.
+    fin_queued: bool,
+
+    // Receive sequence space.
+    irs: SeqNum,
+    rcv_nxt: SeqNum,
+    /// Right edge of the window last advertised; never moved left.
+    rcv_adv: SeqNum,
+    rcv_wscale: u8,
+    ready: VecDeque<PacketBuf>,
+    ready_bytes: usize,
+    ooo: Assembler,
+    /// Sequence number of the peer's FIN, when it arrived ahead of data.
+    fin_seq: Option<SeqNum>,
+    fin_received: bool,
+    credit: Rc<RxCredit>,
+
+    // Options in use.
+    ts_enabled: bool,
+    ts_recent: u32,
+    ts_recent_at: Instant,
+    ts_offset: u32,
+    /// The TSval of the segment being built.
+    ts_last: u32,
+    last_ack_sent: SeqNum,
+    sack_enabled: bool,
+    scoreboard: SackScoreboard,
+    sack_blocks: SackBlockList,
+
+    // Timing.
+    rtt: RttEstimator,
+    /// Karn-safe RTT probe when timestamps are off: (sequence, sent at).
+    rtt_probe: Option<(SeqNum, Instant)>,
+    rto_deadline: Option<Instant>,
+    /// Consecutive retransmission timeouts (reset by new acknowledgements).
+    backoffs: u32,
+    delack_deadline: Option<Instant>,
+    persist_deadline: Option<Instant>,
+    persist_backoffs: u32,
+    keepalive_deadline: Option<Instant>,
+    keepalive_probes: u32,
+    timewait_deadline: Option<Instant>,
+
+    // Congestion and recovery.
+    cc: CongestionControl,
+    dupacks: u32,
+    in_recovery: bool,
+    /// RFC 6582's `recover`: the highest sequence sent when recovery began.
+    recover: SeqNum,
+    /// RFC 6675's `HighRxt`: the highest sequence retransmitted in recovery.
+    high_rxt: SeqNum,
+    /// NewReno (no SACK): retransmit the first hole on the next output.
+    retransmit_head: bool,
+    /// NewReno (no SACK): the window inflation of RFC 5681 §3.2 / RFC 6582,
+    /// kept apart from the congestion controller's window.
+    inflation: usize,
+
+    // Acknowledgements.
+    ack_now: bool,
+    unacked_segments: u32,
+    quick_acks: u32,
+    /// Send a RST (abort) on the next output, then close.
+    rst_pending: bool,
+    /// A keepalive or zero-window probe is due on the next output.
+    probe_pending: bool,
+
+    error: Option<TcpError>,
+    events: u8,
+}
+
+impl Conn {
+    fn new(cfg: &TcpConfig, tuple: FourTuple, iss: SeqNum, now: Instant, ts_offset: u32) -> Self {
+        let rcv_wscale = if cfg.window_scaling { window_shift_for(cfg.recv_buffer_bytes) } else { 0 };
+        Self {
+            cfg: cfg.clone(),
+            tuple,
+            state: State::Closed,
+            passive: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            max_snd_wnd: 0,
+            snd_wl1: SeqNum(0),
+            snd_wl2: iss,
+            snd_wscale: 0,
+            send_mss: usize::from(DEFAULT_PEER_MSS),
+            sendbuf: SendBuffer::new(cfg.send_buffer_bytes as usize),
+            fin_queued: false,
+            irs: SeqNum(0),
+            rcv_nxt: SeqNum(0),
+            rcv_adv: SeqNum(0),
+            rcv_wscale,
+            ready: VecDeque::new(),
+            ready_bytes: 0,
+            ooo: Assembler::with_limits(cfg.max_ooo_segments, cfg.recv_buffer_bytes as usize),
+            fin_seq: None,
+            fin_received: false,
+            credit: Rc::new(RxCredit::default()),
+            ts_enabled: false,
+            ts_recent: 0,
+            ts_recent_at: now,
+            ts_offset,
+            ts_last: 0,
+            last_ack_sent: SeqNum(0),
+            sack_enabled: false,
+            scoreboard: SackScoreboard::new(),
+            sack_blocks: SackBlockList::new(),
+            rtt: RttEstimator::new(cfg.rtt),
+            rtt_probe: None,
+            rto_deadline: None,
+            backoffs: 0,
+            delack_deadline: None,
+            persist_deadline: None,
+            persist_backoffs: 0,
+            keepalive_deadline: None,
+            keepalive_probes: 0,
+            timewait_deadline: None,
+            cc: CongestionControl::new(cfg.congestion, u32::from(DEFAULT_PEER_MSS), now.as_micros()),
+            dupacks: 0,
+            in_recovery: false,
+            recover: iss,
+            high_rxt: iss,
+            retransmit_head: false,
+            inflation: 0,
+            ack_now: false,
+            unacked_segments: 0,
+            quick_acks: INITIAL_QUICK_ACKS,
+            rst_pending: false,
+            probe_pending: false,
+            error: None,
+            events: 0,
+        }
+    }
+
+    /// An active open: the SYN goes out on the next output.
+    pub fn connect(cfg: &TcpConfig, tuple: FourTuple, iss: SeqNum, now: Instant, ts_offset: u32) -> Self {
+        let mut conn = Self::new(cfg, tuple, iss, now, ts_offset);
+        conn.state = State::SynSent;
+        conn.snd_nxt = iss;
+        conn.arm_rto(now);
+        conn
+    }
+
+    /// A passive open from a peer's SYN: the SYN-ACK goes out on the next output.
+    pub fn accept_syn(
+        cfg: &TcpConfig,
+        tuple: FourTuple,
+        syn: &TcpRepr,
+        iss: SeqNum,
+        now: Instant,
+        ts_offset: u32,
+    ) -> Self {
+        let mut conn = Self::new(cfg, tuple, iss, now, ts_offset);
+        conn.state = State::SynReceived;
+        conn.passive = true;
+        conn.take_peer_syn(syn, now);
+        conn.snd_wnd = u32::from(syn.window); // unscaled in a SYN (RFC 7323 §2.2)
+        conn.max_snd_wnd = conn.snd_wnd;
+        conn.snd_wl1 = SeqNum(syn.seq);
+        conn.arm_rto(now);
+        conn
+    }
+
+    /// A connection rebuilt from a valid SYN cookie in the peer's ACK: it starts
+    /// established, with the options the cookie preserved.
+    pub fn from_cookie(
+        cfg: &TcpConfig,
+        tuple: FourTuple,
+        ack: &TcpRepr,
+        peer: PeerSynOptions,
+        now: Instant,
+        ts_offset: u32,
+    ) -> Self {
+        let iss = SeqNum(ack.ack.wrapping_sub(1));
+        let mut conn = Self::new(cfg, tuple, iss, now, ts_offset);
+        conn.passive = true;
+        conn.irs = SeqNum(ack.seq.wrapping_sub(1));
+        conn.rcv_nxt = SeqNum(ack.seq);
+        conn.apply_peer_options(peer, now);
+        conn.snd_una = SeqNum(ack.ack);
+        conn.snd_nxt = conn.snd_una;
+        conn.snd_max = conn.snd_una;
+        conn.snd_wnd = u32::from(ack.window) << conn.snd_wscale;
+        conn.max_snd_wnd = conn.snd_wnd;
+        conn.snd_wl1 = SeqNum(ack.seq);
+        conn.snd_wl2 = SeqNum(ack.ack);
+        conn.rcv_adv = conn.rcv_nxt + conn.rcv_space_rounded();
+        conn.state = State::Established;
+        conn.events |= events::ESTABLISHED | events::WRITABLE;
+        conn.arm_keepalive(now);
+        conn
+    }
+
+    fn take_peer_syn(&mut self, syn: &TcpRepr, now: Instant) {
+        self.irs = SeqNum(syn.seq);
+        self.rcv_nxt = self.irs + 1u32;
+        self.apply_peer_options(PeerSynOptions::from_options(&syn.options), now);
+        self.rcv_adv = self.rcv_nxt + self.rcv_space_rounded();
+    }
+
+    fn apply_peer_options(&mut self, peer: PeerSynOptions, now: Instant) {
+        let peer_mss = usize::from(peer.mss.unwrap_or(DEFAULT_PEER_MSS).max(64));
+        self.send_mss = peer_mss.min(usize::from(self.cfg.mss));
+        match (self.cfg.window_scaling, peer.window_scale) {
+            (true, Some(shift)) => self.snd_wscale = shift.min(MAX_WINDOW_SHIFT),
+            _ => {
+                self.snd_wscale = 0;
+                self.rcv_wscale = 0;
+            }
+        }
+        self.sack_enabled = self.cfg.sack && peer.sack_permitted;
+        if let (true, Some(val)) = (self.cfg.timestamps, peer.ts_val) {
+            self.ts_enabled = true;
+            self.ts_recent = val;
+            self.ts_recent_at = now;
+        } else {
+            self.ts_enabled = false;
+        }
+        self.cc = CongestionControl::new(self.cfg.congestion, self.payload_mss() as u32, now.as_micros());
+    }
+
+    // ----- accessors -------------------------------------------------------
+
+    /// The connection's addresses.
+    pub fn tuple(&self) -> &FourTuple {
+        &self.tuple
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether a new SYN may replace this connection in TIME-WAIT: its sequence
+    /// number is past our receive point, or its timestamp is newer.
+    pub fn accepts_new_syn(&self, syn: &TcpRepr) -> bool {
+        if let (true, Some((ts_val, _))) = (self.ts_enabled, syn.options.timestamps) {
+            return (ts_val.wrapping_sub(self.ts_recent) as i32) > 0;
+        }
+        SeqNum(syn.seq) > self.rcv_nxt
+    }
+
+    /// Turns Nagle's algorithm off (`true`) or on.
+    pub fn set_nodelay(&mut self, nodelay: bool) {
+        self.cfg.nodelay = nodelay;
+    }
+
+    /// Whether the connection came from a listener.
+    pub fn is_passive(&self) -> bool {
+        self.passive
+    }
+
+    /// Takes the readiness changes since the last call.
+    pub fn take_events(&mut self) -> u8 {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The shared counter of bytes the application holds.
+    pub fn credit(&self) -> &Rc<RxCredit> {
+        &self.credit
+    }
+
+    /// The error that ended the connection, if any.
+    pub fn error(&self) -> Option<TcpError> {
+        self.error
+    }
+
+    /// Bytes queued and not yet acknowledged.
+    pub fn send_queued(&self) -> usize {
+        self.sendbuf.len()
+    }
+
+    /// Room in the send queue.
+    pub fn send_room(&self) -> usize {
+        if self.state.can_send() && !self.fin_queued { self.sendbuf.room() } else { 0 }
+    }
+
+    /// In-order bytes waiting to be read.
+    pub fn recv_queued(&self) -> usize {
+        self.ready_bytes
+    }
+
+    /// The congestion window in bytes.
+    pub fn cwnd(&self) -> usize {
+        self.cc.cwnd() as usize
+    }
+
+    /// The smoothed RTT, once measured.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.rtt.srtt()
+    }
+
+    /// Whether the peer's SYN enabled SACK / timestamps / window scaling.
+    pub fn negotiated(&self) -> (bool, bool, bool) {
+        (self.sack_enabled, self.ts_enabled, self.snd_wscale != 0 || self.rcv_wscale != 0)
+    }
+
+    /// Payload bytes per full segment with the options every segment carries.
+    fn payload_mss(&self) -> usize {
+        if self.ts_enabled { self.send_mss - 12 } else { self.send_mss }
+    }
+
+    // ----- application side ------------------------------------------------
+
+    /// Queues as much of `chunk` as the send queue has room for.
+    ///
+    /// # Errors
+    /// [`TcpError::Closed`] after `shutdown_write`; the connection's error when
+    /// it was reset or timed out; [`TcpError::NotConnected`] when it is closed.
+    pub fn send(&mut self, chunk: SendChunk) -> Result<usize, TcpError> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        if self.fin_queued {
+            return Err(TcpError::Closed);
+        }
+        if !self.state.can_send() {
+            return Err(TcpError::NotConnected);
+        }
+        Ok(self.sendbuf.push(chunk))
+    }
+
+    /// Queues a copy-free `Bytes`.
+    ///
+    /// # Errors
+    /// As [`Conn::send`].
+    pub fn send_bytes(&mut self, data: Bytes) -> Result<usize, TcpError> {
+        self.send(SendChunk::Bytes(data))
+    }
+
+    /// Takes the next in-order chunk of received data. `Ok(None)` means nothing
+    /// is there yet; end of stream is [`TcpError::Eof`]-free: it is reported by
+    /// [`Conn::at_eof`].
+    ///
+    /// # Errors
+    /// The connection's error when it was reset or timed out and no data is left.
+    pub fn recv(&mut self) -> Result<Option<PacketBuf>, TcpError> {
+        if let Some(chunk) = self.ready.pop_front() {
+            self.ready_bytes -= chunk.len();
+            self.credit.take(chunk.len());
+            return Ok(Some(chunk));
+        }
+        match self.error {
+            Some(err) => Err(err),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the peer closed its side and every byte before its FIN was read.
+    pub fn at_eof(&self) -> bool {
+        self.fin_received && self.ready.is_empty()
+    }
+
+    /// Closes our sending side: a FIN follows the queued data.
+    pub fn shutdown_write(&mut self) {
+        if self.fin_queued {
+            return;
+        }
+        match self.state {
+            State::SynSent => self.enter_closed(None),
+            State::SynReceived | State::Established | State::CloseWait => self.fin_queued = true,
+            _ => {}
+        }
+    }
+
+    /// Aborts: a RST goes out (if the peer knows of us) and the connection closes.
+    pub fn abort(&mut self) {
+        if self.state.synchronized() || self.state == State::SynReceived {
+            self.rst_pending = true;
+        } else {
+            self.enter_closed(None);
+        }
+    }
+
+    /// The application dropped a chunk: reopen the window if that moved it
+    /// enough to be worth an update.
+    pub fn on_credit_released(&mut self) {
+        if !self.credit.acknowledge_release() || !self.state.can_receive() {
+            return;
+        }
+        let space = self.rcv_space_rounded();
+        let edge = self.rcv_nxt + space;
+        let grown = edge - self.rcv_adv;
+        if grown > 0 && (grown as usize >= self.window_update_threshold() || self.rcv_adv <= self.rcv_nxt) {
+            self.ack_now = true;
+        }
+    }
+
+    fn window_update_threshold(&self) -> usize {
+        (self.cfg.recv_buffer_bytes as usize / 2).min(self.payload_mss().max(1))
+    }
+
+    // ----- receive window --------------------------------------------------
+
+    fn rcv_space(&self) -> usize {
+        (self.cfg.recv_buffer_bytes as usize).saturating_sub(self.ready_bytes + self.credit.held())
+    }
+
+    /// Space rounded down to what the window field can say.
+    fn rcv_space_rounded(&self) -> u32 {
+        let max = 65_535usize << self.rcv_wscale;
+        let space = self.rcv_space().min(max);
+        ((space >> self.rcv_wscale) << self.rcv_wscale) as u32
+    }
+
+    /// The window field for an outgoing segment; moves `rcv_adv` right when the
+    /// space grew by enough (receiver-side silly window avoidance), never left.
+    fn window_field(&mut self) -> u16 {
+        let edge = self.rcv_nxt + self.rcv_space_rounded();
+        let grown = edge - self.rcv_adv;
+        if grown > 0 && (grown as usize >= self.window_update_threshold() || self.rcv_adv <= self.rcv_nxt) {
+            self.rcv_adv = edge;
+        }
+        let wnd = (self.rcv_adv - self.rcv_nxt).max(0) as u32;
+        (wnd >> self.rcv_wscale).min(65_535) as u16
+    }
+
+    fn rcv_wnd(&self) -> u32 {
+        (self.rcv_adv - self.rcv_nxt).max(0) as u32
+    }
+
+    // ----- segment arrival (RFC 9293 §3.10.7) ------------------------------
+
+    /// Processes one segment for this connection. `payload` is the segment's
+    /// data, if any, as a view into the received frame.
+    pub fn on_segment(&mut self, seg: &TcpRepr, payload: Option<PacketBuf>, now: Instant, stats: &mut TcpStats) {
+        match self.state {
+            State::Closed => {}
+            State::SynSent => self.on_segment_syn_sent(seg, now, stats),
+            _ => self.on_segment_synchronized(seg, payload, now, stats),
+        }
+    }
+
+    fn on_segment_syn_sent(&mut self, seg: &TcpRepr, now: Instant, stats: &mut TcpStats) {
+        let flags = seg.flags;
+        let ack = SeqNum(seg.ack);
+        if flags.contains(TcpFlags::ACK) && (ack <= self.iss || ack > self.snd_max) {
+            // Not for our SYN: the stack answers with a RST unless this is one.
+            stats.bad_ack += 1;
+            return;
+        }
+        if flags.contains(TcpFlags::RST) {
+            if flags.contains(TcpFlags::ACK) {
+                stats.resets_received += 1;
+                self.enter_closed(Some(TcpError::ConnectionRefused));
+            }
+            return;
+        }
+        if !flags.contains(TcpFlags::SYN) {
+            return;
+        }
+        self.take_peer_syn(seg, now);
+        if flags.contains(TcpFlags::ACK) {
+            self.snd_wnd = u32::from(seg.window); // unscaled in a SYN
+            self.max_snd_wnd = self.snd_wnd;
+            self.snd_wl1 = SeqNum(seg.seq);
+            self.snd_wl2 = ack;
+            self.take_rtt_sample(seg, ack, now);
+            self.snd_una = ack;
+            self.snd_nxt = self.snd_nxt.max(ack);
+            self.backoffs = 0;
+            self.rto_deadline = None;
+            self.state = State::Established;
+            self.ack_now = true;
+            self.events |= events::ESTABLISHED | events::WRITABLE;
+            self.arm_keepalive(now);
+            stats.active_opens_established += 1;
+        } else {
+            // Simultaneous open (RFC 9293 §3.5, figure 7).
+            self.state = State::SynReceived;
+            self.snd_nxt = self.iss;
+            self.snd_wnd = u32::from(seg.window);
+            self.snd_wl1 = SeqNum(seg.seq);
+            self.arm_rto(now);
+        }
+    }
+
+    fn on_segment_synchronized(
+        &mut self,
+        seg: &TcpRepr,
+        payload: Option<PacketBuf>,
+        now: Instant,
+        stats: &mut TcpStats,
+    ) {
+        let flags = seg.flags;
+        let seq = SeqNum(seg.seq);
+        let data_len = payload.as_ref().map_or(0, |p| p.len());
+        let seg_len =
+            data_len + usize::from(flags.contains(TcpFlags::SYN)) + usize::from(flags.contains(TcpFlags::FIN));
+
+        if self.state == State::TimeWait {
+            self.on_segment_time_wait(seg, now);
+            return;
+        }
+
+        // PAWS (RFC 7323 §5.3).
+        if self.ts_enabled && !flags.contains(TcpFlags::RST) {
+            if let Some((ts_val, _)) = seg.options.timestamps {
+                let stale = now.as_micros().saturating_sub(self.ts_recent_at.as_micros()) > PAWS_IDLE_MICROS;
+                if (ts_val.wrapping_sub(self.ts_recent) as i32) < 0 && !stale {
+                    stats.paws_rejected += 1;
+                    self.ack_now = true;
+                    return;
+                }
+            }
+        }
+
+        // Acceptability (RFC 9293 §3.10.7.4, first check).
+        if !self.acceptable(seq, seg_len) {
+            if !flags.contains(TcpFlags::RST) {
+                stats.out_of_window += 1;
+                self.ack_now = true;
+            }
+            return;
+        }
+
+        if flags.contains(TcpFlags::RST) {
+            self.on_reset(seq, stats);
+            return;
+        }
+
+        if flags.contains(TcpFlags::SYN) {
+            if self.state == State::SynReceived && seq == self.irs {
+                // Our SYN-ACK was lost: the peer retransmitted its SYN.
+                self.snd_nxt = self.iss;
+                return;
+            }
+            // RFC 5961 §4: a SYN in a synchronized state gets a challenge ACK.
+            stats.challenge_acks += 1;
+            self.ack_now = true;
+            return;
+        }
+
+        if !flags.contains(TcpFlags::ACK) {
+            return;
+        }
+
+        if self.state == State::SynReceived {
+            let ack = SeqNum(seg.ack);
+            if !(self.snd_una < ack && ack <= self.snd_max) {
+                // The stack answers an unacceptable ACK with a RST.
+                stats.bad_ack += 1;
+                return;
+            }
+            self.state = State::Established;
+            self.snd_wnd = u32::from(seg.window) << self.snd_wscale;
+            self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+            self.snd_wl1 = seq;
+            self.snd_wl2 = ack;
+            self.events |= events::ESTABLISHED | events::WRITABLE;
+            self.arm_keepalive(now);
+            stats.passive_opens_established += 1;
+        }
+
+        if !self.process_ack(seg, data_len, now, stats) {
+            return;
+        }
+
+        // Timestamp update (RFC 7323 §4.3): the segment covers last_ack_sent.
+        if let (true, Some((ts_val, _))) = (self.ts_enabled, seg.options.timestamps) {
+            if seq <= self.last_ack_sent && (ts_val.wrapping_sub(self.ts_recent) as i32) >= 0 {
+                self.ts_recent = ts_val;
+                self.ts_recent_at = now;
+            }
+        }
+
+        if let Some(mut data) = payload {
+            if self.state.can_receive() && !data.is_empty() {
+                self.receive_data(seq, &mut data, now, stats);
+            } else if !data.is_empty() {
+                stats.data_after_close += 1;
+            }
+        }
+        if flags.contains(TcpFlags::FIN) {
+            let fin = seq + data_len;
+            if fin >= self.rcv_nxt {
+                self.fin_seq = Some(fin);
+            }
+            self.ack_now = true;
+        }
+        self.try_consume_fin(now);
+        self.last_rx_activity(now);
+    }
+
+    fn acceptable(&self, seq: SeqNum, seg_len: usize) -> bool {
+        let wnd = self.rcv_wnd();
+        let nxt = self.rcv_nxt;
+        match (seg_len, wnd) {
+            (0, 0) => seq == nxt,
+            (0, _) => seq.in_window(nxt, wnd as usize),
+            (_, 0) => false,
+            (len, _) => {
+                seq.in_window(nxt, wnd as usize) || (seq + (len - 1)).in_window(nxt, wnd as usize)
+                // Segments that start before rcv_nxt and carry new data are
+                // acceptable too: their old part is trimmed.
+                || (seq < nxt && seq + len > nxt)
+            }
+        }
+    }
+
+    fn on_reset(&mut self, seq: SeqNum, stats: &mut TcpStats) {
+        if seq != self.rcv_nxt {
+            // RFC 5961 §3.2: an in-window RST that is not exact gets a challenge.
+            stats.challenge_acks += 1;
+            self.ack_now = true;
+            return;
+        }
+        stats.resets_received += 1;
+        let err = match self.state {
+            State::SynReceived if self.passive => None,
+            State::SynReceived => Some(TcpError::ConnectionRefused),
+            State::Closing | State::LastAck | State::TimeWait => None,
+            _ => Some(TcpError::ConnectionReset),
+        };
+        self.enter_closed(err);
+    }
+
+    fn on_segment_time_wait(&mut self, seg: &TcpRepr, now: Instant) {
+        if seg.flags.contains(TcpFlags::RST) {
+            // RFC 1337: ignore RSTs in TIME-WAIT.
+            return;
+        }
+        if seg.flags.contains(TcpFlags::FIN) {
+            // The peer did not get our last ACK: acknowledge again, restart 2·MSL.
+            self.ack_now = true;
+            self.timewait_deadline = Some(now + self.cfg.time_wait);
+        }
+    }
+
+    /// The ACK field (RFC 9293 §3.10.7.4, fifth check). Returns false when the
+    /// segment is to be dropped.
+    fn process_ack(&mut self, seg: &TcpRepr, data_len: usize, now: Instant, stats: &mut TcpStats) -> bool {
+        let ack = SeqNum(seg.ack);
+        let seq = SeqNum(seg.seq);
+        if ack > self.snd_max {
+            stats.ack_of_unsent += 1;
+            self.ack_now = true;
+            return false;
+        }
+        let window = u32::from(seg.window) << self.snd_wscale;
+        let window_changed = window != self.snd_wnd;
+
+        let mut newly_sacked = 0;
+        if self.sack_enabled && seg.options.sack_count > 0 {
+            let blocks = &seg.options.sack_blocks[..usize::from(seg.options.sack_count.min(4))];
+            let update = self.scoreboard.update(self.snd_una.0, self.snd_max.0, blocks);
+            newly_sacked = update.newly_sacked_bytes;
+            if update.dsack {
+                stats.dsacks_received += 1;
+            }
+        }
+
+        if ack > self.snd_una {
+            self.on_new_ack(seg, ack, now, stats);
+        } else if ack == self.snd_una
+            && data_len == 0
+            && !seg.flags.contains(TcpFlags::FIN)
+            && !window_changed
+            && self.snd_max > self.snd_una
+        {
+            self.on_duplicate_ack(now, newly_sacked, stats);
+        } else if ack == self.snd_una && newly_sacked > 0 && self.in_recovery {
+            // New SACK information on an ACK that is not a pure duplicate.
+            self.on_duplicate_ack(now, newly_sacked, stats);
+        }
+
+        // Window update (RFC 9293 §3.10.7.4: SND.WL1 / SND.WL2 rule).
+        if self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack) {
+            let was_zero = self.snd_wnd == 0;
+            self.snd_wnd = window;
+            self.max_snd_wnd = self.max_snd_wnd.max(window);
+            self.snd_wl1 = seq;
+            self.snd_wl2 = ack;
+            if was_zero && window > 0 {
+                self.persist_deadline = None;
+                self.persist_backoffs = 0;
+            }
+        }
+        true
+    }
+
+    fn on_new_ack(&mut self, seg: &TcpRepr, ack: SeqNum, now: Instant, stats: &mut TcpStats) {
+        let acked = (ack - self.snd_una) as usize;
+        let flight_before = (self.snd_max - self.snd_una) as usize;
+        self.take_rtt_sample(seg, ack, now);
+
+        // Bytes of SYN and FIN occupy sequence space but not the send queue.
+        let syn_acked = self.snd_una == self.iss;
+        let data_end = self.data_end_seq();
+        let fin_acked = self.fin_queued && ack > data_end;
+        let data_acked = acked - usize::from(syn_acked) - usize::from(fin_acked);
+        self.sendbuf.consume(data_acked);
+        self.snd_una = ack;
+        if self.snd_nxt < ack {
+            self.snd_nxt = ack;
+        }
+        if self.high_rxt < ack {
+            self.high_rxt = ack;
+        }
+        self.scoreboard.advance_una(ack.0);
+        self.backoffs = 0;
+        if data_acked > 0 {
+            self.events |= events::WRITABLE;
+        }
+
+        if self.in_recovery {
+            if ack >= self.recover {
+                // Full acknowledgement: recovery is over (RFC 6582 §3.2 step 3).
+                self.in_recovery = false;
+                self.dupacks = 0;
+                self.inflation = 0;
+                self.cc.on_recovery_exit();
+            } else if !self.sack_enabled {
+                // Partial ACK (RFC 6582 §3.2 step 4): retransmit the next hole and
+                // deflate the inflated window by what was acknowledged.
+                self.retransmit_head = true;
+                self.inflation = self.inflation.saturating_sub(acked) + self.payload_mss();
+                stats.partial_acks += 1;
+            }
+        } else {
+            self.dupacks = 0;
+            let rtt = self.rtt.srtt();
+            self.cc.on_ack(now.as_micros(), acked as u32, rtt, flight_before as u32);
+        }
+
+        // The retransmission timer restarts on new data acknowledged (RFC 6298 §5.3).
+        if self.snd_una == self.snd_max {
+            self.rto_deadline = None;
+        } else {
+            self.arm_rto(now);
+        }
+
+        if fin_acked {
+            match self.state {
+                State::FinWait1 => self.state = State::FinWait2,
+                State::Closing => self.enter_time_wait(now),
+                State::LastAck => self.enter_closed(None),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_duplicate_ack(&mut self, now: Instant, newly_sacked: u32, stats: &mut TcpStats) {
+        self.dupacks += 1;
+        stats.dup_acks_received += 1;
+        if self.in_recovery {
+            if !self.sack_enabled {
+                // Each duplicate means a segment left the network (RFC 6582).
+                self.inflation += self.payload_mss();
+            }
+            return;
+        }
+        let mss = self.payload_mss();
+        let lost = if self.sack_enabled {
+            self.dupacks >= DUP_ACK_THRESHOLD || self.scoreboard.is_lost(self.snd_una.0, mss as u32)
+        } else {
+            self.dupacks >= DUP_ACK_THRESHOLD
+        };
+        // RFC 6582 §3.2 step 2: only start a new recovery for losses after the
+        // previous one (avoids multiple reductions per window).
+        let _ = newly_sacked;
+        if lost && (self.snd_una - self.recover > 0 || self.recover == self.iss || self.snd_una == self.recover) {
+            self.enter_recovery(now, stats);
+        }
+    }
+
+    fn enter_recovery(&mut self, now: Instant, stats: &mut TcpStats) {
+        let flight = (self.snd_max - self.snd_una) as usize;
+        self.in_recovery = true;
+        self.recover = self.snd_max;
+        self.high_rxt = self.snd_una;
+        self.cc.on_congestion_event(now.as_micros(), flight as u32);
+        self.retransmit_head = true;
+        self.inflation = if self.sack_enabled { 0 } else { DUP_ACK_THRESHOLD as usize * self.payload_mss() };
+        self.rtt_probe = None;
+        stats.fast_retransmits += 1;
+    }
+
+    fn take_rtt_sample(&mut self, seg: &TcpRepr, ack: SeqNum, now: Instant) {
+        if self.ts_enabled {
+            if let Some((_, ts_ecr)) = seg.options.timestamps {
+                // RFC 7323 §4: any ACK of new data echoing our clock is a sample.
+                let sent = ts_ecr.wrapping_sub(self.ts_offset);
+                let now_ts = self.ts_now(now).wrapping_sub(self.ts_offset);
+                let elapsed_ticks = now_ts.wrapping_sub(sent);
+                if ts_ecr != 0 && (elapsed_ticks as i32) >= 0 {
+                    let rtt = Duration::from_micros(u64::from(elapsed_ticks) * TS_TICK_MICROS);
+                    self.rtt.on_sample(rtt.max(Duration::from_micros(TS_TICK_MICROS)));
+                }
+                return;
+            }
+        }
+        if let Some((probe_seq, sent_at)) = self.rtt_probe {
+            if ack > probe_seq {
+                self.rtt.on_sample(now - sent_at);
+                self.rtt_probe = None;
+            }
+        }
+    }
+
+    fn receive_data(&mut self, seq: SeqNum, data: &mut PacketBuf, now: Instant, stats: &mut TcpStats) {
+        // Trim what was already received.
+        let mut seq = seq;
+        if seq < self.rcv_nxt {
+            let dup = (self.rcv_nxt - seq) as usize;
+            if dup >= data.len() {
+                stats.duplicate_segments += 1;
+                self.ack_now = true;
+                return;
+            }
+            data.advance(dup);
+            seq = self.rcv_nxt;
+        }
+        // Trim what lies beyond the window.
+        let wnd_end = self.rcv_adv.max(self.rcv_nxt);
+        let room = (wnd_end - seq).max(0) as usize;
+        if data.len() > room {
+            stats.beyond_window_bytes += (data.len() - room) as u64;
+            data.truncate(room);
+        }
+        if data.is_empty() {
+            self.ack_now = true;
+            return;
+        }
+        if seq == self.rcv_nxt {
+            let had_holes = !self.ooo.is_empty();
+            self.push_ready(data.clone());
+            while let Some(next) = self.ooo.pop_contiguous(self.rcv_nxt.0) {
+                self.push_ready(next);
+            }
+            self.events |= events::READABLE;
+            if had_holes || self.quick_acks > 0 {
+                self.quick_acks = self.quick_acks.saturating_sub(1);
+                self.ack_now = true;
+            } else {
+                self.unacked_segments += 1;
+                if self.unacked_segments >= 2 {
+                    self.ack_now = true;
+                } else if self.delack_deadline.is_none() {
+                    self.delack_deadline = Some(now + self.cfg.delayed_ack);
+                }
+            }
+            if !self.ooo.is_empty() {
+                self.sack_blocks.advance(self.rcv_nxt.0);
+            } else {
+                self.sack_blocks.clear();
+            }
+        } else {
+            // Out of order: hold it and acknowledge at once (RFC 5681 §4.2).
+            stats.out_of_order_segments += 1;
+            let end = seq + data.len();
+            match self.ooo.insert(seq.0, data.clone(), self.rcv_nxt.0, wnd_end.0) {
+                InsertOutcome::Stored { .. } => self.sack_blocks.on_segment(seq.0, end.0, self.ooo.ranges()),
+                InsertOutcome::Full => stats.ooo_queue_full += 1,
+                InsertOutcome::Duplicate => stats.duplicate_segments += 1,
+                InsertOutcome::OutsideWindow => stats.beyond_window_bytes += data.len() as u64,
+            }
+            self.ack_now = true;
+        }
+    }
+
+    fn push_ready(&mut self, chunk: PacketBuf) {
+        self.rcv_nxt += chunk.len();
+        self.ready_bytes += chunk.len();
+        self.ready.push_back(chunk);
+    }
+
+    fn try_consume_fin(&mut self, now: Instant) {
+        let Some(fin) = self.fin_seq else { return };
+        if fin != self.rcv_nxt || self.fin_received {
+            return;
+        }
+        self.rcv_nxt += 1u32;
+        self.fin_received = true;
+        self.fin_seq = None;
+        self.ack_now = true;
+        self.events |= events::READABLE;
+        match self.state {
+            State::SynReceived | State::Established => self.state = State::CloseWait,
+            State::FinWait1 => {
+                if self.fin_acked() {
+                    self.enter_time_wait(now);
+                } else {
+                    self.state = State::Closing;
+                }
+            }
+            State::FinWait2 => self.enter_time_wait(now),
+            _ => {}
+        }
+    }
+
+    fn fin_acked(&self) -> bool {
+        self.fin_queued && self.snd_una > self.data_end_seq()
+    }
+
+    /// Sequence number just past the last data byte queued (where a FIN goes).
+    fn data_end_seq(&self) -> SeqNum {
+        self.data_start_seq() + self.sendbuf.len()
+    }
+
+    /// Sequence number of the first byte in the send queue.
+    fn data_start_seq(&self) -> SeqNum {
+        if self.snd_una == self.iss { self.iss + 1u32 } else { self.snd_una }
+    }
+
+    fn enter_time_wait(&mut self, now: Instant) {
+        self.state = State::TimeWait;
+        self.rto_deadline = None;
+        self.persist_deadline = None;
+        self.keepalive_deadline = None;
+        self.delack_deadline = None;
+        self.timewait_deadline = Some(now + self.cfg.time_wait);
+        self.events |= events::READABLE | events::WRITABLE;
+    }
+
+    fn enter_closed(&mut self, err: Option<TcpError>) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        if err.is_some() {
+            self.error = err;
+        }
+        self.rto_deadline = None;
+        self.persist_deadline = None;
+        self.keepalive_deadline = None;
+        self.delack_deadline = None;
+        self.timewait_deadline = None;
+        self.ooo.clear();
+        self.events |= events::READABLE | events::WRITABLE | events::CLOSED;
+    }
+
+    fn last_rx_activity(&mut self, now: Instant) {
+        self.keepalive_probes = 0;
+        if self.keepalive_deadline.is_some() {
+            self.arm_keepalive(now);
+        }
+    }
+
+    // ----- timers ----------------------------------------------------------
+
+    /// The earliest instant at which [`Conn::on_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.rto_deadline,
+            self.delack_deadline,
+            self.persist_deadline,
+            self.keepalive_deadline,
+            self.timewait_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn on_timeout(&mut self, now: Instant, stats: &mut TcpStats) {
+        if self.timewait_deadline.is_some_and(|d| d <= now) {
+            self.timewait_deadline = None;
+            self.enter_closed(None);
+            return;
+        }
+        if self.rto_deadline.is_some_and(|d| d <= now) {
+            self.rto_deadline = None;
+            self.on_retransmit_timeout(now, stats);
+        }
+        if self.delack_deadline.is_some_and(|d| d <= now) {
+            self.delack_deadline = None;
+            if self.unacked_segments > 0 {
+                self.ack_now = true;
+                stats.delayed_acks += 1;
+            }
+        }
+        if self.persist_deadline.is_some_and(|d| d <= now) {
+            self.persist_deadline = None;
+            self.probe_pending = true;
+            self.persist_backoffs += 1;
+            stats.window_probes += 1;
+        }
+        if self.keepalive_deadline.is_some_and(|d| d <= now) {
+            self.keepalive_deadline = None;
+            self.on_keepalive_timeout(now, stats);
+        }
+    }
+
+    fn on_retransmit_timeout(&mut self, now: Instant, stats: &mut TcpStats) {
+        let limit = match self.state {
+            State::SynSent | State::SynReceived => self.cfg.syn_retries,
+            _ => self.cfg.max_retransmits,
+        };
+        if self.backoffs >= limit {
+            stats.timeouts += 1;
+            self.rst_pending = self.state.synchronized();
+            self.enter_closed(Some(TcpError::TimedOut));
+            return;
+        }
+        self.backoffs += 1;
+        self.rtt.backoff();
+        stats.retransmit_timeouts += 1;
+        let flight = (self.snd_max - self.snd_una) as usize;
+        if self.state.synchronized() && flight > 0 {
+            self.cc.on_retransmit_timeout(now.as_micros(), flight as u32);
+        }
+        // Go back to the oldest unacknowledged byte (RFC 6298 §5.4); SACKed
+        // ranges are skipped as the retransmission proceeds.
+        self.in_recovery = false;
+        self.dupacks = 0;
+        self.inflation = 0;
+        self.recover = self.snd_max;
+        self.high_rxt = self.snd_una;
+        self.snd_nxt = self.snd_una;
+        self.retransmit_head = false;
+        self.rtt_probe = None;
+        self.arm_rto(now);
+    }
+
+    fn on_keepalive_timeout(&mut self, now: Instant, stats: &mut TcpStats) {
+        let Some(ka) = self.cfg.keepalive else { return };
+        if !matches!(self.state, State::Established | State::CloseWait) {
+            return;
+        }
+        if self.keepalive_probes >= ka.probes {
+            stats.timeouts += 1;
+            self.rst_pending = true;
+            self.enter_closed(Some(TcpError::TimedOut));
+            return;
+        }
+        self.keepalive_probes += 1;
+        self.probe_pending = true;
+        stats.keepalive_probes += 1;
+        self.keepalive_deadline = Some(now + ka.interval);
+    }
+
+    fn arm_rto(&mut self, now: Instant) {
+        self.rto_deadline = Some(now + self.rtt.rto());
+    }
+
+    fn arm_keepalive(&mut self, now: Instant) {
+        if let Some(ka) = self.cfg.keepalive {
+            self.keepalive_deadline = Some(now + ka.idle);
+        }
+    }
+
+    fn arm_persist(&mut self, now: Instant) {
+        if self.persist_deadline.is_none() {
+            let base = self.rtt.rto().as_micros() as u64;
+            let backoff = base.saturating_mul(1 << self.persist_backoffs.min(16)).min(PERSIST_MAX_MICROS);
+            self.persist_deadline = Some(now + Duration::from_micros(backoff));
+        }
+    }
+
+    // ----- segment output --------------------------------------------------
+
+    /// Whether the connection has something to send now (for the stack's list of
+    /// connections to visit in egress).
+    pub fn wants_output(&self) -> bool {
+        self.ack_now
+            || self.rst_pending
+            || self.probe_pending
+            || self.retransmit_head
+            || matches!(self.state, State::SynSent | State::SynReceived) && self.snd_nxt == self.iss
+            || self.has_unsent_data()
+            || self.fin_queued && self.snd_nxt <= self.data_end_seq() && self.state.synchronized()
+    }
+
+    fn has_unsent_data(&self) -> bool {
+        self.state.synchronized() && self.snd_nxt < self.data_end_seq()
+    }
+
+    /// Emits every segment the connection may send now: a RST, the SYN or
+    /// SYN-ACK, retransmissions, new data within the windows, a FIN, a probe,
+    /// or a bare ACK.
+    pub fn poll_transmit(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) {
+        if self.rst_pending {
+            self.rst_pending = false;
+            let repr = self.header(self.snd_nxt, TcpFlags::RST | TcpFlags::ACK, false);
+            if sink.segment(&self.tuple, &repr, 0, &mut |_| {}) {
+                stats.resets_sent += 1;
+            }
+            self.enter_closed(self.error.or(Some(TcpError::ConnectionAborted)));
+            return;
+        }
+        match self.state {
+            State::Closed => return,
+            State::SynSent | State::SynReceived => {
+                if self.snd_nxt == self.iss {
+                    self.send_syn(now, sink, stats);
+                }
+                if self.state == State::SynSent || !self.ack_now {
+                    return;
+                }
+            }
+            _ => {}
+        }
+        let mut sent_any = false;
+        if self.retransmit_head {
+            sent_any |= self.retransmit_first_hole(now, sink, stats);
+        }
+        if self.in_recovery && self.sack_enabled {
+            sent_any |= self.sack_recovery_output(now, sink, stats);
+        }
+        sent_any |= self.send_new_data(now, sink, stats);
+        if self.probe_pending {
+            self.probe_pending = false;
+            sent_any |= self.send_probe(now, sink, stats);
+        }
+        if self.ack_now && !sent_any {
+            let repr = self.header(self.snd_nxt, TcpFlags::ACK, true);
+            if sink.segment(&self.tuple, &repr, 0, &mut |_| {}) {
+                self.after_ack_sent();
+                stats.acks_sent += 1;
+            }
+        }
+    }
+
+    fn send_syn(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) {
+        let mut flags = TcpFlags::SYN;
+        if self.state == State::SynReceived {
+            flags |= TcpFlags::ACK;
+        }
+        let mut repr = self.header(self.iss, flags, self.state == State::SynReceived);
+        repr.options.mss = Some(self.cfg.mss);
+        let offer = self.state == State::SynSent;
+        if self.cfg.window_scaling && (offer || self.rcv_wscale != 0 || self.snd_wscale != 0) {
+            repr.options.window_scale = Some(self.rcv_wscale);
+        }
+        // A SYN's window is never scaled (RFC 7323 §2.2).
+        repr.window = self.rcv_space().min(65_535) as u16;
+        if self.cfg.sack && (offer || self.sack_enabled) {
+            repr.options.sack_permitted = true;
+        }
+        if self.cfg.timestamps && offer {
+            repr.options.timestamps = Some((self.ts_now(now), 0));
+        }
+        if sink.segment(&self.tuple, &repr, 0, &mut |_| {}) {
+            self.snd_nxt = self.iss + 1u32;
+            self.snd_max = self.snd_max.max(self.snd_nxt);
+            if self.backoffs > 0 {
+                stats.retransmitted_segments += 1;
+            } else if !self.ts_enabled {
+                self.rtt_probe = Some((self.iss, now));
+            }
+            if self.rto_deadline.is_none() {
+                self.arm_rto(now);
+            }
+            self.after_ack_sent();
+            stats.segments_sent += 1;
+        }
+    }
+
+    /// Builds a header with the current ACK, window and per-segment options.
+    fn header(&mut self, seq: SeqNum, flags: TcpFlags, with_ack: bool) -> TcpRepr {
+        let mut options = TcpOptions::default();
+        let mut ack = 0;
+        let mut window = 0;
+        if with_ack || flags.contains(TcpFlags::ACK) {
+            ack = self.rcv_nxt.0;
+            window = self.window_field();
+        }
+        if self.ts_enabled {
+            options.timestamps = Some((self.ts_now_cached(), self.ts_recent));
+        }
+        if self.sack_enabled && !self.ooo.is_empty() && flags.contains(TcpFlags::ACK) {
+            let blocks = self.sack_blocks.blocks();
+            let n = blocks.len().min(options.sack_blocks.len());
+            options.sack_blocks[..n].copy_from_slice(&blocks[..n]);
+            options.sack_count = n as u8;
+        }
+        TcpRepr {
+            src_port: self.tuple.local.port(),
+            dst_port: self.tuple.remote.port(),
+            seq: seq.0,
+            ack,
+            flags,
+            window,
+            urgent: 0,
+            options,
+            payload_offset: 0,
+        }
+    }
+
+    fn ts_now(&mut self, now: Instant) -> u32 {
+        let ticks = (now.as_micros() / TS_TICK_MICROS) as u32;
+        let val = ticks.wrapping_add(self.ts_offset);
+        self.ts_last = val;
+        val
+    }
+
+    fn ts_now_cached(&self) -> u32 {
+        self.ts_last
+    }
+
+    fn after_ack_sent(&mut self) {
+        self.ack_now = false;
+        self.unacked_segments = 0;
+        self.delack_deadline = None;
+        self.last_ack_sent = self.rcv_nxt;
+    }
+
+    /// Sends one data segment `[seq, seq+len)` from the send queue, with a FIN
+    /// when it reaches the end of the data and the FIN is queued.
+    fn send_segment(
+        &mut self,
+        seq: SeqNum,
+        len: usize,
+        now: Instant,
+        sink: &mut impl SegmentSink,
+        stats: &mut TcpStats,
+    ) -> bool {
+        let data_end = self.data_end_seq();
+        let fin = self.fin_queued && seq + len == data_end;
+        let mut flags = TcpFlags::ACK;
+        if fin {
+            flags |= TcpFlags::FIN;
+        }
+        if len > 0 && seq + len == data_end {
+            flags |= TcpFlags::PSH;
+        }
+        self.ts_now(now);
+        let repr = self.header(seq, flags, true);
+        let offset = (seq - self.data_start_seq()) as usize;
+        let sendbuf = &mut self.sendbuf;
+        if !sink.segment(&self.tuple, &repr, len, &mut |dst| sendbuf.copy_out(offset, dst)) {
+            stats.output_stalled += 1;
+            return false;
+        }
+        let end = seq + len + usize::from(fin);
+        let retransmission = seq < self.snd_max;
+        if retransmission {
+            stats.retransmitted_segments += 1;
+            stats.retransmitted_bytes += len as u64;
+            if self.rtt_probe.is_some_and(|(p, _)| p >= seq) {
+                // Karn: a retransmitted probe gives no sample.
+                self.rtt_probe = None;
+            }
+        } else if self.rtt_probe.is_none() && !self.ts_enabled {
+            self.rtt_probe = Some((seq, now));
+        }
+        if end > self.snd_max {
+            self.snd_max = end;
+        }
+        stats.segments_sent += 1;
+        stats.bytes_sent += len as u64;
+        if self.rto_deadline.is_none() {
+            self.arm_rto(now);
+        }
+        self.after_ack_sent();
+        if fin && matches!(self.state, State::Established | State::SynReceived) {
+            self.state = State::FinWait1;
+        } else if fin && self.state == State::CloseWait {
+            self.state = State::LastAck;
+        }
+        true
+    }
+
+    /// Bytes in the network by the estimate recovery uses.
+    fn flight(&self) -> usize {
+        (self.snd_nxt - self.snd_una).max(0) as usize
+    }
+
+    /// Sends new data (and a FIN) as far as the congestion and peer windows and
+    /// Nagle allow.
+    fn send_new_data(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) -> bool {
+        if !self.state.synchronized() && self.state != State::SynReceived {
+            return false;
+        }
+        if self.state == State::SynReceived {
+            return false;
+        }
+        let mss = self.payload_mss();
+        let mut sent = false;
+        loop {
+            let data_end = self.data_end_seq();
+            let fin_unsent = self.fin_queued && self.snd_nxt <= data_end && !self.fin_acked();
+            let avail = (data_end - self.snd_nxt).max(0) as usize;
+            if avail == 0 && !fin_unsent {
+                break;
+            }
+            // Skip ranges the peer already has (after an RTO with SACK).
+            if self.sack_enabled
+                && avail > 0
+                && self.snd_nxt < self.snd_max
+                && self.scoreboard.is_sacked(self.snd_nxt.0)
+            {
+                let next = self.sacked_range_end(self.snd_nxt);
+                self.snd_nxt = next.min(self.snd_max).min(data_end);
+                continue;
+            }
+            let in_flight = if self.in_recovery && self.sack_enabled {
+                self.scoreboard.pipe(self.snd_una.0, self.snd_max.0, self.high_rxt.0, mss as u32) as usize
+            } else {
+                self.flight()
+            };
+            let cwnd = self.cc.cwnd() as usize + self.inflation;
+            let wnd_end = self.snd_una + self.snd_wnd as usize;
+            let peer_room = (wnd_end - self.snd_nxt).max(0) as usize;
+            let cwnd_room = cwnd.saturating_sub(in_flight);
+            let mut len = avail.min(mss).min(peer_room).min(cwnd_room);
+            if len == 0 && avail > 0 {
+                if self.snd_wnd == 0 && self.snd_una == self.snd_max {
+                    self.arm_persist(now);
+                }
+                break;
+            }
+            // Sender-side silly window avoidance and Nagle (RFC 9293 §3.8.6.2.1).
+            if len < mss && len < avail {
+                let half_max = (self.max_snd_wnd as usize / 2).max(1);
+                if len < half_max && self.snd_nxt != self.snd_una {
+                    break;
+                }
+            }
+            if len < mss && len == avail && !self.cfg.nodelay && self.snd_nxt != self.snd_una && !fin_unsent {
+                break;
+            }
+            if avail == 0 {
+                len = 0; // a bare FIN
+                if cwnd_room == 0 && in_flight > 0 {
+                    break;
+                }
+            }
+            let seq = self.snd_nxt;
+            if !self.send_segment(seq, len, now, sink, stats) {
+                break;
+            }
+            sent = true;
+            let fin_now = self.fin_queued && seq + len == data_end;
+            self.snd_nxt = seq + len + usize::from(fin_now);
+            if fin_now {
+                break;
+            }
+        }
+        sent
+    }
+
+    /// Retransmits the segment at `SND.UNA` (fast retransmit, NewReno partial ACK).
+    fn retransmit_first_hole(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) -> bool {
+        self.retransmit_head = false;
+        let data_end = self.data_end_seq();
+        let seq = self.data_start_seq().max(self.snd_una);
+        let len = ((data_end - seq).max(0) as usize).min(self.payload_mss());
+        let fin_only = len == 0 && self.fin_queued && self.snd_max > data_end;
+        if len == 0 && !fin_only {
+            return false;
+        }
+        let ok = self.send_segment(seq, len, now, sink, stats);
+        if ok {
+            self.high_rxt = self.high_rxt.max(seq + len);
+            self.arm_rto(now);
+        }
+        ok
+    }
+
+    /// RFC 6675 §5 step (C): while the pipe has room, retransmit the holes
+    /// NextSeg finds.
+    fn sack_recovery_output(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) -> bool {
+        let mss = self.payload_mss() as u32;
+        let mut sent = false;
+        loop {
+            let pipe = self.scoreboard.pipe(self.snd_una.0, self.snd_max.0, self.high_rxt.0, mss) as usize;
+            if pipe + mss as usize > self.cc.cwnd() as usize {
+                break;
+            }
+            let Some((seq, len)) = self.scoreboard.next_seg(self.high_rxt.0, self.snd_max.0, mss) else {
+                break;
+            };
+            let seq = SeqNum(seq).max(self.data_start_seq());
+            let data_end = self.data_end_seq();
+            let len = (len as usize).min((data_end - seq).max(0) as usize);
+            if len == 0 {
+                break;
+            }
+            if !self.send_segment(seq, len, now, sink, stats) {
+                break;
+            }
+            self.high_rxt = seq + len;
+            sent = true;
+        }
+        sent
+    }
+
+    /// A zero-window probe (one byte of new data) or a keepalive probe (an old
+    /// sequence number with no data, eliciting an ACK).
+    fn send_probe(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) -> bool {
+        let data_end = self.data_end_seq();
+        if self.snd_wnd == 0 && self.snd_nxt < data_end {
+            let seq = self.snd_nxt;
+            let ok = self.send_segment(seq, 1, now, sink, stats);
+            if ok {
+                self.snd_nxt = seq + 1u32;
+                self.arm_persist(now);
+            }
+            return ok;
+        }
+        let repr = self.header(self.snd_una - 1u32, TcpFlags::ACK, true);
+        sink.segment(&self.tuple, &repr, 0, &mut |_| {})
+    }
+}
+
+impl Conn {
+    /// End of the SACKed range holding `seq` (`seq + 1` if none does).
+    fn sacked_range_end(&self, seq: SeqNum) -> SeqNum {
+        self.scoreboard
+            .ranges()
+            .iter()
+            .find(|&&(start, end)| SeqNum(start) <= seq && seq < SeqNum(end))
+            .map_or(seq + 1u32, |&(_, end)| SeqNum(end))
+    }
+}
+
+/// The smallest window shift that lets `buffer` bytes be advertised.
+pub(crate) fn window_shift_for(buffer: u32) -> u8 {
+    let mut shift = 0;
+    while shift < MAX_WINDOW_SHIFT && (65_535u64 << shift) < u64::from(buffer) {
+        shift += 1;
+    }
+    shift
+}
