@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use super::field::{Field, read_ipv4, read_u16, write_u16};
-use super::{EthernetAddress, WireError, numbered_enum};
+use super::{EthernetAddress, WireError, byte_view, numbered_enum};
 
 numbered_enum! {
     /// The ARP operation code.
@@ -37,34 +37,14 @@ mod fields {
     pub(super) const TARGET_IP: Field = 24..28;
 }
 
-/// A view of an Ethernet/IPv4 ARP packet over a byte buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+byte_view! {
+    /// A view of an Ethernet/IPv4 ARP packet over a byte buffer.
+    pub struct ArpPacket;
 }
 
 impl<T: AsRef<[u8]>> ArpPacket<T> {
-    /// Wraps `buffer` without checking its length; accessors panic if it is
-    /// shorter than [`ARP_PACKET_LEN`].
-    #[inline]
-    pub fn new_unchecked(buffer: T) -> ArpPacket<T> {
-        ArpPacket { buffer }
-    }
-
-    /// Wraps `buffer` after checking that it holds a whole Ethernet/IPv4 ARP
-    /// packet. Trailing bytes (Ethernet padding) are allowed.
-    ///
-    /// # Errors
-    /// [`WireError::Truncated`] if the buffer is shorter than
-    /// [`ARP_PACKET_LEN`].
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<ArpPacket<T>, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds a whole Ethernet/IPv4 ARP packet.
+    /// Trailing bytes (Ethernet padding) are allowed.
     ///
     /// # Errors
     /// [`WireError::Truncated`] if it does not.
@@ -74,12 +54,6 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
             return Err(WireError::Truncated);
         }
         Ok(())
-    }
-
-    /// Returns the wrapped buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// The hardware type (1 for Ethernet).

@@ -4,7 +4,7 @@
 use core::fmt;
 
 use super::field::{Field, read_u16, write_u16};
-use super::{WireError, numbered_enum};
+use super::{WireError, byte_view, numbered_enum};
 
 /// A 48-bit Ethernet MAC address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -78,32 +78,12 @@ mod fields {
     pub(super) const PAYLOAD_START: usize = 14;
 }
 
-/// A view of an Ethernet II frame over a byte buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EthernetFrame<T: AsRef<[u8]>> {
-    buffer: T,
+byte_view! {
+    /// A view of an Ethernet II frame over a byte buffer.
+    pub struct EthernetFrame;
 }
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
-    /// Wraps `buffer` without checking its length; accessors panic if it is
-    /// shorter than [`ETHERNET_HEADER_LEN`]. Use for buffers you are about to
-    /// fill.
-    #[inline]
-    pub fn new_unchecked(buffer: T) -> EthernetFrame<T> {
-        EthernetFrame { buffer }
-    }
-
-    /// Wraps `buffer` after checking that it holds a whole header.
-    ///
-    /// # Errors
-    /// [`WireError::Truncated`] if the buffer is shorter than the header.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<EthernetFrame<T>, WireError> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check_len()?;
-        Ok(frame)
-    }
-
     /// Checks that the buffer holds a whole header.
     ///
     /// # Errors
@@ -114,12 +94,6 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
             return Err(WireError::Truncated);
         }
         Ok(())
-    }
-
-    /// Returns the wrapped buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// The destination address.

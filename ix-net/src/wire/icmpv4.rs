@@ -3,7 +3,7 @@
 
 use super::checksum;
 use super::field::{Field, read_u16, write_u16};
-use super::{IPV4_HEADER_LEN, Ipv4Packet, Ipv4Repr, WireError, numbered_enum};
+use super::{IPV4_HEADER_LEN, Ipv4Packet, Ipv4Repr, WireError, byte_view, numbered_enum};
 
 numbered_enum! {
     /// The code of a destination unreachable message.
@@ -50,32 +50,12 @@ mod fields {
     pub(super) const DATA_START: usize = 8;
 }
 
-/// A view of an ICMPv4 message over a byte buffer (the whole IPv4 payload).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Icmpv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
+byte_view! {
+    /// A view of an ICMPv4 message over a byte buffer (the whole IPv4 payload).
+    pub struct Icmpv4Packet;
 }
 
 impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
-    /// Wraps `buffer` without checking its length; accessors panic if it is
-    /// shorter than [`ICMPV4_HEADER_LEN`].
-    #[inline]
-    pub fn new_unchecked(buffer: T) -> Icmpv4Packet<T> {
-        Icmpv4Packet { buffer }
-    }
-
-    /// Wraps `buffer` after checking that it holds the header.
-    ///
-    /// # Errors
-    /// [`WireError::Truncated`] if the buffer is shorter than
-    /// [`ICMPV4_HEADER_LEN`].
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Icmpv4Packet<T>, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds the header.
     ///
     /// # Errors
@@ -86,12 +66,6 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
             return Err(WireError::Truncated);
         }
         Ok(())
-    }
-
-    /// Returns the wrapped buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// The message type.

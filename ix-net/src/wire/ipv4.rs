@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use super::checksum;
 use super::field::{Field, read_ipv4, read_u16, write_u16};
-use super::{WireError, numbered_enum};
+use super::{WireError, byte_view, numbered_enum};
 
 numbered_enum! {
     /// The IPv4 protocol field: which transport the packet carries.
@@ -40,33 +40,14 @@ mod fields {
     pub(super) const DESTINATION: Field = 16..20;
 }
 
-/// A view of an IPv4 packet over a byte buffer. The buffer may run past the
-/// packet (Ethernet padding): [`Ipv4Packet::payload`] stops at the total
-/// length.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ipv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
+byte_view! {
+    /// A view of an IPv4 packet over a byte buffer. The buffer may run past the
+    /// packet (Ethernet padding): [`Ipv4Packet::payload`] stops at the total
+    /// length.
+    pub struct Ipv4Packet;
 }
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
-    /// Wraps `buffer` without checking it; accessors panic if it is shorter
-    /// than the header. Use for buffers you are about to fill.
-    #[inline]
-    pub fn new_unchecked(buffer: T) -> Ipv4Packet<T> {
-        Ipv4Packet { buffer }
-    }
-
-    /// Wraps `buffer` after [`check_len`](Self::check_len).
-    ///
-    /// # Errors
-    /// As [`check_len`](Self::check_len).
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Ipv4Packet<T>, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks the version and that the header, options included, fits the
     /// buffer, without looking at the total length. This is the check for a
     /// header quoted inside an ICMP error, whose total length describes a
@@ -109,12 +90,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
             return Err(WireError::BadLength);
         }
         Ok(())
-    }
-
-    /// Returns the wrapped buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// The version field (4 for IPv4).

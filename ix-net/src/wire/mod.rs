@@ -119,6 +119,47 @@ pub enum WireError {
     Unsupported,
 }
 
+/// Declares a public view type wrapping a byte buffer `T: AsRef<[u8]>`, with
+/// `new_unchecked`, `new_checked` (which runs the type's own `check_len`) and
+/// `into_inner`. Accessors and `check_len` are written per protocol.
+macro_rules! byte_view {
+    ($(#[$attr:meta])* pub struct $name:ident;) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// Wraps `buffer` without checking it: accessors panic if it is
+            /// shorter than what they read. For buffers about to be filled.
+            #[inline]
+            pub fn new_unchecked(buffer: T) -> $name<T> {
+                $name { buffer }
+            }
+
+            /// Wraps `buffer` after [`check_len`](Self::check_len), so that
+            /// no accessor can go out of bounds.
+            ///
+            /// # Errors
+            /// As [`check_len`](Self::check_len).
+            #[inline]
+            pub fn new_checked(buffer: T) -> Result<$name<T>, WireError> {
+                let view = Self::new_unchecked(buffer);
+                view.check_len()?;
+                Ok(view)
+            }
+
+            /// Returns the wrapped buffer.
+            #[inline]
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    };
+}
+pub(crate) use byte_view;
+
 /// Declares a public enum over a numeric wire field with named values and an
 /// `Unknown` catch-all, plus the two `From` conversions.
 macro_rules! numbered_enum {

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use super::checksum;
 use super::field::{Field, read_u16, read_u32, write_u16, write_u32};
-use super::{IpProtocol, WireError};
+use super::{IpProtocol, WireError, byte_view};
 
 /// Length of a TCP header without options.
 pub const TCP_HEADER_LEN: usize = 20;
@@ -164,32 +164,13 @@ impl fmt::Debug for TcpFlags {
     }
 }
 
-/// A view of a TCP segment over a byte buffer holding exactly the segment
-/// (the IPv4 payload).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+byte_view! {
+    /// A view of a TCP segment over a byte buffer holding exactly the segment
+    /// (the IPv4 payload).
+    pub struct TcpPacket;
 }
 
 impl<T: AsRef<[u8]>> TcpPacket<T> {
-    /// Wraps `buffer` without checking it; accessors panic if it is shorter
-    /// than the header. Use for buffers you are about to fill.
-    #[inline]
-    pub fn new_unchecked(buffer: T) -> TcpPacket<T> {
-        TcpPacket { buffer }
-    }
-
-    /// Wraps `buffer` after [`check_len`](Self::check_len).
-    ///
-    /// # Errors
-    /// As [`check_len`](Self::check_len).
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<TcpPacket<T>, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds the fixed header and that the data
     /// offset covers it and stays within the buffer.
     ///
@@ -208,12 +189,6 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
             return Err(WireError::BadLength);
         }
         Ok(())
-    }
-
-    /// Returns the wrapped buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// The source port.

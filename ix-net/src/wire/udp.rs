@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use super::checksum;
 use super::field::{Field, read_u16, write_u16};
-use super::{IpProtocol, WireError};
+use super::{IpProtocol, WireError, byte_view};
 
 /// Length of the UDP header.
 pub const UDP_HEADER_LEN: usize = 8;
@@ -18,32 +18,13 @@ mod fields {
     pub(super) const CHECKSUM: Field = 6..8;
 }
 
-/// A view of a UDP datagram over a byte buffer holding exactly the datagram
-/// (the IPv4 payload).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UdpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+byte_view! {
+    /// A view of a UDP datagram over a byte buffer holding exactly the datagram
+    /// (the IPv4 payload).
+    pub struct UdpPacket;
 }
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
-    /// Wraps `buffer` without checking it; accessors panic if it is shorter
-    /// than [`UDP_HEADER_LEN`].
-    #[inline]
-    pub fn new_unchecked(buffer: T) -> UdpPacket<T> {
-        UdpPacket { buffer }
-    }
-
-    /// Wraps `buffer` after [`check_len`](Self::check_len).
-    ///
-    /// # Errors
-    /// As [`check_len`](Self::check_len).
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<UdpPacket<T>, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds the header and that the length field
     /// equals the buffer length (the IPv4 payload length).
     ///
@@ -61,12 +42,6 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
             return Err(WireError::BadLength);
         }
         Ok(())
-    }
-
-    /// Returns the wrapped buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// The source port.
