@@ -371,7 +371,7 @@ impl Stack {
             i += 1;
             self.output_socket(handle, now);
         }
-        // Sockets marked again while this round ran were handled by it.
+        // Every socket marked during this round was visited by it.
         for handle in self.dirty.drain(..) {
             if let Some(entry) = self.sockets.get_mut(handle.index as usize) {
                 if entry.generation == handle.generation {
@@ -579,8 +579,13 @@ impl Stack {
         } else {
             self.notify(handle, bits);
         }
-        if state == State::Closed && (released || parent.is_some()) && !wants_output {
-            self.reclaim(handle);
+        if state == State::Closed {
+            // Segments for a closed connection get a RST from now on, even while
+            // the application still holds the handle to read the error.
+            self.unlink_flow(handle);
+            if (released || parent.is_some()) && !wants_output {
+                self.reclaim(handle);
+            }
         }
     }
 
@@ -631,7 +636,9 @@ impl Stack {
         let entry = self.sockets.remove(handle.index as usize);
         match entry.kind {
             SocketKind::Tcp(conn) => {
-                self.flows.remove(conn.tuple());
+                if self.flows.get(conn.tuple()) == Some(handle) {
+                    self.flows.remove(conn.tuple());
+                }
                 self.tcp_connections -= 1;
             }
             SocketKind::Listener(l) => {
@@ -639,6 +646,15 @@ impl Stack {
             }
             SocketKind::Udp(u) => {
                 self.udp_ports.remove(&u.port());
+            }
+        }
+    }
+
+    fn unlink_flow(&mut self, handle: SocketHandle) {
+        if let Ok(conn) = self.conn(handle) {
+            let tuple = *conn.tuple();
+            if self.flows.get(&tuple) == Some(handle) {
+                self.flows.remove(&tuple);
             }
         }
     }
@@ -677,9 +693,9 @@ impl Stack {
         if arp_requested {
             self.schedule_arp_timer();
         }
-        if let Some(entry) = self.entry_mut(handle) {
-            entry.dirty = false;
-        }
+        // The dirty mark stays set until the round ends, so a connection that
+        // still has output it cannot send now (windows closed) is not queued
+        // again in this round.
         self.after_conn(handle);
     }
 

@@ -5,10 +5,9 @@
 use std::net::Ipv4Addr;
 
 use ix_net::wire::{
-    ArpOperation, ArpPacket, ArpRepr, ETHERNET_HEADER_LEN, EtherType, EthernetAddress,
-    EthernetFrame, EthernetRepr, IPV4_HEADER_LEN, Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr,
-    IpProtocol, Ipv4Packet, Ipv4Repr, TcpFlags, TcpOptions, TcpPacket, TcpRepr, UdpPacket, UdpRepr,
-    WireError, fill_tcp_checksum, fill_udp_checksum,
+    ArpOperation, ArpPacket, ArpRepr, ETHERNET_HEADER_LEN, EtherType, EthernetAddress, EthernetFrame, EthernetRepr,
+    IPV4_HEADER_LEN, Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpFlags,
+    TcpOptions, TcpPacket, TcpRepr, UdpPacket, UdpRepr, WireError, fill_tcp_checksum, fill_udp_checksum,
 };
 
 const FRAMES: u64 = 1_000_000;
@@ -62,16 +61,8 @@ enum Outcome {
     Rejected(WireError),
 }
 
-const OUTCOME_NAMES: [&str; 8] = [
-    "parsed",
-    "Truncated",
-    "BadLength",
-    "BadChecksum",
-    "BadVersion",
-    "BadOption",
-    "Fragmented",
-    "Unsupported",
-];
+const OUTCOME_NAMES: [&str; 8] =
+    ["parsed", "Truncated", "BadLength", "BadChecksum", "BadVersion", "BadOption", "Fragmented", "Unsupported"];
 
 impl Outcome {
     fn index(self) -> usize {
@@ -89,12 +80,8 @@ impl Outcome {
 }
 
 fn ethernet(ethertype: EtherType, bytes: &mut [u8]) {
-    EthernetRepr {
-        src: EthernetAddress([2, 0, 0, 0, 0, 1]),
-        dst: EthernetAddress([2, 0, 0, 0, 0, 2]),
-        ethertype,
-    }
-    .emit(bytes);
+    EthernetRepr { src: EthernetAddress([2, 0, 0, 0, 0, 1]), dst: EthernetAddress([2, 0, 0, 0, 0, 2]), ethertype }
+        .emit(bytes);
 }
 
 /// An Ethernet + IPv4 frame around a transport message of `l4_len` bytes
@@ -120,11 +107,7 @@ fn ipv4_frame(protocol: IpProtocol, l4_len: usize, write_l4: impl FnOnce(&mut [u
         IpProtocol::Udp => Transport::Udp,
         _ => Transport::Icmp,
     };
-    Template {
-        bytes,
-        l4,
-        transport,
-    }
+    Template { bytes, l4, transport }
 }
 
 fn tcp_template(options: TcpOptions, flags: TcpFlags, payload: &[u8]) -> Template {
@@ -162,19 +145,11 @@ fn templates() -> Vec<Template> {
         ..TcpOptions::default()
     };
     let udp = ipv4_frame(IpProtocol::Udp, 8 + 13, |datagram| {
-        UdpRepr {
-            src_port: 5353,
-            dst_port: 53,
-        }
-        .emit(datagram, 13);
+        UdpRepr { src_port: 5353, dst_port: 53 }.emit(datagram, 13);
         datagram[8..].copy_from_slice(b"query payload");
         fill_udp_checksum(datagram, CLIENT, SERVER);
     });
-    let echo = Icmpv4Repr::EchoRequest {
-        ident: 7,
-        seq_no: 1,
-        data: b"0123456789abcdef",
-    };
+    let echo = Icmpv4Repr::EchoRequest { ident: 7, seq_no: 1, data: b"0123456789abcdef" };
     let unreachable = Icmpv4Repr::DstUnreachable {
         reason: Icmpv4DstUnreachable::PortUnreachable,
         next_hop_mtu: 0,
@@ -202,24 +177,12 @@ fn templates() -> Vec<Template> {
     .emit(&mut arp[ETHERNET_HEADER_LEN..]);
     vec![
         tcp_template(syn_options, TcpFlags::SYN, b""),
-        tcp_template(
-            sack_options,
-            TcpFlags::ACK | TcpFlags::PSH,
-            b"GET / HTTP/1.1\r\n\r\n",
-        ),
+        tcp_template(sack_options, TcpFlags::ACK | TcpFlags::PSH, b"GET / HTTP/1.1\r\n\r\n"),
         tcp_template(TcpOptions::default(), TcpFlags::ACK, b""),
         udp,
-        ipv4_frame(IpProtocol::Icmp, echo.buffer_len(), |message| {
-            echo.emit(message)
-        }),
-        ipv4_frame(IpProtocol::Icmp, unreachable.buffer_len(), |message| {
-            unreachable.emit(message)
-        }),
-        Template {
-            bytes: arp,
-            l4: 0,
-            transport: Transport::None,
-        },
+        ipv4_frame(IpProtocol::Icmp, echo.buffer_len(), |message| echo.emit(message)),
+        ipv4_frame(IpProtocol::Icmp, unreachable.buffer_len(), |message| unreachable.emit(message)),
+        Template { bytes: arp, l4: 0, transport: Transport::None },
     ]
 }
 
@@ -241,12 +204,7 @@ fn parse_frame(frame: &[u8]) -> Result<(), WireError> {
                     assert_tcp_round_trips(&tcp);
                 }
                 IpProtocol::Udp => {
-                    UdpRepr::parse(
-                        &UdpPacket::new_checked(packet.payload())?,
-                        ip.src,
-                        ip.dst,
-                        true,
-                    )?;
+                    UdpRepr::parse(&UdpPacket::new_checked(packet.payload())?, ip.src, ip.dst, true)?;
                 }
                 IpProtocol::Icmp => {
                     Icmpv4Repr::parse(&Icmpv4Packet::new_checked(packet.payload())?, true)?;
@@ -264,13 +222,7 @@ fn assert_tcp_round_trips(tcp: &TcpRepr) {
     tcp.emit(&mut bytes);
     let emitted = TcpPacket::new_checked(&bytes[..tcp.header_len()]).expect("emitted header");
     let again = TcpRepr::parse(&emitted, CLIENT, SERVER, false).expect("emitted header parses");
-    assert_eq!(
-        TcpRepr {
-            payload_offset: again.payload_offset,
-            ..*tcp
-        },
-        again
-    );
+    assert_eq!(TcpRepr { payload_offset: again.payload_offset, ..*tcp }, again);
 }
 
 /// The ways a template is damaged; each is counted separately.
@@ -321,12 +273,7 @@ enum Expected {
 
 /// Applies `mutation` to a copy of `template` in `frame`, and returns what
 /// the parse chain must make of it.
-fn mutate(
-    rng: &mut SplitMix64,
-    template: &Template,
-    mutation: Mutation,
-    frame: &mut Vec<u8>,
-) -> Expected {
+fn mutate(rng: &mut SplitMix64, template: &Template, mutation: Mutation, frame: &mut Vec<u8>) -> Expected {
     frame.clear();
     frame.extend_from_slice(&template.bytes);
     let ip = ETHERNET_HEADER_LEN;
@@ -402,13 +349,8 @@ fn mutate(
             // A single-bit error is caught by the checksum if not sooner,
             // unless it zeroes a UDP checksum, which then means "none".
             let at = l4 + checksum_offset(template.transport);
-            let udp_checksum_zeroed =
-                template.transport == Transport::Udp && frame[at..at + 2] == [0, 0];
-            if udp_checksum_zeroed {
-                Expected::NoPanic
-            } else {
-                Expected::AnyRejection
-            }
+            let udp_checksum_zeroed = template.transport == Transport::Udp && frame[at..at + 2] == [0, 0];
+            if udp_checksum_zeroed { Expected::NoPanic } else { Expected::AnyRejection }
         }
         Mutation::TcpOptionsJunk if template.transport == Transport::Tcp => {
             let header_len = usize::from(frame[l4 + 12] >> 4) * 4;
@@ -463,11 +405,7 @@ fn outcome_of(frame: &[u8]) -> Outcome {
 fn million_hostile_frames_never_panic_and_each_lie_is_caught() {
     let templates = templates();
     for template in &templates {
-        assert_eq!(
-            outcome_of(&template.bytes),
-            Outcome::Parsed,
-            "templates are valid"
-        );
+        assert_eq!(outcome_of(&template.bytes), Outcome::Parsed, "templates are valid");
     }
     let mut rng = SplitMix64(SEED);
     let mut counts = [[0u64; OUTCOME_NAMES.len()]; MUTATIONS.len()];
@@ -490,20 +428,13 @@ fn million_hostile_frames_never_panic_and_each_lie_is_caught() {
         }
         if mutation == Mutation::Truncation {
             assert!(
-                matches!(
-                    outcome,
-                    Outcome::Parsed
-                        | Outcome::Rejected(WireError::Truncated | WireError::BadLength)
-                ),
+                matches!(outcome, Outcome::Parsed | Outcome::Rejected(WireError::Truncated | WireError::BadLength)),
                 "truncation gave {outcome:?}"
             );
         }
         if mutation == Mutation::TcpOptionsJunk {
             assert!(
-                matches!(
-                    outcome,
-                    Outcome::Parsed | Outcome::Rejected(WireError::BadOption)
-                ),
+                matches!(outcome, Outcome::Parsed | Outcome::Rejected(WireError::BadOption)),
                 "options junk gave {outcome:?}"
             );
         }
@@ -537,22 +468,12 @@ fn assert_counts_are_sane(counts: &[[u64; OUTCOME_NAMES.len()]; MUTATIONS.len()]
     assert_eq!(total, FRAMES);
     // Each mutation ran a fair share of the time.
     for mutation in MUTATIONS {
-        assert!(
-            row(mutation).iter().sum::<u64>() > FRAMES / 20,
-            "{mutation:?} too rare"
-        );
+        assert!(row(mutation).iter().sum::<u64>() > FRAMES / 20, "{mutation:?} too rare");
     }
     // Random damage reaches every layer's checks.
     let bit_flips = row(Mutation::BitFlips);
-    for error in [
-        WireError::BadChecksum,
-        WireError::BadVersion,
-        WireError::BadLength,
-    ] {
-        assert!(
-            bit_flips[column(error)] > 0,
-            "bit flips never gave {error:?}"
-        );
+    for error in [WireError::BadChecksum, WireError::BadVersion, WireError::BadLength] {
+        assert!(bit_flips[column(error)] > 0, "bit flips never gave {error:?}");
     }
     assert!(row(Mutation::Truncation)[column(WireError::Truncated)] > 0);
     assert!(row(Mutation::TcpOptionsJunk)[column(WireError::BadOption)] > 0);

@@ -178,8 +178,6 @@ pub struct Conn {
     ts_recent: u32,
     ts_recent_at: Instant,
     ts_offset: u32,
-    /// The TSval of the segment being built.
-    ts_last: u32,
     last_ack_sent: SeqNum,
     sack_enabled: bool,
     scoreboard: SackScoreboard,
@@ -260,7 +258,6 @@ impl Conn {
             ts_recent: 0,
             ts_recent_at: now,
             ts_offset,
-            ts_last: 0,
             last_ack_sent: SeqNum(0),
             sack_enabled: false,
             scoreboard: SackScoreboard::new(),
@@ -455,6 +452,20 @@ impl Conn {
         (self.sack_enabled, self.ts_enabled, self.snd_wscale != 0 || self.rcv_wscale != 0)
     }
 
+    /// Payload bytes the next data segment may carry: the peer's MSS less the
+    /// options it will carry now (timestamps, and SACK blocks while data is
+    /// held out of order).
+    fn segment_payload_limit(&self) -> usize {
+        let mut opts = TcpOptions::default();
+        if self.ts_enabled {
+            opts.timestamps = Some((0, 0));
+        }
+        if self.sack_enabled && !self.ooo.is_empty() {
+            opts.sack_count = self.sack_blocks.blocks().len().min(4) as u8;
+        }
+        self.send_mss - opts.emitted_len()
+    }
+
     /// Payload bytes per full segment with the options every segment carries.
     fn payload_mss(&self) -> usize {
         if self.ts_enabled { self.send_mss - 12 } else { self.send_mss }
@@ -516,10 +527,10 @@ impl Conn {
         if self.fin_queued {
             return;
         }
-        match self.state {
-            State::SynSent => self.enter_closed(None),
-            State::SynReceived | State::Established | State::CloseWait => self.fin_queued = true,
-            _ => {}
+        // In SYN-SENT the FIN waits for the handshake (RFC 9293 §3.10.4: queued
+        // behind the data already sent).
+        if matches!(self.state, State::SynSent | State::SynReceived | State::Established | State::CloseWait) {
+            self.fin_queued = true;
         }
     }
 
@@ -667,9 +678,22 @@ impl Conn {
 
         // Acceptability (RFC 9293 §3.10.7.4, first check).
         if !self.acceptable(seq, seg_len) {
-            if !flags.contains(TcpFlags::RST) {
-                stats.out_of_window += 1;
-                self.ack_now = true;
+            if flags.contains(TcpFlags::RST) {
+                return;
+            }
+            stats.out_of_window += 1;
+            self.ack_now = true;
+            // A segment wholly before RCV.NXT is a duplicate: its data goes, but
+            // its ACK field is still news (BSD keeps processing it; without this,
+            // two sides that both retransmitted from behind each other's RCV.NXT
+            // would drop each other's acknowledgements forever).
+            let old = (seq + seg_len) - self.rcv_nxt <= 0 && self.rcv_nxt - seq <= self.max_rcv_span();
+            if old
+                && flags.contains(TcpFlags::ACK)
+                && !flags.contains(TcpFlags::SYN)
+                && self.state != State::SynReceived
+            {
+                self.process_ack(seg, data_len.max(1), now, stats);
             }
             return;
         }
@@ -740,6 +764,12 @@ impl Conn {
         }
         self.try_consume_fin(now);
         self.last_rx_activity(now);
+    }
+
+    /// How far behind RCV.NXT a duplicate may start and still be taken for one
+    /// of this connection's (the largest window we could have advertised).
+    fn max_rcv_span(&self) -> i32 {
+        ((65_535u64 << self.rcv_wscale).min(i32::MAX as u64)) as i32
     }
 
     fn acceptable(&self, seq: SeqNum, seg_len: usize) -> bool {
@@ -1233,7 +1263,7 @@ impl Conn {
     pub fn poll_transmit(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) {
         if self.rst_pending {
             self.rst_pending = false;
-            let repr = self.header(self.snd_nxt, TcpFlags::RST | TcpFlags::ACK, false);
+            let repr = self.header(now, self.snd_max, TcpFlags::RST | TcpFlags::ACK, false);
             if sink.segment(&self.tuple, &repr, 0, &mut |_| {}) {
                 stats.resets_sent += 1;
             }
@@ -1265,7 +1295,9 @@ impl Conn {
             sent_any |= self.send_probe(now, sink, stats);
         }
         if self.ack_now && !sent_any {
-            let repr = self.header(self.snd_nxt, TcpFlags::ACK, true);
+            // SND.MAX, not SND.NXT: after a timeout SND.NXT goes back, but the
+            // peer may already hold everything up to SND.MAX.
+            let repr = self.header(now, self.snd_max, TcpFlags::ACK, true);
             if sink.segment(&self.tuple, &repr, 0, &mut |_| {}) {
                 self.after_ack_sent();
                 stats.acks_sent += 1;
@@ -1278,7 +1310,7 @@ impl Conn {
         if self.state == State::SynReceived {
             flags |= TcpFlags::ACK;
         }
-        let mut repr = self.header(self.iss, flags, self.state == State::SynReceived);
+        let mut repr = self.header(now, self.iss, flags, self.state == State::SynReceived);
         repr.options.mss = Some(self.cfg.mss);
         let offer = self.state == State::SynSent;
         if self.cfg.window_scaling && (offer || self.rcv_wscale != 0 || self.snd_wscale != 0) {
@@ -1309,7 +1341,7 @@ impl Conn {
     }
 
     /// Builds a header with the current ACK, window and per-segment options.
-    fn header(&mut self, seq: SeqNum, flags: TcpFlags, with_ack: bool) -> TcpRepr {
+    fn header(&mut self, now: Instant, seq: SeqNum, flags: TcpFlags, with_ack: bool) -> TcpRepr {
         let mut options = TcpOptions::default();
         let mut ack = 0;
         let mut window = 0;
@@ -1318,7 +1350,7 @@ impl Conn {
             window = self.window_field();
         }
         if self.ts_enabled {
-            options.timestamps = Some((self.ts_now_cached(), self.ts_recent));
+            options.timestamps = Some((self.ts_now(now), self.ts_recent));
         }
         if self.sack_enabled && !self.ooo.is_empty() && flags.contains(TcpFlags::ACK) {
             let blocks = self.sack_blocks.blocks();
@@ -1339,15 +1371,8 @@ impl Conn {
         }
     }
 
-    fn ts_now(&mut self, now: Instant) -> u32 {
-        let ticks = (now.as_micros() / TS_TICK_MICROS) as u32;
-        let val = ticks.wrapping_add(self.ts_offset);
-        self.ts_last = val;
-        val
-    }
-
-    fn ts_now_cached(&self) -> u32 {
-        self.ts_last
+    fn ts_now(&self, now: Instant) -> u32 {
+        ((now.as_micros() / TS_TICK_MICROS) as u32).wrapping_add(self.ts_offset)
     }
 
     fn after_ack_sent(&mut self) {
@@ -1376,8 +1401,7 @@ impl Conn {
         if len > 0 && seq + len == data_end {
             flags |= TcpFlags::PSH;
         }
-        self.ts_now(now);
-        let repr = self.header(seq, flags, true);
+        let repr = self.header(now, seq, flags, true);
         let offset = (seq - self.data_start_seq()) as usize;
         let sendbuf = &mut self.sendbuf;
         if !sink.segment(&self.tuple, &repr, len, &mut |dst| sendbuf.copy_out(offset, dst)) {
@@ -1427,7 +1451,7 @@ impl Conn {
         if self.state == State::SynReceived {
             return false;
         }
-        let mss = self.payload_mss();
+        let mss = self.segment_payload_limit();
         let mut sent = false;
         loop {
             let data_end = self.data_end_seq();
@@ -1497,7 +1521,7 @@ impl Conn {
         self.retransmit_head = false;
         let data_end = self.data_end_seq();
         let seq = self.data_start_seq().max(self.snd_una);
-        let len = ((data_end - seq).max(0) as usize).min(self.payload_mss());
+        let len = ((data_end - seq).max(0) as usize).min(self.segment_payload_limit());
         let fin_only = len == 0 && self.fin_queued && self.snd_max > data_end;
         if len == 0 && !fin_only {
             return false;
@@ -1525,7 +1549,7 @@ impl Conn {
             };
             let seq = SeqNum(seq).max(self.data_start_seq());
             let data_end = self.data_end_seq();
-            let len = (len as usize).min((data_end - seq).max(0) as usize);
+            let len = (len as usize).min((data_end - seq).max(0) as usize).min(self.segment_payload_limit());
             if len == 0 {
                 break;
             }
@@ -1551,7 +1575,7 @@ impl Conn {
             }
             return ok;
         }
-        let repr = self.header(self.snd_una - 1u32, TcpFlags::ACK, true);
+        let repr = self.header(now, self.snd_una - 1u32, TcpFlags::ACK, true);
         sink.segment(&self.tuple, &repr, 0, &mut |_| {})
     }
 }

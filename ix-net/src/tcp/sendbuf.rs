@@ -118,6 +118,9 @@ impl SendBuffer {
     /// If the range goes past the queued bytes.
     pub fn copy_out(&mut self, offset: usize, dst: &mut [u8]) {
         assert!(offset + dst.len() <= self.len, "copy past the end of the send queue");
+        if dst.is_empty() {
+            return;
+        }
         let (mut idx, mut start) = self.cursor;
         if idx >= self.chunks.len() || start > offset {
             (idx, start) = (0, 0);
