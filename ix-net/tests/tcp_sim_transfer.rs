@@ -154,11 +154,3 @@ fn ten_megabytes_each_way_for_200_seeds_at_each_loss_rate() {
     let failures = failures.into_inner().unwrap();
     assert!(failures.is_empty(), "{} of {} runs failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
-
-#[test]
-fn repro_seed() {
-    let Some(seed) = std::env::var("IXSEED").ok().and_then(|s| s.parse().ok()) else { return };
-    let loss: f64 = std::env::var("IXLOSS").ok().and_then(|s| s.parse().ok()).unwrap_or(0.1);
-    let faults = FaultConfig { corrupt: loss / 10.0, ..lossy(loss) };
-    transfer(seed, faults, 10 << 20).unwrap();
-}
