@@ -172,6 +172,10 @@ counters! {
         out_of_order_segments,
         /// Out-of-order segments refused: the queue was full.
         ooo_queue_full,
+        /// Small in-order segments copied into the previous chunk's frame.
+        rx_coalesced,
+        /// In-order segments dropped: the read queue held too many chunks.
+        rx_chunk_limit,
         /// ACKs sent when the delayed-ACK timer fired.
         delayed_acks,
         /// Bare ACKs sent.

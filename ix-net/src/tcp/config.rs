@@ -35,6 +35,10 @@ pub struct TcpConfig {
     pub send_buffer_bytes: u32,
     /// Out-of-order segments held per connection before new ones are refused.
     pub max_ooo_segments: usize,
+    /// Chunks (frames) the read queue of one connection holds at most; small
+    /// segments are coalesced first, so only a peer that sends many
+    /// medium-sized segments to an application that does not read meets it.
+    pub max_rx_chunks: usize,
     /// Congestion control for new connections.
     pub congestion: CongestionAlgorithm,
     /// Disable Nagle's algorithm (the default: latency first, as IX).
@@ -68,6 +72,7 @@ impl Default for TcpConfig {
             recv_buffer_bytes: 256 * 1024,
             send_buffer_bytes: 256 * 1024,
             max_ooo_segments: 256,
+            max_rx_chunks: 1024,
             congestion: CongestionAlgorithm::default(),
             nodelay: true,
             delayed_ack: Duration::from_millis(40),

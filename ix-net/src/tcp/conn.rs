@@ -131,6 +131,9 @@ const DUP_ACK_THRESHOLD: u32 = 3;
 /// Immediate ACKs sent at the start of a connection to help the peer's slow
 /// start, as Linux's quick-ack mode does.
 const INITIAL_QUICK_ACKS: u32 = 16;
+/// In-order segments shorter than this are copied into the previous chunk's
+/// frame when it has room (see `push_ready`).
+const COALESCE_BELOW_BYTES: usize = 1024;
 /// Persist (zero window probe) intervals are bounded like RTOs.
 const PERSIST_MAX_MICROS: u64 = 60_000_000;
 
@@ -1012,11 +1015,18 @@ impl Conn {
             self.ack_now = true;
             return;
         }
+        if seq == self.rcv_nxt && !self.ready_has_room() {
+            // The application is not reading and the queue is made of many
+            // small chunks: drop (unacknowledged; the peer retransmits later).
+            stats.rx_chunk_limit += 1;
+            self.ack_now = true;
+            return;
+        }
         if seq == self.rcv_nxt {
             let had_holes = !self.ooo.is_empty();
-            self.push_ready(data.clone());
+            self.push_ready(data.clone(), stats);
             while let Some(next) = self.ooo.pop_contiguous(self.rcv_nxt.0) {
-                self.push_ready(next);
+                self.push_ready(next, stats);
             }
             self.events |= events::READABLE;
             if had_holes || self.quick_acks > 0 {
@@ -1049,10 +1059,34 @@ impl Conn {
         }
     }
 
-    fn push_ready(&mut self, chunk: PacketBuf) {
-        self.rcv_nxt += chunk.len();
-        self.ready_bytes += chunk.len();
+    /// Appends in-order data to the read queue. A small segment is copied into
+    /// the room after the previous chunk when no one else holds that frame, so a
+    /// peer sending tiny segments cannot pin one frame per segment (Linux's
+    /// receive coalescing; IX bounded this with a per-connection buffer limit).
+    fn push_ready(&mut self, chunk: PacketBuf, stats: &mut TcpStats) {
+        let len = chunk.len();
+        self.rcv_nxt += len;
+        self.ready_bytes += len;
+        if len < COALESCE_BELOW_BYTES {
+            if let Some(tail) = self.ready.pop_back() {
+                match tail.try_into_mut() {
+                    Ok(mut tail) if tail.tailroom() >= len => {
+                        tail.extend_from_slice(&chunk).expect("room checked");
+                        self.ready.push_back(tail.freeze());
+                        stats.rx_coalesced += 1;
+                        return;
+                    }
+                    Ok(tail) => self.ready.push_back(tail.freeze()),
+                    Err(tail) => self.ready.push_back(tail),
+                }
+            }
+        }
         self.ready.push_back(chunk);
+    }
+
+    /// Whether the read queue may take one more chunk.
+    fn ready_has_room(&self) -> bool {
+        self.ready.len() < self.cfg.max_rx_chunks
     }
 
     fn try_consume_fin(&mut self, now: Instant) {
