@@ -354,7 +354,7 @@ impl Stack {
         match protocol {
             IpProtocol::Tcp if unicast => self.ingress_tcp(frame, src, dst, l4_start, l4_end, now),
             IpProtocol::Udp => self.ingress_udp(frame, src, dst, l4_start, l4_end, unicast),
-            IpProtocol::Icmp => self.ingress_icmp(&frame, src, l4_start, l4_end, unicast),
+            IpProtocol::Icmp => self.ingress_icmp(frame, src, l4_start, l4_end, unicast),
             IpProtocol::Tcp => {}
             _ => self.stats.ip.in_unknown_protos += 1,
         }
@@ -440,6 +440,22 @@ impl Stack {
     /// An egress context, scheduling the ARP timer when it asked for a neighbour.
     pub(crate) fn out(&mut self) -> EgressGuard<'_> {
         EgressGuard { stack: self }
+    }
+
+    /// Broadcasts a gratuitous ARP (a request for our own address), so that
+    /// neighbours refresh their entry for us; call when the interface comes up
+    /// or its MAC changes.
+    pub fn announce(&mut self) {
+        let repr = ArpRepr {
+            operation: ArpOperation::Request,
+            source_hw: self.config.mac,
+            source_ip: self.config.addr,
+            target_hw: EthernetAddress([0; 6]),
+            target_ip: self.config.addr,
+        };
+        if self.out().arp(&repr, EthernetAddress::BROADCAST) {
+            self.stats.link.arp_requests_out += 1;
+        }
     }
 
     fn poll_arp(&mut self, now: Instant) {
@@ -1037,5 +1053,28 @@ fn random_secret() -> [u8; 16] {
 impl From<WireError> for SocketError {
     fn from(_: WireError) -> Self {
         SocketError::MessageTooLong(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ix_driver::{HugePages, PoolConfig};
+
+    #[test]
+    fn announce_broadcasts_a_gratuitous_arp_request() {
+        let pool = PacketPool::new(PoolConfig { frames: 8, huge_pages: HugePages::Never }).unwrap();
+        let mac = EthernetAddress([2, 0, 0, 0, 0, 9]);
+        let addr = Ipv4Addr::new(192, 168, 7, 9);
+        let mut stack = Stack::new(StackConfig::new(mac, addr, 24), pool, Instant::ZERO).unwrap();
+        stack.announce();
+        let mut out = Vec::new();
+        stack.egress(Instant::ZERO, &mut out);
+        assert_eq!(out.len(), 1);
+        let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
+        assert!(eth.dst_addr().is_broadcast());
+        let arp = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).unwrap()).unwrap();
+        assert_eq!(arp.operation, ArpOperation::Request);
+        assert_eq!((arp.source_ip, arp.target_ip, arp.source_hw), (addr, addr, mac));
     }
 }
