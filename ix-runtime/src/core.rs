@@ -1,0 +1,202 @@
+//! The per-core context the socket and timer futures reach through a
+//! thread-local: the core's stack, the wakers waiting on its sockets, the
+//! sleeps on its timer wheel, and its clock.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::task::Waker;
+use std::time::Duration;
+
+use ix_net::socket::readiness;
+use ix_net::timer::{TimerKey, TimerWheel};
+use ix_net::{Instant, SocketHandle, Stack};
+
+/// Which side of a socket a task waits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interest {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Default)]
+struct Waiters {
+    handle: Option<SocketHandle>,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+/// Chooses a local port for an outgoing connection so that the reply lands on
+/// this core's queue (IX's port probing); `None` means the backend cannot
+/// steer and any port will do.
+pub(crate) type PortFilter = Box<dyn Fn(u16, std::net::SocketAddrV4) -> bool>;
+
+/// One core's networking state.
+pub(crate) struct Core {
+    index: usize,
+    stack: RefCell<Stack>,
+    waiters: RefCell<Vec<Waiters>>,
+    sleeps: RefCell<TimerWheel<Waker>>,
+    start: std::time::Instant,
+    port_filter: Option<PortFilter>,
+    /// Set once a graceful shutdown began: listeners stop accepting.
+    draining: Cell<bool>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Core>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the current core.
+///
+/// # Panics
+/// Outside a thread started by an IX runtime.
+pub(crate) fn with_core<R>(f: impl FnOnce(&Rc<Core>) -> R) -> R {
+    CURRENT.with(|current| {
+        let current = current.borrow();
+        let core = current.as_ref().expect("not on an IX core: call this from a task of an ix_runtime::Runtime");
+        f(core)
+    })
+}
+
+/// The current core, for futures that keep it.
+pub(crate) fn current() -> Rc<Core> {
+    with_core(Rc::clone)
+}
+
+impl Core {
+    pub(crate) fn install(index: usize, stack: Stack, port_filter: Option<PortFilter>) -> Rc<Core> {
+        let start = std::time::Instant::now();
+        let core = Rc::new(Core {
+            index,
+            stack: RefCell::new(stack),
+            waiters: RefCell::new(Vec::new()),
+            sleeps: RefCell::new(TimerWheel::with_capacity(Instant::ZERO, 256)),
+            start,
+            port_filter,
+            draining: Cell::new(false),
+        });
+        CURRENT.with(|current| *current.borrow_mut() = Some(core.clone()));
+        core
+    }
+
+    pub(crate) fn uninstall() {
+        CURRENT.with(|current| current.borrow_mut().take());
+    }
+
+    /// This core's index.
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Microseconds since the core started, as the stack's clock.
+    pub(crate) fn now(&self) -> Instant {
+        Instant::from_micros(self.start.elapsed().as_micros() as u64)
+    }
+
+    /// Runs `f` on the stack.
+    pub(crate) fn stack<R>(&self, f: impl FnOnce(&mut Stack) -> R) -> R {
+        f(&mut self.stack.borrow_mut())
+    }
+
+    pub(crate) fn port_filter(&self) -> Option<&PortFilter> {
+        self.port_filter.as_ref()
+    }
+
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    pub(crate) fn start_draining(&self) {
+        self.draining.set(true);
+    }
+
+    /// Makes `waker` the one woken when `handle` becomes ready for `interest`.
+    pub(crate) fn register(&self, handle: SocketHandle, interest: Interest, waker: &Waker) {
+        let mut waiters = self.waiters.borrow_mut();
+        let i = handle.index();
+        if waiters.len() <= i {
+            waiters.resize_with(i + 1, Waiters::default);
+        }
+        let slot = &mut waiters[i];
+        if slot.handle != Some(handle) {
+            *slot = Waiters { handle: Some(handle), reader: None, writer: None };
+        }
+        let place = match interest {
+            Interest::Read => &mut slot.reader,
+            Interest::Write => &mut slot.writer,
+        };
+        match place {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *place = Some(waker.clone()),
+        }
+    }
+
+    /// Forgets the wakers of a socket being closed.
+    pub(crate) fn forget(&self, handle: SocketHandle) {
+        if let Some(slot) = self.waiters.borrow_mut().get_mut(handle.index()) {
+            if slot.handle == Some(handle) {
+                *slot = Waiters::default();
+            }
+        }
+    }
+
+    /// Wakes the tasks waiting on sockets the stack reported ready. Returns how
+    /// many events there were.
+    pub(crate) fn dispatch_events(&self) -> usize {
+        let mut n = 0;
+        loop {
+            let Some((handle, bits)) = self.stack.borrow_mut().poll_event() else { return n };
+            n += 1;
+            let mut waiters = self.waiters.borrow_mut();
+            let Some(slot) = waiters.get_mut(handle.index()) else { continue };
+            if slot.handle != Some(handle) {
+                continue;
+            }
+            let all = readiness::CLOSED | readiness::ESTABLISHED;
+            if bits & (readiness::READABLE | all) != 0 {
+                if let Some(w) = slot.reader.take() {
+                    w.wake();
+                }
+            }
+            if bits & (readiness::WRITABLE | all) != 0 {
+                if let Some(w) = slot.writer.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    /// Arms a sleep; the waker is woken at or after `deadline`.
+    pub(crate) fn add_sleep(&self, deadline: Instant, waker: Waker) -> TimerKey {
+        self.sleeps.borrow_mut().insert(deadline, waker)
+    }
+
+    /// Cancels a sleep that has not fired.
+    pub(crate) fn cancel_sleep(&self, key: TimerKey) {
+        self.sleeps.borrow_mut().cancel(key);
+    }
+
+    /// Whether a sleep is still armed (it has not fired and was not cancelled).
+    pub(crate) fn sleep_pending(&self, key: TimerKey) -> bool {
+        self.sleeps.borrow().deadline(key).is_some()
+    }
+
+    /// Fires the sleeps due at `now`; returns how many.
+    pub(crate) fn fire_sleeps(&self, now: Instant) -> usize {
+        let mut fired = 0;
+        self.sleeps.borrow_mut().advance(now, &mut |_, waker: Waker| {
+            fired += 1;
+            waker.wake();
+        });
+        fired
+    }
+
+    /// How long the core may block before a timer (of the stack or a sleep) is
+    /// due; `None` when nothing is armed.
+    pub(crate) fn time_to_next_timer(&self) -> Option<Duration> {
+        let now = self.now();
+        let stack = self.stack.borrow().poll_timeout();
+        let sleep = self.sleeps.borrow().next_deadline();
+        [stack, sleep].into_iter().flatten().min().map(|t| t.saturating_duration_since(now))
+    }
+}

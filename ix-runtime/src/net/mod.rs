@@ -1,0 +1,5 @@
+//! Sockets on the current core's dataplane.
+
+pub mod tcp;
+
+pub use tcp::{TcpListener, TcpStream};

@@ -1,0 +1,533 @@
+//! The runtime: a builder, one pinned thread per core, and each core's poll
+//! loop (receive a bounded batch, run the stack to completion, wake and run
+//! tasks, transmit once, run timers, then spin or block when idle).
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ix_driver::mem::MemWire;
+use ix_driver::queue::DEFAULT_BATCH_PACKETS;
+use ix_driver::tap::{TapDevice, TapQueue, TapQueueFd};
+use ix_driver::{DriverError, HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig, QueueStats};
+use ix_net::wire::EthernetAddress;
+use ix_net::{Stack, StackConfig, StackStats, TcpConfig};
+
+use crate::core::{Core, PortFilter};
+use crate::executor::{Executor, ExecutorStats, Handle};
+
+/// Where each core's packets come from.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The in-process wire: core `i` takes queue `i` of `port`.
+    Mem {
+        /// The wire.
+        wire: Arc<MemWire>,
+        /// This runtime's port on it.
+        port: u16,
+    },
+    /// A multi-queue TAP device named `name`: core `i` takes queue `i`.
+    Tap {
+        /// Interface name.
+        name: String,
+    },
+}
+
+/// What a core does when a round finds no work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdlePolicy {
+    /// Never block: lowest latency, one core always busy.
+    BusyPoll,
+    /// Spin for `spin_rounds` empty rounds, then block on the queue's and the
+    /// executor's descriptors until work or the next timer.
+    Adaptive {
+        /// Empty rounds before blocking.
+        spin_rounds: u32,
+    },
+}
+
+impl Default for IdlePolicy {
+    fn default() -> Self {
+        IdlePolicy::Adaptive { spin_rounds: 64 }
+    }
+}
+
+/// Why a runtime could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The builder lacks a setting.
+    #[error("runtime configuration: {0}")]
+    Config(String),
+    /// A backend could not start.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// A core thread could not start or failed.
+    #[error("core {core}: {message}")]
+    Core {
+        /// The core.
+        core: usize,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Upper bound on one idle block, so that a shutdown request is seen quickly.
+const IDLE_BLOCK_MAX_MS: u64 = 20;
+/// Tasks polled at most per round before the loop returns to the NIC.
+const TASK_POLLS_PER_ROUND: usize = 256;
+
+/// Configures a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    cores: usize,
+    backend: Option<Backend>,
+    addr: Option<(Ipv4Addr, u8)>,
+    gateway: Option<Ipv4Addr>,
+    batch: usize,
+    idle: IdlePolicy,
+    pool_frames: u32,
+    tcp: TcpConfig,
+    pin_threads: bool,
+    drain_timeout: Duration,
+    handle_signals: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            cores: 1,
+            backend: None,
+            addr: None,
+            gateway: None,
+            batch: DEFAULT_BATCH_PACKETS,
+            idle: IdlePolicy::default(),
+            pool_frames: ix_driver::pool::DEFAULT_POOL_FRAMES,
+            tcp: TcpConfig::default(),
+            pin_threads: true,
+            drain_timeout: Duration::from_secs(5),
+            handle_signals: true,
+        }
+    }
+}
+
+impl Builder {
+    /// Number of cores (threads, each with its own queue).
+    pub fn cores(mut self, n: usize) -> Self {
+        self.cores = n;
+        self
+    }
+
+    /// The backend.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The dataplane's IPv4 address and prefix length.
+    pub fn ipv4(mut self, addr: Ipv4Addr, prefix_len: u8) -> Self {
+        self.addr = Some((addr, prefix_len));
+        self
+    }
+
+    /// The default gateway.
+    pub fn gateway(mut self, gateway: Ipv4Addr) -> Self {
+        self.gateway = Some(gateway);
+        self
+    }
+
+    /// Receive batch bound (IX's B; default 64).
+    pub fn batch(mut self, packets: usize) -> Self {
+        self.batch = packets.max(1);
+        self
+    }
+
+    /// Idle policy.
+    pub fn idle(mut self, policy: IdlePolicy) -> Self {
+        self.idle = policy;
+        self
+    }
+
+    /// Frames in each core's packet pool.
+    pub fn pool_frames(mut self, frames: u32) -> Self {
+        self.pool_frames = frames;
+        self
+    }
+
+    /// TCP settings.
+    pub fn tcp(mut self, tcp: TcpConfig) -> Self {
+        self.tcp = tcp;
+        self
+    }
+
+    /// Pin core `i` to CPU `i` (default on).
+    pub fn pin_threads(mut self, pin: bool) -> Self {
+        self.pin_threads = pin;
+        self
+    }
+
+    /// How long a graceful shutdown lets tasks finish.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Whether SIGINT and SIGTERM start a graceful shutdown (default on).
+    pub fn handle_signals(mut self, handle: bool) -> Self {
+        self.handle_signals = handle;
+        self
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Config`] for a missing backend or address or zero cores.
+    pub fn build(self) -> Result<Runtime, RuntimeError> {
+        if self.cores == 0 {
+            return Err(RuntimeError::Config("at least one core".into()));
+        }
+        if self.backend.is_none() {
+            return Err(RuntimeError::Config("no backend: set one with Builder::backend".into()));
+        }
+        if self.addr.is_none() {
+            return Err(RuntimeError::Config("no IPv4 address: set one with Builder::ipv4".into()));
+        }
+        Ok(Runtime { config: self, shutdown: Arc::new(AtomicBool::new(false)) })
+    }
+}
+
+/// Counters of one core's loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Rounds of the loop.
+    pub rounds: u64,
+    /// Receive bursts that returned frames.
+    pub batches: u64,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Rounds that found nothing to do.
+    pub empty_rounds: u64,
+    /// Times the core blocked.
+    pub blocks: u64,
+    /// Frames transmitted.
+    pub tx_packets: u64,
+}
+
+impl LoopStats {
+    /// Mean frames per non-empty receive batch.
+    pub fn mean_batch(&self) -> f64 {
+        if self.batches == 0 { 0.0 } else { self.rx_packets as f64 / self.batches as f64 }
+    }
+}
+
+/// Everything one core counted, at the end of a run or from inside it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoreStats {
+    /// The core.
+    pub core: usize,
+    /// Its loop.
+    pub r#loop: LoopStats,
+    /// Its queue.
+    pub queue: QueueStats,
+    /// Its stack.
+    pub stack: StackStats,
+    /// Its executor.
+    pub executor: ExecutorStats,
+}
+
+/// A configured runtime; [`Runtime::run`] starts it.
+#[derive(Debug)]
+pub struct Runtime {
+    config: Builder,
+    shutdown: Arc<AtomicBool>,
+}
+
+/// Asks a running runtime to shut down gracefully (from any thread).
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+}
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown: listeners stop accepting, tasks get the
+    /// drain timeout to finish.
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+    }
+}
+
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SIGNALLED.store(true, Ordering::Relaxed);
+}
+
+impl Runtime {
+    /// A builder with defaults: one core, batch 64, adaptive idling.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A handle that shuts the runtime down when asked.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle { flag: self.shutdown.clone() }
+    }
+
+    /// Starts every core, runs `main(core)` as the first task on each, and
+    /// returns when every core's first task finished, or after a graceful
+    /// shutdown (SIGINT, SIGTERM, or a [`ShutdownHandle`]): listeners stop
+    /// accepting and tasks get the drain timeout to finish.
+    ///
+    /// # Errors
+    /// A backend that cannot start (one line saying why and what to do), or a
+    /// core that failed.
+    pub fn run<F, Fut>(self, main: F) -> Result<Vec<CoreStats>, RuntimeError>
+    where
+        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let cfg = self.config;
+        if cfg.handle_signals {
+            // SAFETY: the handler only stores to an atomic, which is
+            // async-signal-safe; installing it has no other effect.
+            unsafe {
+                libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+                libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+            }
+        }
+        let handle = Handle::new(cfg.cores).map_err(|e| RuntimeError::Core { core: 0, message: e.to_string() })?;
+        let mut sources = open_sources(&cfg)?;
+        let main = Arc::new(main);
+        let mut threads = Vec::with_capacity(cfg.cores);
+        for core in 0..cfg.cores {
+            let source = sources.remove(0);
+            let (cfg, handle, main, shutdown) = (cfg.clone(), handle.clone(), main.clone(), self.shutdown.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("ix-core-{core}"))
+                .spawn(move || run_core(core, &cfg, source, &handle, &*main, &shutdown))
+                .map_err(|e| RuntimeError::Core { core, message: e.to_string() })?;
+            threads.push(thread);
+        }
+        let mut stats = Vec::with_capacity(threads.len());
+        for (core, thread) in threads.into_iter().enumerate() {
+            match thread.join() {
+                Ok(result) => stats.push(result?),
+                Err(_) => {
+                    return Err(RuntimeError::Core { core, message: "the core's thread panicked".into() });
+                }
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// What a core thread builds its queue from (fds and wires are `Send`; queues,
+/// holding the core's pool, are made on the core).
+enum QueueSource {
+    Mem { wire: Arc<MemWire>, port: u16 },
+    Tap { fd: TapQueueFd, keep: Option<Arc<TapDevice>> },
+}
+
+fn open_sources(cfg: &Builder) -> Result<Vec<QueueSource>, RuntimeError> {
+    match cfg.backend.as_ref().expect("checked by build") {
+        Backend::Mem { wire, port } => {
+            Ok((0..cfg.cores).map(|_| QueueSource::Mem { wire: wire.clone(), port: *port }).collect())
+        }
+        Backend::Tap { name } => {
+            let mut device = TapDevice::open(name, cfg.cores as u16)?;
+            let fds = (0..cfg.cores as u16).map(|q| device.take_queue_fd(q)).collect::<Result<Vec<_>, _>>()?;
+            let device = Arc::new(device);
+            Ok(fds.into_iter().map(|fd| QueueSource::Tap { fd, keep: Some(device.clone()) }).collect())
+        }
+    }
+}
+
+fn build_queue(
+    core: usize,
+    source: QueueSource,
+    pool: PacketPool,
+    local_ip: Ipv4Addr,
+) -> Result<(Box<dyn NetQueue>, Option<PortFilter>), RuntimeError> {
+    match source {
+        QueueSource::Mem { wire, port } => {
+            let queue = wire.queue(port, core as u16, pool)?;
+            // The wire steers by RSS: keep only local ports whose return flow
+            // (remote → local, as the wire hashes it) lands on this core's queue.
+            let filter = match wire.redirection_table(port) {
+                Some(table) if wire.config().queues_per_port > 1 => {
+                    let toeplitz = wire.toeplitz().clone();
+                    Some(Box::new(move |local_port: u16, remote: std::net::SocketAddrV4| {
+                        let hash = toeplitz.hash_ipv4_tcp_udp(*remote.ip(), local_ip, remote.port(), local_port);
+                        usize::from(table.queue_for_hash(hash)) == core
+                    }) as PortFilter)
+                }
+                _ => None,
+            };
+            Ok((Box::new(queue), filter))
+        }
+        QueueSource::Tap { fd, keep } => {
+            // TAP spreads flows by the kernel's own hash, which we cannot
+            // predict: any port will do.
+            let queue = TapQueue::new(fd, pool);
+            drop(keep);
+            Ok((Box::new(queue), None))
+        }
+    }
+}
+
+fn pin_to_cpu(core: usize) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it;
+    // sched_setaffinity reads it for the calling thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core % cpus, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(core, error = %std::io::Error::last_os_error(), "could not pin the core's thread");
+        }
+    }
+}
+
+fn run_core<F, Fut>(
+    core_index: usize,
+    cfg: &Builder,
+    source: QueueSource,
+    handle: &Handle,
+    main: &F,
+    shutdown: &AtomicBool,
+) -> Result<CoreStats, RuntimeError>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    let span = tracing::info_span!("ix-core", core = core_index);
+    let _entered = span.enter();
+    if cfg.pin_threads {
+        pin_to_cpu(core_index);
+    }
+    let pool = PacketPool::new(PoolConfig { frames: cfg.pool_frames, huge_pages: HugePages::Auto })?;
+    let (addr, prefix) = cfg.addr.expect("checked by build");
+    let (mut queue, filter) = build_queue(core_index, source, pool.clone(), addr)?;
+    let mut stack_cfg = StackConfig::new(EthernetAddress(queue.mac()), addr, prefix);
+    stack_cfg.gateway = cfg.gateway;
+    stack_cfg.tcp = cfg.tcp.clone();
+    let mut stack = Stack::new(stack_cfg, pool, ix_net::Instant::ZERO)
+        .map_err(|e| RuntimeError::Core { core: core_index, message: e.to_string() })?;
+    if core_index == 0 {
+        stack.announce();
+    }
+    let executor = Executor::new(core_index, handle);
+    let core = Core::install(core_index, stack, filter);
+    let root = executor.spawn_local(main(core_index));
+    let mut lp = PollLoop { core: &core, executor: &executor, queue: &mut *queue, cfg, stats: LoopStats::default() };
+    lp.run(&root, shutdown);
+    let stats = CoreStats {
+        core: core_index,
+        r#loop: lp.stats,
+        queue: queue.stats(),
+        stack: core.stack(|s| *s.stats()),
+        executor: executor.stats(),
+    };
+    drop(root);
+    drop(executor);
+    Core::uninstall();
+    Ok(stats)
+}
+
+struct PollLoop<'a> {
+    core: &'a Core,
+    executor: &'a Executor,
+    queue: &'a mut dyn NetQueue,
+    cfg: &'a Builder,
+    stats: LoopStats,
+}
+
+impl PollLoop<'_> {
+    fn run<T>(&mut self, root: &crate::executor::JoinHandle<T>, shutdown: &AtomicBool) {
+        let mut rx: Vec<PacketBuf> = Vec::with_capacity(self.cfg.batch);
+        let mut tx: Vec<PacketBuf> = Vec::with_capacity(4 * self.cfg.batch);
+        let mut empty_rounds = 0u32;
+        let mut drain_deadline = None;
+        loop {
+            let worked = self.round(&mut rx, &mut tx);
+            if root.is_finished() && tx.is_empty() {
+                break;
+            }
+            if drain_deadline.is_none() && (shutdown.load(Ordering::Relaxed) || SIGNALLED.load(Ordering::Relaxed)) {
+                self.core.start_draining();
+                drain_deadline = Some(std::time::Instant::now() + self.cfg.drain_timeout);
+                tracing::info!("graceful shutdown: listeners closed, draining");
+            }
+            if drain_deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                tracing::warn!("drain timeout reached; stopping the core with tasks still running");
+                break;
+            }
+            if worked {
+                empty_rounds = 0;
+                continue;
+            }
+            self.stats.empty_rounds += 1;
+            empty_rounds += 1;
+            if let IdlePolicy::Adaptive { spin_rounds } = self.cfg.idle {
+                if empty_rounds > spin_rounds {
+                    self.block();
+                    empty_rounds = 0;
+                }
+            }
+        }
+    }
+
+    /// One round; true when anything moved.
+    fn round(&mut self, rx: &mut Vec<PacketBuf>, tx: &mut Vec<PacketBuf>) -> bool {
+        self.stats.rounds += 1;
+        let remote = self.executor.drain_remote();
+        let now = self.core.now();
+        let received = self.queue.rx_burst(rx, self.cfg.batch);
+        if received > 0 {
+            self.stats.batches += 1;
+            self.stats.rx_packets += received as u64;
+            self.core.stack(|s| {
+                for frame in rx.drain(..) {
+                    s.ingress(frame, now);
+                }
+            });
+        }
+        let fired = self.core.fire_sleeps(now);
+        self.core.stack(|s| s.on_timers(now));
+        let events = self.core.dispatch_events();
+        let polled = self.executor.run_ready(TASK_POLLS_PER_ROUND);
+        let now = self.core.now();
+        self.core.stack(|s| s.egress(now, tx));
+        let events = events + self.core.dispatch_events();
+        let queued = tx.len();
+        if queued > 0 {
+            let sent = self.queue.tx_burst(tx);
+            self.stats.tx_packets += sent as u64;
+        }
+        received > 0 || remote > 0 || fired > 0 || events > 0 || polled > 0 || queued > 0 || self.executor.has_ready()
+    }
+
+    /// Blocks until the queue or the executor has work, or the next timer.
+    fn block(&mut self) {
+        self.stats.blocks += 1;
+        self.queue.ack_wakeup();
+        let timeout = self
+            .core
+            .time_to_next_timer()
+            .unwrap_or(Duration::from_millis(IDLE_BLOCK_MAX_MS))
+            .min(Duration::from_millis(IDLE_BLOCK_MAX_MS));
+        let exec_fd: BorrowedFd<'_> = self.executor.wake_fd();
+        let mut fds = [libc::pollfd { fd: exec_fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }; 2];
+        let mut n = 1;
+        if let Some(fd) = self.queue.wait_fd() {
+            fds[1] = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            n = 2;
+        }
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: `fds` holds `n` initialised pollfd entries whose descriptors
+        // stay open for the call (borrowed from the executor and the queue).
+        unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, ms) };
+    }
+}

@@ -1,0 +1,118 @@
+//! The runtime end to end on the `mem` backend: a 2-core echo server and a
+//! 2-core client in one process, many concurrent connections, every byte checked.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ix_driver::mem::{MemWire, MemWireConfig};
+use ix_runtime::net::{TcpListener, TcpStream};
+use ix_runtime::{Backend, CoreStats, Runtime, spawn_local};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const PORT: u16 = 7;
+
+fn wire() -> Arc<MemWire> {
+    MemWire::new(MemWireConfig { ports: 2, queues_per_port: 2, ..MemWireConfig::default() }).unwrap()
+}
+
+fn runtime(wire: &Arc<MemWire>, port: u16, addr: Ipv4Addr) -> Runtime {
+    Runtime::builder()
+        .cores(2)
+        .backend(Backend::Mem { wire: wire.clone(), port })
+        .ipv4(addr, 24)
+        .pool_frames(16 * 1024)
+        .handle_signals(false)
+        .build()
+        .unwrap()
+}
+
+/// Serves echo on every core until the runtime shuts down.
+fn start_echo_server(wire: &Arc<MemWire>) -> (std::thread::JoinHandle<Vec<CoreStats>>, ix_runtime::ShutdownHandle) {
+    let rt = runtime(wire, 0, SERVER);
+    let shutdown = rt.shutdown_handle();
+    let thread = std::thread::spawn(move || {
+        rt.run(|_core| async {
+            let listener = TcpListener::bind(PORT).unwrap();
+            while let Ok((stream, _)) = listener.accept().await {
+                spawn_local(async move {
+                    while let Ok(Some(chunk)) = stream.recv().await {
+                        if stream.send(Bytes::copy_from_slice(&chunk)).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = stream.shutdown();
+                });
+            }
+        })
+        .unwrap()
+    });
+    (thread, shutdown)
+}
+
+fn pattern(len: usize, salt: usize) -> Bytes {
+    (0..len).map(|i| ((i * 31 + salt * 7) % 251) as u8).collect::<Vec<_>>().into()
+}
+
+/// One client connection: send `data`, read the echo, compare.
+async fn echo_once(salt: usize, len: usize) -> Result<(), String> {
+    let stream = TcpStream::connect(SocketAddrV4::new(SERVER, PORT)).await.map_err(|e| format!("connect: {e}"))?;
+    let data = pattern(len, salt);
+    stream.send(data.clone()).await.map_err(|e| format!("send: {e}"))?;
+    stream.shutdown().map_err(|e| format!("shutdown: {e}"))?;
+    let mut got = Vec::with_capacity(len);
+    while let Some(chunk) = stream.recv().await.map_err(|e| format!("recv: {e}"))? {
+        got.extend_from_slice(&chunk);
+    }
+    if got != data[..] {
+        return Err(format!("connection {salt}: echo differs ({} of {len} bytes back)", got.len()));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_thousand_concurrent_connections_echo_every_byte_across_two_cores() {
+    const CONNECTIONS: usize = 1000;
+    const BYTES: usize = 20_000;
+    let wire = wire();
+    let (server, shutdown) = start_echo_server(&wire);
+    let done = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (d, f) = (done.clone(), failures.clone());
+    let client_stats = runtime(&wire, 1, CLIENT)
+        .run(move |core| {
+            let (done, failures) = (d.clone(), f.clone());
+            async move {
+                let tasks: Vec<_> = (0..CONNECTIONS / 2)
+                    .map(|i| {
+                        let salt = core * CONNECTIONS + i;
+                        spawn_local(async move { echo_once(salt, BYTES).await })
+                    })
+                    .collect();
+                for task in tasks {
+                    match ix_runtime::time::timeout(Duration::from_secs(60), task).await {
+                        Ok(Ok(Ok(()))) => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Ok(Err(e))) => failures.lock().unwrap().push(e),
+                        Ok(Err(e)) => failures.lock().unwrap().push(format!("task: {e}")),
+                        Err(_) => failures.lock().unwrap().push("timed out".into()),
+                    }
+                }
+            }
+        })
+        .unwrap();
+    shutdown.shutdown();
+    let server_stats = server.join().unwrap();
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "{} failures, first: {:?}", failures.len(), failures.first());
+    assert_eq!(done.load(Ordering::Relaxed), CONNECTIONS);
+    for s in &server_stats {
+        assert!(s.stack.tcp.passive_opens > 0, "core {} accepted no connection: RSS did not spread flows", s.core);
+    }
+    let opened: u64 = client_stats.iter().map(|s| s.stack.tcp.active_opens).sum();
+    assert_eq!(opened, CONNECTIONS as u64);
+}
