@@ -8,15 +8,9 @@ use std::future::pending;
 use std::rc::Rc;
 
 use futures::FutureExt;
-use ix_runtime::executor::{Executor, Handle, JoinError, JoinHandle, yield_now};
+use ix_runtime::executor::{Executor, JoinError, JoinHandle, yield_now};
 
-use executor_support::run_until_idle;
-
-fn single_core() -> (Handle, Executor) {
-    let handle = Handle::new(1).expect("eventfd");
-    let executor = Executor::new(0, &handle);
-    (handle, executor)
-}
+use executor_support::{run_until_idle, single_core};
 
 /// Sets its flag when dropped, to see when a task's future is dropped.
 struct DropFlag(Rc<Cell<bool>>);
@@ -25,6 +19,20 @@ impl Drop for DropFlag {
     fn drop(&mut self) {
         self.0.set(true);
     }
+}
+
+/// Spawns a task that never finishes and has been polled once; returns its
+/// handle and a flag set when its future is dropped.
+fn spawn_parked(executor: &Executor) -> (JoinHandle<()>, Rc<Cell<bool>>) {
+    let dropped = Rc::new(Cell::new(false));
+    let guard = DropFlag(Rc::clone(&dropped));
+    let task = executor.spawn_local(async move {
+        let _guard = guard;
+        pending::<()>().await;
+    });
+    run_until_idle(executor);
+    assert!(!task.is_finished() && !dropped.get());
+    (task, dropped)
 }
 
 #[test]
@@ -67,14 +75,7 @@ fn a_formatted_panic_message_is_kept() {
 #[test]
 fn abort_drops_the_future_at_once_and_the_handle_reports_aborted() {
     let (_handle, executor) = single_core();
-    let dropped = Rc::new(Cell::new(false));
-    let guard = DropFlag(Rc::clone(&dropped));
-    let task = executor.spawn_local(async move {
-        let _guard = guard;
-        pending::<()>().await;
-    });
-    run_until_idle(&executor);
-    assert!(!task.is_finished());
+    let (task, dropped) = spawn_parked(&executor);
 
     task.abort();
 
@@ -157,13 +158,7 @@ fn a_task_awaiting_another_is_woken_when_it_finishes() {
 #[test]
 fn dropping_the_executor_drops_its_tasks_and_their_handles_report_cancelled() {
     let (_handle, executor) = single_core();
-    let dropped = Rc::new(Cell::new(false));
-    let guard = DropFlag(Rc::clone(&dropped));
-    let task = executor.spawn_local(async move {
-        let _guard = guard;
-        pending::<()>().await;
-    });
-    run_until_idle(&executor);
+    let (task, dropped) = spawn_parked(&executor);
 
     drop(executor);
 

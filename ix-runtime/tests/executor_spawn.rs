@@ -9,13 +9,7 @@ use std::rc::Rc;
 use futures::FutureExt;
 use ix_runtime::executor::{Executor, Handle, spawn_local, yield_now};
 
-use executor_support::run_until_idle;
-
-fn single_core() -> (Handle, Executor) {
-    let handle = Handle::new(1).expect("eventfd");
-    let executor = Executor::new(0, &handle);
-    (handle, executor)
-}
+use executor_support::{run_until_idle, single_core};
 
 #[test]
 fn ten_thousand_tasks_spawned_from_outside_all_join_with_their_output() {

@@ -14,13 +14,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use ix_runtime::executor::{Executor, Handle};
 
-use executor_support::{HANG_GUARD, run_until_idle, wait_readable};
-
-fn single_core() -> (Handle, Executor) {
-    let handle = Handle::new(1).expect("eventfd");
-    let executor = Executor::new(0, &handle);
-    (handle, executor)
-}
+use executor_support::{HANG_GUARD, run_until_idle, single_core, wait_readable};
 
 /// A task that never finishes, counting its polls and publishing its waker.
 fn counting_task(executor: &Executor) -> (Rc<Cell<u32>>, Rc<RefCell<Option<Waker>>>) {

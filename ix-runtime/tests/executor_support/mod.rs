@@ -6,10 +6,17 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use ix_runtime::executor::Executor;
+use ix_runtime::executor::{Executor, Handle};
 
 /// Upper bound of every wait in these tests: only reached when something is broken.
 pub const HANG_GUARD: Duration = Duration::from_secs(20);
+
+/// A one-core handle and the executor of that core on the calling thread.
+pub fn single_core() -> (Handle, Executor) {
+    let handle = Handle::new(1).expect("eventfd");
+    let executor = Executor::new(0, &handle);
+    (handle, executor)
+}
 
 /// Polls until the local ready queue is empty; returns the number of polls.
 pub fn run_until_idle(executor: &Executor) -> usize {
