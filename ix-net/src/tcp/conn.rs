@@ -664,6 +664,17 @@ impl Conn {
             return;
         }
 
+        // Our SYN-ACK was lost: the peer retransmitted its SYN, which lies
+        // before RCV.NXT and would fail the window check below (RFC 9293 §3.8.1).
+        if self.state == State::SynReceived
+            && seq == self.irs
+            && flags.contains(TcpFlags::SYN)
+            && !flags.intersects(TcpFlags::ACK | TcpFlags::RST)
+        {
+            self.snd_nxt = self.iss;
+            return;
+        }
+
         // PAWS (RFC 7323 §5.3).
         if self.ts_enabled && !flags.contains(TcpFlags::RST) {
             if let Some((ts_val, _)) = seg.options.timestamps {
@@ -704,11 +715,6 @@ impl Conn {
         }
 
         if flags.contains(TcpFlags::SYN) {
-            if self.state == State::SynReceived && seq == self.irs {
-                // Our SYN-ACK was lost: the peer retransmitted its SYN.
-                self.snd_nxt = self.iss;
-                return;
-            }
             // RFC 5961 §4: a SYN in a synchronized state gets a challenge ACK.
             stats.challenge_acks += 1;
             self.ack_now = true;
