@@ -674,6 +674,20 @@ impl Conn {
             self.snd_nxt = self.iss;
             return;
         }
+        // Simultaneous open (RFC 9293 §3.5 figure 7): the other side's SYN-ACK
+        // acknowledges our SYN; take it as that ACK, its SYN already counted.
+        if self.state == State::SynReceived
+            && !self.passive
+            && seq == self.irs
+            && flags.contains(TcpFlags::SYN | TcpFlags::ACK)
+            && !flags.contains(TcpFlags::RST)
+            && SeqNum(seg.ack) == self.snd_max
+        {
+            let mut ack = TcpRepr { seq: seg.seq.wrapping_add(1), ..*seg };
+            ack.flags.remove(TcpFlags::SYN);
+            self.on_segment_synchronized(&ack, payload, now, stats);
+            return;
+        }
 
         // PAWS (RFC 7323 §5.3).
         if self.ts_enabled && !flags.contains(TcpFlags::RST) {
