@@ -76,6 +76,8 @@ pub struct Harness {
     pub peer_ts: Option<u32>,
     /// The stack's last TSval seen.
     pub last_stack_ts: u32,
+    /// The peer's initial sequence number in handshakes.
+    pub peer_isn: u32,
 }
 
 impl Harness {
@@ -104,6 +106,7 @@ impl Harness {
             peer_window: 65_535,
             peer_ts: None,
             last_stack_ts: 0,
+            peer_isn: PEER_ISN,
         };
         h.seed_arp();
         h
@@ -239,7 +242,12 @@ impl Harness {
     /// collecting what the stack sends, each segment stamped with its time.
     pub fn advance_to(&mut self, until: Instant) -> Vec<Seg> {
         let mut segs = self.out();
+        let mut last = None;
         while let Some(next) = self.stack.poll_timeout().filter(|&t| t <= until) {
+            if last.is_some_and(|l| next <= l) {
+                break; // nothing fired at `last`: the wheel has no earlier work
+            }
+            last = Some(next);
             self.now = self.now.max(next);
             self.stack.on_timers(self.now);
             segs.extend(self.out());
@@ -278,13 +286,14 @@ impl Harness {
         if options.timestamps.is_some() && self.peer_ts.is_none() {
             self.peer_ts = options.timestamps.map(|(val, _)| val);
         }
-        self.send(self.syn(PEER_ISN, options));
+        let peer_seq = self.peer_isn.wrapping_add(1);
+        self.send(self.syn(self.peer_isn, options));
         let syn_ack = self.out_one();
         assert!(syn_ack.has(TcpFlags::SYN | TcpFlags::ACK), "{syn_ack:?}");
         let our_seq = syn_ack.repr.seq.wrapping_add(1);
-        self.send(self.ack(PEER_ISN + 1, our_seq));
+        self.send(self.ack(peer_seq, our_seq));
         let handle = self.stack.tcp_accept(listener).expect("accept").expect("a connection to accept");
-        (Link { handle, peer_seq: PEER_ISN + 1, our_seq }, syn_ack)
+        (Link { handle, peer_seq, our_seq }, syn_ack)
     }
 
     /// Active open answered by a SYN-ACK with `options`: connect, SYN, SYN-ACK,
@@ -295,11 +304,12 @@ impl Harness {
             self.peer_ts = Some(val);
         }
         let our_seq = syn.repr.seq.wrapping_add(1);
-        let syn_ack = TcpRepr { options, ..self.seg(PEER_ISN, our_seq, TcpFlags::SYN | TcpFlags::ACK) };
+        let peer_seq = self.peer_isn.wrapping_add(1);
+        let syn_ack = TcpRepr { options, ..self.seg(self.peer_isn, our_seq, TcpFlags::SYN | TcpFlags::ACK) };
         self.send(syn_ack);
         let ack = self.out_one();
-        assert_eq!((ack.repr.seq, ack.repr.ack), (our_seq, PEER_ISN + 1));
-        (Link { handle, peer_seq: PEER_ISN + 1, our_seq }, syn)
+        assert_eq!((ack.repr.seq, ack.repr.ack), (our_seq, peer_seq));
+        (Link { handle, peer_seq, our_seq }, syn)
     }
 
     /// A passive open from a peer that offers only an MSS of 1460.
