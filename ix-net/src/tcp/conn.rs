@@ -1587,10 +1587,12 @@ impl Conn {
     fn send_probe(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) -> bool {
         let data_end = self.data_end_seq();
         if self.snd_wnd == 0 && self.snd_nxt < data_end {
-            let seq = self.snd_nxt;
-            let ok = self.send_segment(seq, 1, now, sink, stats);
+            // Every probe carries the same first unacknowledged byte, and the
+            // persist timer alone repeats it: an answered probe is no loss, and
+            // the connection stays open while the peer answers (RFC 9293 §3.8.6.1).
+            let ok = self.send_segment(self.snd_una, 1, now, sink, stats);
             if ok {
-                self.snd_nxt = seq + 1u32;
+                self.rto_deadline = None;
                 self.arm_persist(now);
             }
             return ok;
