@@ -866,6 +866,7 @@ impl Conn {
             && data_len == 0
             && !seg.flags.contains(TcpFlags::FIN)
             && !window_changed
+            && window > 0
             && self.snd_max > self.snd_una
         {
             self.on_duplicate_ack(now, newly_sacked, stats);
