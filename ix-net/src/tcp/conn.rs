@@ -1101,7 +1101,10 @@ impl Conn {
     }
 
     fn fin_acked(&self) -> bool {
-        self.fin_queued && self.snd_una > self.data_end_seq()
+        // Once SND.UNA passes the FIN, `data_end_seq` (counted from SND.UNA)
+        // moves past it too: the states after the FIN's ACK say it instead.
+        matches!(self.state, State::FinWait2 | State::TimeWait)
+            || self.fin_queued && self.snd_una > self.data_end_seq()
     }
 
     /// Sequence number just past the last data byte queued (where a FIN goes).
@@ -1271,7 +1274,7 @@ impl Conn {
             || self.retransmit_head
             || matches!(self.state, State::SynSent | State::SynReceived) && self.snd_nxt == self.iss
             || self.has_unsent_data()
-            || self.fin_queued && self.snd_nxt <= self.data_end_seq() && self.state.synchronized()
+            || self.fin_queued && self.snd_nxt <= self.data_end_seq() && self.state.synchronized() && !self.fin_acked()
     }
 
     fn has_unsent_data(&self) -> bool {
