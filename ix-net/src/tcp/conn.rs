@@ -1272,6 +1272,7 @@ impl Conn {
             || self.rst_pending
             || self.probe_pending
             || self.retransmit_head
+            || self.in_recovery && self.sack_enabled
             || matches!(self.state, State::SynSent | State::SynReceived) && self.snd_nxt == self.iss
             || self.has_unsent_data()
             || self.fin_queued && self.snd_nxt <= self.data_end_seq() && self.state.synchronized() && !self.fin_acked()
