@@ -78,7 +78,10 @@ fn half_close_still_sends_after_the_peers_fin() {
     h.out();
     assert_eq!(h.stack.tcp_send(link.handle, Bytes::from(pattern(0, 500))).unwrap(), 500);
     let data = h.out_one();
-    assert_eq!((data.repr.seq, data.repr.ack, data.payload.clone()), (link.our_seq, link.peer_seq + 1, pattern(0, 500)));
+    assert_eq!(
+        (data.repr.seq, data.repr.ack, data.payload.clone()),
+        (link.our_seq, link.peer_seq + 1, pattern(0, 500))
+    );
 }
 
 /// RFC 9293 §3.10.7.4 (eighth step): a FIN is processed only once the data
@@ -109,7 +112,11 @@ fn time_wait_acknowledges_a_retransmitted_fin() {
     h.out();
     h.send(h.seg(link.peer_seq, link.our_seq + 1, TcpFlags::FIN | TcpFlags::ACK));
     let ack = h.out_one();
-    assert_eq!((ack.repr.flags, ack.repr.seq), (TcpFlags::ACK, link.our_seq + 1), "a bare ACK: our FIN was acknowledged");
+    assert_eq!(
+        (ack.repr.flags, ack.repr.seq),
+        (TcpFlags::ACK, link.our_seq + 1),
+        "a bare ACK: our FIN was acknowledged"
+    );
     assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::TimeWait);
     h.advance(Duration::from_secs(30));
     h.send(h.seg(link.peer_seq, link.our_seq + 1, TcpFlags::FIN | TcpFlags::ACK));

@@ -16,7 +16,10 @@ fn in_window_inexact_rst_gets_a_challenge_ack() {
     let link = h.plain_passive_open();
     h.send(h.seg(link.peer_seq + 1000, 0, TcpFlags::RST));
     let challenge = h.out_one();
-    assert_eq!((challenge.repr.flags, challenge.repr.seq, challenge.repr.ack), (TcpFlags::ACK, link.our_seq, link.peer_seq));
+    assert_eq!(
+        (challenge.repr.flags, challenge.repr.seq, challenge.repr.ack),
+        (TcpFlags::ACK, link.our_seq, link.peer_seq)
+    );
     assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::Established);
     assert_eq!(h.stack.stats().tcp.challenge_acks, 1);
 }

@@ -1103,8 +1103,7 @@ impl Conn {
     fn fin_acked(&self) -> bool {
         // Once SND.UNA passes the FIN, `data_end_seq` (counted from SND.UNA)
         // moves past it too: the states after the FIN's ACK say it instead.
-        matches!(self.state, State::FinWait2 | State::TimeWait)
-            || self.fin_queued && self.snd_una > self.data_end_seq()
+        matches!(self.state, State::FinWait2 | State::TimeWait) || self.fin_queued && self.snd_una > self.data_end_seq()
     }
 
     /// Sequence number just past the last data byte queued (where a FIN goes).
