@@ -667,6 +667,31 @@ impl Conn {
             return;
         }
 
+        // Our SYN-ACK was lost: the peer retransmitted its SYN, which lies
+        // before RCV.NXT and would fail the window check below (RFC 9293 §3.8.1).
+        if self.state == State::SynReceived
+            && seq == self.irs
+            && flags.contains(TcpFlags::SYN)
+            && !flags.intersects(TcpFlags::ACK | TcpFlags::RST)
+        {
+            self.snd_nxt = self.iss;
+            return;
+        }
+        // Simultaneous open (RFC 9293 §3.5 figure 7): the other side's SYN-ACK
+        // acknowledges our SYN; take it as that ACK, its SYN already counted.
+        if self.state == State::SynReceived
+            && !self.passive
+            && seq == self.irs
+            && flags.contains(TcpFlags::SYN | TcpFlags::ACK)
+            && !flags.contains(TcpFlags::RST)
+            && SeqNum(seg.ack) == self.snd_max
+        {
+            let mut ack = TcpRepr { seq: seg.seq.wrapping_add(1), ..*seg };
+            ack.flags.remove(TcpFlags::SYN);
+            self.on_segment_synchronized(&ack, payload, now, stats);
+            return;
+        }
+
         // PAWS (RFC 7323 §5.3).
         if self.ts_enabled && !flags.contains(TcpFlags::RST) {
             if let Some((ts_val, _)) = seg.options.timestamps {
@@ -707,11 +732,6 @@ impl Conn {
         }
 
         if flags.contains(TcpFlags::SYN) {
-            if self.state == State::SynReceived && seq == self.irs {
-                // Our SYN-ACK was lost: the peer retransmitted its SYN.
-                self.snd_nxt = self.iss;
-                return;
-            }
             // RFC 5961 §4: a SYN in a synchronized state gets a challenge ACK.
             stats.challenge_acks += 1;
             self.ack_now = true;
@@ -849,6 +869,7 @@ impl Conn {
             && data_len == 0
             && !seg.flags.contains(TcpFlags::FIN)
             && !window_changed
+            && window > 0
             && self.snd_max > self.snd_una
         {
             self.on_duplicate_ack(now, newly_sacked, stats);
@@ -1114,7 +1135,9 @@ impl Conn {
     }
 
     fn fin_acked(&self) -> bool {
-        self.fin_queued && self.snd_una > self.data_end_seq()
+        // Once SND.UNA passes the FIN, `data_end_seq` (counted from SND.UNA)
+        // moves past it too: the states after the FIN's ACK say it instead.
+        matches!(self.state, State::FinWait2 | State::TimeWait) || self.fin_queued && self.snd_una > self.data_end_seq()
     }
 
     /// Sequence number just past the last data byte queued (where a FIN goes).
@@ -1282,9 +1305,10 @@ impl Conn {
             || self.rst_pending
             || self.probe_pending
             || self.retransmit_head
+            || self.in_recovery && self.sack_enabled
             || matches!(self.state, State::SynSent | State::SynReceived) && self.snd_nxt == self.iss
             || self.has_unsent_data()
-            || self.fin_queued && self.snd_nxt <= self.data_end_seq() && self.state.synchronized()
+            || self.fin_queued && self.snd_nxt <= self.data_end_seq() && self.state.synchronized() && !self.fin_acked()
     }
 
     fn has_unsent_data(&self) -> bool {
@@ -1601,10 +1625,12 @@ impl Conn {
     fn send_probe(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) -> bool {
         let data_end = self.data_end_seq();
         if self.snd_wnd == 0 && self.snd_nxt < data_end {
-            let seq = self.snd_nxt;
-            let ok = self.send_segment(seq, 1, now, sink, stats);
+            // Every probe carries the same first unacknowledged byte, and the
+            // persist timer alone repeats it: an answered probe is no loss, and
+            // the connection stays open while the peer answers (RFC 9293 §3.8.6.1).
+            let ok = self.send_segment(self.snd_una, 1, now, sink, stats);
             if ok {
-                self.snd_nxt = seq + 1u32;
+                self.rto_deadline = None;
                 self.arm_persist(now);
             }
             return ok;

@@ -147,8 +147,8 @@ impl Stack {
         let peer_mss = syn.options.mss.unwrap_or(536).min(cfg.mss);
         let (isn, mss) = self.cookies.generate(now, tuple, syn.seq, peer_mss);
         let mut options = TcpOptions { mss: Some(mss), ..TcpOptions::default() };
-        let wscale =
-            syn.options.window_scale.filter(|_| cfg.window_scaling).map(|_| window_shift(cfg.recv_buffer_bytes));
+        // The cookie keeps the peer's shift (ours follows from the config).
+        let peer_wscale = syn.options.window_scale.filter(|_| cfg.window_scaling);
         let sack = cfg.sack && syn.options.sack_permitted;
         if let (true, Some((ts_val, _))) = (cfg.timestamps, syn.options.timestamps) {
             // Without timestamps the cookie cannot carry window scale and SACK;
@@ -156,10 +156,10 @@ impl Stack {
             let ts_now = (now.as_millis() as u32).wrapping_add(self.ts_offset(&tuple));
             let encoded = super::syncookie::encode_ts_options(
                 ts_now,
-                CookieTsOptions { window_scale: wscale, sack_permitted: sack },
+                CookieTsOptions { window_scale: peer_wscale, sack_permitted: sack },
             );
             options.timestamps = Some((encoded, ts_val));
-            options.window_scale = wscale;
+            options.window_scale = peer_wscale.map(|_| window_shift(cfg.recv_buffer_bytes));
             options.sack_permitted = sack;
         }
         let repr = TcpRepr {

@@ -1,0 +1,129 @@
+//! Closing connections (RFC 9293 §3.6): active, passive, simultaneous and half
+//! close, a FIN ahead of data, and TIME-WAIT.
+
+mod segment_support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ix_net::tcp::State;
+use ix_net::wire::TcpFlags;
+use segment_support::{Harness, pattern};
+
+/// RFC 9293 §3.6 figure 12: FIN-WAIT-1, FIN-WAIT-2, TIME-WAIT, and closed
+/// after 2·MSL.
+#[test]
+fn active_close_goes_through_fin_wait_and_time_wait() {
+    let mut h = Harness::new();
+    let link = h.plain_passive_open();
+    h.stack.tcp_shutdown(link.handle).unwrap();
+    let fin = h.out_one();
+    assert!(fin.has(TcpFlags::FIN | TcpFlags::ACK));
+    assert_eq!(fin.repr.seq, link.our_seq);
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::FinWait1);
+    h.send(h.ack(link.peer_seq, link.our_seq + 1));
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::FinWait2);
+    assert!(h.out().is_empty(), "nothing to send in FIN-WAIT-2");
+    h.send(h.seg(link.peer_seq, link.our_seq + 1, TcpFlags::FIN | TcpFlags::ACK));
+    let ack = h.out_one();
+    assert_eq!((ack.repr.flags, ack.repr.seq, ack.repr.ack), (TcpFlags::ACK, link.our_seq + 1, link.peer_seq + 1));
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::TimeWait);
+    h.advance(Duration::from_secs(59));
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::TimeWait);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::Closed);
+    assert_eq!(h.stack.tcp_error(link.handle).unwrap(), None);
+}
+
+/// RFC 9293 §3.6: the peer's FIN takes us to CLOSE-WAIT, our FIN to LAST-ACK,
+/// and its ACK closes the connection.
+#[test]
+fn passive_close_goes_through_close_wait_and_last_ack() {
+    let mut h = Harness::new();
+    let link = h.plain_passive_open();
+    h.send(h.seg(link.peer_seq, link.our_seq, TcpFlags::FIN | TcpFlags::ACK));
+    assert_eq!(h.out_one().repr.ack, link.peer_seq + 1);
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::CloseWait);
+    assert!(h.stack.tcp_at_eof(link.handle).unwrap());
+    h.stack.tcp_shutdown(link.handle).unwrap();
+    assert!(h.out_one().has(TcpFlags::FIN));
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::LastAck);
+    h.send(h.ack(link.peer_seq + 1, link.our_seq + 1));
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::Closed);
+    assert_eq!(h.stack.tcp_error(link.handle).unwrap(), None);
+}
+
+/// RFC 9293 §3.6 figure 13: FINs that cross lead through CLOSING to TIME-WAIT.
+#[test]
+fn simultaneous_close_goes_through_closing() {
+    let mut h = Harness::new();
+    let link = h.plain_passive_open();
+    h.stack.tcp_shutdown(link.handle).unwrap();
+    h.out_one();
+    h.send(h.seg(link.peer_seq, link.our_seq, TcpFlags::FIN | TcpFlags::ACK));
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::Closing);
+    let ack = h.out_one();
+    assert_eq!((ack.repr.flags, ack.repr.seq, ack.repr.ack), (TcpFlags::ACK, link.our_seq + 1, link.peer_seq + 1));
+    h.send(h.ack(link.peer_seq + 1, link.our_seq + 1));
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::TimeWait);
+    assert!(h.out().is_empty());
+}
+
+/// RFC 9293 §3.6: after the peer's FIN we may still send (half close).
+#[test]
+fn half_close_still_sends_after_the_peers_fin() {
+    let mut h = Harness::new();
+    let link = h.plain_passive_open();
+    h.send(h.seg(link.peer_seq, link.our_seq, TcpFlags::FIN | TcpFlags::ACK));
+    h.out();
+    assert_eq!(h.stack.tcp_send(link.handle, Bytes::from(pattern(0, 500))).unwrap(), 500);
+    let data = h.out_one();
+    assert_eq!(
+        (data.repr.seq, data.repr.ack, data.payload.clone()),
+        (link.our_seq, link.peer_seq + 1, pattern(0, 500))
+    );
+}
+
+/// RFC 9293 §3.10.7.4 (eighth step): a FIN is processed only once the data
+/// before it has arrived.
+#[test]
+fn fin_ahead_of_missing_data_waits_for_it() {
+    let mut h = Harness::new();
+    let link = h.plain_passive_open();
+    let fin_seg = h.seg(link.peer_seq + 100, link.our_seq, TcpFlags::FIN | TcpFlags::ACK);
+    h.send_with(fin_seg, &pattern(100, 100));
+    assert_eq!(h.out_one().repr.ack, link.peer_seq, "nothing in order yet");
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::Established);
+    assert!(!h.stack.tcp_at_eof(link.handle).unwrap());
+    h.data(link.peer_seq, link.our_seq, &pattern(0, 100));
+    assert_eq!(h.out_one().repr.ack, link.peer_seq + 201, "data and FIN acknowledged");
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::CloseWait);
+    assert_eq!(h.read_all(link.handle), pattern(0, 200));
+    assert!(h.stack.tcp_at_eof(link.handle).unwrap());
+}
+
+/// RFC 9293 §3.10.7.4: in TIME-WAIT a retransmitted FIN is acknowledged again
+/// and the 2·MSL timer restarts.
+#[test]
+fn time_wait_acknowledges_a_retransmitted_fin() {
+    let mut h = Harness::new();
+    let link = h.plain_passive_open();
+    h.stack.tcp_shutdown(link.handle).unwrap();
+    h.out();
+    h.send(h.seg(link.peer_seq, link.our_seq + 1, TcpFlags::FIN | TcpFlags::ACK));
+    let ack = h.out_one();
+    assert_eq!(
+        (ack.repr.flags, ack.repr.seq),
+        (TcpFlags::ACK, link.our_seq + 1),
+        "a bare ACK: our FIN was acknowledged"
+    );
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::TimeWait);
+    h.advance(Duration::from_secs(30));
+    h.send(h.seg(link.peer_seq, link.our_seq + 1, TcpFlags::FIN | TcpFlags::ACK));
+    let ack = h.out_one();
+    assert_eq!((ack.repr.flags, ack.repr.seq, ack.repr.ack), (TcpFlags::ACK, link.our_seq + 1, link.peer_seq + 1));
+    h.advance(Duration::from_secs(45));
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::TimeWait, "2·MSL restarted");
+    h.advance(Duration::from_secs(20));
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::Closed);
+}
