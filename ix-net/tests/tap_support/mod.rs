@@ -88,17 +88,24 @@ impl TapLink {
         &self.guard.name
     }
 
-    /// Starts our stack on its own thread with `app` as its application; the
-    /// loop ends once the handle is finished and `app` is done, or at `limit`.
+    /// Starts our stack on its own thread with `app` as its application, and
+    /// returns once the first round ran (a listener `app` opens there is up);
+    /// the loop ends once the handle is finished and `app` is done, or at `limit`.
     pub fn spawn<A: StackApp>(&mut self, app: A, loss: Loss, limit: Duration) -> Dataplane<A::Output> {
         let fd = self.device.take_queue_fd(0).expect("queue 0");
         let (addr, mtu) = (self.stack_ip, self.device.mtu());
         let control = Arc::new(AtomicU8::new(RUN));
         let thread_control = control.clone();
+        let (started_tx, started) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("dataplane-{}", self.name()))
-            .spawn(move || run_dataplane(fd, addr, mtu, app, loss, limit, &thread_control))
+            .spawn(move || {
+                let setup = Setup { fd, addr, mtu, loss, limit, started: started_tx };
+                run_dataplane(setup, app, &thread_control)
+            })
             .expect("spawn the dataplane thread");
+        // An error means the thread ended before its first round: `finish` tells why.
+        let _ = started.recv();
         Dataplane { control, thread: Some(thread) }
     }
 }
@@ -241,17 +248,22 @@ impl<R> Drop for Dataplane<R> {
     }
 }
 
-/// The dataplane loop of one core: receive a burst, ingress, timers, the
-/// application, egress, transmit; block on the queue when a round did nothing.
-fn run_dataplane<A: StackApp>(
+/// What the dataplane thread is started with.
+struct Setup {
     fd: TapQueueFd,
     addr: Ipv4Addr,
     mtu: u32,
-    mut app: A,
     loss: Loss,
     limit: Duration,
-    control: &AtomicU8,
-) -> Outcome<A::Output> {
+    /// Told once the first round ran.
+    started: std::sync::mpsc::Sender<()>,
+}
+
+/// The dataplane loop of one core: receive a burst, ingress, timers, the
+/// application, egress, transmit; block on the queue when a round did nothing.
+fn run_dataplane<A: StackApp>(setup: Setup, mut app: A, control: &AtomicU8) -> Outcome<A::Output> {
+    let Setup { fd, addr, mtu, loss, limit, started } = setup;
+    let mut started = Some(started);
     let start = std::time::Instant::now();
     let clock = || Instant::from_micros(start.elapsed().as_micros() as u64);
     let pool = PacketPool::new(PoolConfig { frames: POOL_FRAMES, huge_pages: HugePages::Never }).expect("packet pool");
@@ -273,6 +285,9 @@ fn run_dataplane<A: StackApp>(
         stack.on_timers(now);
         if result.is_none() {
             result = app.poll(&mut stack, now).transpose();
+        }
+        if let Some(started) = started.take() {
+            let _ = started.send(());
         }
         stack.egress(now, &mut fresh);
         pending.extend(fresh.drain(..).filter(|_| !tx_loss.drops()));
