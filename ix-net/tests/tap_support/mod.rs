@@ -3,6 +3,7 @@
 //! seeded frame loss), and the deterministic byte pattern both sides check.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -92,6 +93,17 @@ impl TapLink {
     /// returns once the first round ran (a listener `app` opens there is up);
     /// the loop ends once the handle is finished and `app` is done, or at `limit`.
     pub fn spawn<A: StackApp>(&mut self, app: A, loss: Loss, limit: Duration) -> Dataplane<A::Output> {
+        self.spawn_tuned(app, loss, limit, |_| {})
+    }
+
+    /// [`TapLink::spawn`] with the stack's configuration changed by `tune`.
+    pub fn spawn_tuned<A: StackApp>(
+        &mut self,
+        app: A,
+        loss: Loss,
+        limit: Duration,
+        tune: fn(&mut StackConfig),
+    ) -> Dataplane<A::Output> {
         let fd = self.device.take_queue_fd(0).expect("queue 0");
         let (addr, mtu) = (self.stack_ip, self.device.mtu());
         let control = Arc::new(AtomicU8::new(RUN));
@@ -100,7 +112,7 @@ impl TapLink {
         let thread = std::thread::Builder::new()
             .name(format!("dataplane-{}", self.name()))
             .spawn(move || {
-                let setup = Setup { fd, addr, mtu, loss, limit, started: started_tx };
+                let setup = Setup { fd, addr, mtu, loss, limit, tune, started: started_tx };
                 run_dataplane(setup, app, &thread_control)
             })
             .expect("spawn the dataplane thread");
@@ -138,32 +150,56 @@ impl StackApp for NoApp {
     }
 }
 
-/// Seeded, deterministic frame loss on the stack's side of the TAP: each frame
-/// received (before `ingress`) and each frame sent (before `tx_burst`) is
-/// dropped with probability `rate`.
+/// Frame loss injected on the stack's side of the TAP: each frame received
+/// (before `ingress`) and each frame sent (before `tx_burst`) is dropped with
+/// probability `rate` (seeded, deterministic); besides, the outgoing TCP
+/// segments with data whose ordinals (from 1) are in `sent_segments` are dropped.
 #[derive(Debug, Clone, Copy)]
 pub struct Loss {
     pub rate: f64,
     pub seed: u64,
+    pub sent_segments: &'static [u64],
 }
 
 impl Loss {
-    pub const NONE: Loss = Loss { rate: 0.0, seed: 0 };
+    pub const NONE: Loss = Loss { rate: 0.0, seed: 0, sent_segments: &[] };
+
+    /// Seeded loss of `rate` both ways.
+    pub const fn random(rate: f64, seed: u64) -> Loss {
+        Loss { rate, seed, sent_segments: &[] }
+    }
 }
 
-/// SplitMix64: a small, seeded generator, enough for drop decisions.
+/// Drop decisions for one direction. SplitMix64 draws the random ones.
 struct Dropper {
     rate: f64,
     state: u64,
+    listed: &'static [u64],
+    data_segments: u64,
     dropped: u64,
 }
 
 impl Dropper {
-    fn new(loss: Loss, stream: u64) -> Self {
-        Self { rate: loss.rate, state: loss.seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F), dropped: 0 }
+    fn new(loss: Loss, stream: u64, listed: &'static [u64]) -> Self {
+        let state = loss.seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F);
+        Self { rate: loss.rate, state, listed, data_segments: 0, dropped: 0 }
     }
 
-    fn drops(&mut self) -> bool {
+    fn drops(&mut self, frame: &[u8]) -> bool {
+        let drop = self.listed_drop(frame) || self.random_drop();
+        self.dropped += u64::from(drop);
+        drop
+    }
+
+    fn listed_drop(&mut self, frame: &[u8]) -> bool {
+        if self.listed.is_empty() || tcp_segment(frame).is_none_or(|s| s.len == 0) {
+            return false;
+        }
+        self.data_segments += 1;
+        self.listed.contains(&self.data_segments)
+    }
+
+    fn random_drop(&mut self) -> bool {
         if self.rate <= 0.0 {
             return false;
         }
@@ -172,9 +208,7 @@ impl Dropper {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
-        let drop = ((z >> 11) as f64) / ((1u64 << 53) as f64) < self.rate;
-        self.dropped += u64::from(drop);
-        drop
+        ((z >> 11) as f64) / ((1u64 << 53) as f64) < self.rate
     }
 }
 
@@ -187,6 +221,9 @@ pub struct Outcome<R> {
     pub queue: QueueStats,
     /// Frames the injected loss dropped: (received, sent).
     pub injected_drops: (u64, u64),
+    /// Retransmission timeouts the stack's SACK loss detection should have
+    /// prevented, each with the segments that led to it (see [`RecoveryAudit`]).
+    pub missed_fast_retransmits: Vec<String>,
 }
 
 impl<R> Outcome<R> {
@@ -255,6 +292,7 @@ struct Setup {
     mtu: u32,
     loss: Loss,
     limit: Duration,
+    tune: fn(&mut StackConfig),
     /// Told once the first round ran.
     started: std::sync::mpsc::Sender<()>,
 }
@@ -262,7 +300,7 @@ struct Setup {
 /// The dataplane loop of one core: receive a burst, ingress, timers, the
 /// application, egress, transmit; block on the queue when a round did nothing.
 fn run_dataplane<A: StackApp>(setup: Setup, mut app: A, control: &AtomicU8) -> Outcome<A::Output> {
-    let Setup { fd, addr, mtu, loss, limit, started } = setup;
+    let Setup { fd, addr, mtu, loss, limit, tune, started } = setup;
     let mut started = Some(started);
     let start = std::time::Instant::now();
     let clock = || Instant::from_micros(start.elapsed().as_micros() as u64);
@@ -270,19 +308,30 @@ fn run_dataplane<A: StackApp>(setup: Setup, mut app: A, control: &AtomicU8) -> O
     let mut queue = TapQueue::new(fd, pool.clone());
     let mut config = StackConfig::new(EthernetAddress(queue.mac()), addr, 24);
     config.mtu = u16::try_from(mtu).expect("a TAP MTU fits u16");
+    tune(&mut config);
     let mut stack = Stack::new(config, pool, clock()).expect("stack");
-    let (mut rx_loss, mut tx_loss) = (Dropper::new(loss, 1), Dropper::new(loss, 2));
+    let (mut rx_loss, mut tx_loss) = (Dropper::new(loss, 1, &[]), Dropper::new(loss, 2, loss.sent_segments));
     let (mut rx, mut fresh, mut pending) = (Vec::with_capacity(BURST), Vec::new(), Vec::<PacketBuf>::new());
     let mut result = None;
+    let mut trace = SegmentTrace::from_env();
+    let mut audit = RecoveryAudit::default();
     loop {
         let now = clock();
         let received = queue.rx_burst(&mut rx, BURST);
         for frame in rx.drain(..) {
-            if !rx_loss.drops() {
+            let dropped = rx_loss.drops(&frame);
+            trace.frame(now, "in", &frame, dropped);
+            if !dropped {
+                audit.frame(Direction::In, &frame, dropped);
                 stack.ingress(frame, now);
             }
         }
+        let timeouts = stack.stats().tcp.retransmit_timeouts;
         stack.on_timers(now);
+        if stack.stats().tcp.retransmit_timeouts != timeouts {
+            trace.note(now, "retransmission timeout");
+            audit.on_timeout();
+        }
         if result.is_none() {
             result = app.poll(&mut stack, now).transpose();
         }
@@ -290,7 +339,14 @@ fn run_dataplane<A: StackApp>(setup: Setup, mut app: A, control: &AtomicU8) -> O
             let _ = started.send(());
         }
         stack.egress(now, &mut fresh);
-        pending.extend(fresh.drain(..).filter(|_| !tx_loss.drops()));
+        for frame in fresh.drain(..) {
+            let dropped = tx_loss.drops(&frame);
+            trace.frame(now, "out", &frame, dropped);
+            audit.frame(Direction::Out, &frame, dropped);
+            if !dropped {
+                pending.push(frame);
+            }
+        }
         let sent = if pending.is_empty() { 0 } else { queue.tx_burst(&mut pending) };
         let mode = control.load(Ordering::Acquire);
         if mode == ABORT || (mode == FINISH && result.is_some()) || matches!(result, Some(Err(_))) {
@@ -310,6 +366,200 @@ fn run_dataplane<A: StackApp>(setup: Setup, mut app: A, control: &AtomicU8) -> O
         stats: *stack.stats(),
         queue: queue.stats(),
         injected_drops: (rx_loss.dropped, tx_loss.dropped),
+        missed_fast_retransmits: audit.missed,
+    }
+}
+
+/// With `IX_TAP_TRACE=FILE` set, one line per TCP segment the stack receives or
+/// sends (and whether the injected loss dropped it), and its retransmission
+/// timeouts, written to FILE: the evidence for a stall or a slow recovery.
+struct SegmentTrace {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl SegmentTrace {
+    fn from_env() -> Self {
+        let out = std::env::var_os("IX_TAP_TRACE")
+            .map(|path| std::io::BufWriter::new(std::fs::File::create(path).expect("create the IX_TAP_TRACE file")));
+        Self { out }
+    }
+
+    fn note(&mut self, now: Instant, what: &str) {
+        if let Some(out) = &mut self.out {
+            let _ = writeln!(out, "{:>10} {what}", now.as_micros());
+        }
+    }
+
+    fn frame(&mut self, now: Instant, direction: &str, frame: &[u8], dropped: bool) {
+        if self.out.is_some() {
+            if let Some(segment) = tcp_segment(frame) {
+                let mark = if dropped { " DROPPED" } else { "" };
+                self.note(now, &format!("{direction:>3} {}{mark}", segment.describe()));
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    In,
+    Out,
+}
+
+/// Segments kept to show how a missed fast retransmit came about.
+const AUDIT_HISTORY: usize = 16;
+/// Missed fast retransmits recorded with their history.
+const AUDIT_EXAMPLES: usize = 3;
+/// Duplicate ACKs, and segments SACKed above the hole, that make the first
+/// unacknowledged segment lost (RFC 6675 `DupThresh` and `IsLost`).
+const DUP_THRESH: u32 = 3;
+
+/// Watches the stack's sending side of its one connection: a retransmission
+/// timeout after the peer sent at least `DUP_THRESH` duplicate ACKs that SACK at
+/// least `DUP_THRESH` full segments above the hole, when the stack had never
+/// retransmitted the hole (a lost retransmission does need the timeout), is a
+/// loss RFC 6675 detects and repairs by fast retransmit. Each one is recorded
+/// with the segments before it.
+#[derive(Default)]
+struct RecoveryAudit {
+    /// The highest cumulative ACK the peer sent.
+    una: Option<u32>,
+    dup_acks: u32,
+    /// The most bytes one duplicate ACK SACKed above `una`.
+    sacked: u32,
+    /// Largest payload the stack sent: its segment size.
+    mss: u32,
+    /// Sequence numbers the stack sent more than once, at or above `una`.
+    retransmitted: std::collections::HashSet<u32>,
+    /// The end of the highest segment the stack sent.
+    snd_max: Option<u32>,
+    history: std::collections::VecDeque<String>,
+    missed: Vec<String>,
+}
+
+impl RecoveryAudit {
+    fn frame(&mut self, direction: Direction, frame: &[u8], dropped: bool) {
+        let Some(segment) = tcp_segment(frame) else { return };
+        if self.history.len() == AUDIT_HISTORY {
+            self.history.pop_front();
+        }
+        let mark = if dropped { " DROPPED" } else { "" };
+        self.history.push_back(format!("{direction:?} {}{mark}", segment.describe()));
+        match direction {
+            Direction::Out => {
+                self.mss = self.mss.max(segment.len as u32);
+                let end = segment.seq.wrapping_add(segment.len as u32);
+                match self.snd_max {
+                    _ if segment.len == 0 => {}
+                    Some(max) if before(segment.seq, max) => {
+                        self.retransmitted.insert(segment.seq);
+                    }
+                    _ => self.snd_max = Some(end),
+                }
+            }
+            Direction::In if segment.flags & 0x10 == 0 => {}
+            Direction::In => match self.una {
+                Some(una) if segment.ack == una => {
+                    if segment.len == 0 {
+                        self.dup_acks += 1;
+                        let above = segment.sack.iter().map(|&(l, r)| r.wrapping_sub(l)).sum::<u32>();
+                        self.sacked = self.sacked.max(above);
+                    }
+                }
+                Some(una) if before(segment.ack, una) => {}
+                _ => {
+                    self.una = Some(segment.ack);
+                    (self.dup_acks, self.sacked) = (0, 0);
+                    self.retransmitted.retain(|&seq| !before(seq, segment.ack));
+                }
+            },
+        }
+    }
+
+    fn on_timeout(&mut self) {
+        let detectable = self.dup_acks >= DUP_THRESH && self.mss > 0 && self.sacked >= DUP_THRESH * self.mss;
+        if detectable && !self.una.is_some_and(|una| self.retransmitted.contains(&una)) {
+            let history = self.history.iter().map(String::as_str).collect::<Vec<_>>().join("\n  ");
+            let example = format!(
+                "timeout after {} duplicate ACKs SACKing {} bytes above {:?}, hole never retransmitted:\n  {history}",
+                self.dup_acks, self.sacked, self.una
+            );
+            if self.missed.len() < AUDIT_EXAMPLES {
+                self.missed.push(example);
+            } else {
+                self.missed.push(String::new());
+            }
+        }
+        // The stack now retransmits from `una`: a new episode.
+        (self.dup_acks, self.sacked) = (0, 0);
+    }
+}
+
+/// Whether sequence number `a` comes before `b` (modulo 2^32).
+fn before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+/// The fields of a TCP segment the trace shows.
+struct TcpSegment {
+    ports: (u16, u16),
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    len: usize,
+    window: u16,
+    sack: Vec<(u32, u32)>,
+}
+
+/// The TCP segment in an Ethernet/IPv4 frame, or `None`.
+fn tcp_segment(f: &[u8]) -> Option<TcpSegment> {
+    let be16 = |at: usize| f.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let be32 = |at: usize| f.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    if be16(12)? != 0x0800 || *f.get(23)? != 6 {
+        return None;
+    }
+    let ip_len = usize::from(f[14] & 0x0f) * 4;
+    let tcp = 14 + ip_len;
+    let header_len = usize::from(*f.get(tcp + 12)? >> 4) * 4;
+    let mut sack = Vec::new();
+    let mut at = tcp + 20;
+    while at < tcp + header_len {
+        match *f.get(at)? {
+            0 => break,
+            1 => at += 1,
+            kind => {
+                let option_len = usize::from(*f.get(at + 1)?).max(2);
+                if kind == 5 {
+                    for block in (at + 2..at + option_len).step_by(8) {
+                        sack.push((be32(block)?, be32(block + 4)?));
+                    }
+                }
+                at += option_len;
+            }
+        }
+    }
+    Some(TcpSegment {
+        ports: (be16(tcp)?, be16(tcp + 2)?),
+        flags: *f.get(tcp + 13)?,
+        seq: be32(tcp + 4)?,
+        ack: be32(tcp + 8)?,
+        len: usize::from(be16(16)?).checked_sub(ip_len + header_len)?,
+        window: be16(tcp + 14)?,
+        sack,
+    })
+}
+
+impl TcpSegment {
+    /// `ports [flags] seq ack len win sack`.
+    fn describe(&self) -> String {
+        let s = self;
+        let flags = [(0x02, 'S'), (0x10, '.'), (0x08, 'P'), (0x01, 'F'), (0x04, 'R')];
+        let names: String = flags.iter().filter(|(bit, _)| s.flags & bit != 0).map(|(_, c)| *c).collect();
+        let sack: String = s.sack.iter().map(|(l, r)| format!(" sack {l}-{r}")).collect();
+        format!(
+            "{}>{} [{names}] seq {} ack {} len {} win {}{sack}",
+            s.ports.0, s.ports.1, s.seq, s.ack, s.len, s.window
+        )
     }
 }
 
