@@ -100,14 +100,7 @@ impl StackApp for StreamApp {
 
     fn poll(&mut self, stack: &mut Stack, now: Instant) -> Result<Option<StreamReport>, String> {
         let Some(h) = self.connection(stack, now)? else { return Ok(None) };
-        while self.sent < self.out.len() {
-            let end = (self.sent + WRITE_BYTES).min(self.out.len());
-            let n = stack.tcp_send(h, self.out.slice(self.sent..end)).map_err(|e| format!("send: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            self.sent += n;
-        }
+        send_what_fits(stack, h, &self.out, &mut self.sent)?;
         if self.sent == self.out.len() && !self.shut {
             stack.tcp_shutdown(h).map_err(|e| format!("shutdown: {e}"))?;
             self.shut = true;
@@ -144,6 +137,19 @@ impl StackApp for StreamApp {
             self.conn.map(|h| stack.tcp_info(h)),
         )
     }
+}
+
+/// Queues `data[*sent..]` on connection `h` while the send queue takes it,
+/// without copying; advances `sent`.
+fn send_what_fits(stack: &mut Stack, h: SocketHandle, data: &Bytes, sent: &mut usize) -> Result<(), String> {
+    while *sent < data.len() {
+        let end = (*sent + WRITE_BYTES).min(data.len());
+        match stack.tcp_send(h, data.slice(*sent..end)).map_err(|e| format!("send: {e}"))? {
+            0 => break,
+            n => *sent += n,
+        }
+    }
+    Ok(())
 }
 
 /// The kernel's end of a bulk transfer on `stream`: one thread writes `out` and
@@ -414,13 +420,7 @@ impl StackApp for HttpOnce {
             self.response = Some([head.as_bytes(), &self.body].concat().into());
         }
         if let Some(response) = &self.response {
-            while self.sent < response.len() {
-                let end = (self.sent + WRITE_BYTES).min(response.len());
-                match stack.tcp_send(h, response.slice(self.sent..end)).map_err(|e| format!("send: {e}"))? {
-                    0 => break,
-                    n => self.sent += n,
-                }
-            }
+            send_what_fits(stack, h, response, &mut self.sent)?;
             if self.sent == response.len() && stack.tcp_at_eof(h).map_err(|e| format!("eof: {e}"))? {
                 stack.tcp_shutdown(h).map_err(|e| format!("shutdown: {e}"))?;
                 stack.close(h);
