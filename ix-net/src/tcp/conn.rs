@@ -865,17 +865,15 @@ impl Conn {
 
         if ack > self.snd_una {
             self.on_new_ack(seg, ack, now, stats);
-        } else if ack == self.snd_una
-            && data_len == 0
-            && !seg.flags.contains(TcpFlags::FIN)
-            && !window_changed
-            && window > 0
-            && self.snd_max > self.snd_una
-        {
-            self.on_duplicate_ack(now, newly_sacked, stats);
-        } else if ack == self.snd_una && newly_sacked > 0 && self.in_recovery {
-            // New SACK information on an ACK that is not a pure duplicate.
-            self.on_duplicate_ack(now, newly_sacked, stats);
+        } else if ack == self.snd_una && window > 0 && self.snd_max > self.snd_una {
+            // RFC 5681 §2: a pure duplicate (same window, no data, no FIN); RFC
+            // 6675 §2: with SACK, any ACK at SND.UNA that SACKs new data counts,
+            // whatever its window (Linux grows its window on nearly every ACK
+            // while it autotunes, so window equality alone would miss them).
+            let pure = data_len == 0 && !seg.flags.contains(TcpFlags::FIN) && !window_changed;
+            if pure || (self.sack_enabled && newly_sacked > 0) {
+                self.on_duplicate_ack(now, stats);
+            }
         }
 
         // Window update (RFC 9293 §3.10.7.4: SND.WL1 / SND.WL2 rule).
@@ -954,7 +952,7 @@ impl Conn {
         }
     }
 
-    fn on_duplicate_ack(&mut self, now: Instant, newly_sacked: u32, stats: &mut TcpStats) {
+    fn on_duplicate_ack(&mut self, now: Instant, stats: &mut TcpStats) {
         self.dupacks += 1;
         stats.dup_acks_received += 1;
         if self.in_recovery {
@@ -972,7 +970,6 @@ impl Conn {
         };
         // RFC 6582 §3.2 step 2: only start a new recovery for losses after the
         // previous one (avoids multiple reductions per window).
-        let _ = newly_sacked;
         if lost && (self.snd_una - self.recover > 0 || self.recover == self.iss || self.snd_una == self.recover) {
             self.enter_recovery(now, stats);
         }
