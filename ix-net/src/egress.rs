@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use ix_driver::{PacketPool, TxBuf};
 
 use crate::iface::arp::HoldOutcome;
-use crate::iface::{ArpCache, RouteTable};
+use crate::iface::{ArpCache, RouteTable, SharedNeighbors};
 use crate::stats::StackStats;
 use crate::tcp::FourTuple;
 use crate::tcp::conn::SegmentSink;
@@ -32,6 +32,8 @@ pub(crate) struct Egress<'a> {
     pub(crate) now: Instant,
     /// Set when a frame now waits for an ARP reply (the caller arms the timer).
     pub(crate) arp_requested: bool,
+    /// What the other cores learned, consulted when this core's cache misses.
+    pub(crate) neighbors: Option<&'a SharedNeighbors>,
 }
 
 impl Egress<'_> {
@@ -103,6 +105,16 @@ impl Egress<'_> {
             return true;
         }
         if let Some(mac) = self.arp.lookup(next_hop, self.now) {
+            self.ethernet(frame, mac, EtherType::Ipv4);
+            return true;
+        }
+        if let Some(mac) = self.neighbors.and_then(|n| n.get(next_hop)) {
+            // Another core heard the reply: adopt it (nothing waits here yet).
+            for mut held in self.arp.learn(next_hop, mac, self.now, true) {
+                held[..6].copy_from_slice(mac.as_bytes());
+                self.tx.push(held.freeze());
+                self.stats.link.frames_out += 1;
+            }
             self.ethernet(frame, mac, EtherType::Ipv4);
             return true;
         }

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use ix_driver::{PacketBuf, PacketPool, TxBuf};
 use slab::Slab;
 
 use crate::egress::Egress;
-use crate::iface::{ArpCache, ArpConfig, Route, RouteTable};
+use crate::iface::{ArpCache, ArpConfig, Route, RouteTable, SharedNeighbors};
 use crate::socket::{ReleaseQueue, RxChunk, SocketHandle};
 use crate::stats::StackStats;
 use crate::tcp::conn::{Conn, State};
@@ -54,6 +55,9 @@ pub struct StackConfig {
     /// Secret for ISNs and SYN cookies; `None` draws a random one. Fixed only in
     /// deterministic simulations.
     pub secret: Option<[u8; 16]>,
+    /// Neighbours shared with the other cores of the same dataplane (see
+    /// [`SharedNeighbors`]); `None` for a stack alone on its device.
+    pub neighbors: Option<Arc<SharedNeighbors>>,
 }
 
 impl StackConfig {
@@ -71,6 +75,7 @@ impl StackConfig {
             udp_queue_datagrams: 1024,
             ephemeral_ports: 32768..=60999,
             secret: None,
+            neighbors: None,
         }
     }
 }
@@ -299,10 +304,11 @@ impl Stack {
         }
         // RFC 826: merge the sender; add it only when it was asking for us.
         let waiting = self.arp.learn(repr.source_ip, repr.source_hw, now, for_us);
-        for mut frame in waiting {
-            frame[..6].copy_from_slice(repr.source_hw.as_bytes());
-            self.tx.push(frame.freeze());
-            self.stats.link.frames_out += 1;
+        self.send_resolved(repr.source_hw, waiting);
+        if let Some(shared) = &self.config.neighbors {
+            if for_us || self.arp.lookup(repr.source_ip, now).is_some() {
+                shared.publish(repr.source_ip, repr.source_hw);
+            }
         }
         if for_us && repr.operation == ArpOperation::Request {
             let reply = ArpRepr {
@@ -385,6 +391,13 @@ impl Stack {
     /// Runs the timers due at `now`.
     pub fn on_timers(&mut self, now: Instant) {
         self.now = now;
+        if self.arp.has_pending() {
+            if let Some(shared) = self.config.neighbors.clone() {
+                for (mac, frames) in self.arp.adopt(now, &shared) {
+                    self.send_resolved(mac, frames);
+                }
+            }
+        }
         let mut fired = Vec::new();
         self.timers.advance(now, &mut |_, target| fired.push(target));
         for target in fired {
@@ -434,6 +447,7 @@ impl Stack {
             ip_ident: &mut self.ip_ident,
             now: self.now,
             arp_requested: false,
+            neighbors: self.config.neighbors.as_deref(),
         }
     }
 
@@ -455,6 +469,15 @@ impl Stack {
         };
         if self.out().arp(&repr, EthernetAddress::BROADCAST) {
             self.stats.link.arp_requests_out += 1;
+        }
+    }
+
+    /// Sends frames that waited for `mac`, filling in their destination.
+    fn send_resolved(&mut self, mac: EthernetAddress, frames: VecDeque<TxBuf>) {
+        for mut frame in frames {
+            frame[..6].copy_from_slice(mac.as_bytes());
+            self.tx.push(frame.freeze());
+            self.stats.link.frames_out += 1;
         }
     }
 
@@ -701,6 +724,7 @@ impl Stack {
             ip_ident: &mut self.ip_ident,
             now,
             arp_requested: false,
+            neighbors: self.config.neighbors.as_deref(),
         };
         let mut tcp_stats = crate::stats::TcpStats::default();
         conn.poll_transmit(now, &mut egress, &mut tcp_stats);

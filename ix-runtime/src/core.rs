@@ -106,8 +106,15 @@ impl Core {
         self.draining.get()
     }
 
+    /// Starts a graceful shutdown: every task waiting on a socket is woken so
+    /// that listeners see it and return.
     pub(crate) fn start_draining(&self) {
         self.draining.set(true);
+        let wakers: Vec<Waker> =
+            self.waiters.borrow_mut().iter_mut().flat_map(|w| [w.reader.take(), w.writer.take()]).flatten().collect();
+        for waker in wakers {
+            waker.wake();
+        }
     }
 
     /// Makes `waker` the one woken when `handle` becomes ready for `interest`.

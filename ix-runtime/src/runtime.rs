@@ -13,6 +13,7 @@ use ix_driver::mem::MemWire;
 use ix_driver::queue::DEFAULT_BATCH_PACKETS;
 use ix_driver::tap::{TapDevice, TapQueue, TapQueueFd};
 use ix_driver::{DriverError, HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig, QueueStats};
+use ix_net::iface::SharedNeighbors;
 use ix_net::wire::EthernetAddress;
 use ix_net::{Stack, StackConfig, StackStats, TcpConfig};
 
@@ -298,15 +299,17 @@ impl Runtime {
             }
         }
         let handle = Handle::new(cfg.cores).map_err(|e| RuntimeError::Core { core: 0, message: e.to_string() })?;
+        let neighbors = Arc::new(SharedNeighbors::new());
         let mut sources = open_sources(&cfg)?;
         let main = Arc::new(main);
         let mut threads = Vec::with_capacity(cfg.cores);
         for core in 0..cfg.cores {
             let source = sources.remove(0);
             let (cfg, handle, main, shutdown) = (cfg.clone(), handle.clone(), main.clone(), self.shutdown.clone());
+            let neighbors = neighbors.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ix-core-{core}"))
-                .spawn(move || run_core(core, &cfg, source, &handle, &*main, &shutdown))
+                .spawn(move || run_core(core, &cfg, source, neighbors, &handle, &*main, &shutdown))
                 .map_err(|e| RuntimeError::Core { core, message: e.to_string() })?;
             threads.push(thread);
         }
@@ -394,6 +397,7 @@ fn run_core<F, Fut>(
     core_index: usize,
     cfg: &Builder,
     source: QueueSource,
+    neighbors: Arc<SharedNeighbors>,
     handle: &Handle,
     main: &F,
     shutdown: &AtomicBool,
@@ -413,6 +417,7 @@ where
     let mut stack_cfg = StackConfig::new(EthernetAddress(queue.mac()), addr, prefix);
     stack_cfg.gateway = cfg.gateway;
     stack_cfg.tcp = cfg.tcp.clone();
+    stack_cfg.neighbors = Some(neighbors);
     let mut stack = Stack::new(stack_cfg, pool, ix_net::Instant::ZERO)
         .map_err(|e| RuntimeError::Core { core: core_index, message: e.to_string() })?;
     if core_index == 0 {

@@ -10,6 +10,36 @@ use ix_driver::TxBuf;
 use crate::time::Instant;
 use crate::wire::EthernetAddress;
 
+/// Neighbours learned by any core of a dataplane, shared so that every core
+/// can resolve them: a NIC delivers ARP (which carries no 4-tuple to hash) to
+/// one queue only, so the other cores would otherwise never hear the replies.
+/// Cores consult it only when their own cache misses, so the per-packet path
+/// stays free of locks.
+#[derive(Debug, Default)]
+pub struct SharedNeighbors {
+    map: std::sync::Mutex<HashMap<Ipv4Addr, EthernetAddress>>,
+}
+
+impl SharedNeighbors {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records what a core learned.
+    pub fn publish(&self, ip: Ipv4Addr, mac: EthernetAddress) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&ip) != Some(&mac) {
+            map.insert(ip, mac);
+        }
+    }
+
+    /// What some core learned for `ip`, if anything.
+    pub fn get(&self, ip: Ipv4Addr) -> Option<EthernetAddress> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&ip).copied()
+    }
+}
+
 /// Frames held per unresolved neighbour; more are dropped and counted.
 pub const ARP_PENDING_FRAMES_MAX: usize = 16;
 /// Requests sent for one neighbour before its waiting frames are dropped.
@@ -54,12 +84,14 @@ pub enum HoldOutcome {
 pub struct ArpCache {
     entries: HashMap<Ipv4Addr, Entry>,
     config: ArpConfig,
+    /// Entries in the pending state.
+    pending: usize,
 }
 
 impl ArpCache {
     /// An empty cache.
     pub fn new(config: ArpConfig) -> Self {
-        Self { entries: HashMap::with_capacity(config.capacity.min(1024)), config }
+        Self { entries: HashMap::with_capacity(config.capacity.min(1024)), config, pending: 0 }
     }
 
     /// The MAC of `ip`, if resolved and fresh.
@@ -74,15 +106,19 @@ impl ArpCache {
     pub fn hold(&mut self, ip: Ipv4Addr, frame: TxBuf, now: Instant) -> HoldOutcome {
         self.make_room(ip, now);
         let retry = self.config.retry;
-        let entry = self.entries.entry(ip).or_insert_with(|| Entry::Pending {
-            frames: VecDeque::new(),
-            next_request: now,
-            requests: 0,
+        let mut created = false;
+        let entry = self.entries.entry(ip).or_insert_with(|| {
+            created = true;
+            Entry::Pending { frames: VecDeque::new(), next_request: now, requests: 0 }
         });
         if let Entry::Resolved { expires, .. } = entry {
             if *expires <= now {
                 *entry = Entry::Pending { frames: VecDeque::new(), next_request: now, requests: 0 };
+                created = true;
             }
+        }
+        if created {
+            self.pending += 1;
         }
         match entry {
             Entry::Pending { frames, next_request, requests } => {
@@ -114,7 +150,10 @@ impl ArpCache {
         let expires = now + self.config.entry_ttl;
         match self.entries.get_mut(&ip) {
             Some(entry) => match std::mem::replace(entry, Entry::Resolved { mac, expires }) {
-                Entry::Pending { frames, .. } => frames,
+                Entry::Pending { frames, .. } => {
+                    self.pending -= 1;
+                    frames
+                }
                 Entry::Resolved { .. } => VecDeque::new(),
             },
             None if create => {
@@ -130,11 +169,13 @@ impl ArpCache {
     /// neighbours that never answered; returns how many frames were dropped.
     pub fn poll(&mut self, now: Instant, mut request: impl FnMut(Ipv4Addr)) -> usize {
         let mut dropped = 0;
+        let mut dropped_entries = 0;
         let retry = self.config.retry;
         self.entries.retain(|ip, entry| match entry {
             Entry::Pending { frames, next_request, requests } if *next_request <= now => {
                 if *requests >= ARP_REQUESTS_MAX {
                     dropped += frames.len();
+                    dropped_entries += 1;
                     false
                 } else {
                     *requests += 1;
@@ -145,7 +186,21 @@ impl ArpCache {
             }
             _ => true,
         });
+        self.pending -= self.pending.min(dropped_entries);
         dropped
+    }
+
+    /// Whether any neighbour is being resolved.
+    pub fn has_pending(&self) -> bool {
+        self.pending > 0
+    }
+
+    /// Adopts what other cores learned for the neighbours this core is
+    /// resolving; returns each one's MAC and the frames that waited for it.
+    pub fn adopt(&mut self, now: Instant, shared: &SharedNeighbors) -> Vec<(EthernetAddress, VecDeque<TxBuf>)> {
+        let pending: Vec<Ipv4Addr> =
+            self.entries.iter().filter(|(_, e)| matches!(e, Entry::Pending { .. })).map(|(ip, _)| *ip).collect();
+        pending.into_iter().filter_map(|ip| shared.get(ip).map(|mac| (mac, self.learn(ip, mac, now, true)))).collect()
     }
 
     /// The next instant [`ArpCache::poll`] has work.

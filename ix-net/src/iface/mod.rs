@@ -3,5 +3,5 @@
 pub mod arp;
 pub mod route;
 
-pub use arp::{ArpCache, ArpConfig};
+pub use arp::{ArpCache, ArpConfig, SharedNeighbors};
 pub use route::{Route, RouteTable};

@@ -107,8 +107,9 @@ impl<F: Future> JoinTarget<F::Output> for Task<F, JoinState<F::Output>> {
 /// [`Executor::spawn_local`](super::Executor::spawn_local) or
 /// [`spawn_local`](super::spawn_local). `!Send`, like the task.
 ///
-/// Dropping the handle detaches the task: it keeps running and its output is dropped.
-#[must_use = "dropping a JoinHandle detaches the task; bind it to `_task` if that is intended"]
+/// Dropping the handle detaches the task: it keeps running and its output is
+/// dropped (as with tokio, spawning and forgetting is ordinary, so this is not
+/// `#[must_use]`).
 pub struct JoinHandle<T> {
     task: Rc<dyn JoinTarget<T>>,
 }
@@ -180,7 +181,6 @@ impl<T> OutputSink<T> for RemoteSink<T> {
 /// Awaits a task spawned on another core with [`Handle::spawn_on`](super::Handle::spawn_on).
 /// `Send` when the output is. Dropping it detaches the task.
 #[derive(Debug)]
-#[must_use = "dropping a RemoteJoinHandle detaches the task; bind it to `_task` if that is intended"]
 pub struct RemoteJoinHandle<T> {
     receiver: oneshot::Receiver<Result<T, JoinError>>,
 }
