@@ -28,6 +28,26 @@ use crate::wire::{
     Ipv4Packet, WireError,
 };
 
+/// An [`Egress`] over the stack's output fields, written out field by field so
+/// that it can be built while a socket of the same stack is borrowed.
+macro_rules! egress_of {
+    ($stack:ident, $now:expr) => {
+        Egress {
+            pool: &$stack.pool,
+            arp: &mut $stack.arp,
+            routes: &$stack.routes,
+            mac: $stack.config.mac,
+            addr: $stack.config.addr,
+            tx: &mut $stack.tx,
+            stats: &mut $stack.stats,
+            ip_ident: &mut $stack.ip_ident,
+            now: $now,
+            arp_requested: false,
+            neighbors: $stack.config.neighbors.as_deref(),
+        }
+    };
+}
+
 /// How a stack is set up.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -436,19 +456,7 @@ impl Stack {
     }
 
     pub(crate) fn egress_ctx(&mut self) -> Egress<'_> {
-        Egress {
-            pool: &self.pool,
-            arp: &mut self.arp,
-            routes: &self.routes,
-            mac: self.config.mac,
-            addr: self.config.addr,
-            tx: &mut self.tx,
-            stats: &mut self.stats,
-            ip_ident: &mut self.ip_ident,
-            now: self.now,
-            arp_requested: false,
-            neighbors: self.config.neighbors.as_deref(),
-        }
+        egress_of!(self, self.now)
     }
 
     /// An egress context, scheduling the ARP timer when it asked for a neighbour.
@@ -713,19 +721,7 @@ impl Stack {
             return;
         }
         let SocketKind::Tcp(conn) = &mut entry.kind else { return };
-        let mut egress = Egress {
-            pool: &self.pool,
-            arp: &mut self.arp,
-            routes: &self.routes,
-            mac: self.config.mac,
-            addr: self.config.addr,
-            tx: &mut self.tx,
-            stats: &mut self.stats,
-            ip_ident: &mut self.ip_ident,
-            now,
-            arp_requested: false,
-            neighbors: self.config.neighbors.as_deref(),
-        };
+        let mut egress = egress_of!(self, now);
         let mut tcp_stats = crate::stats::TcpStats::default();
         conn.poll_transmit(now, &mut egress, &mut tcp_stats);
         let arp_requested = egress.arp_requested;
