@@ -4,6 +4,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod error;
+pub mod eventfd;
 pub mod mem;
 pub mod pool;
 pub mod privilege;
@@ -13,6 +14,7 @@ pub mod rss;
 pub mod tap;
 
 pub use error::{DriverError, FrameFull, PoolExhausted};
+pub use eventfd::EventFd;
 pub use mem::{MemQueue, MemWire, MemWireConfig};
 pub use pool::{PacketBuf, PacketPool, PoolConfig, PoolStats, TxBuf};
 pub use queue::{NetQueue, QueueStats};

@@ -50,7 +50,6 @@ mod fault;
 mod inbox;
 mod queue;
 mod switch;
-mod wakeup;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -61,10 +60,10 @@ pub use queue::MemQueue;
 pub use switch::{ETHERNET_HEADER_BYTES, mem_port_mac};
 
 use crate::error::DriverError;
+use crate::eventfd::EventFd;
 use crate::pool::{FRAME_DATA_BYTES, PacketPool};
 use crate::rss::{DEFAULT_RETA_ENTRIES, RSS_DEFAULT_KEY, RSS_KEY_BYTES, RedirectionTable, Toeplitz};
 use inbox::Inbox;
-use wakeup::Wakeup;
 
 /// The largest frame by default: a 1514-byte Ethernet frame and its 4-byte FCS.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 1514 + 4;
@@ -148,7 +147,7 @@ pub struct SwitchStats {
 #[derive(Debug)]
 struct QueueSlot {
     inbox: Mutex<Inbox>,
-    wakeup: Wakeup,
+    wakeup: EventFd,
     taken: AtomicBool,
 }
 
@@ -184,7 +183,7 @@ impl MemWire {
             let link_ids = (0..ports).map(|src| src * ports * queues + dst);
             slots.push(QueueSlot {
                 inbox: Mutex::new(Inbox::new(config.inbox_depth, config.seed, link_ids)),
-                wakeup: Wakeup::new()?,
+                wakeup: EventFd::new()?,
                 taken: AtomicBool::new(false),
             });
         }

@@ -12,7 +12,6 @@
 //! woken many times before it runs is queued once; a waker of a finished task does nothing.
 
 pub mod coop;
-mod eventfd;
 mod join;
 mod local;
 mod remote;

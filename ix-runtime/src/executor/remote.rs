@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::channel::oneshot;
 
-use super::eventfd::EventFd;
 use super::join::{RemoteJoinHandle, RemoteSink};
 use super::task::{RawTask, Task, TaskHeader, TaskRef};
+use ix_driver::EventFd;
 
 /// Tasks each core's inbound queue holds unless configured otherwise.
 pub const INBOUND_CAPACITY_DEFAULT_TASKS: usize = 1024;
@@ -89,7 +89,7 @@ impl CoreInbox {
             wakes: Mutex::new(Vec::new()),
             spawns: Mutex::new(SpawnQueue { tasks: Vec::new(), closed: false }),
             signalled: AtomicBool::new(false),
-            eventfd: EventFd::new()?,
+            eventfd: EventFd::new().map_err(std::io::Error::other)?,
             bound: AtomicBool::new(false),
             next_generation: AtomicU64::new(0),
         })
@@ -151,14 +151,14 @@ impl CoreInbox {
 
     fn signal(&self) {
         if !self.signalled.swap(true, Ordering::SeqCst) {
-            self.eventfd.raise();
+            self.eventfd.signal();
         }
     }
 
     /// Lowers the eventfd before the owner takes the queues: anything pushed
     /// after this raises it again, so no wake is lost between drain and sleep.
     pub(crate) fn acknowledge(&self) {
-        self.eventfd.lower();
+        self.eventfd.clear();
         self.signalled.store(false, Ordering::SeqCst);
     }
 

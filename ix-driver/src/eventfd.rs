@@ -1,5 +1,5 @@
-//! The wake-up descriptor of a mem queue: a non-blocking eventfd that senders on
-//! other threads signal and the owning core blocks on when idle.
+//! A wake-up descriptor: a non-blocking eventfd that other threads signal and
+//! the owning core blocks on when idle (mem queues, the executor's inbox).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -8,13 +8,13 @@ use crate::error::DriverError;
 /// A non-blocking, close-on-exec eventfd used as a level a sender raises and
 /// the receiver lowers.
 #[derive(Debug)]
-pub(crate) struct Wakeup {
+pub struct EventFd {
     fd: OwnedFd,
 }
 
-impl Wakeup {
+impl EventFd {
     /// Creates the eventfd, initially not readable.
-    pub(crate) fn new() -> Result<Self, DriverError> {
+    pub fn new() -> Result<Self, DriverError> {
         // SAFETY: eventfd takes no pointers; the flags are valid constants.
         let raw: RawFd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if raw < 0 {
@@ -27,7 +27,7 @@ impl Wakeup {
 
     /// Makes the descriptor readable. A counter already at its maximum stays
     /// readable, so a failed write (EAGAIN) loses nothing.
-    pub(crate) fn signal(&self) {
+    pub fn signal(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live local `u64` to a descriptor this
         // value owns; an eventfd takes exactly 8-byte writes.
@@ -39,7 +39,7 @@ impl Wakeup {
 
     /// Makes the descriptor unreadable again. Reading an unsignalled eventfd
     /// fails with EAGAIN, which means there was nothing to clear.
-    pub(crate) fn clear(&self) {
+    pub fn clear(&self) {
         let mut count: u64 = 0;
         // SAFETY: reads 8 bytes into a live local `u64` from a descriptor this
         // value owns; an eventfd gives exactly 8-byte reads.
@@ -50,7 +50,7 @@ impl Wakeup {
     }
 
     /// The descriptor to poll for readability.
-    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }
