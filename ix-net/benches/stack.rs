@@ -28,32 +28,43 @@ const RR_CONNECTIONS: usize = 64;
 const BULK_WRITE_BYTES: usize = 64 * 1024;
 /// The preallocated buffer the bulk sender slices.
 const BULK_BUFFER_BYTES: usize = 4 << 20;
-/// Targets from the issue.
+/// Round-trip target from the issue, per second.
 const TARGET_ROUND_TRIPS_PER_SEC: f64 = 1_000_000.0;
+/// Bulk target in Gbit/s.
 const TARGET_BULK_GBIT_PER_SEC: f64 = 20.0;
 
 /// How long and how often to measure.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Plan {
     runs: usize,
     warmup: Duration,
     measure: Duration,
+    /// Run only this test ("rr" or "bulk"), for profiling one at a time.
+    only: Option<String>,
 }
 
 impl Plan {
     fn from_args() -> Result<Self, String> {
-        let mut plan = Plan { runs: 5, warmup: Duration::from_millis(500), measure: Duration::from_secs(2) };
+        let mut plan =
+            Plan { runs: 5, warmup: Duration::from_millis(500), measure: Duration::from_secs(2), only: None };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => {
-                    plan = Plan { runs: 3, warmup: Duration::from_millis(100), measure: Duration::from_millis(300) }
+                    plan.runs = 3;
+                    plan.warmup = Duration::from_millis(100);
+                    plan.measure = Duration::from_millis(300);
                 }
+                "--only" => plan.only = Some(args.next().filter(|v| v == "rr" || v == "bulk").ok_or("--only rr|bulk")?),
                 "--runs" => plan.runs = parse_next(&mut args, "--runs")?,
                 "--secs" => plan.measure = Duration::from_secs_f64(parse_next(&mut args, "--secs")?),
                 // Passed by `cargo bench`.
                 "--bench" => {}
-                other => return Err(format!("unknown argument {other:?} (use --quick, --runs N, --secs S)")),
+                other => {
+                    return Err(format!(
+                        "unknown argument {other:?} (use --quick, --runs N, --secs S, --only rr|bulk)"
+                    ));
+                }
             }
         }
         if plan.runs == 0 {
@@ -379,6 +390,22 @@ fn verdict(value: f64, target: f64) -> &'static str {
     if value >= target { "yes" } else { "no" }
 }
 
+/// One table row per test: median, spread, CPU share, target and verdict.
+fn print_row(label: &str, unit: &str, scale: f64, summary: &Summary, target: f64) {
+    println!(
+        "{:<40} {:>12.2} {:<6} {:>12.2} .. {:<12.2} {:>5.2} {:>12} {:<6} {:>4}",
+        label,
+        summary.rate / scale,
+        unit,
+        summary.min / scale,
+        summary.max / scale,
+        summary.cpu_share,
+        format!(">= {target}"),
+        unit,
+        verdict(summary.rate / scale, target)
+    );
+}
+
 fn main() -> ExitCode {
     let plan = match Plan::from_args() {
         Ok(p) => p,
@@ -387,20 +414,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let results = run("request/response", &plan, round_trips).and_then(|rr| Ok((rr, run("bulk", &plan, bulk)?)));
-    let (rr, bulk) = match results {
+    let wants = |name: &str| plan.only.as_deref().is_none_or(|o| o == name);
+    let rr = if wants("rr") { run("request/response", &plan, round_trips).map(Some) } else { Ok(None) };
+    let bulk = if wants("bulk") { run("bulk", &plan, bulk).map(Some) } else { Ok(None) };
+    let (rr, bulk) = match rr.and_then(|rr| Ok((rr, bulk?))) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("stack bench failed: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let rr = summarize(&rr);
-    let bulk = summarize(&bulk);
-    let quick = if plan.runs == 3 && plan.measure < Duration::from_secs(1) { " -- --quick" } else { "" };
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args = if args.is_empty() { String::new() } else { format!(" -- {}", args.join(" ")) };
     println!();
     println!("ix-net stack benchmark: two stacks on one thread over the mem wire, real monotonic clock");
-    println!("command: cargo bench -p ix-net --bench stack{quick}");
+    println!("command: cargo bench -p ix-net --bench stack{args}");
     println!(
         "runs: {} x {:.1} s after {:.1} s warm-up each; median (min .. max); cpu = share of wall time on a CPU",
         plan.runs,
@@ -408,28 +436,16 @@ fn main() -> ExitCode {
         plan.warmup.as_secs_f64()
     );
     println!();
-    println!("{:<44} {:>14} {:>25} {:>6} {:>16} {:>4}", "benchmark", "median", "min .. max", "cpu", "target", "met");
-    println!(
-        "{:<44} {:>10.0} RT/s {:>11.0} .. {:>10.0} {:>6.2} {:>11} RT/s {:>4}",
-        format!("64 B request/response, {RR_CONNECTIONS} connections"),
-        rr.rate,
-        rr.min,
-        rr.max,
-        rr.cpu_share,
-        ">= 1000000",
-        verdict(rr.rate, TARGET_ROUND_TRIPS_PER_SEC)
-    );
-    println!("{:<44} {:>11.2} us", "  mean latency per round trip", rr.latency_us);
-    println!(
-        "{:<44} {:>8.2} Gbit/s {:>11.2} .. {:>10.2} {:>6.2} {:>9} Gbit/s {:>4}",
-        "bulk TCP, 1500 B MTU, 1 connection",
-        bulk.rate / 1e9,
-        bulk.min / 1e9,
-        bulk.max / 1e9,
-        bulk.cpu_share,
-        ">= 20",
-        verdict(bulk.rate / 1e9, TARGET_BULK_GBIT_PER_SEC)
-    );
-    println!("retransmitted segments over all runs: request/response {}, bulk {}", rr.retransmits, bulk.retransmits);
+    println!("{:<40} {:>19} {:>26} {:>5} {:>19} {:>4}", "benchmark", "median", "min .. max", "cpu", "target", "met");
+    if let Some(rr) = rr.as_deref().map(summarize) {
+        let label = format!("{MESSAGE_BYTES} B request/response, {RR_CONNECTIONS} conns");
+        print_row(&label, "MRT/s", 1e6, &rr, TARGET_ROUND_TRIPS_PER_SEC / 1e6);
+        println!("{:<40} {:>12.2} us", "  mean latency per round trip", rr.latency_us);
+        println!("{:<40} {:>12}", "  retransmitted segments, all runs", rr.retransmits);
+    }
+    if let Some(bulk) = bulk.as_deref().map(summarize) {
+        print_row("bulk TCP, 1500 B MTU, 1 conn", "Gbit/s", 1e9, &bulk, TARGET_BULK_GBIT_PER_SEC);
+        println!("{:<40} {:>12}", "  retransmitted segments, all runs", bulk.retransmits);
+    }
     ExitCode::SUCCESS
 }
