@@ -1243,6 +1243,11 @@ impl Conn {
     /// Whether the connection has something to send now (for the stack's list of
     /// connections to visit in egress).
     pub fn wants_output(&self) -> bool {
+        // A closed connection sends nothing but a pending RST (`poll_transmit`),
+        // whatever ACK or probe was owed when it closed.
+        if self.state == State::Closed {
+            return self.rst_pending;
+        }
         self.ack_now
             || self.rst_pending
             || self.probe_pending
