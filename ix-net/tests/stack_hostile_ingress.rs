@@ -37,6 +37,9 @@ const ROUND_MICROS_MAX: u64 = 2_000;
 const CHECK_BYTES: usize = 100_000;
 /// Virtual time the closing phase may take (past TIME-WAIT and ARP expiry).
 const DRAIN_LIMIT_MICROS: u64 = 600_000_000;
+/// Frames the victim may send while closing everything (a few per connection
+/// and retransmission are expected).
+const DRAIN_FRAMES_MAX: u64 = 100_000;
 /// Steps with no victim timer and no victim output after which closing counts as stuck.
 const DRAIN_IDLE_STEPS_MAX: usize = 1_000;
 /// A pool frame holds this much at most; longer random frames are cut.
@@ -449,8 +452,11 @@ fn close_and_drain(sim: &mut Sim, victim: &mut Victim, peer_sockets: &[SocketHan
         sim.nodes[PEER].stack.close(socket);
     }
     let limit = sim.now().as_micros() + DRAIN_LIMIT_MICROS;
+    let frames_before = sim.nodes[VICTIM].stack.stats().link.frames_out;
     let mut idle_steps = 0;
     while sim.nodes[VICTIM].stack.tcp_connection_count() > 0 || sim.nodes[VICTIM].stack.poll_timeout().is_some() {
+        let sent = sim.nodes[VICTIM].stack.stats().link.frames_out - frames_before;
+        assert!(sent <= DRAIN_FRAMES_MAX, "closing took {sent} frames and goes on (a loop with the peer?)");
         let stuck = idle_steps > DRAIN_IDLE_STEPS_MAX;
         if sim.now().as_micros() >= limit || stuck {
             panic!(
