@@ -126,6 +126,22 @@ impl Pair {
         [&self.server, &self.client].iter().map(|n| n.stack.stats().tcp.retransmitted_segments).sum()
     }
 
+    /// Resolves each side's neighbour with one UDP datagram each way, so no
+    /// SYN waits for ARP (a stack queues only a few frames per unresolved
+    /// neighbour; the rest would be dropped and retransmitted a second later).
+    fn resolve_neighbours(&mut self) {
+        const DISCARD_PORT: u16 = 9;
+        for (node, peer) in [(&mut self.server, host(1)), (&mut self.client, host(0))] {
+            let udp = node.stack.udp_bind(DISCARD_PORT).expect("udp bind");
+            node.stack.udp_send_to(udp, SocketAddrV4::new(peer, DISCARD_PORT), b"hello").expect("udp send");
+        }
+        for _ in 0..16 {
+            let now = self.now();
+            self.server.poll(now, |_| {});
+            self.client.poll(now, |_| {});
+        }
+    }
+
     fn now(&self) -> Instant {
         Instant::from_micros(self.origin.elapsed().as_micros() as u64)
     }
@@ -244,6 +260,7 @@ fn echo(stack: &mut Stack, conn: SocketHandle) {
 /// 64-byte request/response over 64 connections: one outstanding message each.
 fn round_trips(plan: &Plan) -> Result<Sample, String> {
     let mut pair = Pair::new();
+    pair.resolve_neighbours();
     let listener = pair.server.stack.tcp_listen(SERVER_PORT, 1024).map_err(|e| e.to_string())?;
     let now = pair.now();
     let server_addr = SocketAddrV4::new(host(0), SERVER_PORT);
@@ -301,6 +318,10 @@ fn round_trips(plan: &Plan) -> Result<Sample, String> {
     if let Some(f) = failure {
         return Err(f);
     }
+    let live = callers.iter().filter(|(_, c)| c.live).count();
+    if live != RR_CONNECTIONS {
+        return Err(format!("only {live} of {RR_CONNECTIONS} connections were established"));
+    }
     Ok(Sample { retransmits: pair.retransmits(), ..sample(tally.round_trips, &tally, wall, cpu) })
 }
 
@@ -308,6 +329,7 @@ fn round_trips(plan: &Plan) -> Result<Sample, String> {
 /// without pause, the server reads and drops; counts payload delivered.
 fn bulk(plan: &Plan) -> Result<Sample, String> {
     let mut pair = Pair::new();
+    pair.resolve_neighbours();
     let listener = pair.server.stack.tcp_listen(SERVER_PORT, 16).map_err(|e| e.to_string())?;
     let now = pair.now();
     let client = pair
