@@ -136,6 +136,9 @@ const INITIAL_QUICK_ACKS: u32 = 16;
 const COALESCE_BELOW_BYTES: usize = 1024;
 /// Persist (zero window probe) intervals are bounded like RTOs.
 const PERSIST_MAX_MICROS: u64 = 60_000_000;
+/// Least time between two ACKs answering invalid pure ACKs (Linux's
+/// `tcp_invalid_ratelimit`): two desynchronized ends cannot trade them forever.
+const INVALID_ACK_INTERVAL_MICROS: u64 = 500_000;
 
 /// One TCP connection.
 #[derive(Debug)]
@@ -180,6 +183,8 @@ pub struct Conn {
     ts_enabled: bool,
     ts_recent: u32,
     ts_recent_at: Instant,
+    /// When an ACK last answered an invalid pure ACK.
+    invalid_acked_at: Option<Instant>,
     ts_offset: u32,
     last_ack_sent: SeqNum,
     sack_enabled: bool,
@@ -260,6 +265,7 @@ impl Conn {
             ts_enabled: false,
             ts_recent: 0,
             ts_recent_at: now,
+            invalid_acked_at: None,
             ts_offset,
             last_ack_sent: SeqNum(0),
             sack_enabled: false,
@@ -698,7 +704,7 @@ impl Conn {
                 let stale = now.as_micros().saturating_sub(self.ts_recent_at.as_micros()) > PAWS_IDLE_MICROS;
                 if (ts_val.wrapping_sub(self.ts_recent) as i32) < 0 && !stale {
                     stats.paws_rejected += 1;
-                    self.ack_now = true;
+                    self.ack_invalid(seg_len, now);
                     return;
                 }
             }
@@ -710,7 +716,7 @@ impl Conn {
                 return;
             }
             stats.out_of_window += 1;
-            self.ack_now = true;
+            self.ack_invalid(seg_len, now);
             // A segment wholly before RCV.NXT is a duplicate: its data goes, but
             // its ACK field is still news (BSD keeps processing it; without this,
             // two sides that both retransmitted from behind each other's RCV.NXT
@@ -811,6 +817,22 @@ impl Conn {
         }
     }
 
+    /// Answers an invalid segment with an ACK; a pure ACK (`seg_len` 0) at
+    /// most once per `INVALID_ACK_INTERVAL_MICROS`, else two ends that disagree
+    /// (after a forged segment) answer each other's ACKs forever.
+    fn ack_invalid(&mut self, seg_len: usize, now: Instant) {
+        if seg_len == 0 {
+            let recent = self
+                .invalid_acked_at
+                .is_some_and(|at| now.as_micros().saturating_sub(at.as_micros()) < INVALID_ACK_INTERVAL_MICROS);
+            if recent {
+                return;
+            }
+            self.invalid_acked_at = Some(now);
+        }
+        self.ack_now = true;
+    }
+
     fn on_reset(&mut self, seq: SeqNum, stats: &mut TcpStats) {
         if seq != self.rcv_nxt {
             // RFC 5961 §3.2: an in-window RST that is not exact gets a challenge.
@@ -847,7 +869,7 @@ impl Conn {
         let seq = SeqNum(seg.seq);
         if ack > self.snd_max {
             stats.ack_of_unsent += 1;
-            self.ack_now = true;
+            self.ack_invalid(data_len, now);
             return false;
         }
         let window = u32::from(seg.window) << self.snd_wscale;
@@ -1185,16 +1207,15 @@ impl Conn {
 
     /// The earliest instant at which [`Conn::on_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [
-            self.rto_deadline,
-            self.delack_deadline,
-            self.persist_deadline,
-            self.keepalive_deadline,
-            self.timewait_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        // Pairwise, not `[..].into_iter().flatten().min()`: that spilled the
+        // array and stalled on store forwarding (10% of a request/response profile).
+        let earlier = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timers = earlier(self.rto_deadline, self.delack_deadline);
+        let timers = earlier(timers, self.persist_deadline);
+        earlier(earlier(timers, self.keepalive_deadline), self.timewait_deadline)
     }
 
     /// Runs every timer due at `now`.
@@ -1298,6 +1319,11 @@ impl Conn {
     /// Whether the connection has something to send now (for the stack's list of
     /// connections to visit in egress).
     pub fn wants_output(&self) -> bool {
+        // A closed connection sends nothing but a pending RST (`poll_transmit`),
+        // whatever ACK or probe was owed when it closed.
+        if self.state == State::Closed {
+            return self.rst_pending;
+        }
         self.ack_now
             || self.rst_pending
             || self.probe_pending
