@@ -97,6 +97,40 @@ fn zero_window_is_probed_with_backoff() {
     assert_eq!(h.stack.stats().tcp.retransmit_timeouts, 0);
 }
 
+/// RFC 9293 §3.8.6.1: a peer that closes its window while data is in flight
+/// refused that data, it did not lose it: the connection probes for as long as
+/// the peer answers (no timeout), and sends the data again once it reopens.
+#[test]
+fn window_closed_with_data_in_flight_is_probed_not_timed_out() {
+    // The scripted peer does not answer ARP: keep its entry for the whole test.
+    let mut h = Harness::with(|c| c.arp.entry_ttl = Duration::from_secs(3600));
+    let link = h.plain_passive_open();
+    h.stack.tcp_send(link.handle, Bytes::from(pattern(0, 3000))).unwrap();
+    let first = data_segments(&h.out()).len();
+    assert_eq!(first, 3, "the data goes out in three segments");
+    // The peer takes the first segment and closes its window.
+    h.peer_window = 0;
+    h.send(h.ack(link.peer_seq, link.our_seq + 1460));
+    let _ = h.out();
+    // Ten minutes of answered probes: long past the 15 backed-off RTOs that
+    // would end a connection whose peer went silent.
+    let mut probes = 0;
+    for _ in 0..600 {
+        for _probe in h.advance(Duration::from_secs(1)) {
+            probes += 1;
+            h.send(h.ack(link.peer_seq, link.our_seq + 1460));
+        }
+    }
+    assert!(probes >= 10, "only {probes} probes in ten minutes");
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), ix_net::tcp::State::Established);
+    assert_eq!(h.stack.tcp_error(link.handle).unwrap(), None);
+    // The window opens: the refused bytes go out again, all of them.
+    h.peer_window = 65_535;
+    h.send(h.ack(link.peer_seq, link.our_seq + 1460));
+    let sent: Vec<u8> = data_segments(&h.out()).iter().flat_map(|s| s.payload.clone()).collect();
+    assert_eq!(sent, pattern(1460, 1540));
+}
+
 /// RFC 9293 §3.8.6.2.2 and IX's `recv_done`: chunks the application holds keep
 /// the window shut; dropping them reopens it with a window update.
 #[test]

@@ -905,9 +905,20 @@ impl Conn {
             self.max_snd_wnd = self.max_snd_wnd.max(window);
             self.snd_wl1 = seq;
             self.snd_wl2 = ack;
+            if window == 0 && self.snd_max > self.snd_una && self.state.synchronized() {
+                // The peer closed its window with data in flight: that data was
+                // refused, not lost. Probe instead of timing out, so the
+                // connection lives as long as the peer answers (RFC 9293 §3.8.6.1).
+                self.rto_deadline = None;
+                self.arm_persist(now);
+            }
             if was_zero && window > 0 {
                 self.persist_deadline = None;
                 self.persist_backoffs = 0;
+                if self.snd_nxt > self.snd_una && self.rto_deadline.is_none() {
+                    // Send again what the closed window refused.
+                    self.snd_nxt = self.snd_una;
+                }
             }
         }
         true
