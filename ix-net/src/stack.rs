@@ -25,7 +25,7 @@ use crate::timer::{TimerKey, TimerWheel};
 use crate::udp::UdpSocket;
 use crate::wire::{
     ArpOperation, ArpPacket, ArpRepr, ETHERNET_HEADER_LEN, EtherType, EthernetAddress, EthernetFrame, IpProtocol,
-    Ipv4Packet, WireError,
+    Ipv4Packet,
 };
 
 /// An [`Egress`] over the stack's output fields, written out field by field so
@@ -209,6 +209,10 @@ pub struct Stack {
     pub(crate) dirty: Vec<SocketHandle>,
     pub(crate) events: VecDeque<SocketHandle>,
     pub(crate) released_credit: Rc<ReleaseQueue>,
+    /// Kept buffers for the per-round loops over fired timers and released
+    /// credit, so they allocate nothing in the steady state.
+    fired_scratch: Vec<TimerTarget>,
+    release_scratch: Vec<SocketHandle>,
     pub(crate) stats: StackStats,
     pub(crate) ip_ident: u16,
     pub(crate) next_ephemeral: u16,
@@ -253,6 +257,8 @@ impl Stack {
             dirty: Vec::with_capacity(256),
             events: VecDeque::with_capacity(256),
             released_credit: Rc::new(ReleaseQueue::default()),
+            fired_scratch: Vec::with_capacity(64),
+            release_scratch: Vec::with_capacity(64),
             stats: StackStats::default(),
             ip_ident: u64_from(&secret, 0) as u16,
             next_ephemeral: start,
@@ -418,9 +424,9 @@ impl Stack {
                 }
             }
         }
-        let mut fired = Vec::new();
+        let mut fired = std::mem::take(&mut self.fired_scratch);
         self.timers.advance(now, &mut |_, target| fired.push(target));
-        for target in fired {
+        for target in fired.drain(..) {
             match target {
                 TimerTarget::Arp => {
                     self.arp_timer = None;
@@ -429,6 +435,7 @@ impl Stack {
                 TimerTarget::Socket(handle) => self.on_socket_timer(handle, now),
             }
         }
+        self.fired_scratch = fired;
     }
 
     /// The next instant [`Stack::on_timers`] has work, for an idle core to sleep
@@ -585,13 +592,17 @@ impl Stack {
         if self.released_credit.borrow().is_empty() {
             return;
         }
-        let handles: Vec<SocketHandle> = std::mem::take(&mut *self.released_credit.borrow_mut());
-        for handle in handles {
+        // Swap the queue with a kept buffer: both keep their capacity, so a
+        // steady stream of dropped chunks allocates nothing.
+        let mut handles = std::mem::take(&mut self.release_scratch);
+        std::mem::swap(&mut handles, &mut *self.released_credit.borrow_mut());
+        for handle in handles.drain(..) {
             if let Ok(conn) = self.conn_mut(handle) {
                 conn.on_credit_released();
                 self.after_conn(handle);
             }
         }
+        self.release_scratch = handles;
     }
 
     /// Brings a socket's events, timer and output mark up to date after its
@@ -1068,12 +1079,6 @@ fn random_secret() -> [u8; 16] {
     s[..8].copy_from_slice(&a.to_le_bytes());
     s[8..].copy_from_slice(&b.to_le_bytes());
     s
-}
-
-impl From<WireError> for SocketError {
-    fn from(_: WireError) -> Self {
-        SocketError::MessageTooLong(0)
-    }
 }
 
 #[cfg(test)]

@@ -330,7 +330,7 @@ impl Runtime {
 /// holding the core's pool, are made on the core).
 enum QueueSource {
     Mem { wire: Arc<MemWire>, port: u16 },
-    Tap { fd: TapQueueFd, keep: Option<Arc<TapDevice>> },
+    Tap { fd: TapQueueFd },
 }
 
 fn open_sources(cfg: &Builder) -> Result<Vec<QueueSource>, RuntimeError> {
@@ -341,8 +341,9 @@ fn open_sources(cfg: &Builder) -> Result<Vec<QueueSource>, RuntimeError> {
         Backend::Tap { name } => {
             let mut device = TapDevice::open(name, cfg.cores as u16)?;
             let fds = (0..cfg.cores as u16).map(|q| device.take_queue_fd(q)).collect::<Result<Vec<_>, _>>()?;
-            let device = Arc::new(device);
-            Ok(fds.into_iter().map(|fd| QueueSource::Tap { fd, keep: Some(device.clone()) }).collect())
+            // The device lives as long as any queue fd is open: it can go now.
+            drop(device);
+            Ok(fds.into_iter().map(|fd| QueueSource::Tap { fd }).collect())
         }
     }
 }
@@ -370,11 +371,10 @@ fn build_queue(
             };
             Ok((Box::new(queue), filter))
         }
-        QueueSource::Tap { fd, keep } => {
+        QueueSource::Tap { fd } => {
             // TAP spreads flows by the kernel's own hash, which we cannot
             // predict: any port will do.
             let queue = TapQueue::new(fd, pool);
-            drop(keep);
             Ok((Box::new(queue), None))
         }
     }

@@ -29,23 +29,29 @@ fn a_framed_line_echo_works_over_an_ix_stream() {
     let wire = MemWire::new(MemWireConfig::default()).unwrap();
     let server_rt = single_core(&wire, 0, Ipv4Addr::new(10, 0, 0, 1));
     let shutdown = server_rt.shutdown_handle();
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
         server_rt
-            .run(|_| async {
-                let listener = TcpListener::bind(4000).unwrap();
-                while let Ok((stream, _)) = listener.accept().await {
-                    spawn_local(async move {
-                        let mut lines = Framed::new(stream, LinesCodec::new());
-                        while let Some(Ok(line)) = lines.next().await {
-                            if lines.send(format!("echo: {line}")).await.is_err() {
-                                break;
+            .run(move |_| {
+                let bound_tx = bound_tx.clone();
+                async move {
+                    let listener = TcpListener::bind(4000).unwrap();
+                    bound_tx.send(()).unwrap();
+                    while let Ok((stream, _)) = listener.accept().await {
+                        spawn_local(async move {
+                            let mut lines = Framed::new(stream, LinesCodec::new());
+                            while let Some(Ok(line)) = lines.next().await {
+                                if lines.send(format!("echo: {line}")).await.is_err() {
+                                    break;
+                                }
                             }
-                        }
-                    });
+                        });
+                    }
                 }
             })
             .unwrap()
     });
+    bound_rx.recv_timeout(Duration::from_secs(10)).expect("the server did not start listening");
     let got = Arc::new(std::sync::Mutex::new(Vec::new()));
     let out = got.clone();
     single_core(&wire, 1, Ipv4Addr::new(10, 0, 0, 2))

@@ -34,22 +34,35 @@ fn runtime(wire: &Arc<MemWire>, port: u16, addr: Ipv4Addr) -> Runtime {
 fn start_echo_server(wire: &Arc<MemWire>) -> (std::thread::JoinHandle<Vec<CoreStats>>, ix_runtime::ShutdownHandle) {
     let rt = runtime(wire, 0, SERVER);
     let shutdown = rt.shutdown_handle();
+    let listening = Arc::new(AtomicUsize::new(0));
+    let bound = listening.clone();
     let thread = std::thread::spawn(move || {
-        rt.run(|_core| async {
-            let listener = TcpListener::bind(PORT).unwrap();
-            while let Ok((stream, _)) = listener.accept().await {
-                spawn_local(async move {
-                    while let Ok(Some(chunk)) = stream.recv().await {
-                        if stream.send(Bytes::copy_from_slice(&chunk)).await.is_err() {
-                            return;
+        rt.run(move |_core| {
+            let bound = bound.clone();
+            async move {
+                let listener = TcpListener::bind(PORT).unwrap();
+                bound.fetch_add(1, Ordering::SeqCst);
+                while let Ok((stream, _)) = listener.accept().await {
+                    spawn_local(async move {
+                        while let Ok(Some(chunk)) = stream.recv().await {
+                            if stream.send(Bytes::copy_from_slice(&chunk)).await.is_err() {
+                                return;
+                            }
                         }
-                    }
-                    let _ = stream.shutdown();
-                });
+                        let _ = stream.shutdown();
+                    });
+                }
             }
         })
         .unwrap()
     });
+    // Clients start only once every core listens: a SYN that reaches a core
+    // before its listener exists is answered with a RST, as it should be.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while listening.load(Ordering::SeqCst) < 2 {
+        assert!(std::time::Instant::now() < deadline, "the server cores did not start listening");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     (thread, shutdown)
 }
 

@@ -47,18 +47,24 @@ fn kernel_clients_echo_through_a_two_core_runtime_on_tap() {
         .build()
         .unwrap();
     let shutdown = rt.shutdown_handle();
+    let listening = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let bound = listening.clone();
     let server = std::thread::spawn(move || {
-        rt.run(|_| async {
-            let listener = TcpListener::bind(PORT).unwrap();
-            while let Ok((stream, _)) = listener.accept().await {
-                drop(spawn_local(async move {
-                    while let Ok(Some(chunk)) = stream.recv().await {
-                        if stream.send(Bytes::copy_from_slice(&chunk)).await.is_err() {
-                            return;
+        rt.run(move |_| {
+            let bound = bound.clone();
+            async move {
+                let listener = TcpListener::bind(PORT).unwrap();
+                bound.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                while let Ok((stream, _)) = listener.accept().await {
+                    drop(spawn_local(async move {
+                        while let Ok(Some(chunk)) = stream.recv().await {
+                            if stream.send(Bytes::copy_from_slice(&chunk)).await.is_err() {
+                                return;
+                            }
                         }
-                    }
-                    let _ = stream.shutdown();
-                }));
+                        let _ = stream.shutdown();
+                    }));
+                }
             }
         })
     });
@@ -70,6 +76,10 @@ fn kernel_clients_echo_through_a_two_core_runtime_on_tap() {
     }
     assert!(ip(&["addr", "add", &format!("{KERNEL}/24"), "dev", &name]));
     assert!(ip(&["link", "set", &name, "up"]));
+    while listening.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the runtime's cores did not start listening");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 
     let clients: Vec<_> = (0..40)
         .map(|i| {
