@@ -61,6 +61,7 @@ pub(crate) struct Core {
     /// Tasks waiting for a free packet buffer.
     buffer_waiters: RefCell<Vec<Waker>>,
     buffer_waits: Cell<u64>,
+    handover_lost: Cell<u64>,
     /// The loop's and the queue's counters, refreshed every round.
     loop_stats: Cell<LoopStats>,
     queue_stats: Cell<QueueStats>,
@@ -101,6 +102,7 @@ impl Core {
             waiters: RefCell::new(Vec::new()),
             buffer_waiters: RefCell::new(Vec::new()),
             buffer_waits: Cell::new(0),
+            handover_lost: Cell::new(0),
             loop_stats: Cell::new(LoopStats::default()),
             queue_stats: Cell::new(QueueStats::default()),
             sleeps: RefCell::new(TimerWheel::with_capacity(Instant::ZERO, 256)),
@@ -178,6 +180,14 @@ impl Core {
     /// Times a task had to wait for a free packet buffer.
     pub(crate) fn buffer_waits(&self) -> u64 {
         self.buffer_waits.get()
+    }
+
+    pub(crate) fn count_handover_lost(&self) {
+        self.handover_lost.set(self.handover_lost.get() + 1);
+    }
+
+    pub(crate) fn handover_lost(&self) -> u64 {
+        self.handover_lost.get()
     }
 
     pub(crate) fn set_loop_stats(&self, stats: LoopStats, queue: QueueStats) {

@@ -15,6 +15,7 @@ use ix_driver::queue::DEFAULT_BATCH_PACKETS;
 use ix_driver::tap::{TapDevice, TapQueue, TapQueueFd};
 use ix_driver::{DriverError, HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig, QueueStats};
 use ix_net::iface::SharedNeighbors;
+use ix_net::tcp::FlowDirectory;
 use ix_net::wire::EthernetAddress;
 use ix_net::{Stack, StackConfig, StackStats, TcpConfig};
 
@@ -121,6 +122,7 @@ pub struct Builder {
     pin_threads: bool,
     drain_timeout: Duration,
     handle_signals: bool,
+    port_probing: bool,
 }
 
 impl Default for Builder {
@@ -137,6 +139,7 @@ impl Default for Builder {
             pin_threads: true,
             drain_timeout: Duration::from_secs(5),
             handle_signals: true,
+            port_probing: true,
         }
     }
 }
@@ -210,6 +213,17 @@ impl Builder {
         self
     }
 
+    /// Whether outgoing connections pick a local port whose return traffic
+    /// the NIC steers to the connecting core (IX's port probing; default on,
+    /// used where the backend's steering is known, as on `mem`). Off, or on a
+    /// backend that cannot steer, a reply that reaches another core is handed
+    /// over to the owner in software (copied, counted in
+    /// [`LoopStats::handed_over`]).
+    pub fn port_probing(mut self, probe: bool) -> Self {
+        self.port_probing = probe;
+        self
+    }
+
     /// Checks the configuration.
     ///
     /// # Errors
@@ -245,6 +259,11 @@ pub struct LoopStats {
     pub tx_packets: u64,
     /// Tasks polled.
     pub tasks_polled: u64,
+    /// Frames of another core's connection sent to it (NICs that cannot steer).
+    pub handed_over: u64,
+    /// Of those, frames dropped because the owner's inbound queue was full
+    /// (TCP retransmits them).
+    pub handover_dropped: u64,
 }
 
 impl LoopStats {
@@ -269,6 +288,9 @@ pub struct CoreStats {
     pub executor: ExecutorStats,
     /// Times a task waited for a free packet buffer (the pool was empty).
     pub buffer_waits: u64,
+    /// Frames handed over by another core that found no free frame here
+    /// (dropped; TCP retransmits them).
+    pub handover_lost: u64,
     /// Frames of the core's packet pool free now, of `pool_capacity`.
     pub pool_free: u32,
     /// Frames in the core's packet pool.
@@ -296,6 +318,7 @@ pub fn stats() -> CoreStats {
             queue,
             executor: crate::executor::current_stats().unwrap_or_default(),
             buffer_waits: core.buffer_waits(),
+            handover_lost: core.handover_lost(),
             pool_free: core.with_pool(|p| p.available()),
             pool_capacity: core.with_pool(|p| p.capacity()),
             ..CoreStats::default()
@@ -375,17 +398,21 @@ impl Runtime {
             }
         }
         let handle = Handle::new(cfg.cores).map_err(|e| RuntimeError::Core { core: 0, message: e.to_string() })?;
-        let neighbors = Arc::new(SharedNeighbors::new());
+        let shared = SharedState {
+            neighbors: Arc::new(SharedNeighbors::new()),
+            flows: Arc::new(FlowDirectory::new()),
+            running: Arc::new(std::sync::atomic::AtomicUsize::new(cfg.cores)),
+        };
         let mut sources = open_sources(&cfg)?;
         let main = Arc::new(main);
         let mut threads = Vec::with_capacity(cfg.cores);
         for core in 0..cfg.cores {
             let source = sources.remove(0);
             let (cfg, handle, main, shutdown) = (cfg.clone(), handle.clone(), main.clone(), self.shutdown.clone());
-            let neighbors = neighbors.clone();
+            let shared = shared.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ix-core-{core}"))
-                .spawn(move || run_core(core, &cfg, source, neighbors, &handle, &*main, &shutdown))
+                .spawn(move || run_core(core, &cfg, source, shared, &handle, &*main, &shutdown))
                 .map_err(|e| RuntimeError::Core { core, message: e.to_string() })?;
             threads.push(thread);
         }
@@ -400,6 +427,19 @@ impl Runtime {
         }
         Ok(stats)
     }
+}
+
+/// What the cores of one runtime share.
+#[derive(Clone)]
+struct SharedState {
+    /// The neighbour table (ARP replies reach one queue only).
+    neighbors: Arc<SharedNeighbors>,
+    /// Which core owns each outgoing connection, for backends that cannot steer.
+    flows: Arc<FlowDirectory>,
+    /// Cores whose first task has not finished. A core whose own first task
+    /// finished keeps serving its queue until this reaches zero: its queue may
+    /// still receive (and hand over) other cores' traffic.
+    running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What a core thread builds its queue from (fds and wires are `Send`; queues,
@@ -476,7 +516,7 @@ fn run_core<F, Fut>(
     core_index: usize,
     cfg: &Builder,
     source: QueueSource,
-    neighbors: Arc<SharedNeighbors>,
+    shared: SharedState,
     handle: &Handle,
     main: &F,
     shutdown: &AtomicBool,
@@ -487,6 +527,9 @@ where
 {
     let span = tracing::info_span!("ix-core", core = core_index);
     let _entered = span.enter();
+    // Counted out however this function returns, so no core waits for a core
+    // that failed to start.
+    let running = RunningCore { running: &shared.running, counted: std::cell::Cell::new(false) };
     if cfg.pin_threads {
         pin_to_cpu(core_index);
     }
@@ -501,10 +544,16 @@ where
         source => {
             let (addr, prefix) = cfg.addr.expect("checked by build");
             let (queue, filter) = build_queue(core_index, source, pool.clone(), addr)?;
+            let filter = filter.filter(|_| cfg.port_probing);
             let mut stack_cfg = StackConfig::new(EthernetAddress(queue.mac()), addr, prefix);
             stack_cfg.gateway = cfg.gateway;
             stack_cfg.tcp = cfg.tcp.clone();
-            stack_cfg.neighbors = Some(neighbors);
+            stack_cfg.neighbors = Some(shared.neighbors.clone());
+            // Without steering, a reply may reach another core's queue: the
+            // directory tells which core owns each outgoing connection.
+            if filter.is_none() && cfg.cores > 1 {
+                stack_cfg.directory = Some((shared.flows.clone(), core_index));
+            }
             let mut stack = Stack::new(stack_cfg, pool, ix_net::Instant::ZERO).map_err(|e| core_error(&e))?;
             if core_index == 0 {
                 stack.announce();
@@ -516,14 +565,41 @@ where
     let core = Core::install(core_index, net, filter);
     let root = executor.spawn_local(main(core_index));
     let queue = queue.as_mut().map(|q| &mut **q as &mut dyn NetQueue);
-    let mut lp = PollLoop { core: &core, executor: &executor, queue, cfg, stats: LoopStats::default() };
-    lp.run(&root, shutdown);
+    let mut lp =
+        PollLoop { core: &core, executor: &executor, queue, cfg, stats: LoopStats::default(), handover: Vec::new() };
+    lp.run(&root, shutdown, &running);
     lp.publish_stats();
     let stats = stats();
     drop(root);
     drop(executor);
     Core::uninstall();
     Ok(stats)
+}
+
+/// This core's place in [`SharedState::running`].
+struct RunningCore<'a> {
+    running: &'a std::sync::atomic::AtomicUsize,
+    counted: std::cell::Cell<bool>,
+}
+
+impl RunningCore<'_> {
+    /// This core's first task finished (idempotent).
+    fn finish(&self) {
+        if !self.counted.replace(true) {
+            self.running.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether every core's first task finished.
+    fn all_finished(&self) -> bool {
+        self.running.load(Ordering::Acquire) == 0
+    }
+}
+
+impl Drop for RunningCore<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 struct PollLoop<'a> {
@@ -533,10 +609,49 @@ struct PollLoop<'a> {
     queue: Option<&'a mut dyn NetQueue>,
     cfg: &'a Builder,
     stats: LoopStats,
+    /// Frames to hand over to other cores, gathered each round.
+    handover: Vec<(usize, PacketBuf)>,
+}
+
+/// Sends the frames of other cores' connections to their owners: copied
+/// (pool frames belong to one core), one remote task per owner per round,
+/// which re-ingresses them on the owner's stack.
+fn hand_over(handover: &mut Vec<(usize, PacketBuf)>, executor: &Executor, stats: &mut LoopStats) {
+    handover.sort_unstable_by_key(|(owner, _)| *owner);
+    while let Some(&(owner, _)) = handover.first() {
+        let split = handover.iter().position(|(o, _)| *o != owner).unwrap_or(handover.len());
+        let frames: Vec<Box<[u8]>> = handover.drain(..split).map(|(_, f)| Box::from(&f[..])).collect();
+        let n = frames.len() as u64;
+        stats.handed_over += n;
+        if executor.handle().spawn_on(owner, ingress_handed_over(frames)).is_err() {
+            stats.handover_dropped += n;
+        }
+    }
+}
+
+/// Runs on the owning core: copies frames another core received for this
+/// core's connections into this core's pool and processes them.
+async fn ingress_handed_over(frames: Vec<Box<[u8]>>) {
+    crate::core::with_core(|core| {
+        let now = core.now();
+        core.stack(|stack| {
+            for bytes in frames {
+                let Ok(mut frame) = stack.alloc_tx() else {
+                    // No frame free: dropped (and counted) like a frame the
+                    // NIC could not place; TCP retransmits it.
+                    core.count_handover_lost();
+                    continue;
+                };
+                if frame.extend_from_slice(&bytes).is_ok() {
+                    stack.ingress(frame.freeze(), now);
+                }
+            }
+        });
+    });
 }
 
 impl PollLoop<'_> {
-    fn run<T>(&mut self, root: &crate::executor::JoinHandle<T>, shutdown: &AtomicBool) {
+    fn run<T>(&mut self, root: &crate::executor::JoinHandle<T>, shutdown: &AtomicBool, running: &RunningCore<'_>) {
         let mut rx: Vec<PacketBuf> = Vec::with_capacity(self.cfg.batch);
         let mut tx: Vec<PacketBuf> = Vec::with_capacity(4 * self.cfg.batch);
         let mut empty_rounds = 0u32;
@@ -546,8 +661,11 @@ impl PollLoop<'_> {
                 true => self.round(&mut rx, &mut tx),
                 false => self.kernel_round(),
             };
-            if root.is_finished() && tx.is_empty() {
-                break;
+            if root.is_finished() {
+                running.finish();
+                if tx.is_empty() && running.all_finished() {
+                    break;
+                }
             }
             if drain_deadline.is_none() && (shutdown.load(Ordering::Relaxed) || SIGNALLED.load(Ordering::Relaxed)) {
                 self.core.start_draining();
@@ -612,7 +730,11 @@ impl PollLoop<'_> {
                 for frame in rx.drain(..) {
                     s.ingress(frame, now);
                 }
+                s.take_handover(&mut self.handover);
             });
+            if !self.handover.is_empty() {
+                hand_over(&mut self.handover, self.executor, &mut self.stats);
+            }
         }
         let fired = self.core.fire_sleeps(now);
         self.core.stack(|s| s.on_timers(now));
@@ -661,9 +783,11 @@ impl PollLoop<'_> {
             fds[1] = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
             n = 2;
         }
-        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // ppoll, not poll: a timer due in 300 µs must not sleep a whole millisecond.
+        let wait = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos().into() };
         // SAFETY: `fds` holds `n` initialised pollfd entries whose descriptors
-        // stay open for the call (borrowed from the executor and the queue).
-        unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, ms) };
+        // stay open for the call (borrowed from the executor and the queue);
+        // `wait` is a valid timespec; a null signal mask leaves it unchanged.
+        unsafe { libc::ppoll(fds.as_mut_ptr(), n as libc::nfds_t, &wait, std::ptr::null()) };
     }
 }
