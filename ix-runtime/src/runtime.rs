@@ -12,6 +12,7 @@ use std::time::Duration;
 use ix_driver::mem::MemWire;
 use ix_driver::queue::DEFAULT_BATCH_PACKETS;
 use ix_driver::tap::{TapDevice, TapQueue, TapQueueFd};
+use ix_driver::xdp::{XdpConfig, XdpDevice, XdpQueue, XdpQueueSource};
 use ix_driver::{DriverError, HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig, QueueStats};
 use ix_net::iface::SharedNeighbors;
 use ix_net::wire::EthernetAddress;
@@ -35,6 +36,9 @@ pub enum Backend {
         /// Interface name.
         name: String,
     },
+    /// AF_XDP on an interface: core `i` takes queue `i`, steered to it by the
+    /// backend's XDP program (see `ix_driver::xdp`).
+    Xdp(XdpConfig),
 }
 
 /// What a core does when a round finds no work.
@@ -331,6 +335,7 @@ impl Runtime {
 enum QueueSource {
     Mem { wire: Arc<MemWire>, port: u16 },
     Tap { fd: TapQueueFd },
+    Xdp { source: XdpQueueSource },
 }
 
 fn open_sources(cfg: &Builder) -> Result<Vec<QueueSource>, RuntimeError> {
@@ -344,6 +349,13 @@ fn open_sources(cfg: &Builder) -> Result<Vec<QueueSource>, RuntimeError> {
             // The device lives as long as any queue fd is open: it can go now.
             drop(device);
             Ok(fds.into_iter().map(|fd| QueueSource::Tap { fd }).collect())
+        }
+        Backend::Xdp(config) => {
+            let (addr, _) = cfg.addr.expect("checked by build");
+            let queues = config.queue_count(cfg.cores)?;
+            // The queues keep the program attached; the device can go.
+            let mut device = XdpDevice::open(config, queues, addr)?;
+            (0..queues).map(|q| Ok(QueueSource::Xdp { source: device.take_queue(q)? })).collect()
         }
     }
 }
@@ -376,6 +388,12 @@ fn build_queue(
             // predict: any port will do.
             let queue = TapQueue::new(fd, pool);
             Ok((Box::new(queue), None))
+        }
+        QueueSource::Xdp { source } => {
+            // RSS on the interface is the kernel's or the NIC's, which we do
+            // not model: as for TAP, any port will do (an outgoing
+            // connection's replies may land on another core's queue).
+            Ok((Box::new(XdpQueue::new(source, pool)?), None))
         }
     }
 }
