@@ -171,7 +171,8 @@ pub fn echo_round_trip(addr: Ipv4Addr, len: usize, salt: usize) -> Result<(), St
 /// One HTTP/1.1 GET with `Connection: close`; returns the body.
 pub fn http_get(addr: Ipv4Addr, port: u16, path: &str) -> String {
     let mut stream = connect(addr, port);
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     // The responder keeps the connection open: read one response.
     let mut buf = [0u8; 4096];
