@@ -429,7 +429,11 @@ where
     if cfg.pin_threads {
         pin_to_cpu(core_index);
     }
-    let pool = PacketPool::new(PoolConfig { frames: cfg.pool_frames, huge_pages: HugePages::Auto })?;
+    let huge_pages = match &cfg.backend {
+        Some(Backend::Xdp(xdp)) => xdp.huge_pages,
+        _ => HugePages::Auto,
+    };
+    let pool = PacketPool::new(PoolConfig { frames: cfg.pool_frames, huge_pages })?;
     let (addr, prefix) = cfg.addr.expect("checked by build");
     let (mut queue, filter) = build_queue(core_index, source, pool.clone(), addr)?;
     let mut stack_cfg = StackConfig::new(EthernetAddress(queue.mac()), addr, prefix);

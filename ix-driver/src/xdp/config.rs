@@ -1,9 +1,10 @@
 //! The XDP backend's settings and their text form,
-//! `IFACE[,queues=N][,mode=native|generic][,bind=zerocopy|copy|auto][,ports=P1+P2]`.
+//! `IFACE[,queues=N][,mode=native|generic][,bind=zerocopy|copy|auto][,ports=P1+P2][,hugepages=auto|require|never]`.
 
 use std::str::FromStr;
 
 use crate::error::DriverError;
+use crate::region::HugePages;
 
 /// Where the XDP program runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,13 +47,24 @@ pub struct XdpConfig {
     /// kernel and takes only TCP and UDP to these ports; without, every frame
     /// for its address is its own.
     pub ports: Vec<u16>,
+    /// Whether each core's pool, and so its UMEM, sits on 2 MiB huge pages:
+    /// when available (default), always (an error that says how to reserve
+    /// them otherwise), or never.
+    pub huge_pages: HugePages,
 }
 
 impl XdpConfig {
     /// Defaults for `iface`: as many queues as cores, native, bind auto, the
     /// address the dataplane's alone.
     pub fn new(iface: impl Into<String>) -> Self {
-        Self { iface: iface.into(), queues: None, mode: XdpMode::Native, bind: BindMode::Auto, ports: Vec::new() }
+        Self {
+            iface: iface.into(),
+            queues: None,
+            mode: XdpMode::Native,
+            bind: BindMode::Auto,
+            ports: Vec::new(),
+            huge_pages: HugePages::Auto,
+        }
     }
 
     /// The number of queues for a runtime of `cores` cores.
@@ -119,6 +131,14 @@ impl FromStr for XdpConfig {
                     }
                 }
                 "ports" => config.ports = parse_ports(spec, value)?,
+                "hugepages" => {
+                    config.huge_pages = match value {
+                        "auto" => HugePages::Auto,
+                        "require" => HugePages::Require,
+                        "never" => HugePages::Never,
+                        _ => return Err(bad(spec, "hugepages= is auto, require or never")),
+                    }
+                }
                 other => return Err(bad(spec, &format!("unknown option {other:?}"))),
             }
         }
@@ -143,7 +163,8 @@ fn parse_ports(spec: &str, value: &str) -> Result<Vec<u16>, DriverError> {
 
 fn bad(spec: &str, why: &str) -> DriverError {
     DriverError::Config(format!(
-        "xdp:{spec}: {why} (expected xdp:IFACE[,queues=N][,mode=native|generic][,bind=zerocopy|copy|auto][,ports=P1+P2])"
+        "xdp:{spec}: {why} (expected xdp:IFACE[,queues=N][,mode=native|generic][,bind=zerocopy|copy|auto]\
+         [,ports=P1+P2][,hugepages=auto|require|never])"
     ))
 }
 
@@ -161,7 +182,9 @@ mod tests {
 
     #[test]
     fn every_option_is_read() {
-        let config: XdpConfig = "xdp:veth0,queues=2,mode=native,bind=copy,ports=8080+11211+8080".parse().unwrap();
+        let config: XdpConfig =
+            "xdp:veth0,queues=2,mode=native,bind=copy,ports=8080+11211+8080,hugepages=require".parse().unwrap();
+        assert_eq!(config.huge_pages, HugePages::Require);
         assert_eq!(config.iface, "veth0");
         assert_eq!(config.queues, Some(2));
         assert_eq!(config.mode, XdpMode::Native);
@@ -184,6 +207,7 @@ mod tests {
             ("eth0,ports=80+x", "ports="),
             ("eth0,ports=", "ports="),
             ("eth0,colour=blue", "unknown option"),
+            ("eth0,hugepages=yes", "hugepages="),
             ("eth0,queues", "key=value"),
         ] {
             match spec.parse::<XdpConfig>() {
