@@ -36,21 +36,25 @@ fn run_ix(spec: &str, addr: &str, port: u16) -> Result<(), String> {
         .ipv4(ip, len)
         .build()
         .map_err(|e| e.to_string())?;
-    println!("listening on {ip}:{port} (ix, xdp:{spec}, 1 cores)");
-    rt.run(move |_| async move {
-        let listener = ix_runtime::net::TcpListener::bind(port).expect("bind");
-        while let Ok((stream, _)) = listener.accept().await {
-            drop(ix_runtime::spawn_local(async move {
-                let mut pending = Vec::new();
-                while let Ok(Some(chunk)) = stream.recv().await {
-                    pending.extend_from_slice(&chunk);
-                    for _ in 0..take_requests(&mut pending) {
-                        if stream.send(Bytes::from_static(RESPONSE)).await.is_err() {
-                            return;
+    let spec = spec.to_owned();
+    rt.run(move |_| {
+        let spec = spec.clone();
+        async move {
+            let listener = ix_runtime::net::TcpListener::bind(port).expect("bind");
+            println!("listening on {ip}:{port} (ix, xdp:{spec}, 1 cores)");
+            while let Ok((stream, _)) = listener.accept().await {
+                drop(ix_runtime::spawn_local(async move {
+                    let mut pending = Vec::new();
+                    while let Ok(Some(chunk)) = stream.recv().await {
+                        pending.extend_from_slice(&chunk);
+                        for _ in 0..take_requests(&mut pending) {
+                            if stream.send(Bytes::from_static(RESPONSE)).await.is_err() {
+                                return;
+                            }
                         }
                     }
-                }
-            }));
+                }));
+            }
         }
     })
     .map(drop)

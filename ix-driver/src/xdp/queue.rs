@@ -13,8 +13,12 @@ use crate::queue::{NetQueue, QueueStats};
 
 /// Descriptors per ring at most (fill, completion, receive, transmit).
 const RING_DESCS_MAX: u32 = 2048;
-/// Descriptors per ring at least; a pool needs four times as many frames.
+/// Descriptors per ring at least.
 const RING_DESCS_MIN: u32 = 64;
+/// Pool frames per ring descriptor. Frames on the fill and receive rings, and
+/// those on the transmit and completion rings, are at most twice the ring size
+/// each: a quarter of the pool each, so the kernel never holds more than half.
+const POOL_FRAMES_PER_DESC: u32 = 8;
 /// The fill ring is topped up once this many slots are free (IX replenished
 /// receive descriptors at least 32 at a time).
 const FILL_BATCH_MIN: u32 = 32;
@@ -94,11 +98,11 @@ impl XdpQueue {
     pub fn new(source: XdpQueueSource, pool: PacketPool) -> Result<Self, DriverError> {
         let attachment = source.attachment;
         let frames = pool.capacity();
-        let ring_size = (frames / 4).min(RING_DESCS_MAX);
+        let ring_size = (frames / POOL_FRAMES_PER_DESC).min(RING_DESCS_MAX);
         if ring_size < RING_DESCS_MIN {
             return Err(DriverError::Config(format!(
                 "an AF_XDP queue needs a pool of at least {} frames, not {frames}",
-                4 * RING_DESCS_MIN
+                POOL_FRAMES_PER_DESC * RING_DESCS_MIN
             )));
         }
         let ring_size = 1 << ring_size.ilog2();
