@@ -50,3 +50,20 @@ fn native_mode_ping_curl_and_100_mb_each_way() {
 fn generic_mode_ping_curl_and_100_mb_each_way() {
     ping_curl_and_bulk("generic", "ixeg");
 }
+
+#[test]
+fn xdp_backends_parse_from_their_spelling() {
+    use ix_driver::xdp::{BindMode, XdpMode};
+    use ix_runtime::Backend;
+    let Ok(Backend::Xdp(config)) = "xdp:ixt-s,queues=2,mode=generic,bind=copy,ports=8080+11211".parse::<Backend>()
+    else {
+        panic!("an xdp spelling parses to Backend::Xdp");
+    };
+    assert_eq!(config.iface, "ixt-s");
+    assert_eq!((config.queues, config.mode, config.bind), (Some(2), XdpMode::Generic, BindMode::Copy));
+    assert_eq!(config.ports, vec![8080, 11211]);
+    for bad in ["xdp:", "xdp:eth0,mode=fast", "xdp:eth0,ports=0"] {
+        let err = bad.parse::<Backend>().unwrap_err();
+        assert!(err.to_string().contains(bad), "`{bad}` error does not name it: {err}");
+    }
+}
