@@ -13,6 +13,7 @@ use std::time::Duration;
 use ix_driver::mem::MemWire;
 use ix_driver::queue::DEFAULT_BATCH_PACKETS;
 use ix_driver::tap::{TapDevice, TapQueue, TapQueueFd};
+use ix_driver::xdp::{XdpConfig, XdpDevice, XdpQueue, XdpQueueSource};
 use ix_driver::{DriverError, HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig, QueueStats};
 use ix_net::iface::SharedNeighbors;
 use ix_net::tcp::FlowDirectory;
@@ -38,6 +39,9 @@ pub enum Backend {
         /// Interface name.
         name: String,
     },
+    /// AF_XDP on an interface: core `i` takes queue `i`, steered to it by the
+    /// backend's XDP program (see `ix_driver::xdp`).
+    Xdp(XdpConfig),
     /// Ordinary kernel sockets (non-blocking, epoll) behind the same executor
     /// and socket API: runs unprivileged, and separates the executor's share
     /// of a benchmark from the dataplane's.
@@ -47,8 +51,8 @@ pub enum Backend {
 impl std::str::FromStr for Backend {
     type Err = RuntimeError;
 
-    /// Parses `kernel` or `tap:NAME` (the `mem` wire is made in process and has
-    /// no spelling).
+    /// Parses `kernel`, `tap:NAME` or `xdp:IFACE[,options]` (see
+    /// [`XdpConfig`]; the `mem` wire is made in process and has no spelling).
     fn from_str(spec: &str) -> Result<Backend, RuntimeError> {
         let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
         match (kind, rest) {
@@ -60,7 +64,10 @@ impl std::str::FromStr for Backend {
                 "backend `{spec}`: a TAP interface name of 1 to {} bytes is needed, as in tap:ix0",
                 libc::IFNAMSIZ - 1
             ))),
-            _ => Err(RuntimeError::Config(format!("unknown backend `{spec}`: expected `kernel` or `tap:NAME`"))),
+            ("xdp", _) => Ok(Backend::Xdp(rest.parse()?)),
+            _ => Err(RuntimeError::Config(format!(
+                "unknown backend `{spec}`: expected `kernel`, `tap:NAME` or `xdp:IFACE[,options]`"
+            ))),
         }
     }
 }
@@ -447,6 +454,7 @@ struct SharedState {
 enum QueueSource {
     Mem { wire: Arc<MemWire>, port: u16 },
     Tap { fd: TapQueueFd },
+    Xdp { source: XdpQueueSource },
     Kernel,
 }
 
@@ -461,6 +469,13 @@ fn open_sources(cfg: &Builder) -> Result<Vec<QueueSource>, RuntimeError> {
             // The device lives as long as any queue fd is open: it can go now.
             drop(device);
             Ok(fds.into_iter().map(|fd| QueueSource::Tap { fd }).collect())
+        }
+        Backend::Xdp(config) => {
+            let (addr, _) = cfg.addr.expect("checked by build");
+            let queues = config.queue_count(cfg.cores)?;
+            // The queues keep the program attached; the device can go.
+            let mut device = XdpDevice::open(config, queues, addr)?;
+            (0..queues).map(|q| Ok(QueueSource::Xdp { source: device.take_queue(q)? })).collect()
         }
         Backend::Kernel => Ok((0..cfg.cores).map(|_| QueueSource::Kernel).collect()),
     }
@@ -494,6 +509,12 @@ fn build_queue(
             // predict: any port will do.
             let queue = TapQueue::new(fd, pool);
             Ok((Box::new(queue), None))
+        }
+        QueueSource::Xdp { source } => {
+            // RSS on the interface is the kernel's or the NIC's, which we do
+            // not model: as for TAP, any port will do (an outgoing
+            // connection's replies may land on another core's queue).
+            Ok((Box::new(XdpQueue::new(source, pool)?), None))
         }
         QueueSource::Kernel => unreachable!("the kernel backend has no queue"),
     }
@@ -533,7 +554,11 @@ where
     if cfg.pin_threads {
         pin_to_cpu(core_index);
     }
-    let pool = PacketPool::new(PoolConfig { frames: cfg.pool_frames, huge_pages: HugePages::Auto })?;
+    let huge_pages = match &cfg.backend {
+        Some(Backend::Xdp(xdp)) => xdp.huge_pages,
+        _ => HugePages::Auto,
+    };
+    let pool = PacketPool::new(PoolConfig { frames: cfg.pool_frames, huge_pages })?;
     let core_error = |e: &dyn std::fmt::Display| RuntimeError::Core { core: core_index, message: e.to_string() };
     let (mut queue, net, filter) = match source {
         QueueSource::Kernel => {
