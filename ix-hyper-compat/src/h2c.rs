@@ -271,7 +271,7 @@ Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkA
         assert_eq!(&frame[5..9], &[0, 0, 0, 1]);
         let block = &frame[9..];
         // First field: literal, new name ":method" (7 bytes), value "GET".
-        assert_eq!(&block[..12], b"\x00\x07:method\x03GET");
+        assert_eq!(&block[..13], b"\x00\x07:method\x03GET");
         let text = String::from_utf8_lossy(block);
         assert!(text.contains(":authority") && text.contains("10.0.0.1:8080") && text.contains("/bytes/5"));
         assert!(text.contains("user-agent") && text.contains("accept"));
