@@ -2,7 +2,7 @@
 //! current request head began, when bytes last moved out, whether a write is
 //! stuck. Fed by an IO wrapper ([`Tracked`]) and a service wrapper ([`TrackedService`]).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -117,23 +117,40 @@ impl Drop for InFlight {
     }
 }
 
-/// An IO that reports reads and writes to an [`Activity`].
+/// Where a [`Tracked`] IO goes when hyper drops it, so that the connection
+/// can still close it with care (see `conn::linger`).
+pub(crate) type ReturnedIo<I> = Rc<RefCell<Option<I>>>;
+
+/// An IO that reports reads and writes to an [`Activity`], and hands itself
+/// back through a [`ReturnedIo`] when dropped.
 #[derive(Debug)]
 pub(crate) struct Tracked<I> {
-    io: I,
+    /// Always `Some` until dropped.
+    io: Option<I>,
     activity: Rc<Activity>,
+    returned: ReturnedIo<I>,
 }
 
 impl<I> Tracked<I> {
-    pub(crate) fn new(io: I, activity: Rc<Activity>) -> Self {
-        Tracked { io, activity }
+    pub(crate) fn new(io: I, activity: Rc<Activity>, returned: ReturnedIo<I>) -> Self {
+        Tracked { io: Some(io), activity, returned }
+    }
+
+    fn io(&mut self) -> &mut I {
+        self.io.as_mut().expect("present until dropped")
+    }
+}
+
+impl<I> Drop for Tracked<I> {
+    fn drop(&mut self) {
+        *self.returned.borrow_mut() = self.io.take();
     }
 }
 
 impl<I: hyper::rt::Read + Unpin> hyper::rt::Read for Tracked<I> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let result = ready!(Pin::new(&mut this.io).poll_read(cx, buf));
+        let result = ready!(Pin::new(this.io()).poll_read(cx, buf));
         if result.is_ok() {
             this.activity.on_read();
         }
@@ -144,7 +161,7 @@ impl<I: hyper::rt::Read + Unpin> hyper::rt::Read for Tracked<I> {
 impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for Tracked<I> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        let result = Pin::new(this.io()).poll_write(cx, buf);
         this.activity.on_write(&result);
         result
     }
@@ -155,21 +172,21 @@ impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for Tracked<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        let result = Pin::new(this.io()).poll_write_vectored(cx, bufs);
         this.activity.on_write(&result);
         result
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        Pin::new(self.get_mut().io()).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        Pin::new(self.get_mut().io()).poll_shutdown(cx)
     }
 }
 

@@ -15,7 +15,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
 use hyper::{Request, Response};
 
-use crate::activity::{Activity, Tracked, TrackedBody, TrackedFuture, TrackedService};
+use crate::activity::{Activity, ReturnedIo, Tracked, TrackedBody, TrackedFuture, TrackedService};
 use crate::h2c::{H2_PREFACE, H2cIo, SWITCHING_PROTOCOLS, upgrade_frame};
 use crate::replay::{Replay, poll_read_into_vec};
 use crate::signal::ShutdownWatch;
@@ -280,7 +280,9 @@ where
 {
     let ConnectionContext { config, protocols, timer, mut shutdown } = ctx;
     let activity = Activity::new(Instant::now());
-    let mut io = Tracked::new(io, activity.clone());
+    let returned = ReturnedIo::default();
+    let mut io = Tracked::new(io, activity.clone(), returned.clone());
+    let timer_for_linger = timer.clone();
     let mut dog =
         Watchdog { timer, config: config.clone(), activity: activity.clone(), sleep: None, graceful_since: None };
     let service = TrackedService::new(service, activity.clone());
@@ -309,6 +311,14 @@ where
         Detected::Http1(bytes) => {
             let conn = protocols.http1.serve_connection(Replay::new(bytes, io), service);
             let end = drive(conn, |c| c.graceful_shutdown(), &mut shutdown, &mut dog).await;
+            if end == ConnectionEnd::ProtocolError {
+                // hyper answered (400, 431) and let the IO go: close it so that
+                // the answer reaches the client.
+                let io = returned.borrow_mut().take();
+                if let Some(io) = io {
+                    linger(io, &timer_for_linger).await;
+                }
+            }
             report(Some(Protocol::Http1), end)
         }
         Detected::Http2(bytes) => {
@@ -392,6 +402,45 @@ where
         }
     })
     .await
+}
+
+/// Most a lingering close waits, and reads, before it drops the connection.
+const LINGER_MAX: Duration = Duration::from_secs(1);
+const LINGER_MAX_BYTES: usize = 1 << 20;
+
+/// Closes a connection that hyper gave up on after answering with an error:
+/// a FIN after the answer, then the client's remaining input read and thrown
+/// away until it closes too (at most [`LINGER_MAX`] and [`LINGER_MAX_BYTES`]).
+/// Dropping at once would answer the unread input with a RST, which can
+/// overtake the answer and destroy it at the client (as nginx's
+/// `lingering_close` avoids).
+async fn linger<I, T>(mut io: I, timer: &T)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    T: Timer,
+{
+    let mut deadline = timer.sleep(LINGER_MAX);
+    let mut scratch = Vec::with_capacity(4096);
+    let (mut drained, mut shut) = (0, false);
+    poll_fn(|cx| {
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if !shut {
+            // Ready or failed: either way the FIN is queued or the connection is gone.
+            ready!(Pin::new(&mut io).poll_shutdown(cx)).ok();
+            shut = true;
+        }
+        while drained < LINGER_MAX_BYTES {
+            scratch.clear();
+            match ready!(poll_read_into_vec(&mut io, cx, &mut scratch, 4096)) {
+                Ok(0) | Err(_) => return Poll::Ready(()),
+                Ok(n) => drained += n,
+            }
+        }
+        Poll::Ready(())
+    })
+    .await;
 }
 
 /// Sorts hyper's error into the client's fault or the transport's.

@@ -64,7 +64,9 @@ impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for Replay<I> {
     }
 }
 
-/// Reads once more into the end of `buf` (at most `want` bytes).
+/// Reads once more into the end of `buf` (at most `want` bytes, at most 4 KiB).
+/// The read lands in a stack buffer first, so a connection that has sent
+/// nothing yet holds no heap memory for it.
 ///
 /// - `Ready(Ok(n))`: `n` bytes appended; `0` is the end of the stream.
 /// - `Ready(Err(_))`: the read failed.
@@ -75,11 +77,10 @@ pub(crate) fn poll_read_into_vec<I: hyper::rt::Read + Unpin>(
     buf: &mut Vec<u8>,
     want: usize,
 ) -> Poll<io::Result<usize>> {
-    let start = buf.len();
-    buf.resize(start + want, 0);
-    let mut read = hyper::rt::ReadBuf::new(&mut buf[start..]);
+    const STEP_BYTES: usize = 4096;
+    let mut landing = [0u8; STEP_BYTES];
+    let mut read = hyper::rt::ReadBuf::new(&mut landing[..want.min(STEP_BYTES)]);
     let result = Pin::new(io).poll_read(cx, read.unfilled());
-    let n = read.filled().len();
-    buf.truncate(start + n);
-    result.map_ok(|()| n)
+    buf.extend_from_slice(read.filled());
+    result.map_ok(|()| read.filled().len())
 }

@@ -86,9 +86,8 @@ fn check_hyper_client(server: &HttpServer) {
             let body = h1.send_request(get).await.unwrap().into_body().collect().await.unwrap().to_bytes();
             assert!(body == pattern(200_000), "h1 round {round}: /bytes differs");
             let sent = upload(300_000 + round);
-            let post = Request::post(format!("http://{authority}/echo"))
-                .body(Full::new(Bytes::from(sent.clone())))
-                .unwrap();
+            let post =
+                Request::post(format!("http://{authority}/echo")).body(Full::new(Bytes::from(sent.clone()))).unwrap();
             let response = h2.send_request(post).await.unwrap();
             assert_eq!(response.version(), hyper::Version::HTTP_2);
             let body = response.into_body().collect().await.unwrap().to_bytes();
