@@ -13,6 +13,8 @@ need_cmd ip iproute2
 need_cmd ping iputils-ping
 need_cmd ethtool ethtool
 need_cmd curl curl
+need_cmd wrk wrk
+need_cmd h2load nghttp2-client
 if [ "${#apt_needed[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "installing: ${apt_needed[*]}"

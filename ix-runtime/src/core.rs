@@ -56,6 +56,9 @@ pub(crate) struct KernelNet {
 /// One core's networking state.
 pub(crate) struct Core {
     index: usize,
+    /// Unique among every core of every runtime this process ran: names this
+    /// core in data that may travel between threads (see `time::SyncSleep`).
+    id: u64,
     net: Net,
     waiters: RefCell<Vec<Waiters>>,
     /// Tasks waiting for a free packet buffer.
@@ -93,11 +96,21 @@ pub(crate) fn current() -> Rc<Core> {
     with_core(Rc::clone)
 }
 
+/// The current core, or `None` on a thread that is not an IX core (or while
+/// the thread's core is being installed, removed or torn down).
+pub(crate) fn try_current() -> Option<Rc<Core>> {
+    CURRENT.try_with(|current| current.try_borrow().ok().and_then(|c| c.clone())).ok().flatten()
+}
+
+/// Source of [`Core::id`].
+static NEXT_CORE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl Core {
     pub(crate) fn install(index: usize, net: Net, port_filter: Option<PortFilter>) -> Rc<Core> {
         let start = std::time::Instant::now();
         let core = Rc::new(Core {
             index,
+            id: NEXT_CORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             net,
             waiters: RefCell::new(Vec::new()),
             buffer_waiters: RefCell::new(Vec::new()),
@@ -121,6 +134,18 @@ impl Core {
     /// This core's index.
     pub(crate) fn index(&self) -> usize {
         self.index
+    }
+
+    /// This core's process-wide unique id.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// `at` on this core's clock, rounded up to the next microsecond (so a
+    /// timer armed for it never fires before `at`).
+    pub(crate) fn instant_from_std(&self, at: std::time::Instant) -> Instant {
+        let since = at.saturating_duration_since(self.start);
+        Instant::from_micros(since.as_nanos().div_ceil(1000) as u64)
     }
 
     /// Microseconds since the core started, as the stack's clock.
