@@ -1,2 +1,4 @@
-//! Benchmarks and the side-by-side harness. Micro benchmarks live in each crate's
-//! `benches/`; the harness and its load generator arrive with the benchmark issue (#8).
+//! Benchmarks and the side-by-side harness: the load generator (`loadgen`,
+//! driven by the `ixload` binary) and the harness that compares servers with it.
+
+pub mod loadgen;
