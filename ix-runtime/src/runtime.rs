@@ -2,6 +2,7 @@
 //! loop (receive a bounded batch, run the stack to completion, wake and run
 //! tasks, transmit once, run timers, then spin or block when idle).
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -17,8 +18,9 @@ use ix_net::iface::SharedNeighbors;
 use ix_net::wire::EthernetAddress;
 use ix_net::{Stack, StackConfig, StackStats, TcpConfig};
 
-use crate::core::{Core, PortFilter};
+use crate::core::{Core, KernelNet, Net, PortFilter};
 use crate::executor::{Executor, ExecutorStats, Handle};
+use crate::reactor::ReactorStats;
 
 /// Where each core's packets come from.
 #[derive(Debug, Clone)]
@@ -35,6 +37,31 @@ pub enum Backend {
         /// Interface name.
         name: String,
     },
+    /// Ordinary kernel sockets (non-blocking, epoll) behind the same executor
+    /// and socket API: runs unprivileged, and separates the executor's share
+    /// of a benchmark from the dataplane's.
+    Kernel,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = RuntimeError;
+
+    /// Parses `kernel` or `tap:NAME` (the `mem` wire is made in process and has
+    /// no spelling).
+    fn from_str(spec: &str) -> Result<Backend, RuntimeError> {
+        let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
+        match (kind, rest) {
+            ("kernel", "") => Ok(Backend::Kernel),
+            ("tap", name) if !name.is_empty() && name.len() < libc::IFNAMSIZ => {
+                Ok(Backend::Tap { name: name.to_string() })
+            }
+            ("tap", _) => Err(RuntimeError::Config(format!(
+                "backend `{spec}`: a TAP interface name of 1 to {} bytes is needed, as in tap:ix0",
+                libc::IFNAMSIZ - 1
+            ))),
+            _ => Err(RuntimeError::Config(format!("unknown backend `{spec}`: expected `kernel` or `tap:NAME`"))),
+        }
+    }
 }
 
 /// What a core does when a round finds no work.
@@ -127,7 +154,9 @@ impl Builder {
         self
     }
 
-    /// The dataplane's IPv4 address and prefix length.
+    /// The dataplane's IPv4 address and prefix length (required but for the
+    /// `kernel` backend, whose listeners bind it when given and 0.0.0.0
+    /// otherwise).
     pub fn ipv4(mut self, addr: Ipv4Addr, prefix_len: u8) -> Self {
         self.addr = Some((addr, prefix_len));
         self
@@ -189,10 +218,10 @@ impl Builder {
         if self.cores == 0 {
             return Err(RuntimeError::Config("at least one core".into()));
         }
-        if self.backend.is_none() {
+        let Some(backend) = &self.backend else {
             return Err(RuntimeError::Config("no backend: set one with Builder::backend".into()));
-        }
-        if self.addr.is_none() {
+        };
+        if self.addr.is_none() && !matches!(backend, Backend::Kernel) {
             return Err(RuntimeError::Config("no IPv4 address: set one with Builder::ipv4".into()));
         }
         Ok(Runtime { config: self, shutdown: Arc::new(AtomicBool::new(false)) })
@@ -214,6 +243,8 @@ pub struct LoopStats {
     pub blocks: u64,
     /// Frames transmitted.
     pub tx_packets: u64,
+    /// Tasks polled.
+    pub tasks_polled: u64,
 }
 
 impl LoopStats {
@@ -236,6 +267,51 @@ pub struct CoreStats {
     pub stack: StackStats,
     /// Its executor.
     pub executor: ExecutorStats,
+    /// Times a task waited for a free packet buffer (the pool was empty).
+    pub buffer_waits: u64,
+    /// Frames of the core's packet pool free now, of `pool_capacity`.
+    pub pool_free: u32,
+    /// Frames in the core's packet pool.
+    pub pool_capacity: u32,
+    /// Open TCP connections now (on the `kernel` backend: open sockets of the
+    /// core, listeners and UDP sockets included).
+    pub connections: u64,
+    /// The `kernel` backend's reactor (zero on the dataplane).
+    pub reactor: ReactorStats,
+}
+
+/// The current core's counters, read from inside a task: its loop (rounds,
+/// batches and their mean size, empty polls, tasks polled), its queue, its
+/// stack (connections, retransmits: `stack.tcp`), its executor and, on the
+/// `kernel` backend, its reactor.
+///
+/// # Panics
+/// Outside a task of an IX runtime.
+pub fn stats() -> CoreStats {
+    crate::core::with_core(|core| {
+        let (r#loop, queue) = core.loop_stats();
+        let mut stats = CoreStats {
+            core: core.index(),
+            r#loop,
+            queue,
+            executor: crate::executor::current_stats().unwrap_or_default(),
+            buffer_waits: core.buffer_waits(),
+            pool_free: core.with_pool(|p| p.available()),
+            pool_capacity: core.with_pool(|p| p.capacity()),
+            ..CoreStats::default()
+        };
+        match core.kernel() {
+            Some(k) => {
+                stats.reactor = k.reactor.stats();
+                stats.connections = k.reactor.open() as u64;
+            }
+            None => core.stack(|s| {
+                stats.stack = *s.stats();
+                stats.connections = s.tcp_connection_count() as u64;
+            }),
+        }
+        stats
+    })
 }
 
 /// A configured runtime; [`Runtime::run`] starts it.
@@ -331,6 +407,7 @@ impl Runtime {
 enum QueueSource {
     Mem { wire: Arc<MemWire>, port: u16 },
     Tap { fd: TapQueueFd },
+    Kernel,
 }
 
 fn open_sources(cfg: &Builder) -> Result<Vec<QueueSource>, RuntimeError> {
@@ -345,6 +422,7 @@ fn open_sources(cfg: &Builder) -> Result<Vec<QueueSource>, RuntimeError> {
             drop(device);
             Ok(fds.into_iter().map(|fd| QueueSource::Tap { fd }).collect())
         }
+        Backend::Kernel => Ok((0..cfg.cores).map(|_| QueueSource::Kernel).collect()),
     }
 }
 
@@ -377,6 +455,7 @@ fn build_queue(
             let queue = TapQueue::new(fd, pool);
             Ok((Box::new(queue), None))
         }
+        QueueSource::Kernel => unreachable!("the kernel backend has no queue"),
     }
 }
 
@@ -412,29 +491,35 @@ where
         pin_to_cpu(core_index);
     }
     let pool = PacketPool::new(PoolConfig { frames: cfg.pool_frames, huge_pages: HugePages::Auto })?;
-    let (addr, prefix) = cfg.addr.expect("checked by build");
-    let (mut queue, filter) = build_queue(core_index, source, pool.clone(), addr)?;
-    let mut stack_cfg = StackConfig::new(EthernetAddress(queue.mac()), addr, prefix);
-    stack_cfg.gateway = cfg.gateway;
-    stack_cfg.tcp = cfg.tcp.clone();
-    stack_cfg.neighbors = Some(neighbors);
-    let mut stack = Stack::new(stack_cfg, pool, ix_net::Instant::ZERO)
-        .map_err(|e| RuntimeError::Core { core: core_index, message: e.to_string() })?;
-    if core_index == 0 {
-        stack.announce();
-    }
-    let executor = Executor::new(core_index, handle);
-    let core = Core::install(core_index, stack, filter);
-    let root = executor.spawn_local(main(core_index));
-    let mut lp = PollLoop { core: &core, executor: &executor, queue: &mut *queue, cfg, stats: LoopStats::default() };
-    lp.run(&root, shutdown);
-    let stats = CoreStats {
-        core: core_index,
-        r#loop: lp.stats,
-        queue: queue.stats(),
-        stack: core.stack(|s| *s.stats()),
-        executor: executor.stats(),
+    let core_error = |e: &dyn std::fmt::Display| RuntimeError::Core { core: core_index, message: e.to_string() };
+    let (mut queue, net, filter) = match source {
+        QueueSource::Kernel => {
+            let reactor = crate::reactor::Reactor::new().map_err(|e| core_error(&e))?;
+            let addr = cfg.addr.map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| a);
+            (None, Net::Kernel(KernelNet { reactor, pool, addr }), None)
+        }
+        source => {
+            let (addr, prefix) = cfg.addr.expect("checked by build");
+            let (queue, filter) = build_queue(core_index, source, pool.clone(), addr)?;
+            let mut stack_cfg = StackConfig::new(EthernetAddress(queue.mac()), addr, prefix);
+            stack_cfg.gateway = cfg.gateway;
+            stack_cfg.tcp = cfg.tcp.clone();
+            stack_cfg.neighbors = Some(neighbors);
+            let mut stack = Stack::new(stack_cfg, pool, ix_net::Instant::ZERO).map_err(|e| core_error(&e))?;
+            if core_index == 0 {
+                stack.announce();
+            }
+            (Some(queue), Net::Stack(Box::new(RefCell::new(stack))), filter)
+        }
     };
+    let executor = Executor::new(core_index, handle);
+    let core = Core::install(core_index, net, filter);
+    let root = executor.spawn_local(main(core_index));
+    let queue = queue.as_mut().map(|q| &mut **q as &mut dyn NetQueue);
+    let mut lp = PollLoop { core: &core, executor: &executor, queue, cfg, stats: LoopStats::default() };
+    lp.run(&root, shutdown);
+    lp.publish_stats();
+    let stats = stats();
     drop(root);
     drop(executor);
     Core::uninstall();
@@ -444,7 +529,8 @@ where
 struct PollLoop<'a> {
     core: &'a Core,
     executor: &'a Executor,
-    queue: &'a mut dyn NetQueue,
+    /// The NIC queue; `None` on the `kernel` backend.
+    queue: Option<&'a mut dyn NetQueue>,
     cfg: &'a Builder,
     stats: LoopStats,
 }
@@ -456,7 +542,10 @@ impl PollLoop<'_> {
         let mut empty_rounds = 0u32;
         let mut drain_deadline = None;
         loop {
-            let worked = self.round(&mut rx, &mut tx);
+            let worked = match self.queue.is_some() {
+                true => self.round(&mut rx, &mut tx),
+                false => self.kernel_round(),
+            };
             if root.is_finished() && tx.is_empty() {
                 break;
             }
@@ -484,12 +573,38 @@ impl PollLoop<'_> {
         }
     }
 
+    /// Makes the loop's and the queue's counters readable from tasks (as of
+    /// the start of this round's task phase).
+    fn publish_stats(&self) {
+        let queue = self.queue.as_ref().map(|q| q.stats()).unwrap_or_default();
+        self.core.set_loop_stats(self.stats, queue);
+    }
+
+    /// One round of the `kernel` backend: cross-core work, timers, socket
+    /// readiness, tasks. True when anything moved.
+    fn kernel_round(&mut self) -> bool {
+        self.stats.rounds += 1;
+        let remote = self.executor.drain_remote();
+        let fired = self.core.fire_sleeps(self.core.now());
+        let reactor = &self.core.kernel().expect("kernel core").reactor;
+        let events = reactor.poll(Duration::ZERO).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "epoll_wait failed");
+            0
+        });
+        self.publish_stats();
+        let polled = self.executor.run_ready(TASK_POLLS_PER_ROUND);
+        self.stats.tasks_polled += polled as u64;
+        let buffers = self.core.wake_buffer_waiters();
+        remote > 0 || fired > 0 || events > 0 || polled > 0 || buffers > 0 || self.executor.has_ready()
+    }
+
     /// One round; true when anything moved.
     fn round(&mut self, rx: &mut Vec<PacketBuf>, tx: &mut Vec<PacketBuf>) -> bool {
         self.stats.rounds += 1;
         let remote = self.executor.drain_remote();
         let now = self.core.now();
-        let received = self.queue.rx_burst(rx, self.cfg.batch);
+        let queue = self.queue.as_deref_mut().expect("dataplane core");
+        let received = queue.rx_burst(rx, self.cfg.batch);
         if received > 0 {
             self.stats.batches += 1;
             self.stats.rx_packets += received as u64;
@@ -502,22 +617,34 @@ impl PollLoop<'_> {
         let fired = self.core.fire_sleeps(now);
         self.core.stack(|s| s.on_timers(now));
         let events = self.core.dispatch_events();
+        self.core.set_loop_stats(self.stats, queue.stats());
         let polled = self.executor.run_ready(TASK_POLLS_PER_ROUND);
+        self.stats.tasks_polled += polled as u64;
+        let buffers = self.core.wake_buffer_waiters();
         let now = self.core.now();
         self.core.stack(|s| s.egress(now, tx));
         let events = events + self.core.dispatch_events();
         let queued = tx.len();
         if queued > 0 {
-            let sent = self.queue.tx_burst(tx);
+            let sent = queue.tx_burst(tx);
             self.stats.tx_packets += sent as u64;
         }
-        received > 0 || remote > 0 || fired > 0 || events > 0 || polled > 0 || queued > 0 || self.executor.has_ready()
+        received > 0
+            || remote > 0
+            || fired > 0
+            || events > 0
+            || polled > 0
+            || buffers > 0
+            || queued > 0
+            || self.executor.has_ready()
     }
 
     /// Blocks until the queue or the executor has work, or the next timer.
     fn block(&mut self) {
         self.stats.blocks += 1;
-        self.queue.ack_wakeup();
+        if let Some(queue) = self.queue.as_deref_mut() {
+            queue.ack_wakeup();
+        }
         let timeout = self
             .core
             .time_to_next_timer()
@@ -526,8 +653,12 @@ impl PollLoop<'_> {
         let exec_fd: BorrowedFd<'_> = self.executor.wake_fd();
         let mut fds = [libc::pollfd { fd: exec_fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }; 2];
         let mut n = 1;
-        if let Some(fd) = self.queue.wait_fd() {
-            fds[1] = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let wait_fd = match self.queue.as_deref() {
+            Some(queue) => queue.wait_fd().map(|fd| fd.as_raw_fd()),
+            None => self.core.kernel().map(|k| k.reactor.fd().as_raw_fd()),
+        };
+        if let Some(fd) = wait_fd {
+            fds[1] = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
             n = 2;
         }
         let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
