@@ -4,12 +4,11 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use ix_benches::loadgen::{self, IxNet, KernelNet, LoadConfig, MemcacheWorkload, Mode, Report, Workload};
+use ix_benches::loadgen::{self, KernelNet, LoadConfig, MemcacheWorkload, Mode, Report, Workload};
 
 /// Load generator in the style of mutilate: many connections from one thread,
 /// open loop (Poisson arrivals) or closed loop, latency from the intended send
@@ -71,10 +70,10 @@ struct Args {
     /// Which sockets the generator uses: kernel sockets (tokio) or IX's stack.
     #[arg(long, value_enum, default_value_t = RuntimeKind::Tokio)]
     runtime: RuntimeKind,
-    /// IX: backend spec (e.g. `tap:NAME`).
+    /// IX: backend spec (`kernel`, `tap:NAME`).
     #[arg(long)]
     backend: Option<String>,
-    /// IX: the dataplane's address, IP/LEN.
+    /// IX: the dataplane's address, IP/LEN (not for `kernel`).
     #[arg(long)]
     addr: Option<String>,
     /// Write the report as JSON to this file (`-` for stdout).
@@ -155,36 +154,11 @@ fn parse_addr(text: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
     Ok((ip, len))
 }
 
-/// The backends IX's client side can start from a spec string.
-fn parse_backend(spec: &str) -> anyhow::Result<ix_runtime::Backend> {
-    match spec.split_once(':') {
-        Some(("tap", name)) if !name.is_empty() => Ok(ix_runtime::Backend::Tap { name: name.to_string() }),
-        _ => bail!("--backend `{spec}`: this build of ixload knows `tap:NAME`"),
-    }
-}
-
 fn run_on_ix(args: &Args, cfg: &LoadConfig) -> anyhow::Result<Report> {
-    let backend = parse_backend(args.backend.as_deref().context("--runtime ix needs --backend")?)?;
-    let (ip, len) = parse_addr(args.addr.as_deref().context("--runtime ix needs --addr IP/LEN")?)?;
-    let runtime = ix_runtime::Runtime::builder()
-        .cores(1)
-        .backend(backend)
-        .ipv4(ip, len)
-        // The caller pins the generator (taskset); the runtime must not move it.
-        .pin_threads(false)
-        .handle_signals(false)
-        .build()?;
-    let result: Arc<Mutex<Option<Result<Report, loadgen::LoadError>>>> = Arc::default();
-    let (slot, cfg) = (result.clone(), cfg.clone());
-    runtime.run(move |_core| {
-        let (slot, cfg) = (slot.clone(), cfg.clone());
-        async move {
-            let report = loadgen::run(&IxNet, &cfg).await;
-            *slot.lock().expect("not poisoned") = Some(report);
-        }
-    })?;
-    let report = result.lock().expect("not poisoned").take().context("the IX core ended without a report")?;
-    Ok(report?)
+    let spec = args.backend.as_deref().context("--runtime ix needs --backend (kernel, tap:NAME, ...)")?;
+    let backend: ix_runtime::Backend = spec.parse()?;
+    let addr = args.addr.as_deref().map(parse_addr).transpose()?;
+    Ok(loadgen::run_on_ix(backend, addr, cfg)?)
 }
 
 fn main() -> ExitCode {

@@ -20,9 +20,10 @@ pub mod schedule;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -136,6 +137,9 @@ pub enum LoadError {
     /// Storing the keys before the run failed.
     #[error("prefill of the key space failed: {0}")]
     Prefill(String),
+    /// The IX runtime could not start or failed.
+    #[error(transparent)]
+    Runtime(#[from] ix_runtime::RuntimeError),
 }
 
 impl LoadConfig {
@@ -203,6 +207,42 @@ pub async fn run<N: Net>(net: &N, cfg: &LoadConfig) -> Result<Report, LoadError>
         Mode::Closed => None,
     };
     Ok(shared.recorder.report(cfg.workload.name(), offered, cfg.connections))
+}
+
+/// Runs the load on a one-core IX runtime with `backend` (and the dataplane's
+/// address, which every backend but `kernel` needs). The runtime busy-polls
+/// (its adaptive idling blocks in `poll(2)`, whose millisecond timeout would
+/// make sends late) and its thread is not pinned: the caller places the
+/// process (`taskset`).
+///
+/// # Errors
+/// As [`run`], and a runtime that cannot start.
+pub fn run_on_ix(
+    backend: ix_runtime::Backend,
+    addr: Option<(Ipv4Addr, u8)>,
+    cfg: &LoadConfig,
+) -> Result<Report, LoadError> {
+    let mut builder = ix_runtime::Runtime::builder()
+        .cores(1)
+        .backend(backend)
+        .idle(ix_runtime::IdlePolicy::BusyPoll)
+        .pin_threads(false)
+        .handle_signals(false);
+    if let Some((ip, len)) = addr {
+        builder = builder.ipv4(ip, len);
+    }
+    let runtime = builder.build()?;
+    let result: Arc<Mutex<Option<Result<Report, LoadError>>>> = Arc::default();
+    let (slot, cfg) = (result.clone(), cfg.clone());
+    runtime.run(move |_core| {
+        let (slot, cfg) = (slot.clone(), cfg.clone());
+        async move {
+            let report = run(&IxNet, &cfg).await;
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+        }
+    })?;
+    let report = result.lock().unwrap_or_else(|e| e.into_inner()).take();
+    report.unwrap_or_else(|| Err(LoadError::Config("the IX core ended without a report".into())))
 }
 
 /// One connection's state, carried between its requests.

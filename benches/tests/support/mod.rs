@@ -1,5 +1,7 @@
 //! Test servers of known behaviour for the load generator's tests: blocking,
 //! one thread per connection, on loopback, stopped when dropped.
+// Each test binary that includes this module uses a part of it.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
