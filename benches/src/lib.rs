@@ -4,3 +4,11 @@
 
 pub mod harness;
 pub mod loadgen;
+
+/// Logging for this crate's binaries: `tracing` to stderr, filtered by
+/// `RUST_LOG` (warnings only when unset).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -94,10 +94,7 @@ struct Skipped {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    ix_benches::init_logging();
     let args = Args::parse();
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,

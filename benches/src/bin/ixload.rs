@@ -162,10 +162,7 @@ fn run_on_ix(args: &Args, cfg: &LoadConfig) -> anyhow::Result<Report> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    ix_benches::init_logging();
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
