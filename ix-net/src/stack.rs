@@ -78,8 +78,8 @@ pub struct StackConfig {
     /// Neighbours shared with the other cores of the same dataplane (see
     /// [`SharedNeighbors`]); `None` for a stack alone on its device.
     pub neighbors: Option<Arc<SharedNeighbors>>,
-    /// Outgoing connections of every core of the same dataplane, with this
-    /// core's index, when the NIC cannot steer return traffic: segments of
+    /// The connections of every core of the same dataplane, with this core's
+    /// index, when the NIC's steering is unknown or unstable: segments of
     /// another core's connection are set aside for
     /// [`Stack::take_handover`] instead of being answered with a RST.
     pub directory: Option<(Arc<FlowDirectory>, usize)>,
@@ -296,6 +296,15 @@ impl Stack {
     /// TCP connections alive (any state but closed-and-reclaimed).
     pub fn tcp_connection_count(&self) -> usize {
         self.tcp_connections
+    }
+
+    /// Records `tuple` as this core's in the shared directory, if there is
+    /// one; false when another core holds it.
+    pub(crate) fn claim_flow(&self, tuple: FourTuple) -> bool {
+        match &self.config.directory {
+            Some((directory, core)) => directory.claim(tuple, *core),
+            None => true,
+        }
     }
 
     /// Moves the frames set aside for other cores (see
@@ -849,9 +858,8 @@ impl Stack {
             if self.flows.get(&tuple).is_some() {
                 continue;
             }
-            match &self.config.directory {
-                Some((directory, core)) if !directory.claim(tuple, *core) => continue,
-                _ => return Ok(port),
+            if self.claim_flow(tuple) {
+                return Ok(port);
             }
         }
         Err(SocketError::NoPortsAvailable)

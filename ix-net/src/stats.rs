@@ -143,6 +143,9 @@ counters! {
         /// Segments of another core's outgoing connection, set aside to be
         /// handed over to it (NICs that cannot steer, see `FlowDirectory`).
         handed_over,
+        /// New connections not made because another core had just claimed
+        /// the same 4-tuple (a SYN seen on two queues); the peer retransmits.
+        handover_races,
         /// ACKs that acknowledged nothing we sent in a handshake.
         bad_ack,
         /// ACKs of data not yet sent.

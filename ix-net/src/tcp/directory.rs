@@ -1,6 +1,6 @@
-//! Which core owns each outgoing connection, shared by the cores of one
-//! dataplane whose NIC cannot be told where to steer return traffic (TAP, AF_XDP
-//! on veth): a segment that reaches the wrong core is handed over to the owner.
+//! Which core owns each connection, shared by the cores of one dataplane whose
+//! NIC steering is unknown or unstable (TAP, AF_XDP on veth): a segment that
+//! reaches the wrong core is handed over to the owner.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,12 +10,14 @@ use super::FourTuple;
 /// Shards of the directory, each behind its own lock.
 const SHARDS: usize = 16;
 
-/// Outgoing connections by 4-tuple → the core whose stack holds them.
+/// Connections by 4-tuple → the core whose stack holds them.
 ///
-/// Only connections this dataplane opened are listed: incoming ones live on
-/// the core the NIC delivered their SYN to, and their later segments follow
-/// the same hash. Looked up only for segments that match no local flow, so
-/// the lock is off the common path.
+/// Outgoing connections are listed because their replies follow a hash the
+/// connecting core could not choose; incoming ones because that hash need not
+/// be stable (on veth the receive queue is the peer's transmit queue, which
+/// Linux re-picks after a retransmission timeout). Looked up only for segments
+/// that match no local flow, so the lock is off the per-packet path; claimed
+/// once per connection.
 #[derive(Debug)]
 pub struct FlowDirectory {
     shards: Box<[Mutex<HashMap<FourTuple, usize>>]>,

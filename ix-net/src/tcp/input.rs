@@ -136,6 +136,12 @@ impl Stack {
             self.send_syn_cookie(tuple, repr, now);
             return;
         }
+        if !self.claim_flow(tuple) {
+            // Another core took the same SYN from its queue first: the peer's
+            // retransmission will be handed over to it.
+            self.stats.tcp.handover_races += 1;
+            return;
+        }
         let iss = self.initial_sequence(&tuple, now);
         let ts_offset = self.ts_offset(&tuple);
         let conn = Conn::accept_syn(&self.config.tcp, tuple, repr, iss, now, ts_offset);
@@ -216,6 +222,10 @@ impl Stack {
             peer.window_scale = opts.window_scale;
             peer.sack_permitted = opts.sack_permitted;
             peer.ts_val = Some(ts_val);
+        }
+        if !self.claim_flow(tuple) {
+            self.stats.tcp.handover_races += 1;
+            return true;
         }
         let ts_offset = self.ts_offset(&tuple);
         let conn = Conn::from_cookie(&self.config.tcp, tuple, ack, peer, now, ts_offset);
