@@ -122,6 +122,7 @@ pub fn execute(server: &Server, cmd: Command, out: &mut BytesMut) -> Flow {
             counters.incr(Counter::ProtocolErrors);
             line(out, reply.as_str());
         }
+        Command::InvalidQuiet(_) => counters.incr(Counter::ProtocolErrors),
     }
     Flow::Continue
 }
@@ -307,9 +308,10 @@ fn meta_set(server: &Server, ms: MetaSet, out: &mut BytesMut) {
             return;
         }
         StoreOutcome::Stored(cas) => ("HD", Some(cas)),
-        StoreOutcome::NotStored => ("NS", None),
-        StoreOutcome::Exists => ("EX", None),
-        StoreOutcome::NotFound => ("NF", None),
+        // memcached echoes `c0` when nothing was stored.
+        StoreOutcome::NotStored => ("NS", Some(0)),
+        StoreOutcome::Exists => ("EX", Some(0)),
+        StoreOutcome::NotFound => ("NF", Some(0)),
         StoreOutcome::OutOfMemory => {
             line(out, "SERVER_ERROR out of memory storing object");
             return;

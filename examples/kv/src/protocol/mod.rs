@@ -163,6 +163,9 @@ pub enum Command {
     /// A line the protocol refuses: the reply is sent as is (it is one of the
     /// canned error lines) and the connection goes on.
     Invalid(ErrorReply),
+    /// A refused line that ended in `noreply`: memcached keeps quiet even
+    /// about the error; counted, not answered.
+    InvalidQuiet(ErrorReply),
 }
 
 /// The error lines memcached answers with (each sent followed by `\r\n`).

@@ -63,8 +63,41 @@ fn invalid(reply: ErrorReply) -> LineOutcome {
     LineOutcome::Command(Command::Invalid(reply))
 }
 
+/// Commands whose trailing `noreply` also silences their errors.
+const NOREPLY_COMMANDS: [&[u8]; 13] = [
+    b"set",
+    b"add",
+    b"replace",
+    b"append",
+    b"prepend",
+    b"cas",
+    b"delete",
+    b"incr",
+    b"decr",
+    b"touch",
+    b"flush_all",
+    b"verbosity",
+    b"gat",
+];
+
 /// Parses one line (without its `\r\n`), already tokenized.
 pub(crate) fn parse_line(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
+    let outcome = parse_tokens(line, tokens);
+    match outcome {
+        // A wrong token count is refused before memcached looks for noreply.
+        LineOutcome::Command(Command::Invalid(reply))
+            if reply != ErrorReply::Error
+                && tokens.len() > 2
+                && &line[tokens[tokens.len() - 1].clone()] == b"noreply"
+                && NOREPLY_COMMANDS.contains(&&line[tokens[0].clone()]) =>
+        {
+            LineOutcome::Command(Command::InvalidQuiet(reply))
+        }
+        other => other,
+    }
+}
+
+fn parse_tokens(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
     let Some(first) = tokens.first() else {
         return invalid(ErrorReply::Error);
     };

@@ -266,7 +266,10 @@ impl Store {
         let live = self.liveness();
         let (hash, mut shard) = self.locate(key);
         let Some(idx) = shard.lookup(hash, key, live) else { return false };
-        shard.item_mut(idx).exptime = self.clock.expiry(exptime, live.now);
+        let item = shard.item_mut(idx);
+        item.exptime = self.clock.expiry(exptime, live.now);
+        // memcached counts a touch as a fetch (`mg ... h` says so afterwards).
+        item.fetched = true;
         true
     }
 
@@ -275,16 +278,25 @@ impl Store {
         let live = self.liveness();
         let (hash, mut shard) = self.locate(req.key);
         let existing = shard.lookup(hash, req.key, live);
-        if let Some(expected) = req.compare_cas {
-            match existing {
-                None => return StoreOutcome::NotFound,
-                Some(idx) if shard.item(idx).cas != expected => return StoreOutcome::Exists,
-                Some(_) => {}
+        // memcached's order of checks: add ignores a CAS unique; set and
+        // replace with one are a compare-and-swap (NOT_FOUND when absent);
+        // append and prepend need the item, then a matching unique.
+        // Append and prepend (like arithmetic) read a unique of 0 as none.
+        let compare = match req.mode {
+            StoreMode::Append | StoreMode::Prepend => req.compare_cas.filter(|&c| c != 0),
+            _ => req.compare_cas,
+        };
+        let cas_differs = |idx: u32| compare.is_some_and(|c| c != shard.item(idx).cas);
+        match (req.mode, existing) {
+            (StoreMode::Add, Some(_)) => return StoreOutcome::NotStored,
+            (StoreMode::Set | StoreMode::Cas | StoreMode::Replace, None) if req.compare_cas.is_some() => {
+                return StoreOutcome::NotFound;
             }
+            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => return StoreOutcome::NotStored,
+            (_, Some(idx)) if cas_differs(idx) => return StoreOutcome::Exists,
+            _ => {}
         }
         let (value, flags, exptime) = match (req.mode, existing) {
-            (StoreMode::Add, Some(_)) => return StoreOutcome::NotStored,
-            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => return StoreOutcome::NotStored,
             (StoreMode::Append | StoreMode::Prepend, Some(idx)) => {
                 let old = shard.item(idx);
                 if item_size(req.key.len(), old.value.len() + req.data.len()) > self.config.item_size_max {
@@ -341,13 +353,14 @@ impl Store {
             return self.vivify(req, hash, shard, live);
         };
         let item = shard.item(idx);
-        if req.compare_cas.is_some_and(|c| c != item.cas) {
+        if req.compare_cas.is_some_and(|c| c != 0 && c != item.cas) {
             return ArithOutcome::Exists;
         }
         let Some(old) = parse_counter_value(&item.value) else { return ArithOutcome::NonNumeric };
         let value = if req.incr { old.wrapping_add(req.delta) } else { old.saturating_sub(req.delta) };
         let digits = value.to_string();
-        let new_value = if digits.len() <= item.value.len() {
+        let in_place = digits.len() <= item.value.len();
+        let new_value = if in_place {
             let mut padded = BytesMut::with_capacity(item.value.len());
             padded.put_slice(digits.as_bytes());
             padded.put_bytes(b' ', item.value.len() - digits.len());
@@ -359,6 +372,8 @@ impl Store {
         shard.set_value(idx, new_value);
         let item = shard.item_mut(idx);
         item.cas = cas;
+        // A longer result is a new item to memcached: never fetched.
+        item.fetched &= in_place;
         if let Some(t) = req.touch {
             item.exptime = self.clock.expiry(t, live.now);
         }
