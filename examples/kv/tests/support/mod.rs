@@ -132,7 +132,7 @@ impl Drop for LinkGuard {
 }
 
 fn ip(args: &[&str]) -> bool {
-    Command::new("ip").args(args).status().is_ok_and(|s| s.success())
+    Command::new("ip").args(args).output().is_ok_and(|o| o.status.success())
 }
 
 /// `ix-kv` on the IX runtime over a TAP device named `ixkv{tag}{pid}`, the
