@@ -166,3 +166,100 @@ impl Decoder for CommandDecoder {
         self.decode(buf)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::StoreMode;
+
+    fn decoder() -> CommandDecoder {
+        CommandDecoder::new(DecoderLimits { item_size_max: 1024 * 1024 })
+    }
+
+    /// Feeds `input` one byte at a time and collects every command.
+    fn byte_by_byte(input: &[u8]) -> Vec<Command> {
+        let (mut d, mut buf, mut out) = (decoder(), BytesMut::new(), Vec::new());
+        for &b in input {
+            buf.extend_from_slice(&[b]);
+            while let Some(cmd) = d.decode(&mut buf).unwrap() {
+                out.push(cmd);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn commands_split_anywhere_decode_the_same() {
+        let input = b"set a 1 0 3 noreply\r\nabc\r\nget a b\r\ngets a\r\nms m 2 T5 c\r\nhi\r\nmn\r\n";
+        let cmds = byte_by_byte(input);
+        assert_eq!(cmds.len(), 5);
+        match &cmds[0] {
+            Command::Store(s) => {
+                assert_eq!(
+                    (s.mode, &s.key[..], s.flags, &s.data[..], s.noreply),
+                    (StoreMode::Set, &b"a"[..], 1, &b"abc"[..], true)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&cmds[1], Command::Get { keys, with_cas: false, touch: None } if keys.len() == 2));
+        assert!(matches!(&cmds[3], Command::MetaSet(m) if &m.data[..] == b"hi" && m.exptime == 5));
+        assert_eq!(cmds[4], Command::MetaNoop);
+    }
+
+    #[test]
+    fn too_large_blocks_are_swallowed_not_buffered() {
+        let mut d = CommandDecoder::new(DecoderLimits { item_size_max: 1024 });
+        let mut buf = BytesMut::from(&b"set k 0 0 5000\r\n"[..]);
+        assert!(matches!(
+            d.decode(&mut buf).unwrap(),
+            Some(Command::StoreRejected { reason: StoreRejection::TooLarge, .. })
+        ));
+        for _ in 0..5 {
+            buf.extend_from_slice(&[b'x'; 1000]);
+            assert!(d.decode(&mut buf).unwrap().is_none());
+            assert!(buf.is_empty(), "swallowed data is dropped as it arrives");
+        }
+        buf.extend_from_slice(b"\r\nmn\r\n");
+        assert_eq!(d.decode(&mut buf).unwrap(), Some(Command::MetaNoop));
+    }
+
+    #[test]
+    fn overlong_lines_are_an_error_and_get_lines_may_be_longer() {
+        let mut buf = BytesMut::from(&[b'a'; LINE_MAX_BYTES + 1][..]);
+        assert!(matches!(decoder().decode(&mut buf), Err(ProtocolError::LineTooLong(_))));
+        let mut buf = BytesMut::from(&b"get "[..]);
+        buf.extend_from_slice(&[b'k'; LINE_MAX_BYTES * 4]);
+        assert!(decoder().decode(&mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn random_bytes_never_panic_and_stay_bounded() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut d = decoder();
+        let mut buf = BytesMut::new();
+        for _ in 0..20_000 {
+            let len = (x % 64) as usize;
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Mostly protocol-ish bytes, so that commands and data blocks happen.
+                let alphabet = b"set get ms mg 0 1 5 noreply \r\n\r\nabc\x00\xff";
+                buf.extend_from_slice(&[alphabet[(x % alphabet.len() as u64) as usize]]);
+            }
+            loop {
+                match d.decode(&mut buf) {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    Err(_) => {
+                        d = decoder();
+                        buf.clear();
+                        break;
+                    }
+                }
+            }
+            assert!(buf.len() <= GET_LINE_MAX_BYTES + 64);
+        }
+    }
+}

@@ -446,3 +446,100 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        Store::with_clock(StoreConfig::new(64 << 20, 1 << 20, 2), Clock::manual())
+    }
+
+    fn set(s: &Store, key: &str, value: &str, exptime: i64) -> StoreOutcome {
+        s.store(StoreRequest {
+            mode: StoreMode::Set,
+            key: key.as_bytes(),
+            flags: 0,
+            exptime,
+            data: value.as_bytes(),
+            compare_cas: None,
+        })
+    }
+
+    fn incr(s: &Store, key: &str, incr: bool, delta: u64) -> ArithOutcome {
+        s.arith(ArithRequest { key: key.as_bytes(), incr, delta, compare_cas: None, vivify: None, touch: None })
+    }
+
+    #[test]
+    fn relative_expiry_follows_the_clock() {
+        let s = store();
+        set(&s, "k", "v", 10);
+        s.clock().advance(9);
+        assert!(s.get(b"k", None).is_some());
+        s.clock().advance(1);
+        assert!(s.get(b"k", None).is_none());
+        set(&s, "gone", "v", -1);
+        assert!(s.get(b"gone", None).is_none());
+    }
+
+    #[test]
+    fn arithmetic_wraps_floors_and_pads_like_memcached() {
+        let s = store();
+        set(&s, "n", "18446744073709551615", 0);
+        assert!(matches!(incr(&s, "n", true, 2), ArithOutcome::Value { value: 1, .. }));
+        assert_eq!(&s.get(b"n", None).unwrap().value[..], b"1                   ");
+        assert!(matches!(incr(&s, "n", false, 5), ArithOutcome::Value { value: 0, .. }));
+        set(&s, "t", "abc", 0);
+        assert_eq!(incr(&s, "t", true, 1), ArithOutcome::NonNumeric);
+        assert_eq!(incr(&s, "missing", true, 1), ArithOutcome::NotFound);
+    }
+
+    #[test]
+    fn cas_uniques_change_on_every_write() {
+        let s = store();
+        let StoreOutcome::Stored(first) = set(&s, "k", "1", 0) else { panic!() };
+        let req = |cas| StoreRequest {
+            mode: StoreMode::Cas,
+            key: b"k",
+            flags: 0,
+            exptime: 0,
+            data: b"2",
+            compare_cas: Some(cas),
+        };
+        assert!(matches!(s.store(req(first)), StoreOutcome::Stored(c) if c > first));
+        assert_eq!(s.store(req(first)), StoreOutcome::Exists);
+        assert_eq!(s.delete(b"k", Some(first)), DeleteOutcome::Exists);
+    }
+
+    #[test]
+    fn delayed_flush_invalidates_items_stored_before_it() {
+        let s = store();
+        set(&s, "old", "v", 0);
+        s.flush_all(5);
+        assert!(s.get(b"old", None).is_some());
+        s.clock().advance(5);
+        assert!(s.get(b"old", None).is_none());
+        set(&s, "new", "v", 0);
+        assert!(s.get(b"new", None).is_some());
+        s.flush_all(0);
+        assert!(s.get(b"new", None).is_none());
+        assert_eq!(s.stats().curr_items, 0);
+    }
+
+    #[test]
+    fn memory_limit_evicts_and_counts() {
+        let s = Store::with_clock(
+            StoreConfig { memory_limit_bytes: 64 * 1024, item_size_max: 1024, shards: 1 },
+            Clock::manual(),
+        );
+        for i in 0..2000 {
+            set(&s, &format!("key{i}"), &"v".repeat(100), 0);
+        }
+        let stats = s.stats();
+        assert!(stats.bytes <= 64 * 1024);
+        assert!(stats.evictions > 0);
+        assert_eq!(stats.curr_items + stats.evictions, 2000);
+        assert!(s.get(b"key1999", None).is_some(), "the newest item survives");
+        assert!(s.get(b"key0", None).is_none(), "the oldest was evicted");
+    }
+}
