@@ -13,6 +13,8 @@ need_cmd ip iproute2
 need_cmd ping iputils-ping
 need_cmd ethtool ethtool
 need_cmd curl curl
+need_cmd memcached memcached
+need_cmd memccp libmemcached-tools
 if [ "${#apt_needed[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "installing: ${apt_needed[*]}"
@@ -21,6 +23,14 @@ if [ "${#apt_needed[@]}" -gt 0 ]; then
     else
         echo "missing packages (run as root to install them): ${apt_needed[*]}" >&2
     fi
+fi
+
+# pymemcache (PyPI) for examples/kv/tests/real_clients.rs, into the python3 on PATH.
+if ! python3 -c 'import pymemcache' >/dev/null 2>&1; then
+    python3 -m pip --version >/dev/null 2>&1 || {
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    }
+    python3 -m pip install -q pymemcache || python3 -m pip install -q --break-system-packages pymemcache
 fi
 
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
