@@ -72,8 +72,8 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Starts `ix-kv` with `args` and waits for its `listening on` line.
-pub fn start_ix_kv(args: &[&str], addr: SocketAddrV4) -> ServerProcess {
+/// Starts `ix-kv`; the receiver gets its first stdout line ("" if it exits).
+fn spawn_ix_kv(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(IX_KV)
         .args(args)
         .stdin(Stdio::null())
@@ -88,22 +88,46 @@ pub fn start_ix_kv(args: &[&str], addr: SocketAddrV4) -> ServerProcess {
         let _ = BufReader::new(stdout).read_line(&mut first);
         let _ = tx.send(first);
     });
+    (child, rx)
+}
+
+/// Starts `ix-kv` with `args` and waits for its `listening on` line; `None`
+/// when it exited first (a port taken between [`free_port`] and its bind).
+pub fn try_start_ix_kv(args: &[&str], addr: SocketAddrV4) -> Option<ServerProcess> {
+    let (child, rx) = spawn_ix_kv(args);
     let server = ServerProcess { child, addr };
     let line = rx.recv_timeout(START_TIMEOUT).expect("ix-kv printed no listening line");
-    assert!(line.starts_with("listening on "), "unexpected first line: {line:?}");
-    server
+    line.starts_with("listening on ").then_some(server)
 }
+
+/// Tries a few free ports: tests run in parallel and another may take the one
+/// just found before the server binds it.
+const PORT_ATTEMPTS: usize = 5;
 
 /// Starts `ix-kv` on tokio on a free loopback port.
 pub fn start_tokio(extra: &[&str]) -> ServerProcess {
-    let port = free_port().to_string();
-    let mut args = vec!["--runtime", "tokio", "--addr", "127.0.0.1", "-p", &port, "-t", "2"];
-    args.extend_from_slice(extra);
-    start_ix_kv(&args, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port.parse().unwrap()))
+    for _ in 0..PORT_ATTEMPTS {
+        let port = free_port().to_string();
+        let mut args = vec!["--runtime", "tokio", "--addr", "127.0.0.1", "-p", &port, "-t", "2"];
+        args.extend_from_slice(extra);
+        if let Some(server) = try_start_ix_kv(&args, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port.parse().unwrap())) {
+            return server;
+        }
+    }
+    panic!("ix-kv did not start on any of {PORT_ATTEMPTS} free ports");
 }
 
 /// Starts the real memcached (`-t 1`, UDP off) on a free loopback port.
 pub fn start_memcached(extra: &[&str]) -> ServerProcess {
+    for _ in 0..PORT_ATTEMPTS {
+        if let Some(server) = try_start_memcached(extra) {
+            return server;
+        }
+    }
+    panic!("memcached did not start on any of {PORT_ATTEMPTS} free ports");
+}
+
+fn try_start_memcached(extra: &[&str]) -> Option<ServerProcess> {
     let port = free_port();
     let mut cmd = Command::new("memcached");
     cmd.args(["-U", "0", "-l", "127.0.0.1", "-p", &port.to_string(), "-t", "1"]).args(extra);
@@ -113,13 +137,15 @@ pub fn start_memcached(extra: &[&str]) -> ServerProcess {
     }
     let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("start memcached");
     let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let server = ServerProcess { child, addr };
+    let mut server = ServerProcess { child, addr };
     let deadline = Instant::now() + START_TIMEOUT;
     while TcpStream::connect(addr).is_err() {
         assert!(Instant::now() < deadline, "memcached did not start listening");
         std::thread::sleep(Duration::from_millis(20));
     }
-    server
+    // Listening, but is it memcached? It exits at once when the port was taken.
+    std::thread::sleep(Duration::from_millis(50));
+    matches!(server.child.try_wait(), Ok(None)).then_some(server)
 }
 
 /// Deletes a network device when dropped (the TAP device `ix-kv` made).
@@ -148,20 +174,7 @@ pub fn start_ix_on_tap(tag: &str, subnet: u8, extra: &[&str]) -> (ServerProcess,
     let port_text = port.to_string();
     let mut args = vec!["--runtime", "ix", "--backend", &backend, "--addr", &addr, "-p", &port_text, "-t", "2"];
     args.extend_from_slice(extra);
-    let mut child = Command::new(IX_KV)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start ix-kv");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut first = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut first);
-        let _ = tx.send(first);
-    });
+    let (child, rx) = spawn_ix_kv(&args);
     let server = ServerProcess { child, addr: SocketAddrV4::new(ix_ip, port) };
     let deadline = Instant::now() + START_TIMEOUT;
     while !ip(&["link", "show", &name]) {
