@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kv benchmark: memcaslap (90% get / 10% set, 32-byte keys and values, one
 # thread, 32 connections, pinned to CPU 1) against memcached -t 1 and ix-kv -t 1
-# on tokio and on IX over TAP (servers on CPU 0), one run each, printed as a
+# on tokio, on IX's kernel backend and on IX over TAP (servers on CPU 0; the IX
+# runtime pins its core 0 to CPU 0 itself), one run each, printed as a
 # table of ops/s and p99 (upper bound of memcaslap's log2 latency bucket).
 # Usage: scripts/kv-bench.sh [SECONDS] (default 10). Needs root for the TAP run.
 set -euo pipefail
@@ -64,6 +65,11 @@ kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 taskset -c 0 "$bin" --runtime tokio --addr 127.0.0.1 -p 21412 -t 1 >/dev/null & pids+=($!)
 wait_port 127.0.0.1 21412
 run_load "ix-kv tokio -t 1" 127.0.0.1 21412
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+
+taskset -c 0 "$bin" --runtime ix --backend kernel --addr 127.0.0.1 -p 21413 -t 1 >/dev/null & pids+=($!)
+wait_port 127.0.0.1 21413
+run_load "ix-kv ix kernel -t 1" 127.0.0.1 21413
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
 if [ "$(id -u)" -eq 0 ]; then

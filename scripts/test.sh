@@ -13,8 +13,14 @@ need_cmd ip iproute2
 need_cmd ping iputils-ping
 need_cmd ethtool ethtool
 need_cmd curl curl
+need_cmd wrk wrk
+need_cmd h2load nghttp2-client
+# Peers of the benchmark harness (benches/tests/harness_quick.rs) and of
+# examples/kv/tests (memcached for the differential test, libmemcached-tools).
+need_cmd nginx nginx-light
 need_cmd memcached memcached
 need_cmd memccp libmemcached-tools
+need_cmd taskset util-linux
 if [ "${#apt_needed[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "installing: ${apt_needed[*]}"

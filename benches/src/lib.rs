@@ -1,2 +1,14 @@
-//! Benchmarks and the side-by-side harness. Micro benchmarks live in each crate's
-//! `benches/`; the harness and its load generator arrive with the benchmark issue (#8).
+//! Benchmarks and the side-by-side harness: the load generator (`loadgen`,
+//! driven by the `ixload` binary) and the harness (`harness`, the `ix-bench`
+//! binary) that compares IX with tokio, nginx and memcached using it.
+
+pub mod harness;
+pub mod loadgen;
+
+/// Logging for this crate's binaries: `tracing` to stderr, filtered by
+/// `RUST_LOG` (warnings only when unset).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

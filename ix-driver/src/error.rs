@@ -59,6 +59,45 @@ pub enum DriverError {
         /// The queue index.
         queue: u16,
     },
+    /// No interface of that name exists in the calling thread's network
+    /// namespace.
+    #[error("no network interface named {name} here: check the name with `ip link` (and the network namespace)")]
+    NoSuchInterface {
+        /// The name asked for.
+        name: String,
+    },
+    /// The interface (or the kernel) cannot do what the XDP backend asked.
+    #[error("{iface}: {what}: {hint}")]
+    XdpUnsupported {
+        /// The interface.
+        iface: String,
+        /// What failed, e.g. `"native XDP is not supported by its driver"`.
+        what: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// More queues were asked for than the interface has.
+    #[error(
+        "{iface} has {available} receive queue(s) but {requested} were asked for: use at most          {available} cores or queues (a veth pair gets more with `ip link add ... numrxqueues N          numtxqueues N`, a NIC with `ethtool -L {iface} combined N`)"
+    )]
+    TooManyQueues {
+        /// The interface.
+        iface: String,
+        /// Queues asked for.
+        requested: u32,
+        /// Queues the interface has.
+        available: u32,
+    },
+    /// The kernel's verifier refused the XDP program (a bug in this crate: the
+    /// program is fixed).
+    #[error("the kernel refused the XDP program ({source}); verifier log: {log}")]
+    BpfRejected {
+        /// The error `bpf(BPF_PROG_LOAD)` returned.
+        #[source]
+        source: io::Error,
+        /// The last lines of the verifier's log.
+        log: String,
+    },
     /// A backend specification could not be parsed.
     #[error("unknown backend {0:?}: expected mem, tap:NAME, kernel or xdp:IFACE")]
     UnknownBackend(String),

@@ -6,12 +6,15 @@
 pub mod error;
 pub mod eventfd;
 pub mod mem;
+mod netdev;
+pub mod netns;
 pub mod pool;
 pub mod privilege;
 pub mod queue;
 pub mod region;
 pub mod rss;
 pub mod tap;
+pub mod xdp;
 
 pub use error::{DriverError, FrameFull, PoolExhausted};
 pub use eventfd::EventFd;
@@ -21,3 +24,4 @@ pub use queue::{NetQueue, QueueStats};
 pub use region::HugePages;
 pub use rss::{RSS_DEFAULT_KEY, RedirectionTable, Toeplitz, find_port_for_queue};
 pub use tap::{TapConfig, TapDevice, TapQueue, TapQueueFd};
+pub use xdp::{XdpConfig, XdpDevice, XdpQueue, XdpQueueSource};

@@ -432,6 +432,17 @@ impl TxBuf {
         self.buf.end += n as u32;
     }
 
+    /// Sets the data window to bytes `start..end` of the frame: where a device
+    /// that wrote into the frame put the data.
+    ///
+    /// # Panics
+    /// If `start > end` or `end` is past the frame.
+    pub(crate) fn set_window(&mut self, start: u32, end: u32) {
+        assert!(start <= end && end <= FRAME_STRIDE_BYTES, "window {start}..{end} outside a frame");
+        self.buf.start = start;
+        self.buf.end = end;
+    }
+
     /// Ends writing: the buffer becomes a shareable read-only view.
     pub fn freeze(self) -> PacketBuf {
         self.buf

@@ -25,6 +25,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::error::DriverError;
+use crate::netdev::{InterfaceControl, interface_request, name_of, validate_name};
 use crate::pool::{FRAME_DATA_BYTES, PacketBuf, PacketPool};
 use crate::queue::{NetQueue, QueueStats};
 
@@ -108,7 +109,7 @@ impl TapDevice {
             name = attached;
             queue_fds.push(Some(fd));
         }
-        let control = InterfaceControl::new(&name)?;
+        let control = InterfaceControl::new(&name, privilege_error)?;
         let mtu = control.mtu()?;
         if mtu > MAX_MTU_BYTES {
             return Err(mtu_too_large(&name, mtu));
@@ -168,7 +169,7 @@ impl TapDevice {
                 self.name
             )));
         }
-        InterfaceControl::new(&self.name)?.set_mtu(mtu)?;
+        InterfaceControl::new(&self.name, privilege_error)?.set_mtu(mtu)?;
         self.mtu = mtu;
         Ok(())
     }
@@ -415,22 +416,6 @@ fn mtu_too_large(name: &str, mtu: u32) -> DriverError {
     ))
 }
 
-/// Checks `name` as Linux checks interface names (`dev_valid_name`).
-fn validate_name(name: &str) -> Result<(), DriverError> {
-    let problem = if name.is_empty() {
-        "is empty"
-    } else if name.len() >= libc::IFNAMSIZ {
-        "is longer than 15 bytes (IFNAMSIZ 16, with the terminating NUL)"
-    } else if name == "." || name == ".." {
-        "is a path component"
-    } else if name.chars().any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace()) {
-        "contains '/', ':', NUL or white space"
-    } else {
-        return Ok(());
-    };
-    Err(DriverError::Config(format!("interface name {name:?} {problem}")))
-}
-
 /// Checks a configured MAC address: unicast, not zero, not the kernel side's.
 fn validate_mac(mac: [u8; 6], kernel_mac: [u8; 6]) -> Result<[u8; 6], DriverError> {
     let problem = if mac[0] & 0x01 != 0 {
@@ -461,116 +446,9 @@ fn mac_from_name(name: &str, kernel_mac: [u8; 6]) -> [u8; 6] {
     mac
 }
 
-/// An `ifreq` naming `name`, everything else zero. `name` must have passed
-/// [`validate_name`].
-fn interface_request(name: &str) -> libc::ifreq {
-    // SAFETY: `ifreq` is plain data (byte arrays, integers, a union of those and
-    // a raw pointer) for which all zero bytes is a valid value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in request.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    request
-}
-
-/// The interface name an `ifreq` carries (NUL-terminated by the kernel).
-fn name_of(request: &libc::ifreq) -> String {
-    let bytes: Vec<u8> = request.ifr_name.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// Interface settings through `ioctl`s on a datagram socket, as `ip link` does
-/// them through netlink.
-struct InterfaceControl<'a> {
-    socket: OwnedFd,
-    name: &'a str,
-}
-
-impl<'a> InterfaceControl<'a> {
-    fn new(name: &'a str) -> Result<Self, DriverError> {
-        // SAFETY: `socket` takes only integer arguments and returns a new
-        // descriptor or -1.
-        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(DriverError::os("socket(AF_INET, SOCK_DGRAM)"));
-        }
-        // SAFETY: `raw` is a descriptor that `socket` just returned to us alone.
-        let socket = unsafe { OwnedFd::from_raw_fd(raw) };
-        Ok(Self { socket, name })
-    }
-
-    /// Runs one interface `ioctl` on `request`.
-    fn ioctl(&self, call: &'static str, op: libc::Ioctl, request: &mut libc::ifreq) -> Result<(), DriverError> {
-        // SAFETY: every `op` used here (SIOC[GS]IF*) reads and writes one `ifreq`,
-        // which `request` is, alive and exclusively borrowed for the call.
-        let rc = unsafe { libc::ioctl(self.socket.as_raw_fd(), op, request as *mut libc::ifreq) };
-        if rc < 0 {
-            let error = io::Error::last_os_error();
-            return Err(match error.raw_os_error() {
-                Some(libc::EPERM | libc::EACCES) => privilege_error(),
-                _ => DriverError::Os { call, source: error },
-            });
-        }
-        Ok(())
-    }
-
-    fn set_up(&self) -> Result<(), DriverError> {
-        let mut request = interface_request(self.name);
-        self.ioctl("ioctl(SIOCGIFFLAGS)", libc::SIOCGIFFLAGS, &mut request)?;
-        // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
-        let flags = unsafe { request.ifr_ifru.ifru_flags };
-        if flags & libc::IFF_UP as libc::c_short != 0 {
-            return Ok(());
-        }
-        request.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-        self.ioctl("ioctl(SIOCSIFFLAGS)", libc::SIOCSIFFLAGS, &mut request)
-    }
-
-    fn mtu(&self) -> Result<u32, DriverError> {
-        let mut request = interface_request(self.name);
-        self.ioctl("ioctl(SIOCGIFMTU)", libc::SIOCGIFMTU, &mut request)?;
-        // SAFETY: SIOCGIFMTU filled the `ifru_mtu` member of the union.
-        let mtu = unsafe { request.ifr_ifru.ifru_mtu };
-        Ok(mtu.max(0) as u32)
-    }
-
-    fn set_mtu(&self, mtu: u32) -> Result<(), DriverError> {
-        let mut request = interface_request(self.name);
-        request.ifr_ifru.ifru_mtu = mtu as libc::c_int;
-        self.ioctl("ioctl(SIOCSIFMTU)", libc::SIOCSIFMTU, &mut request)
-    }
-
-    fn hardware_address(&self) -> Result<[u8; 6], DriverError> {
-        let mut request = interface_request(self.name);
-        self.ioctl("ioctl(SIOCGIFHWADDR)", libc::SIOCGIFHWADDR, &mut request)?;
-        // SAFETY: SIOCGIFHWADDR filled the `ifru_hwaddr` member of the union.
-        let data = unsafe { request.ifr_ifru.ifru_hwaddr.sa_data };
-        Ok(std::array::from_fn(|i| data[i] as u8))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config_message(result: Result<(), DriverError>) -> String {
-        match result {
-            Err(DriverError::Config(message)) => message,
-            other => panic!("expected a configuration error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn interface_names_are_checked_as_linux_does() {
-        assert!(validate_name("ixtap0").is_ok());
-        assert!(validate_name("tap%d").is_ok());
-        assert!(validate_name("fifteen-bytes-x").is_ok());
-        assert!(config_message(validate_name("sixteen-bytes-xx")).contains("IFNAMSIZ"));
-        assert!(config_message(validate_name("")).contains("empty"));
-        for bad in [".", "..", "a/b", "a:1", "a b", "a\0b"] {
-            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn derived_mac_is_local_unicast_stable_and_not_the_kernels() {
@@ -606,13 +484,6 @@ mod tests {
         assert!(wrong_kind.to_string().contains("eth0 exists and is not a multi-queue TAP"));
         let other = attach_error("ixtap0", io::Error::from_raw_os_error(libc::E2BIG));
         assert!(matches!(other, DriverError::Os { call: "ioctl(TUNSETIFF)", .. }));
-    }
-
-    #[test]
-    fn interface_request_round_trips_the_name() {
-        let request = interface_request("fifteen-bytes-x");
-        assert_eq!(request.ifr_name[15], 0, "the name stays NUL-terminated");
-        assert_eq!(name_of(&request), "fifteen-bytes-x");
     }
 
     #[test]

@@ -92,6 +92,14 @@ impl RxChunk {
         Self { buf, charged, credit }
     }
 
+    /// A chunk made outside this stack (the runtime's `kernel` backend reads
+    /// kernel sockets into pool frames), charged to `credit`, which counts the
+    /// bytes its holder keeps but opens no TCP window.
+    pub fn from_packet(buf: PacketBuf, credit: &Rc<RxCredit>) -> Self {
+        credit.take(buf.len());
+        Self::new(buf, credit.clone())
+    }
+
     /// Drops the first `n` bytes; their share of the window is returned at once.
     ///
     /// # Panics

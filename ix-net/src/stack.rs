@@ -19,7 +19,7 @@ use crate::stats::StackStats;
 use crate::tcp::conn::{Conn, State};
 use crate::tcp::sendbuf::SendChunk;
 use crate::tcp::syncookie::SynCookies;
-use crate::tcp::{FlowTable, FourTuple, TcpConfig, TcpError};
+use crate::tcp::{FlowDirectory, FlowTable, FourTuple, TcpConfig, TcpError};
 use crate::time::Instant;
 use crate::timer::{TimerKey, TimerWheel};
 use crate::udp::UdpSocket;
@@ -78,6 +78,11 @@ pub struct StackConfig {
     /// Neighbours shared with the other cores of the same dataplane (see
     /// [`SharedNeighbors`]); `None` for a stack alone on its device.
     pub neighbors: Option<Arc<SharedNeighbors>>,
+    /// Outgoing connections of every core of the same dataplane, with this
+    /// core's index, when the NIC cannot steer return traffic: segments of
+    /// another core's connection are set aside for
+    /// [`Stack::take_handover`] instead of being answered with a RST.
+    pub directory: Option<(Arc<FlowDirectory>, usize)>,
 }
 
 impl StackConfig {
@@ -96,6 +101,7 @@ impl StackConfig {
             ephemeral_ports: 32768..=60999,
             secret: None,
             neighbors: None,
+            directory: None,
         }
     }
 }
@@ -212,6 +218,8 @@ pub struct Stack {
     /// Kept buffers for the per-round loops over fired timers and released
     /// credit, so they allocate nothing in the steady state.
     fired_scratch: Vec<TimerTarget>,
+    /// Frames of other cores' connections, with the owning core.
+    pub(crate) handover: Vec<(usize, PacketBuf)>,
     release_scratch: Vec<SocketHandle>,
     pub(crate) stats: StackStats,
     pub(crate) ip_ident: u16,
@@ -247,6 +255,7 @@ impl Stack {
             sockets: Slab::with_capacity(1024),
             next_generation: 1,
             flows: FlowTable::with_capacity(1024),
+            handover: Vec::new(),
             listeners: Default::default(),
             udp_ports: Default::default(),
             cookies: SynCookies::new(secret),
@@ -287,6 +296,13 @@ impl Stack {
     /// TCP connections alive (any state but closed-and-reclaimed).
     pub fn tcp_connection_count(&self) -> usize {
         self.tcp_connections
+    }
+
+    /// Moves the frames set aside for other cores (see
+    /// [`StackConfig::directory`]) into `out`, as (owning core, frame). The
+    /// owner re-ingresses them on its own stack.
+    pub fn take_handover(&mut self, out: &mut Vec<(usize, PacketBuf)>) {
+        out.append(&mut self.handover);
     }
 
     // ----- the dataplane loop ---------------------------------------------
@@ -697,6 +713,9 @@ impl Stack {
                 if self.flows.get(conn.tuple()) == Some(handle) {
                     self.flows.remove(conn.tuple());
                 }
+                if let Some((directory, core)) = &self.config.directory {
+                    directory.release(conn.tuple(), *core);
+                }
                 self.tcp_connections -= 1;
             }
             SocketKind::Listener(l) => {
@@ -827,8 +846,12 @@ impl Stack {
                 continue;
             }
             let tuple = FourTuple { local: SocketAddrV4::new(self.config.addr, port), remote };
-            if self.flows.get(&tuple).is_none() {
-                return Ok(port);
+            if self.flows.get(&tuple).is_some() {
+                continue;
+            }
+            match &self.config.directory {
+                Some((directory, core)) if !directory.claim(tuple, *core) => continue,
+                _ => return Ok(port),
             }
         }
         Err(SocketError::NoPortsAvailable)

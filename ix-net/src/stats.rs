@@ -140,6 +140,9 @@ counters! {
         resets_sent,
         /// Segments for no connection and no listener (answered with RST).
         no_socket,
+        /// Segments of another core's outgoing connection, set aside to be
+        /// handed over to it (NICs that cannot steer, see `FlowDirectory`).
+        handed_over,
         /// ACKs that acknowledged nothing we sent in a handshake.
         bad_ack,
         /// ACKs of data not yet sent.

@@ -30,11 +30,13 @@
 mod core;
 pub mod executor;
 pub mod net;
+mod reactor;
 mod runtime;
 pub mod time;
 
 pub use executor::{Executor, Handle, JoinError, JoinHandle, RemoteJoinHandle, SpawnError, spawn_local, yield_now};
-pub use runtime::{Backend, Builder, CoreStats, IdlePolicy, LoopStats, Runtime, RuntimeError, ShutdownHandle};
+pub use reactor::ReactorStats;
+pub use runtime::{Backend, Builder, CoreStats, IdlePolicy, LoopStats, Runtime, RuntimeError, ShutdownHandle, stats};
 
 /// The current core's index.
 ///

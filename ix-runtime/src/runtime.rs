@@ -2,6 +2,7 @@
 //! loop (receive a bounded batch, run the stack to completion, wake and run
 //! tasks, transmit once, run timers, then spin or block when idle).
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -12,13 +13,16 @@ use std::time::Duration;
 use ix_driver::mem::MemWire;
 use ix_driver::queue::DEFAULT_BATCH_PACKETS;
 use ix_driver::tap::{TapDevice, TapQueue, TapQueueFd};
+use ix_driver::xdp::{XdpConfig, XdpDevice, XdpQueue, XdpQueueSource};
 use ix_driver::{DriverError, HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig, QueueStats};
 use ix_net::iface::SharedNeighbors;
+use ix_net::tcp::FlowDirectory;
 use ix_net::wire::EthernetAddress;
 use ix_net::{Stack, StackConfig, StackStats, TcpConfig};
 
-use crate::core::{Core, PortFilter};
+use crate::core::{Core, KernelNet, Net, PortFilter};
 use crate::executor::{Executor, ExecutorStats, Handle};
+use crate::reactor::ReactorStats;
 
 /// Where each core's packets come from.
 #[derive(Debug, Clone)]
@@ -35,6 +39,37 @@ pub enum Backend {
         /// Interface name.
         name: String,
     },
+    /// AF_XDP on an interface: core `i` takes queue `i`, steered to it by the
+    /// backend's XDP program (see `ix_driver::xdp`).
+    Xdp(XdpConfig),
+    /// Ordinary kernel sockets (non-blocking, epoll) behind the same executor
+    /// and socket API: runs unprivileged, and separates the executor's share
+    /// of a benchmark from the dataplane's.
+    Kernel,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = RuntimeError;
+
+    /// Parses `kernel`, `tap:NAME` or `xdp:IFACE[,options]` (see
+    /// [`XdpConfig`]; the `mem` wire is made in process and has no spelling).
+    fn from_str(spec: &str) -> Result<Backend, RuntimeError> {
+        let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
+        match (kind, rest) {
+            ("kernel", "") => Ok(Backend::Kernel),
+            ("tap", name) if !name.is_empty() && name.len() < libc::IFNAMSIZ => {
+                Ok(Backend::Tap { name: name.to_string() })
+            }
+            ("tap", _) => Err(RuntimeError::Config(format!(
+                "backend `{spec}`: a TAP interface name of 1 to {} bytes is needed, as in tap:ix0",
+                libc::IFNAMSIZ - 1
+            ))),
+            ("xdp", _) => Ok(Backend::Xdp(rest.parse()?)),
+            _ => Err(RuntimeError::Config(format!(
+                "unknown backend `{spec}`: expected `kernel`, `tap:NAME` or `xdp:IFACE[,options]`"
+            ))),
+        }
+    }
 }
 
 /// What a core does when a round finds no work.
@@ -94,6 +129,7 @@ pub struct Builder {
     pin_threads: bool,
     drain_timeout: Duration,
     handle_signals: bool,
+    port_probing: bool,
 }
 
 impl Default for Builder {
@@ -110,6 +146,7 @@ impl Default for Builder {
             pin_threads: true,
             drain_timeout: Duration::from_secs(5),
             handle_signals: true,
+            port_probing: true,
         }
     }
 }
@@ -127,7 +164,9 @@ impl Builder {
         self
     }
 
-    /// The dataplane's IPv4 address and prefix length.
+    /// The dataplane's IPv4 address and prefix length (required but for the
+    /// `kernel` backend, whose listeners bind it when given and 0.0.0.0
+    /// otherwise).
     pub fn ipv4(mut self, addr: Ipv4Addr, prefix_len: u8) -> Self {
         self.addr = Some((addr, prefix_len));
         self
@@ -181,6 +220,17 @@ impl Builder {
         self
     }
 
+    /// Whether outgoing connections pick a local port whose return traffic
+    /// the NIC steers to the connecting core (IX's port probing; default on,
+    /// used where the backend's steering is known, as on `mem`). Off, or on a
+    /// backend that cannot steer, a reply that reaches another core is handed
+    /// over to the owner in software (copied, counted in
+    /// [`LoopStats::handed_over`]).
+    pub fn port_probing(mut self, probe: bool) -> Self {
+        self.port_probing = probe;
+        self
+    }
+
     /// Checks the configuration.
     ///
     /// # Errors
@@ -189,10 +239,10 @@ impl Builder {
         if self.cores == 0 {
             return Err(RuntimeError::Config("at least one core".into()));
         }
-        if self.backend.is_none() {
+        let Some(backend) = &self.backend else {
             return Err(RuntimeError::Config("no backend: set one with Builder::backend".into()));
-        }
-        if self.addr.is_none() {
+        };
+        if self.addr.is_none() && !matches!(backend, Backend::Kernel) {
             return Err(RuntimeError::Config("no IPv4 address: set one with Builder::ipv4".into()));
         }
         Ok(Runtime { config: self, shutdown: Arc::new(AtomicBool::new(false)) })
@@ -214,6 +264,13 @@ pub struct LoopStats {
     pub blocks: u64,
     /// Frames transmitted.
     pub tx_packets: u64,
+    /// Tasks polled.
+    pub tasks_polled: u64,
+    /// Frames of another core's connection sent to it (NICs that cannot steer).
+    pub handed_over: u64,
+    /// Of those, frames dropped because the owner's inbound queue was full
+    /// (TCP retransmits them).
+    pub handover_dropped: u64,
 }
 
 impl LoopStats {
@@ -236,6 +293,55 @@ pub struct CoreStats {
     pub stack: StackStats,
     /// Its executor.
     pub executor: ExecutorStats,
+    /// Times a task waited for a free packet buffer (the pool was empty).
+    pub buffer_waits: u64,
+    /// Frames handed over by another core that found no free frame here
+    /// (dropped; TCP retransmits them).
+    pub handover_lost: u64,
+    /// Frames of the core's packet pool free now, of `pool_capacity`.
+    pub pool_free: u32,
+    /// Frames in the core's packet pool.
+    pub pool_capacity: u32,
+    /// Open TCP connections now (on the `kernel` backend: open sockets of the
+    /// core, listeners and UDP sockets included).
+    pub connections: u64,
+    /// The `kernel` backend's reactor (zero on the dataplane).
+    pub reactor: ReactorStats,
+}
+
+/// The current core's counters, read from inside a task: its loop (rounds,
+/// batches and their mean size, empty polls, tasks polled), its queue, its
+/// stack (connections, retransmits: `stack.tcp`), its executor and, on the
+/// `kernel` backend, its reactor.
+///
+/// # Panics
+/// Outside a task of an IX runtime.
+pub fn stats() -> CoreStats {
+    crate::core::with_core(|core| {
+        let (r#loop, queue) = core.loop_stats();
+        let mut stats = CoreStats {
+            core: core.index(),
+            r#loop,
+            queue,
+            executor: crate::executor::current_stats().unwrap_or_default(),
+            buffer_waits: core.buffer_waits(),
+            handover_lost: core.handover_lost(),
+            pool_free: core.with_pool(|p| p.available()),
+            pool_capacity: core.with_pool(|p| p.capacity()),
+            ..CoreStats::default()
+        };
+        match core.kernel() {
+            Some(k) => {
+                stats.reactor = k.reactor.stats();
+                stats.connections = k.reactor.open() as u64;
+            }
+            None => core.stack(|s| {
+                stats.stack = *s.stats();
+                stats.connections = s.tcp_connection_count() as u64;
+            }),
+        }
+        stats
+    })
 }
 
 /// A configured runtime; [`Runtime::run`] starts it.
@@ -299,17 +405,21 @@ impl Runtime {
             }
         }
         let handle = Handle::new(cfg.cores).map_err(|e| RuntimeError::Core { core: 0, message: e.to_string() })?;
-        let neighbors = Arc::new(SharedNeighbors::new());
+        let shared = SharedState {
+            neighbors: Arc::new(SharedNeighbors::new()),
+            flows: Arc::new(FlowDirectory::new()),
+            running: Arc::new(std::sync::atomic::AtomicUsize::new(cfg.cores)),
+        };
         let mut sources = open_sources(&cfg)?;
         let main = Arc::new(main);
         let mut threads = Vec::with_capacity(cfg.cores);
         for core in 0..cfg.cores {
             let source = sources.remove(0);
             let (cfg, handle, main, shutdown) = (cfg.clone(), handle.clone(), main.clone(), self.shutdown.clone());
-            let neighbors = neighbors.clone();
+            let shared = shared.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ix-core-{core}"))
-                .spawn(move || run_core(core, &cfg, source, neighbors, &handle, &*main, &shutdown))
+                .spawn(move || run_core(core, &cfg, source, shared, &handle, &*main, &shutdown))
                 .map_err(|e| RuntimeError::Core { core, message: e.to_string() })?;
             threads.push(thread);
         }
@@ -326,11 +436,26 @@ impl Runtime {
     }
 }
 
+/// What the cores of one runtime share.
+#[derive(Clone)]
+struct SharedState {
+    /// The neighbour table (ARP replies reach one queue only).
+    neighbors: Arc<SharedNeighbors>,
+    /// Which core owns each outgoing connection, for backends that cannot steer.
+    flows: Arc<FlowDirectory>,
+    /// Cores whose first task has not finished. A core whose own first task
+    /// finished keeps serving its queue until this reaches zero: its queue may
+    /// still receive (and hand over) other cores' traffic.
+    running: Arc<std::sync::atomic::AtomicUsize>,
+}
+
 /// What a core thread builds its queue from (fds and wires are `Send`; queues,
 /// holding the core's pool, are made on the core).
 enum QueueSource {
     Mem { wire: Arc<MemWire>, port: u16 },
     Tap { fd: TapQueueFd },
+    Xdp { source: XdpQueueSource },
+    Kernel,
 }
 
 fn open_sources(cfg: &Builder) -> Result<Vec<QueueSource>, RuntimeError> {
@@ -345,6 +470,14 @@ fn open_sources(cfg: &Builder) -> Result<Vec<QueueSource>, RuntimeError> {
             drop(device);
             Ok(fds.into_iter().map(|fd| QueueSource::Tap { fd }).collect())
         }
+        Backend::Xdp(config) => {
+            let (addr, _) = cfg.addr.expect("checked by build");
+            let queues = config.queue_count(cfg.cores)?;
+            // The queues keep the program attached; the device can go.
+            let mut device = XdpDevice::open(config, queues, addr)?;
+            (0..queues).map(|q| Ok(QueueSource::Xdp { source: device.take_queue(q)? })).collect()
+        }
+        Backend::Kernel => Ok((0..cfg.cores).map(|_| QueueSource::Kernel).collect()),
     }
 }
 
@@ -377,6 +510,13 @@ fn build_queue(
             let queue = TapQueue::new(fd, pool);
             Ok((Box::new(queue), None))
         }
+        QueueSource::Xdp { source } => {
+            // RSS on the interface is the kernel's or the NIC's, which we do
+            // not model: as for TAP, any port will do (an outgoing
+            // connection's replies may land on another core's queue).
+            Ok((Box::new(XdpQueue::new(source, pool)?), None))
+        }
+        QueueSource::Kernel => unreachable!("the kernel backend has no queue"),
     }
 }
 
@@ -397,7 +537,7 @@ fn run_core<F, Fut>(
     core_index: usize,
     cfg: &Builder,
     source: QueueSource,
-    neighbors: Arc<SharedNeighbors>,
+    shared: SharedState,
     handle: &Handle,
     main: &F,
     shutdown: &AtomicBool,
@@ -408,57 +548,149 @@ where
 {
     let span = tracing::info_span!("ix-core", core = core_index);
     let _entered = span.enter();
+    // Counted out however this function returns, so no core waits for a core
+    // that failed to start.
+    let running = RunningCore { running: &shared.running, counted: std::cell::Cell::new(false) };
     if cfg.pin_threads {
         pin_to_cpu(core_index);
     }
-    let pool = PacketPool::new(PoolConfig { frames: cfg.pool_frames, huge_pages: HugePages::Auto })?;
-    let (addr, prefix) = cfg.addr.expect("checked by build");
-    let (mut queue, filter) = build_queue(core_index, source, pool.clone(), addr)?;
-    let mut stack_cfg = StackConfig::new(EthernetAddress(queue.mac()), addr, prefix);
-    stack_cfg.gateway = cfg.gateway;
-    stack_cfg.tcp = cfg.tcp.clone();
-    stack_cfg.neighbors = Some(neighbors);
-    let mut stack = Stack::new(stack_cfg, pool, ix_net::Instant::ZERO)
-        .map_err(|e| RuntimeError::Core { core: core_index, message: e.to_string() })?;
-    if core_index == 0 {
-        stack.announce();
-    }
-    let executor = Executor::new(core_index, handle);
-    let core = Core::install(core_index, stack, filter);
-    let root = executor.spawn_local(main(core_index));
-    let mut lp = PollLoop { core: &core, executor: &executor, queue: &mut *queue, cfg, stats: LoopStats::default() };
-    lp.run(&root, shutdown);
-    let stats = CoreStats {
-        core: core_index,
-        r#loop: lp.stats,
-        queue: queue.stats(),
-        stack: core.stack(|s| *s.stats()),
-        executor: executor.stats(),
+    let huge_pages = match &cfg.backend {
+        Some(Backend::Xdp(xdp)) => xdp.huge_pages,
+        _ => HugePages::Auto,
     };
+    let pool = PacketPool::new(PoolConfig { frames: cfg.pool_frames, huge_pages })?;
+    let core_error = |e: &dyn std::fmt::Display| RuntimeError::Core { core: core_index, message: e.to_string() };
+    let (mut queue, net, filter) = match source {
+        QueueSource::Kernel => {
+            let reactor = crate::reactor::Reactor::new().map_err(|e| core_error(&e))?;
+            let addr = cfg.addr.map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| a);
+            (None, Net::Kernel(KernelNet { reactor, pool, addr }), None)
+        }
+        source => {
+            let (addr, prefix) = cfg.addr.expect("checked by build");
+            let (queue, filter) = build_queue(core_index, source, pool.clone(), addr)?;
+            let filter = filter.filter(|_| cfg.port_probing);
+            let mut stack_cfg = StackConfig::new(EthernetAddress(queue.mac()), addr, prefix);
+            stack_cfg.gateway = cfg.gateway;
+            stack_cfg.tcp = cfg.tcp.clone();
+            stack_cfg.neighbors = Some(shared.neighbors.clone());
+            // Without steering, a reply may reach another core's queue: the
+            // directory tells which core owns each outgoing connection.
+            if filter.is_none() && cfg.cores > 1 {
+                stack_cfg.directory = Some((shared.flows.clone(), core_index));
+            }
+            let mut stack = Stack::new(stack_cfg, pool, ix_net::Instant::ZERO).map_err(|e| core_error(&e))?;
+            if core_index == 0 {
+                stack.announce();
+            }
+            (Some(queue), Net::Stack(Box::new(RefCell::new(stack))), filter)
+        }
+    };
+    let executor = Executor::new(core_index, handle);
+    let core = Core::install(core_index, net, filter);
+    let root = executor.spawn_local(main(core_index));
+    let queue = queue.as_mut().map(|q| &mut **q as &mut dyn NetQueue);
+    let mut lp =
+        PollLoop { core: &core, executor: &executor, queue, cfg, stats: LoopStats::default(), handover: Vec::new() };
+    lp.run(&root, shutdown, &running);
+    lp.publish_stats();
+    let stats = stats();
     drop(root);
     drop(executor);
     Core::uninstall();
     Ok(stats)
 }
 
+/// This core's place in [`SharedState::running`].
+struct RunningCore<'a> {
+    running: &'a std::sync::atomic::AtomicUsize,
+    counted: std::cell::Cell<bool>,
+}
+
+impl RunningCore<'_> {
+    /// This core's first task finished (idempotent).
+    fn finish(&self) {
+        if !self.counted.replace(true) {
+            self.running.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether every core's first task finished.
+    fn all_finished(&self) -> bool {
+        self.running.load(Ordering::Acquire) == 0
+    }
+}
+
+impl Drop for RunningCore<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 struct PollLoop<'a> {
     core: &'a Core,
     executor: &'a Executor,
-    queue: &'a mut dyn NetQueue,
+    /// The NIC queue; `None` on the `kernel` backend.
+    queue: Option<&'a mut dyn NetQueue>,
     cfg: &'a Builder,
     stats: LoopStats,
+    /// Frames to hand over to other cores, gathered each round.
+    handover: Vec<(usize, PacketBuf)>,
+}
+
+/// Sends the frames of other cores' connections to their owners: copied
+/// (pool frames belong to one core), one remote task per owner per round,
+/// which re-ingresses them on the owner's stack.
+fn hand_over(handover: &mut Vec<(usize, PacketBuf)>, executor: &Executor, stats: &mut LoopStats) {
+    handover.sort_unstable_by_key(|(owner, _)| *owner);
+    while let Some(&(owner, _)) = handover.first() {
+        let split = handover.iter().position(|(o, _)| *o != owner).unwrap_or(handover.len());
+        let frames: Vec<Box<[u8]>> = handover.drain(..split).map(|(_, f)| Box::from(&f[..])).collect();
+        let n = frames.len() as u64;
+        stats.handed_over += n;
+        if executor.handle().spawn_on(owner, ingress_handed_over(frames)).is_err() {
+            stats.handover_dropped += n;
+        }
+    }
+}
+
+/// Runs on the owning core: copies frames another core received for this
+/// core's connections into this core's pool and processes them.
+async fn ingress_handed_over(frames: Vec<Box<[u8]>>) {
+    crate::core::with_core(|core| {
+        let now = core.now();
+        core.stack(|stack| {
+            for bytes in frames {
+                let Ok(mut frame) = stack.alloc_tx() else {
+                    // No frame free: dropped (and counted) like a frame the
+                    // NIC could not place; TCP retransmits it.
+                    core.count_handover_lost();
+                    continue;
+                };
+                if frame.extend_from_slice(&bytes).is_ok() {
+                    stack.ingress(frame.freeze(), now);
+                }
+            }
+        });
+    });
 }
 
 impl PollLoop<'_> {
-    fn run<T>(&mut self, root: &crate::executor::JoinHandle<T>, shutdown: &AtomicBool) {
+    fn run<T>(&mut self, root: &crate::executor::JoinHandle<T>, shutdown: &AtomicBool, running: &RunningCore<'_>) {
         let mut rx: Vec<PacketBuf> = Vec::with_capacity(self.cfg.batch);
         let mut tx: Vec<PacketBuf> = Vec::with_capacity(4 * self.cfg.batch);
         let mut empty_rounds = 0u32;
         let mut drain_deadline = None;
         loop {
-            let worked = self.round(&mut rx, &mut tx);
-            if root.is_finished() && tx.is_empty() {
-                break;
+            let worked = match self.queue.is_some() {
+                true => self.round(&mut rx, &mut tx),
+                false => self.kernel_round(),
+            };
+            if root.is_finished() {
+                running.finish();
+                if tx.is_empty() && running.all_finished() {
+                    break;
+                }
             }
             if drain_deadline.is_none() && (shutdown.load(Ordering::Relaxed) || SIGNALLED.load(Ordering::Relaxed)) {
                 self.core.start_draining();
@@ -484,12 +716,38 @@ impl PollLoop<'_> {
         }
     }
 
+    /// Makes the loop's and the queue's counters readable from tasks (as of
+    /// the start of this round's task phase).
+    fn publish_stats(&self) {
+        let queue = self.queue.as_ref().map(|q| q.stats()).unwrap_or_default();
+        self.core.set_loop_stats(self.stats, queue);
+    }
+
+    /// One round of the `kernel` backend: cross-core work, timers, socket
+    /// readiness, tasks. True when anything moved.
+    fn kernel_round(&mut self) -> bool {
+        self.stats.rounds += 1;
+        let remote = self.executor.drain_remote();
+        let fired = self.core.fire_sleeps(self.core.now());
+        let reactor = &self.core.kernel().expect("kernel core").reactor;
+        let events = reactor.poll(Duration::ZERO).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "epoll_wait failed");
+            0
+        });
+        self.publish_stats();
+        let polled = self.executor.run_ready(TASK_POLLS_PER_ROUND);
+        self.stats.tasks_polled += polled as u64;
+        let buffers = self.core.wake_buffer_waiters();
+        remote > 0 || fired > 0 || events > 0 || polled > 0 || buffers > 0 || self.executor.has_ready()
+    }
+
     /// One round; true when anything moved.
     fn round(&mut self, rx: &mut Vec<PacketBuf>, tx: &mut Vec<PacketBuf>) -> bool {
         self.stats.rounds += 1;
         let remote = self.executor.drain_remote();
         let now = self.core.now();
-        let received = self.queue.rx_burst(rx, self.cfg.batch);
+        let queue = self.queue.as_deref_mut().expect("dataplane core");
+        let received = queue.rx_burst(rx, self.cfg.batch);
         if received > 0 {
             self.stats.batches += 1;
             self.stats.rx_packets += received as u64;
@@ -497,27 +755,43 @@ impl PollLoop<'_> {
                 for frame in rx.drain(..) {
                     s.ingress(frame, now);
                 }
+                s.take_handover(&mut self.handover);
             });
+            if !self.handover.is_empty() {
+                hand_over(&mut self.handover, self.executor, &mut self.stats);
+            }
         }
         let fired = self.core.fire_sleeps(now);
         self.core.stack(|s| s.on_timers(now));
         let events = self.core.dispatch_events();
+        self.core.set_loop_stats(self.stats, queue.stats());
         let polled = self.executor.run_ready(TASK_POLLS_PER_ROUND);
+        self.stats.tasks_polled += polled as u64;
+        let buffers = self.core.wake_buffer_waiters();
         let now = self.core.now();
         self.core.stack(|s| s.egress(now, tx));
         let events = events + self.core.dispatch_events();
         let queued = tx.len();
         if queued > 0 {
-            let sent = self.queue.tx_burst(tx);
+            let sent = queue.tx_burst(tx);
             self.stats.tx_packets += sent as u64;
         }
-        received > 0 || remote > 0 || fired > 0 || events > 0 || polled > 0 || queued > 0 || self.executor.has_ready()
+        received > 0
+            || remote > 0
+            || fired > 0
+            || events > 0
+            || polled > 0
+            || buffers > 0
+            || queued > 0
+            || self.executor.has_ready()
     }
 
     /// Blocks until the queue or the executor has work, or the next timer.
     fn block(&mut self) {
         self.stats.blocks += 1;
-        self.queue.ack_wakeup();
+        if let Some(queue) = self.queue.as_deref_mut() {
+            queue.ack_wakeup();
+        }
         let timeout = self
             .core
             .time_to_next_timer()
@@ -526,13 +800,19 @@ impl PollLoop<'_> {
         let exec_fd: BorrowedFd<'_> = self.executor.wake_fd();
         let mut fds = [libc::pollfd { fd: exec_fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }; 2];
         let mut n = 1;
-        if let Some(fd) = self.queue.wait_fd() {
-            fds[1] = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let wait_fd = match self.queue.as_deref() {
+            Some(queue) => queue.wait_fd().map(|fd| fd.as_raw_fd()),
+            None => self.core.kernel().map(|k| k.reactor.fd().as_raw_fd()),
+        };
+        if let Some(fd) = wait_fd {
+            fds[1] = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
             n = 2;
         }
-        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // ppoll, not poll: a timer due in 300 µs must not sleep a whole millisecond.
+        let wait = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos().into() };
         // SAFETY: `fds` holds `n` initialised pollfd entries whose descriptors
-        // stay open for the call (borrowed from the executor and the queue).
-        unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, ms) };
+        // stay open for the call (borrowed from the executor and the queue);
+        // `wait` is a valid timespec; a null signal mask leaves it unchanged.
+        unsafe { libc::ppoll(fds.as_mut_ptr(), n as libc::nfds_t, &wait, std::ptr::null()) };
     }
 }

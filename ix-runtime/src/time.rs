@@ -1,16 +1,17 @@
 //! Time on the current core's timer wheel (16 µs ticks): `sleep`,
-//! `sleep_until`, `timeout` and `interval`.
+//! `sleep_until`, `timeout`, `interval`, and `SyncSleep` for adapters whose
+//! timers must be `Send + Sync`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use ix_net::Instant as StackInstant;
 use ix_net::timer::TimerKey;
 
-use crate::core::{Core, current};
+use crate::core::{Core, current, try_current};
 
 /// A point in time on the current core's clock.
 pub type Instant = StackInstant;
@@ -181,5 +182,94 @@ impl Interval {
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// A sleep made only of plain data, so it is `Send + Sync`: a deadline on the
+/// monotonic clock and, once polled, the wheel entry it armed, named by its
+/// core's process-wide id and the entry's key. It exists for adapters whose
+/// timer futures must be `Send + Sync` (hyper's `rt::Sleep`) while the wheel
+/// itself belongs to one core; code on the core should use [`Sleep`].
+///
+/// It arms on the wheel of the core that polls it. Polled on another IX core
+/// than the one it armed on, it arms there afresh; the first entry then fires
+/// on its own core, waking the task once for nothing. Reset or dropped on
+/// another thread than its core's, it cannot reach that wheel and leaves the
+/// entry to fire the same way (the wheel frees it then). Nothing is shared
+/// between threads but the waker, which is `Send + Sync` by contract.
+#[derive(Debug)]
+pub struct SyncSleep {
+    deadline: std::time::Instant,
+    armed: Option<ArmedEntry>,
+}
+
+/// A wheel entry armed by a [`SyncSleep`].
+#[derive(Debug)]
+struct ArmedEntry {
+    core_id: u64,
+    key: TimerKey,
+    waker: Waker,
+}
+
+impl SyncSleep {
+    /// A sleep until `deadline`. It needs no core until it is polled.
+    pub fn until(deadline: std::time::Instant) -> SyncSleep {
+        SyncSleep { deadline, armed: None }
+    }
+
+    /// When it completes.
+    pub fn deadline(&self) -> std::time::Instant {
+        self.deadline
+    }
+
+    /// Moves the deadline (re-arming on the next poll).
+    pub fn reset(&mut self, deadline: std::time::Instant) {
+        self.disarm();
+        self.deadline = deadline;
+    }
+
+    /// Cancels the armed entry when running on its core (see the type's docs
+    /// for elsewhere).
+    fn disarm(&mut self) {
+        let Some(entry) = self.armed.take() else { return };
+        if let Some(core) = try_current() {
+            if core.id() == entry.core_id {
+                core.cancel_sleep(entry.key);
+            }
+        }
+    }
+}
+
+impl Future for SyncSleep {
+    type Output = ();
+
+    /// - `Ready(())`: the deadline has passed.
+    /// - `Pending`: an entry on this core's wheel will wake the task.
+    ///
+    /// # Panics
+    /// On a thread that is not an IX core (there is no wheel to arm).
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if std::time::Instant::now() >= self.deadline {
+            self.disarm();
+            return Poll::Ready(());
+        }
+        let core =
+            try_current().expect("SyncSleep polled off an IX core: poll it from a task of an ix_runtime::Runtime");
+        if let Some(entry) = &self.armed {
+            let same_core = entry.core_id == core.id();
+            if same_core && entry.waker.will_wake(cx.waker()) && core.sleep_pending(entry.key) {
+                return Poll::Pending;
+            }
+        }
+        self.disarm();
+        let key = core.add_sleep(core.instant_from_std(self.deadline), cx.waker().clone());
+        self.armed = Some(ArmedEntry { core_id: core.id(), key, waker: cx.waker().clone() });
+        Poll::Pending
+    }
+}
+
+impl Drop for SyncSleep {
+    fn drop(&mut self) {
+        self.disarm();
     }
 }

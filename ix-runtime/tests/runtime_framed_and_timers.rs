@@ -7,12 +7,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use ix_driver::mem::{MemWire, MemWireConfig};
-use ix_runtime::net::{TcpListener, TcpStream};
+use ix_runtime::net::TcpListener;
 use ix_runtime::time::{interval, sleep, timeout};
 use ix_runtime::{Backend, Runtime, spawn_local};
-use tokio_util::codec::{Framed, LinesCodec};
+
+mod runtime_support;
+use runtime_support::{framed_line_client, framed_line_echo};
 
 fn single_core(wire: &Arc<MemWire>, port: u16, addr: Ipv4Addr) -> Runtime {
     Runtime::builder()
@@ -38,14 +39,7 @@ fn a_framed_line_echo_works_over_an_ix_stream() {
                     let listener = TcpListener::bind(4000).unwrap();
                     bound_tx.send(()).unwrap();
                     while let Ok((stream, _)) = listener.accept().await {
-                        spawn_local(async move {
-                            let mut lines = Framed::new(stream, LinesCodec::new());
-                            while let Some(Ok(line)) = lines.next().await {
-                                if lines.send(format!("echo: {line}")).await.is_err() {
-                                    break;
-                                }
-                            }
-                        });
+                        spawn_local(framed_line_echo(stream));
                     }
                 }
             })
@@ -58,13 +52,8 @@ fn a_framed_line_echo_works_over_an_ix_stream() {
         .run(move |_| {
             let out = out.clone();
             async move {
-                let stream = TcpStream::connect(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 4000)).await.unwrap();
-                let mut lines = Framed::new(stream, LinesCodec::new());
-                for i in 0..100 {
-                    lines.send(format!("line {i}")).await.unwrap();
-                    let reply = timeout(Duration::from_secs(10), lines.next()).await.unwrap().unwrap().unwrap();
-                    out.lock().unwrap().push(reply);
-                }
+                let server = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 4000);
+                *out.lock().unwrap() = framed_line_client(server, 100).await;
             }
         })
         .unwrap();

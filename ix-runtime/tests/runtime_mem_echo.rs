@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use ix_driver::mem::{MemWire, MemWireConfig};
-use ix_runtime::net::{TcpListener, TcpStream};
+use ix_runtime::net::TcpListener;
 use ix_runtime::{Backend, CoreStats, Runtime, spawn_local};
+
+mod runtime_support;
+use runtime_support::{echo, echo_once};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -43,14 +45,7 @@ fn start_echo_server(wire: &Arc<MemWire>) -> (std::thread::JoinHandle<Vec<CoreSt
                 let listener = TcpListener::bind(PORT).unwrap();
                 bound.fetch_add(1, Ordering::SeqCst);
                 while let Ok((stream, _)) = listener.accept().await {
-                    spawn_local(async move {
-                        while let Ok(Some(chunk)) = stream.recv().await {
-                            if stream.send(Bytes::copy_from_slice(&chunk)).await.is_err() {
-                                return;
-                            }
-                        }
-                        let _ = stream.shutdown();
-                    });
+                    spawn_local(echo(stream));
                 }
             }
         })
@@ -64,26 +59,6 @@ fn start_echo_server(wire: &Arc<MemWire>) -> (std::thread::JoinHandle<Vec<CoreSt
         std::thread::sleep(Duration::from_millis(1));
     }
     (thread, shutdown)
-}
-
-fn pattern(len: usize, salt: usize) -> Bytes {
-    (0..len).map(|i| ((i * 31 + salt * 7) % 251) as u8).collect::<Vec<_>>().into()
-}
-
-/// One client connection: send `data`, read the echo, compare.
-async fn echo_once(salt: usize, len: usize) -> Result<(), String> {
-    let stream = TcpStream::connect(SocketAddrV4::new(SERVER, PORT)).await.map_err(|e| format!("connect: {e}"))?;
-    let data = pattern(len, salt);
-    stream.send(data.clone()).await.map_err(|e| format!("send: {e}"))?;
-    stream.shutdown().map_err(|e| format!("shutdown: {e}"))?;
-    let mut got = Vec::with_capacity(len);
-    while let Some(chunk) = stream.recv().await.map_err(|e| format!("recv: {e}"))? {
-        got.extend_from_slice(&chunk);
-    }
-    if got != data[..] {
-        return Err(format!("connection {salt}: echo differs ({} of {len} bytes back)", got.len()));
-    }
-    Ok(())
 }
 
 #[test]
@@ -102,7 +77,7 @@ fn a_thousand_concurrent_connections_echo_every_byte_across_two_cores() {
                 let tasks: Vec<_> = (0..CONNECTIONS / 2)
                     .map(|i| {
                         let salt = core * CONNECTIONS + i;
-                        spawn_local(async move { echo_once(salt, BYTES).await })
+                        spawn_local(echo_once(SocketAddrV4::new(SERVER, PORT), salt, BYTES))
                     })
                     .collect();
                 for task in tasks {
@@ -128,4 +103,60 @@ fn a_thousand_concurrent_connections_echo_every_byte_across_two_cores() {
     }
     let opened: u64 = client_stats.iter().map(|s| s.stack.tcp.active_opens).sum();
     assert_eq!(opened, CONNECTIONS as u64);
+}
+
+#[test]
+fn replies_reaching_the_wrong_core_are_handed_over_to_the_connection_owner() {
+    const CONNECTIONS: usize = 200;
+    const BYTES: usize = 5_000;
+    let wire = wire();
+    let (server, shutdown) = start_echo_server(&wire);
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let f = failures.clone();
+    // Without port probing the local port ignores RSS: about half the replies
+    // land on the other core's queue and must be handed over.
+    let client = Runtime::builder()
+        .cores(2)
+        .backend(Backend::Mem { wire: wire.clone(), port: 1 })
+        .ipv4(CLIENT, 24)
+        .pool_frames(16 * 1024)
+        .handle_signals(false)
+        .port_probing(false)
+        .build()
+        .unwrap();
+    let client_stats = client
+        .run(move |core| {
+            let failures = f.clone();
+            async move {
+                let tasks: Vec<_> = (0..CONNECTIONS / 2)
+                    .map(|i| spawn_local(echo_once(SocketAddrV4::new(SERVER, PORT), core * CONNECTIONS + i, BYTES)))
+                    .collect();
+                for task in tasks {
+                    match ix_runtime::time::timeout(Duration::from_secs(20), task).await {
+                        Ok(Ok(Ok(()))) => {}
+                        Ok(Ok(Err(e))) => failures.lock().unwrap().push(e),
+                        Ok(Err(e)) => failures.lock().unwrap().push(format!("task: {e}")),
+                        Err(_) => failures.lock().unwrap().push("timed out".into()),
+                    }
+                }
+            }
+        })
+        .unwrap();
+    shutdown.shutdown();
+    let server_stats = server.join().unwrap();
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:?}; client {client_stats:#?} server {server_stats:#?}",
+        failures.len(),
+        failures.first()
+    );
+    let handed: u64 = client_stats.iter().map(|s| s.r#loop.handed_over).sum();
+    let set_aside: u64 = client_stats.iter().map(|s| s.stack.tcp.handed_over).sum();
+    assert!(handed > 0, "no reply reached the wrong core: the test exercised nothing");
+    assert_eq!(handed, set_aside, "every frame set aside by a stack was sent to its owner");
+    for s in &client_stats {
+        assert_eq!(s.stack.tcp.no_socket, 0, "core {} answered another core's segment with a RST", s.core);
+        assert_eq!(s.r#loop.handover_dropped + s.handover_lost, 0);
+    }
 }

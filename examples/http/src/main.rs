@@ -1,7 +1,125 @@
-//! The http example. Not built yet: it needs ix-runtime; until then it only says so.
+//! `ix-http`: the example hyper server. The same service (`service.rs`) runs
+//! on IX (`--runtime ix --backend ...`) or on tokio (`--runtime tokio`), with
+//! the same limits, from `ix-hyper-compat`'s server.
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("ix-http: this example is not built yet (it needs ix-runtime); nothing to run");
-    std::process::exit(2);
+mod on_ix;
+mod on_tokio;
+mod service;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use ix_hyper_compat::ServerConfig;
+
+/// Which runtime serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuntimeKind {
+    /// IX: a thread per core on the dataplane (or on kernel sockets with `--backend kernel`).
+    Ix,
+    /// tokio: a current-thread runtime per core, kernel sockets with SO_REUSEPORT.
+    Tokio,
+}
+
+/// hyper HTTP/1.1 + HTTP/2 server on IX or tokio: `GET /`, `GET /bytes/{n}`,
+/// `POST /echo`, static files.
+#[derive(Debug, Parser)]
+#[command(name = "ix-http", version)]
+struct Args {
+    /// Runtime.
+    #[arg(long, value_enum, default_value = "ix")]
+    runtime: RuntimeKind,
+    /// IX backend: `kernel`, `tap:NAME` (and `xdp:IFACE,...` where built).
+    #[arg(long, default_value = "kernel")]
+    backend: String,
+    /// Cores (threads, each with its own listener).
+    #[arg(long, default_value_t = 1)]
+    cores: usize,
+    /// Address: the dataplane's IPv4 address and prefix on IX, the address to
+    /// bind on tokio and on the kernel backend (prefix ignored). Default 0.0.0.0/0
+    /// (not valid for the dataplane backends).
+    #[arg(long)]
+    addr: Option<String>,
+    /// TCP port.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Serve files from this directory for GET paths no route takes.
+    #[arg(long)]
+    static_dir: Option<PathBuf>,
+    /// Request head deadline, from accept or from a request's first byte (ms).
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Keep-alive idle timeout (ms).
+    #[arg(long, default_value_t = 60_000)]
+    idle_timeout_ms: u64,
+    /// Close a connection whose client stops reading for this long (ms).
+    #[arg(long, default_value_t = 30_000)]
+    write_timeout_ms: u64,
+    /// Largest request head in bytes (431 beyond it).
+    #[arg(long, default_value_t = 16 * 1024)]
+    max_header_bytes: usize,
+    /// Live connections per core (more are closed at once).
+    #[arg(long, default_value_t = 10_000)]
+    max_conns: usize,
+}
+
+impl Args {
+    fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            header_read_timeout: Duration::from_millis(self.header_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+            max_header_bytes: self.max_header_bytes,
+            max_connections_per_core: self.max_conns,
+            ..ServerConfig::default()
+        }
+    }
+
+    /// `--addr` as an address and prefix length.
+    fn ipv4(&self) -> anyhow::Result<Option<(Ipv4Addr, u8)>> {
+        let Some(spec) = &self.addr else { return Ok(None) };
+        let (ip, len) = spec.split_once('/').unwrap_or((spec, "32"));
+        let ip: Ipv4Addr = ip.parse().map_err(|_| anyhow::anyhow!("--addr {spec}: not an IPv4 address"))?;
+        let len: u8 =
+            len.parse().ok().filter(|l| *l <= 32).ok_or_else(|| anyhow::anyhow!("--addr {spec}: bad prefix"))?;
+        Ok(Some((ip, len)))
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let setup = (|| -> anyhow::Result<_> {
+        if args.cores == 0 {
+            anyhow::bail!("--cores must be at least 1");
+        }
+        let app = service::App::new(args.static_dir.as_deref()).map_err(|e| {
+            anyhow::anyhow!("--static-dir {}: {e}", args.static_dir.as_deref().unwrap_or_else(|| "".as_ref()).display())
+        })?;
+        Ok((app, args.ipv4()?))
+    })();
+    let (app, addr) = match setup {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("ix-http: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match args.runtime {
+        RuntimeKind::Ix => on_ix::run(&args, app, addr),
+        RuntimeKind::Tokio => on_tokio::run(&args, app, addr),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ix-http: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

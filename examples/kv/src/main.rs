@@ -1,7 +1,7 @@
 //! `ix-kv`: the memcached-compatible server. Parses memcached's flags, then
-//! serves on the IX runtime (one pinned thread per core) or on tokio (one
-//! current-thread runtime per core with SO_REUSEPORT listeners). The only file
-//! with runtime-specific code.
+//! serves on the IX runtime (one pinned thread per core, any backend) or on
+//! tokio (one current-thread runtime per core with SO_REUSEPORT listeners).
+//! The only file with runtime-specific code.
 #![forbid(unsafe_code)]
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -57,13 +57,14 @@ struct Args {
     #[arg(short = 'c', long = "conn-limit", default_value_t = 1024)]
     max_connections: usize,
     /// Runtime.
-    #[arg(long, value_enum, default_value_t = RuntimeKind::Tokio)]
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Ix)]
     runtime: RuntimeKind,
-    /// IX backend: `tap:NAME`.
-    #[arg(long)]
-    backend: Option<String>,
-    /// Address: for IX the dataplane's IP/LEN (required); for tokio the IP to
-    /// listen on (default 0.0.0.0).
+    /// IX backend: `kernel`, `tap:NAME` or `xdp:IFACE[,options]`.
+    #[arg(long, default_value = "kernel")]
+    backend: String,
+    /// Address: the dataplane's IP/LEN on the IX dataplane backends (required
+    /// there); the IP to listen on for tokio and the kernel backend (default
+    /// 0.0.0.0).
     #[arg(long)]
     addr: Option<String>,
 }
@@ -84,13 +85,6 @@ fn parse_addr(text: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
     let ip = ip.parse().with_context(|| format!("--addr {text}: not an IPv4 address"))?;
     let len: u8 = len.parse().ok().filter(|l| *l <= 32).with_context(|| format!("--addr {text}: bad prefix length"))?;
     Ok((ip, len))
-}
-
-fn parse_backend(spec: &str) -> anyhow::Result<ix_runtime::Backend> {
-    match spec.split_once(':') {
-        Some(("tap", name)) if !name.is_empty() => Ok(ix_runtime::Backend::Tap { name: name.to_string() }),
-        _ => bail!("--backend {spec}: this build of ix-kv knows tap:NAME"),
-    }
 }
 
 fn main() -> ExitCode {
@@ -139,14 +133,18 @@ fn announce(ip: Ipv4Addr, port: u16, runtime: RuntimeKind, backend: &str, cores:
 }
 
 fn run_ix(args: &Args, server: Arc<Server>) -> anyhow::Result<()> {
-    let spec = args.backend.as_deref().context("--runtime ix needs --backend (tap:NAME)")?;
-    let backend = parse_backend(spec)?;
-    let (ip, prefix) = parse_addr(args.addr.as_deref().context("--runtime ix needs --addr IP/LEN")?)?;
+    let spec = args.backend.clone();
+    let backend: ix_runtime::Backend = spec.parse().with_context(|| format!("--backend {spec}"))?;
+    let addr = args.addr.as_deref().map(parse_addr).transpose()?;
     let cores = server.settings().threads;
     let port = args.port;
     let listening = Arc::new(AtomicUsize::new(0));
-    let spec = spec.to_string();
-    let runtime = ix_runtime::Runtime::builder().cores(cores).backend(backend).ipv4(ip, prefix).build()?;
+    let mut builder = ix_runtime::Runtime::builder().cores(cores).backend(backend);
+    if let Some((ip, prefix)) = addr {
+        builder = builder.ipv4(ip, prefix);
+    }
+    let runtime = builder.build()?;
+    let ip = addr.map_or(Ipv4Addr::UNSPECIFIED, |(ip, _)| ip);
     runtime.run(move |core| {
         let (server, listening, spec) = (server.clone(), listening.clone(), spec.clone());
         async move {

@@ -1,5 +1,5 @@
-//! Real memcached clients against `ix-kv` on tokio and on IX (a TAP device the
-//! test creates and removes): pymemcache exercising every command and error
+//! Real memcached clients against `ix-kv` on tokio, on IX's kernel-socket
+//! backend, and on IX's dataplane over a TAP device the test creates and removes: pymemcache exercising every command and error
 //! path, and libmemcached-tools (`memccp`, `memccat`, `memcrm`, `memcaslap`).
 
 mod support;
@@ -8,7 +8,7 @@ use std::net::SocketAddrV4;
 use std::process::Command;
 
 use ix_driver::privilege;
-use support::{ServerProcess, have_command, require_tool, start_ix_on_tap, start_tokio};
+use support::{ServerProcess, have_command, require_tool, start_ix_kernel, start_ix_on_tap, start_tokio};
 
 const PY_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/pymemcache_client.py");
 
@@ -76,6 +76,24 @@ fn libmemcached_tools_on_tokio() {
         return;
     }
     let server = start_tokio(&[]);
+    run_libmemcached_tools(server.addr);
+}
+
+#[test]
+fn pymemcache_on_ix_kernel_backend() {
+    if !require_tool("pymemcache (python3)", pymemcache_available()) {
+        return;
+    }
+    let server = start_ix_kernel(&[]);
+    run_pymemcache(server.addr);
+}
+
+#[test]
+fn libmemcached_tools_on_ix_kernel_backend() {
+    if !require_tool("libmemcached-tools", tools_available()) {
+        return;
+    }
+    let server = start_ix_kernel(&[]);
     run_libmemcached_tools(server.addr);
 }
 

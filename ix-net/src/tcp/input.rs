@@ -53,6 +53,14 @@ impl Stack {
                 return;
             }
         }
+        if let Some((directory, core)) = &self.config.directory {
+            if let Some(owner) = directory.owner(&tuple).filter(|owner| owner != core) {
+                self.stats.tcp.handed_over += 1;
+                drop(payload);
+                self.handover.push((owner, frame));
+                return;
+            }
+        }
         match self.listeners.get(&repr.dst_port).copied() {
             Some(listener) => self.segment_to_listener(listener, tuple, &repr, payload, now),
             None => {

@@ -5,6 +5,7 @@ pub mod assembler;
 pub mod cc;
 pub mod config;
 pub mod conn;
+pub mod directory;
 mod input;
 pub mod rtt;
 pub mod sack;
@@ -18,6 +19,7 @@ use std::net::SocketAddrV4;
 pub use cc::CongestionAlgorithm;
 pub use config::{KeepaliveConfig, TcpConfig};
 pub use conn::State;
+pub use directory::FlowDirectory;
 
 use crate::socket::SocketHandle;
 

@@ -44,6 +44,11 @@ thread_local! {
     static CURRENT: RefCell<Option<Rc<Inner>>> = const { RefCell::new(None) };
 }
 
+/// The counters of the calling thread's executor, if it runs one.
+pub(crate) fn current_stats() -> Option<ExecutorStats> {
+    CURRENT.try_with(|current| current.try_borrow().ok()?.as_ref().map(|inner| inner.stats.get())).ok().flatten()
+}
+
 /// Pushes `task` onto the local ready queue when this thread runs the executor
 /// that owns `inbox`. Returns false on any other thread (the caller then goes
 /// through the inbound queue).

@@ -19,6 +19,7 @@ mod task;
 mod yield_now;
 
 pub use join::{JoinError, JoinHandle, RemoteJoinHandle};
+pub(crate) use local::current_stats;
 pub use local::{Executor, ExecutorStats, spawn_local};
 pub use remote::{Handle, INBOUND_CAPACITY_DEFAULT_TASKS, SpawnError};
 pub use yield_now::{YieldNow, yield_now};

@@ -1,5 +1,9 @@
-//! Sockets on the current core's dataplane.
+//! Sockets on the current core: the dataplane's own, or on the `kernel`
+//! backend ordinary kernel sockets behind the same API.
 
+mod kernel;
 pub mod tcp;
+pub mod udp;
 
 pub use tcp::{TcpListener, TcpStream};
+pub use udp::UdpSocket;

@@ -3,7 +3,7 @@
 //! copying `futures::io` / `tokio::io` adapters.
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddrV4;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -16,6 +16,7 @@ use ix_net::{RxChunk, SocketError, SocketHandle, TcpError};
 
 use crate::core::{Core, Interest, current};
 use crate::executor::coop;
+use crate::net::kernel::{KernelListener, KernelStream};
 
 /// Accept queue per listener unless `bind_with_backlog` says otherwise.
 pub const DEFAULT_BACKLOG: usize = 1024;
@@ -40,15 +41,22 @@ pub(crate) fn io_error(err: SocketError) -> io::Error {
 }
 
 /// A listening socket on the current core. Every core binds its own listener
-/// on the same port; the NIC's RSS spreads connections among them.
+/// on the same port; the NIC's RSS (or, on the `kernel` backend,
+/// `SO_REUSEPORT`) spreads connections among them.
 pub struct TcpListener {
     core: Rc<Core>,
-    handle: SocketHandle,
+    inner: ListenerInner,
     port: u16,
 }
 
+enum ListenerInner {
+    Ix(SocketHandle),
+    Kernel(KernelListener),
+}
+
 impl TcpListener {
-    /// Listens on `port` of the core's address.
+    /// Listens on `port` of the core's address. On the `kernel` backend port 0
+    /// picks a free port ([`TcpListener::port`] tells which).
     ///
     /// # Errors
     /// `AddrInUse` when the port already has a listener on this core.
@@ -68,8 +76,13 @@ impl TcpListener {
     /// Outside a task of an IX runtime.
     pub fn bind_with_backlog(port: u16, backlog: usize) -> io::Result<TcpListener> {
         let core = current();
+        if core.kernel().is_some() {
+            let listener = KernelListener::bind(core.clone(), port, backlog)?;
+            let port = listener.local_port()?;
+            return Ok(TcpListener { core, inner: ListenerInner::Kernel(listener), port });
+        }
         let handle = core.stack(|s| s.tcp_listen(port, backlog)).map_err(io_error)?;
-        Ok(TcpListener { core, handle, port })
+        Ok(TcpListener { core, inner: ListenerInner::Ix(handle), port })
     }
 
     /// The port listened on.
@@ -96,14 +109,21 @@ impl TcpListener {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "runtime shutting down")));
         }
         ready!(coop::poll_proceed(cx));
-        match self.core.stack(|s| s.tcp_accept(self.handle)).map_err(io_error)? {
-            Some(handle) => {
-                let stream = TcpStream::from_handle(self.core.clone(), handle)?;
+        let handle = match &self.inner {
+            ListenerInner::Kernel(listener) => {
+                let (stream, peer) = ready!(listener.poll_accept(cx))?;
+                return Poll::Ready(Ok((TcpStream::from_kernel(stream)?, peer)));
+            }
+            ListenerInner::Ix(handle) => *handle,
+        };
+        match self.core.stack(|s| s.tcp_accept(handle)).map_err(io_error)? {
+            Some(conn) => {
+                let stream = TcpStream::from_handle(self.core.clone(), conn)?;
                 let peer = stream.peer;
                 Poll::Ready(Ok((stream, peer)))
             }
             None => {
-                self.core.register(self.handle, Interest::Read, cx.waker());
+                self.core.register(handle, Interest::Read, cx.waker());
                 Poll::Pending
             }
         }
@@ -112,8 +132,10 @@ impl TcpListener {
 
 impl Drop for TcpListener {
     fn drop(&mut self) {
-        self.core.forget(self.handle);
-        self.core.stack(|s| s.close(self.handle));
+        if let ListenerInner::Ix(handle) = self.inner {
+            self.core.forget(handle);
+            self.core.stack(|s| s.close(handle));
+        }
     }
 }
 
@@ -128,22 +150,32 @@ impl std::fmt::Debug for TcpListener {
 /// Dropping it closes it: gracefully (FIN after the queued data) when all
 /// received data was read, with a RST otherwise, as Linux does.
 pub struct TcpStream {
-    core: Rc<Core>,
-    handle: SocketHandle,
+    inner: StreamInner,
     local: SocketAddrV4,
     peer: SocketAddrV4,
     /// What `AsyncRead` has taken from the stack and not yet handed out.
     read_partial: Option<RxChunk>,
 }
 
+enum StreamInner {
+    Ix { core: Rc<Core>, handle: SocketHandle },
+    Kernel(KernelStream),
+}
+
 impl TcpStream {
     fn from_handle(core: Rc<Core>, handle: SocketHandle) -> io::Result<Self> {
         let info = core.stack(|s| s.tcp_info(handle)).map_err(io_error)?;
-        Ok(TcpStream { core, handle, local: info.tuple.local, peer: info.tuple.remote, read_partial: None })
+        let (local, peer) = (info.tuple.local, info.tuple.remote);
+        Ok(TcpStream { inner: StreamInner::Ix { core, handle }, local, peer, read_partial: None })
     }
 
-    /// Connects to `addr` from a local port whose return traffic the NIC steers
-    /// to this core.
+    fn from_kernel(stream: KernelStream) -> io::Result<Self> {
+        let (local, peer) = stream.addrs()?;
+        Ok(TcpStream { inner: StreamInner::Kernel(stream), local, peer, read_partial: None })
+    }
+
+    /// Connects to `addr`. On the dataplane the local port is one whose return
+    /// traffic the NIC steers to this core.
     ///
     /// # Errors
     /// `ConnectionRefused`, `TimedOut`, `AddrNotAvailable` (no port left).
@@ -152,23 +184,33 @@ impl TcpStream {
     /// Outside a task of an IX runtime.
     pub async fn connect(addr: SocketAddrV4) -> io::Result<TcpStream> {
         let core = current();
+        if core.kernel().is_some() {
+            let stream = KernelStream::connect(core, addr)?;
+            poll_fn(|cx| stream.poll_connected(cx)).await?;
+            return TcpStream::from_kernel(stream);
+        }
         let now = core.now();
         let handle = {
             let filter = core.port_filter();
             let accept = |port: u16| filter.is_none_or(|f| f(port, addr));
             core.stack(|s| s.tcp_connect(addr, now, &accept)).map_err(io_error)?
         };
-        let stream = TcpStream::from_handle(core, handle)?;
+        // Owned from here, so that a connect abandoned mid-way closes the socket.
+        let mut stream =
+            TcpStream { inner: StreamInner::Ix { core, handle }, local: addr, peer: addr, read_partial: None };
         poll_fn(|cx| stream.poll_established(cx)).await?;
+        let info = stream.core().stack(|s| s.tcp_info(handle)).map_err(io_error)?;
+        (stream.local, stream.peer) = (info.tuple.local, info.tuple.remote);
         Ok(stream)
     }
 
     fn poll_established(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let (state, err) = self.core.stack(|s| (s.tcp_state(self.handle), s.tcp_error(self.handle)));
+        let StreamInner::Ix { core, handle } = &self.inner else { return Poll::Ready(Ok(())) };
+        let (state, err) = core.stack(|s| (s.tcp_state(*handle), s.tcp_error(*handle)));
         match (state.map_err(io_error)?, err.map_err(io_error)?) {
             (_, Some(e)) => Poll::Ready(Err(io_error(SocketError::Tcp(e)))),
             (State::SynSent | State::SynReceived, None) => {
-                self.core.register(self.handle, Interest::Write, cx.waker());
+                core.register(*handle, Interest::Write, cx.waker());
                 Poll::Pending
             }
             (State::Closed, None) => Poll::Ready(Err(io_error(SocketError::Tcp(TcpError::NotConnected)))),
@@ -186,8 +228,9 @@ impl TcpStream {
         self.local
     }
 
-    /// The next chunk of received data, without copying; `None` at end of
-    /// stream. Holding chunks keeps their bytes out of the receive window.
+    /// The next chunk of received data, without copying on the dataplane (on
+    /// the `kernel` backend the kernel copies into a pool frame); `None` at end
+    /// of stream. Holding chunks keeps their bytes out of the receive window.
     ///
     /// # Errors
     /// `ConnectionReset`, `TimedOut` and the like when the connection failed.
@@ -200,16 +243,21 @@ impl TcpStream {
     /// - `Ready(Ok(Some(chunk)))`: data.
     /// - `Ready(Ok(None))`: the peer closed and everything was read.
     /// - `Ready(Err(_))`: the connection failed.
-    /// - `Pending`: nothing yet; the task is woken when data arrives.
+    /// - `Pending`: nothing yet; the task is woken when data arrives (or, on the
+    ///   `kernel` backend, when a pool frame is free again).
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<RxChunk>>> {
         ready!(coop::poll_proceed(cx));
-        self.core.stack(|s| match s.tcp_recv(self.handle) {
+        let (core, handle) = match &self.inner {
+            StreamInner::Kernel(k) => return k.poll_recv(cx),
+            StreamInner::Ix { core, handle } => (core, *handle),
+        };
+        core.stack(|s| match s.tcp_recv(handle) {
             Ok(Some(chunk)) => Poll::Ready(Ok(Some(chunk))),
-            Ok(None) if s.tcp_at_eof(self.handle).unwrap_or(true) => Poll::Ready(Ok(None)),
-            Ok(None) => match s.tcp_state(self.handle) {
+            Ok(None) if s.tcp_at_eof(handle).unwrap_or(true) => Poll::Ready(Ok(None)),
+            Ok(None) => match s.tcp_state(handle) {
                 Ok(State::Closed) => Poll::Ready(Ok(None)),
                 _ => {
-                    self.core.register(self.handle, Interest::Read, cx.waker());
+                    core.register(handle, Interest::Read, cx.waker());
                     Poll::Pending
                 }
             },
@@ -217,8 +265,8 @@ impl TcpStream {
         })
     }
 
-    /// Queues all of `data` for sending, without copying it; returns once the
-    /// stack has taken it (the buffer is kept until acknowledged).
+    /// Queues all of `data` for sending, without copying it on the dataplane;
+    /// returns once the stack (or the kernel) has taken it.
     ///
     /// # Errors
     /// `BrokenPipe` after `shutdown`, or the connection's failure.
@@ -230,15 +278,26 @@ impl TcpStream {
     /// is empty, `Pending` while the send queue is full.
     pub fn poll_send(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
         ready!(coop::poll_proceed(cx));
+        let (core, handle) = match &self.inner {
+            StreamInner::Kernel(k) => return k.poll_send(cx, data),
+            StreamInner::Ix { core, handle } => (core, *handle),
+        };
         while !data.is_empty() {
-            let n = self.core.stack(|s| s.tcp_send(self.handle, data.clone())).map_err(io_error)?;
+            let n = core.stack(|s| s.tcp_send(handle, data.clone())).map_err(io_error)?;
             if n == 0 {
-                self.core.register(self.handle, Interest::Write, cx.waker());
+                core.register(handle, Interest::Write, cx.waker());
                 return Poll::Pending;
             }
             let _ = data.split_to(n);
         }
         Poll::Ready(Ok(()))
+    }
+
+    fn core(&self) -> &Rc<Core> {
+        match &self.inner {
+            StreamInner::Ix { core, .. } => core,
+            StreamInner::Kernel(k) => k.core(),
+        }
     }
 
     /// A writable buffer in the packet region (3840 bytes of room), to fill and
@@ -247,7 +306,7 @@ impl TcpStream {
     /// # Errors
     /// `OutOfMemory` when the core's pool is empty.
     pub fn alloc_tx(&self) -> io::Result<TxBuf> {
-        self.core.stack(|s| s.alloc_tx()).map_err(io_error)
+        self.core().with_pool(|p| p.alloc()).map_err(|_| io_error(SocketError::NoBuffers))
     }
 
     /// Queues a frame filled by the application.
@@ -255,22 +314,27 @@ impl TcpStream {
     /// # Errors
     /// As [`TcpStream::send`].
     pub async fn send_frame(&self, frame: PacketBuf) -> io::Result<()> {
-        let mut frame = Some(frame);
-        poll_fn(|cx| {
-            ready!(coop::poll_proceed(cx));
-            let f = frame.take().expect("polled after completion");
-            let len = f.len();
-            let n = self.core.stack(|s| s.tcp_send_frame(self.handle, f.clone())).map_err(io_error)?;
-            if n == len {
-                return Poll::Ready(Ok(()));
+        let mut frame = frame;
+        poll_fn(|cx| self.poll_send_frame(cx, &mut frame)).await
+    }
+
+    /// Queues as much of `frame` as fits, advancing it; `Ready(Ok(()))` once
+    /// it is all queued, `Pending` while the send queue is full.
+    pub fn poll_send_frame(&self, cx: &mut Context<'_>, frame: &mut PacketBuf) -> Poll<io::Result<()>> {
+        ready!(coop::poll_proceed(cx));
+        let (core, handle) = match &self.inner {
+            StreamInner::Kernel(k) => return k.poll_send_frame(cx, frame),
+            StreamInner::Ix { core, handle } => (core, *handle),
+        };
+        while !frame.is_empty() {
+            let n = core.stack(|s| s.tcp_send_frame(handle, frame.clone())).map_err(io_error)?;
+            if n == 0 {
+                core.register(handle, Interest::Write, cx.waker());
+                return Poll::Pending;
             }
-            let mut rest = f;
-            rest.advance(n);
-            frame = Some(rest);
-            self.core.register(self.handle, Interest::Write, cx.waker());
-            Poll::Pending
-        })
-        .await
+            frame.advance(n);
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Closes the sending side: a FIN follows the queued data.
@@ -278,7 +342,10 @@ impl TcpStream {
     /// # Errors
     /// When the connection is gone.
     pub fn shutdown(&self) -> io::Result<()> {
-        self.core.stack(|s| s.tcp_shutdown(self.handle)).map_err(io_error)
+        match &self.inner {
+            StreamInner::Ix { core, handle } => core.stack(|s| s.tcp_shutdown(*handle)).map_err(io_error),
+            StreamInner::Kernel(k) => k.shutdown(),
+        }
     }
 
     /// Turns Nagle's algorithm off (`true`, the default) or on.
@@ -286,23 +353,43 @@ impl TcpStream {
     /// # Errors
     /// When the connection is gone.
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.core.stack(|s| s.tcp_set_nodelay(self.handle, nodelay)).map_err(io_error)
+        match &self.inner {
+            StreamInner::Ix { core, handle } => core.stack(|s| s.tcp_set_nodelay(*handle, nodelay)).map_err(io_error),
+            StreamInner::Kernel(k) => k.set_nodelay(nodelay),
+        }
     }
 
-    /// A diagnostic snapshot (state, congestion window, RTT, queues).
+    /// A diagnostic snapshot (state, congestion window, RTT, queues) of a
+    /// dataplane connection.
     ///
     /// # Errors
-    /// When the connection is gone.
+    /// When the connection is gone; `Unsupported` on the `kernel` backend, whose
+    /// connections the kernel keeps (read them with `ss -ti`).
     pub fn info(&self) -> io::Result<ix_net::TcpInfo> {
-        self.core.stack(|s| s.tcp_info(self.handle)).map_err(io_error)
+        match &self.inner {
+            StreamInner::Ix { core, handle } => core.stack(|s| s.tcp_info(*handle)).map_err(io_error),
+            StreamInner::Kernel(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the kernel backend's connections are the kernel's: read them with `ss -ti`",
+            )),
+        }
     }
 
-    /// Copying read into `buf` (for the `AsyncRead` adapters).
-    fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    /// Copying read into `buf`: what the `AsyncRead` adapters use.
+    ///
+    /// - `Ready(Ok(n))`, `n > 0`: `n` bytes were copied.
+    /// - `Ready(Ok(0))`: end of stream (or `buf` is empty).
+    /// - `Ready(Err(_))`: the connection failed.
+    /// - `Pending`: nothing to read yet.
+    pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
         if self.read_partial.is_none() {
+            if let StreamInner::Kernel(k) = &self.inner {
+                ready!(coop::poll_proceed(cx));
+                return k.poll_read(cx, buf);
+            }
             match ready!(self.poll_recv(cx))? {
                 Some(chunk) => self.read_partial = Some(chunk),
                 None => return Poll::Ready(Ok(0)),
@@ -319,25 +406,50 @@ impl TcpStream {
         Poll::Ready(Ok(n))
     }
 
-    /// Copying write of `data` into a frame of the packet region (for the
-    /// `AsyncWrite` adapters): no allocation per write.
-    fn poll_write_from(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        if data.is_empty() {
+    /// Copying write of `data`: on the dataplane into one frame of the packet
+    /// region (no allocation per write). Returns how many bytes were taken.
+    ///
+    /// - `Ready(Ok(n))`: `n` bytes queued (0 only for empty `data`).
+    /// - `Ready(Err(_))`: the connection failed or was shut down.
+    /// - `Pending`: the send queue is full, or (counted) the pool has no frame.
+    pub fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(data)])
+    }
+
+    /// Copying write of several slices, packed into one frame of the packet
+    /// region on the dataplane (one `sendmsg` on the `kernel` backend).
+    /// Outcomes as [`TcpStream::poll_write`].
+    pub fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total == 0 {
             return Poll::Ready(Ok(0));
         }
         ready!(coop::poll_proceed(cx));
-        let room = self.core.stack(|s| s.tcp_send_room(self.handle)).map_err(io_error)?;
+        let (core, handle) = match &self.inner {
+            StreamInner::Kernel(k) => return k.poll_write_vectored(cx, bufs),
+            StreamInner::Ix { core, handle } => (core, *handle),
+        };
+        let room = core.stack(|s| s.tcp_send_room(handle)).map_err(io_error)?;
         if room == 0 {
             // Either full (wait) or closed (report it through a send attempt).
-            let probe = self.core.stack(|s| s.tcp_send(self.handle, Bytes::new()));
-            probe.map_err(io_error)?;
-            self.core.register(self.handle, Interest::Write, cx.waker());
+            core.stack(|s| s.tcp_send(handle, Bytes::new())).map_err(io_error)?;
+            core.register(handle, Interest::Write, cx.waker());
             return Poll::Pending;
         }
-        let mut frame = self.alloc_tx()?;
-        let n = data.len().min(room).min(frame.tailroom());
-        frame.extend_from_slice(&data[..n]).expect("sized to the room");
-        let taken = self.core.stack(|s| s.tcp_send_frame(self.handle, frame.freeze())).map_err(io_error)?;
+        let Ok(mut frame) = core.with_pool(|p| p.alloc()) else {
+            core.wait_for_buffers(cx.waker());
+            return Poll::Pending;
+        };
+        let mut budget = total.min(room).min(frame.tailroom());
+        for buf in bufs {
+            let n = buf.len().min(budget);
+            frame.extend_from_slice(&buf[..n]).expect("sized to the room");
+            budget -= n;
+            if budget == 0 {
+                break;
+            }
+        }
+        let taken = core.stack(|s| s.tcp_send_frame(handle, frame.freeze())).map_err(io_error)?;
         Poll::Ready(Ok(taken))
     }
 }
@@ -345,26 +457,41 @@ impl TcpStream {
 impl Drop for TcpStream {
     fn drop(&mut self) {
         self.read_partial = None;
-        self.core.forget(self.handle);
-        self.core.stack(|s| s.close(self.handle));
+        if let StreamInner::Ix { core, handle } = &self.inner {
+            core.forget(*handle);
+            core.stack(|s| s.close(*handle));
+        }
     }
 }
 
 impl std::fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpStream").field("local", &self.local).field("peer", &self.peer).finish()
+        let backend = if matches!(self.inner, StreamInner::Kernel(_)) { "kernel" } else { "dataplane" };
+        f.debug_struct("TcpStream")
+            .field("local", &self.local)
+            .field("peer", &self.peer)
+            .field("backend", &backend)
+            .finish()
     }
 }
 
 impl futures::io::AsyncRead for TcpStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_read_into(cx, buf)
+        TcpStream::poll_read(self.get_mut(), cx, buf)
     }
 }
 
 impl futures::io::AsyncWrite for TcpStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.poll_write_from(cx, buf)
+        TcpStream::poll_write(&self, cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        TcpStream::poll_write_vectored(&self, cx, bufs)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -380,7 +507,7 @@ impl futures::io::AsyncWrite for TcpStream {
 #[cfg(feature = "tokio-io")]
 impl tokio::io::AsyncRead for TcpStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let n = ready!(self.get_mut().poll_read_into(cx, buf.initialize_unfilled()))?;
+        let n = ready!(TcpStream::poll_read(self.get_mut(), cx, buf.initialize_unfilled()))?;
         buf.advance(n);
         Poll::Ready(Ok(()))
     }
@@ -389,7 +516,19 @@ impl tokio::io::AsyncRead for TcpStream {
 #[cfg(feature = "tokio-io")]
 impl tokio::io::AsyncWrite for TcpStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.poll_write_from(cx, buf)
+        TcpStream::poll_write(&self, cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        TcpStream::poll_write_vectored(&self, cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

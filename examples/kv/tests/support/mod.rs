@@ -106,9 +106,19 @@ const PORT_ATTEMPTS: usize = 5;
 
 /// Starts `ix-kv` on tokio on a free loopback port.
 pub fn start_tokio(extra: &[&str]) -> ServerProcess {
+    start_on_loopback(&["--runtime", "tokio"], extra)
+}
+
+/// Starts `ix-kv` on the IX runtime's kernel-socket backend on a free loopback port.
+pub fn start_ix_kernel(extra: &[&str]) -> ServerProcess {
+    start_on_loopback(&["--runtime", "ix", "--backend", "kernel"], extra)
+}
+
+fn start_on_loopback(runtime: &[&str], extra: &[&str]) -> ServerProcess {
     for _ in 0..PORT_ATTEMPTS {
         let port = free_port().to_string();
-        let mut args = vec!["--runtime", "tokio", "--addr", "127.0.0.1", "-p", &port, "-t", "2"];
+        let mut args = runtime.to_vec();
+        args.extend_from_slice(&["--addr", "127.0.0.1", "-p", &port, "-t", "2"]);
         args.extend_from_slice(extra);
         if let Some(server) = try_start_ix_kv(&args, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port.parse().unwrap())) {
             return server;

@@ -1,0 +1,194 @@
+//! `ixload`: the load generator's command line (open or closed loop, HTTP/1.1
+//! or memcached, on kernel sockets or on IX), printing a summary and JSON.
+#![forbid(unsafe_code)]
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use ix_benches::loadgen::{self, KernelNet, LoadConfig, MemcacheWorkload, Mode, Report, Workload};
+
+/// Load generator in the style of mutilate: many connections from one thread,
+/// open loop (Poisson arrivals) or closed loop, latency from the intended send
+/// time (coordinated omission corrected), recorded in an HDR histogram.
+#[derive(Debug, Parser)]
+#[command(name = "ixload", version)]
+struct Args {
+    /// Server address, IP:PORT.
+    #[arg(long)]
+    target: SocketAddrV4,
+    /// Protocol to speak.
+    #[arg(long, value_enum, default_value_t = Protocol::Http)]
+    protocol: Protocol,
+    /// Connections, each with at most one request in flight.
+    #[arg(long, short = 'c', default_value_t = 32)]
+    connections: usize,
+    /// Open loop: Poisson arrivals at this many requests per second.
+    #[arg(long, conflicts_with = "closed", required_unless_present = "closed")]
+    rate: Option<f64>,
+    /// Closed loop: each connection sends when its last request is answered.
+    #[arg(long)]
+    closed: bool,
+    /// Measured window (e.g. `10s`, `500ms`, `2.5`).
+    #[arg(long, short = 'd', value_parser = parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Load before the measured window, not counted.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    warmup: Duration,
+    /// Wait for requests in flight after the window.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    drain: Duration,
+    /// Bound on one connection attempt.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    connect_timeout: Duration,
+    /// Seed of the arrival schedule and the request mix.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// HTTP: the path to GET.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// HTTP: the Host header (default: the target).
+    #[arg(long)]
+    host: Option<String>,
+    /// memcached: share of requests that are `get` (the rest are `set`).
+    #[arg(long, default_value_t = 0.9)]
+    get_ratio: f64,
+    /// memcached: number of distinct keys, drawn uniformly.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// memcached: key length in bytes.
+    #[arg(long, default_value_t = 16)]
+    key_size: usize,
+    /// memcached: value length in bytes.
+    #[arg(long, default_value_t = 32)]
+    value_size: usize,
+    /// memcached: store every key once before the run, so gets hit.
+    #[arg(long)]
+    prefill: bool,
+    /// Which sockets the generator uses: kernel sockets (tokio) or IX's stack.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Tokio)]
+    runtime: RuntimeKind,
+    /// IX: backend spec (`kernel`, `tap:NAME`).
+    #[arg(long)]
+    backend: Option<String>,
+    /// IX: the dataplane's address, IP/LEN (not for `kernel`).
+    #[arg(long)]
+    addr: Option<String>,
+    /// Write the report as JSON to this file (`-` for stdout).
+    #[arg(long)]
+    json: Option<String>,
+    /// Print no summary.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    Http,
+    Memcache,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuntimeKind {
+    Tokio,
+    Ix,
+}
+
+/// `10s`, `250ms`, `40us` or plain seconds (`2.5`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number.trim().parse().map_err(|_| format!("`{text}` is not a duration like 10s or 500ms"))?;
+    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("`{text}` is not a duration like 10s or 500ms"))
+}
+
+fn config(args: &Args) -> LoadConfig {
+    let workload = match args.protocol {
+        Protocol::Http => Workload::Http {
+            host: args.host.clone().unwrap_or_else(|| args.target.to_string()),
+            path: args.path.clone(),
+        },
+        Protocol::Memcache => Workload::Memcache {
+            workload: MemcacheWorkload {
+                get_ratio: args.get_ratio,
+                keys: args.keys,
+                key_bytes: args.key_size,
+                value_bytes: args.value_size,
+            },
+            prefill: args.prefill,
+        },
+    };
+    LoadConfig {
+        target: args.target,
+        connections: args.connections,
+        mode: args.rate.map_or(Mode::Closed, |rate| Mode::Open { rate }),
+        workload,
+        warmup: args.warmup,
+        duration: args.duration,
+        drain: args.drain,
+        connect_timeout: args.connect_timeout,
+        seed: args.seed,
+    }
+}
+
+fn run_on_kernel(cfg: &LoadConfig) -> anyhow::Result<Report> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    Ok(rt.block_on(loadgen::run(&KernelNet, cfg))?)
+}
+
+/// `IP/LEN`.
+fn parse_addr(text: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
+    let (ip, len) = text.split_once('/').context("--addr wants IP/LEN, e.g. 10.77.0.2/24")?;
+    let ip = ip.parse().with_context(|| format!("--addr: `{ip}` is not an IPv4 address"))?;
+    let len: u8 =
+        len.parse().ok().filter(|l| *l <= 32).with_context(|| format!("--addr: bad prefix length `{len}`"))?;
+    Ok((ip, len))
+}
+
+fn run_on_ix(args: &Args, cfg: &LoadConfig) -> anyhow::Result<Report> {
+    let spec = args.backend.as_deref().context("--runtime ix needs --backend (kernel, tap:NAME, ...)")?;
+    let backend: ix_runtime::Backend = spec.parse()?;
+    let addr = args.addr.as_deref().map(parse_addr).transpose()?;
+    Ok(loadgen::run_on_ix(backend, addr, cfg)?)
+}
+
+fn main() -> ExitCode {
+    ix_benches::init_logging();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ixload: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let cfg = config(args);
+    let report = match args.runtime {
+        RuntimeKind::Tokio => run_on_kernel(&cfg)?,
+        RuntimeKind::Ix => run_on_ix(args, &cfg)?,
+    };
+    if !args.quiet {
+        eprintln!("{}", report.summary());
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        if path == "-" {
+            println!("{json}");
+        } else {
+            std::fs::write(path, json).with_context(|| format!("writing {path}"))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! The side-by-side harness: a test network, each server pinned to its CPU, a
+//! sweep of offered load per server with `ixload`, then a table, a plot per
+//! workload and the raw data as JSON.
+
+pub mod machine;
+pub mod network;
+pub mod plot;
+pub mod servers;
+pub mod sweep;
+pub mod table;

@@ -1,0 +1,315 @@
+//! The servers under test: how each is started on the server side (pinned to
+//! one CPU), how the harness knows it listens, and how it is stopped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::harness::network::Network;
+
+/// How long a server gets to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a server gets to exit after SIGTERM before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The HTTP servers' port.
+pub const HTTP_PORT: u16 = 8080;
+/// The key-value servers' port.
+pub const KV_PORT: u16 = 11211;
+
+/// The two workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    /// HTTP/1.1 `GET /` answered with "Hello, world!".
+    Http,
+    /// memcached text protocol, 90% get.
+    Kv,
+}
+
+impl WorkloadKind {
+    /// `http` or `kv`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Http => "http",
+            WorkloadKind::Kv => "kv",
+        }
+    }
+}
+
+/// Every server the harness knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServerKind {
+    /// `ix-http --runtime ix`.
+    IxHttp,
+    /// `ix-http --runtime tokio` (the same hyper service on tokio).
+    TokioHttp,
+    /// nginx, one worker.
+    Nginx,
+    /// `ix-kv --runtime ix`.
+    IxKv,
+    /// `ix-kv --runtime tokio`.
+    TokioKv,
+    /// memcached, one thread.
+    Memcached,
+}
+
+impl ServerKind {
+    /// Every server, in table order.
+    pub const ALL: [ServerKind; 6] = [
+        ServerKind::IxHttp,
+        ServerKind::TokioHttp,
+        ServerKind::Nginx,
+        ServerKind::IxKv,
+        ServerKind::TokioKv,
+        ServerKind::Memcached,
+    ];
+
+    /// Its name in tables and plots.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::IxHttp => "ix-http",
+            ServerKind::TokioHttp => "tokio-http",
+            ServerKind::Nginx => "nginx",
+            ServerKind::IxKv => "ix-kv",
+            ServerKind::TokioKv => "tokio-kv",
+            ServerKind::Memcached => "memcached",
+        }
+    }
+
+    /// The workload it serves.
+    pub fn workload(self) -> WorkloadKind {
+        match self {
+            ServerKind::IxHttp | ServerKind::TokioHttp | ServerKind::Nginx => WorkloadKind::Http,
+            ServerKind::IxKv | ServerKind::TokioKv | ServerKind::Memcached => WorkloadKind::Kv,
+        }
+    }
+
+    /// The tokio server its ratios are taken against.
+    pub fn is_tokio_baseline(self) -> bool {
+        matches!(self, ServerKind::TokioHttp | ServerKind::TokioKv)
+    }
+
+    /// Whether it runs on the IX runtime (and so takes a backend).
+    pub fn is_ix(self) -> bool {
+        matches!(self, ServerKind::IxHttp | ServerKind::IxKv)
+    }
+
+    /// The port it listens on.
+    pub fn port(self) -> u16 {
+        match self.workload() {
+            WorkloadKind::Http => HTTP_PORT,
+            WorkloadKind::Kv => KV_PORT,
+        }
+    }
+}
+
+/// Where the harness finds the programs it starts.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    /// The load generator.
+    pub ixload: PathBuf,
+    /// The HTTP example.
+    pub ix_http: PathBuf,
+    /// The KV example.
+    pub ix_kv: PathBuf,
+}
+
+impl Programs {
+    /// The workspace's binaries beside the running one (same target profile).
+    pub fn beside_current_exe() -> Self {
+        let dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
+        Self { ixload: dir.join("ixload"), ix_http: dir.join("ix-http"), ix_kv: dir.join("ix-kv") }
+    }
+}
+
+/// Whether this process runs as root (real user id 0).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// A temporary directory, removed when dropped.
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// Creates `$TMPDIR/ix-bench-PID-TAG`.
+    ///
+    /// # Errors
+    /// When it cannot be created.
+    pub fn new(tag: &str) -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("ix-bench-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A started server; dropping it stops it (SIGTERM, then SIGKILL).
+#[derive(Debug)]
+pub struct RunningServer {
+    child: Child,
+    /// The IX backend it runs on, if it is an IX server.
+    pub backend: Option<String>,
+    _scratch: ScratchDir,
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!(pid = self.child.id(), "server ignored SIGTERM; killing it");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `kind` on the server side of `net`, pinned to `cpu`; `backend` is the
+/// IX backend spec for IX servers. Returns once it listens.
+///
+/// # Errors
+/// A one-line reason: the program is missing, exited, or did not listen in time.
+pub fn start(
+    kind: ServerKind,
+    net: &Network,
+    cpu: usize,
+    programs: &Programs,
+    backend: Option<&str>,
+) -> Result<RunningServer, String> {
+    let scratch = ScratchDir::new(kind.name()).map_err(|e| format!("scratch directory: {e}"))?;
+    let ip = net.server_ip();
+    let addr = format!("{ip}/{}", if ip.is_loopback() { 8 } else { crate::harness::network::NETNS_PREFIX_LEN });
+    let port = kind.port().to_string();
+    let mut cmd = match kind {
+        ServerKind::IxHttp | ServerKind::TokioHttp => {
+            let mut c = net.server_command(cpu, &programs.ix_http);
+            c.args(["--cores", "1", "--addr", &addr, "--port", &port]);
+            c
+        }
+        ServerKind::IxKv | ServerKind::TokioKv => {
+            let mut c = net.server_command(cpu, &programs.ix_kv);
+            c.args(["-t", "1", "--addr", &addr, "-p", &port, "-m", "1024", "-c", "4096"]);
+            c
+        }
+        ServerKind::Nginx => {
+            let conf = write_nginx_conf(scratch.path(), &ip.to_string(), kind.port())?;
+            let mut c = net.server_command(cpu, Path::new("nginx"));
+            c.arg("-c").arg(conf).arg("-p").arg(scratch.path());
+            c
+        }
+        ServerKind::Memcached => {
+            let mut c = net.server_command(cpu, Path::new("memcached"));
+            c.args(["-t", "1", "-U", "0", "-l", &ip.to_string(), "-p", &port, "-m", "1024", "-c", "4096"]);
+            if is_root() {
+                // memcached refuses to run as root unless told which user to be.
+                c.args(["-u", "root"]);
+            }
+            c
+        }
+    };
+    if kind.is_ix() {
+        cmd.args(["--runtime", "ix", "--backend", backend.unwrap_or("kernel")]);
+    } else if matches!(kind, ServerKind::TokioHttp | ServerKind::TokioKv) {
+        cmd.args(["--runtime", "tokio"]);
+    }
+    let stderr_path = scratch.path().join("stderr");
+    let stderr = std::fs::File::create(&stderr_path).map_err(|e| format!("stderr file: {e}"))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("could not start {}: {e}", kind.name()))?;
+    let announced = announce_channel(&mut child);
+    let ours = matches!(kind, ServerKind::IxHttp | ServerKind::TokioHttp | ServerKind::IxKv | ServerKind::TokioKv);
+    let server = RunningServer {
+        child,
+        backend: kind.is_ix().then(|| backend.unwrap_or("kernel").to_string()),
+        _scratch: scratch,
+    };
+    wait_until_listening(server, ours, &announced, || net.kernel_listens(kind.port()), &stderr_path)
+}
+
+/// Forwards the child's stdout lines into a channel (and drains it, so the
+/// server never blocks on a full pipe).
+fn announce_channel(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    rx
+}
+
+/// Our examples print `listening on ...` once every core listens (an IX
+/// listener is invisible to `ss`); others are ready when the kernel shows
+/// their socket.
+fn wait_until_listening(
+    mut server: RunningServer,
+    announces: bool,
+    lines: &mpsc::Receiver<String>,
+    kernel_listens: impl Fn() -> bool,
+    stderr: &Path,
+) -> Result<RunningServer, String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let why = |what: &str| {
+        let err = std::fs::read_to_string(stderr).unwrap_or_default();
+        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+        if last.is_empty() { what.to_string() } else { format!("{what}: {last}") }
+    };
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return Err(why(&format!("exited with {status}")));
+        }
+        let ready = if announces { lines.try_iter().any(|l| l.starts_with("listening on")) } else { kernel_listens() };
+        if ready {
+            return Ok(server);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(why("did not listen within 15 s"))
+}
+
+/// nginx-light with one worker answering every request with "Hello, world!".
+fn write_nginx_conf(dir: &Path, ip: &str, port: u16) -> Result<PathBuf, String> {
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  keepalive_requests 100000000;\n  \
+         keepalive_timeout 300s;\n  server {{\n    listen {ip}:{port} backlog=4096;\n    \
+         location / {{ default_type text/plain; return 200 \"Hello, world!\"; }}\n  }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(path)
+}

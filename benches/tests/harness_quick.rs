@@ -1,0 +1,102 @@
+//! `ix-bench --quick` end to end with short windows: every server answered,
+//! and the table, a plot per workload and the JSON were written. With root it
+//! runs on its own namespaces (removed afterwards); without, on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The example binaries print this until they are built (issues #6 and #7).
+const PLACEHOLDER: &str = "not built yet";
+
+/// Removes the test network and the output folder however the test ends.
+struct Cleanup {
+    root: PathBuf,
+    prefix: String,
+    out: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new(self.root.join("scripts/testnet.sh")).args(["down", "-p", &self.prefix]).output();
+        let _ = std::fs::remove_dir_all(&self.out);
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("benches/ is in the workspace").to_path_buf()
+}
+
+#[test]
+fn quick_mode_measures_every_server_and_writes_table_plots_and_json() {
+    let root = workspace_root();
+    // The harness starts the example servers from beside its own binary.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "--bins", "-p", "ix-benches", "-p", "ix-example-http", "-p", "ix-example-kv"])
+        .status()
+        .expect("cargo runs");
+    assert!(built.success(), "building the servers failed");
+    let prefix = format!("ixq{}", std::process::id() % 100_000);
+    let out = std::env::temp_dir().join(format!("ix-bench-quick-{}", std::process::id()));
+    let _cleanup = Cleanup { root: root.clone(), prefix: prefix.clone(), out: out.clone() };
+    let run = Command::new(env!("CARGO_BIN_EXE_ix-bench"))
+        .current_dir(&root)
+        .args(["--quick", "--duration", "0.3", "--http-rates", "2000,8000", "--kv-rates", "2000,8000"])
+        .args(["--prefix", &prefix, "--out"])
+        .arg(&out)
+        .output()
+        .expect("ix-bench runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{stderr}\n{}", String::from_utf8_lossy(&run.stdout));
+    assert!(run.status.success(), "ix-bench failed");
+
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    // The script arrives with the XDP issue (#5); until then the harness says
+    // so and measures on loopback.
+    if ix_driver::privilege::netns_available() && root.join("scripts/testnet.sh").is_file() {
+        assert_eq!(results["namespaces"], true, "root with namespaces must not fall back");
+    } else {
+        assert!(stderr.contains("falling back to the in-process comparison"), "no fallback reason printed");
+    }
+    let points = results["points"].as_array().unwrap();
+    let skipped = results["skipped"].as_array().unwrap();
+    for server in ["IxHttp", "TokioHttp", "Nginx", "IxKv", "TokioKv", "Memcached"] {
+        let mine: Vec<&Value> = points.iter().filter(|p| p["server"] == server).collect();
+        if mine.is_empty() {
+            let reason = skipped.iter().find(|s| s["server"] == server).map(|s| s["reason"].to_string());
+            let reason = reason.unwrap_or_else(|| panic!("{server}: neither measured nor skipped"));
+            assert!(reason.contains(PLACEHOLDER), "{server} was skipped: {reason}");
+            continue;
+        }
+        // The lowest rate is far below any server's capacity: all answered, no failure.
+        let first = &mine[0]["report"];
+        assert!(first["completed"].as_u64().unwrap() > 0, "{server} answered nothing: {}", mine[0]);
+        let errors = &first["errors"];
+        for kind in ["connect", "io", "protocol", "error_replies"] {
+            assert_eq!(errors[kind], 0, "{server}: {kind} errors: {}", mine[0]);
+        }
+        assert!(
+            !results["table"].as_array().unwrap().iter().all(|r| r["server"] != server),
+            "{server} not in the table"
+        );
+    }
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(table.starts_with("| workload | server |"), "{table}");
+    for workload in ["http", "kv"] {
+        let measured = points.iter().any(|p| {
+            let s = p["server"].as_str().unwrap();
+            (workload == "http") == s.ends_with("Http") || (workload == "http" && s == "Nginx")
+        });
+        if measured {
+            let svg = std::fs::read_to_string(out.join(format!("{workload}.svg"))).unwrap();
+            assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{workload}.svg has no line");
+        }
+    }
+    for key in ["kernel", "cpu_model", "commit"] {
+        assert!(results["machine"][key].as_str().is_some_and(|s| !s.is_empty()), "machine.{key} missing");
+    }
+    assert!(points.iter().all(|p| !p["cpu"].as_array().unwrap().is_empty()), "per-core CPU load missing");
+}

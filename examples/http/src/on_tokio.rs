@@ -1,0 +1,144 @@
+//! Running the service on tokio, thread per core like IX: each thread has a
+//! current-thread runtime, a `LocalSet` and its own `SO_REUSEPORT` listener,
+//! with the same `ix_hyper_compat::Server` (tokio's IO, spawn and timer).
+
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use anyhow::Context as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ix_hyper_compat::{Accept, Server};
+use tokio::sync::watch;
+
+use crate::Args;
+use crate::service::App;
+
+/// hyper's executor on a tokio `LocalSet`: futures need not be `Send`.
+#[derive(Debug, Clone, Copy)]
+struct LocalSpawn;
+
+impl<F: Future + 'static> hyper::rt::Executor<F> for LocalSpawn {
+    fn execute(&self, future: F) {
+        drop(tokio::task::spawn_local(async move {
+            future.await;
+        }));
+    }
+}
+
+/// A tokio listener that stops when the shutdown flag turns true.
+struct Listener {
+    listener: tokio::net::TcpListener,
+    stop: Pin<Box<dyn Future<Output = ()>>>,
+}
+
+impl Accept for Listener {
+    type Io = TokioIo<tokio::net::TcpStream>;
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Io, SocketAddr)>> {
+        if self.stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "shutting down")));
+        }
+        loop {
+            match self.listener.poll_accept(cx) {
+                Poll::Ready(Ok((stream, peer))) => {
+                    // As IX does by default: no Nagle delay on small responses.
+                    let _ = stream.set_nodelay(true);
+                    return Poll::Ready(Ok((TokioIo::new(stream), peer)));
+                }
+                // Out of descriptors, or a connection reset before accept: keep serving.
+                Poll::Ready(Err(e)) => tracing::warn!(error = %e, "accept failed"),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+fn reuseport_listener(addr: SocketAddrV4) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>) -> anyhow::Result<()> {
+    let ip = addr.map_or(Ipv4Addr::UNSPECIFIED, |(ip, _)| ip);
+    let bind = SocketAddrV4::new(ip, args.port);
+    // Bind every core's listener up front, so that a bad address fails at once.
+    let listeners = (0..args.cores)
+        .map(|_| reuseport_listener(bind))
+        .collect::<io::Result<Vec<_>>>()
+        .with_context(|| format!("bind {bind}"))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // A core that stops on its own (it failed) stops the others.
+    let (ended_tx, ended_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let started = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let cores = args.cores;
+    let banner = format!("listening on {bind} (tokio, kernel, {cores} cores)");
+    let mut threads = Vec::new();
+    for (core, std_listener) in listeners.into_iter().enumerate() {
+        let (app, config, mut stop_rx) = (app.clone(), args.server_config(), stop_rx.clone());
+        let (started, errors, banner, ended) = (started.clone(), errors.clone(), banner.clone(), ended_tx.clone());
+        threads.push(std::thread::Builder::new().name(format!("tokio-core-{core}")).spawn(move || {
+            let serve = async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener)?;
+                if started.fetch_add(1, Ordering::SeqCst) + 1 == cores {
+                    println!("{banner}");
+                }
+                let stop = Box::pin(async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                });
+                let server = Server::with_runtime(config, LocalSpawn, TokioTimer::new());
+                let counters = server.serve_with(Listener { listener, stop }, |_peer| app.clone()).await;
+                tracing::info!(core, ?counters, "core stopped serving");
+                io::Result::Ok(())
+            };
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|rt| tokio::task::LocalSet::new().block_on(&rt, serve));
+            if let Err(e) = result {
+                errors.lock().expect("no panics while held").push(format!("core {core}: {e}"));
+            }
+            let _ = ended.send(());
+        })?);
+    }
+    wait_for_signal(&stop_tx, ended_rx)?;
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let errors = errors.lock().expect("no panics while held");
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("; "));
+    }
+    Ok(())
+}
+
+/// Blocks until SIGINT or SIGTERM (or a core ended), then tells every core to stop.
+fn wait_for_signal(
+    stop: &watch::Sender<bool>,
+    mut ended: tokio::sync::mpsc::UnboundedReceiver<()>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = ended.recv() => {}
+        }
+        io::Result::Ok(())
+    })?;
+    let _ = stop.send(true);
+    Ok(())
+}

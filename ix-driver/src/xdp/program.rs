@@ -1,0 +1,421 @@
+//! The XDP program that steers the dataplane's frames to its AF_XDP sockets,
+//! as a readable listing of hand-assembled eBPF instructions, with the small
+//! assembler (named jump targets) that encodes it.
+//!
+//! # What it does
+//! ```text
+//! config = CONFIG[0]                       ; our IPv4 address, port filter on/off
+//! if frame is IPv4 and destination == our address:
+//!     if no port filter: redirect
+//!     if first fragment, TCP or UDP, destination port in PORTS: redirect
+//! if frame is ARP and target == our address:
+//!     if no port filter: redirect            ; the address is the dataplane's alone
+//!     if reply and ARP_PENDING[sender] is a deadline not passed: redirect
+//! else pass to the kernel
+//! redirect = bpf_redirect_map(XSKS, rx_queue_index, XDP_DROP when the queue has no socket)
+//! ```
+//! Everything else (other addresses, ICMP and other ports on a shared address,
+//! VLAN tags, IPv6, ARP requests on a shared address) passes to the kernel.
+
+use super::bpf::Insn;
+
+/// `XDP_DROP`: the verdict when the queue's socket is missing.
+pub const XDP_DROP: u32 = 1;
+/// `XDP_PASS`: the frame goes to the kernel's stack.
+pub const XDP_PASS: u32 = 2;
+/// `XDP_REDIRECT`: the frame went to an AF_XDP socket.
+pub const XDP_REDIRECT: u32 = 4;
+
+/// Byte offsets in an Ethernet + IPv4 (or ARP) frame the program reads.
+mod offset {
+    pub(super) const ETHERTYPE: i16 = 12;
+    pub(super) const IPV4_FRAGMENT: i16 = 20;
+    pub(super) const IPV4_PROTOCOL: i16 = 23;
+    pub(super) const IPV4_DESTINATION: i16 = 30;
+    pub(super) const IPV4_VERSION_IHL: i16 = 14;
+    pub(super) const L4_DESTINATION_PORT: i16 = 2;
+    pub(super) const ARP_OPERATION: i16 = 20;
+    pub(super) const ARP_SENDER_IP: i16 = 28;
+    pub(super) const ARP_TARGET_IP: i16 = 38;
+    /// `struct xdp_md`: data, data_end, ..., rx_queue_index.
+    pub(super) const CTX_DATA: i16 = 0;
+    pub(super) const CTX_DATA_END: i16 = 4;
+    pub(super) const CTX_RX_QUEUE: i16 = 16;
+}
+
+/// Frame lengths the program checks before reading.
+const ETHERNET_HEADER_BYTES: i32 = 14;
+const ETHERNET_IPV4_BYTES: i32 = 14 + 20;
+const ETHERNET_ARP_BYTES: i32 = 14 + 28;
+
+/// EtherTypes and ARP operation as a little-endian load of their network-order
+/// bytes sees them.
+const ETHERTYPE_IPV4_AS_LOADED: i32 = 0x0008;
+const ETHERTYPE_ARP_AS_LOADED: i32 = 0x0608;
+const ARP_REPLY_AS_LOADED: i32 = 0x0200;
+const IPPROTO_TCP: i32 = 6;
+const IPPROTO_UDP: i32 = 17;
+
+/// Helper function numbers (linux/bpf.h).
+const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+const HELPER_KTIME_GET_NS: i32 = 5;
+const HELPER_REDIRECT_MAP: i32 = 51;
+
+/// The maps the program refers to, by descriptor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProgramMaps {
+    /// Array of one `ProgramConfig`.
+    pub(crate) config: i32,
+    /// Hash: destination port (u32, host order) → anything.
+    pub(crate) ports: i32,
+    /// LRU hash: ARP sender IPv4 (network order) → deadline (u64, CLOCK_MONOTONIC ns).
+    pub(crate) arp_pending: i32,
+    /// XSKMAP indexed by receive queue.
+    pub(crate) xsks: i32,
+}
+
+/// The value in the config map: the dataplane's IPv4 address (network byte
+/// order) and whether a port filter applies (1) or the address is its own (0).
+pub(crate) fn config_value(addr: std::net::Ipv4Addr, port_filter: bool) -> [u8; 8] {
+    let mut value = [0u8; 8];
+    value[..4].copy_from_slice(&addr.octets());
+    value[4..].copy_from_slice(&u32::from(port_filter).to_ne_bytes());
+    value
+}
+
+/// The steering program, ready to load.
+pub(crate) fn steering_program(maps: ProgramMaps) -> Vec<Insn> {
+    use Reg::*;
+    use offset::*;
+    let mut a = Asm::default();
+    // Registers kept across helper calls: R6 context, R7 data, R8 data_end,
+    // R9 the config value.
+    a.mov64_reg(R6, R1);
+    a.store_imm32(R10, -4, 0); // key 0 of CONFIG
+    a.mov64_reg(R2, R10);
+    a.add64_imm(R2, -4);
+    a.load_map_fd(R1, maps.config);
+    a.call(HELPER_MAP_LOOKUP_ELEM);
+    a.jump_if_imm(Jump::Eq, R0, 0, "pass");
+    a.mov64_reg(R9, R0);
+    a.load32(R7, R6, CTX_DATA);
+    a.load32(R8, R6, CTX_DATA_END);
+    a.jump_if_frame_shorter(ETHERNET_HEADER_BYTES, "pass");
+    a.load16(R1, R7, ETHERTYPE);
+    a.jump_if_imm(Jump::Eq, R1, ETHERTYPE_ARP_AS_LOADED, "arp");
+    a.jump_if_imm(Jump::Ne, R1, ETHERTYPE_IPV4_AS_LOADED, "pass");
+
+    // IPv4: to our address?
+    a.jump_if_frame_shorter(ETHERNET_IPV4_BYTES, "pass");
+    a.load32(R1, R7, IPV4_DESTINATION);
+    a.load32(R2, R9, 0);
+    a.jump_if_reg(Jump::Ne, R1, R2, "pass");
+    a.load32(R1, R9, 4);
+    a.jump_if_imm(Jump::Eq, R1, 0, "redirect"); // the address is ours alone
+    a.load16(R1, R7, IPV4_FRAGMENT);
+    a.swap_from_network16(R1);
+    a.and64_imm(R1, 0x1fff);
+    a.jump_if_imm(Jump::Ne, R1, 0, "pass"); // a later fragment shows no ports
+    a.load8(R1, R7, IPV4_PROTOCOL);
+    a.jump_if_imm(Jump::Eq, R1, IPPROTO_TCP, "ports");
+    a.jump_if_imm(Jump::Ne, R1, IPPROTO_UDP, "pass");
+    a.label("ports");
+    a.load8(R1, R7, IPV4_VERSION_IHL);
+    a.and64_imm(R1, 0x0f);
+    a.lsh64_imm(R1, 2); // header length in bytes
+    a.jump_if_imm(Jump::Lt, R1, 20, "pass");
+    a.mov64_reg(R2, R7);
+    a.add64_imm(R2, ETHERNET_HEADER_BYTES);
+    a.add64_reg(R2, R1); // R2: the TCP or UDP header
+    a.mov64_reg(R3, R2);
+    a.add64_imm(R3, 4);
+    a.jump_if_reg(Jump::Gt, R3, R8, "pass");
+    a.load16(R1, R2, L4_DESTINATION_PORT);
+    a.swap_from_network16(R1); // host order, as the loader wrote the keys
+    a.store32(R10, -8, R1);
+    a.mov64_reg(R2, R10);
+    a.add64_imm(R2, -8);
+    a.load_map_fd(R1, maps.ports);
+    a.call(HELPER_MAP_LOOKUP_ELEM);
+    a.jump_if_imm(Jump::Eq, R0, 0, "pass");
+    a.jump("redirect");
+
+    // ARP: about our address?
+    a.label("arp");
+    a.jump_if_frame_shorter(ETHERNET_ARP_BYTES, "pass");
+    a.load32(R1, R7, ARP_TARGET_IP);
+    a.load32(R2, R9, 0);
+    a.jump_if_reg(Jump::Ne, R1, R2, "pass");
+    a.load32(R1, R9, 4);
+    a.jump_if_imm(Jump::Eq, R1, 0, "redirect"); // the address is ours alone
+    // Shared address: the kernel answers requests; the dataplane gets only the
+    // replies to requests it sent, while they are pending.
+    a.load16(R1, R7, ARP_OPERATION);
+    a.jump_if_imm(Jump::Ne, R1, ARP_REPLY_AS_LOADED, "pass");
+    a.load32(R1, R7, ARP_SENDER_IP);
+    a.store32(R10, -8, R1);
+    a.mov64_reg(R2, R10);
+    a.add64_imm(R2, -8);
+    a.load_map_fd(R1, maps.arp_pending);
+    a.call(HELPER_MAP_LOOKUP_ELEM);
+    a.jump_if_imm(Jump::Eq, R0, 0, "pass");
+    a.load64(R7, R0, 0); // the request's deadline
+    a.call(HELPER_KTIME_GET_NS);
+    a.jump_if_reg(Jump::Gt, R0, R7, "pass");
+
+    a.label("redirect");
+    a.load32(R2, R6, CTX_RX_QUEUE);
+    a.load_map_fd(R1, maps.xsks);
+    a.mov64_imm(R3, XDP_DROP as i32); // the verdict when the queue has no socket
+    a.call(HELPER_REDIRECT_MAP);
+    a.exit();
+
+    a.label("pass");
+    a.mov64_imm(R0, XDP_PASS as i32);
+    a.exit();
+    a.finish()
+}
+
+/// eBPF registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Reg {
+    R0 = 0,
+    R1,
+    R2,
+    R3,
+    R6 = 6,
+    R7,
+    R8,
+    R9,
+    R10,
+}
+
+/// Conditional jumps used (the BPF_JMP operation codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Jump {
+    Eq = 0x10,
+    Gt = 0x20,
+    Ne = 0x50,
+    Lt = 0xa0,
+}
+
+/// Instruction classes, sizes, modes and operations (linux/bpf_common.h, bpf.h).
+mod op {
+    pub(super) const LD: u8 = 0x00;
+    pub(super) const LDX: u8 = 0x01;
+    pub(super) const ST: u8 = 0x02;
+    pub(super) const STX: u8 = 0x03;
+    pub(super) const ALU: u8 = 0x04;
+    pub(super) const JMP: u8 = 0x05;
+    pub(super) const ALU64: u8 = 0x07;
+    pub(super) const W: u8 = 0x00;
+    pub(super) const H: u8 = 0x08;
+    pub(super) const B: u8 = 0x10;
+    pub(super) const DW: u8 = 0x18;
+    pub(super) const IMM: u8 = 0x00;
+    pub(super) const MEM: u8 = 0x60;
+    pub(super) const K: u8 = 0x00;
+    pub(super) const X: u8 = 0x08;
+    pub(super) const ADD: u8 = 0x00;
+    pub(super) const AND: u8 = 0x50;
+    pub(super) const LSH: u8 = 0x60;
+    pub(super) const MOV: u8 = 0xb0;
+    pub(super) const END: u8 = 0xd0;
+    pub(super) const TO_BE: u8 = 0x08;
+    pub(super) const JA: u8 = 0x00;
+    pub(super) const CALL: u8 = 0x80;
+    pub(super) const EXIT: u8 = 0x90;
+    /// `BPF_PSEUDO_MAP_FD` in the source register of a 64-bit immediate load.
+    pub(super) const PSEUDO_MAP_FD: u8 = 1;
+}
+
+/// A tiny assembler: instructions in order, jumps to named labels resolved by
+/// [`Asm::finish`].
+#[derive(Default)]
+struct Asm {
+    insns: Vec<Insn>,
+    labels: Vec<(&'static str, usize)>,
+    /// (instruction index, target label) of each jump.
+    fixups: Vec<(usize, &'static str)>,
+}
+
+impl Asm {
+    fn emit(&mut self, code: u8, dst: Reg, src: Reg, off: i16, imm: i32) {
+        self.insns.push(Insn { code, regs: (src as u8) << 4 | dst as u8, off, imm });
+    }
+
+    fn label(&mut self, name: &'static str) {
+        assert!(self.labels.iter().all(|(n, _)| *n != name), "label {name} defined twice");
+        self.labels.push((name, self.insns.len()));
+    }
+
+    fn mov64_reg(&mut self, dst: Reg, src: Reg) {
+        self.emit(op::ALU64 | op::MOV | op::X, dst, src, 0, 0);
+    }
+
+    fn mov64_imm(&mut self, dst: Reg, imm: i32) {
+        self.emit(op::ALU64 | op::MOV | op::K, dst, Reg::R0, 0, imm);
+    }
+
+    fn add64_imm(&mut self, dst: Reg, imm: i32) {
+        self.emit(op::ALU64 | op::ADD | op::K, dst, Reg::R0, 0, imm);
+    }
+
+    fn add64_reg(&mut self, dst: Reg, src: Reg) {
+        self.emit(op::ALU64 | op::ADD | op::X, dst, src, 0, 0);
+    }
+
+    fn and64_imm(&mut self, dst: Reg, imm: i32) {
+        self.emit(op::ALU64 | op::AND | op::K, dst, Reg::R0, 0, imm);
+    }
+
+    fn lsh64_imm(&mut self, dst: Reg, imm: i32) {
+        self.emit(op::ALU64 | op::LSH | op::K, dst, Reg::R0, 0, imm);
+    }
+
+    /// Converts the low 16 bits of `dst` from big-endian (network) order to
+    /// host order and clears the rest.
+    fn swap_from_network16(&mut self, dst: Reg) {
+        self.emit(op::ALU | op::END | op::TO_BE, dst, Reg::R0, 0, 16);
+    }
+
+    fn load(&mut self, size: u8, dst: Reg, src: Reg, off: i16) {
+        self.emit(op::LDX | op::MEM | size, dst, src, off, 0);
+    }
+
+    fn load8(&mut self, dst: Reg, src: Reg, off: i16) {
+        self.load(op::B, dst, src, off);
+    }
+
+    fn load16(&mut self, dst: Reg, src: Reg, off: i16) {
+        self.load(op::H, dst, src, off);
+    }
+
+    fn load32(&mut self, dst: Reg, src: Reg, off: i16) {
+        self.load(op::W, dst, src, off);
+    }
+
+    fn load64(&mut self, dst: Reg, src: Reg, off: i16) {
+        self.load(op::DW, dst, src, off);
+    }
+
+    fn store32(&mut self, dst: Reg, off: i16, src: Reg) {
+        self.emit(op::STX | op::MEM | op::W, dst, src, off, 0);
+    }
+
+    fn store_imm32(&mut self, dst: Reg, off: i16, imm: i32) {
+        self.emit(op::ST | op::MEM | op::W, dst, Reg::R0, off, imm);
+    }
+
+    /// A 64-bit immediate load of a map reference (two instruction slots).
+    fn load_map_fd(&mut self, dst: Reg, map_fd: i32) {
+        self.insns.push(Insn {
+            code: op::LD | op::DW | op::IMM,
+            regs: op::PSEUDO_MAP_FD << 4 | dst as u8,
+            off: 0,
+            imm: map_fd,
+        });
+        self.insns.push(Insn { code: 0, regs: 0, off: 0, imm: 0 });
+    }
+
+    fn call(&mut self, helper: i32) {
+        self.emit(op::JMP | op::CALL, Reg::R0, Reg::R0, 0, helper);
+    }
+
+    fn exit(&mut self) {
+        self.emit(op::JMP | op::EXIT, Reg::R0, Reg::R0, 0, 0);
+    }
+
+    fn jump(&mut self, target: &'static str) {
+        self.fixups.push((self.insns.len(), target));
+        self.emit(op::JMP | op::JA, Reg::R0, Reg::R0, 0, 0);
+    }
+
+    fn jump_if_imm(&mut self, cond: Jump, dst: Reg, imm: i32, target: &'static str) {
+        self.fixups.push((self.insns.len(), target));
+        self.emit(op::JMP | cond as u8 | op::K, dst, Reg::R0, 0, imm);
+    }
+
+    fn jump_if_reg(&mut self, cond: Jump, dst: Reg, src: Reg, target: &'static str) {
+        self.fixups.push((self.insns.len(), target));
+        self.emit(op::JMP | cond as u8 | op::X, dst, src, 0, 0);
+    }
+
+    /// Jumps to `target` unless `bytes` of frame follow data (R7) before
+    /// data_end (R8); uses R1. The check the verifier needs before each read.
+    fn jump_if_frame_shorter(&mut self, bytes: i32, target: &'static str) {
+        self.mov64_reg(Reg::R1, Reg::R7);
+        self.add64_imm(Reg::R1, bytes);
+        self.jump_if_reg(Jump::Gt, Reg::R1, Reg::R8, target);
+    }
+
+    /// Resolves the jumps and returns the program.
+    ///
+    /// # Panics
+    /// On a jump to an undefined label (a bug in the listing).
+    fn finish(mut self) -> Vec<Insn> {
+        for &(at, target) in &self.fixups {
+            let to = self
+                .labels
+                .iter()
+                .find(|(name, _)| *name == target)
+                .map(|&(_, index)| index)
+                .unwrap_or_else(|| panic!("jump to undefined label {target}"));
+            self.insns[at].off = i16::try_from(to as isize - at as isize - 1).expect("jump within 32k instructions");
+        }
+        self.insns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn program() -> Vec<Insn> {
+        steering_program(ProgramMaps { config: 3, ports: 4, arp_pending: 5, xsks: 6 })
+    }
+
+    #[test]
+    fn every_jump_lands_inside_the_program_and_it_ends_in_exit() {
+        let insns = program();
+        let last = insns.last().unwrap();
+        assert_eq!(last.code, op::JMP | op::EXIT);
+        for (i, insn) in insns.iter().enumerate() {
+            let class = insn.code & 0x07;
+            let operation = insn.code & 0xf0;
+            if class == op::JMP && operation != op::CALL && operation != op::EXIT {
+                let target = i as isize + 1 + insn.off as isize;
+                assert!((0..insns.len() as isize).contains(&target), "jump at {i} to {target}");
+                assert!(insns[target as usize].code != 0, "jump at {i} into the middle of a wide load");
+            }
+        }
+    }
+
+    #[test]
+    fn map_references_carry_their_descriptors() {
+        let fds: Vec<i32> = program()
+            .iter()
+            .filter(|i| i.code == op::LD | op::DW | op::IMM)
+            .inspect(|i| assert_eq!(i.regs >> 4, op::PSEUDO_MAP_FD))
+            .map(|i| i.imm)
+            .collect();
+        assert_eq!(fds, vec![3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn config_value_is_the_address_in_network_order_then_the_filter_flag() {
+        let value = config_value(std::net::Ipv4Addr::new(10, 77, 0, 1), true);
+        assert_eq!(&value[..4], &[10, 77, 0, 1]);
+        assert_eq!(u32::from_ne_bytes(value[4..].try_into().unwrap()), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "undefined label")]
+    fn a_jump_to_nowhere_is_caught() {
+        let mut a = Asm::default();
+        a.jump("nowhere");
+        a.finish();
+    }
+}

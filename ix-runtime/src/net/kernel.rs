@@ -1,0 +1,295 @@
+//! Sockets of the `kernel` backend: ordinary non-blocking kernel sockets
+//! (socket2) behind the same API as the dataplane's, woken by the core's epoll
+//! reactor. Each core binds its own listener with `SO_REUSEPORT`, so the kernel
+//! spreads connections among cores as RSS does on the dataplane.
+
+use std::cell::Cell;
+use std::io::{self, IoSlice, Read};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use ix_driver::PacketBuf;
+use ix_net::RxChunk;
+use ix_net::socket::RxCredit;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::core::{Core, Interest};
+use crate::reactor::Registration;
+
+/// A kernel socket registered with its core's reactor; dropping it
+/// unregisters and closes it.
+pub(crate) struct Registered {
+    core: Rc<Core>,
+    socket: Socket,
+    registration: Registration,
+}
+
+impl Registered {
+    fn new(core: Rc<Core>, socket: Socket) -> io::Result<Registered> {
+        let reactor = &core.kernel().expect("kernel socket on a kernel core").reactor;
+        let registration = reactor.register(socket.as_raw_fd())?;
+        Ok(Registered { core, socket, registration })
+    }
+
+    fn wait(&self, interest: Interest, cx: &Context<'_>) {
+        let reactor = &self.core.kernel().expect("kernel socket on a kernel core").reactor;
+        reactor.wait(&self.registration, interest, cx.waker());
+    }
+
+    /// Runs `op`; on `WouldBlock` parks the task for `interest` and returns
+    /// `Pending`. `EINTR` is retried.
+    fn poll_io<T>(
+        &self,
+        cx: &Context<'_>,
+        interest: Interest,
+        mut op: impl FnMut(&Socket) -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        loop {
+            match op(&self.socket) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(interest, cx);
+                    return Poll::Pending;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(k) = self.core.kernel() {
+            k.reactor.deregister(&self.registration, self.socket.as_raw_fd());
+        }
+    }
+}
+
+fn v4(addr: &SockAddr) -> io::Result<SocketAddrV4> {
+    match addr.as_socket() {
+        Some(SocketAddr::V4(a)) => Ok(a),
+        _ => Err(io::Error::new(io::ErrorKind::Unsupported, "the kernel backend speaks IPv4 only")),
+    }
+}
+
+fn new_socket(ty: Type, protocol: Protocol) -> io::Result<Socket> {
+    Socket::new(Domain::IPV4, ty.nonblocking().cloexec(), Some(protocol))
+}
+
+/// A listener of the `kernel` backend.
+pub(crate) struct KernelListener {
+    inner: Registered,
+}
+
+impl KernelListener {
+    pub(crate) fn bind(core: Rc<Core>, port: u16, backlog: usize) -> io::Result<KernelListener> {
+        let addr = core.kernel().expect("kernel core").addr;
+        let socket = new_socket(Type::STREAM, Protocol::TCP)?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&SocketAddrV4::new(addr, port).into())?;
+        socket.listen(backlog.min(i32::MAX as usize) as i32)?;
+        Ok(KernelListener { inner: Registered::new(core, socket)? })
+    }
+
+    pub(crate) fn local_port(&self) -> io::Result<u16> {
+        Ok(v4(&self.inner.socket.local_addr()?)?.port())
+    }
+
+    pub(crate) fn poll_accept(&self, cx: &Context<'_>) -> Poll<io::Result<(KernelStream, SocketAddrV4)>> {
+        let (socket, peer) = match self.inner.poll_io(cx, Interest::Read, |s| s.accept()) {
+            Poll::Ready(Ok(pair)) => pair,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        let peer = v4(&peer)?;
+        socket.set_nonblocking(true)?;
+        socket.set_tcp_nodelay(true)?;
+        let stream = KernelStream::new(self.inner.core.clone(), socket)?;
+        Poll::Ready(Ok((stream, peer)))
+    }
+}
+
+/// A connection of the `kernel` backend.
+pub(crate) struct KernelStream {
+    inner: Registered,
+    /// Counts the bytes of received chunks the application holds (no window
+    /// to open here: the kernel keeps its own).
+    credit: Rc<RxCredit>,
+    eof: Cell<bool>,
+}
+
+impl KernelStream {
+    fn new(core: Rc<Core>, socket: Socket) -> io::Result<KernelStream> {
+        Ok(KernelStream { inner: Registered::new(core, socket)?, credit: Rc::default(), eof: Cell::new(false) })
+    }
+
+    /// Starts a non-blocking connect; completion is `poll_connected`.
+    pub(crate) fn connect(core: Rc<Core>, addr: SocketAddrV4) -> io::Result<KernelStream> {
+        let socket = new_socket(Type::STREAM, Protocol::TCP)?;
+        socket.set_tcp_nodelay(true)?;
+        match socket.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        KernelStream::new(core, socket)
+    }
+
+    pub(crate) fn poll_connected(&self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(err) = self.inner.socket.take_error()? {
+            return Poll::Ready(Err(err));
+        }
+        match self.inner.socket.peer_addr() {
+            Ok(_) => Poll::Ready(Ok(())),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                self.inner.wait(Interest::Write, cx);
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    pub(crate) fn addrs(&self) -> io::Result<(SocketAddrV4, SocketAddrV4)> {
+        Ok((v4(&self.inner.socket.local_addr()?)?, v4(&self.inner.socket.peer_addr()?)?))
+    }
+
+    /// Reads into a frame of the core's pool and hands it out as a chunk; when
+    /// the pool is empty the task waits for a free frame (counted).
+    pub(crate) fn poll_recv(&self, cx: &Context<'_>) -> Poll<io::Result<Option<RxChunk>>> {
+        if self.eof.get() {
+            return Poll::Ready(Ok(None));
+        }
+        let core = &self.inner.core;
+        let Ok(mut frame) = core.with_pool(|p| p.alloc()) else {
+            core.wait_for_buffers(cx.waker());
+            return Poll::Pending;
+        };
+        let n = match self.inner.poll_io(cx, Interest::Read, |mut s| s.read(frame.spare_mut())) {
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        if n == 0 {
+            self.eof.set(true);
+            return Poll::Ready(Ok(None));
+        }
+        frame.commit(n);
+        Poll::Ready(Ok(Some(RxChunk::from_packet(frame.freeze(), &self.credit))))
+    }
+
+    /// Reads straight into `buf` (the copying adapters).
+    pub(crate) fn poll_read(&self, cx: &Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if self.eof.get() {
+            return Poll::Ready(Ok(0));
+        }
+        let n = std::task::ready!(self.inner.poll_io(cx, Interest::Read, |mut s| s.read(buf)))?;
+        self.eof.set(n == 0);
+        Poll::Ready(Ok(n))
+    }
+
+    pub(crate) fn poll_write(&self, cx: &Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        self.inner.poll_io(cx, Interest::Write, |s| s.send_with_flags(data, libc::MSG_NOSIGNAL))
+    }
+
+    pub(crate) fn poll_write_vectored(&self, cx: &Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        self.inner.poll_io(cx, Interest::Write, |s| s.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL))
+    }
+
+    /// Writes all of `data`, advancing it.
+    pub(crate) fn poll_send(&self, cx: &Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
+        while !data.is_empty() {
+            let n = std::task::ready!(self.poll_write(cx, data))?;
+            let _ = data.split_to(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes all of `frame`, advancing it.
+    pub(crate) fn poll_send_frame(&self, cx: &Context<'_>, frame: &mut PacketBuf) -> Poll<io::Result<()>> {
+        while !frame.is_empty() {
+            let n = std::task::ready!(self.poll_write(cx, frame))?;
+            frame.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    pub(crate) fn shutdown(&self) -> io::Result<()> {
+        match self.inner.socket.shutdown(std::net::Shutdown::Write) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),
+            other => other,
+        }
+    }
+
+    pub(crate) fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.inner.socket.set_tcp_nodelay(nodelay)
+    }
+
+    pub(crate) fn core(&self) -> &Rc<Core> {
+        &self.inner.core
+    }
+}
+
+/// A UDP socket of the `kernel` backend.
+pub(crate) struct KernelUdp {
+    inner: Registered,
+}
+
+impl KernelUdp {
+    pub(crate) fn bind(core: Rc<Core>, port: u16) -> io::Result<KernelUdp> {
+        let addr = core.kernel().expect("kernel core").addr;
+        let socket = new_socket(Type::DGRAM, Protocol::UDP)?;
+        socket.bind(&SocketAddrV4::new(addr, port).into())?;
+        Ok(KernelUdp { inner: Registered::new(core, socket)? })
+    }
+
+    pub(crate) fn local_port(&self) -> io::Result<u16> {
+        Ok(v4(&self.inner.socket.local_addr()?)?.port())
+    }
+
+    pub(crate) fn poll_send_to(&self, cx: &Context<'_>, data: &[u8], to: SocketAddrV4) -> Poll<io::Result<()>> {
+        let to = SockAddr::from(to);
+        let sent = std::task::ready!(self.inner.poll_io(cx, Interest::Write, |s| s.send_to(data, &to)))?;
+        if sent != data.len() {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::WriteZero, "datagram cut short")));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Receives one datagram into a pool frame (waits for a frame when the
+    /// pool is empty; counted).
+    pub(crate) fn poll_recv_from(&self, cx: &Context<'_>) -> Poll<io::Result<(PacketBuf, SocketAddrV4)>> {
+        let core = &self.inner.core;
+        let Ok(mut frame) = core.with_pool(|p| p.alloc()) else {
+            core.wait_for_buffers(cx.waker());
+            return Poll::Pending;
+        };
+        let received = self.inner.poll_io(cx, Interest::Read, |s| {
+            let spare = frame.spare_mut();
+            // A datagram larger than a frame is cut (MSG_TRUNC reports its
+            // real length): such datagrams are an error here, as on the dataplane
+            // (whose frames hold one MTU).
+            let (n, from) = recv_from_slice(s, spare)?;
+            Ok((n, from))
+        });
+        let (n, from) = std::task::ready!(received)?;
+        if n > frame.tailroom() {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "datagram larger than a frame")));
+        }
+        frame.commit(n);
+        Poll::Ready(Ok((frame.freeze(), v4(&from)?)))
+    }
+}
+
+/// `recvfrom` into an initialised slice; returns the datagram's full length
+/// (which exceeds the slice when it was truncated) and its sender.
+fn recv_from_slice(socket: &Socket, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
+    // SAFETY: `recv_from_with_flags` only writes initialised bytes into the
+    // buffer; viewing an initialised `[u8]` as `[MaybeUninit<u8>]` is sound
+    // as long as nothing uninitialised is written back, which the kernel never does.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    socket.recv_from_with_flags(uninit, libc::MSG_TRUNC)
+}

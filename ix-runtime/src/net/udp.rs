@@ -1,0 +1,129 @@
+//! UDP on the current core: datagrams received as read-only views of the
+//! frames they came in (on the dataplane, no copy), sent from a slice.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddrV4;
+use std::rc::Rc;
+use std::task::{Context, Poll, ready};
+
+use ix_driver::PacketBuf;
+use ix_net::{SocketError, SocketHandle};
+
+use crate::core::{Core, Interest, current};
+use crate::executor::coop;
+use crate::net::kernel::KernelUdp;
+use crate::net::tcp::io_error;
+
+/// A UDP socket bound to a port of the current core. On the dataplane each
+/// core binds its own socket on the port and receives the flows RSS steers to
+/// it; on the `kernel` backend one core at a time may bind a port.
+pub struct UdpSocket {
+    core: Rc<Core>,
+    inner: Inner,
+    port: u16,
+}
+
+enum Inner {
+    Ix(SocketHandle),
+    Kernel(KernelUdp),
+}
+
+impl UdpSocket {
+    /// Binds `port` (on the `kernel` backend, 0 picks a free port).
+    ///
+    /// # Errors
+    /// `AddrInUse` when the port is taken.
+    ///
+    /// # Panics
+    /// Outside a task of an IX runtime.
+    pub fn bind(port: u16) -> io::Result<UdpSocket> {
+        let core = current();
+        if core.kernel().is_some() {
+            let socket = KernelUdp::bind(core.clone(), port)?;
+            let port = socket.local_port()?;
+            return Ok(UdpSocket { core, inner: Inner::Kernel(socket), port });
+        }
+        let handle = core.stack(|s| s.udp_bind(port)).map_err(io_error)?;
+        Ok(UdpSocket { core, inner: Inner::Ix(handle), port })
+    }
+
+    /// The bound port.
+    pub fn local_port(&self) -> u16 {
+        self.port
+    }
+
+    /// Receives the next datagram and its sender.
+    ///
+    /// # Errors
+    /// On the `kernel` backend, what `recvfrom` reports, and `InvalidData` for
+    /// a datagram larger than a frame (dropped).
+    pub async fn recv_from(&self) -> io::Result<(PacketBuf, SocketAddrV4)> {
+        poll_fn(|cx| self.poll_recv_from(cx)).await
+    }
+
+    /// Polls for a datagram.
+    ///
+    /// - `Ready(Ok((payload, from)))`: a datagram.
+    /// - `Ready(Err(_))`: as [`UdpSocket::recv_from`].
+    /// - `Pending`: none yet; the task is woken when one arrives.
+    pub fn poll_recv_from(&self, cx: &mut Context<'_>) -> Poll<io::Result<(PacketBuf, SocketAddrV4)>> {
+        ready!(coop::poll_proceed(cx));
+        let handle = match &self.inner {
+            Inner::Kernel(k) => return k.poll_recv_from(cx),
+            Inner::Ix(handle) => *handle,
+        };
+        match self.core.stack(|s| s.udp_recv_from(handle)).map_err(io_error)? {
+            Some(datagram) => Poll::Ready(Ok(datagram)),
+            None => {
+                self.core.register(handle, Interest::Read, cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Sends `data` as one datagram to `to`.
+    ///
+    /// # Errors
+    /// `InvalidInput` when it does not fit the MTU, `HostUnreachable` with no
+    /// route; on the `kernel` backend, what `sendto` reports.
+    pub async fn send_to(&self, data: &[u8], to: SocketAddrV4) -> io::Result<()> {
+        poll_fn(|cx| self.poll_send_to(cx, data, to)).await
+    }
+
+    /// Polls to send one datagram.
+    ///
+    /// - `Ready(Ok(()))`: queued for transmission.
+    /// - `Ready(Err(_))`: as [`UdpSocket::send_to`].
+    /// - `Pending`: the core's packet pool (or the kernel's send buffer) is
+    ///   full; the task is woken when there is room. Waits for the pool are counted.
+    pub fn poll_send_to(&self, cx: &mut Context<'_>, data: &[u8], to: SocketAddrV4) -> Poll<io::Result<()>> {
+        ready!(coop::poll_proceed(cx));
+        let handle = match &self.inner {
+            Inner::Kernel(k) => return k.poll_send_to(cx, data, to),
+            Inner::Ix(handle) => *handle,
+        };
+        match self.core.stack(|s| s.udp_send_to(handle, to, data)) {
+            Err(SocketError::NoBuffers) => {
+                self.core.wait_for_buffers(cx.waker());
+                Poll::Pending
+            }
+            other => Poll::Ready(other.map_err(io_error)),
+        }
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        if let Inner::Ix(handle) = self.inner {
+            self.core.forget(handle);
+            self.core.stack(|s| s.close(handle));
+        }
+    }
+}
+
+impl std::fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpSocket").field("core", &self.core.index()).field("port", &self.port).finish()
+    }
+}

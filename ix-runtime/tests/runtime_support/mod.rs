@@ -1,0 +1,67 @@
+//! Shared by the runtime's end-to-end tests: an echo service, a checked echo
+//! client, and a `Framed` line client.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use ix_runtime::net::TcpStream;
+use ix_runtime::time::timeout;
+use tokio_util::codec::{Framed, LinesCodec};
+
+/// Deterministic bytes that differ per connection (`salt`).
+pub fn pattern(len: usize, salt: usize) -> Bytes {
+    (0..len).map(|i| ((i * 31 + salt * 7) % 251) as u8).collect::<Vec<_>>().into()
+}
+
+/// Echoes what it receives until the peer closes, then closes.
+pub async fn echo(stream: TcpStream) {
+    while let Ok(Some(chunk)) = stream.recv().await {
+        if stream.send(Bytes::copy_from_slice(&chunk)).await.is_err() {
+            return;
+        }
+    }
+    let _ = stream.shutdown();
+}
+
+/// One client connection: send `len` patterned bytes, close the sending
+/// side, read the echo to the end, compare.
+pub async fn echo_once(server: SocketAddrV4, salt: usize, len: usize) -> Result<(), String> {
+    let stream = TcpStream::connect(server).await.map_err(|e| format!("connect: {e}"))?;
+    let data = pattern(len, salt);
+    stream.send(data.clone()).await.map_err(|e| format!("send: {e}"))?;
+    stream.shutdown().map_err(|e| format!("shutdown: {e}"))?;
+    let mut got = Vec::with_capacity(len);
+    while let Some(chunk) = stream.recv().await.map_err(|e| format!("recv: {e}"))? {
+        got.extend_from_slice(&chunk);
+    }
+    if got != data[..] {
+        return Err(format!("connection {salt}: echo differs ({} of {len} bytes back)", got.len()));
+    }
+    Ok(())
+}
+
+/// Serves `echo: LINE` for every line, through tokio-util's `Framed`.
+pub async fn framed_line_echo(stream: TcpStream) {
+    let mut lines = Framed::new(stream, LinesCodec::new());
+    while let Some(Ok(line)) = lines.next().await {
+        if lines.send(format!("echo: {line}")).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Sends `count` lines through `Framed` and returns the replies.
+pub async fn framed_line_client(server: SocketAddrV4, count: usize) -> Vec<String> {
+    let stream = TcpStream::connect(server).await.unwrap();
+    let mut lines = Framed::new(stream, LinesCodec::new());
+    let mut replies = Vec::with_capacity(count);
+    for i in 0..count {
+        lines.send(format!("line {i}")).await.unwrap();
+        replies.push(timeout(Duration::from_secs(10), lines.next()).await.unwrap().unwrap().unwrap());
+    }
+    replies
+}

@@ -1,0 +1,195 @@
+//! Shared pieces of the XDP runtime tests: the test network, a runtime started
+//! inside its server namespace, an echo and a tiny HTTP responder, and clients
+//! that run in the client namespace.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ix_driver::netns::{TestNetwork, spawn_in};
+use ix_driver::privilege;
+use ix_runtime::net::{TcpListener, TcpStream as IxStream};
+use ix_runtime::{Backend, CoreStats, Runtime, RuntimeError, ShutdownHandle, spawn_local};
+
+pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/testnet.sh");
+/// An address the kernel does not have: the dataplane's alone.
+pub const DATAPLANE_ONLY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+pub const ECHO_PORT: u16 = 7000;
+pub const HTTP_PORT: u16 = 8080;
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn privileged() -> bool {
+    privilege::require("XDP on veth in network namespaces", privilege::netns_available())
+}
+
+pub fn network(tag: &str, queues: u16) -> TestNetwork {
+    TestNetwork::up(SCRIPT, tag, queues).expect("test network")
+}
+
+/// A runtime running in the server namespace of a test network.
+pub struct Server {
+    pub shutdown: ShutdownHandle,
+    thread: JoinHandle<Result<Vec<CoreStats>, RuntimeError>>,
+}
+
+impl Server {
+    /// Starts `cores` cores on `spec` (an `xdp:` option string) at `addr`,
+    /// each serving echo on [`ECHO_PORT`] and HTTP on [`HTTP_PORT`], and
+    /// returns once every core listens.
+    pub fn start(net: &TestNetwork, spec: &str, cores: usize, addr: Ipv4Addr) -> Server {
+        let config = spec.parse().expect("xdp spec");
+        let rt = Runtime::builder()
+            .cores(cores)
+            .backend(Backend::Xdp(config))
+            .ipv4(addr, 24)
+            .handle_signals(false)
+            .build()
+            .unwrap();
+        let shutdown = rt.shutdown_handle();
+        let listening = Arc::new(AtomicUsize::new(0));
+        let bound = listening.clone();
+        let thread = spawn_in(&net.server_ns(), move || rt.run(move |_| serve(bound.clone())));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while listening.load(Ordering::SeqCst) < cores {
+            assert!(!thread.is_finished(), "the runtime stopped before listening");
+            assert!(Instant::now() < deadline, "the runtime's cores did not start listening");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Server { shutdown, thread }
+    }
+
+    /// Stops the runtime and returns each core's counters.
+    pub fn stop(self) -> Vec<CoreStats> {
+        self.shutdown.shutdown();
+        self.thread.join().expect("runtime thread").expect("runtime")
+    }
+}
+
+/// One core's application: echo and HTTP listeners.
+pub async fn serve(listening: Arc<AtomicUsize>) {
+    let echo = TcpListener::bind(ECHO_PORT).unwrap();
+    let http = TcpListener::bind(HTTP_PORT).unwrap();
+    listening.fetch_add(1, Ordering::SeqCst);
+    drop(spawn_local(async move {
+        while let Ok((stream, _)) = http.accept().await {
+            drop(spawn_local(respond_http(stream)));
+        }
+    }));
+    while let Ok((stream, _)) = echo.accept().await {
+        drop(spawn_local(echo_stream(stream)));
+    }
+}
+
+async fn echo_stream(stream: IxStream) {
+    while let Ok(Some(chunk)) = stream.recv().await {
+        if stream.send(Bytes::copy_from_slice(&chunk)).await.is_err() {
+            return;
+        }
+    }
+    let _ = stream.shutdown();
+}
+
+/// HTTP/1.1 with keep-alive: `GET /` says hello, `GET /core` names the core,
+/// anything else is a 404.
+async fn respond_http(stream: IxStream) {
+    let mut pending = Vec::new();
+    loop {
+        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let request = String::from_utf8_lossy(&pending[..end]).into_owned();
+            pending.drain(..end + 4);
+            let path = request.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = match path {
+                "/" => ("200 OK", "Hello, world!".to_owned()),
+                "/core" => ("200 OK", format!("core {}", ix_runtime::core_index())),
+                _ => ("404 Not Found", "not found".to_owned()),
+            };
+            let reply = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            if stream.send(Bytes::from(reply)).await.is_err() {
+                return;
+            }
+        }
+        match stream.recv().await {
+            Ok(Some(chunk)) => pending.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    let _ = stream.shutdown();
+}
+
+/// A deterministic byte pattern, different per `salt`.
+pub fn pattern(len: usize, salt: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 31 + salt * 7 + i / 4093) % 251) as u8).collect()
+}
+
+/// Connects from the current thread (which must be in the client namespace).
+pub fn connect(addr: Ipv4Addr, port: u16) -> TcpStream {
+    let target = SocketAddrV4::new(addr, port);
+    let stream = TcpStream::connect_timeout(&target.into(), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("connect to {target}: {e}"));
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Sends `len` bytes of pattern `salt` to the echo port and checks every byte
+/// that comes back; runs in the current thread's namespace.
+pub fn echo_round_trip(addr: Ipv4Addr, len: usize, salt: usize) -> Result<(), String> {
+    let mut stream = connect(addr, ECHO_PORT);
+    let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
+    let writer = std::thread::spawn(move || {
+        let data = pattern(len, salt);
+        for piece in data.chunks(1 << 16) {
+            stream.write_all(piece)?;
+        }
+        stream.shutdown(std::net::Shutdown::Write)
+    });
+    let expected = pattern(len, salt);
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| format!("{salt}: read after {got} bytes: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        if got + n > len || buf[..n] != expected[got..got + n] {
+            return Err(format!("{salt}: echo differs in bytes {got}..{}", got + n));
+        }
+        got += n;
+    }
+    writer.join().unwrap().map_err(|e| format!("{salt}: write: {e}"))?;
+    if got != len {
+        return Err(format!("{salt}: {got} of {len} bytes came back"));
+    }
+    Ok(())
+}
+
+/// One HTTP/1.1 GET with `Connection: close`; returns the body.
+pub fn http_get(addr: Ipv4Addr, port: u16, path: &str) -> String {
+    let mut stream = connect(addr, port);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    // The responder keeps the connection open: read one response.
+    let mut buf = [0u8; 4096];
+    while !response.contains("\r\n\r\n") || !body_complete(&response) {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed mid-response: {response:?}");
+        response.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    response.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+fn body_complete(response: &str) -> bool {
+    let Some((head, body)) = response.split_once("\r\n\r\n") else { return false };
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    body.len() >= length
+}
