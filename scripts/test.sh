@@ -15,9 +15,11 @@ need_cmd ethtool ethtool
 need_cmd curl curl
 need_cmd wrk wrk
 need_cmd h2load nghttp2-client
-# Peers of the benchmark harness (benches/tests/harness_quick.rs).
+# Peers of the benchmark harness (benches/tests/harness_quick.rs) and of
+# examples/kv/tests (memcached for the differential test, libmemcached-tools).
 need_cmd nginx nginx-light
 need_cmd memcached memcached
+need_cmd memccp libmemcached-tools
 need_cmd taskset util-linux
 if [ "${#apt_needed[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
@@ -27,6 +29,14 @@ if [ "${#apt_needed[@]}" -gt 0 ]; then
     else
         echo "missing packages (run as root to install them): ${apt_needed[*]}" >&2
     fi
+fi
+
+# pymemcache (PyPI) for examples/kv/tests/real_clients.rs, into the python3 on PATH.
+if ! python3 -c 'import pymemcache' >/dev/null 2>&1; then
+    python3 -m pip --version >/dev/null 2>&1 || {
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    }
+    python3 -m pip install -q pymemcache || python3 -m pip install -q --break-system-packages pymemcache
 fi
 
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt

@@ -1,0 +1,251 @@
+//! One command line of the classic text protocol: tokens (split on spaces, as
+//! memcached does) to a [`Command`], or to the header of a storage command whose
+//! data block follows.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::meta;
+use super::number::{parse_i32, parse_u32, parse_u64};
+use super::{Command, ErrorReply, MetaSet, StatsGroup, StoreCommand, StoreMode, valid_key};
+
+/// What one line turned into.
+#[derive(Debug)]
+pub(crate) enum LineOutcome {
+    /// A complete command.
+    Command(Command),
+    /// A storage command; `len` data bytes and `\r\n` follow.
+    Data(PendingData, usize),
+    /// A refused storage command whose `len` data bytes and `\r\n` are to be
+    /// discarded after the reply.
+    Refused(Command, usize),
+}
+
+/// A storage command waiting for its data block.
+#[derive(Debug)]
+pub(crate) enum PendingData {
+    /// `set` and friends (its `data` is empty until the block arrives).
+    Classic(StoreCommand),
+    /// `ms` (its `data` is empty until the block arrives).
+    Meta(MetaSet),
+}
+
+impl PendingData {
+    pub(crate) fn key(&self) -> &Bytes {
+        match self {
+            PendingData::Classic(c) => &c.key,
+            PendingData::Meta(m) => &m.key,
+        }
+    }
+}
+
+/// Splits `line` on spaces into `tokens` (ranges into `line`), skipping empty ones.
+pub(crate) fn tokenize(line: &[u8], tokens: &mut Vec<Range<usize>>) {
+    tokens.clear();
+    let mut start = None;
+    for (i, &b) in line.iter().enumerate() {
+        match (b == b' ', start) {
+            (true, Some(s)) => {
+                tokens.push(s..i);
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        tokens.push(s..line.len());
+    }
+}
+
+fn invalid(reply: ErrorReply) -> LineOutcome {
+    LineOutcome::Command(Command::Invalid(reply))
+}
+
+/// Commands whose trailing `noreply` also silences their errors.
+const NOREPLY_COMMANDS: [&[u8]; 13] = [
+    b"set",
+    b"add",
+    b"replace",
+    b"append",
+    b"prepend",
+    b"cas",
+    b"delete",
+    b"incr",
+    b"decr",
+    b"touch",
+    b"flush_all",
+    b"verbosity",
+    b"gat",
+];
+
+/// Parses one line (without its `\r\n`), already tokenized.
+pub(crate) fn parse_line(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
+    let outcome = parse_tokens(line, tokens);
+    match outcome {
+        // A wrong token count is refused before memcached looks for noreply.
+        LineOutcome::Command(Command::Invalid(reply))
+            if reply != ErrorReply::Error
+                && tokens.len() > 2
+                && &line[tokens[tokens.len() - 1].clone()] == b"noreply"
+                && NOREPLY_COMMANDS.contains(&&line[tokens[0].clone()]) =>
+        {
+            LineOutcome::Command(Command::InvalidQuiet(reply))
+        }
+        other => other,
+    }
+}
+
+fn parse_tokens(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
+    let Some(first) = tokens.first() else {
+        return invalid(ErrorReply::Error);
+    };
+    let tok = |i: usize| &line[tokens[i].clone()];
+    let noreply_at = |i: usize| tokens.len() > i && tok(i) == b"noreply";
+    let n = tokens.len();
+    let cmd = match &line[first.clone()] {
+        b"get" => return parse_get(line, tokens, false, false),
+        b"gets" => return parse_get(line, tokens, true, false),
+        b"gat" => return parse_get(line, tokens, false, true),
+        b"gats" => return parse_get(line, tokens, true, true),
+        b"set" => StoreMode::Set,
+        b"add" => StoreMode::Add,
+        b"replace" => StoreMode::Replace,
+        b"append" => StoreMode::Append,
+        b"prepend" => StoreMode::Prepend,
+        b"cas" => StoreMode::Cas,
+        b"delete" => return parse_delete(line, tokens),
+        b"incr" | b"decr" if n == 3 || n == 4 => {
+            let key = line.slice(tokens[1].clone());
+            if !valid_key(&key) {
+                return invalid(ErrorReply::BadFormat);
+            }
+            let Some(delta) = parse_u64(tok(2)) else { return invalid(ErrorReply::InvalidDelta) };
+            let incr = tok(0) == b"incr";
+            return LineOutcome::Command(Command::Arith { key, delta, incr, noreply: noreply_at(3) });
+        }
+        b"touch" if n == 3 || n == 4 => {
+            let key = line.slice(tokens[1].clone());
+            if !valid_key(&key) {
+                return invalid(ErrorReply::BadFormat);
+            }
+            let Some(exptime) = parse_i32(tok(2)) else { return invalid(ErrorReply::InvalidExptime) };
+            return LineOutcome::Command(Command::Touch { key, exptime, noreply: noreply_at(3) });
+        }
+        b"flush_all" if n <= 3 => {
+            let noreply = n > 1 && noreply_at(n - 1);
+            let delay = if n == 1 + usize::from(noreply) {
+                0
+            } else {
+                match parse_i32(tok(1)) {
+                    Some(d) => d,
+                    None => return invalid(ErrorReply::InvalidExptime),
+                }
+            };
+            return LineOutcome::Command(Command::FlushAll { delay, noreply });
+        }
+        b"stats" => return parse_stats(line, tokens),
+        b"version" if n == 1 => return LineOutcome::Command(Command::Version),
+        b"quit" if n == 1 => return LineOutcome::Command(Command::Quit),
+        b"verbosity" if n == 2 || n == 3 => {
+            if parse_u32(tok(1)).is_none() {
+                return invalid(ErrorReply::BadFormat);
+            }
+            return LineOutcome::Command(Command::Verbosity { noreply: noreply_at(n - 1) });
+        }
+        b"mn" if n == 1 => return LineOutcome::Command(Command::MetaNoop),
+        b"mg" | b"ms" | b"md" | b"ma" if n >= 2 => return meta::parse(line, tokens),
+        _ => return invalid(ErrorReply::Error),
+    };
+    parse_storage(line, tokens, cmd)
+}
+
+fn parse_get(line: &Bytes, tokens: &[Range<usize>], with_cas: bool, touches: bool) -> LineOutcome {
+    let first_key = if touches { 2 } else { 1 };
+    // `gat <exptime>` with no key is valid (an empty answer); `get` is not.
+    if tokens.len() < 2 {
+        return invalid(ErrorReply::Error);
+    }
+    let touch = if touches {
+        match parse_i32(&line[tokens[1].clone()]) {
+            Some(t) => Some(t),
+            None => return invalid(ErrorReply::InvalidExptime),
+        }
+    } else {
+        None
+    };
+    let mut keys = Vec::with_capacity(tokens.len() - first_key);
+    for range in &tokens[first_key..] {
+        let key = line.slice(range.clone());
+        if !valid_key(&key) {
+            return invalid(ErrorReply::BadFormat);
+        }
+        keys.push(key);
+    }
+    LineOutcome::Command(Command::Get { keys, with_cas, touch })
+}
+
+fn parse_storage(line: &Bytes, tokens: &[Range<usize>], mode: StoreMode) -> LineOutcome {
+    let with_cas = usize::from(mode == StoreMode::Cas);
+    let n = tokens.len();
+    if n != 5 + with_cas && n != 6 + with_cas {
+        return invalid(ErrorReply::Error);
+    }
+    let tok = |i: usize| &line[tokens[i].clone()];
+    let key = line.slice(tokens[1].clone());
+    if !valid_key(&key) {
+        return invalid(ErrorReply::BadFormat);
+    }
+    let (Some(flags), Some(exptime), Some(len)) = (parse_u32(tok(2)), parse_i32(tok(3)), parse_i32(tok(4))) else {
+        return invalid(ErrorReply::BadFormat);
+    };
+    let cas = if with_cas == 1 {
+        match parse_u64(tok(5)) {
+            Some(c) => c,
+            None => return invalid(ErrorReply::BadFormat),
+        }
+    } else {
+        0
+    };
+    let Ok(len) = usize::try_from(len) else {
+        return invalid(ErrorReply::BadFormat);
+    };
+    let noreply = n == 6 + with_cas && tok(5 + with_cas) == b"noreply";
+    let header = StoreCommand { mode, key, flags, exptime, data: Bytes::new(), cas, noreply };
+    LineOutcome::Data(PendingData::Classic(header), len)
+}
+
+fn parse_delete(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
+    let n = tokens.len();
+    if !(2..=4).contains(&n) {
+        return invalid(ErrorReply::Error);
+    }
+    let key = line.slice(tokens[1].clone());
+    if !valid_key(&key) {
+        return invalid(ErrorReply::BadFormat);
+    }
+    let tok = |i: usize| &line[tokens[i].clone()];
+    let noreply = n > 2 && tok(n - 1) == b"noreply";
+    // memcached still accepts a legacy hold time of exactly "0".
+    let valid = match n {
+        2 => true,
+        3 => tok(2) == b"0" || noreply,
+        _ => tok(2) == b"0" && noreply,
+    };
+    if !valid {
+        return invalid(ErrorReply::DeleteUsage);
+    }
+    LineOutcome::Command(Command::Delete { key, noreply })
+}
+
+fn parse_stats(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
+    let group = match tokens.get(1).map(|r| &line[r.clone()]) {
+        None => StatsGroup::General,
+        Some(b"settings") => StatsGroup::Settings,
+        Some(b"reset") => StatsGroup::Reset,
+        Some(b"detail") => return invalid(ErrorReply::StatsDetailUsage),
+        Some(_) => return invalid(ErrorReply::Error),
+    };
+    LineOutcome::Command(Command::Stats(group))
+}
