@@ -573,6 +573,12 @@ where
             let mut stack_cfg = StackConfig::new(EthernetAddress(queue.mac()), addr, prefix);
             stack_cfg.gateway = cfg.gateway;
             stack_cfg.tcp = cfg.tcp.clone();
+            if let Some(Backend::Xdp(xdp)) = &cfg.backend {
+                if !xdp.ports.is_empty() {
+                    // The XDP program takes replies to these ports, not others.
+                    stack_cfg.ephemeral_ports = ix_driver::xdp::SHARED_EPHEMERAL_PORTS;
+                }
+            }
             stack_cfg.neighbors = Some(shared.neighbors.clone());
             // Without steering, a reply may reach another core's queue: the
             // directory tells which core owns each outgoing connection.

@@ -158,3 +158,91 @@ fn sigkill_of_the_dataplane_detaches_the_program() {
     let after = spawn_in(&cli, || http_get(SHARED, HTTP_PORT, "/")).join().unwrap();
     assert_eq!(after, "kernel", "the kernel has its traffic back");
 }
+
+/// A kernel echo server in `ns` at `addr:port`, one thread per connection.
+/// Returns once it listens.
+fn kernel_echo_server(ns: &str, addr: Ipv4Addr, port: u16) {
+    let (ready, listening) = mpsc::channel();
+    // Detached: it lives as long as the test process.
+    drop(spawn_in(ns, move || {
+        let listener = TcpListener::bind((addr, port)).expect("kernel echo listener");
+        ready.send(()).unwrap();
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut buf) {
+                    if stream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }));
+    listening.recv_timeout(Duration::from_secs(10)).expect("kernel echo server listening");
+}
+
+/// Connects from the dataplane to `server`, sends `len` patterned bytes,
+/// reads the echo back; returns the local port used.
+async fn echo_from_dataplane(server: std::net::SocketAddrV4, len: usize) -> Result<u16, String> {
+    use ix_runtime::time::timeout;
+    let limit = Duration::from_secs(20);
+    let stream = timeout(limit, ix_runtime::net::TcpStream::connect(server))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    let data = xdp_support::pattern(len, 11);
+    stream.send(bytes::Bytes::from(data.clone())).await.map_err(|e| format!("send: {e}"))?;
+    let mut got = Vec::with_capacity(len);
+    while got.len() < len {
+        match timeout(limit, stream.recv()).await {
+            Ok(Ok(Some(chunk))) => got.extend_from_slice(&chunk),
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => return Err(format!("recv after {} bytes: {e}", got.len())),
+            Err(_) => return Err(format!("recv timed out after {} bytes", got.len())),
+        }
+    }
+    if got != data {
+        return Err(format!("echo differs ({} of {len} bytes back)", got.len()));
+    }
+    Ok(stream.local_addr().port())
+}
+
+#[test]
+fn the_dataplane_connects_out_from_a_shared_address() {
+    if !privileged() {
+        return;
+    }
+    const PEER_PORT: u16 = 7002;
+    let net = network("ixlo", 1);
+    kernel_echo_server(&net.client_ns(), TestNetwork::CLIENT_ADDR, PEER_PORT);
+    let spec = format!("{},ports={ECHO_PORT}", net.server_if());
+    let rt = Runtime::builder()
+        .backend(Backend::Xdp(spec.parse().unwrap()))
+        .ipv4(SHARED, 24)
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    let outcome = Arc::new(std::sync::Mutex::new(None));
+    let out = outcome.clone();
+    let peer = std::net::SocketAddrV4::new(TestNetwork::CLIENT_ADDR, PEER_PORT);
+    spawn_in(&net.server_ns(), move || {
+        rt.run(move |_| {
+            let out = out.clone();
+            async move {
+                let first = echo_from_dataplane(peer, 200_000).await;
+                let second = echo_from_dataplane(peer, 200_000).await;
+                *out.lock().unwrap() = Some((first, second));
+            }
+        })
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    let (first, second) = outcome.lock().unwrap().take().expect("the task ran");
+    for port in [first.unwrap(), second.unwrap()] {
+        assert!(
+            ix_driver::xdp::SHARED_EPHEMERAL_PORTS.contains(&port),
+            "local port {port} outside the range the XDP program steers to the dataplane"
+        );
+    }
+}

@@ -20,7 +20,11 @@
 //! requests the dataplane itself sends: the queue notes each request it
 //! transmits in a map (`ARP_PENDING`, sender → deadline 3 s ahead) and the
 //! program redirects a reply from that sender while the entry lasts; the queue
-//! deletes the entry once the reply arrives. See `docs/protection.md`.
+//! deletes the entry once the reply arrives. The dataplane's own outgoing
+//! connections use local ports from [`SHARED_EPHEMERAL_PORTS`], above Linux's
+//! default `ip_local_port_range` (32768–60999), and the program takes TCP and UDP
+//! to those ports too, so their replies reach the dataplane and the kernel's
+//! connections never collide with them. See `docs/protection.md`.
 
 mod bpf;
 mod config;
@@ -47,6 +51,12 @@ use crate::pool::FRAME_DATA_BYTES;
 
 /// Ethernet header in front of every frame.
 const ETHERNET_HEADER_BYTES: u32 = 14;
+
+/// Local ports of the dataplane's outgoing connections on an address shared
+/// with the kernel: above the kernel's default ephemeral range, so the two
+/// never pick the same 4-tuple. [`XdpDevice::open`] warns when the kernel's
+/// `net.ipv4.ip_local_port_range` overlaps it.
+pub const SHARED_EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 61000..=65535;
 /// Entries of the pending-ARP map; least recently used ones are evicted.
 const ARP_PENDING_ENTRIES: u32 = 256;
 /// How long a reply to one of the dataplane's ARP requests is steered to it.
@@ -108,6 +118,9 @@ impl XdpDevice {
         }
         check_queue_count(&control, &config.iface, queues)?;
         let shared_address = !config.ports.is_empty();
+        if shared_address {
+            warn_if_kernel_ports_overlap();
+        }
         let maps = Maps::create(addr, &config.ports, queues)?;
         let program = BpfProgram::load_xdp("ix_steer", &program::steering_program(maps.fds()), PROGRAM_LICENSE)?;
         let link = attach(&program, ifindex, config)?;
@@ -223,8 +236,9 @@ struct Maps {
 
 impl Maps {
     fn create(addr: Ipv4Addr, ports: &[u16], queues: u16) -> Result<Self, DriverError> {
-        let config = BpfMap::create(MapType::Array, "ix_config", 4, 8, 1)?;
-        config.update(&0u32.to_ne_bytes(), &program::config_value(addr, !ports.is_empty()))?;
+        let config = BpfMap::create(MapType::Array, "ix_config", 4, program::CONFIG_VALUE_BYTES, 1)?;
+        let value = program::config_value(addr, !ports.is_empty(), SHARED_EPHEMERAL_PORTS);
+        config.update(&0u32.to_ne_bytes(), &value)?;
         let port_map = BpfMap::create(MapType::Hash, "ix_ports", 4, 4, ports.len().max(1) as u32)?;
         for &port in ports {
             port_map.update(&u32::from(port).to_ne_bytes(), &1u32.to_ne_bytes())?;
@@ -240,6 +254,25 @@ impl Maps {
             ports: self.ports.fd().as_raw_fd(),
             arp_pending: self.arp_pending.fd().as_raw_fd(),
             xsks: self.xsks.fd().as_raw_fd(),
+        }
+    }
+}
+
+/// Warns when the kernel may pick local ports the dataplane uses on a shared
+/// address (a connection of each on the same 4-tuple would break both).
+fn warn_if_kernel_ports_overlap() {
+    let Ok(text) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else { return };
+    let mut bounds = text.split_whitespace().filter_map(|w| w.parse::<u32>().ok());
+    if let (Some(low), Some(high)) = (bounds.next(), bounds.next()) {
+        let (ours_low, ours_high) =
+            (u32::from(*SHARED_EPHEMERAL_PORTS.start()), u32::from(*SHARED_EPHEMERAL_PORTS.end()));
+        if low <= ours_high && high >= ours_low {
+            tracing::warn!(
+                kernel = %format!("{low}-{high}"),
+                dataplane = %format!("{ours_low}-{ours_high}"),
+                "the kernel's ephemeral ports overlap the dataplane's on this shared address: \
+                 set net.ipv4.ip_local_port_range to end below {ours_low}"
+            );
         }
     }
 }

@@ -7,7 +7,7 @@
 //! config = CONFIG[0]                       ; our IPv4 address, port filter on/off
 //! if frame is IPv4 and destination == our address:
 //!     if no port filter: redirect
-//!     if first fragment, TCP or UDP, destination port in PORTS: redirect
+//!     if first fragment, TCP or UDP, destination port in EPHEMERAL or PORTS: redirect
 //! if frame is ARP and target == our address:
 //!     if no port filter: redirect            ; the address is the dataplane's alone
 //!     if reply and ARP_PENDING[sender] is a deadline not passed: redirect
@@ -74,12 +74,23 @@ pub(crate) struct ProgramMaps {
     pub(crate) xsks: i32,
 }
 
+/// Bytes of the config map's value.
+pub(crate) const CONFIG_VALUE_BYTES: u32 = 16;
+
 /// The value in the config map: the dataplane's IPv4 address (network byte
-/// order) and whether a port filter applies (1) or the address is its own (0).
-pub(crate) fn config_value(addr: std::net::Ipv4Addr, port_filter: bool) -> [u8; 8] {
-    let mut value = [0u8; 8];
+/// order), whether a port filter applies (1) or the address is its own (0),
+/// and, with a filter, the first and last local port of the dataplane's own
+/// outgoing connections (host order), whose replies it takes as well.
+pub(crate) fn config_value(
+    addr: std::net::Ipv4Addr,
+    port_filter: bool,
+    ephemeral: std::ops::RangeInclusive<u16>,
+) -> [u8; CONFIG_VALUE_BYTES as usize] {
+    let mut value = [0u8; CONFIG_VALUE_BYTES as usize];
     value[..4].copy_from_slice(&addr.octets());
-    value[4..].copy_from_slice(&u32::from(port_filter).to_ne_bytes());
+    value[4..8].copy_from_slice(&u32::from(port_filter).to_ne_bytes());
+    value[8..12].copy_from_slice(&u32::from(*ephemeral.start()).to_ne_bytes());
+    value[12..].copy_from_slice(&u32::from(*ephemeral.end()).to_ne_bytes());
     value
 }
 
@@ -132,6 +143,12 @@ pub(crate) fn steering_program(maps: ProgramMaps) -> Vec<Insn> {
     a.jump_if_reg(Jump::Gt, R3, R8, "pass");
     a.load16(R1, R2, L4_DESTINATION_PORT);
     a.swap_from_network16(R1); // host order, as the loader wrote the keys
+    a.load32(R2, R9, 8); // replies to the dataplane's own connections
+    a.jump_if_reg(Jump::Lt, R1, R2, "port_set");
+    a.load32(R2, R9, 12);
+    a.jump_if_reg(Jump::Gt, R1, R2, "port_set");
+    a.jump("redirect");
+    a.label("port_set");
     a.store32(R10, -8, R1);
     a.mov64_reg(R2, R10);
     a.add64_imm(R2, -8);
@@ -405,10 +422,12 @@ mod tests {
     }
 
     #[test]
-    fn config_value_is_the_address_in_network_order_then_the_filter_flag() {
-        let value = config_value(std::net::Ipv4Addr::new(10, 77, 0, 1), true);
+    fn config_value_is_the_address_in_network_order_then_the_filter_flag_then_the_port_range() {
+        let value = config_value(std::net::Ipv4Addr::new(10, 77, 0, 1), true, 61000..=65535);
         assert_eq!(&value[..4], &[10, 77, 0, 1]);
-        assert_eq!(u32::from_ne_bytes(value[4..].try_into().unwrap()), 1);
+        assert_eq!(u32::from_ne_bytes(value[4..8].try_into().unwrap()), 1);
+        assert_eq!(u32::from_ne_bytes(value[8..12].try_into().unwrap()), 61000);
+        assert_eq!(u32::from_ne_bytes(value[12..].try_into().unwrap()), 65535);
     }
 
     #[test]
