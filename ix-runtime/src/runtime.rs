@@ -214,7 +214,9 @@ impl Builder {
         self
     }
 
-    /// Whether SIGINT and SIGTERM start a graceful shutdown (default on).
+    /// Whether SIGINT and SIGTERM start a graceful shutdown of this runtime
+    /// (default on). Off, the runtime ignores them even when another runtime
+    /// of the process installed the handlers.
     pub fn handle_signals(mut self, handle: bool) -> Self {
         self.handle_signals = handle;
         self

@@ -493,7 +493,9 @@ fn running_out_of_buffers(backing: Backing) {
         Backing::Mem => 256,
         Backing::Kernel => 32,
     };
-    // After the release the clients retransmit soon, not after a backed-off RTO.
+    // Should frames be dropped while the server's pool is empty (a full
+    // inbox), the clients retransmit soon after the release, not after a
+    // backed-off RTO.
     let brisk = ix_net::TcpConfig {
         rtt: RttConfig {
             rto_min: Duration::from_millis(20),
