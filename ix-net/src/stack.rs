@@ -992,14 +992,18 @@ impl Stack {
     /// Releases the application's handle. A stream is closed gracefully (FIN
     /// after queued data) unless received data is left unread, which aborts it
     /// with a RST as Linux does; the stack finishes the protocol and reclaims
-    /// the socket. A listener closes and aborts the connections not accepted.
+    /// the socket. A connection still in SYN-SENT (its connect abandoned) is
+    /// deleted at once. A listener closes and aborts the connections not accepted.
     pub fn close(&mut self, handle: SocketHandle) {
         let Some(entry) = self.entry_mut(handle) else { return };
         entry.released = true;
         entry.pending_events = 0;
         match &mut entry.kind {
             SocketKind::Tcp(conn) => {
-                if conn.recv_queued() > 0 {
+                // RFC 9293 §3.10.4: CLOSE in SYN-SENT deletes the TCB (as Linux
+                // does). Queuing a FIN instead kept an abandoned connect alive
+                // through every SYN retry, for minutes towards a silent peer.
+                if conn.recv_queued() > 0 || conn.state() == State::SynSent {
                     conn.abort();
                 } else {
                     conn.shutdown_write();

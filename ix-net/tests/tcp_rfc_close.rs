@@ -127,3 +127,20 @@ fn time_wait_acknowledges_a_retransmitted_fin() {
     h.advance(Duration::from_secs(20));
     assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::Closed);
 }
+
+/// RFC 9293 §3.10.4: CLOSE in SYN-SENT deletes the connection: nothing more is
+/// sent (no FIN, no SYN retransmission), it no longer counts, and the late
+/// SYN-ACK finds no connection and is answered with a RST.
+#[test]
+fn close_in_syn_sent_deletes_the_connection() {
+    let mut h = Harness::new();
+    let (handle, syn) = h.connect();
+    h.stack.close(handle);
+    assert_eq!(h.stack.tcp_connection_count(), 0);
+    assert!(h.out().is_empty(), "a closed SYN-SENT connection sent something");
+    assert!(h.advance(Duration::from_secs(10)).is_empty(), "the SYN was retransmitted after the close");
+    h.send(h.seg(7000, syn.repr.seq.wrapping_add(1), TcpFlags::SYN | TcpFlags::ACK));
+    let rst = h.out_one();
+    assert!(rst.has(TcpFlags::RST), "{rst:?}");
+    assert_eq!(rst.repr.seq, syn.repr.seq.wrapping_add(1));
+}

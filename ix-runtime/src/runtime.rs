@@ -214,7 +214,9 @@ impl Builder {
         self
     }
 
-    /// Whether SIGINT and SIGTERM start a graceful shutdown (default on).
+    /// Whether SIGINT and SIGTERM start a graceful shutdown of this runtime
+    /// (default on). Off, the runtime ignores them even when another runtime
+    /// of the process installed the handlers.
     pub fn handle_signals(mut self, handle: bool) -> Self {
         self.handle_signals = handle;
         self
@@ -383,9 +385,11 @@ impl Runtime {
     }
 
     /// Starts every core, runs `main(core)` as the first task on each, and
-    /// returns when every core's first task finished, or after a graceful
-    /// shutdown (SIGINT, SIGTERM, or a [`ShutdownHandle`]): listeners stop
-    /// accepting and tasks get the drain timeout to finish.
+    /// returns when every core's first task finished (the tasks left are
+    /// dropped), or after a graceful shutdown (SIGINT, SIGTERM, or a
+    /// [`ShutdownHandle`]): listeners stop accepting, and a core returns once
+    /// all its tasks finished, or at the drain timeout, dropping the tasks
+    /// left. The connections of dropped tasks are closed (FIN or RST sent).
     ///
     /// # Errors
     /// A backend that cannot start (one line saying why and what to do), or a
@@ -595,16 +599,44 @@ where
     let executor = Executor::new(core_index, handle);
     let core = Core::install(core_index, net, filter);
     let root = executor.spawn_local(main(core_index));
-    let queue = queue.as_mut().map(|q| &mut **q as &mut dyn NetQueue);
-    let mut lp =
-        PollLoop { core: &core, executor: &executor, queue, cfg, stats: LoopStats::default(), handover: Vec::new() };
+    let queue_ref = queue.as_mut().map(|q| &mut **q as &mut dyn NetQueue);
+    let mut lp = PollLoop {
+        core: &core,
+        executor: &executor,
+        queue: queue_ref,
+        cfg,
+        stats: LoopStats::default(),
+        handover: Vec::new(),
+    };
     lp.run(&root, shutdown, &running);
     lp.publish_stats();
     let stats = stats();
     drop(root);
+    // Drops the tasks still there (cut off at the drain timeout, or detached
+    // ones when the first task returned); their sockets close.
     drop(executor);
+    flush_closes(&core, queue.as_mut().map(|q| &mut **q as &mut dyn NetQueue));
     Core::uninstall();
     Ok(stats)
+}
+
+/// Attempts at transmitting the frames left when a core stops.
+const FINAL_TX_ATTEMPTS: usize = 4;
+
+/// Transmits what the stack has to send once the tasks are gone: the FIN or
+/// RST of every connection a dropped task held, so that its peer learns the
+/// connection is over rather than waiting on it. Best effort: nothing is
+/// retransmitted after the core stops.
+fn flush_closes(core: &Core, queue: Option<&mut dyn NetQueue>) {
+    let Some(queue) = queue else { return };
+    let mut tx = Vec::new();
+    core.stack(|s| s.egress(core.now(), &mut tx));
+    for _ in 0..FINAL_TX_ATTEMPTS {
+        if tx.is_empty() {
+            break;
+        }
+        queue.tx_burst(&mut tx);
+    }
 }
 
 /// This core's place in [`SharedState::running`].
@@ -692,13 +724,19 @@ impl PollLoop<'_> {
                 true => self.round(&mut rx, &mut tx),
                 false => self.kernel_round(),
             };
-            if root.is_finished() {
+            // In a graceful shutdown every task gets the drain timeout, not
+            // only the first: the connection handlers a finished accept loop
+            // spawned finish their exchanges before the core stops.
+            if root.is_finished() && (drain_deadline.is_none() || self.executor.task_count() == 0) {
                 running.finish();
                 if tx.is_empty() && running.all_finished() {
                     break;
                 }
             }
-            if drain_deadline.is_none() && (shutdown.load(Ordering::Relaxed) || SIGNALLED.load(Ordering::Relaxed)) {
+            // The signal flag is process-wide: only runtimes that handle
+            // signals heed it, not others that share the process.
+            let signalled = self.cfg.handle_signals && SIGNALLED.load(Ordering::Relaxed);
+            if drain_deadline.is_none() && (shutdown.load(Ordering::Relaxed) || signalled) {
                 self.core.start_draining();
                 drain_deadline = Some(std::time::Instant::now() + self.cfg.drain_timeout);
                 tracing::info!("graceful shutdown: listeners closed, draining");

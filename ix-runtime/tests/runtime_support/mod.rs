@@ -1,7 +1,28 @@
 //! Shared by the runtime's end-to-end tests: an echo service, a checked echo
-//! client, and a `Framed` line client.
+//! client, a `Framed` line client, and (`pair`) two runtimes that talk.
 
 #![allow(dead_code)]
+
+pub mod pair;
+
+/// Makes a scenario `fn(Backing)` two tests: `SCENARIO::on_mem` and
+/// `SCENARIO::on_kernel`.
+#[allow(unused_macros)]
+macro_rules! on_mem_and_kernel {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[test]
+            fn on_mem() {
+                super::$scenario(super::Backing::Mem)
+            }
+
+            #[test]
+            fn on_kernel() {
+                super::$scenario(super::Backing::Kernel)
+            }
+        }
+    )*};
+}
 
 use std::net::SocketAddrV4;
 use std::time::Duration;
@@ -14,7 +35,14 @@ use tokio_util::codec::{Framed, LinesCodec};
 
 /// Deterministic bytes that differ per connection (`salt`).
 pub fn pattern(len: usize, salt: usize) -> Bytes {
-    (0..len).map(|i| ((i * 31 + salt * 7) % 251) as u8).collect::<Vec<_>>().into()
+    (0..len).map(|i| pattern_byte(i, salt)).collect::<Vec<_>>().into()
+}
+
+/// Byte `i` of [`pattern`]; the pattern repeats every 251 bytes, so a
+/// [`pattern`] whose length is a multiple of 251 sent again and again makes
+/// one long pattern.
+pub fn pattern_byte(i: usize, salt: usize) -> u8 {
+    ((i * 31 + salt * 7) % 251) as u8
 }
 
 /// Echoes what it receives until the peer closes, then closes.
@@ -34,14 +62,20 @@ pub async fn echo_once(server: SocketAddrV4, salt: usize, len: usize) -> Result<
     let data = pattern(len, salt);
     stream.send(data.clone()).await.map_err(|e| format!("send: {e}"))?;
     stream.shutdown().map_err(|e| format!("shutdown: {e}"))?;
-    let mut got = Vec::with_capacity(len);
-    while let Some(chunk) = stream.recv().await.map_err(|e| format!("recv: {e}"))? {
-        got.extend_from_slice(&chunk);
-    }
+    let got = read_to_end(&stream).await.map_err(|e| format!("recv: {e}"))?;
     if got != data[..] {
         return Err(format!("connection {salt}: echo differs ({} of {len} bytes back)", got.len()));
     }
     Ok(())
+}
+
+/// Everything the peer sends until it closes.
+pub async fn read_to_end(stream: &TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    while let Some(chunk) = stream.recv().await? {
+        got.extend_from_slice(&chunk);
+    }
+    Ok(got)
 }
 
 /// Serves `echo: LINE` for every line, through tokio-util's `Framed`.
