@@ -668,6 +668,9 @@ struct CaseResult {
     /// Round trips per second, one per repetition.
     rates: Vec<f64>,
     latency_ns: Histogram<u64>,
+    /// CPUs' worth of user time other processes took during each repetition
+    /// (none where `/proc` could not be read).
+    others_cpu: Vec<f64>,
     /// The IX cores' loop counters, summed over the repetitions' windows.
     server: LoopTotals,
     client: LoopTotals,
@@ -681,6 +684,7 @@ impl CaseResult {
             connections,
             rates: Vec::new(),
             latency_ns,
+            others_cpu: Vec::new(),
             server: LoopTotals::default(),
             client: LoopTotals::default(),
         }
@@ -725,7 +729,7 @@ fn micros(ns: u64) -> String {
 
 fn print_table(results: &[CaseResult]) {
     println!(
-        "{:>5}  {:<21} {:>11}  {:>21}  {:>8}  {:>8}  {:>8}  {:>8}  {:>9} {:>7}  {:>9} {:>7}",
+        "{:>5}  {:<21} {:>11}  {:>21}  {:>8}  {:>8}  {:>8}  {:>8}  {:>9} {:>7}  {:>9} {:>7}  {:>6}",
         "conns",
         "runtime",
         "rt/s median",
@@ -737,7 +741,8 @@ fn print_table(results: &[CaseResult]) {
         "srv batch",
         "empty",
         "cli batch",
-        "empty"
+        "empty",
+        "others"
     );
     for case in results {
         let baseline = results
@@ -752,7 +757,7 @@ fn print_table(results: &[CaseResult]) {
             (("-".into(), "-".into()), ("-".into(), "-".into()))
         };
         println!(
-            "{:>5}  {:<21} {:>11}  {:>21}  {:>8}  {:>8}  {:>8}  {:>8}  {:>9} {:>7}  {:>9} {:>7}",
+            "{:>5}  {:<21} {:>11}  {:>21}  {:>8}  {:>8}  {:>8}  {:>8}  {:>9} {:>7}  {:>9} {:>7}  {:>6}",
             case.connections,
             case.system.name(),
             grouped(case.median()),
@@ -765,7 +770,41 @@ fn print_table(results: &[CaseResult]) {
             server.1,
             client.0,
             client.1,
+            case.others_cpu.iter().copied().reduce(f64::max).map_or("-".into(), |max| format!("{max:.2}")),
         );
+    }
+}
+
+/// Clock ticks per second of `/proc` CPU times (USER_HZ: 100 on Linux,
+/// fixed by its ABI).
+const PROC_TICKS_PER_SEC: f64 = 100.0;
+
+/// User-mode CPU time of the whole machine and of this process, to tell how
+/// much of the machine other processes (compilers, say) took during a case.
+#[derive(Debug, Clone, Copy)]
+struct CpuTicks {
+    machine_user: u64,
+    own_user: u64,
+    at: Instant,
+}
+
+impl CpuTicks {
+    fn now() -> Option<CpuTicks> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let mut cpu = stat.lines().next()?.split_whitespace().skip(1).map(|f| f.parse::<u64>().ok());
+        let machine_user = cpu.next()?? + cpu.next()??; // user + nice
+        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name's closing parenthesis start at field 3
+        // (state); utime is field 14.
+        let own_user = own.rsplit_once(')')?.1.split_whitespace().nth(11)?.parse().ok()?;
+        Some(CpuTicks { machine_user, own_user, at: Instant::now() })
+    }
+
+    /// CPUs' worth of user time that other processes used since `self`.
+    fn others_since(&self) -> Option<f64> {
+        let now = CpuTicks::now()?;
+        let others = (now.machine_user - self.machine_user).saturating_sub(now.own_user - self.own_user);
+        Some(others as f64 / PROC_TICKS_PER_SEC / now.at.duration_since(self.at).as_secs_f64())
     }
 }
 
@@ -787,6 +826,7 @@ fn run(options: &Options) -> Result<Vec<CaseResult>, String> {
     for rep in 1..=options.reps {
         eprintln!("repetition {rep} of {} (load {})", options.reps, load_average());
         for case in &mut results {
+            let before = CpuTicks::now();
             let sample = match case.system {
                 System::TokioCurrentThread => run_tokio(Flavor::CurrentThread, case.connections, options.timing),
                 System::TokioMultiThread => run_tokio(Flavor::MultiThread, case.connections, options.timing),
@@ -801,6 +841,7 @@ fn run(options: &Options) -> Result<Vec<CaseResult>, String> {
                 ));
             }
             case.add(&sample, options.timing);
+            case.others_cpu.extend(before.and_then(|b| b.others_since()));
         }
     }
     Ok(results)
@@ -846,7 +887,12 @@ fn main() -> ExitCode {
     );
     println!(
         "batch: frames per non-empty receive burst (* kernel backend: readiness events per epoll_wait); \
-         empty: rounds of the core's loop that found nothing (both over the measured windows)"
+         empty: rounds of the core's loop that found nothing (both over the measured windows; a share of \
+         rounds, not of time)"
+    );
+    println!(
+        "others: CPUs' worth of user time other processes took during the case (the most of any \
+         repetition; a few hundredths is accounting noise, 0.1 or more means the case shared its CPUs)"
     );
     println!(
         "load average before {load_before}, after {}; {:.0} s in all",
