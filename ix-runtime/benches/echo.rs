@@ -567,7 +567,11 @@ impl Flavor {
     fn runtime(self, cpu: usize) -> Result<tokio::runtime::Runtime, String> {
         let built = match self {
             Flavor::CurrentThread => {
-                ix_runtime::pin_current_thread(cpu).map_err(|e| format!("pin to CPU {cpu}: {e}"))?;
+                // As the IX runtime does: a CPU the process may not use is
+                // reported, and the thread runs where the kernel puts it.
+                if let Err(e) = ix_runtime::pin_current_thread(cpu) {
+                    eprintln!("echo bench: could not pin a tokio thread to CPU {cpu}: {e}");
+                }
                 tokio::runtime::Builder::new_current_thread().enable_all().build()
             }
             Flavor::MultiThread => {
