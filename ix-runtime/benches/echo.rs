@@ -260,6 +260,9 @@ fn request(id: usize) -> [u8; MESSAGE_BYTES] {
 #[derive(Debug)]
 struct Sample {
     recorded: Recorder,
+    /// CPUs' worth of time the whole process (server and client) used over
+    /// the window.
+    process_cpu: Option<f64>,
     /// The IX cores' loop counters over the window: (server, client).
     cores: Option<(LoopTotals, LoopTotals)>,
 }
@@ -347,6 +350,32 @@ async fn count_loop_in_window(window: SharedWindow, out: Slot<LoopTotals>) {
     ix_runtime::time::sleep(window.end.saturating_duration_since(Instant::now())).await;
     let counted = LoopTotals::of(&ix_runtime::stats()).since(before);
     *out.lock().expect("counter lock") = Some(counted);
+}
+
+/// How long the process CPU sampler waits for the window to be published.
+const WINDOW_PUBLISH_LIMIT: Duration = Duration::from_secs(60);
+
+/// CPUs' worth of user and system time this process (server and client
+/// together) uses over the window, read from a thread that sleeps meanwhile.
+/// Join it only once the window was published (it gives up after
+/// [`WINDOW_PUBLISH_LIMIT`] otherwise).
+fn sample_process_cpu(window: SharedWindow) -> std::thread::JoinHandle<Option<f64>> {
+    std::thread::spawn(move || {
+        let give_up = Instant::now() + WINDOW_PUBLISH_LIMIT;
+        let window = loop {
+            if let Some(window) = window.get() {
+                break *window;
+            }
+            if Instant::now() > give_up {
+                return None;
+            }
+            std::thread::sleep(WINDOW_LOOKUP_INTERVAL);
+        };
+        std::thread::sleep(window.start.saturating_duration_since(Instant::now()));
+        let before = CpuTicks::now()?;
+        std::thread::sleep(window.end.saturating_duration_since(Instant::now()));
+        before.own_since()
+    })
 }
 
 // ---------------------------------------------------------------- IX ----
@@ -540,10 +569,12 @@ fn run_ix(system: System, connections: usize, timing: Timing) -> Result<Sample, 
     let (server_rt, client_rt, server_addr) = ix_runtimes(system)?;
     let window = SharedWindow::default();
     let (server, started) = start_ix_server(server_rt, server_addr.port(), window.clone());
+    let cpu = sample_process_cpu(window.clone());
     let client = started.and_then(|()| run_ix_client(client_rt, server_addr, connections, timing, window));
     let server_counted = server.finish();
     let (recorded, client_counted) = client?;
-    Ok(Sample { recorded, cores: Some((server_counted?, client_counted)) })
+    let process_cpu = cpu.join().ok().flatten();
+    Ok(Sample { recorded, process_cpu, cores: Some((server_counted?, client_counted)) })
 }
 
 /// A loopback port free now (the IX kernel server binds it with SO_REUSEPORT).
@@ -606,14 +637,19 @@ async fn tokio_echo_client(
     Ok(recorder)
 }
 
-async fn tokio_client(server: std::net::SocketAddr, connections: usize, timing: Timing) -> Result<Recorder, String> {
+async fn tokio_client(
+    server: std::net::SocketAddr,
+    connections: usize,
+    timing: Timing,
+    shared: SharedWindow,
+) -> Result<Recorder, String> {
     let mut streams = Vec::with_capacity(connections);
     for _ in 0..connections {
         let stream = tokio::net::TcpStream::connect(server).await.map_err(|e| format!("connect to {server}: {e}"))?;
         stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
         streams.push(stream);
     }
-    let window = Window::after_warmup(timing);
+    let window = *shared.get_or_init(|| Window::after_warmup(timing));
     let tasks: Vec<_> = streams
         .into_iter()
         .enumerate()
@@ -652,14 +688,18 @@ fn run_tokio(flavor: Flavor, connections: usize, timing: Timing) -> Result<Sampl
     let addr = listener.local_addr().map_err(|e| format!("loopback: {e}"))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let server = std::thread::spawn(move || flavor.runtime(SERVER_CPU)?.block_on(tokio_server(listener, stop_rx)));
-    let client =
-        std::thread::spawn(move || flavor.runtime(CLIENT_CPU)?.block_on(tokio_client(addr, connections, timing)))
-            .join()
-            .map_err(|_| "the tokio client thread panicked".to_string())
-            .and_then(|r| r);
+    let window = SharedWindow::default();
+    let cpu = sample_process_cpu(window.clone());
+    let client = std::thread::spawn(move || {
+        flavor.runtime(CLIENT_CPU)?.block_on(tokio_client(addr, connections, timing, window))
+    })
+    .join()
+    .map_err(|_| "the tokio client thread panicked".to_string())
+    .and_then(|r| r);
     let _ = stop_tx.send(());
     server.join().map_err(|_| "the tokio server thread panicked")??;
-    Ok(Sample { recorded: client?, cores: None })
+    let recorded = client?;
+    Ok(Sample { recorded, process_cpu: cpu.join().ok().flatten(), cores: None })
 }
 
 // ------------------------------------------------------------ report ----
@@ -675,6 +715,8 @@ struct CaseResult {
     /// CPUs' worth of user time other processes took during each repetition
     /// (none where `/proc` could not be read).
     others_cpu: Vec<f64>,
+    /// CPUs' worth of time this process used over each repetition's window.
+    process_cpu: Vec<f64>,
     /// The IX cores' loop counters, summed over the repetitions' windows.
     server: LoopTotals,
     client: LoopTotals,
@@ -689,6 +731,7 @@ impl CaseResult {
             rates: Vec::new(),
             latency_ns,
             others_cpu: Vec::new(),
+            process_cpu: Vec::new(),
             server: LoopTotals::default(),
             client: LoopTotals::default(),
         }
@@ -697,6 +740,7 @@ impl CaseResult {
     fn add(&mut self, sample: &Sample, timing: Timing) {
         self.rates.push(sample.recorded.round_trips as f64 / timing.measure.as_secs_f64());
         self.latency_ns.add(&sample.recorded.latency_ns).expect("histograms of the same bounds");
+        self.process_cpu.extend(sample.process_cpu);
         if let Some((server, client)) = &sample.cores {
             self.server.add(server);
             self.client.add(client);
@@ -704,14 +748,22 @@ impl CaseResult {
     }
 
     fn median(&self) -> f64 {
-        let mut sorted = self.rates.clone();
-        sorted.sort_by(f64::total_cmp);
-        let mid = sorted.len() / 2;
-        if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 }
+        median(&self.rates).unwrap_or(0.0)
     }
 
     fn min_max(&self) -> (f64, f64) {
         self.rates.iter().fold((f64::INFINITY, 0.0), |(lo, hi), &r| (lo.min(r), hi.max(r)))
+    }
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[mid]),
+        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
     }
 }
 
@@ -733,7 +785,7 @@ fn micros(ns: u64) -> String {
 
 fn print_table(results: &[CaseResult]) {
     println!(
-        "{:>5}  {:<21} {:>11}  {:>21}  {:>8}  {:>8}  {:>8}  {:>8}  {:>9} {:>7}  {:>9} {:>7}  {:>6}",
+        "{:>5}  {:<21} {:>11}  {:>21}  {:>8}  {:>8}  {:>8}  {:>8}  {:>5}  {:>9} {:>7}  {:>9} {:>7}  {:>6}",
         "conns",
         "runtime",
         "rt/s median",
@@ -742,6 +794,7 @@ fn print_table(results: &[CaseResult]) {
         "p50 us",
         "p99 us",
         "p99.9 us",
+        "cpu",
         "srv batch",
         "empty",
         "cli batch",
@@ -761,7 +814,7 @@ fn print_table(results: &[CaseResult]) {
             (("-".into(), "-".into()), ("-".into(), "-".into()))
         };
         println!(
-            "{:>5}  {:<21} {:>11}  {:>21}  {:>8}  {:>8}  {:>8}  {:>8}  {:>9} {:>7}  {:>9} {:>7}  {:>6}",
+            "{:>5}  {:<21} {:>11}  {:>21}  {:>8}  {:>8}  {:>8}  {:>8}  {:>5}  {:>9} {:>7}  {:>9} {:>7}  {:>6}",
             case.connections,
             case.system.name(),
             grouped(case.median()),
@@ -770,6 +823,7 @@ fn print_table(results: &[CaseResult]) {
             micros(case.latency_ns.value_at_quantile(0.50)),
             micros(case.latency_ns.value_at_quantile(0.99)),
             micros(case.latency_ns.value_at_quantile(0.999)),
+            median(&case.process_cpu).map_or("-".into(), |cpu| format!("{cpu:.2}")),
             server.0,
             server.1,
             client.0,
@@ -784,11 +838,13 @@ fn print_table(results: &[CaseResult]) {
 const PROC_TICKS_PER_SEC: f64 = 100.0;
 
 /// User-mode CPU time of the whole machine and of this process, to tell how
-/// much of the machine other processes (compilers, say) took during a case.
+/// much of the machine other processes (compilers, say) took during a case,
+/// and this process's user + system time, to tell what the case cost.
 #[derive(Debug, Clone, Copy)]
 struct CpuTicks {
     machine_user: u64,
     own_user: u64,
+    own_total: u64,
     at: Instant,
 }
 
@@ -799,9 +855,18 @@ impl CpuTicks {
         let machine_user = cpu.next()?? + cpu.next()??; // user + nice
         let own = std::fs::read_to_string("/proc/self/stat").ok()?;
         // Fields after the command name's closing parenthesis start at field 3
-        // (state); utime is field 14.
-        let own_user = own.rsplit_once(')')?.1.split_whitespace().nth(11)?.parse().ok()?;
-        Some(CpuTicks { machine_user, own_user, at: Instant::now() })
+        // (state); utime and stime are fields 14 and 15.
+        let mut times = own.rsplit_once(')')?.1.split_whitespace().skip(11).map(|f| f.parse::<u64>().ok());
+        let own_user = times.next()??;
+        let own_total = own_user + times.next()??;
+        Some(CpuTicks { machine_user, own_user, own_total, at: Instant::now() })
+    }
+
+    /// CPUs' worth of user and system time this process used since `self`.
+    fn own_since(&self) -> Option<f64> {
+        let now = CpuTicks::now()?;
+        let used = now.own_total - self.own_total;
+        Some(used as f64 / PROC_TICKS_PER_SEC / now.at.duration_since(self.at).as_secs_f64())
     }
 
     /// CPUs' worth of user time that other processes used since `self`.
@@ -887,7 +952,8 @@ fn main() -> ExitCode {
     print_table(&results);
     println!(
         "rt/s: round trips per second (median, min..max over repetitions); vs tokio: median over \
-         tokio-current-thread's; p50/p99/p99.9: latency over all repetitions"
+         tokio-current-thread's; p50/p99/p99.9: latency over all repetitions; cpu: CPUs' worth of \
+         user + system time the process (server and client) used over the window, median"
     );
     println!(
         "batch: frames per non-empty receive burst (* kernel backend: readiness events per epoll_wait); \
