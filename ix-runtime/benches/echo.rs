@@ -110,17 +110,26 @@ struct Options {
     reps: usize,
     connections: Vec<usize>,
     only: Option<String>,
+    /// A repetition during which other processes took more CPU than this is
+    /// run again (up to [`DISTURBED_RETRIES`] times).
+    max_others_cpu: f64,
 }
+
+/// How many times a disturbed repetition is run again before it is kept.
+const DISTURBED_RETRIES: usize = 3;
 
 const USAGE: &str = "\
 usage: cargo bench -p ix-runtime --bench echo -- [--quick] [--duration-ms MS] [--warmup-ms MS]
                                                   [--reps N] [--connections N,N,..] [--only NAME]
+                                                  [--max-others CPUS]
   --quick           one repetition of 200 ms per case (a smoke run of a few seconds)
   --duration-ms MS  measured time per case and repetition (default 2000)
   --warmup-ms MS    unmeasured round trips before each measurement (default 200)
   --reps N          repetitions; the table shows the median and min..max (default 5)
   --connections     connections per case, each with one request in flight (default 1,64)
   --only NAME       run only the systems whose name contains NAME
+  --max-others CPUS run a repetition again (up to 3 times) when other processes took more
+                    than CPUS of the machine meanwhile (default 0.1; 2 turns it off)
 systems: ix-mem-busy, ix-mem-adaptive, ix-kernel-busy, ix-kernel-adaptive, ix-kernel-block,
          tokio-current-thread, tokio-multi-thread
 IX idle policies: busy = IdlePolicy::BusyPoll; adaptive = IdlePolicy::default() (spin 64
@@ -133,6 +142,7 @@ impl Options {
             reps: 5,
             connections: vec![1, 64],
             only: None,
+            max_others_cpu: 0.1,
         };
         while let Some(arg) = args.next() {
             let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -156,6 +166,11 @@ impl Options {
                     }
                 }
                 "--only" => options.only = Some(value(&arg)?),
+                "--max-others" => {
+                    let text = value(&arg)?;
+                    options.max_others_cpu =
+                        text.parse().map_err(|_| format!("--max-others: `{text}` is not a number of CPUs"))?;
+                }
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown argument `{other}`")),
             }
@@ -717,6 +732,8 @@ struct CaseResult {
     others_cpu: Vec<f64>,
     /// CPUs' worth of time this process used over each repetition's window.
     process_cpu: Vec<f64>,
+    /// Repetitions run again because other processes took CPU meanwhile.
+    reruns: usize,
     /// The IX cores' loop counters, summed over the repetitions' windows.
     server: LoopTotals,
     client: LoopTotals,
@@ -732,6 +749,7 @@ impl CaseResult {
             latency_ns,
             others_cpu: Vec::new(),
             process_cpu: Vec::new(),
+            reruns: 0,
             server: LoopTotals::default(),
             client: LoopTotals::default(),
         }
@@ -895,25 +913,48 @@ fn run(options: &Options) -> Result<Vec<CaseResult>, String> {
     for rep in 1..=options.reps {
         eprintln!("repetition {rep} of {} (load {})", options.reps, load_average());
         for case in &mut results {
-            let before = CpuTicks::now();
-            let sample = match case.system {
-                System::TokioCurrentThread => run_tokio(Flavor::CurrentThread, case.connections, options.timing),
-                System::TokioMultiThread => run_tokio(Flavor::MultiThread, case.connections, options.timing),
-                ix => run_ix(ix, case.connections, options.timing),
-            }
-            .map_err(|e| format!("{} with {} connection(s): {e}", case.system.name(), case.connections))?;
-            if sample.recorded.round_trips == 0 {
-                return Err(format!(
-                    "{} with {} connection(s): no round trip completed in the window",
-                    case.system.name(),
-                    case.connections
-                ));
-            }
+            let (sample, others, reruns) = run_undisturbed(case.system, case.connections, options)?;
             case.add(&sample, options.timing);
-            case.others_cpu.extend(before.and_then(|b| b.others_since()));
+            case.others_cpu.extend(others);
+            case.reruns += reruns;
         }
     }
     Ok(results)
+}
+
+/// One repetition of one case, run again while other processes took more
+/// than `--max-others` of the machine (the last try is kept), with the CPU
+/// they took and how many times it was run again.
+fn run_undisturbed(
+    system: System,
+    connections: usize,
+    options: &Options,
+) -> Result<(Sample, Option<f64>, usize), String> {
+    let context = |e: String| format!("{} with {connections} connection(s): {e}", system.name());
+    let mut tries = 0;
+    loop {
+        let before = CpuTicks::now();
+        let sample = match system {
+            System::TokioCurrentThread => run_tokio(Flavor::CurrentThread, connections, options.timing),
+            System::TokioMultiThread => run_tokio(Flavor::MultiThread, connections, options.timing),
+            ix => run_ix(ix, connections, options.timing),
+        }
+        .map_err(context)?;
+        if sample.recorded.round_trips == 0 {
+            return Err(context("no round trip completed in the window".into()));
+        }
+        let others = before.and_then(|b| b.others_since());
+        tries += 1;
+        match others {
+            Some(cpu) if cpu > options.max_others_cpu && tries <= DISTURBED_RETRIES => {
+                eprintln!(
+                    "  {} with {connections}: other processes took {cpu:.2} CPU, running it again",
+                    system.name()
+                );
+            }
+            _ => return Ok((sample, others, tries - 1)),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -962,7 +1003,10 @@ fn main() -> ExitCode {
     );
     println!(
         "others: CPUs' worth of user time other processes took during the case (the most of any \
-         repetition; a few hundredths is accounting noise, 0.1 or more means the case shared its CPUs)"
+         repetition kept; a few hundredths is accounting noise, 0.1 or more means the case shared \
+         its CPUs); {} repetition(s) were run again for taking more than --max-others {}",
+        results.iter().map(|c| c.reruns).sum::<usize>(),
+        options.max_others_cpu
     );
     println!(
         "load average before {load_before}, after {}; {:.0} s in all",
