@@ -12,7 +12,7 @@ use ix_runtime::net::{TcpListener, TcpStream};
 use ix_runtime::{Backend, CoreStats, Runtime, RuntimeError, ShutdownHandle, spawn_local};
 
 use crate::measure::{
-    Recorder, Sample, SharedWindow, Timing, WINDOW_LOOKUP_INTERVAL, Window, check_echo, merge_connections, request,
+    Load, Recorder, Sample, SharedWindow, Timing, WINDOW_LOOKUP_INTERVAL, check_echo, merge_connections, request,
     sample_process_cpu, stalled, task_failed,
 };
 use crate::{CLIENT_CPU, IdleMode, SERVER_CPU, System};
@@ -130,18 +130,13 @@ async fn ix_echo_client(stream: TcpStream, mut recorder: Recorder, request: Byte
 }
 
 /// Connects every connection, then runs them all through one window, which
-/// it publishes in `shared`.
-async fn ix_client(
-    server: SocketAddrV4,
-    connections: usize,
-    timing: Timing,
-    shared: SharedWindow,
-) -> Result<Recorder, String> {
-    let mut streams = Vec::with_capacity(connections);
-    for _ in 0..connections {
+/// it publishes.
+async fn ix_client(server: SocketAddrV4, load: Load) -> Result<Recorder, String> {
+    let mut streams = Vec::with_capacity(load.connections);
+    for _ in 0..load.connections {
         streams.push(TcpStream::connect(server).await.map_err(|e| format!("connect to {server}: {e}"))?);
     }
-    let window = *shared.get_or_init(|| Window::after_warmup(timing));
+    let window = load.open_window();
     let tasks: Vec<_> = streams
         .into_iter()
         .enumerate()
@@ -247,22 +242,16 @@ fn start_ix_server(runtime: Runtime, port: u16, window: SharedWindow) -> (IxServ
 
 /// Runs the client runtime to its end: what it recorded and its core's loop
 /// counters over the window.
-fn run_ix_client(
-    runtime: Runtime,
-    server: SocketAddrV4,
-    connections: usize,
-    timing: Timing,
-    window: SharedWindow,
-) -> Result<(Recorder, LoopTotals), String> {
+fn run_ix_client(runtime: Runtime, server: SocketAddrV4, load: Load) -> Result<(Recorder, LoopTotals), String> {
     let (result, counted) = (Slot::default(), Slot::default());
     let (out, counted_out) = (result.clone(), counted.clone());
     runtime
         .run(move |_| {
-            let (out, window) = (out.clone(), window.clone());
-            let counter = count_loop_in_window(window.clone(), counted_out.clone());
+            let (out, load) = (out.clone(), load.clone());
+            let counter = count_loop_in_window(load.window.clone(), counted_out.clone());
             async move {
                 let counter = spawn_local(counter);
-                let recorded = ix_client(server, connections, timing, window).await;
+                let recorded = ix_client(server, load).await;
                 // The window was published and has closed: the counter
                 // finishes at once (after a failure it may never start).
                 if recorded.is_ok() {
@@ -279,10 +268,10 @@ fn run_ix_client(
 /// One repetition of IX serving echo and IX loading it, each on one core.
 pub fn run_ix(system: System, connections: usize, timing: Timing) -> Result<Sample, String> {
     let (server_rt, client_rt, server_addr) = ix_runtimes(system)?;
-    let window = SharedWindow::default();
-    let (server, started) = start_ix_server(server_rt, server_addr.port(), window.clone());
-    let cpu = sample_process_cpu(window.clone());
-    let client = started.and_then(|()| run_ix_client(client_rt, server_addr, connections, timing, window));
+    let load = Load::new(connections, timing);
+    let (server, started) = start_ix_server(server_rt, server_addr.port(), load.window.clone());
+    let cpu = sample_process_cpu(load.window.clone());
+    let client = started.and_then(|()| run_ix_client(client_rt, server_addr, load));
     let server_counted = server.finish();
     let (recorded, client_counted) = client?;
     let process_cpu = cpu.join().ok().flatten();

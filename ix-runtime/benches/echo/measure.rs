@@ -13,6 +13,27 @@ use crate::{MESSAGE_BYTES, STALL_LIMIT};
 /// The latency histogram's range: 1 ns to 60 s, three significant digits.
 const LATENCY_MAX_NS: u64 = 60_000_000_000;
 
+/// What a client does in one repetition: how many connections, for how
+/// long, and where it publishes the window once they are all up (for the
+/// samplers that wait for it).
+#[derive(Debug, Clone)]
+pub struct Load {
+    pub connections: usize,
+    timing: Timing,
+    pub window: SharedWindow,
+}
+
+impl Load {
+    pub fn new(connections: usize, timing: Timing) -> Load {
+        Load { connections, timing, window: SharedWindow::default() }
+    }
+
+    /// Opens the window (after the warm-up, from now) and publishes it.
+    pub fn open_window(&self) -> Window {
+        *self.window.get_or_init(|| Window::after_warmup(self.timing))
+    }
+}
+
 /// An empty latency histogram, in nanoseconds.
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("valid histogram bounds")

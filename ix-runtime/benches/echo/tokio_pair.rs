@@ -7,8 +7,7 @@ use std::net::Ipv4Addr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::measure::{
-    Recorder, Sample, SharedWindow, Timing, Window, check_echo, merge_connections, request, sample_process_cpu,
-    stalled, task_failed,
+    Load, Recorder, Sample, Timing, check_echo, merge_connections, request, sample_process_cpu, stalled, task_failed,
 };
 use crate::{CLIENT_CPU, MESSAGE_BYTES, SERVER_CPU, TOKIO_WORKER_THREADS};
 
@@ -64,19 +63,16 @@ async fn tokio_echo_client(
     Ok(recorder)
 }
 
-async fn tokio_client(
-    server: std::net::SocketAddr,
-    connections: usize,
-    timing: Timing,
-    shared: SharedWindow,
-) -> Result<Recorder, String> {
-    let mut streams = Vec::with_capacity(connections);
-    for _ in 0..connections {
+/// Connects every connection, then runs them all through one window, which
+/// it publishes.
+async fn tokio_client(server: std::net::SocketAddr, load: Load) -> Result<Recorder, String> {
+    let mut streams = Vec::with_capacity(load.connections);
+    for _ in 0..load.connections {
         let stream = tokio::net::TcpStream::connect(server).await.map_err(|e| format!("connect to {server}: {e}"))?;
         stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
         streams.push(stream);
     }
-    let window = *shared.get_or_init(|| Window::after_warmup(timing));
+    let window = load.open_window();
     let tasks: Vec<_> = streams
         .into_iter()
         .enumerate()
@@ -115,14 +111,12 @@ pub fn run_tokio(flavor: Flavor, connections: usize, timing: Timing) -> Result<S
     let addr = listener.local_addr().map_err(|e| format!("loopback: {e}"))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let server = std::thread::spawn(move || flavor.runtime(SERVER_CPU)?.block_on(tokio_server(listener, stop_rx)));
-    let window = SharedWindow::default();
-    let cpu = sample_process_cpu(window.clone());
-    let client = std::thread::spawn(move || {
-        flavor.runtime(CLIENT_CPU)?.block_on(tokio_client(addr, connections, timing, window))
-    })
-    .join()
-    .map_err(|_| "the tokio client thread panicked".to_string())
-    .and_then(|r| r);
+    let load = Load::new(connections, timing);
+    let cpu = sample_process_cpu(load.window.clone());
+    let client = std::thread::spawn(move || flavor.runtime(CLIENT_CPU)?.block_on(tokio_client(addr, load)))
+        .join()
+        .map_err(|_| "the tokio client thread panicked".to_string())
+        .and_then(|r| r);
     let _ = stop_tx.send(());
     server.join().map_err(|_| "the tokio server thread panicked")??;
     let recorded = client?;
