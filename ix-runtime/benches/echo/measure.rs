@@ -93,6 +93,7 @@ impl Recorder {
         }
     }
 
+    /// Adds another connection's round trips and latencies to these.
     pub fn merge(&mut self, other: &Recorder) {
         self.round_trips += other.round_trips;
         self.latency_ns.add(&other.latency_ns).expect("histograms of the same bounds");
@@ -112,10 +113,12 @@ pub async fn merge_connections(
     Ok(total)
 }
 
+/// The error of a connection that outlived its window by [`STALL_LIMIT`].
 pub fn stalled<E>(_: E) -> String {
     format!("a connection stalled for {STALL_LIMIT:?} past its window")
 }
 
+/// The error of a connection task that panicked or was cancelled.
 pub fn task_failed(error: impl std::fmt::Display) -> String {
     format!("connection task: {error}")
 }
@@ -126,6 +129,7 @@ pub fn request(id: usize) -> [u8; MESSAGE_BYTES] {
     std::array::from_fn(|i| ((i * 31 + id * 7) % 251) as u8)
 }
 
+/// Checks that `got` is the start of what the echo still owes, `expected_rest`.
 pub fn check_echo(expected_rest: &[u8], got: &[u8]) -> Result<(), String> {
     if got.len() > expected_rest.len() || got != &expected_rest[..got.len()] {
         return Err(format!(
@@ -196,6 +200,7 @@ pub struct CpuTicks {
 }
 
 impl CpuTicks {
+    /// The counters now; `None` where `/proc` cannot be read.
     pub fn now() -> Option<CpuTicks> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let mut cpu = stat.lines().next()?.split_whitespace().skip(1).map(|f| f.parse::<u64>().ok());
@@ -224,6 +229,7 @@ impl CpuTicks {
     }
 }
 
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them.
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
