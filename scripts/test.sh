@@ -48,3 +48,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
 echo "== cargo test (release)"
 cargo test --workspace --release
+# The runtime benchmark's smoke run (a few seconds): every IX and tokio echo
+# case completes and every echo is checked; it exits non-zero otherwise.
+echo "== cargo bench -p ix-runtime --bench echo -- --quick"
+cargo bench -p ix-runtime --bench echo -- --quick

@@ -36,7 +36,10 @@ pub mod time;
 
 pub use executor::{Executor, Handle, JoinError, JoinHandle, RemoteJoinHandle, SpawnError, spawn_local, yield_now};
 pub use reactor::ReactorStats;
-pub use runtime::{Backend, Builder, CoreStats, IdlePolicy, LoopStats, Runtime, RuntimeError, ShutdownHandle, stats};
+pub use runtime::{
+    Backend, Builder, CoreStats, IdlePolicy, LoopStats, Runtime, RuntimeError, ShutdownHandle, pin_current_thread,
+    stats,
+};
 
 /// The current core's index.
 ///

@@ -127,6 +127,7 @@ pub struct Builder {
     pool_frames: u32,
     tcp: TcpConfig,
     pin_threads: bool,
+    first_cpu: usize,
     drain_timeout: Duration,
     handle_signals: bool,
     port_probing: bool,
@@ -144,6 +145,7 @@ impl Default for Builder {
             pool_frames: ix_driver::pool::DEFAULT_POOL_FRAMES,
             tcp: TcpConfig::default(),
             pin_threads: true,
+            first_cpu: 0,
             drain_timeout: Duration::from_secs(5),
             handle_signals: true,
             port_probing: true,
@@ -202,9 +204,17 @@ impl Builder {
         self
     }
 
-    /// Pin core `i` to CPU `i` (default on).
+    /// Pin core `i` to CPU `first_cpu + i` (modulo the CPUs; default on).
     pub fn pin_threads(mut self, pin: bool) -> Self {
         self.pin_threads = pin;
+        self
+    }
+
+    /// The CPU that core 0 is pinned to (default 0), so that two runtimes in
+    /// one process, such as a server and its load generator, can take
+    /// different CPUs.
+    pub fn first_cpu(mut self, cpu: usize) -> Self {
+        self.first_cpu = cpu;
         self
     }
 
@@ -524,17 +534,23 @@ fn build_queue(
     }
 }
 
-fn pin_to_cpu(core: usize) {
+/// Pins the calling thread to one CPU (`cpu` modulo the CPUs available), as
+/// the runtime pins its cores; for threads that live beside a runtime, such
+/// as another runtime's workers in a benchmark.
+///
+/// # Errors
+/// The `sched_setaffinity` error (for example, a CPU outside the process's
+/// allowed set).
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it;
     // sched_setaffinity reads it for the calling thread (pid 0).
-    unsafe {
+    let rc = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core % cpus, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            tracing::warn!(core, error = %std::io::Error::last_os_error(), "could not pin the core's thread");
-        }
-    }
+        libc::CPU_SET(cpu % cpus, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 fn run_core<F, Fut>(
@@ -556,7 +572,9 @@ where
     // that failed to start.
     let running = RunningCore { running: &shared.running, counted: std::cell::Cell::new(false) };
     if cfg.pin_threads {
-        pin_to_cpu(core_index);
+        if let Err(error) = pin_current_thread(cfg.first_cpu + core_index) {
+            tracing::warn!(core = core_index, %error, "could not pin the core's thread");
+        }
     }
     let huge_pages = match &cfg.backend {
         Some(Backend::Xdp(xdp)) => xdp.huge_pages,
