@@ -158,6 +158,9 @@ impl Inner {
     }
 
     fn drain_remote(&self) -> usize {
+        if !self.inbox.pending() {
+            return 0;
+        }
         self.inbox.acknowledge();
         let mut wakes = self.wakes_spare.take();
         self.inbox.take_wakes(&mut wakes);

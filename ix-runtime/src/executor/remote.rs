@@ -155,6 +155,13 @@ impl CoreInbox {
         }
     }
 
+    /// Whether anything was queued since the owner last acknowledged: every
+    /// push raises the flag after queueing, so a lowered flag means there is
+    /// nothing to take, and the owner's round needs no system call to know it.
+    pub(crate) fn pending(&self) -> bool {
+        self.signalled.load(Ordering::SeqCst)
+    }
+
     /// Lowers the eventfd before the owner takes the queues: anything pushed
     /// after this raises it again, so no wake is lost between drain and sleep.
     pub(crate) fn acknowledge(&self) {
