@@ -6,22 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_needed=()
-need_cmd() { command -v "$1" >/dev/null 2>&1 || apt_needed+=("$2"); }
+# shellcheck source=scripts/packages.sh
+. scripts/packages.sh
 need_cmd ip iproute2
 need_cmd ethtool ethtool
 need_cmd nginx nginx-light
 need_cmd memcached memcached
 need_cmd taskset util-linux
-if [ "${#apt_needed[@]}" -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ]; then
-        echo "installing: ${apt_needed[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_needed[@]}" >/dev/null
-    else
-        echo "missing packages (run as root to install them, or the harness skips what needs them): ${apt_needed[*]}" >&2
-    fi
-fi
+install_needed
 
 cargo build --release --bins
 exec target/release/ix-bench "$@"

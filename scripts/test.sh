@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive as real peers or to build their networks.
-apt_needed=()
-need_cmd() { command -v "$1" >/dev/null 2>&1 || apt_needed+=("$2"); }
+# shellcheck source=scripts/packages.sh
+. scripts/packages.sh
 need_cmd ip iproute2
 need_cmd ping iputils-ping
 need_cmd ethtool ethtool
@@ -21,15 +21,7 @@ need_cmd nginx nginx-light
 need_cmd memcached memcached
 need_cmd memccp libmemcached-tools
 need_cmd taskset util-linux
-if [ "${#apt_needed[@]}" -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ]; then
-        echo "installing: ${apt_needed[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_needed[@]}" >/dev/null
-    else
-        echo "missing packages (run as root to install them): ${apt_needed[*]}" >&2
-    fi
-fi
+install_needed
 
 # pymemcache (PyPI) for examples/kv/tests/real_clients.rs, into the python3 on PATH.
 if ! python3 -c 'import pymemcache' >/dev/null 2>&1; then

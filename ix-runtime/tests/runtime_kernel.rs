@@ -14,7 +14,7 @@ use ix_runtime::time::timeout;
 use ix_runtime::{Backend, CoreStats, Runtime, ShutdownHandle, spawn_local};
 
 mod runtime_support;
-use runtime_support::{echo, echo_once, framed_line_client, framed_line_echo};
+use runtime_support::{echo, echo_clients, framed_line_client, framed_line_echo};
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -90,19 +90,10 @@ fn a_thousand_concurrent_connections_echo_every_byte_over_kernel_sockets_on_two_
         .run(move |core| {
             let (done, failures) = (d.clone(), f.clone());
             async move {
-                let tasks: Vec<_> = (0..CONNECTIONS / 2)
-                    .map(|i| spawn_local(echo_once(SocketAddrV4::new(LOOPBACK, port), core * CONNECTIONS + i, BYTES)))
-                    .collect();
-                for task in tasks {
-                    match timeout(Duration::from_secs(60), task).await {
-                        Ok(Ok(Ok(()))) => {
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(Ok(Err(e))) => failures.lock().unwrap().push(e),
-                        Ok(Err(e)) => failures.lock().unwrap().push(format!("task: {e}")),
-                        Err(_) => failures.lock().unwrap().push("timed out".into()),
-                    }
-                }
+                let server = SocketAddrV4::new(LOOPBACK, port);
+                let (n, errors) = echo_clients(server, core, CONNECTIONS / 2, BYTES, Duration::from_secs(60)).await;
+                done.fetch_add(n, Ordering::Relaxed);
+                failures.lock().unwrap().extend(errors);
             }
         })
         .unwrap();

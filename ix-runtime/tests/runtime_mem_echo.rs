@@ -11,7 +11,7 @@ use ix_runtime::net::TcpListener;
 use ix_runtime::{Backend, CoreStats, Runtime, spawn_local};
 
 mod runtime_support;
-use runtime_support::{echo, echo_once};
+use runtime_support::{echo, echo_clients};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -74,22 +74,10 @@ fn a_thousand_concurrent_connections_echo_every_byte_across_two_cores() {
         .run(move |core| {
             let (done, failures) = (d.clone(), f.clone());
             async move {
-                let tasks: Vec<_> = (0..CONNECTIONS / 2)
-                    .map(|i| {
-                        let salt = core * CONNECTIONS + i;
-                        spawn_local(echo_once(SocketAddrV4::new(SERVER, PORT), salt, BYTES))
-                    })
-                    .collect();
-                for task in tasks {
-                    match ix_runtime::time::timeout(Duration::from_secs(60), task).await {
-                        Ok(Ok(Ok(()))) => {
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(Ok(Err(e))) => failures.lock().unwrap().push(e),
-                        Ok(Err(e)) => failures.lock().unwrap().push(format!("task: {e}")),
-                        Err(_) => failures.lock().unwrap().push("timed out".into()),
-                    }
-                }
+                let server = SocketAddrV4::new(SERVER, PORT);
+                let (n, errors) = echo_clients(server, core, CONNECTIONS / 2, BYTES, Duration::from_secs(60)).await;
+                done.fetch_add(n, Ordering::Relaxed);
+                failures.lock().unwrap().extend(errors);
             }
         })
         .unwrap();
@@ -128,17 +116,9 @@ fn replies_reaching_the_wrong_core_are_handed_over_to_the_connection_owner() {
         .run(move |core| {
             let failures = f.clone();
             async move {
-                let tasks: Vec<_> = (0..CONNECTIONS / 2)
-                    .map(|i| spawn_local(echo_once(SocketAddrV4::new(SERVER, PORT), core * CONNECTIONS + i, BYTES)))
-                    .collect();
-                for task in tasks {
-                    match ix_runtime::time::timeout(Duration::from_secs(20), task).await {
-                        Ok(Ok(Ok(()))) => {}
-                        Ok(Ok(Err(e))) => failures.lock().unwrap().push(e),
-                        Ok(Err(e)) => failures.lock().unwrap().push(format!("task: {e}")),
-                        Err(_) => failures.lock().unwrap().push("timed out".into()),
-                    }
-                }
+                let server = SocketAddrV4::new(SERVER, PORT);
+                let (_, errors) = echo_clients(server, core, CONNECTIONS / 2, BYTES, Duration::from_secs(20)).await;
+                failures.lock().unwrap().extend(errors);
             }
         })
         .unwrap();

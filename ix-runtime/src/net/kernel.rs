@@ -10,13 +10,13 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use ix_driver::PacketBuf;
 use ix_net::RxChunk;
 use ix_net::socket::RxCredit;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::core::{Core, Interest};
+use crate::net::tcp::Outgoing;
 use crate::reactor::Registration;
 
 /// A kernel socket registered with its core's reactor; dropping it
@@ -200,19 +200,10 @@ impl KernelStream {
     }
 
     /// Writes all of `data`, advancing it.
-    pub(crate) fn poll_send(&self, cx: &Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_send_all<B: Outgoing>(&self, cx: &Context<'_>, data: &mut B) -> Poll<io::Result<()>> {
         while !data.is_empty() {
             let n = std::task::ready!(self.poll_write(cx, data))?;
-            let _ = data.split_to(n);
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// Writes all of `frame`, advancing it.
-    pub(crate) fn poll_send_frame(&self, cx: &Context<'_>, frame: &mut PacketBuf) -> Poll<io::Result<()>> {
-        while !frame.is_empty() {
-            let n = std::task::ready!(self.poll_write(cx, frame))?;
-            frame.advance(n);
+            data.consume(n);
         }
         Poll::Ready(Ok(()))
     }

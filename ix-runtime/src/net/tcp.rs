@@ -12,7 +12,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use ix_driver::{PacketBuf, TxBuf};
 use ix_net::tcp::State;
-use ix_net::{RxChunk, SocketError, SocketHandle, TcpError};
+use ix_net::{RxChunk, SocketError, SocketHandle, Stack, TcpError};
 
 use crate::core::{Core, Interest, current};
 use crate::executor::coop;
@@ -38,6 +38,35 @@ pub(crate) fn io_error(err: SocketError) -> io::Error {
         SocketError::InvalidHandle | SocketError::WrongKind(_) => K::NotConnected,
     };
     io::Error::new(kind, err)
+}
+
+/// What a stream sends without copying: the application's `Bytes`, or a
+/// frame it filled in the packet region.
+pub(crate) trait Outgoing: Clone + std::ops::Deref<Target = [u8]> {
+    /// Hands (a clone of) the data to the stack; returns how much it took.
+    fn queue(self, stack: &mut Stack, handle: SocketHandle) -> Result<usize, SocketError>;
+    /// Drops the first `n` bytes, which were taken.
+    fn consume(&mut self, n: usize);
+}
+
+impl Outgoing for Bytes {
+    fn queue(self, stack: &mut Stack, handle: SocketHandle) -> Result<usize, SocketError> {
+        stack.tcp_send(handle, self)
+    }
+
+    fn consume(&mut self, n: usize) {
+        let _ = self.split_to(n);
+    }
+}
+
+impl Outgoing for PacketBuf {
+    fn queue(self, stack: &mut Stack, handle: SocketHandle) -> Result<usize, SocketError> {
+        stack.tcp_send_frame(handle, self)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.advance(n);
+    }
 }
 
 /// A listening socket on the current core. Every core binds its own listener
@@ -277,18 +306,24 @@ impl TcpStream {
     /// Queues as much of `data` as fits, advancing it; `Ready(Ok(()))` once it
     /// is empty, `Pending` while the send queue is full.
     pub fn poll_send(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
+        self.poll_queue(cx, data)
+    }
+
+    /// Queues `data` until it is empty or the send queue is full: the loop
+    /// behind [`TcpStream::poll_send`] and [`TcpStream::poll_send_frame`].
+    fn poll_queue<B: Outgoing>(&self, cx: &mut Context<'_>, data: &mut B) -> Poll<io::Result<()>> {
         ready!(coop::poll_proceed(cx));
         let (core, handle) = match &self.inner {
-            StreamInner::Kernel(k) => return k.poll_send(cx, data),
+            StreamInner::Kernel(k) => return k.poll_send_all(cx, data),
             StreamInner::Ix { core, handle } => (core, *handle),
         };
         while !data.is_empty() {
-            let n = core.stack(|s| s.tcp_send(handle, data.clone())).map_err(io_error)?;
+            let n = core.stack(|s| data.clone().queue(s, handle)).map_err(io_error)?;
             if n == 0 {
                 core.register(handle, Interest::Write, cx.waker());
                 return Poll::Pending;
             }
-            let _ = data.split_to(n);
+            data.consume(n);
         }
         Poll::Ready(Ok(()))
     }
@@ -321,20 +356,7 @@ impl TcpStream {
     /// Queues as much of `frame` as fits, advancing it; `Ready(Ok(()))` once
     /// it is all queued, `Pending` while the send queue is full.
     pub fn poll_send_frame(&self, cx: &mut Context<'_>, frame: &mut PacketBuf) -> Poll<io::Result<()>> {
-        ready!(coop::poll_proceed(cx));
-        let (core, handle) = match &self.inner {
-            StreamInner::Kernel(k) => return k.poll_send_frame(cx, frame),
-            StreamInner::Ix { core, handle } => (core, *handle),
-        };
-        while !frame.is_empty() {
-            let n = core.stack(|s| s.tcp_send_frame(handle, frame.clone())).map_err(io_error)?;
-            if n == 0 {
-                core.register(handle, Interest::Write, cx.waker());
-                return Poll::Pending;
-            }
-            frame.advance(n);
-        }
-        Poll::Ready(Ok(()))
+        self.poll_queue(cx, frame)
     }
 
     /// Closes the sending side: a FIN follows the queued data.

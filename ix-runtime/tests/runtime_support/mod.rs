@@ -99,3 +99,27 @@ pub async fn framed_line_client(server: SocketAddrV4, count: usize) -> Vec<Strin
     }
     replies
 }
+
+/// Runs `count` checked echo clients at once on the current core (salts
+/// distinct per core), each given `limit` to finish; returns how many passed
+/// and what went wrong with the others.
+pub async fn echo_clients(
+    server: SocketAddrV4,
+    core: usize,
+    count: usize,
+    len: usize,
+    limit: Duration,
+) -> (usize, Vec<String>) {
+    let tasks: Vec<_> =
+        (0..count).map(|i| ix_runtime::spawn_local(echo_once(server, core * 1_000_000 + i, len))).collect();
+    let (mut done, mut failures) = (0, Vec::new());
+    for task in tasks {
+        match timeout(limit, task).await {
+            Ok(Ok(Ok(()))) => done += 1,
+            Ok(Ok(Err(e))) => failures.push(e),
+            Ok(Err(e)) => failures.push(format!("task: {e}")),
+            Err(_) => failures.push("timed out".into()),
+        }
+    }
+    (done, failures)
+}
