@@ -923,6 +923,10 @@ impl Conn {
         let mut newly_sacked = 0;
         let mut delivery = Delivery::default();
         let mut dsack = None;
+        if ack > self.snd_una {
+            // Before the SACK blocks: what they report lies above it.
+            self.sent.on_cumulative_ack(ack, &mut delivery);
+        }
         if self.sack_enabled && seg.options.sack_count > 0 {
             let blocks = &seg.options.sack_blocks[..usize::from(seg.options.sack_count.min(4))];
             let update = self.scoreboard.update(ack.max(self.snd_una).0, self.snd_max.0, blocks);
@@ -937,7 +941,7 @@ impl Conn {
         }
 
         if ack > self.snd_una {
-            self.on_new_ack(seg, ack, &mut delivery, dsack.is_some(), now, stats);
+            self.on_new_ack(seg, ack, &delivery, dsack.is_some(), now, stats);
         } else if ack == self.snd_una && window > 0 && self.snd_max > self.snd_una {
             // RFC 5681 §2: a pure duplicate (same window, no data, no FIN); RFC
             // 6675 §2: with SACK, any ACK at SND.UNA that SACKs new data counts,
@@ -988,14 +992,13 @@ impl Conn {
         &mut self,
         seg: &TcpRepr,
         ack: SeqNum,
-        delivery: &mut Delivery,
+        delivery: &Delivery,
         dsack: bool,
         now: Instant,
         stats: &mut TcpStats,
     ) {
         let acked = (ack - self.snd_una) as usize;
         let flight_before = (self.snd_max - self.snd_una) as usize;
-        self.sent.on_cumulative_ack(ack, delivery);
         self.take_rtt_sample(seg, delivery, dsack, now, stats);
         self.detect_spurious_timeout(seg, stats);
         self.on_probe_answered(ack, dsack, now, stats);
@@ -1143,8 +1146,9 @@ impl Conn {
     /// A new loss episode: remembers the window it is about to reduce.
     fn begin_undo_episode(&mut self, rto_tsval: Option<u32>) {
         // A timeout inside an episode keeps the window from before the episode.
+        // Eifel compares with the first retransmission of the timeout.
         if let Some(undo) = self.undo.as_mut().filter(|u| u.marker == self.snd_una && rto_tsval.is_some()) {
-            undo.rto_tsval = rto_tsval;
+            undo.rto_tsval = undo.rto_tsval.or(rto_tsval);
             return;
         }
         self.undo =
