@@ -1087,20 +1087,21 @@ impl Conn {
     /// Marks the segments an ACK shows lost, by RACK or by DupThresh as
     /// configured, and starts a recovery when the first one is.
     fn detect_losses(&mut self, delivery: &Delivery, now: Instant, stats: &mut TcpStats) {
-        let marked = match self.cfg.loss.detection {
+        let mut marked = match self.cfg.loss.detection {
             LossDetection::Rack => {
                 self.rack.on_delivery(delivery, now);
                 self.rack_detect(now, stats)
             }
-            LossDetection::DupThresh => {
-                let mut marked = self.sent.mark_lost_by_count(DUP_THRESH as usize);
-                let episode = self.in_recovery || self.rto_recovery;
-                if self.dupacks >= DUP_ACK_THRESHOLD && !episode && self.sent.mark_first_lost() {
-                    marked += 1;
-                }
-                marked
-            }
+            LossDetection::DupThresh => self.sent.mark_lost_by_count(DUP_THRESH as usize),
         };
+        // Three duplicate ACKs mark the first segment lost: with DupThresh
+        // always (RFC 6675 §5), with RACK only for a peer that negotiated SACK
+        // but reports no blocks, which gives RACK nothing to order by.
+        let blind = self.cfg.loss.detection == LossDetection::DupThresh || self.scoreboard.ranges().is_empty();
+        let episode = self.in_recovery || self.rto_recovery;
+        if blind && self.dupacks >= DUP_ACK_THRESHOLD && !episode && self.sent.mark_first_lost() {
+            marked += 1;
+        }
         self.after_losses_marked(marked, delivery.bytes, now, stats);
     }
 
@@ -1224,16 +1225,25 @@ impl Conn {
 
     /// RFC 6298 §3 (Karn), RFC 7323 §4 and the connection's own send times:
     /// a sample is the time since the first transmission of the earliest
-    /// segment this ACK newly acknowledges, taken only when none of them was
-    /// retransmitted, the ACK carries no D-SACK, and its echoed timestamp
-    /// does not predate that transmission (an old or forged echo).
+    /// segment this ACK newly acknowledges, taken when none of them was
+    /// retransmitted; or, with timestamps, since the last copy of a
+    /// retransmitted one when the echo names that copy and not its first
+    /// (copies sent within one 1 ms timestamp tick of each other can make
+    /// such a sample short by less than a tick, never long). No sample from
+    /// an ACK with a D-SACK, or whose echo predates the transmission timed
+    /// (an old or forged echo) or lies in the future.
     fn take_rtt_sample(&mut self, seg: &TcpRepr, delivery: &Delivery, dsack: bool, now: Instant, stats: &mut TcpStats) {
-        let Some(sent_at) = delivery.rtt_from else { return };
+        let ts_ecr = seg.options.timestamps.filter(|_| self.ts_enabled).map(|(_, ecr)| ecr);
+        let sent_at = match (delivery.rtt_from, delivery.last_retransmission, ts_ecr) {
+            (Some(sent_at), ..) => sent_at,
+            (None, Some((last, first)), Some(ecr)) if ecr == self.ts_now(last) && ecr != self.ts_now(first) => last,
+            _ => return,
+        };
         if dsack {
             stats.rtt_samples_rejected += 1;
             return;
         }
-        if let (true, Some((_, ts_ecr))) = (self.ts_enabled, seg.options.timestamps) {
+        if let Some(ts_ecr) = ts_ecr {
             let echoes_before_send = (ts_ecr.wrapping_sub(self.ts_now(sent_at)) as i32) < 0;
             let echoes_the_future = (self.ts_now(now).wrapping_sub(ts_ecr) as i32) < 0;
             if echoes_before_send || echoes_the_future {
