@@ -1109,7 +1109,7 @@ impl Conn {
     /// reordering timer for segments not yet due. Returns the segments marked.
     fn rack_detect(&mut self, now: Instant, stats: &mut TcpStats) -> u32 {
         let srtt = self.rtt.srtt().unwrap_or_default();
-        let reo_wnd = self.rack.reo_wnd(self.in_recovery, self.sent.sacked_segments(), srtt);
+        let reo_wnd = self.rack.reo_wnd(self.in_recovery, srtt);
         let (marked, next) = self.rack.detect_loss(&mut self.sent, reo_wnd, now);
         self.rack_deadline = next;
         stats.rack_lost_marks += u64::from(marked);

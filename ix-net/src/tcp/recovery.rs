@@ -143,8 +143,6 @@ pub struct SentLog {
     fack: SeqNum,
     /// The next transmission's [`SentSegment::order`].
     next_order: u64,
-    /// Segments SACKed and not yet cumulatively acknowledged.
-    sacked_segments: usize,
 }
 
 impl SentLog {
@@ -156,11 +154,6 @@ impl SentLog {
     /// Bytes deemed in the network.
     pub fn pipe(&self) -> usize {
         self.in_flight_bytes
-    }
-
-    /// Segments SACKed above the cumulative ACK.
-    pub fn sacked_segments(&self) -> usize {
-        self.sacked_segments
     }
 
     /// The segments, lowest first.
@@ -188,7 +181,6 @@ impl SentLog {
     pub fn clear(&mut self) {
         self.segments.clear();
         self.in_flight_bytes = 0;
-        self.sacked_segments = 0;
     }
 
     /// Records that `[start, end)` went out at `now`: new data is appended, a
@@ -260,7 +252,6 @@ impl SentLog {
             let mut upper = *seg;
             seg.end = seq;
             upper.start = seq;
-            self.sacked_segments += usize::from(upper.sacked);
             self.segments.insert(i + 1, upper);
         }
     }
@@ -293,7 +284,6 @@ impl SentLog {
                 delivery.add(&part, self.fack);
             }
             if whole {
-                self.sacked_segments -= usize::from(part.sacked);
                 self.segments.pop_front();
             } else {
                 break;
@@ -322,7 +312,6 @@ impl SentLog {
             }
             seg.sacked = true;
             seg.lost = false;
-            self.sacked_segments += 1;
             delivery.add(seg, self.fack);
             high = high.max(seg.end);
         }
@@ -443,13 +432,11 @@ impl Rack {
         }
     }
 
-    /// The reordering window (RFC 8985 §6.2 step 4): until the path was seen
-    /// to reorder, zero in recovery or once `sacked_segments` reach DupThresh
-    /// (so losses are marked at once, as Linux's `tcp_rack_reo_wnd`); else
+    /// The reordering window (RFC 8985 §6.2 step 4): zero until the path was
+    /// seen to reorder while recovering (so losses are marked at once), else
     /// min_RTT/4 times the D-SACK multiplier, never more than `srtt`.
-    pub fn reo_wnd(&self, in_recovery: bool, sacked_segments: usize, srtt: Duration) -> Duration {
-        let dup_thresh_met = sacked_segments >= super::sack::DUP_THRESH as usize;
-        if !self.reordering_seen && (in_recovery || dup_thresh_met) {
+    pub fn reo_wnd(&self, in_recovery: bool, srtt: Duration) -> Duration {
+        if !self.reordering_seen && in_recovery {
             return Duration::ZERO;
         }
         let base = self.min_rtt.unwrap_or_default() / 4;
@@ -623,19 +610,16 @@ mod tests {
     }
 
     #[test]
-    fn reordering_window_is_zero_in_recovery_or_past_dup_thresh_until_reordering_is_seen() {
+    fn reordering_window_is_zero_in_recovery_until_reordering_is_seen() {
         let mut rack = Rack { min_rtt: Some(Duration::from_micros(400)), ..Rack::default() };
         let srtt = Duration::from_millis(1);
-        assert_eq!(rack.reo_wnd(true, 0, srtt), Duration::ZERO);
-        assert_eq!(rack.reo_wnd(false, 3, srtt), Duration::ZERO);
-        assert_eq!(rack.reo_wnd(false, 2, srtt), Duration::from_micros(100));
+        assert_eq!(rack.reo_wnd(true, srtt), Duration::ZERO);
+        assert_eq!(rack.reo_wnd(false, srtt), Duration::from_micros(100));
         rack.on_dsack(seq(0), seq(1000));
         rack.on_dsack(seq(500), seq(2000));
-        assert_eq!(rack.reo_wnd(false, 0, srtt), Duration::from_micros(100), "one step per round trip");
+        assert_eq!(rack.reo_wnd(false, srtt), Duration::from_micros(100), "one step per round trip");
         rack.on_dsack(seq(1000), seq(3000));
-        assert_eq!(rack.reo_wnd(false, 0, srtt), Duration::from_micros(200));
-        rack.reordering_seen = true;
-        assert_eq!(rack.reo_wnd(true, 5, srtt), Duration::from_micros(200), "reordering seen: never zero");
+        assert_eq!(rack.reo_wnd(false, srtt), Duration::from_micros(200));
     }
 
     #[test]
