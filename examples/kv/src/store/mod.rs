@@ -511,6 +511,21 @@ mod tests {
         assert_eq!(s.delete(b"k", Some(first)), DeleteOutcome::Exists);
     }
 
+    /// `mg k l` answered `l0` after any wait: the lookup moved the access
+    /// time to now before the view copied it.
+    #[test]
+    fn a_read_reports_the_previous_access_time() {
+        let s = store();
+        set(&s, "k", "v", 0);
+        let stored_at = s.clock().now();
+        s.clock().advance(5);
+        let first = s.get(b"k", None).unwrap();
+        assert_eq!(first.last_access, stored_at, "the first read sees the store's time");
+        s.clock().advance(3);
+        let second = s.get(b"k", None).unwrap();
+        assert_eq!(second.last_access, stored_at + 5, "the second read sees the first read's time");
+    }
+
     #[test]
     fn delayed_flush_invalidates_items_stored_before_it() {
         let s = store();
