@@ -145,7 +145,7 @@ fn try_start_memcached(extra: &[&str]) -> Option<ServerProcess> {
     if std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t"))) {
         cmd.args(["-u", "root"]);
     }
-    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("start memcached");
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start memcached");
     let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
     let mut server = ServerProcess { child, addr };
     let deadline = Instant::now() + START_TIMEOUT;
