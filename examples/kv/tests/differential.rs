@@ -625,8 +625,14 @@ struct Differences {
 
 impl Differences {
     fn record(&mut self, req: &Request, message: String) {
+        // The command word, and the subcommand of the commands that have them.
         let head = match req.0.first() {
-            Some(Piece::Text(t)) => String::from_utf8_lossy(t).split([' ', '\r']).next().unwrap_or("").to_string(),
+            Some(Piece::Text(t)) => {
+                let text = String::from_utf8_lossy(t);
+                let words: Vec<&str> = text.split([' ', '\r']).take(2).collect();
+                let with_sub = matches!(words[0], "stats" | "slabs" | "lru" | "lru_crawler");
+                if with_sub && words.len() == 2 { format!("{} {}", words[0], words[1]) } else { words[0].to_string() }
+            }
             _ => String::new(),
         };
         self.count += 1;
