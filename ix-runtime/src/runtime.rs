@@ -11,10 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ix_driver::mem::MemWire;
+use ix_driver::nic::{NicConfig, NicDevice, NicQueue, NicQueueSource};
 use ix_driver::queue::DEFAULT_BATCH_PACKETS;
 use ix_driver::tap::{TapDevice, TapQueue, TapQueueFd};
 use ix_driver::xdp::{XdpConfig, XdpDevice, XdpQueue, XdpQueueSource};
-use ix_driver::{DriverError, HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig, QueueStats};
+use ix_driver::{
+    DriverError, HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig, QueueStats, RedirectionTable, Toeplitz,
+};
 use ix_net::iface::SharedNeighbors;
 use ix_net::tcp::FlowDirectory;
 use ix_net::wire::EthernetAddress;
@@ -42,6 +45,10 @@ pub enum Backend {
     /// AF_XDP on an interface: core `i` takes queue `i`, steered to it by the
     /// backend's XDP program (see `ix_driver::xdp`).
     Xdp(XdpConfig),
+    /// An Intel 82576 (`igb:PCI_ADDR`) or 82599 (`ixgbe:PCI_ADDR`) driven from
+    /// user space through VFIO: core `i` polls queue `i`, steered to it by
+    /// the NIC's RSS (see `ix_driver::nic`).
+    Nic(NicConfig),
     /// Ordinary kernel sockets (non-blocking, epoll) behind the same executor
     /// and socket API: runs unprivileged, and separates the executor's share
     /// of a benchmark from the dataplane's.
@@ -51,8 +58,9 @@ pub enum Backend {
 impl std::str::FromStr for Backend {
     type Err = RuntimeError;
 
-    /// Parses `kernel`, `tap:NAME` or `xdp:IFACE[,options]` (see
-    /// [`XdpConfig`]; the `mem` wire is made in process and has no spelling).
+    /// Parses `kernel`, `tap:NAME`, `xdp:IFACE[,options]` (see
+    /// [`XdpConfig`]) or `igb:PCI_ADDR[,queues=N]` / `ixgbe:...` (see
+    /// [`NicConfig`]); the `mem` wire is made in process and has no spelling.
     fn from_str(spec: &str) -> Result<Backend, RuntimeError> {
         let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
         match (kind, rest) {
@@ -65,8 +73,10 @@ impl std::str::FromStr for Backend {
                 libc::IFNAMSIZ - 1
             ))),
             ("xdp", _) => Ok(Backend::Xdp(rest.parse()?)),
+            ("igb" | "ixgbe", _) => Ok(Backend::Nic(spec.parse()?)),
             _ => Err(RuntimeError::Config(format!(
-                "unknown backend `{spec}`: expected `kernel`, `tap:NAME` or `xdp:IFACE[,options]`"
+                "unknown backend `{spec}`: expected `kernel`, `tap:NAME`, `xdp:IFACE[,options]` or \
+                 `igb:PCI_ADDR[,queues=N]` / `ixgbe:PCI_ADDR[,queues=N]`"
             ))),
         }
     }
@@ -469,6 +479,7 @@ enum QueueSource {
     Mem { wire: Arc<MemWire>, port: u16 },
     Tap { fd: TapQueueFd },
     Xdp { source: XdpQueueSource },
+    Nic { source: NicQueueSource, rss: Arc<(Toeplitz, RedirectionTable)> },
     Kernel,
 }
 
@@ -491,6 +502,13 @@ fn open_sources(cfg: &Builder) -> Result<Vec<QueueSource>, RuntimeError> {
             let mut device = XdpDevice::open(config, queues, addr)?;
             (0..queues).map(|q| Ok(QueueSource::Xdp { source: device.take_queue(q)? })).collect()
         }
+        Backend::Nic(config) => {
+            let queues = config.queue_count(cfg.cores)?;
+            // The queues keep the device open; the device handle can go.
+            let mut device = NicDevice::open(config, queues)?;
+            let rss = Arc::new(device.rss());
+            (0..queues).map(|q| Ok(QueueSource::Nic { source: device.take_queue(q)?, rss: rss.clone() })).collect()
+        }
         Backend::Kernel => Ok((0..cfg.cores).map(|_| QueueSource::Kernel).collect()),
     }
 }
@@ -505,14 +523,10 @@ fn build_queue(
         QueueSource::Mem { wire, port } => {
             let queue = wire.queue(port, core as u16, pool)?;
             // The wire steers by RSS: keep only local ports whose return flow
-            // (remote → local, as the wire hashes it) lands on this core's queue.
+            // lands on this core's queue.
             let filter = match wire.redirection_table(port) {
                 Some(table) if wire.config().queues_per_port > 1 => {
-                    let toeplitz = wire.toeplitz().clone();
-                    Some(Box::new(move |local_port: u16, remote: std::net::SocketAddrV4| {
-                        let hash = toeplitz.hash_ipv4_tcp_udp(*remote.ip(), local_ip, remote.port(), local_port);
-                        usize::from(table.queue_for_hash(hash)) == core
-                    }) as PortFilter)
+                    Some(rss_port_filter(Arc::new((wire.toeplitz().clone(), table)), core, local_ip))
                 }
                 _ => None,
             };
@@ -530,8 +544,24 @@ fn build_queue(
             // connection's replies may land on another core's queue).
             Ok((Box::new(XdpQueue::new(source, pool)?), None))
         }
+        QueueSource::Nic { source, rss } => {
+            // The NIC steers by RSS with a key and table we programmed, so an
+            // outgoing connection can pick a port whose replies come here.
+            let filter = (rss.1.len() > 1).then(|| rss_port_filter(rss, core, local_ip));
+            Ok((Box::new(NicQueue::new(source, pool)?), filter))
+        }
         QueueSource::Kernel => unreachable!("the kernel backend has no queue"),
     }
+}
+
+/// Keeps only local ports whose return flow (remote → local, hashed as a NIC
+/// does) lands on `core`'s queue.
+fn rss_port_filter(rss: Arc<(Toeplitz, RedirectionTable)>, core: usize, local_ip: Ipv4Addr) -> PortFilter {
+    Box::new(move |local_port: u16, remote: std::net::SocketAddrV4| {
+        let (toeplitz, table) = &*rss;
+        let hash = toeplitz.hash_ipv4_tcp_udp(*remote.ip(), local_ip, remote.port(), local_port);
+        usize::from(table.queue_for_hash(hash)) == core
+    })
 }
 
 /// Pins the calling thread to one CPU (`cpu` modulo the CPUs available), as
@@ -578,6 +608,7 @@ where
     }
     let huge_pages = match &cfg.backend {
         Some(Backend::Xdp(xdp)) => xdp.huge_pages,
+        Some(Backend::Nic(nic)) => nic.huge_pages,
         _ => HugePages::Auto,
     };
     let pool = PacketPool::new(PoolConfig { frames: cfg.pool_frames, huge_pages })?;

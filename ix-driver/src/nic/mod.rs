@@ -44,7 +44,7 @@ use crate::error::DriverError;
 use crate::pool::{PacketBuf, PacketPool};
 use crate::queue::{NetQueue, QueueStats};
 use crate::region::HugePages;
-use crate::rss::{RSS_DEFAULT_KEY, RedirectionTable};
+use crate::rss::{RSS_DEFAULT_KEY, RedirectionTable, Toeplitz};
 use family::{Family, Igb, Ixgbe, disable_ring, enable_ring};
 use ring::{DescriptorRing, RxRing, TxRing};
 use vfio::VfioDevice;
@@ -187,6 +187,8 @@ struct Shared {
     vfio: VfioDevice,
     family: &'static dyn Family,
     mac: [u8; 6],
+    /// The redirection table programmed into the NIC.
+    table: RedirectionTable,
 }
 
 impl Shared {
@@ -244,12 +246,18 @@ impl NicDevice {
         family.configure(regs, &RSS_DEFAULT_KEY, &table);
         let mac = family.mac_address(regs);
         tracing::info!(address = %config.address, family = family.name(), queues, mac = ?mac, "NIC started");
-        Ok(Self { shared: Arc::new(Shared { vfio, family, mac }), taken: vec![false; usize::from(queues)] })
+        Ok(Self { shared: Arc::new(Shared { vfio, family, mac, table }), taken: vec![false; usize::from(queues)] })
     }
 
     /// The station address the NIC loaded from its EEPROM.
     pub fn mac(&self) -> [u8; 6] {
         self.shared.mac
+    }
+
+    /// The RSS hash and redirection table the NIC steers flows by, for
+    /// outgoing connections to pick ports whose replies reach their core.
+    pub fn rss(&self) -> (Toeplitz, RedirectionTable) {
+        (Toeplitz::new(RSS_DEFAULT_KEY), self.shared.table.clone())
     }
 
     /// Takes queue `index`, to be moved to its core and built there with
