@@ -64,7 +64,9 @@ install_packages() {
 fetch_kernel() {
     mkdir -p "$CACHE"
     local pkg
-    pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
+    kernel_package() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}'; }
+    pkg=$(kernel_package)
+    [ -n "$pkg" ] || { apt-get update -qq && pkg=$(kernel_package); }
     [ -n "$pkg" ] || { echo "igb-e2e: no linux-image package known to apt (run apt-get update)" >&2; exit 1; }
     if [ ! -d "$CACHE/$pkg" ]; then
         (cd "$CACHE" && apt-get download "$pkg" >/dev/null 2>&1)
