@@ -162,3 +162,44 @@ impl Family for Igb {
         HardwareCounters { rx_missed }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nic::model::ModelRegisters;
+    use crate::rss::RSS_DEFAULT_KEY;
+
+    #[test]
+    fn receive_takes_own_address_and_broadcast_only() {
+        // Every bit set before: promiscuity must be turned off, not assumed off.
+        let regs = ModelRegisters::filled(&[RCTL, TCTL], u32::MAX);
+        Igb.configure(&regs, &RSS_DEFAULT_KEY, &RedirectionTable::new(128, 2).unwrap());
+        let rctl = regs.read(RCTL);
+        assert_eq!(rctl & ((1 << 3) | (1 << 4)), 0, "unicast and multicast promiscuity off");
+        assert_eq!(rctl & (RCTL_EN | RCTL_BAM | RCTL_SECRC), RCTL_EN | RCTL_BAM | RCTL_SECRC);
+        assert_eq!(rctl & (0b11 << 16), 0, "2 KiB buffers");
+        assert_ne!(regs.read(TCTL) & TCTL_EN, 0);
+        assert_eq!(regs.read(0x5818) & 0b111, MRQC_RSS);
+        assert!((0..128).all(|i| regs.read(0x5200 + 4 * i) == 0), "multicast table cleared");
+    }
+
+    #[test]
+    fn per_queue_registers_follow_the_datasheet() {
+        let rx = Igb.rx_ring(1);
+        assert_eq!((rx.base_low, rx.len, rx.head, rx.tail, rx.control), (0xC040, 0xC048, 0xC050, 0xC058, 0xC068));
+        assert_eq!(Igb.srrctl(1), 0xC04C);
+        let tx = Igb.tx_ring(1);
+        assert_eq!((tx.base_low, tx.head, tx.tail, tx.control), (0xE040, 0xE050, 0xE058, 0xE068));
+        let regs = ModelRegisters::default();
+        Igb.configure_rx_queue(&regs, 1);
+        assert_eq!(regs.read(0xC04C), 2 | (1 << 25) | (1 << 31), "2 KiB, advanced one buffer, drop when empty");
+    }
+
+    #[test]
+    fn station_address_comes_from_ral0_and_rah0() {
+        let regs = ModelRegisters::default();
+        regs.write(RAL0, 0x1200_5452);
+        regs.write(RAH0, 0x8000_5634);
+        assert_eq!(Igb.mac_address(&regs), [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+    }
+}

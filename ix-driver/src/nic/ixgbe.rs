@@ -173,3 +173,48 @@ impl Family for Ixgbe {
         HardwareCounters { rx_missed }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nic::model::ModelRegisters;
+    use crate::rss::RSS_DEFAULT_KEY;
+
+    #[test]
+    fn link_set_up_selects_10g_serial_and_restarts_negotiation() {
+        let regs = ModelRegisters::filled(&[AUTOC], u32::MAX);
+        Ixgbe.start_link(&regs).unwrap();
+        let autoc = regs.read(AUTOC);
+        assert_eq!(autoc & AUTOC_LMS_MASK, AUTOC_LMS_10G_SERIAL);
+        assert_eq!(autoc & AUTOC_10G_PMA_PMD_MASK, AUTOC_10G_XAUI);
+        assert_ne!(autoc & AUTOC_RESTART_AN, 0);
+    }
+
+    #[test]
+    fn receive_takes_own_address_and_broadcast_only_and_dma_is_on() {
+        let regs = ModelRegisters::filled(&[FCTRL], u32::MAX);
+        Ixgbe.configure(&regs, &RSS_DEFAULT_KEY, &RedirectionTable::new(128, 4).unwrap());
+        let fctrl = regs.read(FCTRL);
+        assert_eq!(fctrl & (FCTRL_UPE | FCTRL_MPE), 0, "promiscuity off");
+        assert_ne!(fctrl & FCTRL_BAM, 0, "broadcast on, for ARP");
+        assert_ne!(regs.read(RXCTRL) & RXCTRL_RXEN, 0);
+        assert_ne!(regs.read(DMATXCTL) & DMATXCTL_TE, 0);
+        assert_eq!(regs.read(HLREG0) & HLREG0_RXCRCSTRP, HLREG0_RXCRCSTRP);
+        assert_eq!(regs.read(RTTDCS) & RTTDCS_ARBDIS, 0, "arbiter on again");
+        assert_eq!(regs.read(0x5818) & 0b1111, MRQC_RSS);
+        // Queue 3 of a four-queue table sits in entry 3's low nibble.
+        assert_eq!(regs.read(0x5C00).to_le_bytes(), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn per_queue_registers_follow_the_datasheet() {
+        let rx = Ixgbe.rx_ring(2);
+        assert_eq!((rx.base_low, rx.head, rx.tail, rx.control), (0x1080, 0x1090, 0x1098, 0x10A8));
+        assert_eq!(Ixgbe.srrctl(2), 0x1094);
+        let tx = Ixgbe.tx_ring(2);
+        assert_eq!((tx.base_low, tx.head, tx.tail, tx.control), (0x6080, 0x6090, 0x6098, 0x60A8));
+        let regs = ModelRegisters::default();
+        Ixgbe.configure_rx_queue(&regs, 2);
+        assert_eq!(regs.read(0x1094), 2 | (1 << 25) | (1 << 28), "2 KiB, advanced one buffer, drop when empty");
+    }
+}

@@ -22,7 +22,7 @@ const MAX_FRAME: usize = 1514;
 
 /// A register file that remembers every write.
 #[derive(Default)]
-struct ModelRegisters {
+pub(super) struct ModelRegisters {
     values: Mutex<HashMap<u32, u32>>,
     writes: Mutex<Vec<(u32, u32)>>,
 }
@@ -39,6 +39,13 @@ impl Registers for ModelRegisters {
 }
 
 impl ModelRegisters {
+    /// A register file whose every register reads `value` until written.
+    pub(super) fn filled(offsets: &[u32], value: u32) -> Self {
+        let regs = Self::default();
+        regs.values.lock().unwrap().extend(offsets.iter().map(|&o| (o, value)));
+        regs
+    }
+
     fn writes_to(&self, offset: u32) -> usize {
         self.writes.lock().unwrap().iter().filter(|(o, _)| *o == offset).count()
     }
