@@ -7,9 +7,10 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use ix_driver::mem::MemWire;
+use ix_driver::nic::{NicConfig, NicDevice, NicQueue, NicQueueSource};
 use ix_driver::tap::{TapDevice, TapQueue, TapQueueFd};
 use ix_driver::xdp::{XdpConfig, XdpDevice, XdpQueue, XdpQueueSource};
-use ix_driver::{HugePages, NetQueue, PacketPool};
+use ix_driver::{HugePages, NetQueue, PacketPool, RedirectionTable, Toeplitz};
 
 use crate::dataplane::PortFilter;
 use crate::error::RuntimeError;
@@ -32,6 +33,10 @@ pub enum Backend {
     /// AF_XDP on an interface: core `i` takes queue `i`, steered to it by the
     /// backend's XDP program (see `ix_driver::xdp`).
     Xdp(XdpConfig),
+    /// An Intel 82576 (`igb:PCI_ADDR`) or 82599 (`ixgbe:PCI_ADDR`) driven from
+    /// user space through VFIO: core `i` polls queue `i`, steered to it by
+    /// the NIC's RSS (see `ix_driver::nic`).
+    Nic(NicConfig),
     /// Ordinary kernel sockets (non-blocking, epoll) behind the same executor
     /// and socket API: runs unprivileged, and separates the executor's share
     /// of a benchmark from the dataplane's.
@@ -41,8 +46,9 @@ pub enum Backend {
 impl std::str::FromStr for Backend {
     type Err = RuntimeError;
 
-    /// Parses `kernel`, `tap:NAME` or `xdp:IFACE[,options]` (see
-    /// [`XdpConfig`]; the `mem` wire is made in process and has no spelling).
+    /// Parses `kernel`, `tap:NAME`, `xdp:IFACE[,options]` (see
+    /// [`XdpConfig`]) or `igb:PCI_ADDR[,queues=N]` / `ixgbe:...` (see
+    /// [`NicConfig`]); the `mem` wire is made in process and has no spelling.
     fn from_str(spec: &str) -> Result<Backend, RuntimeError> {
         let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
         match (kind, rest) {
@@ -55,8 +61,10 @@ impl std::str::FromStr for Backend {
                 libc::IFNAMSIZ - 1
             ))),
             ("xdp", _) => Ok(Backend::Xdp(rest.parse()?)),
+            ("igb" | "ixgbe", _) => Ok(Backend::Nic(spec.parse()?)),
             _ => Err(RuntimeError::Config(format!(
-                "unknown backend `{spec}`: expected `kernel`, `tap:NAME` or `xdp:IFACE[,options]`"
+                "unknown backend `{spec}`: expected `kernel`, `tap:NAME`, `xdp:IFACE[,options]` or \
+                 `igb:PCI_ADDR[,queues=N]` / `ixgbe:PCI_ADDR[,queues=N]`"
             ))),
         }
     }
@@ -70,7 +78,9 @@ impl Backend {
     pub(crate) fn check(&self, addr: Option<(Ipv4Addr, u8)>) -> Result<(), RuntimeError> {
         match self {
             Backend::Kernel => Ok(()),
-            Backend::Mem { .. } | Backend::Tap { .. } | Backend::Xdp(_) => dataplane_address(addr).map(drop),
+            Backend::Mem { .. } | Backend::Tap { .. } | Backend::Xdp(_) | Backend::Nic(_) => {
+                dataplane_address(addr).map(drop)
+            }
         }
     }
 
@@ -110,6 +120,20 @@ impl Backend {
                     .collect::<Result<Vec<_>, RuntimeError>>()?;
                 dataplane(sources)
             }
+            Backend::Nic(config) => {
+                let queues = config.queue_count(cores)?;
+                // The queues keep the device open; the device handle can go.
+                let mut device = NicDevice::open(config, queues)?;
+                // One queue needs no steering of outgoing connections.
+                let rss = (queues > 1).then(|| Arc::new(device.rss()));
+                let sources = (0..queues)
+                    .map(|q| {
+                        let source = device.take_queue(q)?;
+                        Ok(QueueSource::Nic { source, huge_pages: config.huge_pages, rss: rss.clone() })
+                    })
+                    .collect::<Result<Vec<_>, RuntimeError>>()?;
+                dataplane(sources)
+            }
             Backend::Kernel => {
                 let ip = addr.map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| a);
                 Ok((0..cores).map(|_| CoreSource::Kernel { addr: ip }).collect())
@@ -138,13 +162,14 @@ pub(crate) enum QueueSource {
     Mem { wire: Arc<MemWire>, port: u16 },
     Tap { fd: TapQueueFd },
     Xdp { source: XdpQueueSource, huge_pages: HugePages, shared_ports: bool },
+    Nic { source: NicQueueSource, huge_pages: HugePages, rss: Option<Arc<(Toeplitz, RedirectionTable)>> },
 }
 
 impl QueueSource {
     /// Where the core's packet pool should live.
     pub(crate) fn huge_pages(&self) -> HugePages {
         match self {
-            QueueSource::Xdp { huge_pages, .. } => *huge_pages,
+            QueueSource::Xdp { huge_pages, .. } | QueueSource::Nic { huge_pages, .. } => *huge_pages,
             QueueSource::Mem { .. } | QueueSource::Tap { .. } => HugePages::Auto,
         }
     }
@@ -155,7 +180,9 @@ impl QueueSource {
     pub(crate) fn ephemeral_ports(&self) -> Option<RangeInclusive<u16>> {
         match self {
             QueueSource::Xdp { shared_ports: true, .. } => Some(ix_driver::xdp::SHARED_EPHEMERAL_PORTS),
-            QueueSource::Xdp { .. } | QueueSource::Mem { .. } | QueueSource::Tap { .. } => None,
+            QueueSource::Xdp { .. } | QueueSource::Nic { .. } | QueueSource::Mem { .. } | QueueSource::Tap { .. } => {
+                None
+            }
         }
     }
 
@@ -174,14 +201,10 @@ impl QueueSource {
             QueueSource::Mem { wire, port } => {
                 let queue = wire.queue(port, core as u16, pool)?;
                 // The wire steers by RSS: keep only local ports whose return flow
-                // (remote → local, as the wire hashes it) lands on this core's queue.
+                // lands on this core's queue.
                 let filter = match wire.redirection_table(port) {
                     Some(table) if wire.config().queues_per_port > 1 => {
-                        let toeplitz = wire.toeplitz().clone();
-                        Some(Box::new(move |local_port: u16, remote: std::net::SocketAddrV4| {
-                            let hash = toeplitz.hash_ipv4_tcp_udp(*remote.ip(), local_ip, remote.port(), local_port);
-                            usize::from(table.queue_for_hash(hash)) == core
-                        }) as PortFilter)
+                        Some(rss_port_filter(Arc::new((wire.toeplitz().clone(), table)), core, local_ip))
                     }
                     _ => None,
                 };
@@ -199,6 +222,22 @@ impl QueueSource {
                 // connection's replies may land on another core's queue).
                 Ok((Box::new(XdpQueue::new(source, pool)?), None))
             }
+            QueueSource::Nic { source, rss, .. } => {
+                // The NIC steers by RSS with a key and table we programmed, so an
+                // outgoing connection can pick a port whose replies come here.
+                let filter = rss.map(|rss| rss_port_filter(rss, core, local_ip));
+                Ok((Box::new(NicQueue::new(source, pool)?), filter))
+            }
         }
     }
+}
+
+/// Keeps only local ports whose return flow (remote → local, hashed as a NIC
+/// does) lands on `core`'s queue.
+fn rss_port_filter(rss: Arc<(Toeplitz, RedirectionTable)>, core: usize, local_ip: Ipv4Addr) -> PortFilter {
+    Box::new(move |local_port: u16, remote: std::net::SocketAddrV4| {
+        let (toeplitz, table) = &*rss;
+        let hash = toeplitz.hash_ipv4_tcp_udp(*remote.ip(), local_ip, remote.port(), local_port);
+        usize::from(table.queue_for_hash(hash)) == core
+    })
 }
