@@ -191,10 +191,10 @@ fn map_twice(fd: &OwnedFd, len: usize) -> Result<(NonNull<u8>, NonNull<u8>), Dri
     let ro = match mmap_shared(fd, len, libc::PROT_READ, false) {
         Ok(ro) => ro,
         Err(err) => {
-        // SAFETY: `rw` was mapped above with length `len` and is not used
-        // after this point.
-        unsafe { libc::munmap(rw.as_ptr().cast(), len) };
-        return Err(err);
+            // SAFETY: `rw` was mapped above with length `len` and is not used
+            // after this point.
+            unsafe { libc::munmap(rw.as_ptr().cast(), len) };
+            return Err(err);
         }
     };
     Ok((rw, ro))

@@ -42,6 +42,14 @@ pub enum Backend {
     /// AF_XDP on an interface: core `i` takes queue `i`, steered to it by the
     /// backend's XDP program (see `ix_driver::xdp`).
     Xdp(XdpConfig),
+    /// AF_XDP queues handed over by the `ixcp` daemon at `socket`, for `ports`
+    /// of the runtime's address: needs no privilege (see `ix_driver::ixcp`).
+    Ixcp {
+        /// The daemon's control socket.
+        socket: std::path::PathBuf,
+        /// The TCP and UDP ports to ask for.
+        ports: Vec<u16>,
+    },
     /// Ordinary kernel sockets (non-blocking, epoll) behind the same executor
     /// and socket API: runs unprivileged, and separates the executor's share
     /// of a benchmark from the dataplane's.
@@ -65,10 +73,24 @@ impl std::str::FromStr for Backend {
                 libc::IFNAMSIZ - 1
             ))),
             ("xdp", _) => Ok(Backend::Xdp(rest.parse()?)),
+            ("ixcp", _) => parse_ixcp(spec, rest),
             _ => Err(RuntimeError::Config(format!(
-                "unknown backend `{spec}`: expected `kernel`, `tap:NAME` or `xdp:IFACE[,options]`"
+                "unknown backend `{spec}`: expected `kernel`, `tap:NAME`, `xdp:IFACE[,options]` \
+                 or `ixcp:SOCKET,ports=P1+P2`"
             ))),
         }
+    }
+}
+
+/// Parses the `SOCKET,ports=P1+P2` of an `ixcp:` backend.
+fn parse_ixcp(spec: &str, rest: &str) -> Result<Backend, RuntimeError> {
+    let bad = || RuntimeError::Config(format!("backend `{spec}`: expected ixcp:SOCKET,ports=P1+P2 (ports 1-65535)"));
+    let (socket, options) = rest.split_once(',').ok_or_else(bad)?;
+    let ports = options.strip_prefix("ports=").ok_or_else(bad)?;
+    let ports = ports.split('+').map(|p| p.parse::<u16>().ok().filter(|&p| p != 0)).collect::<Option<Vec<_>>>();
+    match ports {
+        Some(ports) if !socket.is_empty() && !ports.is_empty() => Ok(Backend::Ixcp { socket: socket.into(), ports }),
+        _ => Err(bad()),
     }
 }
 
@@ -469,6 +491,7 @@ enum QueueSource {
     Mem { wire: Arc<MemWire>, port: u16 },
     Tap { fd: TapQueueFd },
     Xdp { source: XdpQueueSource },
+    Ixcp { granted: ix_driver::ixcp::GrantedQueue },
     Kernel,
 }
 
@@ -491,19 +514,37 @@ fn open_sources(cfg: &Builder) -> Result<Vec<QueueSource>, RuntimeError> {
             let mut device = XdpDevice::open(config, queues, addr)?;
             (0..queues).map(|q| Ok(QueueSource::Xdp { source: device.take_queue(q)? })).collect()
         }
+        Backend::Ixcp { socket, ports } => {
+            let (addr, _) = cfg.addr.expect("checked by build");
+            if cfg.cores != 1 {
+                return Err(RuntimeError::Config("the ixcp backend serves one core for now".into()));
+            }
+            let request = ix_driver::ixcp::one_queue_request(addr, ports, cfg.pool_frames, MAX_CONNECTIONS_ASKED);
+            let admission = ix_driver::ixcp::request_admission(socket, &request)?;
+            Ok(admission.queues.into_iter().map(|granted| QueueSource::Ixcp { granted }).collect())
+        }
         Backend::Kernel => Ok((0..cfg.cores).map(|_| QueueSource::Kernel).collect()),
     }
 }
 
+/// Connections an `ixcp` dataplane asks for (the stack's own limit applies).
+const MAX_CONNECTIONS_ASKED: u32 = 65_536;
+
 fn build_queue(
     core: usize,
     source: QueueSource,
-    pool: PacketPool,
+    new_pool: &dyn Fn() -> Result<PacketPool, DriverError>,
     local_ip: Ipv4Addr,
 ) -> Result<(Box<dyn NetQueue>, Option<PortFilter>), RuntimeError> {
+    // The ixcp backend's pool is the region the daemon handed over.
+    let pool = match &source {
+        QueueSource::Ixcp { .. } | QueueSource::Kernel => None,
+        _ => Some(new_pool()?),
+    };
+    let pool = move || pool.expect("made for this backend");
     match source {
         QueueSource::Mem { wire, port } => {
-            let queue = wire.queue(port, core as u16, pool)?;
+            let queue = wire.queue(port, core as u16, pool())?;
             // The wire steers by RSS: keep only local ports whose return flow
             // (remote → local, as the wire hashes it) lands on this core's queue.
             let filter = match wire.redirection_table(port) {
@@ -521,15 +562,16 @@ fn build_queue(
         QueueSource::Tap { fd } => {
             // TAP spreads flows by the kernel's own hash, which we cannot
             // predict: any port will do.
-            let queue = TapQueue::new(fd, pool);
+            let queue = TapQueue::new(fd, pool());
             Ok((Box::new(queue), None))
         }
         QueueSource::Xdp { source } => {
             // RSS on the interface is the kernel's or the NIC's, which we do
             // not model: as for TAP, any port will do (an outgoing
             // connection's replies may land on another core's queue).
-            Ok((Box::new(XdpQueue::new(source, pool)?), None))
+            Ok((Box::new(XdpQueue::new(source, pool())?), None))
         }
+        QueueSource::Ixcp { granted } => Ok((Box::new(granted.build()?), None)),
         QueueSource::Kernel => unreachable!("the kernel backend has no queue"),
     }
 }
@@ -580,17 +622,18 @@ where
         Some(Backend::Xdp(xdp)) => xdp.huge_pages,
         _ => HugePages::Auto,
     };
-    let pool = PacketPool::new(PoolConfig { frames: cfg.pool_frames, huge_pages })?;
+    let new_pool = || PacketPool::new(PoolConfig { frames: cfg.pool_frames, huge_pages });
     let core_error = |e: &dyn std::fmt::Display| RuntimeError::Core { core: core_index, message: e.to_string() };
     let (mut queue, net, filter) = match source {
         QueueSource::Kernel => {
             let reactor = crate::reactor::Reactor::new().map_err(|e| core_error(&e))?;
             let addr = cfg.addr.map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| a);
-            (None, Net::Kernel(KernelNet { reactor, pool, addr }), None)
+            (None, Net::Kernel(KernelNet { reactor, pool: new_pool()?, addr }), None)
         }
         source => {
             let (addr, prefix) = cfg.addr.expect("checked by build");
-            let (queue, filter) = build_queue(core_index, source, pool.clone(), addr)?;
+            let (queue, filter) = build_queue(core_index, source, &new_pool, addr)?;
+            let pool = queue.pool().clone();
             let filter = filter.filter(|_| cfg.port_probing);
             let mut stack_cfg = StackConfig::new(EthernetAddress(queue.mac()), addr, prefix);
             stack_cfg.gateway = cfg.gateway;
@@ -600,6 +643,11 @@ where
                     // The XDP program takes replies to these ports, not others.
                     stack_cfg.ephemeral_ports = ix_driver::xdp::SHARED_EPHEMERAL_PORTS;
                 }
+            }
+            if let Some(Backend::Ixcp { .. }) = &cfg.backend {
+                // The kernel answers ARP on the shared address and gets the
+                // replies: neighbours are learned from their frames.
+                stack_cfg.learn_neighbors_from_ipv4 = true;
             }
             stack_cfg.neighbors = Some(shared.neighbors.clone());
             // Without steering, a reply may reach another core's queue: the

@@ -60,12 +60,12 @@ impl GrantedQueue {
 /// for an answer that is not a grant with its descriptors;
 /// [`DriverError::Os`] when the socket cannot be reached.
 pub fn request_admission(socket_path: &Path, request: &AdmitRequest) -> Result<Admission, DriverError> {
-    let control = transport::connect(socket_path).map_err(|source| DriverError::Os { call: "connect to ixcp", source })?;
+    let control =
+        transport::connect(socket_path).map_err(|source| DriverError::Os { call: "connect to ixcp", source })?;
     let exchange = |source| DriverError::Os { call: "ixcp request", source };
     transport::send(control.as_fd(), &Message::Admit(request.clone()).encode(), &[]).map_err(exchange)?;
-    let received = transport::recv(control.as_fd())
-        .map_err(exchange)?
-        .ok_or(ProtocolError::Truncated { needed: 1, got: 0 })?;
+    let received =
+        transport::recv(control.as_fd()).map_err(exchange)?.ok_or(ProtocolError::Truncated { needed: 1, got: 0 })?;
     let grant = match Message::decode(&received.bytes)? {
         Message::Grant(grant) => grant,
         Message::Refusal(refusal) => return Err(refusal.into()),

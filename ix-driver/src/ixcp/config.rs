@@ -147,7 +147,10 @@ impl DaemonConfig {
             return Err(Refusal::new(RefusalCode::NotPermitted, format!("nothing is granted to uid {uid}")));
         }
         let grant = mine.iter().find(|g| g.addresses.contains(&request.addr)).ok_or_else(|| {
-            Refusal::new(RefusalCode::AddressNotGranted, format!("address {} is not granted to uid {uid}", request.addr))
+            Refusal::new(
+                RefusalCode::AddressNotGranted,
+                format!("address {} is not granted to uid {uid}", request.addr),
+            )
         })?;
         if request.ports.is_empty() {
             return Err(Refusal::new(RefusalCode::Malformed, "a request names at least one port"));
@@ -196,7 +199,10 @@ impl std::str::FromStr for DaemonConfig {
         }
         for grant in &config.grants {
             if !config.interfaces.iter().any(|i| i.name == grant.interface) {
-                return Err(format!("grant for uid {} names interface {:?}, which is not managed", grant.uid, grant.interface));
+                return Err(format!(
+                    "grant for uid {} names interface {:?}, which is not managed",
+                    grant.uid, grant.interface
+                ));
             }
             for spec in &grant.ports {
                 if let PortSpec::Range(text) = spec {

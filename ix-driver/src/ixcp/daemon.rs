@@ -141,10 +141,13 @@ impl Daemon {
     /// [`DriverError::Privilege`] without root's capabilities; the attach
     /// errors of each interface; [`DriverError::Os`] for the socket.
     pub fn start(config: DaemonConfig) -> Result<Self, DriverError> {
-        let interfaces =
-            config.interfaces.iter().map(|i| ManagedInterface::attach(&i.name, i.mode.into())).collect::<Result<_, _>>()?;
-        let listener =
-            transport::listen(&config.socket).map_err(|source| DriverError::Os { call: "listen on the ixcp socket", source })?;
+        let interfaces = config
+            .interfaces
+            .iter()
+            .map(|i| ManagedInterface::attach(&i.name, i.mode.into()))
+            .collect::<Result<_, _>>()?;
+        let listener = transport::listen(&config.socket)
+            .map_err(|source| DriverError::Os { call: "listen on the ixcp socket", source })?;
         tracing::info!(socket = %config.socket.display(), "ixcp: listening");
         Ok(Self { config, listener, interfaces, connections: Vec::new(), stats: DaemonStats::default() })
     }
@@ -278,7 +281,10 @@ impl Daemon {
         let max_connections = request.max_connections;
         let interface = self.interfaces.iter().position(|i| i.name == grant.interface).expect("checked on load");
         if let Some(port) = request.ports.iter().find(|&&port| self.port_in_use(request.addr, port)) {
-            return Err(Refusal::new(RefusalCode::PortInUse, format!("port {port} on {} is held by another dataplane", request.addr)));
+            return Err(Refusal::new(
+                RefusalCode::PortInUse,
+                format!("port {port} on {} is held by another dataplane", request.addr),
+            ));
         }
         let unavailable = |error: DriverError| {
             tracing::warn!(%error, "ixcp: could not set a dataplane up");
@@ -308,22 +314,16 @@ impl Daemon {
     }
 
     fn port_in_use(&self, addr: Ipv4Addr, port: u16) -> bool {
-        self.connections
-            .iter()
-            .filter_map(|c| c.dataplane.as_ref())
-            .any(|d| d.addr == addr && d.ports.contains(&port))
+        self.connections.iter().filter_map(|c| c.dataplane.as_ref()).any(|d| d.addr == addr && d.ports.contains(&port))
     }
 
     /// Makes the virtual port, the region and the socket, and enters the
     /// steering entries last, when everything they lead to exists.
     fn set_up(&mut self, interface: usize, request: &AdmitRequest) -> Result<(Dataplane, Vec<OwnedFd>), DriverError> {
         let managed = &mut self.interfaces[interface];
-        let slot = managed
-            .used_slots
-            .iter()
-            .position(|used| !used)
-            .ok_or_else(|| DriverError::Config(format!("{} serves {DATAPLANES_PER_INTERFACE_MAX} dataplanes already", managed.name)))?
-            as u32;
+        let slot = managed.used_slots.iter().position(|used| !used).ok_or_else(|| {
+            DriverError::Config(format!("{} serves {DATAPLANES_PER_INTERFACE_MAX} dataplanes already", managed.name))
+        })? as u32;
         let port = VirtualPort::create(slot, managed.mtu, request.addr, &request.ports, managed.ifindex)?;
         let frames = request.frames_per_queue;
         let region = Region::new(umem_bytes(frames), HugePages::Auto)?;

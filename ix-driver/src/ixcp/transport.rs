@@ -23,14 +23,15 @@ pub struct Received {
     pub truncated: bool,
 }
 
-fn cvt(rc: libc::c_int, _call: &'static str) -> io::Result<libc::c_int> {
+/// The value of a call that returns -1 and sets `errno` on failure.
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
 }
 
 fn seqpacket_socket(nonblocking: bool) -> io::Result<OwnedFd> {
     let flags = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
     // SAFETY: `socket` takes integers only and returns a new descriptor or -1.
-    let raw = cvt(unsafe { libc::socket(libc::AF_UNIX, flags, 0) }, "socket")?;
+    let raw = cvt(unsafe { libc::socket(libc::AF_UNIX, flags, 0) })?;
     // SAFETY: the kernel just returned this descriptor to us alone.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
@@ -66,10 +67,10 @@ pub fn listen(path: &Path) -> io::Result<OwnedFd> {
         _ => {}
     }
     // SAFETY: `address` is a live sockaddr_un of `len` bytes.
-    cvt(unsafe { libc::bind(fd.as_raw_fd(), (&raw const address).cast(), len) }, "bind")?;
+    cvt(unsafe { libc::bind(fd.as_raw_fd(), (&raw const address).cast(), len) })?;
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
     // SAFETY: listen on a descriptor we own.
-    cvt(unsafe { libc::listen(fd.as_raw_fd(), 64) }, "listen")?;
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), 64) })?;
     Ok(fd)
 }
 
@@ -106,7 +107,7 @@ pub fn connect(path: &Path) -> io::Result<OwnedFd> {
     let fd = seqpacket_socket(false)?;
     let (address, len) = unix_address(path)?;
     // SAFETY: `address` is a live sockaddr_un of `len` bytes.
-    cvt(unsafe { libc::connect(fd.as_raw_fd(), (&raw const address).cast(), len) }, "connect")?;
+    cvt(unsafe { libc::connect(fd.as_raw_fd(), (&raw const address).cast(), len) })?;
     Ok(fd)
 }
 
@@ -118,18 +119,16 @@ pub fn peer_uid(socket: BorrowedFd<'_>) -> io::Result<u32> {
     let mut credentials = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `credentials` and `len` are live and describe a buffer of `len` bytes.
-    cvt(
-        unsafe {
-            libc::getsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&raw mut credentials).cast(),
-                &mut len,
-            )
-        },
-        "getsockopt(SO_PEERCRED)",
-    )?;
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut credentials).cast(),
+            &mut len,
+        )
+    };
+    cvt(rc)?;
     Ok(credentials.uid)
 }
 

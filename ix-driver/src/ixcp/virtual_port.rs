@@ -72,14 +72,18 @@ impl VirtualPort {
         }
         let out = BpfMap::create(MapType::DevMap, "ixcp_out", 4, 4, 1)?;
         out.update(&0u32.to_ne_bytes(), &out_ifindex.to_ne_bytes())?;
-        let rx_program =
-            BpfProgram::load_xdp("ixcp_port_rx", &program::ixcp_port_rx_program(xsks.fd().as_raw_fd()), PROGRAM_LICENSE)?;
+        let rx_program = BpfProgram::load_xdp(
+            "ixcp_port_rx",
+            &program::ixcp_port_rx_program(xsks.fd().as_raw_fd()),
+            PROGRAM_LICENSE,
+        )?;
         let tx_program = BpfProgram::load_xdp(
             "ixcp_port_tx",
             &program::ixcp_port_tx_program(addr, source_ports.fd().as_raw_fd(), out.fd().as_raw_fd()),
             PROGRAM_LICENSE,
         )?;
-        let attach_error = |error: std::io::Error| DriverError::Os { call: "bpf(BPF_LINK_CREATE) on a virtual port", source: error };
+        let attach_error =
+            |error: std::io::Error| DriverError::Os { call: "bpf(BPF_LINK_CREATE) on a virtual port", source: error };
         let rx_link = rx_program.attach_xdp(ifindex, AttachMode::Native).map_err(attach_error)?;
         let tx_link = tx_program.attach_xdp(kernel_ifindex, AttachMode::Native).map_err(attach_error)?;
         std::mem::forget(pair);

@@ -282,11 +282,7 @@ fn bind(fd: BorrowedFd<'_>, params: &SocketParams<'_>, zero_copy: bool) -> Resul
         // SAFETY: `address` is a live `sockaddr_xdp` and its exact size is
         // passed; the descriptor is this socket's.
         let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const address).cast(),
-                size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-            )
+            libc::bind(fd.as_raw_fd(), (&raw const address).cast(), size_of::<libc::sockaddr_xdp>() as libc::socklen_t)
         };
         if rc == 0 {
             return Ok(());
