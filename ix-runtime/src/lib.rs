@@ -27,13 +27,16 @@
 //! # }
 //! ```
 
+pub mod blocking;
 mod core;
 pub mod executor;
+pub mod metrics;
 pub mod net;
 mod reactor;
 mod runtime;
 pub mod time;
 
+pub use blocking::spawn_blocking;
 pub use executor::{Executor, Handle, JoinError, JoinHandle, RemoteJoinHandle, SpawnError, spawn_local, yield_now};
 pub use reactor::ReactorStats;
 pub use runtime::{
