@@ -11,24 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use ix_runtime::net::{TcpListener, TcpStream, UdpSocket};
 use ix_runtime::time::timeout;
-use ix_runtime::{Backend, CoreStats, Runtime, ShutdownHandle, spawn_local};
+use ix_runtime::{Backend, CoreStats, ShutdownHandle, spawn_local};
 
 mod runtime_support;
-use runtime_support::{echo, echo_clients, framed_line_client, framed_line_echo};
+use runtime_support::{echo, echo_clients, framed_line_client, framed_line_echo, kernel_runtime};
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
-
-fn kernel_runtime(cores: usize) -> Runtime {
-    Runtime::builder()
-        .cores(cores)
-        .backend(Backend::Kernel)
-        .ipv4(LOOPBACK, 8)
-        .pool_frames(8 * 1024)
-        .pin_threads(false)
-        .handle_signals(false)
-        .build()
-        .unwrap()
-}
 
 /// A port free on loopback now (the kernel picks it; the listener is dropped
 /// so that every core can bind it with `SO_REUSEPORT`).
