@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use ix_kv::{Server, Settings, StoreConfig, serve_connection};
+use ix_kv::{ClientAddrs, Server, Settings, StoreConfig, serve_client};
+use ix_runtime::metrics::{PUBLISH_PERIOD_DEFAULT, serve_metrics};
 
 /// How long a shutdown lets open connections finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -67,6 +68,10 @@ struct Args {
     /// 0.0.0.0).
     #[arg(long)]
     addr: Option<String>,
+    /// Serve the per-core counters in the Prometheus text format at
+    /// `http://ADDR/metrics`, from a kernel socket (IX only).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 /// Parses `1048576`, `1024k`, `1m`.
@@ -115,8 +120,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     if threads == 0 {
         bail!("-t 0: at least one core");
     }
+    let listen_ip = args.addr.as_deref().map(parse_addr).transpose()?.map(|(ip, _)| ip);
     let settings = Settings {
         port: args.port,
+        listen_ip,
         max_connections: args.max_connections,
         threads,
         store: StoreConfig::new(memory, args.item_size_max, threads),
@@ -144,9 +151,10 @@ fn run_ix(args: &Args, server: Arc<Server>) -> anyhow::Result<()> {
         builder = builder.ipv4(ip, prefix);
     }
     let runtime = builder.build()?;
+    let board = args.metrics.map(|a| serve_metrics(a).with_context(|| format!("--metrics {a}"))).transpose()?;
     let ip = addr.map_or(Ipv4Addr::UNSPECIFIED, |(ip, _)| ip);
     runtime.run(move |core| {
-        let (server, listening, spec) = (server.clone(), listening.clone(), spec.clone());
+        let (server, listening, spec, board) = (server.clone(), listening.clone(), spec.clone(), board.clone());
         async move {
             let listener = match ix_runtime::net::TcpListener::bind(port) {
                 Ok(l) => l,
@@ -158,8 +166,20 @@ fn run_ix(args: &Args, server: Arc<Server>) -> anyhow::Result<()> {
             if listening.fetch_add(1, Ordering::SeqCst) + 1 == cores {
                 announce(ip, port, RuntimeKind::Ix, &spec, cores);
             }
-            while let Ok((stream, _peer)) = listener.accept().await {
-                drop(ix_runtime::spawn_local(serve_connection(server.clone(), stream)));
+            let serving = async {
+                while let Ok((stream, peer)) = listener.accept().await {
+                    tracing::debug!(%peer, "connection accepted");
+                    let addrs = ClientAddrs { peer: stream.peer_addr().into(), local: stream.local_addr().into() };
+                    let served = serve_client(server.clone(), stream, Some(addrs));
+                    drop(ix_runtime::spawn_local(async move {
+                        let outcome = served.await;
+                        tracing::debug!(%peer, ?outcome, "connection closed");
+                    }));
+                }
+            };
+            match &board {
+                None => serving.await,
+                Some(board) => board.publish_while(PUBLISH_PERIOD_DEFAULT, Vec::new, serving).await,
             }
         }
     })?;
@@ -167,6 +187,9 @@ fn run_ix(args: &Args, server: Arc<Server>) -> anyhow::Result<()> {
 }
 
 fn run_tokio(args: &Args, server: Arc<Server>) -> anyhow::Result<()> {
+    if args.metrics.is_some() {
+        bail!("--metrics serves IX's per-core counters: use it with --runtime ix");
+    }
     let ip = match args.addr.as_deref() {
         Some(a) => parse_addr(a)?.0,
         None => Ipv4Addr::UNSPECIFIED,
@@ -236,7 +259,11 @@ fn tokio_core(
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(server.clone(), stream));
+                    let addrs = match (stream.peer_addr(), stream.local_addr()) {
+                        (Ok(peer), Ok(local)) => Some(ClientAddrs { peer, local }),
+                        _ => None,
+                    };
+                    connections.spawn(serve_client(server.clone(), stream, addrs));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 _ = stop.changed() => break,
