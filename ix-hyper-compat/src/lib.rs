@@ -85,6 +85,8 @@ mod replay;
 mod server;
 mod signal;
 mod timer;
+mod tower_serve;
+mod tower_timeout;
 
 pub use activity::{TrackedBody, TrackedFuture};
 pub use conn::{ConnectionEnd, ConnectionReport, Protocol, ServerConfig};
@@ -93,3 +95,5 @@ pub use io::IxIo;
 pub use server::{Accept, ConnectionTask, ServeCounters, Server, serve};
 pub use signal::Shutdown;
 pub use timer::{IxSleep, IxTimer};
+pub use tower_serve::{ServeTowerError, serve_tower};
+pub use tower_timeout::{Timeout, TimeoutFuture, TimeoutLayer};

@@ -14,6 +14,7 @@ use hyper::body::{Body, Incoming};
 use hyper::rt::{Executor, Timer};
 use hyper::service::Service;
 use hyper::{Request, Response};
+use ix_runtime::metrics::{AppSample, MetricKind};
 use ix_runtime::net::TcpListener;
 
 use crate::activity::{TrackedBody, TrackedFuture};
@@ -77,6 +78,53 @@ pub struct ServeCounters {
 }
 
 impl ServeCounters {
+    /// The counters as Prometheus samples (`ix_http_*`), for
+    /// `ix_runtime::metrics::MetricsBoard::publish`.
+    pub fn metrics(&self) -> Vec<AppSample> {
+        use MetricKind::{Counter, Gauge};
+        let rows: [(&'static str, &'static str, MetricKind, u64); 13] = [
+            ("ix_http_accepted_total", "Connections accepted.", Counter, self.accepted),
+            (
+                "ix_http_refused_over_limit_total",
+                "Connections closed at once: over the limit.",
+                Counter,
+                self.refused_over_limit,
+            ),
+            ("ix_http_connections_live", "HTTP connections live now.", Gauge, self.live),
+            ("ix_http_http1_total", "Connections that spoke HTTP/1.x.", Counter, self.http1),
+            ("ix_http_http2_total", "Connections that spoke HTTP/2 with prior knowledge.", Counter, self.http2),
+            ("ix_http_h2c_total", "Connections upgraded to HTTP/2 by h2c.", Counter, self.h2c),
+            ("ix_http_closed_total", "Connections closed cleanly.", Counter, self.closed),
+            (
+                "ix_http_header_timeouts_total",
+                "Connections closed by the header read timeout.",
+                Counter,
+                self.header_timeouts,
+            ),
+            ("ix_http_idle_timeouts_total", "Connections closed by the idle timeout.", Counter, self.idle_timeouts),
+            (
+                "ix_http_write_timeouts_total",
+                "Connections closed: the client stopped reading.",
+                Counter,
+                self.write_timeouts,
+            ),
+            (
+                "ix_http_graceful_timeouts_total",
+                "Connections that outlived a graceful shutdown.",
+                Counter,
+                self.graceful_timeouts,
+            ),
+            (
+                "ix_http_protocol_errors_total",
+                "Connections whose client broke the protocol.",
+                Counter,
+                self.protocol_errors,
+            ),
+            ("ix_http_io_errors_total", "Connections whose transport failed.", Counter, self.io_errors),
+        ];
+        rows.into_iter().map(|(name, help, kind, value)| AppSample { name, help, kind, value }).collect()
+    }
+
     fn record(&mut self, report: ConnectionReport) {
         match report.protocol {
             Some(Protocol::Http1) => self.http1 += 1,
@@ -195,9 +243,11 @@ where
             self.update(|c| c.accepted += 1);
             if self.live.count() >= self.config.max_connections_per_core {
                 self.update(|c| c.refused_over_limit += 1);
+                tracing::debug!(%peer, "connection refused: over the limit");
                 drop(io);
                 continue;
             }
+            tracing::debug!(%peer, "connection accepted");
             let slot = self.live.enter();
             let ctx = ConnectionContext {
                 config: self.config.clone(),
@@ -209,6 +259,7 @@ where
             let counters = self.counters.clone();
             self.exec.execute(Box::pin(async move {
                 let report = connection.await;
+                tracing::debug!(%peer, protocol = ?report.protocol, end = ?report.end, "connection closed");
                 let mut c = counters.get();
                 c.record(report);
                 counters.set(c);

@@ -28,6 +28,7 @@
 //! ```
 
 mod backend;
+pub mod blocking;
 mod config;
 mod core;
 mod core_thread;
@@ -35,6 +36,7 @@ mod dataplane;
 mod error;
 pub mod executor;
 mod kernel;
+pub mod metrics;
 pub mod net;
 mod poll_loop;
 mod readiness;
@@ -43,6 +45,7 @@ mod stats;
 pub mod time;
 
 pub use backend::Backend;
+pub use blocking::spawn_blocking;
 pub use config::{Builder, IdlePolicy};
 pub use core_thread::pin_current_thread;
 pub use error::RuntimeError;

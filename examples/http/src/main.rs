@@ -6,6 +6,7 @@
 mod on_ix;
 mod on_tokio;
 mod service;
+mod tls;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use ix_hyper_compat::ServerConfig;
+use tokio_rustls::TlsAcceptor;
 
 /// Which runtime serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -24,8 +26,8 @@ enum RuntimeKind {
     Tokio,
 }
 
-/// hyper HTTP/1.1 + HTTP/2 server on IX or tokio: `GET /`, `GET /bytes/N`,
-/// `POST /echo`, static files.
+/// hyper HTTP/1.1 + HTTP/2 server on IX or tokio, plain or over TLS: `GET /`,
+/// `GET /bytes/N`, `POST /echo`, static files.
 #[derive(Debug, Parser)]
 #[command(name = "ix-http", version)]
 struct Args {
@@ -64,6 +66,16 @@ struct Args {
     /// Live connections per core (more are closed at once).
     #[arg(long, default_value_t = 10_000)]
     max_conns: usize,
+    /// Serve the per-core counters in the Prometheus text format at
+    /// `http://ADDR/metrics`, from a kernel socket (IX only).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this PEM certificate chain.
+    #[arg(long, requires = "tls_key", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
 }
 
 impl Args {
@@ -89,33 +101,41 @@ impl Args {
     }
 }
 
+/// Serves `App` on one runtime until shut down.
+type Serve = fn(&Args, service::App, Option<(Ipv4Addr, u8)>, Option<TlsAcceptor>) -> anyhow::Result<()>;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
+    // The runtime is chosen here, once: how it serves, and how it runs blocking file reads.
+    let (serve, offload): (Serve, service::Offload) = match args.runtime {
+        RuntimeKind::Ix => (on_ix::run, on_ix::offload),
+        RuntimeKind::Tokio => (on_tokio::run, on_tokio::offload),
+    };
     let setup = (|| -> anyhow::Result<_> {
         if args.cores == 0 {
             anyhow::bail!("--cores must be at least 1");
         }
-        let app = service::App::new(args.static_dir.as_deref()).map_err(|e| {
+        let app = service::App::new(args.static_dir.as_deref(), offload).map_err(|e| {
             anyhow::anyhow!("--static-dir {}: {e}", args.static_dir.as_deref().unwrap_or_else(|| "".as_ref()).display())
         })?;
-        Ok((app, args.ipv4()?))
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => None,
+        };
+        Ok((app, args.ipv4()?, tls))
     })();
-    let (app, addr) = match setup {
+    let (app, addr, tls) = match setup {
         Ok(v) => v,
         Err(e) => {
             eprintln!("ix-http: {e}");
             return ExitCode::from(2);
         }
     };
-    let result = match args.runtime {
-        RuntimeKind::Ix => on_ix::run(&args, app, addr),
-        RuntimeKind::Tokio => on_tokio::run(&args, app, addr),
-    };
-    match result {
+    match serve(&args, app, addr, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ix-http: {e:#}");
@@ -139,7 +159,7 @@ mod tests {
         let words: Vec<&str> = first_paragraph.split_whitespace().collect();
         assert_eq!(
             words.join(" "),
-            "hyper HTTP/1.1 + HTTP/2 server on IX or tokio: `GET /`, `GET /bytes/N`, `POST /echo`, static files"
+            "hyper HTTP/1.1 + HTTP/2 server on IX or tokio, plain or over TLS: `GET /`, `GET /bytes/N`, `POST /echo`, static files"
         );
     }
 }

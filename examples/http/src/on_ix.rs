@@ -7,29 +7,40 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context as _;
 use ix_hyper_compat::Server;
+use ix_runtime::metrics::{PUBLISH_PERIOD_DEFAULT, serve_metrics};
 use ix_runtime::net::TcpListener;
 use ix_runtime::{Backend, Runtime};
+use tokio_rustls::TlsAcceptor;
 
 use crate::Args;
-use crate::service::App;
+use crate::service::{App, FileJob, FileJobResult};
+use crate::tls::TlsAccept;
 
-pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>) -> anyhow::Result<()> {
+/// Static file reads on IX's blocking pool; the request's task resumes on its core.
+pub(crate) fn offload(job: FileJob) -> FileJobResult {
+    let lookup = ix_runtime::spawn_blocking(job);
+    Box::pin(async move { lookup.await.ok() })
+}
+
+pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
     let backend: Backend = args.backend.parse().with_context(|| format!("--backend {}", args.backend))?;
     let mut builder = Runtime::builder().cores(args.cores).backend(backend);
     if let Some((ip, len)) = addr {
         builder = builder.ipv4(ip, len);
     }
     let runtime = builder.build()?;
+    let board = args.metrics.map(|a| serve_metrics(a).with_context(|| format!("--metrics {a}"))).transpose()?;
     let shutdown = runtime.shutdown_handle();
     let (cores, port, config) = (args.cores, args.port, args.server_config());
     let shown = addr.map_or(Ipv4Addr::UNSPECIFIED, |(ip, _)| ip);
-    let banner = format!("listening on {shown}:{port} (ix, {}, {cores} cores)", args.backend);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let banner = format!("listening on {shown}:{port} (ix, {}, {cores} cores, {scheme})", args.backend);
     let listening = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let failures = failed.clone();
     runtime.run(move |core| {
-        let (app, config, banner) = (app.clone(), config.clone(), banner.clone());
-        let (listening, failed, shutdown) = (listening.clone(), failed.clone(), shutdown.clone());
+        let (app, config, banner, tls) = (app.clone(), config.clone(), banner.clone(), tls.clone());
+        let (listening, failed, shutdown, board) = (listening.clone(), failed.clone(), shutdown.clone(), board.clone());
         async move {
             let listener = match TcpListener::bind(port) {
                 Ok(listener) => listener,
@@ -44,7 +55,18 @@ pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>) -> anyhow
                 println!("{banner}");
             }
             let server = Server::new(config);
-            let counters = server.serve(&listener, |_peer| app.clone()).await;
+            let serving = async {
+                match tls {
+                    None => server.serve(&listener, |_peer| app.clone()).await,
+                    Some(tls) => server.serve_with(TlsAccept::new(&listener, tls), |_peer| app.clone()).await,
+                }
+            };
+            let counters = match &board {
+                None => serving.await,
+                Some(board) => {
+                    board.publish_while(PUBLISH_PERIOD_DEFAULT, || server.counters().metrics(), serving).await
+                }
+            };
             tracing::info!(core, ?counters, "core stopped serving");
         }
     })?;

@@ -14,9 +14,17 @@ use anyhow::Context as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ix_hyper_compat::{Accept, Server};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::Args;
-use crate::service::App;
+use crate::service::{App, FileJob, FileJobResult};
+use crate::tls::TlsAccept;
+
+/// Static file reads on tokio's blocking pool.
+pub(crate) fn offload(job: FileJob) -> FileJobResult {
+    let lookup = tokio::task::spawn_blocking(job);
+    Box::pin(async move { lookup.await.ok() })
+}
 
 /// hyper's executor on a tokio `LocalSet`: futures need not be `Send`.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +76,10 @@ fn reuseport_listener(addr: SocketAddrV4) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>) -> anyhow::Result<()> {
+pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
+    if args.metrics.is_some() {
+        anyhow::bail!("--metrics serves IX's per-core counters: use it with --runtime ix");
+    }
     let ip = addr.map_or(Ipv4Addr::UNSPECIFIED, |(ip, _)| ip);
     let bind = SocketAddrV4::new(ip, args.port);
     // Bind every core's listener up front, so that a bad address fails at once.
@@ -82,10 +93,11 @@ pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>) -> anyhow
     let started = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(Mutex::new(Vec::new()));
     let cores = args.cores;
-    let banner = format!("listening on {bind} (tokio, kernel, {cores} cores)");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let banner = format!("listening on {bind} (tokio, kernel, {cores} cores, {scheme})");
     let mut threads = Vec::new();
     for (core, std_listener) in listeners.into_iter().enumerate() {
-        let (app, config, mut stop_rx) = (app.clone(), args.server_config(), stop_rx.clone());
+        let (app, config, mut stop_rx, tls) = (app.clone(), args.server_config(), stop_rx.clone(), tls.clone());
         let (started, errors, banner, ended) = (started.clone(), errors.clone(), banner.clone(), ended_tx.clone());
         threads.push(std::thread::Builder::new().name(format!("tokio-core-{core}")).spawn(move || {
             let serve = async move {
@@ -97,7 +109,11 @@ pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>) -> anyhow
                     let _ = stop_rx.wait_for(|stop| *stop).await;
                 });
                 let server = Server::with_runtime(config, LocalSpawn, TokioTimer::new());
-                let counters = server.serve_with(Listener { listener, stop }, |_peer| app.clone()).await;
+                let listener = Listener { listener, stop };
+                let counters = match tls {
+                    None => server.serve_with(listener, |_peer| app.clone()).await,
+                    Some(tls) => server.serve_with(TlsAccept::new(listener, tls), |_peer| app.clone()).await,
+                };
                 tracing::info!(core, ?counters, "core stopped serving");
                 io::Result::Ok(())
             };

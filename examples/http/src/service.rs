@@ -1,9 +1,10 @@
 //! The HTTP service: plain hyper code, the same on IX and on tokio (no line
 //! here knows which runtime runs it). Routes: `GET /`, `GET /bytes/{n}`,
-//! `POST /echo`, and static files from a directory.
+//! `POST /echo`, and static files from a directory, read on the runtime's
+//! blocking pool (an [`Offload`] given by the runtime's side).
 
 use std::convert::Infallible;
-use std::future::{Ready, ready};
+use std::future::Future;
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -40,34 +41,92 @@ static PATTERN: [u8; PATTERN_BYTES] = {
     bytes
 };
 
+/// A static file's lookup, done off the serving thread: what the response will be.
+#[derive(Debug)]
+pub enum StaticFile {
+    /// The file's bytes and content type.
+    Found(Vec<u8>, &'static str),
+    /// No such file under the root (or a path that would leave it).
+    NotFound,
+    /// Larger than [`STATIC_FILE_MAX_BYTES`].
+    TooLarge,
+}
+
+/// A blocking file lookup, sent to the runtime's blocking pool.
+pub type FileJob = Box<dyn FnOnce() -> StaticFile + Send>;
+/// The awaitable result of a [`FileJob`]; `None` when the pool refused or lost it.
+pub type FileJobResult = Pin<Box<dyn Future<Output = Option<StaticFile>>>>;
+/// Runs a [`FileJob`] on the runtime's blocking pool (`ix_runtime::spawn_blocking`
+/// or `tokio::task::spawn_blocking`), so that file reads never block a core.
+pub type Offload = fn(FileJob) -> FileJobResult;
+
 /// The service. Cloning is cheap (one `Arc`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct App {
     static_dir: Option<Arc<Path>>,
+    offload: Offload,
 }
 
 impl App {
-    /// Serves static files from `static_dir` (canonicalised) when given.
+    /// Serves static files from `static_dir` (canonicalised) when given,
+    /// reading them through `offload`.
     ///
     /// # Errors
     /// When the directory cannot be resolved.
-    pub fn new(static_dir: Option<&Path>) -> std::io::Result<App> {
+    pub fn new(static_dir: Option<&Path>, offload: Offload) -> std::io::Result<App> {
         let static_dir = static_dir.map(|d| d.canonicalize().map(Arc::from)).transpose()?;
-        Ok(App { static_dir })
+        Ok(App { static_dir, offload })
     }
 
-    fn route(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+    fn route(&self, req: Request<Incoming>) -> Routed {
         let path = req.uri().path();
-        match (req.method(), path) {
+        let response = match (req.method(), path) {
             (&Method::GET, "/") => text(StatusCode::OK, "Hello, world!"),
             (&Method::GET, p) if p.starts_with("/bytes/") => bytes_response(&p["/bytes/".len()..]),
             (&Method::POST, "/echo") => echo(req),
             (_, "/echo") => not_allowed("POST"),
             (&Method::GET | &Method::HEAD, _) => match &self.static_dir {
-                Some(dir) => static_file(dir, path),
+                Some(dir) => return Routed::Blocking(self.static_file(dir.clone(), path.to_owned())),
                 None => text(StatusCode::NOT_FOUND, "not found\n"),
             },
             _ => not_allowed("GET, HEAD"),
+        };
+        Routed::Ready(Some(response))
+    }
+
+    /// Looks the file up on the blocking pool; the response is built back on the core.
+    fn static_file(&self, root: Arc<Path>, url_path: String) -> Pin<Box<dyn Future<Output = Response<ResponseBody>>>> {
+        let lookup = (self.offload)(Box::new(move || static_file(&root, &url_path)));
+        Box::pin(async move {
+            match lookup.await {
+                Some(StaticFile::Found(contents, kind)) => {
+                    let mut response = Response::new(full(Bytes::from(contents)));
+                    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+                    response
+                }
+                Some(StaticFile::NotFound) => text(StatusCode::NOT_FOUND, "not found\n"),
+                Some(StaticFile::TooLarge) => text(StatusCode::PAYLOAD_TOO_LARGE, "file too large to serve\n"),
+                None => text(StatusCode::SERVICE_UNAVAILABLE, "busy: try again\n"),
+            }
+        })
+    }
+}
+
+/// A response now, or one that waits for the blocking pool.
+pub enum Routed {
+    /// Answered on the spot (taken when polled).
+    Ready(Option<Response<ResponseBody>>),
+    /// Waiting for a static file lookup.
+    Blocking(Pin<Box<dyn Future<Output = Response<ResponseBody>>>>),
+}
+
+impl Future for Routed {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Routed::Ready(response) => Poll::Ready(Ok(response.take().expect("Routed polled after it completed"))),
+            Routed::Blocking(lookup) => lookup.as_mut().poll(cx).map(Ok),
         }
     }
 }
@@ -75,10 +134,10 @@ impl App {
 impl hyper::service::Service<Request<Incoming>> for App {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = Ready<Result<Response<ResponseBody>, Infallible>>;
+    type Future = Routed;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        ready(Ok(self.route(req)))
+        self.route(req)
     }
 }
 
@@ -147,41 +206,33 @@ fn echo(req: Request<Incoming>) -> Response<ResponseBody> {
     response
 }
 
-/// A file under `root` named by the URL path, or 404. The path is
+/// A file under `root` named by the URL path, or not found. The path is
 /// percent-decoded, then every segment must be a plain name (no `..`, no
 /// `.`, no separators or NUL once decoded), and the resolved file must still
 /// lie under `root` (symbolic links cannot lead out). A directory serves its
-/// `index.html`.
-fn static_file(root: &Path, url_path: &str) -> Response<ResponseBody> {
+/// `index.html`. Blocking: it runs on the runtime's blocking pool.
+fn static_file(root: &Path, url_path: &str) -> StaticFile {
     let Some(relative) = safe_relative_path(url_path) else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
+        return StaticFile::NotFound;
     };
     let mut file = root.join(relative);
     if file.is_dir() {
         file.push("index.html");
     }
     let Ok(resolved) = file.canonicalize() else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
+        return StaticFile::NotFound;
     };
     if !resolved.starts_with(root) || !resolved.is_file() {
-        return text(StatusCode::NOT_FOUND, "not found\n");
+        return StaticFile::NotFound;
     }
     match std::fs::metadata(&resolved) {
-        Ok(meta) if meta.len() > STATIC_FILE_MAX_BYTES => {
-            return text(StatusCode::PAYLOAD_TOO_LARGE, "file too large to serve\n");
-        }
+        Ok(meta) if meta.len() > STATIC_FILE_MAX_BYTES => return StaticFile::TooLarge,
         Ok(_) => {}
-        Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
+        Err(_) => return StaticFile::NotFound,
     }
-    // A synchronous read: meant for small files that sit in the page cache.
     match std::fs::read(&resolved) {
-        Ok(contents) => {
-            let mut response = Response::new(full(Bytes::from(contents)));
-            let kind = HeaderValue::from_static(content_type(&resolved));
-            response.headers_mut().insert(CONTENT_TYPE, kind);
-            response
-        }
-        Err(_) => text(StatusCode::NOT_FOUND, "not found\n"),
+        Ok(contents) => StaticFile::Found(contents, content_type(&resolved)),
+        Err(_) => StaticFile::NotFound,
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use ix_kv::{ClientAddrs, Server, Settings, StoreConfig, serve_client};
+use ix_runtime::metrics::{PUBLISH_PERIOD_DEFAULT, serve_metrics};
 
 /// How long a shutdown lets open connections finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -67,6 +68,10 @@ struct Args {
     /// 0.0.0.0).
     #[arg(long)]
     addr: Option<String>,
+    /// Serve the per-core counters in the Prometheus text format at
+    /// `http://ADDR/metrics`, from a kernel socket (IX only).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 /// Parses `1048576`, `1024k`, `1m`.
@@ -146,9 +151,10 @@ fn run_ix(args: &Args, server: Arc<Server>) -> anyhow::Result<()> {
         builder = builder.ipv4(ip, prefix);
     }
     let runtime = builder.build()?;
+    let board = args.metrics.map(|a| serve_metrics(a).with_context(|| format!("--metrics {a}"))).transpose()?;
     let ip = addr.map_or(Ipv4Addr::UNSPECIFIED, |(ip, _)| ip);
     runtime.run(move |core| {
-        let (server, listening, spec) = (server.clone(), listening.clone(), spec.clone());
+        let (server, listening, spec, board) = (server.clone(), listening.clone(), spec.clone(), board.clone());
         async move {
             let listener = match ix_runtime::net::TcpListener::bind(port) {
                 Ok(l) => l,
@@ -160,9 +166,20 @@ fn run_ix(args: &Args, server: Arc<Server>) -> anyhow::Result<()> {
             if listening.fetch_add(1, Ordering::SeqCst) + 1 == cores {
                 announce(ip, port, RuntimeKind::Ix, &spec, cores);
             }
-            while let Ok((stream, _peer)) = listener.accept().await {
-                let addrs = ClientAddrs { peer: stream.peer_addr().into(), local: stream.local_addr().into() };
-                drop(ix_runtime::spawn_local(serve_client(server.clone(), stream, Some(addrs))));
+            let serving = async {
+                while let Ok((stream, peer)) = listener.accept().await {
+                    tracing::debug!(%peer, "connection accepted");
+                    let addrs = ClientAddrs { peer: stream.peer_addr().into(), local: stream.local_addr().into() };
+                    let served = serve_client(server.clone(), stream, Some(addrs));
+                    drop(ix_runtime::spawn_local(async move {
+                        let outcome = served.await;
+                        tracing::debug!(%peer, ?outcome, "connection closed");
+                    }));
+                }
+            };
+            match &board {
+                None => serving.await,
+                Some(board) => board.publish_while(PUBLISH_PERIOD_DEFAULT, Vec::new, serving).await,
             }
         }
     })?;
@@ -170,6 +187,9 @@ fn run_ix(args: &Args, server: Arc<Server>) -> anyhow::Result<()> {
 }
 
 fn run_tokio(args: &Args, server: Arc<Server>) -> anyhow::Result<()> {
+    if args.metrics.is_some() {
+        bail!("--metrics serves IX's per-core counters: use it with --runtime ix");
+    }
     let ip = match args.addr.as_deref() {
         Some(a) => parse_addr(a)?.0,
         None => Ipv4Addr::UNSPECIFIED,

@@ -24,6 +24,10 @@ pub enum JoinError {
     /// The executor that ran the task was dropped before the task finished.
     #[error("the executor shut down before the task finished")]
     Cancelled,
+    /// A blocking closure was refused because its pool's queue was full
+    /// (see [`crate::blocking`]); it never ran.
+    #[error("the blocking pool's queue was full")]
+    Rejected,
 }
 
 /// The output side of a local task, shared by the task and its [`JoinHandle`].

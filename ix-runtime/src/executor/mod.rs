@@ -20,6 +20,7 @@ mod yield_now;
 
 pub use join::{JoinError, JoinHandle, RemoteJoinHandle};
 pub(crate) use local::current_stats;
+pub(crate) use local::panic_message;
 pub use local::{Executor, ExecutorStats, spawn_local};
 pub use remote::{Handle, INBOUND_CAPACITY_DEFAULT_TASKS, SpawnError};
 pub use yield_now::{YieldNow, yield_now};

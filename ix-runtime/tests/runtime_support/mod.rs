@@ -31,7 +31,22 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use ix_runtime::net::TcpStream;
 use ix_runtime::time::timeout;
+use ix_runtime::{Backend, Runtime};
 use tokio_util::codec::{Framed, LinesCodec};
+
+/// A runtime of `cores` cores on the `kernel` backend over loopback, unpinned,
+/// leaving signals alone (tests run side by side).
+pub fn kernel_runtime(cores: usize) -> Runtime {
+    Runtime::builder()
+        .cores(cores)
+        .backend(Backend::Kernel)
+        .ipv4(std::net::Ipv4Addr::LOCALHOST, 8)
+        .pool_frames(8 * 1024)
+        .pin_threads(false)
+        .handle_signals(false)
+        .build()
+        .unwrap()
+}
 
 /// Deterministic bytes that differ per connection (`salt`).
 pub fn pattern(len: usize, salt: usize) -> Bytes {

@@ -69,8 +69,24 @@ impl HttpServer {
             let kernel = format!("10.96.{subnet}.1/24");
             assert!(ip_cmd(&["addr", "add", &kernel, "dev", name]), "address the kernel side of {name}");
             assert!(ip_cmd(&["link", "set", name, "up"]));
-            server.wait_reachable();
+            server.wait_reachable(b"Hello, world!");
         }
+        server
+    }
+
+    /// Starts an axum example binary (`ix-axum` or `ix-axum-tokio`) on a free
+    /// loopback port and waits until `GET /` answers.
+    pub fn start_axum(binary: &str) -> HttpServer {
+        let port = free_port();
+        let child = Command::new(binary)
+            .env("PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the axum example");
+        let server = HttpServer { child, ip: Ipv4Addr::LOCALHOST, port, tap: None };
+        server.wait_reachable(b"Hello from axum");
         server
     }
 
@@ -90,17 +106,17 @@ impl HttpServer {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
-    /// Waits until a plain GET is answered (the TAP link takes a moment).
-    fn wait_reachable(&self) {
+    /// Waits until `GET /` answers `body` (a TAP link, or a listener, takes a moment).
+    fn wait_reachable(&self, body: &[u8]) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             let out = curl(&["-s", "-m", "2", &self.url("/")]);
-            if out.status.success() && out.stdout == b"Hello, world!" {
+            if out.status.success() && out.stdout == body {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("the server did not answer over {:?}", self.tap);
+        panic!("the server on port {} did not answer (TAP: {:?})", self.port, self.tap);
     }
 
     /// Stops the server with SIGTERM and waits (up to 15 s) for a clean exit.
@@ -162,4 +178,35 @@ pub fn upload(n: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// A response as curl received it.
+#[derive(Debug)]
+pub struct CurlResponse {
+    pub status: u16,
+    /// The response head, as sent.
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl CurlResponse {
+    /// A header's value (the name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    }
+}
+
+/// Runs curl with `args` (the URL among them) and splits its answer.
+pub fn curl_response(args: &[&str]) -> CurlResponse {
+    let mut all = vec!["-s", "-m", "20", "--path-as-is", "-D", "-"];
+    all.extend_from_slice(args);
+    let out = curl(&all);
+    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let split = out.stdout.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let head = String::from_utf8_lossy(&out.stdout[..split]).to_string();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    CurlResponse { status, head, body: out.stdout[split + 4..].to_vec() }
 }
