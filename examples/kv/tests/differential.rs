@@ -24,6 +24,9 @@ use support::{Ending, RawClient, require_tool, show, start_memcached, start_toki
 
 /// How long a side may take to answer before it counts as stalled.
 const STALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// After this many stalls the stream stops (each costs [`STALL_TIMEOUT`]),
+/// so a server that swallows what it should refuse fails in bounded time.
+const STALLS_MAX: usize = 20;
 
 fn connect(addr: std::net::SocketAddrV4) -> RawClient {
     let client = RawClient::connect(addr);
@@ -118,6 +121,8 @@ impl Request {
 struct Side {
     name: &'static str,
     addr: std::net::SocketAddrV4,
+    /// Exchanges that ended in a stall.
+    stalls: usize,
     client: RawClient,
     latest_cas: HashMap<Vec<u8>, u64>,
     cas_names: HashMap<u64, usize>,
@@ -166,6 +171,7 @@ impl Side {
             lines.dedup();
         }
         let mut normal = lines.concat();
+        self.stalls += usize::from(ending == Ending::Stalled);
         if ending != Ending::Answered {
             normal.extend_from_slice(if ending == Ending::HungUp { b"<hung up>" } else { b"<stalled>" });
             self.client = connect(self.addr);
@@ -646,8 +652,14 @@ impl Differences {
 }
 
 fn sides(memcached: &support::ServerProcess, ours: &support::ServerProcess) -> [Side; 2] {
-    let side =
-        |name, addr| Side { name, addr, client: connect(addr), latest_cas: HashMap::new(), cas_names: HashMap::new() };
+    let side = |name, addr| Side {
+        name,
+        addr,
+        stalls: 0,
+        client: connect(addr),
+        latest_cas: HashMap::new(),
+        cas_names: HashMap::new(),
+    };
     [side("memcached", memcached.addr), side("ix-kv", ours.addr)]
 }
 
@@ -659,6 +671,7 @@ fn random_command_streams_get_memcacheds_replies() {
     let memcached = start_memcached(&MEMCACHED_AS_IX_KV);
     let ours = start_tokio(&[]);
     let mut differences = Differences::default();
+    let mut stalls = 0;
     for seed in SEEDS {
         let mut sides = sides(&memcached, &ours);
         compare(&mut sides, &Request::default().text("flush_all\r\n"), None, "reset");
@@ -668,6 +681,12 @@ fn random_command_streams_get_memcacheds_replies() {
             let (req, key) = random_request(&mut rng, &mut arith_written);
             if let Some(message) = difference(&mut sides, &req, key, &format!("seed {seed} op {i}")) {
                 differences.record(&req, message);
+            }
+            stalls += sides.iter().map(|s| s.stalls).sum::<usize>();
+            sides.iter_mut().for_each(|s| s.stalls = 0);
+            if stalls > STALLS_MAX {
+                differences.assert_none();
+                panic!("{stalls} exchanges stalled on both sides");
             }
         }
     }

@@ -254,7 +254,8 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 // Mostly protocol-ish bytes, so that commands and data blocks happen.
-                let alphabet = b"set get ms mg 0 1 5 noreply \r\n\r\nabc\x00\xff";
+                let alphabet =
+                    b"set get ms mg me ma md mn stats slabs lru b I E N R q v HTTP/ 0 1 5 noreply \r\n\r\nabc\x00\xff";
                 buf.extend_from_slice(&[alphabet[(x % alphabet.len() as u64) as usize]]);
             }
             loop {

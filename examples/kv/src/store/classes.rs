@@ -44,7 +44,7 @@ impl SizeClasses {
     /// The class (1-based) memcached stores an item of `total_bytes` in; the
     /// largest class for items beyond it (memcached chains those).
     pub fn class_of(&self, total_bytes: usize) -> usize {
-        self.chunk_sizes.iter().position(|&c| total_bytes <= c).unwrap_or(self.chunk_sizes.len() - 1) + 1
+        self.chunk_sizes.partition_point(|&c| c < total_bytes).min(self.chunk_sizes.len() - 1) + 1
     }
 
     /// How many classes there are.
