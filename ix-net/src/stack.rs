@@ -14,7 +14,7 @@ use slab::Slab;
 
 use crate::egress::Egress;
 use crate::iface::{ArpCache, ArpConfig, Route, RouteTable, SharedNeighbors};
-use crate::socket::{ReleaseQueue, RxChunk, SocketHandle};
+use crate::socket::{Readiness, ReleaseQueue, RxChunk, SocketHandle};
 use crate::stats::StackStats;
 use crate::tcp::conn::{Conn, State};
 use crate::tcp::sendbuf::SendChunk;
@@ -183,8 +183,8 @@ pub(crate) struct SocketEntry {
     pub(crate) released: bool,
     /// Queued in `Stack::dirty`.
     pub(crate) dirty: bool,
-    /// Readiness bits not yet reported.
-    pub(crate) pending_events: u8,
+    /// Readiness changes not yet reported.
+    pub(crate) pending_events: Readiness,
     pub(crate) timer: Option<(TimerKey, Instant)>,
 }
 
@@ -469,13 +469,13 @@ impl Stack {
         self.timers.next_deadline()
     }
 
-    /// The next socket with readiness changes, and the changes.
-    pub fn poll_event(&mut self) -> Option<(SocketHandle, u8)> {
+    /// The next socket with readiness changes, and the changes (never empty).
+    pub fn poll_event(&mut self) -> Option<(SocketHandle, Readiness)> {
         while let Some(handle) = self.events.pop_front() {
             if let Some(entry) = self.entry_mut(handle) {
-                let bits = std::mem::take(&mut entry.pending_events);
-                if bits != 0 {
-                    return Some((handle, bits));
+                let readiness = std::mem::take(&mut entry.pending_events);
+                if !readiness.is_empty() {
+                    return Some((handle, readiness));
                 }
             }
         }
@@ -556,7 +556,7 @@ impl Stack {
             parent,
             released: false,
             dirty: false,
-            pending_events: 0,
+            pending_events: Readiness::EMPTY,
             timer: None,
         });
         let handle = SocketHandle { index: index as u32, generation };
@@ -590,15 +590,15 @@ impl Stack {
         }
     }
 
-    /// Adds readiness bits for `handle` and queues an event.
-    pub(crate) fn notify(&mut self, handle: SocketHandle, bits: u8) {
-        if bits == 0 {
+    /// Adds readiness changes for `handle` and queues an event.
+    pub(crate) fn notify(&mut self, handle: SocketHandle, readiness: Readiness) {
+        if readiness.is_empty() {
             return;
         }
         if let Some(entry) = self.entry_mut(handle) {
             let was = entry.pending_events;
-            entry.pending_events |= bits;
-            if was == 0 && !entry.released {
+            entry.pending_events |= readiness;
+            if was.is_empty() && !entry.released {
                 self.events.push_back(handle);
             }
         }
@@ -674,9 +674,8 @@ impl Stack {
 
     /// A passive connection before `accept`: report it to its listener when it
     /// is established, forget it if it dies first.
-    fn update_passive(&mut self, handle: SocketHandle, listener: SocketHandle, bits: u8, state: State) {
-        use crate::tcp::conn::events;
-        if bits & events::ESTABLISHED != 0 {
+    fn update_passive(&mut self, handle: SocketHandle, listener: SocketHandle, bits: Readiness, state: State) {
+        if bits.contains(Readiness::ESTABLISHED) {
             let mut accepted = false;
             if let Some(SocketEntry { kind: SocketKind::Listener(l), .. }) = self.entry_mut(listener) {
                 l.half_open = l.half_open.saturating_sub(1);
@@ -686,7 +685,7 @@ impl Stack {
                 }
             }
             if accepted {
-                self.notify(listener, events::READABLE);
+                self.notify(listener, Readiness::READABLE);
             } else {
                 self.stats.tcp.listen_overflows += 1;
                 if let Ok(conn) = self.conn_mut(handle) {
@@ -696,7 +695,7 @@ impl Stack {
             }
             // Readiness the connection gained before accept is reported after.
             if let Some(entry) = self.entry_mut(handle) {
-                entry.pending_events |= bits & !events::ESTABLISHED;
+                entry.pending_events |= bits.without(Readiness::ESTABLISHED);
             }
         } else if state == State::Closed {
             if let Some(SocketEntry { kind: SocketKind::Listener(l), .. }) = self.entry_mut(listener) {
@@ -809,7 +808,7 @@ impl Stack {
         let Some(handle) = l.accept_queue.pop_front() else { return Ok(None) };
         if let Some(entry) = self.entry_mut(handle) {
             entry.parent = None;
-            if entry.pending_events != 0 {
+            if !entry.pending_events.is_empty() {
                 self.events.push_back(handle);
             }
         }
@@ -997,7 +996,7 @@ impl Stack {
     pub fn close(&mut self, handle: SocketHandle) {
         let Some(entry) = self.entry_mut(handle) else { return };
         entry.released = true;
-        entry.pending_events = 0;
+        entry.pending_events = Readiness::EMPTY;
         match &mut entry.kind {
             SocketKind::Tcp(conn) => {
                 // RFC 9293 §3.10.4: CLOSE in SYN-SENT deletes the TCB (as Linux

@@ -2,6 +2,8 @@
 //! (opening the queue and the stack, or the reactor), running its poll loop,
 //! and closing: dropping the tasks left and flushing their sockets' closes.
 
+#![allow(unsafe_code)] // pinning a thread (sched_setaffinity)
+
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
