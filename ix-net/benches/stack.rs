@@ -114,7 +114,7 @@ impl Pair {
         let node = |i: u16| {
             let pool = PacketPool::new(PoolConfig { frames: POOL_FRAMES, huge_pages: HugePages::Never }).expect("pool");
             let queue = wire.queue(i, 0, pool.clone()).expect("queue");
-            let cfg = StackConfig::new(EthernetAddress(queue.mac()), host(i), 24);
+            let cfg = StackConfig::new(EthernetAddress(queue.mac()), host(i), 24, [i as u8; 16]);
             let stack = Stack::new(cfg, pool, Instant::ZERO).expect("stack");
             Node { stack, queue, rx: Vec::with_capacity(BATCH_PACKETS), tx: Vec::with_capacity(512) }
         };

@@ -72,9 +72,10 @@ pub struct StackConfig {
     pub udp_queue_datagrams: usize,
     /// Local ports for outgoing connections.
     pub ephemeral_ports: RangeInclusive<u16>,
-    /// Secret for ISNs and SYN cookies; `None` draws a random one. Fixed only in
-    /// deterministic simulations.
-    pub secret: Option<[u8; 16]>,
+    /// Secret for ISNs, SYN cookies, IP ids and the first ephemeral port: 16
+    /// random bytes drawn by the caller (the stack has no clock and no source
+    /// of randomness). Fixed only in deterministic simulations.
+    pub secret: [u8; 16],
     /// Neighbours shared with the other cores of the same dataplane (see
     /// [`SharedNeighbors`]); `None` for a stack alone on its device.
     pub neighbors: Option<Arc<SharedNeighbors>>,
@@ -86,8 +87,9 @@ pub struct StackConfig {
 }
 
 impl StackConfig {
-    /// A configuration with production defaults for `addr/prefix_len` at `mac`.
-    pub fn new(mac: EthernetAddress, addr: Ipv4Addr, prefix_len: u8) -> Self {
+    /// A configuration with production defaults for `addr/prefix_len` at `mac`,
+    /// keyed by `secret` (see [`StackConfig::secret`]).
+    pub fn new(mac: EthernetAddress, addr: Ipv4Addr, prefix_len: u8, secret: [u8; 16]) -> Self {
         Self {
             mac,
             addr,
@@ -99,7 +101,7 @@ impl StackConfig {
             max_connections: 1 << 20,
             udp_queue_datagrams: 1024,
             ephemeral_ports: 32768..=60999,
-            secret: None,
+            secret,
             neighbors: None,
             directory: None,
         }
@@ -246,7 +248,7 @@ impl Stack {
         if let Some(gw) = config.gateway {
             routes.add(Route { network: Ipv4Addr::UNSPECIFIED, prefix_len: 0, gateway: Some(gw) });
         }
-        let secret = config.secret.unwrap_or_else(random_secret);
+        let secret = config.secret;
         let span = u32::from(*config.ephemeral_ports.end() - *config.ephemeral_ports.start()) + 1;
         let start = *config.ephemeral_ports.start() + (u64_from(&secret, 8) % u64::from(span)) as u16;
         Ok(Self {
@@ -1103,18 +1105,6 @@ fn u64_from(secret: &[u8; 16], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// 128 random bits from the standard library's per-process random keys.
-fn random_secret() -> [u8; 16] {
-    use std::hash::{BuildHasher, RandomState};
-    let state = RandomState::new();
-    let a = state.hash_one(0x1u64);
-    let b = state.hash_one(std::time::SystemTime::now());
-    let mut s = [0u8; 16];
-    s[..8].copy_from_slice(&a.to_le_bytes());
-    s[8..].copy_from_slice(&b.to_le_bytes());
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1125,7 +1115,7 @@ mod tests {
         let pool = PacketPool::new(PoolConfig { frames: 8, huge_pages: HugePages::Never }).unwrap();
         let mac = EthernetAddress([2, 0, 0, 0, 0, 9]);
         let addr = Ipv4Addr::new(192, 168, 7, 9);
-        let mut stack = Stack::new(StackConfig::new(mac, addr, 24), pool, Instant::ZERO).unwrap();
+        let mut stack = Stack::new(StackConfig::new(mac, addr, 24, [9; 16]), pool, Instant::ZERO).unwrap();
         stack.announce();
         let mut out = Vec::new();
         stack.egress(Instant::ZERO, &mut out);
