@@ -131,10 +131,9 @@ impl<D: DropPolicy> Link<D> {
     fn new(seed: u64, drop: D, frames: u32) -> Self {
         let pool = PacketPool::new(PoolConfig { frames, huge_pages: HugePages::Never }).expect("pool");
         let stacks = [0, 1].map(|i| {
-            let mut cfg = StackConfig::new(EthernetAddress([2, 0, 0, 0, 1, i as u8 + 1]), addr(i), 24);
             let mut secret = [0u8; 16];
             secret[..8].copy_from_slice(&(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9)).to_le_bytes());
-            cfg.secret = Some(secret);
+            let cfg = StackConfig::new(EthernetAddress([2, 0, 0, 0, 1, i as u8 + 1]), addr(i), 24, secret);
             Stack::new(cfg, pool.clone(), Instant::ZERO).expect("stack")
         });
         Self {

@@ -2,6 +2,8 @@
 //! shutting down gracefully on request ([`ShutdownHandle`]) or on SIGINT and
 //! SIGTERM.
 
+#![allow(unsafe_code)] // installing the SIGINT/SIGTERM handlers (libc::signal)
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -21,7 +21,7 @@ use super::sack::{DUP_THRESH, SackBlockList, SackScoreboard};
 use super::sendbuf::{SendBuffer, SendChunk};
 use super::seq::SeqNum;
 use super::{FourTuple, TcpError};
-use crate::socket::RxCredit;
+use crate::socket::{Readiness, RxCredit};
 use crate::stats::TcpStats;
 use crate::time::Instant;
 use crate::wire::{TcpFlags, TcpOptions, TcpRepr};
@@ -66,18 +66,6 @@ impl State {
     fn can_send(self) -> bool {
         matches!(self, State::SynSent | State::SynReceived | State::Established | State::CloseWait)
     }
-}
-
-/// Readiness changes a connection reports to the layer above.
-pub mod events {
-    /// Data, end of stream or an error can be read.
-    pub const READABLE: u8 = 1;
-    /// Room in the send queue opened, or the connection became writable.
-    pub const WRITABLE: u8 = 2;
-    /// The handshake completed.
-    pub const ESTABLISHED: u8 = 4;
-    /// The connection reached `Closed`.
-    pub const CLOSED: u8 = 8;
 }
 
 /// Where a connection's segments go: the stack builds headers and frames.
@@ -265,7 +253,7 @@ pub struct Conn {
     probe_pending: bool,
 
     error: Option<TcpError>,
-    events: u8,
+    events: Readiness,
 }
 
 impl Conn {
@@ -337,7 +325,7 @@ impl Conn {
             rst_pending: false,
             probe_pending: false,
             error: None,
-            events: 0,
+            events: Readiness::EMPTY,
         }
     }
 
@@ -395,7 +383,7 @@ impl Conn {
         conn.snd_wl2 = SeqNum(ack.ack);
         conn.rcv_adv = conn.rcv_nxt + conn.rcv_space_rounded();
         conn.state = State::Established;
-        conn.events |= events::ESTABLISHED | events::WRITABLE;
+        conn.events |= Readiness::ESTABLISHED | Readiness::WRITABLE;
         conn.arm_keepalive(now);
         conn
     }
@@ -460,7 +448,7 @@ impl Conn {
     }
 
     /// Takes the readiness changes since the last call.
-    pub fn take_events(&mut self) -> u8 {
+    pub fn take_events(&mut self) -> Readiness {
         std::mem::take(&mut self.events)
     }
 
@@ -687,7 +675,7 @@ impl Conn {
             self.rto_deadline = None;
             self.state = State::Established;
             self.ack_now = true;
-            self.events |= events::ESTABLISHED | events::WRITABLE;
+            self.events |= Readiness::ESTABLISHED | Readiness::WRITABLE;
             self.arm_keepalive(now);
             stats.active_opens_established += 1;
         } else {
@@ -805,7 +793,7 @@ impl Conn {
             self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
             self.snd_wl1 = seq;
             self.snd_wl2 = ack;
-            self.events |= events::ESTABLISHED | events::WRITABLE;
+            self.events |= Readiness::ESTABLISHED | Readiness::WRITABLE;
             self.arm_keepalive(now);
             stats.passive_opens_established += 1;
         }
@@ -1016,7 +1004,7 @@ impl Conn {
         self.scoreboard.advance_una(ack.0);
         self.backoffs = 0;
         if data_acked > 0 {
-            self.events |= events::WRITABLE;
+            self.events |= Readiness::WRITABLE;
         }
 
         if self.rto_recovery && ack >= self.recover {
@@ -1291,7 +1279,7 @@ impl Conn {
             while let Some(next) = self.ooo.pop_contiguous(self.rcv_nxt.0) {
                 self.push_ready(next, stats);
             }
-            self.events |= events::READABLE;
+            self.events |= Readiness::READABLE;
             if had_holes || self.quick_acks > 0 {
                 self.quick_acks = self.quick_acks.saturating_sub(1);
                 self.ack_now = true;
@@ -1361,7 +1349,7 @@ impl Conn {
         self.fin_received = true;
         self.fin_seq = None;
         self.ack_now = true;
-        self.events |= events::READABLE;
+        self.events |= Readiness::READABLE;
         match self.state {
             State::SynReceived | State::Established => self.state = State::CloseWait,
             State::FinWait1 => {
@@ -1401,7 +1389,7 @@ impl Conn {
         self.timewait_deadline = Some(now + self.cfg.time_wait);
         self.rack_deadline = None;
         self.tlp_deadline = None;
-        self.events |= events::READABLE | events::WRITABLE;
+        self.events |= Readiness::READABLE | Readiness::WRITABLE;
     }
 
     fn enter_closed(&mut self, err: Option<TcpError>) {
@@ -1420,7 +1408,7 @@ impl Conn {
         self.rack_deadline = None;
         self.tlp_deadline = None;
         self.ooo.clear();
-        self.events |= events::READABLE | events::WRITABLE | events::CLOSED;
+        self.events |= Readiness::READABLE | Readiness::WRITABLE | Readiness::CLOSED;
     }
 
     fn last_rx_activity(&mut self, now: Instant) {

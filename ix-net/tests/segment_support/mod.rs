@@ -101,8 +101,7 @@ impl Harness {
     /// As [`Harness::starting_at`], with the peer's MAC not yet known.
     pub fn unresolved(start: Instant, tune: impl FnOnce(&mut StackConfig)) -> Self {
         let pool = PacketPool::new(PoolConfig { frames: 2048, huge_pages: HugePages::Never }).expect("pool");
-        let mut cfg = StackConfig::new(LOCAL_MAC, LOCAL, 24);
-        cfg.secret = Some(SECRET);
+        let mut cfg = StackConfig::new(LOCAL_MAC, LOCAL, 24, SECRET);
         tune(&mut cfg);
         let stack = Stack::new(cfg, pool.clone(), start).expect("stack");
         Self {
