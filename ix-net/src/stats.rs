@@ -162,8 +162,24 @@ counters! {
         dup_acks_received,
         /// D-SACK blocks received.
         dsacks_received,
-        /// Recoveries started by duplicate ACKs or SACK.
+        /// Recoveries started by duplicate ACKs, SACK or RACK.
         fast_retransmits,
+        /// Segments RACK marked lost (RFC 8985), on an ACK or its reordering
+        /// timer.
+        rack_lost_marks,
+        /// Tail loss probes sent (RFC 8985 §7).
+        tlp_probes,
+        /// Tail loss probes that repaired a loss (the window was reduced).
+        tlp_recoveries,
+        /// Retransmission timeouts found spurious by timestamps (Eifel, RFC
+        /// 3522) and undone.
+        spurious_timeouts_undone,
+        /// Window reductions undone because D-SACKs showed every
+        /// retransmission of the episode needless (RFC 3708).
+        dsack_undos,
+        /// RTT samples refused: the ACK carried a D-SACK, or echoed a
+        /// timestamp older than the segment it acknowledged or from the future.
+        rtt_samples_rejected,
         /// Partial ACKs in NewReno recovery.
         partial_acks,
         /// Retransmission timeouts.

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::cc::CongestionAlgorithm;
+use super::recovery::LossConfig;
 use super::rtt::RttConfig;
 
 /// Keepalive probing (RFC 9293 §3.8.4), off unless configured.
@@ -53,6 +54,8 @@ pub struct TcpConfig {
     pub window_scaling: bool,
     /// RTO bounds and initial value (RFC 6298).
     pub rtt: RttConfig,
+    /// Loss detection (RACK-TLP by default) and the tail loss probe.
+    pub loss: LossConfig,
     /// Retransmission timeouts in a row before the connection is dropped.
     pub max_retransmits: u32,
     /// SYN or SYN-ACK retransmissions before giving up.
@@ -80,6 +83,7 @@ impl Default for TcpConfig {
             sack: true,
             window_scaling: true,
             rtt: RttConfig::default(),
+            loss: LossConfig::default(),
             max_retransmits: 15,
             syn_retries: 6,
             keepalive: None,

@@ -15,8 +15,9 @@ use ix_driver::PacketBuf;
 use super::assembler::{Assembler, InsertOutcome};
 use super::cc::CongestionControl;
 use super::config::TcpConfig;
+use super::recovery::{Delivery, LossDetection, Prr, Rack, SentLog, TLP_SLACK_MICROS};
 use super::rtt::RttEstimator;
-use super::sack::{SackBlockList, SackScoreboard};
+use super::sack::{DUP_THRESH, SackBlockList, SackScoreboard};
 use super::sendbuf::{SendBuffer, SendChunk};
 use super::seq::SeqNum;
 use super::{FourTuple, TcpError};
@@ -140,6 +141,25 @@ const PERSIST_MAX_MICROS: u64 = 60_000_000;
 /// `tcp_invalid_ratelimit`): two desynchronized ends cannot trade them forever.
 const INVALID_ACK_INTERVAL_MICROS: u64 = 500_000;
 
+/// What a loss episode (a recovery or a timeout) reduced, kept so that the
+/// reduction can be undone when the episode proves spurious: every
+/// retransmission reported needless by a D-SACK (RFC 3708, as Linux), or the
+/// first ACK after a timeout echoing a timestamp older than the retransmission
+/// (Eifel, RFC 3522 and RFC 4015).
+#[derive(Debug, Clone)]
+struct Undo {
+    /// The congestion controller before the reduction.
+    cc: CongestionControl,
+    /// Retransmissions of the episode not (yet) reported needless.
+    retransmissions: u32,
+    /// Whether a D-SACK reported one of them needless.
+    dsacked: bool,
+    /// SND.UNA when the episode began: D-SACKs below it are older news.
+    marker: SeqNum,
+    /// For a timeout: the TSval its first retransmission carries.
+    rto_tsval: Option<u32>,
+}
+
 /// One TCP connection.
 #[derive(Debug)]
 pub struct Conn {
@@ -193,9 +213,13 @@ pub struct Conn {
 
     // Timing.
     rtt: RttEstimator,
-    /// Karn-safe RTT probe when timestamps are off: (sequence, sent at).
-    rtt_probe: Option<(SeqNum, Instant)>,
+    /// Every segment in flight with its send times: RTT samples, RACK, pipe.
+    sent: SentLog,
     rto_deadline: Option<Instant>,
+    /// RACK's reordering timer (RFC 8985 §6.2 step 5).
+    rack_deadline: Option<Instant>,
+    /// The tail loss probe timer (RFC 8985 §7.2).
+    tlp_deadline: Option<Instant>,
     /// Consecutive retransmission timeouts (reset by new acknowledgements).
     backoffs: u32,
     delack_deadline: Option<Instant>,
@@ -209,10 +233,22 @@ pub struct Conn {
     cc: CongestionControl,
     dupacks: u32,
     in_recovery: bool,
+    /// SACK only: after a retransmission timeout, until `recover` is
+    /// acknowledged, the segments deemed lost are retransmitted in order under
+    /// the slow-start window (Linux's `TCP_CA_Loss`).
+    rto_recovery: bool,
+    rack: Rack,
+    prr: Prr,
+    /// The tail loss probe in flight: `SND.MAX` when it was sent, and whether
+    /// it retransmitted a segment (RFC 8985 §7.4's `TLP.end_seq`).
+    tlp_probe: Option<(SeqNum, bool)>,
+    /// A tail loss probe is due on the next output.
+    tlp_pending: bool,
+    /// The window before the current episode's reduction, to restore if the
+    /// episode proves spurious.
+    undo: Option<Undo>,
     /// RFC 6582's `recover`: the highest sequence sent when recovery began.
     recover: SeqNum,
-    /// RFC 6675's `HighRxt`: the highest sequence retransmitted in recovery.
-    high_rxt: SeqNum,
     /// NewReno (no SACK): retransmit the first hole on the next output.
     retransmit_head: bool,
     /// NewReno (no SACK): the window inflation of RFC 5681 §3.2 / RFC 6582,
@@ -272,8 +308,10 @@ impl Conn {
             scoreboard: SackScoreboard::new(),
             sack_blocks: SackBlockList::new(),
             rtt: RttEstimator::new(cfg.rtt),
-            rtt_probe: None,
+            sent: SentLog::new(),
             rto_deadline: None,
+            rack_deadline: None,
+            tlp_deadline: None,
             backoffs: 0,
             delack_deadline: None,
             persist_deadline: None,
@@ -284,8 +322,13 @@ impl Conn {
             cc: CongestionControl::new(cfg.congestion, u32::from(DEFAULT_PEER_MSS), now.as_micros()),
             dupacks: 0,
             in_recovery: false,
+            rto_recovery: false,
+            rack: Rack::default(),
+            prr: Prr::default(),
+            tlp_probe: None,
+            tlp_pending: false,
+            undo: None,
             recover: iss,
-            high_rxt: iss,
             retransmit_head: false,
             inflation: 0,
             ack_now: false,
@@ -635,7 +678,9 @@ impl Conn {
             self.max_snd_wnd = self.snd_wnd;
             self.snd_wl1 = SeqNum(seg.seq);
             self.snd_wl2 = ack;
-            self.take_rtt_sample(seg, ack, now);
+            let mut delivery = Delivery::default();
+            self.sent.on_cumulative_ack(ack, &mut delivery);
+            self.take_rtt_sample(seg, &delivery, false, now, stats);
             self.snd_una = ack;
             self.snd_nxt = self.snd_nxt.max(ack);
             self.backoffs = 0;
@@ -876,17 +921,27 @@ impl Conn {
         let window_changed = window != self.snd_wnd;
 
         let mut newly_sacked = 0;
+        let mut delivery = Delivery::default();
+        let mut dsack = None;
+        if ack > self.snd_una {
+            // Before the SACK blocks: what they report lies above it.
+            self.sent.on_cumulative_ack(ack, &mut delivery);
+        }
         if self.sack_enabled && seg.options.sack_count > 0 {
             let blocks = &seg.options.sack_blocks[..usize::from(seg.options.sack_count.min(4))];
-            let update = self.scoreboard.update(self.snd_una.0, self.snd_max.0, blocks);
+            let update = self.scoreboard.update(ack.max(self.snd_una).0, self.snd_max.0, blocks);
             newly_sacked = update.newly_sacked_bytes;
             if update.dsack {
                 stats.dsacks_received += 1;
+                dsack = Some(blocks[0]);
+            }
+            for &(start, end) in &blocks[usize::from(update.dsack)..] {
+                self.sent.on_sack_block(SeqNum(start), SeqNum(end), &mut delivery);
             }
         }
 
         if ack > self.snd_una {
-            self.on_new_ack(seg, ack, now, stats);
+            self.on_new_ack(seg, ack, &delivery, dsack.is_some(), now, stats);
         } else if ack == self.snd_una && window > 0 && self.snd_max > self.snd_una {
             // RFC 5681 §2: a pure duplicate (same window, no data, no FIN); RFC
             // 6675 §2: with SACK, any ACK at SND.UNA that SACKs new data counts,
@@ -896,6 +951,12 @@ impl Conn {
             if pure || (self.sack_enabled && newly_sacked > 0) {
                 self.on_duplicate_ack(now, stats);
             }
+        }
+        if let Some(block) = dsack {
+            self.on_dsack(block, stats);
+        }
+        if self.sack_enabled && self.state.synchronized() && self.snd_max > self.snd_una {
+            self.detect_losses(&delivery, now, stats);
         }
 
         // Window update (RFC 9293 §3.10.7.4: SND.WL1 / SND.WL2 rule).
@@ -910,24 +971,37 @@ impl Conn {
                 // refused, not lost. Probe instead of timing out, so the
                 // connection lives as long as the peer answers (RFC 9293 §3.8.6.1).
                 self.rto_deadline = None;
+                self.tlp_deadline = None;
                 self.arm_persist(now);
             }
             if was_zero && window > 0 {
                 self.persist_deadline = None;
                 self.persist_backoffs = 0;
                 if self.snd_nxt > self.snd_una && self.rto_deadline.is_none() {
-                    // Send again what the closed window refused.
+                    // Send again what the closed window refused: it left the
+                    // network.
                     self.snd_nxt = self.snd_una;
+                    self.sent.mark_all_lost();
                 }
             }
         }
         true
     }
 
-    fn on_new_ack(&mut self, seg: &TcpRepr, ack: SeqNum, now: Instant, stats: &mut TcpStats) {
+    fn on_new_ack(
+        &mut self,
+        seg: &TcpRepr,
+        ack: SeqNum,
+        delivery: &Delivery,
+        dsack: bool,
+        now: Instant,
+        stats: &mut TcpStats,
+    ) {
         let acked = (ack - self.snd_una) as usize;
         let flight_before = (self.snd_max - self.snd_una) as usize;
-        self.take_rtt_sample(seg, ack, now);
+        self.take_rtt_sample(seg, delivery, dsack, now, stats);
+        self.detect_spurious_timeout(seg, stats);
+        self.on_probe_answered(ack, dsack, now, stats);
 
         // Bytes of SYN and FIN occupy sequence space but not the send queue.
         let syn_acked = self.snd_una == self.iss;
@@ -939,15 +1013,15 @@ impl Conn {
         if self.snd_nxt < ack {
             self.snd_nxt = ack;
         }
-        if self.high_rxt < ack {
-            self.high_rxt = ack;
-        }
         self.scoreboard.advance_una(ack.0);
         self.backoffs = 0;
         if data_acked > 0 {
             self.events |= events::WRITABLE;
         }
 
+        if self.rto_recovery && ack >= self.recover {
+            self.rto_recovery = false;
+        }
         if self.in_recovery {
             if ack >= self.recover {
                 // Full acknowledgement: recovery is over (RFC 6582 §3.2 step 3).
@@ -955,6 +1029,7 @@ impl Conn {
                 self.dupacks = 0;
                 self.inflation = 0;
                 self.cc.on_recovery_exit();
+                self.rack.on_recovery_exit();
             } else if !self.sack_enabled {
                 // Partial ACK (RFC 6582 §3.2 step 4): retransmit the next hole and
                 // deflate the inflated window by what was acknowledged.
@@ -971,8 +1046,11 @@ impl Conn {
         // The retransmission timer restarts on new data acknowledged (RFC 6298 §5.3).
         if self.snd_una == self.snd_max {
             self.rto_deadline = None;
+            self.tlp_deadline = None;
+            self.rack_deadline = None;
         } else {
             self.arm_rto(now);
+            self.arm_tail_loss_probe(now);
         }
 
         if fin_acked {
@@ -988,58 +1066,182 @@ impl Conn {
     fn on_duplicate_ack(&mut self, now: Instant, stats: &mut TcpStats) {
         self.dupacks += 1;
         stats.dup_acks_received += 1;
-        if self.in_recovery {
-            if !self.sack_enabled {
-                // Each duplicate means a segment left the network (RFC 6582).
-                self.inflation += self.payload_mss();
-            }
+        if self.sack_enabled {
+            // SACK senders mark losses segment by segment (`detect_losses`).
             return;
         }
-        let mss = self.payload_mss();
-        let lost = if self.sack_enabled {
-            self.dupacks >= DUP_ACK_THRESHOLD || self.scoreboard.is_lost(self.snd_una.0, mss as u32)
-        } else {
-            self.dupacks >= DUP_ACK_THRESHOLD
-        };
+        if self.in_recovery {
+            // Each duplicate means a segment left the network (RFC 6582).
+            self.inflation += self.payload_mss();
+            return;
+        }
         // RFC 6582 §3.2 step 2: only start a new recovery for losses after the
         // previous one (avoids multiple reductions per window).
-        if lost && (self.snd_una - self.recover > 0 || self.recover == self.iss || self.snd_una == self.recover) {
+        let after_previous =
+            self.snd_una - self.recover > 0 || self.recover == self.iss || self.snd_una == self.recover;
+        if self.dupacks >= DUP_ACK_THRESHOLD && after_previous {
             self.enter_recovery(now, stats);
+        }
+    }
+
+    /// Marks the segments an ACK shows lost, by RACK or by DupThresh as
+    /// configured, and starts a recovery when the first one is.
+    fn detect_losses(&mut self, delivery: &Delivery, now: Instant, stats: &mut TcpStats) {
+        let marked = match self.cfg.loss.detection {
+            LossDetection::Rack => {
+                self.rack.on_delivery(delivery, now);
+                self.rack_detect(now, stats)
+            }
+            LossDetection::DupThresh => {
+                let mut marked = self.sent.mark_lost_by_count(DUP_THRESH as usize);
+                let episode = self.in_recovery || self.rto_recovery;
+                if self.dupacks >= DUP_ACK_THRESHOLD && !episode && self.sent.mark_first_lost() {
+                    marked += 1;
+                }
+                marked
+            }
+        };
+        self.after_losses_marked(marked, delivery.bytes, now, stats);
+    }
+
+    /// RFC 8985 §6.2 step 5 with the current reordering window; arms the
+    /// reordering timer for segments not yet due. Returns the segments marked.
+    fn rack_detect(&mut self, now: Instant, stats: &mut TcpStats) -> u32 {
+        let srtt = self.rtt.srtt().unwrap_or_default();
+        let reo_wnd = self.rack.reo_wnd(self.in_recovery, srtt);
+        let (marked, next) = self.rack.detect_loss(&mut self.sent, reo_wnd, now);
+        self.rack_deadline = next;
+        stats.rack_lost_marks += u64::from(marked);
+        marked
+    }
+
+    /// Starts a recovery for newly marked losses, and gives PRR what was
+    /// delivered.
+    fn after_losses_marked(&mut self, marked: u32, delivered: usize, now: Instant, stats: &mut TcpStats) {
+        if marked > 0 && !self.in_recovery && !self.rto_recovery {
+            self.enter_recovery(now, stats);
+        }
+        if self.in_recovery && self.sack_enabled {
+            let mss = self.payload_mss();
+            self.prr.on_ack(delivered, self.sent.pipe(), self.cc.ssthresh() as usize, mss);
         }
     }
 
     fn enter_recovery(&mut self, now: Instant, stats: &mut TcpStats) {
         let flight = (self.snd_max - self.snd_una) as usize;
+        self.begin_undo_episode(None);
         self.in_recovery = true;
         self.recover = self.snd_max;
-        self.high_rxt = self.snd_una;
         self.cc.on_congestion_event(now.as_micros(), flight as u32);
-        self.retransmit_head = true;
-        self.inflation = if self.sack_enabled { 0 } else { DUP_ACK_THRESHOLD as usize * self.payload_mss() };
-        self.rtt_probe = None;
+        self.tlp_deadline = None;
+        if self.sack_enabled {
+            self.prr.start(flight);
+        } else {
+            self.retransmit_head = true;
+            self.inflation = DUP_ACK_THRESHOLD as usize * self.payload_mss();
+        }
         stats.fast_retransmits += 1;
     }
 
-    fn take_rtt_sample(&mut self, seg: &TcpRepr, ack: SeqNum, now: Instant) {
-        if self.ts_enabled {
-            if let Some((_, ts_ecr)) = seg.options.timestamps {
-                // RFC 7323 §4: any ACK of new data echoing our clock is a sample.
-                let sent = ts_ecr.wrapping_sub(self.ts_offset);
-                let now_ts = self.ts_now(now).wrapping_sub(self.ts_offset);
-                let elapsed_ticks = now_ts.wrapping_sub(sent);
-                if ts_ecr != 0 && (elapsed_ticks as i32) >= 0 {
-                    let rtt = Duration::from_micros(u64::from(elapsed_ticks) * TS_TICK_MICROS);
-                    self.rtt.on_sample(rtt.max(Duration::from_micros(TS_TICK_MICROS)));
-                }
+    /// A new loss episode: remembers the window it is about to reduce.
+    fn begin_undo_episode(&mut self, rto_tsval: Option<u32>) {
+        // A timeout inside an episode keeps the window from before the episode.
+        // Eifel compares with the first retransmission of the timeout.
+        if let Some(undo) = self.undo.as_mut().filter(|u| u.marker == self.snd_una && rto_tsval.is_some()) {
+            undo.rto_tsval = undo.rto_tsval.or(rto_tsval);
+            return;
+        }
+        self.undo =
+            Some(Undo { cc: self.cc.clone(), retransmissions: 0, dsacked: false, marker: self.snd_una, rto_tsval });
+    }
+
+    /// Restores the window from before the episode, if it was larger.
+    fn undo_reduction(&mut self) -> bool {
+        let Some(undo) = self.undo.take() else { return false };
+        if undo.cc.cwnd() > self.cc.cwnd() {
+            self.cc = undo.cc;
+        }
+        true
+    }
+
+    /// A D-SACK: the peer received `block` twice. When every retransmission
+    /// of the current episode was so reported, the episode was spurious
+    /// (RFC 3708 §3.2) and its reduction is undone.
+    fn on_dsack(&mut self, block: (u32, u32), stats: &mut TcpStats) {
+        self.rack.on_dsack(self.snd_una, self.snd_max);
+        let segments = ((SeqNum(block.1) - SeqNum(block.0)).max(1) as usize).div_ceil(self.payload_mss().max(1));
+        let Some(undo) = self.undo.as_mut() else { return };
+        if SeqNum(block.0) < undo.marker || undo.retransmissions == 0 {
+            return;
+        }
+        undo.retransmissions = undo.retransmissions.saturating_sub(segments as u32);
+        undo.dsacked = true;
+        if undo.retransmissions == 0 && self.undo_reduction() {
+            self.end_spurious_episode();
+            stats.dsack_undos += 1;
+        }
+    }
+
+    /// Eifel (RFC 3522 §3.2, response of RFC 4015): the first ACK of new data
+    /// after a timeout echoes a timestamp older than the retransmission, so it
+    /// answers the original: the timeout was spurious. The window comes back
+    /// and the segments deemed lost are in flight again.
+    fn detect_spurious_timeout(&mut self, seg: &TcpRepr, stats: &mut TcpStats) {
+        let Some(rto_tsval) = self.undo.as_mut().and_then(|u| u.rto_tsval.take()) else { return };
+        let Some((_, ts_ecr)) = seg.options.timestamps.filter(|_| self.ts_enabled) else { return };
+        if (ts_ecr.wrapping_sub(rto_tsval) as i32) < 0 && self.undo_reduction() {
+            self.end_spurious_episode();
+            stats.spurious_timeouts_undone += 1;
+        }
+    }
+
+    /// Leaves a recovery or timeout that proved spurious: nothing more is
+    /// retransmitted for it, and the restored window applies at once.
+    fn end_spurious_episode(&mut self) {
+        self.rto_recovery = false;
+        self.in_recovery = false;
+        self.retransmit_head = false;
+        self.inflation = 0;
+        self.sent.unmark_lost();
+    }
+
+    /// RFC 8985 §7.4: the ACK of a tail loss probe. If the probe was a
+    /// retransmission and no D-SACK says the original arrived, it repaired a
+    /// loss, and the window is reduced as for any loss.
+    fn on_probe_answered(&mut self, ack: SeqNum, dsack: bool, now: Instant, stats: &mut TcpStats) {
+        let Some((end, retransmission)) = self.tlp_probe else { return };
+        if ack < end {
+            return;
+        }
+        self.tlp_probe = None;
+        if retransmission && !dsack && !self.in_recovery {
+            let flight = (self.snd_max - self.snd_una) as usize;
+            self.begin_undo_episode(None);
+            self.cc.on_congestion_event(now.as_micros(), flight as u32);
+            stats.tlp_recoveries += 1;
+        }
+    }
+
+    /// RFC 6298 §3 (Karn), RFC 7323 §4 and the connection's own send times:
+    /// a sample is the time since the first transmission of the earliest
+    /// segment this ACK newly acknowledges, taken only when none of them was
+    /// retransmitted, the ACK carries no D-SACK, and its echoed timestamp
+    /// does not predate that transmission (an old or forged echo).
+    fn take_rtt_sample(&mut self, seg: &TcpRepr, delivery: &Delivery, dsack: bool, now: Instant, stats: &mut TcpStats) {
+        let Some(sent_at) = delivery.rtt_from else { return };
+        if dsack {
+            stats.rtt_samples_rejected += 1;
+            return;
+        }
+        if let (true, Some((_, ts_ecr))) = (self.ts_enabled, seg.options.timestamps) {
+            let echoes_before_send = (ts_ecr.wrapping_sub(self.ts_now(sent_at)) as i32) < 0;
+            let echoes_the_future = (self.ts_now(now).wrapping_sub(ts_ecr) as i32) < 0;
+            if echoes_before_send || echoes_the_future {
+                stats.rtt_samples_rejected += 1;
                 return;
             }
         }
-        if let Some((probe_seq, sent_at)) = self.rtt_probe {
-            if ack > probe_seq {
-                self.rtt.on_sample(now - sent_at);
-                self.rtt_probe = None;
-            }
-        }
+        self.rtt.on_sample(now.saturating_duration_since(sent_at));
     }
 
     fn receive_data(&mut self, seq: SeqNum, data: &mut PacketBuf, now: Instant, stats: &mut TcpStats) {
@@ -1187,6 +1389,8 @@ impl Conn {
         self.keepalive_deadline = None;
         self.delack_deadline = None;
         self.timewait_deadline = Some(now + self.cfg.time_wait);
+        self.rack_deadline = None;
+        self.tlp_deadline = None;
         self.events |= events::READABLE | events::WRITABLE;
     }
 
@@ -1203,6 +1407,8 @@ impl Conn {
         self.keepalive_deadline = None;
         self.delack_deadline = None;
         self.timewait_deadline = None;
+        self.rack_deadline = None;
+        self.tlp_deadline = None;
         self.ooo.clear();
         self.events |= events::READABLE | events::WRITABLE | events::CLOSED;
     }
@@ -1226,6 +1432,7 @@ impl Conn {
         };
         let timers = earlier(self.rto_deadline, self.delack_deadline);
         let timers = earlier(timers, self.persist_deadline);
+        let timers = earlier(timers, earlier(self.rack_deadline, self.tlp_deadline));
         earlier(earlier(timers, self.keepalive_deadline), self.timewait_deadline)
     }
 
@@ -1239,6 +1446,15 @@ impl Conn {
         if self.rto_deadline.is_some_and(|d| d <= now) {
             self.rto_deadline = None;
             self.on_retransmit_timeout(now, stats);
+        }
+        if self.rack_deadline.is_some_and(|d| d <= now) {
+            self.rack_deadline = None;
+            let marked = self.rack_detect(now, stats);
+            self.after_losses_marked(marked, 0, now, stats);
+        }
+        if self.tlp_deadline.is_some_and(|d| d <= now) {
+            self.tlp_deadline = None;
+            self.tlp_pending = true;
         }
         if self.delack_deadline.is_some_and(|d| d <= now) {
             self.delack_deadline = None;
@@ -1273,20 +1489,33 @@ impl Conn {
         self.backoffs += 1;
         self.rtt.backoff();
         stats.retransmit_timeouts += 1;
+        if self.state.synchronized() {
+            let tsval = self.ts_enabled.then(|| self.ts_now(now));
+            self.begin_undo_episode(tsval);
+        }
         let flight = (self.snd_max - self.snd_una) as usize;
         if self.state.synchronized() && flight > 0 {
             self.cc.on_retransmit_timeout(now.as_micros(), flight as u32);
         }
-        // Go back to the oldest unacknowledged byte (RFC 6298 §5.4); SACKed
-        // ranges are skipped as the retransmission proceeds.
         self.in_recovery = false;
         self.dupacks = 0;
         self.inflation = 0;
         self.recover = self.snd_max;
-        self.high_rxt = self.snd_una;
-        self.snd_nxt = self.snd_una;
         self.retransmit_head = false;
-        self.rtt_probe = None;
+        self.tlp_deadline = None;
+        self.tlp_pending = false;
+        self.tlp_probe = None;
+        self.rack_deadline = None;
+        if self.sack_enabled && self.state.synchronized() {
+            // Every segment not SACKed is deemed lost and retransmitted in
+            // order as the slow-start window allows (RFC 6675 §5.1, RFC 8985
+            // §6.3); new data waits until they are.
+            self.sent.mark_all_lost();
+            self.rto_recovery = true;
+        } else {
+            // Go back to the oldest unacknowledged byte (RFC 6298 §5.4).
+            self.snd_nxt = self.snd_una;
+        }
         self.arm_rto(now);
     }
 
@@ -1339,7 +1568,8 @@ impl Conn {
             || self.rst_pending
             || self.probe_pending
             || self.retransmit_head
-            || self.in_recovery && self.sack_enabled
+            || (self.in_recovery || self.rto_recovery) && self.sack_enabled
+            || self.tlp_pending
             || matches!(self.state, State::SynSent | State::SynReceived) && self.snd_nxt == self.iss
             || self.has_unsent_data()
             || self.fin_queued && self.snd_nxt <= self.data_end_seq() && self.state.synchronized() && !self.fin_acked()
@@ -1378,10 +1608,18 @@ impl Conn {
         if self.retransmit_head {
             sent_any |= self.retransmit_first_hole(now, sink, stats);
         }
-        if self.in_recovery && self.sack_enabled {
-            sent_any |= self.sack_recovery_output(now, sink, stats);
+        if (self.in_recovery || self.rto_recovery) && self.sack_enabled {
+            sent_any |= self.retransmit_lost(now, sink, stats);
         }
-        sent_any |= self.send_new_data(now, sink, stats);
+        let sent_new = self.send_new_data(now, sink, stats);
+        if sent_new && self.tlp_probe.is_none() {
+            self.arm_tail_loss_probe(now);
+        }
+        sent_any |= sent_new;
+        if self.tlp_pending {
+            self.tlp_pending = false;
+            sent_any |= self.send_tail_loss_probe(now, sink, stats);
+        }
         if self.probe_pending {
             self.probe_pending = false;
             sent_any |= self.send_probe(now, sink, stats);
@@ -1421,9 +1659,8 @@ impl Conn {
             self.snd_max = self.snd_max.max(self.snd_nxt);
             if self.backoffs > 0 {
                 stats.retransmitted_segments += 1;
-            } else if !self.ts_enabled {
-                self.rtt_probe = Some((self.iss, now));
             }
+            self.sent.on_send(self.iss, self.iss + 1u32, now);
             if self.rto_deadline.is_none() {
                 self.arm_rto(now);
             }
@@ -1505,12 +1742,13 @@ impl Conn {
         if retransmission {
             stats.retransmitted_segments += 1;
             stats.retransmitted_bytes += len as u64;
-            if self.rtt_probe.is_some_and(|(p, _)| p >= seq) {
-                // Karn: a retransmitted probe gives no sample.
-                self.rtt_probe = None;
+            if let Some(undo) = self.undo.as_mut() {
+                undo.retransmissions += 1;
             }
-        } else if self.rtt_probe.is_none() && !self.ts_enabled {
-            self.rtt_probe = Some((seq, now));
+        }
+        self.sent.on_send(seq, end, now);
+        if self.in_recovery && self.sack_enabled {
+            self.prr.on_sent(len.max(1));
         }
         if end > self.snd_max {
             self.snd_max = end;
@@ -1532,6 +1770,28 @@ impl Conn {
     /// Bytes in the network by the estimate recovery uses.
     fn flight(&self) -> usize {
         (self.snd_nxt - self.snd_una).max(0) as usize
+    }
+
+    /// Bytes in flight and the room the congestion window leaves for a
+    /// segment of `mss`. With SACK the flight is the pipe (SACKed and lost
+    /// segments do not count, which is limited transmit, RFC 3042, and more),
+    /// and in recovery PRR decides (RFC 6937). Without SACK, RFC 3042 lets the
+    /// first two duplicate ACKs each send one new segment past the window.
+    fn congestion_room(&self, mss: usize) -> (usize, usize) {
+        if self.sack_enabled {
+            let pipe = self.sent.pipe();
+            if self.in_recovery {
+                return (pipe, if self.prr.may_send() { mss } else { 0 });
+            }
+            if self.rto_recovery && self.sent.has_lost() {
+                return (pipe, 0); // retransmissions first (`retransmit_lost`)
+            }
+            return (pipe, (self.cc.cwnd() as usize).saturating_sub(pipe));
+        }
+        let limited_transmit = if self.in_recovery { 0 } else { self.dupacks.min(2) as usize * mss };
+        let cwnd = self.cc.cwnd() as usize + self.inflation + limited_transmit;
+        let flight = self.flight();
+        (flight, cwnd.saturating_sub(flight))
     }
 
     /// Sends new data (and a FIN) as far as the congestion and peer windows and
@@ -1562,15 +1822,9 @@ impl Conn {
                 self.snd_nxt = next.min(self.snd_max).min(data_end);
                 continue;
             }
-            let in_flight = if self.in_recovery && self.sack_enabled {
-                self.scoreboard.pipe(self.snd_una.0, self.snd_max.0, self.high_rxt.0, mss as u32) as usize
-            } else {
-                self.flight()
-            };
-            let cwnd = self.cc.cwnd() as usize + self.inflation;
+            let (in_flight, cwnd_room) = self.congestion_room(mss);
             let wnd_end = self.snd_una + self.snd_wnd as usize;
             let peer_room = (wnd_end - self.snd_nxt).max(0) as usize;
-            let cwnd_room = cwnd.saturating_sub(in_flight);
             let mut len = avail.min(mss).min(peer_room).min(cwnd_room);
             if len == 0 && avail > 0 {
                 if self.snd_wnd == 0 && self.snd_una == self.snd_max {
@@ -1620,38 +1874,86 @@ impl Conn {
         }
         let ok = self.send_segment(seq, len, now, sink, stats);
         if ok {
-            self.high_rxt = self.high_rxt.max(seq + len);
             self.arm_rto(now);
         }
         ok
     }
 
-    /// RFC 6675 §5 step (C): while the pipe has room, retransmit the holes
-    /// NextSeg finds.
-    fn sack_recovery_output(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) -> bool {
-        let mss = self.payload_mss() as u32;
+    /// Retransmits the segments deemed lost, lowest first, as PRR (in
+    /// recovery) or the slow-start window (after a timeout) allows.
+    fn retransmit_lost(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) -> bool {
+        let mss = self.payload_mss();
         let mut sent = false;
-        loop {
-            let pipe = self.scoreboard.pipe(self.snd_una.0, self.snd_max.0, self.high_rxt.0, mss) as usize;
-            if pipe + mss as usize > self.cc.cwnd() as usize {
-                break;
-            }
-            let Some((seq, len)) = self.scoreboard.next_seg(self.high_rxt.0, self.snd_max.0, mss) else {
-                break;
+        while let Some((start, end)) = self.sent.first_lost() {
+            let room = if self.in_recovery {
+                self.prr.may_send()
+            } else {
+                self.sent.pipe() + mss <= (self.cc.cwnd() as usize).max(mss)
             };
-            let seq = SeqNum(seq).max(self.data_start_seq());
+            if !room {
+                break;
+            }
             let data_end = self.data_end_seq();
-            let len = (len as usize).min((data_end - seq).max(0) as usize).min(self.segment_payload_limit());
-            if len == 0 {
+            let seq = start.max(self.data_start_seq());
+            let len = ((end.min(data_end) - seq).max(0) as usize).min(self.segment_payload_limit());
+            let fin_only = len == 0 && self.fin_queued && seq == data_end;
+            if (len == 0 && !fin_only) || !self.send_segment(seq, len, now, sink, stats) {
                 break;
             }
-            if !self.send_segment(seq, len, now, sink, stats) {
-                break;
-            }
-            self.high_rxt = seq + len;
             sent = true;
         }
         sent
+    }
+
+    /// Schedules a tail loss probe at about two smoothed RTTs (RFC 8985
+    /// §7.2), unless a loss is being repaired, a probe is out, or the
+    /// retransmission timer would fire first.
+    fn arm_tail_loss_probe(&mut self, now: Instant) {
+        self.tlp_deadline = None;
+        let usable = self.cfg.loss.detection == LossDetection::Rack
+            && self.sack_enabled
+            && self.state.synchronized()
+            && !self.in_recovery
+            && !self.rto_recovery
+            && self.tlp_probe.is_none()
+            && self.snd_max > self.snd_una;
+        let Some(srtt) = self.rtt.srtt().filter(|_| usable) else { return };
+        let one_segment = (self.snd_max - self.snd_una) as usize <= self.payload_mss() + 1;
+        let extra = if one_segment { self.cfg.loss.tlp_ack_delay } else { Duration::from_micros(TLP_SLACK_MICROS) };
+        let at = now + srtt * 2 + extra;
+        if self.rto_deadline.is_none_or(|rto| at < rto) {
+            self.tlp_deadline = Some(at);
+        }
+    }
+
+    /// RFC 8985 §7.3: a new segment if the peer's window allows one, else the
+    /// highest segment sent again; either way an ACK with SACK comes back and
+    /// lets RACK find what the tail lost.
+    fn send_tail_loss_probe(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) -> bool {
+        let data_end = self.data_end_seq();
+        let avail = (data_end - self.snd_nxt).max(0) as usize;
+        let peer_room = ((self.snd_una + self.snd_wnd as usize) - self.snd_nxt).max(0) as usize;
+        let (seq, len, retransmission) = if avail > 0 && peer_room > 0 && self.snd_nxt == self.snd_max {
+            (self.snd_nxt, avail.min(peer_room).min(self.segment_payload_limit()), false)
+        } else if let Some((start, end)) = self.sent.last() {
+            let seq = start.max(self.data_start_seq());
+            (seq, ((end.min(data_end) - seq).max(0) as usize).min(self.segment_payload_limit()), true)
+        } else {
+            return false;
+        };
+        if len == 0 && !(self.fin_queued && seq == data_end) {
+            return false;
+        }
+        if !self.send_segment(seq, len, now, sink, stats) {
+            return false;
+        }
+        if !retransmission {
+            self.snd_nxt = self.snd_max;
+        }
+        self.tlp_probe = Some((self.snd_max, retransmission));
+        stats.tlp_probes += 1;
+        self.arm_rto(now);
+        true
     }
 
     /// A zero-window probe (one byte of new data) or a keepalive probe (an old

@@ -7,6 +7,7 @@ pub mod config;
 pub mod conn;
 pub mod directory;
 mod input;
+pub mod recovery;
 pub mod rtt;
 pub mod sack;
 pub mod sendbuf;
@@ -20,6 +21,7 @@ pub use cc::CongestionAlgorithm;
 pub use config::{KeepaliveConfig, TcpConfig};
 pub use conn::State;
 pub use directory::FlowDirectory;
+pub use recovery::{LossConfig, LossDetection};
 
 use crate::socket::SocketHandle;
 

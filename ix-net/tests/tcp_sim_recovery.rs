@@ -1,0 +1,396 @@
+//! Loss recovery measured in virtual time: two stacks joined by a simulated
+//! 10 Gbit/s link with a 100 us round trip and seeded random loss; each test
+//! asserts how long recovery took, not only that the bytes arrived.
+//!
+//! The link is modelled here rather than on the `mem` wire: frames go straight
+//! from one stack's egress to the other's ingress through a queue ordered by
+//! arrival time, each frame serialised at 10 Gbit/s behind the previous one,
+//! and time jumps from event to event. 200 seeds of 10 MB then take seconds.
+
+use std::cell::Cell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ix_driver::{HugePages, PacketBuf, PacketPool, PoolConfig};
+use ix_net::wire::EthernetAddress;
+use ix_net::{Instant, SocketHandle, Stack, StackConfig};
+
+/// One-way propagation delay: a 100 us round trip.
+const ONE_WAY_MICROS: u64 = 50;
+/// The round trip of a full segment and its ACK: propagation plus the
+/// serialisation of a 1526-byte frame (preamble and gap included) at 10 Gbit/s.
+const RTT_MICROS: f64 = 2.0 * ONE_WAY_MICROS as f64 + 1.22;
+/// Link rate in bits per microsecond (10 Gbit/s).
+const LINK_BITS_PER_MICRO: u64 = 10_000;
+/// Preamble, start delimiter, frame check sequence and inter-frame gap.
+const WIRE_OVERHEAD_BYTES: u64 = 24;
+const PORT: u16 = 7000;
+/// Bytes of the bulk transfers.
+const TRANSFER_BYTES: usize = 10 * 1000 * 1000;
+const SEEDS: u64 = 200;
+/// Virtual time after which a run counts as stalled.
+const STALL_MICROS: u64 = 600_000_000;
+
+fn addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 1, 0, i as u8 + 1)
+}
+
+/// A small seeded generator (splitmix64): the runs are repeatable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// Which frames the link drops.
+trait DropPolicy {
+    /// Whether the frame `n`-th of direction `from` (0 or 1), of `len` bytes,
+    /// sent at `now`, is lost.
+    fn drops(&mut self, from: usize, n: u64, len: usize, now: Instant) -> bool;
+}
+
+/// Each TCP frame, either way, is lost with probability `p` (ARP frames,
+/// shorter than any TCP frame, are spared: address resolution retries after a
+/// second, which is not what these tests measure).
+struct RandomLoss {
+    p: f64,
+    rng: Rng,
+}
+
+/// The shortest TCP frame: Ethernet, IPv4 and TCP headers.
+const TCP_FRAME_MIN_BYTES: usize = 54;
+
+impl DropPolicy for RandomLoss {
+    fn drops(&mut self, _: usize, _: u64, len: usize, _: Instant) -> bool {
+        len >= TCP_FRAME_MIN_BYTES && self.rng.chance(self.p)
+    }
+}
+
+impl<F: FnMut(usize, u64, usize, Instant) -> bool> DropPolicy for F {
+    fn drops(&mut self, from: usize, n: u64, len: usize, now: Instant) -> bool {
+        self(from, n, len, now)
+    }
+}
+
+/// Two stacks, the frames between them and the clock.
+struct Link<D> {
+    stacks: [Stack; 2],
+    /// Frames in flight: (arrival, order, destination, frame).
+    in_flight: BinaryHeap<Reverse<(Instant, u64, usize, FrameBox)>>,
+    /// When each direction's transmitter is free again.
+    free_at: [Instant; 2],
+    sent: [u64; 2],
+    order: u64,
+    now: Instant,
+    drop: D,
+    out: Vec<PacketBuf>,
+    /// The server side of the last connection made.
+    server: Option<SocketHandle>,
+}
+
+/// A frame ordered only by its place in the heap's key.
+struct FrameBox(PacketBuf);
+
+impl PartialEq for FrameBox {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for FrameBox {}
+impl PartialOrd for FrameBox {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for FrameBox {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl<D: DropPolicy> Link<D> {
+    fn new(seed: u64, drop: D) -> Self {
+        let pool = PacketPool::new(PoolConfig { frames: 8192, huge_pages: HugePages::Never }).expect("pool");
+        let stacks = [0, 1].map(|i| {
+            let mut cfg = StackConfig::new(EthernetAddress([2, 0, 0, 0, 1, i as u8 + 1]), addr(i), 24);
+            let mut secret = [0u8; 16];
+            secret[..8].copy_from_slice(&(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9)).to_le_bytes());
+            cfg.secret = Some(secret);
+            Stack::new(cfg, pool.clone(), Instant::ZERO).expect("stack")
+        });
+        Self {
+            stacks,
+            in_flight: BinaryHeap::new(),
+            free_at: [Instant::ZERO; 2],
+            sent: [0; 2],
+            order: 0,
+            now: Instant::ZERO,
+            drop,
+            out: Vec::with_capacity(256),
+            server: None,
+        }
+    }
+
+    /// Delivers what has arrived, runs timers, and puts what the stacks send
+    /// on the link.
+    fn poll(&mut self) {
+        while let Some(Reverse((at, _, _, _))) = self.in_flight.peek() {
+            if *at > self.now {
+                break;
+            }
+            let Reverse((_, _, to, FrameBox(frame))) = self.in_flight.pop().expect("peeked");
+            self.stacks[to].ingress(frame, self.now);
+        }
+        for from in 0..2 {
+            self.stacks[from].on_timers(self.now);
+            self.stacks[from].egress(self.now, &mut self.out);
+            for frame in self.out.drain(..) {
+                let n = self.sent[from];
+                self.sent[from] += 1;
+                let bits = (frame.len() as u64 + WIRE_OVERHEAD_BYTES) * 8;
+                let departs =
+                    self.free_at[from].max(self.now) + Duration::from_nanos(bits * 1000 / LINK_BITS_PER_MICRO);
+                self.free_at[from] = departs;
+                if self.drop.drops(from, n, frame.len(), self.now) {
+                    continue;
+                }
+                self.order += 1;
+                let arrives = departs + Duration::from_micros(ONE_WAY_MICROS);
+                self.in_flight.push(Reverse((arrives, self.order, 1 - from, FrameBox(frame))));
+            }
+        }
+    }
+
+    /// Moves the clock to the next arrival or timer.
+    fn advance(&mut self) {
+        if self.stacks.iter().any(|s| s.has_pending_output()) {
+            return;
+        }
+        let arrival = self.in_flight.peek().map(|Reverse((at, ..))| *at);
+        let timers = self.stacks.iter().filter_map(|s| s.poll_timeout()).min();
+        let next = [arrival, timers].into_iter().flatten().min().unwrap_or(self.now + Duration::from_micros(1));
+        self.now = next.max(self.now + Duration::from_nanos(100));
+    }
+
+    /// A connection from stack 1 to a listener on stack 0: (server, client).
+    fn connect(&mut self) -> (SocketHandle, SocketHandle) {
+        let listener = self.stacks[0].tcp_listen(PORT, 4).expect("listen");
+        let client =
+            self.stacks[1].tcp_connect(SocketAddrV4::new(addr(0), PORT), self.now, &|_| true).expect("connect");
+        loop {
+            self.poll();
+            if let Some(server) = self.stacks[0].tcp_accept(listener).expect("accept") {
+                self.server = Some(server);
+                return (server, client);
+            }
+            assert!(self.now < Instant::from_micros(STALL_MICROS), "no handshake");
+            self.advance();
+        }
+    }
+
+    /// Reads and drops what `handle` of stack `at` received; returns the bytes.
+    fn drain(&mut self, at: usize, handle: SocketHandle) -> usize {
+        let mut n = 0;
+        while let Some(chunk) = self.stacks[at].tcp_recv(handle).expect("recv") {
+            n += chunk.len();
+        }
+        n
+    }
+}
+
+/// Sends `bytes` from the server (stack 0) to the client; returns the time
+/// from the first byte queued to the last byte read, and the sender's stats.
+fn bulk_transfer<D: DropPolicy>(link: &mut Link<D>, bytes: usize) -> Result<Duration, String> {
+    let (server, client) = link.connect();
+    let data = Bytes::from(vec![0x5a; bytes]);
+    let start = link.now;
+    let (mut queued, mut received) = (0, 0);
+    while received < bytes {
+        while queued < bytes {
+            let n = link.stacks[0].tcp_send(server, data.slice(queued..)).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            queued += n;
+        }
+        link.poll();
+        received += link.drain(1, client);
+        if link.now.as_micros() > STALL_MICROS {
+            return Err(format!("stalled at {received} of {bytes} bytes: {:?}", link.stacks[0].tcp_info(server)));
+        }
+        link.advance();
+    }
+    Ok(link.now - start)
+}
+
+/// The completion bound for `bytes` at loss rate `p`, derived from the loss
+/// rate alone:
+///
+/// - the wire time at 10 Gbit/s, plus
+/// - the steady-state rate of a loss-based sender that repairs every loss
+///   within a round trip (Mathis et al. 1997: MSS / RTT × sqrt(3/2) / sqrt(p)
+///   segments per second), which is what recovering by RACK-TLP and fast
+///   retransmit instead of timeouts buys; doubled, for slow start, ACK loss
+///   (p also applies to ACKs) and the variance of a finite transfer, plus
+/// - one minimum RTO (200 ms) for every 1/p³ segments: a timeout is needed only
+///   when a loss, its repair and the probe behind them are all lost, an event
+///   of probability about p³ per segment.
+fn completion_bound(bytes: usize, p: f64) -> Duration {
+    let segments = bytes as f64 / 1448.0;
+    let wire_micros = segments * 1526.0 * 8.0 / LINK_BITS_PER_MICRO as f64;
+    let mathis_micros = segments * RTT_MICROS * p.sqrt() / 1.5f64.sqrt();
+    let timeouts = (segments * p.powi(3)).ceil();
+    Duration::from_micros((wire_micros + 2.0 * mathis_micros + timeouts * 200_000.0) as u64)
+}
+
+/// Runs `SEEDS` transfers at loss `p` on two threads; returns the failures and
+/// the slowest time.
+fn sweep(p: f64) -> (Vec<String>, Duration) {
+    let bound = completion_bound(TRANSFER_BYTES, p);
+    let failures = std::sync::Mutex::new(Vec::new());
+    let slowest = std::sync::Mutex::new(Duration::ZERO);
+    let next = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if seed >= SEEDS {
+                        break;
+                    }
+                    let mut link = Link::new(seed, RandomLoss { p, rng: Rng(seed.wrapping_mul(31) ^ p.to_bits()) });
+                    match bulk_transfer(&mut link, TRANSFER_BYTES) {
+                        Ok(took) => {
+                            let mut s = slowest.lock().unwrap();
+                            *s = (*s).max(took);
+                            if took > bound {
+                                let rto = link.stacks[0].stats().tcp.retransmit_timeouts;
+                                failures
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("seed {seed}: {took:?} > {bound:?} ({rto} timeouts)"));
+                            }
+                        }
+                        Err(e) => failures.lock().unwrap().push(format!("seed {seed}: {e}")),
+                    }
+                }
+            });
+        }
+    });
+    (failures.into_inner().unwrap(), slowest.into_inner().unwrap())
+}
+
+fn assert_sweep(p: f64) {
+    let (failures, slowest) = sweep(p);
+    println!("loss {p}: slowest of {SEEDS} seeds {slowest:?}, bound {:?}", completion_bound(TRANSFER_BYTES, p));
+    assert!(failures.is_empty(), "{} of {SEEDS} runs at loss {p} failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// 10 MB at 1% loss both ways, 200 seeds, each within [`completion_bound`].
+#[test]
+#[ignore = "fails today (see docs/loss-recovery.md): at 5% loss 31 of 200 seeds took 1.0-1.3 s against 0.46 s with no timeout on the sender, at 10% 26 of 200 exceeded 1.77 s; run with --ignored"]
+fn ten_megabytes_at_1_percent_loss_within_the_bound() {
+    assert_sweep(0.01);
+}
+
+/// 10 MB at 5% loss both ways, 200 seeds, each within [`completion_bound`].
+#[test]
+#[ignore = "fails today (see docs/loss-recovery.md): at 5% loss 31 of 200 seeds took 1.0-1.3 s against 0.46 s with no timeout on the sender, at 10% 26 of 200 exceeded 1.77 s; run with --ignored"]
+fn ten_megabytes_at_5_percent_loss_within_the_bound() {
+    assert_sweep(0.05);
+}
+
+/// 10 MB at 10% loss both ways, 200 seeds, each within [`completion_bound`].
+#[test]
+#[ignore = "fails today (see docs/loss-recovery.md): at 5% loss 31 of 200 seeds took 1.0-1.3 s against 0.46 s with no timeout on the sender, at 10% 26 of 200 exceeded 1.77 s; run with --ignored"]
+fn ten_megabytes_at_10_percent_loss_within_the_bound() {
+    assert_sweep(0.10);
+}
+
+/// A request and a one-segment reply whose first copy is lost: the reply
+/// arrives in under 3 SRTT + 1 ms (a tail loss probe, not the 200 ms RTO), for
+/// 200 seeds (each with its own ISNs and reply size). Three exchanges first
+/// measure the SRTT; the fourth reply's first copy is dropped.
+#[test]
+fn a_lost_single_segment_reply_is_recovered_within_three_srtt_and_a_millisecond() {
+    for seed in 0..SEEDS {
+        let armed = Rc::new(Cell::new(false));
+        let trigger = armed.clone();
+        // Stack 0's data frames are longer than any bare ACK.
+        let drop = move |from: usize, _: u64, len: usize, _: Instant| from == 0 && len > 200 && trigger.replace(false);
+        let mut link = Link::new(seed, drop);
+        let (server, client) = link.connect();
+        let reply_len = 300 + (seed as usize * 37) % 1100;
+        for round in 0..4 {
+            let srtt = link.stacks[0].tcp_info(server).unwrap().srtt.unwrap_or_default();
+            armed.set(round == 3);
+            link.stacks[1].tcp_send(client, Bytes::from_static(b"GET")).unwrap();
+            let (mut replied_at, mut got) = (None, 0);
+            while got < reply_len {
+                link.poll();
+                if replied_at.is_none() && link.drain(0, server) > 0 {
+                    replied_at = Some(link.now);
+                    link.stacks[0].tcp_send(server, Bytes::from(vec![round as u8; reply_len])).unwrap();
+                }
+                got += link.drain(1, client);
+                assert!(link.now.as_micros() < STALL_MICROS, "seed {seed}: stalled");
+                link.advance();
+            }
+            let took = link.now - replied_at.expect("request served");
+            if round == 3 {
+                let bound = srtt * 3 + Duration::from_millis(1);
+                assert!(took < bound, "seed {seed}: reply took {took:?}, bound {bound:?} (SRTT {srtt:?})");
+            }
+        }
+        let stats = link.stacks[0].stats().tcp;
+        assert_eq!((stats.retransmit_timeouts, stats.tlp_probes), (0, 1), "seed {seed}");
+    }
+}
+
+/// Lost ACKs followed by D-SACKs: for 400 ms every ACK from the receiver is
+/// lost, so the sender times out and retransmits what had arrived; the
+/// receiver answers with D-SACKs echoing old timestamps. None of that may
+/// become an RTT sample: the SRTT stays within 2x of the true RTT, for 200
+/// seeds.
+#[test]
+fn lost_acks_then_dsacks_leave_srtt_within_twice_the_true_rtt() {
+    for seed in 0..SEEDS {
+        let blackout_from = Instant::from_micros(500 + seed * 5);
+        let blackout_until = blackout_from + Duration::from_millis(400);
+        let drop = move |from: usize, _: u64, _: usize, now: Instant| {
+            from == 1 && now >= blackout_from && now < blackout_until
+        };
+        let mut link = Link::new(seed, drop);
+        bulk_transfer(&mut link, 2 * 1000 * 1000).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let server = link.stacks[0].tcp_connection_count();
+        assert_eq!(server, 1);
+        let stats = link.stacks[0].stats().tcp;
+        // The IX receiver sends no D-SACK (it reports SACK blocks only while it
+        // holds data out of order): what the sender sees here is the echo of
+        // old timestamps on the ACKs that follow the blackout.
+        assert!(stats.retransmit_timeouts >= 1, "seed {seed}: {stats:?}");
+        let srtt = sender_srtt(&link);
+        let true_rtt = Duration::from_micros(RTT_MICROS as u64);
+        assert!(srtt <= true_rtt * 2 && srtt >= true_rtt / 2, "seed {seed}: SRTT {srtt:?}, true RTT {true_rtt:?}");
+    }
+}
+
+/// The SRTT of the sender's (stack 0's) only connection.
+fn sender_srtt<D>(link: &Link<D>) -> Duration {
+    let handle = link.server.expect("a connection");
+    link.stacks[0].tcp_info(handle).unwrap().srtt.expect("an RTT sample")
+}
