@@ -1,7 +1,7 @@
-//! The per-core context the socket and timer futures reach through a
-//! thread-local: the core's network (the dataplane stack, or the `kernel`
-//! backend's reactor), the wakers waiting on its sockets, the sleeps on its
-//! timer wheel, its clock and its counters.
+//! The per-core context that socket and timer futures reach through a
+//! thread-local: the core's network (its backend's state, chosen once), the
+//! tasks waiting for packet buffers, the sleeps on its timer wheel, its clock,
+//! its drain flag and its counters.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -9,48 +9,19 @@ use std::task::Waker;
 use std::time::Duration;
 
 use ix_driver::{PacketPool, QueueStats};
-use ix_net::socket::readiness;
+use ix_net::Instant;
 use ix_net::timer::{TimerKey, TimerWheel};
-use ix_net::{Instant, SocketHandle, Stack};
 
-use crate::reactor::Reactor;
-use crate::runtime::LoopStats;
+use crate::dataplane::DataplaneNet;
+use crate::kernel::KernelNet;
+use crate::stats::{CoreStats, LoopStats};
 
-/// Which side of a socket a task waits on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Interest {
-    Read,
-    Write,
-}
-
-#[derive(Debug, Default)]
-struct Waiters {
-    handle: Option<SocketHandle>,
-    reader: Option<Waker>,
-    writer: Option<Waker>,
-}
-
-/// Chooses a local port for an outgoing connection so that the reply lands on
-/// this core's queue (IX's port probing); `None` means the backend cannot
-/// steer and any port will do.
-pub(crate) type PortFilter = Box<dyn Fn(u16, std::net::SocketAddrV4) -> bool>;
-
-/// Where a core's sockets live.
-pub(crate) enum Net {
-    /// The dataplane: the core's own TCP/IP stack over its NIC queue (boxed:
-    /// the stack is large and the enum is made once per core).
-    Stack(Box<RefCell<Stack>>),
+/// Where a core's sockets live: chosen once, when the core starts.
+pub(crate) enum CoreNet {
+    /// The dataplane: the core's own TCP/IP stack over its NIC queue.
+    Dataplane(Rc<DataplaneNet>),
     /// The `kernel` backend: ordinary kernel sockets driven by epoll.
-    Kernel(KernelNet),
-}
-
-/// The `kernel` backend's per-core state.
-pub(crate) struct KernelNet {
-    pub(crate) reactor: Reactor,
-    /// Receive buffers handed out as `RxChunk`s, as on the dataplane.
-    pub(crate) pool: PacketPool,
-    /// The address listeners bind (0.0.0.0 when none was configured).
-    pub(crate) addr: std::net::Ipv4Addr,
+    Kernel(Rc<KernelNet>),
 }
 
 /// One core's networking state.
@@ -59,8 +30,7 @@ pub(crate) struct Core {
     /// Unique among every core of every runtime this process ran: names this
     /// core in data that may travel between threads (see `time::SyncSleep`).
     id: u64,
-    net: Net,
-    waiters: RefCell<Vec<Waiters>>,
+    net: CoreNet,
     /// Tasks waiting for a free packet buffer.
     buffer_waiters: RefCell<Vec<Waker>>,
     buffer_waits: Cell<u64>,
@@ -70,7 +40,6 @@ pub(crate) struct Core {
     queue_stats: Cell<QueueStats>,
     sleeps: RefCell<TimerWheel<Waker>>,
     start: std::time::Instant,
-    port_filter: Option<PortFilter>,
     /// Set once a graceful shutdown began: listeners stop accepting.
     draining: Cell<bool>,
 }
@@ -106,13 +75,12 @@ pub(crate) fn try_current() -> Option<Rc<Core>> {
 static NEXT_CORE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Core {
-    pub(crate) fn install(index: usize, net: Net, port_filter: Option<PortFilter>) -> Rc<Core> {
+    pub(crate) fn install(index: usize, net: CoreNet) -> Rc<Core> {
         let start = std::time::Instant::now();
         let core = Rc::new(Core {
             index,
             id: NEXT_CORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             net,
-            waiters: RefCell::new(Vec::new()),
             buffer_waiters: RefCell::new(Vec::new()),
             buffer_waits: Cell::new(0),
             handover_lost: Cell::new(0),
@@ -120,7 +88,6 @@ impl Core {
             queue_stats: Cell::new(QueueStats::default()),
             sleeps: RefCell::new(TimerWheel::with_capacity(Instant::ZERO, 256)),
             start,
-            port_filter,
             draining: Cell::new(false),
         });
         CURRENT.with(|current| *current.borrow_mut() = Some(core.clone()));
@@ -153,31 +120,16 @@ impl Core {
         Instant::from_micros(self.start.elapsed().as_micros() as u64)
     }
 
-    /// Runs `f` on the stack.
-    ///
-    /// # Panics
-    /// On a `kernel` core: dataplane sockets are only made on dataplane cores,
-    /// so reaching here from one is a bug of this crate.
-    pub(crate) fn stack<R>(&self, f: impl FnOnce(&mut Stack) -> R) -> R {
-        match &self.net {
-            Net::Stack(stack) => f(&mut stack.borrow_mut()),
-            Net::Kernel(_) => unreachable!("dataplane socket on a kernel-backend core"),
-        }
-    }
-
-    /// The `kernel` backend's state, on a core that runs it.
-    pub(crate) fn kernel(&self) -> Option<&KernelNet> {
-        match &self.net {
-            Net::Kernel(k) => Some(k),
-            Net::Stack(_) => None,
-        }
+    /// The core's network, as its backend made it.
+    pub(crate) fn net(&self) -> &CoreNet {
+        &self.net
     }
 
     /// The core's packet pool.
     pub(crate) fn with_pool<R>(&self, f: impl FnOnce(&PacketPool) -> R) -> R {
         match &self.net {
-            Net::Stack(stack) => f(stack.borrow().pool()),
-            Net::Kernel(k) => f(&k.pool),
+            CoreNet::Dataplane(net) => net.with_pool(f),
+            CoreNet::Kernel(net) => f(&net.pool),
         }
     }
 
@@ -224,10 +176,6 @@ impl Core {
         (self.loop_stats.get(), self.queue_stats.get())
     }
 
-    pub(crate) fn port_filter(&self) -> Option<&PortFilter> {
-        self.port_filter.as_ref()
-    }
-
     pub(crate) fn draining(&self) -> bool {
         self.draining.get()
     }
@@ -236,70 +184,9 @@ impl Core {
     /// that listeners see it and return.
     pub(crate) fn start_draining(&self) {
         self.draining.set(true);
-        let wakers: Vec<Waker> =
-            self.waiters.borrow_mut().iter_mut().flat_map(|w| [w.reader.take(), w.writer.take()]).flatten().collect();
-        for waker in wakers {
-            waker.wake();
-        }
-        if let Some(k) = self.kernel() {
-            k.reactor.wake_all();
-        }
-    }
-
-    /// Makes `waker` the one woken when `handle` becomes ready for `interest`.
-    pub(crate) fn register(&self, handle: SocketHandle, interest: Interest, waker: &Waker) {
-        let mut waiters = self.waiters.borrow_mut();
-        let i = handle.index();
-        if waiters.len() <= i {
-            waiters.resize_with(i + 1, Waiters::default);
-        }
-        let slot = &mut waiters[i];
-        if slot.handle != Some(handle) {
-            *slot = Waiters { handle: Some(handle), reader: None, writer: None };
-        }
-        let place = match interest {
-            Interest::Read => &mut slot.reader,
-            Interest::Write => &mut slot.writer,
-        };
-        match place {
-            Some(w) if w.will_wake(waker) => {}
-            _ => *place = Some(waker.clone()),
-        }
-    }
-
-    /// Forgets the wakers of a socket being closed.
-    pub(crate) fn forget(&self, handle: SocketHandle) {
-        if let Some(slot) = self.waiters.borrow_mut().get_mut(handle.index()) {
-            if slot.handle == Some(handle) {
-                *slot = Waiters::default();
-            }
-        }
-    }
-
-    /// Wakes the tasks waiting on sockets the stack reported ready. Returns how
-    /// many events there were.
-    pub(crate) fn dispatch_events(&self) -> usize {
-        let Net::Stack(stack) = &self.net else { return 0 };
-        let mut n = 0;
-        loop {
-            let Some((handle, bits)) = stack.borrow_mut().poll_event() else { return n };
-            n += 1;
-            let mut waiters = self.waiters.borrow_mut();
-            let Some(slot) = waiters.get_mut(handle.index()) else { continue };
-            if slot.handle != Some(handle) {
-                continue;
-            }
-            let all = readiness::CLOSED | readiness::ESTABLISHED;
-            if bits & (readiness::READABLE | all) != 0 {
-                if let Some(w) = slot.reader.take() {
-                    w.wake();
-                }
-            }
-            if bits & (readiness::WRITABLE | all) != 0 {
-                if let Some(w) = slot.writer.take() {
-                    w.wake();
-                }
-            }
+        match &self.net {
+            CoreNet::Dataplane(net) => net.wake_all(),
+            CoreNet::Kernel(net) => net.reactor.wake_all(),
         }
     }
 
@@ -333,10 +220,38 @@ impl Core {
     pub(crate) fn time_to_next_timer(&self) -> Option<Duration> {
         let now = self.now();
         let stack = match &self.net {
-            Net::Stack(stack) => stack.borrow().poll_timeout(),
-            Net::Kernel(_) => None,
+            CoreNet::Dataplane(net) => net.poll_timeout(),
+            CoreNet::Kernel(_) => None,
         };
         let sleep = self.sleeps.borrow().next_deadline();
         [stack, sleep].into_iter().flatten().min().map(|t| t.saturating_duration_since(now))
+    }
+
+    /// Everything this core counted, as of the start of its current round's
+    /// task phase.
+    pub(crate) fn stats(&self) -> CoreStats {
+        let (r#loop, queue) = self.loop_stats();
+        let mut stats = CoreStats {
+            core: self.index(),
+            r#loop,
+            queue,
+            executor: crate::executor::current_stats().unwrap_or_default(),
+            buffer_waits: self.buffer_waits(),
+            handover_lost: self.handover_lost(),
+            pool_free: self.with_pool(|p| p.available()),
+            pool_capacity: self.with_pool(|p| p.capacity()),
+            ..CoreStats::default()
+        };
+        match &self.net {
+            CoreNet::Dataplane(net) => net.stack(|s| {
+                stats.stack = *s.stats();
+                stats.connections = s.tcp_connection_count() as u64;
+            }),
+            CoreNet::Kernel(net) => {
+                stats.reactor = net.reactor.stats();
+                stats.connections = net.reactor.open() as u64;
+            }
+        }
+        stats
     }
 }

@@ -27,19 +27,29 @@
 //! # }
 //! ```
 
+mod backend;
+mod config;
 mod core;
+mod core_thread;
+mod dataplane;
+mod error;
 pub mod executor;
+mod kernel;
 pub mod net;
-mod reactor;
+mod poll_loop;
+mod readiness;
 mod runtime;
+mod stats;
 pub mod time;
 
+pub use backend::Backend;
+pub use config::{Builder, IdlePolicy};
+pub use core_thread::pin_current_thread;
+pub use error::RuntimeError;
 pub use executor::{Executor, Handle, JoinError, JoinHandle, RemoteJoinHandle, SpawnError, spawn_local, yield_now};
-pub use reactor::ReactorStats;
-pub use runtime::{
-    Backend, Builder, CoreStats, IdlePolicy, LoopStats, Runtime, RuntimeError, ShutdownHandle, pin_current_thread,
-    stats,
-};
+pub use kernel::reactor::ReactorStats;
+pub use runtime::{Runtime, ShutdownHandle};
+pub use stats::{CoreStats, LoopStats};
 
 /// The current core's index.
 ///
@@ -47,4 +57,15 @@ pub use runtime::{
 /// Outside a task of an IX runtime.
 pub fn core_index() -> usize {
     core::with_core(|c| c.index())
+}
+
+/// The current core's counters, read from inside a task: its loop (rounds,
+/// batches and their mean size, empty polls, tasks polled), its queue, its
+/// stack (connections, retransmits: `stack.tcp`), its executor and, on the
+/// `kernel` backend, its reactor.
+///
+/// # Panics
+/// Outside a task of an IX runtime.
+pub fn stats() -> CoreStats {
+    core::with_core(|c| c.stats())
 }

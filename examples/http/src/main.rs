@@ -24,7 +24,7 @@ enum RuntimeKind {
     Tokio,
 }
 
-/// hyper HTTP/1.1 + HTTP/2 server on IX or tokio: `GET /`, `GET /bytes/{n}`,
+/// hyper HTTP/1.1 + HTTP/2 server on IX or tokio: `GET /`, `GET /bytes/N`,
 /// `POST /echo`, static files.
 #[derive(Debug, Parser)]
 #[command(name = "ix-http", version)]
@@ -121,5 +121,25 @@ fn main() -> ExitCode {
             eprintln!("ix-http: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Args;
+
+    /// clap reads `{n}` in a doc comment as a line break, which once cut the
+    /// first line of `--help` in the middle of a route.
+    #[test]
+    fn help_starts_with_the_whole_description() {
+        let help = Args::command().render_help().to_string();
+        let first_paragraph = help.split("\n\n").next().unwrap_or_default();
+        let words: Vec<&str> = first_paragraph.split_whitespace().collect();
+        assert_eq!(
+            words.join(" "),
+            "hyper HTTP/1.1 + HTTP/2 server on IX or tokio: `GET /`, `GET /bytes/N`, `POST /echo`, static files"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Sockets on the current core: the dataplane's own, or on the `kernel`
 //! backend ordinary kernel sockets behind the same API.
 
-mod kernel;
+pub(crate) mod outgoing;
 pub mod tcp;
 pub mod udp;
 

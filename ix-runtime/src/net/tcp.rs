@@ -12,60 +12,30 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use ix_driver::{PacketBuf, TxBuf};
 use ix_net::tcp::State;
-use ix_net::{RxChunk, SocketError, SocketHandle, Stack, TcpError};
+use ix_net::{RxChunk, SocketError, TcpError};
 
-use crate::core::{Core, Interest, current};
+use crate::core::{Core, CoreNet, current};
+use crate::dataplane::{DataplaneSocket, io_error};
 use crate::executor::coop;
-use crate::net::kernel::{KernelListener, KernelStream};
+use crate::kernel::sockets::{KernelListener, KernelStream};
+use crate::net::outgoing::Outgoing;
+use crate::readiness::Interest;
 
 /// Accept queue per listener unless `bind_with_backlog` says otherwise.
 pub const DEFAULT_BACKLOG: usize = 1024;
 
-pub(crate) fn io_error(err: SocketError) -> io::Error {
-    use io::ErrorKind as K;
-    let kind = match err {
-        SocketError::Tcp(TcpError::ConnectionRefused) => K::ConnectionRefused,
-        SocketError::Tcp(TcpError::ConnectionReset) => K::ConnectionReset,
-        SocketError::Tcp(TcpError::ConnectionAborted) => K::ConnectionAborted,
-        SocketError::Tcp(TcpError::TimedOut) => K::TimedOut,
-        SocketError::Tcp(TcpError::NotConnected) => K::NotConnected,
-        SocketError::Tcp(TcpError::Closed) => K::BrokenPipe,
-        SocketError::AddrInUse(_) => K::AddrInUse,
-        SocketError::NoPortsAvailable => K::AddrNotAvailable,
-        SocketError::NoBuffers | SocketError::TooManyConnections => K::OutOfMemory,
-        SocketError::MessageTooLong(_) => K::InvalidInput,
-        SocketError::NoRoute => K::HostUnreachable,
-        SocketError::InvalidHandle | SocketError::WrongKind(_) => K::NotConnected,
-    };
-    io::Error::new(kind, err)
-}
-
-/// What a stream sends without copying: the application's `Bytes`, or a
-/// frame it filled in the packet region.
-pub(crate) trait Outgoing: Clone + std::ops::Deref<Target = [u8]> {
-    /// Hands (a clone of) the data to the stack; returns how much it took.
-    fn queue(self, stack: &mut Stack, handle: SocketHandle) -> Result<usize, SocketError>;
-    /// Drops the first `n` bytes, which were taken.
-    fn consume(&mut self, n: usize);
-}
-
-impl Outgoing for Bytes {
-    fn queue(self, stack: &mut Stack, handle: SocketHandle) -> Result<usize, SocketError> {
-        stack.tcp_send(handle, self)
-    }
-
-    fn consume(&mut self, n: usize) {
-        let _ = self.split_to(n);
-    }
-}
-
-impl Outgoing for PacketBuf {
-    fn queue(self, stack: &mut Stack, handle: SocketHandle) -> Result<usize, SocketError> {
-        stack.tcp_send_frame(handle, self)
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.advance(n);
+/// Whether a dataplane connection being opened is established: `Pending`
+/// (woken on a change) while its handshake runs.
+fn poll_established(socket: &DataplaneSocket, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    let (state, err) = socket.stack(|s, handle| (s.tcp_state(handle), s.tcp_error(handle)));
+    match (state.map_err(io_error)?, err.map_err(io_error)?) {
+        (_, Some(e)) => Poll::Ready(Err(io_error(SocketError::Tcp(e)))),
+        (State::SynSent | State::SynReceived, None) => {
+            socket.register(Interest::Write, cx.waker());
+            Poll::Pending
+        }
+        (State::Closed, None) => Poll::Ready(Err(io_error(SocketError::Tcp(TcpError::NotConnected)))),
+        _ => Poll::Ready(Ok(())),
     }
 }
 
@@ -79,7 +49,7 @@ pub struct TcpListener {
 }
 
 enum ListenerInner {
-    Ix(SocketHandle),
+    Dataplane(DataplaneSocket),
     Kernel(KernelListener),
 }
 
@@ -105,13 +75,18 @@ impl TcpListener {
     /// Outside a task of an IX runtime.
     pub fn bind_with_backlog(port: u16, backlog: usize) -> io::Result<TcpListener> {
         let core = current();
-        if core.kernel().is_some() {
-            let listener = KernelListener::bind(core.clone(), port, backlog)?;
-            let port = listener.local_port()?;
-            return Ok(TcpListener { core, inner: ListenerInner::Kernel(listener), port });
-        }
-        let handle = core.stack(|s| s.tcp_listen(port, backlog)).map_err(io_error)?;
-        Ok(TcpListener { core, inner: ListenerInner::Ix(handle), port })
+        let (inner, port) = match core.net() {
+            CoreNet::Dataplane(net) => {
+                let handle = net.stack(|s| s.tcp_listen(port, backlog)).map_err(io_error)?;
+                (ListenerInner::Dataplane(DataplaneSocket::new(net.clone(), handle)), port)
+            }
+            CoreNet::Kernel(net) => {
+                let listener = KernelListener::bind(core.clone(), net.clone(), port, backlog)?;
+                let port = listener.local_port()?;
+                (ListenerInner::Kernel(listener), port)
+            }
+        };
+        Ok(TcpListener { core, inner, port })
     }
 
     /// The port listened on.
@@ -138,32 +113,24 @@ impl TcpListener {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "runtime shutting down")));
         }
         ready!(coop::poll_proceed(cx));
-        let handle = match &self.inner {
+        let listener = match &self.inner {
             ListenerInner::Kernel(listener) => {
                 let (stream, peer) = ready!(listener.poll_accept(cx))?;
                 return Poll::Ready(Ok((TcpStream::from_kernel(stream)?, peer)));
             }
-            ListenerInner::Ix(handle) => *handle,
+            ListenerInner::Dataplane(listener) => listener,
         };
-        match self.core.stack(|s| s.tcp_accept(handle)).map_err(io_error)? {
+        match listener.stack(|s, handle| s.tcp_accept(handle)).map_err(io_error)? {
             Some(conn) => {
-                let stream = TcpStream::from_handle(self.core.clone(), conn)?;
+                let socket = DataplaneSocket::new(listener.net().clone(), conn);
+                let stream = TcpStream::from_dataplane(self.core.clone(), socket)?;
                 let peer = stream.peer;
                 Poll::Ready(Ok((stream, peer)))
             }
             None => {
-                self.core.register(handle, Interest::Read, cx.waker());
+                listener.register(Interest::Read, cx.waker());
                 Poll::Pending
             }
-        }
-    }
-}
-
-impl Drop for TcpListener {
-    fn drop(&mut self) {
-        if let ListenerInner::Ix(handle) = self.inner {
-            self.core.forget(handle);
-            self.core.stack(|s| s.close(handle));
         }
     }
 }
@@ -187,15 +154,15 @@ pub struct TcpStream {
 }
 
 enum StreamInner {
-    Ix { core: Rc<Core>, handle: SocketHandle },
+    Dataplane { core: Rc<Core>, socket: DataplaneSocket },
     Kernel(KernelStream),
 }
 
 impl TcpStream {
-    fn from_handle(core: Rc<Core>, handle: SocketHandle) -> io::Result<Self> {
-        let info = core.stack(|s| s.tcp_info(handle)).map_err(io_error)?;
+    fn from_dataplane(core: Rc<Core>, socket: DataplaneSocket) -> io::Result<Self> {
+        let info = socket.stack(|s, handle| s.tcp_info(handle)).map_err(io_error)?;
         let (local, peer) = (info.tuple.local, info.tuple.remote);
-        Ok(TcpStream { inner: StreamInner::Ix { core, handle }, local, peer, read_partial: None })
+        Ok(TcpStream { inner: StreamInner::Dataplane { core, socket }, local, peer, read_partial: None })
     }
 
     fn from_kernel(stream: KernelStream) -> io::Result<Self> {
@@ -213,38 +180,24 @@ impl TcpStream {
     /// Outside a task of an IX runtime.
     pub async fn connect(addr: SocketAddrV4) -> io::Result<TcpStream> {
         let core = current();
-        if core.kernel().is_some() {
-            let stream = KernelStream::connect(core, addr)?;
-            poll_fn(|cx| stream.poll_connected(cx)).await?;
-            return TcpStream::from_kernel(stream);
-        }
+        let net = match core.net() {
+            CoreNet::Dataplane(net) => net.clone(),
+            CoreNet::Kernel(net) => {
+                let stream = KernelStream::connect(core.clone(), net.clone(), addr)?;
+                poll_fn(|cx| stream.poll_connected(cx)).await?;
+                return TcpStream::from_kernel(stream);
+            }
+        };
         let now = core.now();
         let handle = {
-            let filter = core.port_filter();
+            let filter = net.port_filter();
             let accept = |port: u16| filter.is_none_or(|f| f(port, addr));
-            core.stack(|s| s.tcp_connect(addr, now, &accept)).map_err(io_error)?
+            net.stack(|s| s.tcp_connect(addr, now, &accept)).map_err(io_error)?
         };
         // Owned from here, so that a connect abandoned mid-way closes the socket.
-        let mut stream =
-            TcpStream { inner: StreamInner::Ix { core, handle }, local: addr, peer: addr, read_partial: None };
-        poll_fn(|cx| stream.poll_established(cx)).await?;
-        let info = stream.core().stack(|s| s.tcp_info(handle)).map_err(io_error)?;
-        (stream.local, stream.peer) = (info.tuple.local, info.tuple.remote);
-        Ok(stream)
-    }
-
-    fn poll_established(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let StreamInner::Ix { core, handle } = &self.inner else { return Poll::Ready(Ok(())) };
-        let (state, err) = core.stack(|s| (s.tcp_state(*handle), s.tcp_error(*handle)));
-        match (state.map_err(io_error)?, err.map_err(io_error)?) {
-            (_, Some(e)) => Poll::Ready(Err(io_error(SocketError::Tcp(e)))),
-            (State::SynSent | State::SynReceived, None) => {
-                core.register(*handle, Interest::Write, cx.waker());
-                Poll::Pending
-            }
-            (State::Closed, None) => Poll::Ready(Err(io_error(SocketError::Tcp(TcpError::NotConnected)))),
-            _ => Poll::Ready(Ok(())),
-        }
+        let socket = DataplaneSocket::new(net, handle);
+        poll_fn(|cx| poll_established(&socket, cx)).await?;
+        TcpStream::from_dataplane(core, socket)
     }
 
     /// The peer's address.
@@ -276,17 +229,17 @@ impl TcpStream {
     ///   `kernel` backend, when a pool frame is free again).
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<RxChunk>>> {
         ready!(coop::poll_proceed(cx));
-        let (core, handle) = match &self.inner {
+        let socket = match &self.inner {
             StreamInner::Kernel(k) => return k.poll_recv(cx),
-            StreamInner::Ix { core, handle } => (core, *handle),
+            StreamInner::Dataplane { socket, .. } => socket,
         };
-        core.stack(|s| match s.tcp_recv(handle) {
+        socket.stack(|s, handle| match s.tcp_recv(handle) {
             Ok(Some(chunk)) => Poll::Ready(Ok(Some(chunk))),
             Ok(None) if s.tcp_at_eof(handle).unwrap_or(true) => Poll::Ready(Ok(None)),
             Ok(None) => match s.tcp_state(handle) {
                 Ok(State::Closed) => Poll::Ready(Ok(None)),
                 _ => {
-                    core.register(handle, Interest::Read, cx.waker());
+                    socket.register(Interest::Read, cx.waker());
                     Poll::Pending
                 }
             },
@@ -313,14 +266,14 @@ impl TcpStream {
     /// behind [`TcpStream::poll_send`] and [`TcpStream::poll_send_frame`].
     fn poll_queue<B: Outgoing>(&self, cx: &mut Context<'_>, data: &mut B) -> Poll<io::Result<()>> {
         ready!(coop::poll_proceed(cx));
-        let (core, handle) = match &self.inner {
+        let socket = match &self.inner {
             StreamInner::Kernel(k) => return k.poll_send_all(cx, data),
-            StreamInner::Ix { core, handle } => (core, *handle),
+            StreamInner::Dataplane { socket, .. } => socket,
         };
         while !data.is_empty() {
-            let n = core.stack(|s| data.clone().queue(s, handle)).map_err(io_error)?;
+            let n = socket.stack(|s, handle| data.clone().queue(s, handle)).map_err(io_error)?;
             if n == 0 {
-                core.register(handle, Interest::Write, cx.waker());
+                socket.register(Interest::Write, cx.waker());
                 return Poll::Pending;
             }
             data.consume(n);
@@ -330,7 +283,7 @@ impl TcpStream {
 
     fn core(&self) -> &Rc<Core> {
         match &self.inner {
-            StreamInner::Ix { core, .. } => core,
+            StreamInner::Dataplane { core, .. } => core,
             StreamInner::Kernel(k) => k.core(),
         }
     }
@@ -365,7 +318,7 @@ impl TcpStream {
     /// When the connection is gone.
     pub fn shutdown(&self) -> io::Result<()> {
         match &self.inner {
-            StreamInner::Ix { core, handle } => core.stack(|s| s.tcp_shutdown(*handle)).map_err(io_error),
+            StreamInner::Dataplane { socket, .. } => socket.stack(|s, h| s.tcp_shutdown(h)).map_err(io_error),
             StreamInner::Kernel(k) => k.shutdown(),
         }
     }
@@ -376,7 +329,9 @@ impl TcpStream {
     /// When the connection is gone.
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         match &self.inner {
-            StreamInner::Ix { core, handle } => core.stack(|s| s.tcp_set_nodelay(*handle, nodelay)).map_err(io_error),
+            StreamInner::Dataplane { socket, .. } => {
+                socket.stack(|s, h| s.tcp_set_nodelay(h, nodelay)).map_err(io_error)
+            }
             StreamInner::Kernel(k) => k.set_nodelay(nodelay),
         }
     }
@@ -389,7 +344,7 @@ impl TcpStream {
     /// connections the kernel keeps (read them with `ss -ti`).
     pub fn info(&self) -> io::Result<ix_net::TcpInfo> {
         match &self.inner {
-            StreamInner::Ix { core, handle } => core.stack(|s| s.tcp_info(*handle)).map_err(io_error),
+            StreamInner::Dataplane { socket, .. } => socket.stack(|s, h| s.tcp_info(h)).map_err(io_error),
             StreamInner::Kernel(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "the kernel backend's connections are the kernel's: read them with `ss -ti`",
@@ -447,18 +402,18 @@ impl TcpStream {
             return Poll::Ready(Ok(0));
         }
         ready!(coop::poll_proceed(cx));
-        let (core, handle) = match &self.inner {
+        let (core, socket) = match &self.inner {
             StreamInner::Kernel(k) => return k.poll_write_vectored(cx, bufs),
-            StreamInner::Ix { core, handle } => (core, *handle),
+            StreamInner::Dataplane { core, socket } => (core, socket),
         };
-        let room = core.stack(|s| s.tcp_send_room(handle)).map_err(io_error)?;
+        let room = socket.stack(|s, h| s.tcp_send_room(h)).map_err(io_error)?;
         if room == 0 {
             // Either full (wait) or closed (report it through a send attempt).
-            core.stack(|s| s.tcp_send(handle, Bytes::new())).map_err(io_error)?;
-            core.register(handle, Interest::Write, cx.waker());
+            socket.stack(|s, h| s.tcp_send(h, Bytes::new())).map_err(io_error)?;
+            socket.register(Interest::Write, cx.waker());
             return Poll::Pending;
         }
-        let Ok(mut frame) = core.with_pool(|p| p.alloc()) else {
+        let Ok(mut frame) = socket.net().with_pool(|p| p.alloc()) else {
             core.wait_for_buffers(cx.waker());
             return Poll::Pending;
         };
@@ -471,18 +426,15 @@ impl TcpStream {
                 break;
             }
         }
-        let taken = core.stack(|s| s.tcp_send_frame(handle, frame.freeze())).map_err(io_error)?;
+        let taken = socket.stack(|s, h| s.tcp_send_frame(h, frame.freeze())).map_err(io_error)?;
         Poll::Ready(Ok(taken))
     }
 }
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
+        // The held chunk goes back to the pool before the socket closes.
         self.read_partial = None;
-        if let StreamInner::Ix { core, handle } = &self.inner {
-            core.forget(*handle);
-            core.stack(|s| s.close(*handle));
-        }
     }
 }
 

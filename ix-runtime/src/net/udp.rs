@@ -8,12 +8,13 @@ use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 
 use ix_driver::PacketBuf;
-use ix_net::{SocketError, SocketHandle};
+use ix_net::SocketError;
 
-use crate::core::{Core, Interest, current};
+use crate::core::{Core, CoreNet, current};
+use crate::dataplane::{DataplaneSocket, io_error};
 use crate::executor::coop;
-use crate::net::kernel::KernelUdp;
-use crate::net::tcp::io_error;
+use crate::kernel::sockets::KernelUdp;
+use crate::readiness::Interest;
 
 /// A UDP socket bound to a port of the current core. On the dataplane each
 /// core binds its own socket on the port and receives the flows RSS steers to
@@ -25,7 +26,7 @@ pub struct UdpSocket {
 }
 
 enum Inner {
-    Ix(SocketHandle),
+    Dataplane(DataplaneSocket),
     Kernel(KernelUdp),
 }
 
@@ -39,13 +40,18 @@ impl UdpSocket {
     /// Outside a task of an IX runtime.
     pub fn bind(port: u16) -> io::Result<UdpSocket> {
         let core = current();
-        if core.kernel().is_some() {
-            let socket = KernelUdp::bind(core.clone(), port)?;
-            let port = socket.local_port()?;
-            return Ok(UdpSocket { core, inner: Inner::Kernel(socket), port });
-        }
-        let handle = core.stack(|s| s.udp_bind(port)).map_err(io_error)?;
-        Ok(UdpSocket { core, inner: Inner::Ix(handle), port })
+        let (inner, port) = match core.net() {
+            CoreNet::Dataplane(net) => {
+                let handle = net.stack(|s| s.udp_bind(port)).map_err(io_error)?;
+                (Inner::Dataplane(DataplaneSocket::new(net.clone(), handle)), port)
+            }
+            CoreNet::Kernel(net) => {
+                let socket = KernelUdp::bind(core.clone(), net.clone(), port)?;
+                let port = socket.local_port()?;
+                (Inner::Kernel(socket), port)
+            }
+        };
+        Ok(UdpSocket { core, inner, port })
     }
 
     /// The bound port.
@@ -69,14 +75,14 @@ impl UdpSocket {
     /// - `Pending`: none yet; the task is woken when one arrives.
     pub fn poll_recv_from(&self, cx: &mut Context<'_>) -> Poll<io::Result<(PacketBuf, SocketAddrV4)>> {
         ready!(coop::poll_proceed(cx));
-        let handle = match &self.inner {
+        let socket = match &self.inner {
             Inner::Kernel(k) => return k.poll_recv_from(cx),
-            Inner::Ix(handle) => *handle,
+            Inner::Dataplane(socket) => socket,
         };
-        match self.core.stack(|s| s.udp_recv_from(handle)).map_err(io_error)? {
+        match socket.stack(|s, h| s.udp_recv_from(h)).map_err(io_error)? {
             Some(datagram) => Poll::Ready(Ok(datagram)),
             None => {
-                self.core.register(handle, Interest::Read, cx.waker());
+                socket.register(Interest::Read, cx.waker());
                 Poll::Pending
             }
         }
@@ -99,25 +105,16 @@ impl UdpSocket {
     ///   full; the task is woken when there is room. Waits for the pool are counted.
     pub fn poll_send_to(&self, cx: &mut Context<'_>, data: &[u8], to: SocketAddrV4) -> Poll<io::Result<()>> {
         ready!(coop::poll_proceed(cx));
-        let handle = match &self.inner {
+        let socket = match &self.inner {
             Inner::Kernel(k) => return k.poll_send_to(cx, data, to),
-            Inner::Ix(handle) => *handle,
+            Inner::Dataplane(socket) => socket,
         };
-        match self.core.stack(|s| s.udp_send_to(handle, to, data)) {
+        match socket.stack(|s, h| s.udp_send_to(h, to, data)) {
             Err(SocketError::NoBuffers) => {
                 self.core.wait_for_buffers(cx.waker());
                 Poll::Pending
             }
             other => Poll::Ready(other.map_err(io_error)),
-        }
-    }
-}
-
-impl Drop for UdpSocket {
-    fn drop(&mut self) {
-        if let Inner::Ix(handle) = self.inner {
-            self.core.forget(handle);
-            self.core.stack(|s| s.close(handle));
         }
     }
 }

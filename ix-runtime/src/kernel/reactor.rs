@@ -14,16 +14,10 @@ use std::time::Duration;
 
 use slab::Slab;
 
-use crate::core::Interest;
+use crate::readiness::{Interest, WaiterSlot};
 
 /// Events read per `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 256;
-
-#[derive(Debug, Default)]
-struct Waiters {
-    reader: Option<Waker>,
-    writer: Option<Waker>,
-}
 
 /// A socket's place in the reactor; dropping it unregisters the socket.
 #[derive(Debug)]
@@ -46,7 +40,7 @@ pub struct ReactorStats {
 #[derive(Debug)]
 pub(crate) struct Reactor {
     epoll: OwnedFd,
-    waiters: RefCell<Slab<Waiters>>,
+    waiters: RefCell<Slab<WaiterSlot>>,
     events: RefCell<Vec<libc::epoll_event>>,
     /// Wakers taken from `waiters` in one poll, woken once no borrow is held.
     woken: RefCell<Vec<Waker>>,
@@ -89,7 +83,7 @@ impl Reactor {
 
     /// Registers `fd` for edge-triggered read and write readiness.
     pub(crate) fn register(&self, fd: RawFd) -> io::Result<Registration> {
-        let token = self.waiters.borrow_mut().insert(Waiters::default());
+        let token = self.waiters.borrow_mut().insert(WaiterSlot::default());
         let mut event = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
             u64: token as u64,
@@ -116,26 +110,14 @@ impl Reactor {
     /// Makes `waker` the one woken at the socket's next `interest` edge.
     pub(crate) fn wait(&self, registration: &Registration, interest: Interest, waker: &Waker) {
         let mut waiters = self.waiters.borrow_mut();
-        let Some(slot) = waiters.get_mut(registration.token) else { return };
-        let place = match interest {
-            Interest::Read => &mut slot.reader,
-            Interest::Write => &mut slot.writer,
-        };
-        match place {
-            Some(w) if w.will_wake(waker) => {}
-            _ => *place = Some(waker.clone()),
+        if let Some(slot) = waiters.get_mut(registration.token) {
+            slot.register(interest, waker);
         }
     }
 
     /// Wakes every waiting task (graceful shutdown: listeners must see it).
     pub(crate) fn wake_all(&self) {
-        let wakers: Vec<Waker> = self
-            .waiters
-            .borrow_mut()
-            .iter_mut()
-            .flat_map(|(_, w)| [w.reader.take(), w.writer.take()])
-            .flatten()
-            .collect();
+        let wakers: Vec<Waker> = self.waiters.borrow_mut().iter_mut().flat_map(|(_, w)| w.take_all()).collect();
         wakers.into_iter().for_each(Waker::wake);
     }
 
@@ -165,12 +147,9 @@ impl Reactor {
                 let token = event.u64 as usize;
                 let Some(slot) = waiters.get_mut(token) else { continue };
                 let failed = bits & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
-                if failed || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 {
-                    woken.extend(slot.reader.take());
-                }
-                if failed || bits & libc::EPOLLOUT as u32 != 0 {
-                    woken.extend(slot.writer.take());
-                }
+                let read = failed || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0;
+                let write = failed || bits & libc::EPOLLOUT as u32 != 0;
+                woken.extend(slot.take(read, write));
             }
         }
         drop(events);

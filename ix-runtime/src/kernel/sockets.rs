@@ -15,28 +15,41 @@ use ix_net::RxChunk;
 use ix_net::socket::RxCredit;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::core::{Core, Interest};
-use crate::net::tcp::Outgoing;
-use crate::reactor::Registration;
+use crate::core::Core;
+use crate::kernel::KernelNet;
+use crate::kernel::reactor::Registration;
+use crate::net::outgoing::Outgoing;
+use crate::readiness::Interest;
 
 /// A kernel socket registered with its core's reactor; dropping it
 /// unregisters and closes it.
 pub(crate) struct Registered {
     core: Rc<Core>,
+    net: Rc<KernelNet>,
     socket: Socket,
     registration: Registration,
 }
 
 impl Registered {
-    fn new(core: Rc<Core>, socket: Socket) -> io::Result<Registered> {
-        let reactor = &core.kernel().expect("kernel socket on a kernel core").reactor;
-        let registration = reactor.register(socket.as_raw_fd())?;
-        Ok(Registered { core, socket, registration })
+    fn new(core: Rc<Core>, net: Rc<KernelNet>, socket: Socket) -> io::Result<Registered> {
+        let registration = net.reactor.register(socket.as_raw_fd())?;
+        Ok(Registered { core, net, socket, registration })
     }
 
     fn wait(&self, interest: Interest, cx: &Context<'_>) {
-        let reactor = &self.core.kernel().expect("kernel socket on a kernel core").reactor;
-        reactor.wait(&self.registration, interest, cx.waker());
+        self.net.reactor.wait(&self.registration, interest, cx.waker());
+    }
+
+    /// A frame of the core's pool to receive into; when the pool is empty the
+    /// task waits for a free frame (counted) and this is `None`.
+    fn alloc_frame(&self, cx: &Context<'_>) -> Option<ix_driver::TxBuf> {
+        match self.net.pool.alloc() {
+            Ok(frame) => Some(frame),
+            Err(_) => {
+                self.core.wait_for_buffers(cx.waker());
+                None
+            }
+        }
     }
 
     /// Runs `op`; on `WouldBlock` parks the task for `interest` and returns
@@ -62,9 +75,7 @@ impl Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        if let Some(k) = self.core.kernel() {
-            k.reactor.deregister(&self.registration, self.socket.as_raw_fd());
-        }
+        self.net.reactor.deregister(&self.registration, self.socket.as_raw_fd());
     }
 }
 
@@ -85,14 +96,13 @@ pub(crate) struct KernelListener {
 }
 
 impl KernelListener {
-    pub(crate) fn bind(core: Rc<Core>, port: u16, backlog: usize) -> io::Result<KernelListener> {
-        let addr = core.kernel().expect("kernel core").addr;
+    pub(crate) fn bind(core: Rc<Core>, net: Rc<KernelNet>, port: u16, backlog: usize) -> io::Result<KernelListener> {
         let socket = new_socket(Type::STREAM, Protocol::TCP)?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
-        socket.bind(&SocketAddrV4::new(addr, port).into())?;
+        socket.bind(&SocketAddrV4::new(net.addr, port).into())?;
         socket.listen(backlog.min(i32::MAX as usize) as i32)?;
-        Ok(KernelListener { inner: Registered::new(core, socket)? })
+        Ok(KernelListener { inner: Registered::new(core, net, socket)? })
     }
 
     pub(crate) fn local_port(&self) -> io::Result<u16> {
@@ -108,7 +118,7 @@ impl KernelListener {
         let peer = v4(&peer)?;
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;
-        let stream = KernelStream::new(self.inner.core.clone(), socket)?;
+        let stream = KernelStream::new(self.inner.core.clone(), self.inner.net.clone(), socket)?;
         Poll::Ready(Ok((stream, peer)))
     }
 }
@@ -123,12 +133,12 @@ pub(crate) struct KernelStream {
 }
 
 impl KernelStream {
-    fn new(core: Rc<Core>, socket: Socket) -> io::Result<KernelStream> {
-        Ok(KernelStream { inner: Registered::new(core, socket)?, credit: Rc::default(), eof: Cell::new(false) })
+    fn new(core: Rc<Core>, net: Rc<KernelNet>, socket: Socket) -> io::Result<KernelStream> {
+        Ok(KernelStream { inner: Registered::new(core, net, socket)?, credit: Rc::default(), eof: Cell::new(false) })
     }
 
     /// Starts a non-blocking connect; completion is `poll_connected`.
-    pub(crate) fn connect(core: Rc<Core>, addr: SocketAddrV4) -> io::Result<KernelStream> {
+    pub(crate) fn connect(core: Rc<Core>, net: Rc<KernelNet>, addr: SocketAddrV4) -> io::Result<KernelStream> {
         let socket = new_socket(Type::STREAM, Protocol::TCP)?;
         socket.set_tcp_nodelay(true)?;
         match socket.connect(&addr.into()) {
@@ -136,7 +146,7 @@ impl KernelStream {
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return Err(e),
         }
-        KernelStream::new(core, socket)
+        KernelStream::new(core, net, socket)
     }
 
     pub(crate) fn poll_connected(&self, cx: &Context<'_>) -> Poll<io::Result<()>> {
@@ -163,11 +173,7 @@ impl KernelStream {
         if self.eof.get() {
             return Poll::Ready(Ok(None));
         }
-        let core = &self.inner.core;
-        let Ok(mut frame) = core.with_pool(|p| p.alloc()) else {
-            core.wait_for_buffers(cx.waker());
-            return Poll::Pending;
-        };
+        let Some(mut frame) = self.inner.alloc_frame(cx) else { return Poll::Pending };
         let n = match self.inner.poll_io(cx, Interest::Read, |mut s| s.read(frame.spare_mut())) {
             Poll::Ready(Ok(n)) => n,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -230,11 +236,10 @@ pub(crate) struct KernelUdp {
 }
 
 impl KernelUdp {
-    pub(crate) fn bind(core: Rc<Core>, port: u16) -> io::Result<KernelUdp> {
-        let addr = core.kernel().expect("kernel core").addr;
+    pub(crate) fn bind(core: Rc<Core>, net: Rc<KernelNet>, port: u16) -> io::Result<KernelUdp> {
         let socket = new_socket(Type::DGRAM, Protocol::UDP)?;
-        socket.bind(&SocketAddrV4::new(addr, port).into())?;
-        Ok(KernelUdp { inner: Registered::new(core, socket)? })
+        socket.bind(&SocketAddrV4::new(net.addr, port).into())?;
+        Ok(KernelUdp { inner: Registered::new(core, net, socket)? })
     }
 
     pub(crate) fn local_port(&self) -> io::Result<u16> {
@@ -253,11 +258,7 @@ impl KernelUdp {
     /// Receives one datagram into a pool frame (waits for a frame when the
     /// pool is empty; counted).
     pub(crate) fn poll_recv_from(&self, cx: &Context<'_>) -> Poll<io::Result<(PacketBuf, SocketAddrV4)>> {
-        let core = &self.inner.core;
-        let Ok(mut frame) = core.with_pool(|p| p.alloc()) else {
-            core.wait_for_buffers(cx.waker());
-            return Poll::Pending;
-        };
+        let Some(mut frame) = self.inner.alloc_frame(cx) else { return Poll::Pending };
         let received = self.inner.poll_io(cx, Interest::Read, |s| {
             let spare = frame.spare_mut();
             // A datagram larger than a frame is cut (MSG_TRUNC reports its

@@ -1,0 +1,243 @@
+//! The backends: the one place where a backend's spelling becomes a value
+//! ([`Backend`]), and where that value opens each core's queue
+//! ([`CoreSource`]). Adding a backend means adding it here only.
+
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use ix_driver::mem::MemWire;
+use ix_driver::nic::{NicConfig, NicDevice, NicQueue, NicQueueSource};
+use ix_driver::tap::{TapDevice, TapQueue, TapQueueFd};
+use ix_driver::xdp::{XdpConfig, XdpDevice, XdpQueue, XdpQueueSource};
+use ix_driver::{HugePages, NetQueue, PacketPool, RedirectionTable, Toeplitz};
+
+use crate::dataplane::PortFilter;
+use crate::error::RuntimeError;
+
+/// Where each core's packets come from.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The in-process wire: core `i` takes queue `i` of `port`.
+    Mem {
+        /// The wire.
+        wire: Arc<MemWire>,
+        /// This runtime's port on it.
+        port: u16,
+    },
+    /// A multi-queue TAP device named `name`: core `i` takes queue `i`.
+    Tap {
+        /// Interface name.
+        name: String,
+    },
+    /// AF_XDP on an interface: core `i` takes queue `i`, steered to it by the
+    /// backend's XDP program (see `ix_driver::xdp`).
+    Xdp(XdpConfig),
+    /// An Intel 82576 (`igb:PCI_ADDR`) or 82599 (`ixgbe:PCI_ADDR`) driven from
+    /// user space through VFIO: core `i` polls queue `i`, steered to it by
+    /// the NIC's RSS (see `ix_driver::nic`).
+    Nic(NicConfig),
+    /// Ordinary kernel sockets (non-blocking, epoll) behind the same executor
+    /// and socket API: runs unprivileged, and separates the executor's share
+    /// of a benchmark from the dataplane's.
+    Kernel,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = RuntimeError;
+
+    /// Parses `kernel`, `tap:NAME`, `xdp:IFACE[,options]` (see
+    /// [`XdpConfig`]) or `igb:PCI_ADDR[,queues=N]` / `ixgbe:...` (see
+    /// [`NicConfig`]); the `mem` wire is made in process and has no spelling.
+    fn from_str(spec: &str) -> Result<Backend, RuntimeError> {
+        let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
+        match (kind, rest) {
+            ("kernel", "") => Ok(Backend::Kernel),
+            ("tap", name) if !name.is_empty() && name.len() < libc::IFNAMSIZ => {
+                Ok(Backend::Tap { name: name.to_string() })
+            }
+            ("tap", _) => Err(RuntimeError::Config(format!(
+                "backend `{spec}`: a TAP interface name of 1 to {} bytes is needed, as in tap:ix0",
+                libc::IFNAMSIZ - 1
+            ))),
+            ("xdp", _) => Ok(Backend::Xdp(rest.parse()?)),
+            ("igb" | "ixgbe", _) => Ok(Backend::Nic(spec.parse()?)),
+            _ => Err(RuntimeError::Config(format!(
+                "unknown backend `{spec}`: expected `kernel`, `tap:NAME`, `xdp:IFACE[,options]` or \
+                 `igb:PCI_ADDR[,queues=N]` / `ixgbe:PCI_ADDR[,queues=N]`"
+            ))),
+        }
+    }
+}
+
+impl Backend {
+    /// Checks that the settings give what the backend needs.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Config`] when a dataplane backend has no address.
+    pub(crate) fn check(&self, addr: Option<(Ipv4Addr, u8)>) -> Result<(), RuntimeError> {
+        match self {
+            Backend::Kernel => Ok(()),
+            Backend::Mem { .. } | Backend::Tap { .. } | Backend::Xdp(_) | Backend::Nic(_) => {
+                dataplane_address(addr).map(drop)
+            }
+        }
+    }
+
+    /// Opens the backend for `cores` cores: one source per core, in core
+    /// order, each to be turned into the core's I/O on its own thread.
+    ///
+    /// # Errors
+    /// A backend that cannot start (one line saying why and what to do), or a
+    /// missing address.
+    pub(crate) fn open(&self, cores: usize, addr: Option<(Ipv4Addr, u8)>) -> Result<Vec<CoreSource>, RuntimeError> {
+        let dataplane = |queues: Vec<QueueSource>| -> Result<Vec<CoreSource>, RuntimeError> {
+            let addr = dataplane_address(addr)?;
+            Ok(queues.into_iter().map(|queue| CoreSource::Dataplane { queue, addr }).collect())
+        };
+        match self {
+            Backend::Mem { wire, port } => {
+                dataplane((0..cores).map(|_| QueueSource::Mem { wire: wire.clone(), port: *port }).collect())
+            }
+            Backend::Tap { name } => {
+                let mut device = TapDevice::open(name, cores as u16)?;
+                let fds = (0..cores as u16).map(|q| device.take_queue_fd(q)).collect::<Result<Vec<_>, _>>()?;
+                // The device lives as long as any queue fd is open: it can go now.
+                drop(device);
+                dataplane(fds.into_iter().map(|fd| QueueSource::Tap { fd }).collect())
+            }
+            Backend::Xdp(config) => {
+                let (ip, _) = dataplane_address(addr)?;
+                let queues = config.queue_count(cores)?;
+                // The queues keep the program attached; the device can go.
+                let mut device = XdpDevice::open(config, queues, ip)?;
+                let shared_ports = !config.ports.is_empty();
+                let sources = (0..queues)
+                    .map(|q| {
+                        let source = device.take_queue(q)?;
+                        Ok(QueueSource::Xdp { source, huge_pages: config.huge_pages, shared_ports })
+                    })
+                    .collect::<Result<Vec<_>, RuntimeError>>()?;
+                dataplane(sources)
+            }
+            Backend::Nic(config) => {
+                let queues = config.queue_count(cores)?;
+                // The queues keep the device open; the device handle can go.
+                let mut device = NicDevice::open(config, queues)?;
+                // One queue needs no steering of outgoing connections.
+                let rss = (queues > 1).then(|| Arc::new(device.rss()));
+                let sources = (0..queues)
+                    .map(|q| {
+                        let source = device.take_queue(q)?;
+                        Ok(QueueSource::Nic { source, huge_pages: config.huge_pages, rss: rss.clone() })
+                    })
+                    .collect::<Result<Vec<_>, RuntimeError>>()?;
+                dataplane(sources)
+            }
+            Backend::Kernel => {
+                let ip = addr.map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| a);
+                Ok((0..cores).map(|_| CoreSource::Kernel { addr: ip }).collect())
+            }
+        }
+    }
+}
+
+/// The address a dataplane backend requires.
+fn dataplane_address(addr: Option<(Ipv4Addr, u8)>) -> Result<(Ipv4Addr, u8), RuntimeError> {
+    addr.ok_or_else(|| RuntimeError::Config("no IPv4 address: set one with Builder::ipv4".into()))
+}
+
+/// What one core builds its I/O from, made on the runtime's thread (fds and
+/// wires are `Send`; queues, holding the core's pool, are made on the core).
+pub(crate) enum CoreSource {
+    /// A NIC queue for the core's own stack, which takes `addr` (address,
+    /// prefix length).
+    Dataplane { queue: QueueSource, addr: (Ipv4Addr, u8) },
+    /// Kernel sockets; listeners bind `addr`.
+    Kernel { addr: Ipv4Addr },
+}
+
+/// One core's NIC queue, not yet opened.
+pub(crate) enum QueueSource {
+    Mem { wire: Arc<MemWire>, port: u16 },
+    Tap { fd: TapQueueFd },
+    Xdp { source: XdpQueueSource, huge_pages: HugePages, shared_ports: bool },
+    Nic { source: NicQueueSource, huge_pages: HugePages, rss: Option<Arc<(Toeplitz, RedirectionTable)>> },
+}
+
+impl QueueSource {
+    /// Where the core's packet pool should live.
+    pub(crate) fn huge_pages(&self) -> HugePages {
+        match self {
+            QueueSource::Xdp { huge_pages, .. } | QueueSource::Nic { huge_pages, .. } => *huge_pages,
+            QueueSource::Mem { .. } | QueueSource::Tap { .. } => HugePages::Auto,
+        }
+    }
+
+    /// The local ports outgoing connections must use, when the backend
+    /// restricts them (the XDP program takes replies to these ports only
+    /// when it shares the address with the kernel).
+    pub(crate) fn ephemeral_ports(&self) -> Option<RangeInclusive<u16>> {
+        match self {
+            QueueSource::Xdp { shared_ports: true, .. } => Some(ix_driver::xdp::SHARED_EPHEMERAL_PORTS),
+            QueueSource::Xdp { .. } | QueueSource::Nic { .. } | QueueSource::Mem { .. } | QueueSource::Tap { .. } => {
+                None
+            }
+        }
+    }
+
+    /// Opens core `core`'s queue over `pool`, with the port filter that keeps
+    /// its outgoing connections' replies on it (`None`: the backend cannot steer).
+    ///
+    /// # Errors
+    /// The driver's, when the queue cannot open.
+    pub(crate) fn open(
+        self,
+        core: usize,
+        pool: PacketPool,
+        local_ip: Ipv4Addr,
+    ) -> Result<(Box<dyn NetQueue>, Option<PortFilter>), RuntimeError> {
+        match self {
+            QueueSource::Mem { wire, port } => {
+                let queue = wire.queue(port, core as u16, pool)?;
+                // The wire steers by RSS: keep only local ports whose return flow
+                // lands on this core's queue.
+                let filter = match wire.redirection_table(port) {
+                    Some(table) if wire.config().queues_per_port > 1 => {
+                        Some(rss_port_filter(Arc::new((wire.toeplitz().clone(), table)), core, local_ip))
+                    }
+                    _ => None,
+                };
+                Ok((Box::new(queue), filter))
+            }
+            QueueSource::Tap { fd } => {
+                // TAP spreads flows by the kernel's own hash, which we cannot
+                // predict: any port will do.
+                let queue = TapQueue::new(fd, pool);
+                Ok((Box::new(queue), None))
+            }
+            QueueSource::Xdp { source, .. } => {
+                // RSS on the interface is the kernel's or the NIC's, which we do
+                // not model: as for TAP, any port will do (an outgoing
+                // connection's replies may land on another core's queue).
+                Ok((Box::new(XdpQueue::new(source, pool)?), None))
+            }
+            QueueSource::Nic { source, rss, .. } => {
+                // The NIC steers by RSS with a key and table we programmed, so an
+                // outgoing connection can pick a port whose replies come here.
+                let filter = rss.map(|rss| rss_port_filter(rss, core, local_ip));
+                Ok((Box::new(NicQueue::new(source, pool)?), filter))
+            }
+        }
+    }
+}
+
+/// Keeps only local ports whose return flow (remote → local, hashed as a NIC
+/// does) lands on `core`'s queue.
+fn rss_port_filter(rss: Arc<(Toeplitz, RedirectionTable)>, core: usize, local_ip: Ipv4Addr) -> PortFilter {
+    Box::new(move |local_port: u16, remote: std::net::SocketAddrV4| {
+        let (toeplitz, table) = &*rss;
+        let hash = toeplitz.hash_ipv4_tcp_udp(*remote.ip(), local_ip, remote.port(), local_port);
+        usize::from(table.queue_for_hash(hash)) == core
+    })
+}

@@ -1,0 +1,186 @@
+//! The runtime's configuration: the [`Builder`] and its settings, checked
+//! into a [`Config`] before any core starts, and the [`IdlePolicy`].
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ix_driver::queue::DEFAULT_BATCH_PACKETS;
+use ix_net::TcpConfig;
+
+use crate::backend::Backend;
+use crate::error::RuntimeError;
+
+/// What a core does when a round finds no work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdlePolicy {
+    /// Never block: lowest latency, one core always busy.
+    BusyPoll,
+    /// Spin for `spin_rounds` empty rounds, then block on the queue's and the
+    /// executor's descriptors until work or the next timer.
+    Adaptive {
+        /// Empty rounds before blocking.
+        spin_rounds: u32,
+    },
+}
+
+impl Default for IdlePolicy {
+    fn default() -> Self {
+        IdlePolicy::Adaptive { spin_rounds: 64 }
+    }
+}
+
+/// Configures a [`Runtime`](crate::Runtime); [`Builder::build`] checks it.
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    backend: Option<Backend>,
+    settings: Settings,
+}
+
+/// Every setting of a runtime but its backend: what each core reads.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) cores: usize,
+    pub(crate) addr: Option<(Ipv4Addr, u8)>,
+    pub(crate) gateway: Option<Ipv4Addr>,
+    pub(crate) batch: usize,
+    pub(crate) idle: IdlePolicy,
+    pub(crate) pool_frames: u32,
+    pub(crate) tcp: TcpConfig,
+    pub(crate) pin_threads: bool,
+    pub(crate) first_cpu: usize,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) handle_signals: bool,
+    pub(crate) port_probing: bool,
+}
+
+/// A checked configuration: the backend and the settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) backend: Backend,
+    pub(crate) settings: Settings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            cores: 1,
+            addr: None,
+            gateway: None,
+            batch: DEFAULT_BATCH_PACKETS,
+            idle: IdlePolicy::default(),
+            pool_frames: ix_driver::pool::DEFAULT_POOL_FRAMES,
+            tcp: TcpConfig::default(),
+            pin_threads: true,
+            first_cpu: 0,
+            drain_timeout: Duration::from_secs(5),
+            handle_signals: true,
+            port_probing: true,
+        }
+    }
+}
+
+impl Builder {
+    /// Number of cores (threads, each with its own queue).
+    pub fn cores(mut self, n: usize) -> Self {
+        self.settings.cores = n;
+        self
+    }
+
+    /// The backend.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The dataplane's IPv4 address and prefix length (required but for the
+    /// `kernel` backend, whose listeners bind it when given and 0.0.0.0
+    /// otherwise).
+    pub fn ipv4(mut self, addr: Ipv4Addr, prefix_len: u8) -> Self {
+        self.settings.addr = Some((addr, prefix_len));
+        self
+    }
+
+    /// The default gateway.
+    pub fn gateway(mut self, gateway: Ipv4Addr) -> Self {
+        self.settings.gateway = Some(gateway);
+        self
+    }
+
+    /// Receive batch bound (IX's B; default 64).
+    pub fn batch(mut self, packets: usize) -> Self {
+        self.settings.batch = packets.max(1);
+        self
+    }
+
+    /// Idle policy.
+    pub fn idle(mut self, policy: IdlePolicy) -> Self {
+        self.settings.idle = policy;
+        self
+    }
+
+    /// Frames in each core's packet pool.
+    pub fn pool_frames(mut self, frames: u32) -> Self {
+        self.settings.pool_frames = frames;
+        self
+    }
+
+    /// TCP settings.
+    pub fn tcp(mut self, tcp: TcpConfig) -> Self {
+        self.settings.tcp = tcp;
+        self
+    }
+
+    /// Pin core `i` to CPU `first_cpu + i` (modulo the CPUs; default on).
+    pub fn pin_threads(mut self, pin: bool) -> Self {
+        self.settings.pin_threads = pin;
+        self
+    }
+
+    /// The CPU that core 0 is pinned to (default 0), so that two runtimes in
+    /// one process, such as a server and its load generator, can take
+    /// different CPUs.
+    pub fn first_cpu(mut self, cpu: usize) -> Self {
+        self.settings.first_cpu = cpu;
+        self
+    }
+
+    /// How long a graceful shutdown lets tasks finish.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.drain_timeout = timeout;
+        self
+    }
+
+    /// Whether SIGINT and SIGTERM start a graceful shutdown of this runtime
+    /// (default on). Off, the runtime ignores them even when another runtime
+    /// of the process installed the handlers.
+    pub fn handle_signals(mut self, handle: bool) -> Self {
+        self.settings.handle_signals = handle;
+        self
+    }
+
+    /// Whether outgoing connections pick a local port whose return traffic
+    /// the NIC steers to the connecting core (IX's port probing; default on,
+    /// used where the backend's steering is known, as on `mem`). Off, or on a
+    /// backend that cannot steer, a reply that reaches another core is handed
+    /// over to the owner in software (copied, counted in
+    /// [`LoopStats::handed_over`](crate::LoopStats::handed_over)).
+    pub fn port_probing(mut self, probe: bool) -> Self {
+        self.settings.port_probing = probe;
+        self
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Config`] for a missing backend or address or zero cores.
+    pub(crate) fn check(self) -> Result<Config, RuntimeError> {
+        if self.settings.cores == 0 {
+            return Err(RuntimeError::Config("at least one core".into()));
+        }
+        let Some(backend) = self.backend else {
+            return Err(RuntimeError::Config("no backend: set one with Builder::backend".into()));
+        };
+        backend.check(self.settings.addr)?;
+        Ok(Config { backend, settings: self.settings })
+    }
+}

@@ -1,0 +1,171 @@
+//! A core thread's life: pinning it, turning its [`CoreSource`] into its I/O
+//! (opening the queue and the stack, or the reactor), running its poll loop,
+//! and closing: dropping the tasks left and flushing their sockets' closes.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use ix_driver::{HugePages, PacketPool, PoolConfig};
+use ix_net::iface::SharedNeighbors;
+use ix_net::tcp::FlowDirectory;
+use ix_net::wire::EthernetAddress;
+use ix_net::{Stack, StackConfig};
+
+use crate::backend::{CoreSource, QueueSource};
+use crate::config::Settings;
+use crate::core::{Core, CoreNet};
+use crate::dataplane::DataplaneNet;
+use crate::dataplane::core_io::DataplaneIo;
+use crate::error::RuntimeError;
+use crate::executor::{Executor, Handle};
+use crate::kernel::KernelNet;
+use crate::kernel::core_io::KernelIo;
+use crate::kernel::reactor::Reactor;
+use crate::poll_loop::{CoreIo, PollLoop, RunningCore, ShutdownRequests};
+use crate::stats::{CoreStats, LoopStats};
+
+/// What the cores of one runtime share.
+#[derive(Clone)]
+pub(crate) struct SharedState {
+    /// The neighbour table (ARP replies reach one queue only).
+    pub(crate) neighbors: Arc<SharedNeighbors>,
+    /// Which core owns each outgoing connection, for backends that cannot steer.
+    pub(crate) flows: Arc<FlowDirectory>,
+    /// Cores whose first task has not finished (see [`RunningCore`]).
+    pub(crate) running: Arc<AtomicUsize>,
+}
+
+/// What a core thread needs besides its source: the settings, what its
+/// runtime's cores share, the executor handle, the first task's maker and
+/// the shutdown requests.
+pub(crate) struct CoreContext<F> {
+    pub(crate) settings: Settings,
+    pub(crate) shared: SharedState,
+    pub(crate) handle: Handle,
+    pub(crate) main: F,
+    pub(crate) shutdown: ShutdownRequests,
+}
+
+/// Runs core `index` on the calling thread until its loop ends; returns what
+/// it counted.
+///
+/// # Errors
+/// When its pool, queue, stack or reactor cannot be made.
+pub(crate) fn run_core<F, Fut>(index: usize, source: CoreSource, cx: &CoreContext<F>) -> Result<CoreStats, RuntimeError>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    let span = tracing::info_span!("ix-core", core = index);
+    let _entered = span.enter();
+    // Counted out however this function returns, so no core waits for a core
+    // that failed to start.
+    let running = RunningCore::new(&cx.shared.running);
+    if cx.settings.pin_threads {
+        if let Err(error) = pin_current_thread(cx.settings.first_cpu + index) {
+            tracing::warn!(core = index, %error, "could not pin the core's thread");
+        }
+    }
+    match source {
+        CoreSource::Dataplane { queue, addr } => {
+            let (io, net) = open_dataplane(index, queue, addr, cx)?;
+            Ok(run_loop(index, io, CoreNet::Dataplane(net), cx, &running))
+        }
+        CoreSource::Kernel { addr } => {
+            let pool = new_pool(&cx.settings, HugePages::Auto)?;
+            let reactor = Reactor::new().map_err(|e| core_error(index, &e))?;
+            let net = Rc::new(KernelNet { reactor, pool, addr });
+            Ok(run_loop(index, KernelIo::new(net.clone()), CoreNet::Kernel(net), cx, &running))
+        }
+    }
+}
+
+fn core_error(core: usize, e: &dyn std::fmt::Display) -> RuntimeError {
+    RuntimeError::Core { core, message: e.to_string() }
+}
+
+fn new_pool(settings: &Settings, huge_pages: HugePages) -> Result<PacketPool, RuntimeError> {
+    Ok(PacketPool::new(PoolConfig { frames: settings.pool_frames, huge_pages })?)
+}
+
+/// Opens core `index`'s queue and builds its stack over it.
+fn open_dataplane<F>(
+    index: usize,
+    source: QueueSource,
+    (addr, prefix): (std::net::Ipv4Addr, u8),
+    cx: &CoreContext<F>,
+) -> Result<(DataplaneIo, Rc<DataplaneNet>), RuntimeError> {
+    let settings = &cx.settings;
+    let pool = new_pool(settings, source.huge_pages())?;
+    let ephemeral_ports = source.ephemeral_ports();
+    let (queue, filter) = source.open(index, pool.clone(), addr)?;
+    let filter = filter.filter(|_| settings.port_probing);
+    let mut stack_cfg = StackConfig::new(EthernetAddress(queue.mac()), addr, prefix);
+    stack_cfg.gateway = settings.gateway;
+    stack_cfg.tcp = settings.tcp.clone();
+    if let Some(ports) = ephemeral_ports {
+        stack_cfg.ephemeral_ports = ports;
+    }
+    stack_cfg.neighbors = Some(cx.shared.neighbors.clone());
+    // Without steering, a reply may reach another core's queue: the
+    // directory tells which core owns each outgoing connection.
+    if filter.is_none() && settings.cores > 1 {
+        stack_cfg.directory = Some((cx.shared.flows.clone(), index));
+    }
+    let mut stack = Stack::new(stack_cfg, pool, ix_net::Instant::ZERO).map_err(|e| core_error(index, &e))?;
+    if index == 0 {
+        stack.announce();
+    }
+    let net = Rc::new(DataplaneNet::new(stack, filter));
+    Ok((DataplaneIo::new(queue, net.clone(), settings.batch), net))
+}
+
+/// Installs the core, runs its first task and loop, then closes: the tasks
+/// left are dropped (cut off at the drain timeout, or detached ones when the
+/// first task returned), and their sockets' closes flushed.
+fn run_loop<F, Fut, Io: CoreIo>(
+    index: usize,
+    io: Io,
+    net: CoreNet,
+    cx: &CoreContext<F>,
+    running: &RunningCore<'_>,
+) -> CoreStats
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    let executor = Executor::new(index, &cx.handle);
+    let core = Core::install(index, net);
+    let root = executor.spawn_local((cx.main)(index));
+    let mut lp = PollLoop { core: &core, executor: &executor, io, settings: &cx.settings, stats: LoopStats::default() };
+    lp.run(&root, &cx.shutdown, running);
+    lp.publish_stats();
+    let stats = core.stats();
+    let mut io = lp.io;
+    drop(root);
+    drop(executor);
+    io.close(&core);
+    Core::uninstall();
+    stats
+}
+
+/// Pins the calling thread to one CPU (`cpu` modulo the CPUs available), as
+/// the runtime pins its cores; for threads that live beside a runtime, such
+/// as another runtime's workers in a benchmark.
+///
+/// # Errors
+/// The `sched_setaffinity` error (for example, a CPU outside the process's
+/// allowed set).
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it;
+    // sched_setaffinity reads it for the calling thread (pid 0).
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % cpus, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}

@@ -1,0 +1,174 @@
+//! A core's poll loop: rounds of its backend's I/O and its tasks until the
+//! core's work is done or a graceful shutdown has drained, spinning or blocking
+//! when a round finds nothing to do.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ix_driver::QueueStats;
+
+use crate::config::{IdlePolicy, Settings};
+use crate::core::Core;
+use crate::executor::{Executor, JoinHandle};
+use crate::stats::LoopStats;
+
+/// Upper bound on one idle block, so that a shutdown request is seen quickly.
+const IDLE_BLOCK_MAX_MS: u64 = 20;
+/// Tasks polled at most per round before the loop returns to the NIC.
+pub(crate) const TASK_POLLS_PER_ROUND: usize = 256;
+
+/// A core's I/O as its backend made it, chosen once when the core starts:
+/// what one round does, and what the core waits on when idle.
+pub(crate) trait CoreIo {
+    /// One round: cross-core work, the network, timers, tasks (at most
+    /// [`TASK_POLLS_PER_ROUND`] polls). True when anything moved.
+    fn round(&mut self, core: &Core, executor: &Executor, stats: &mut LoopStats) -> bool;
+
+    /// Whether frames are waiting to be transmitted (the core does not stop
+    /// before they are out).
+    fn has_unsent(&self) -> bool;
+
+    /// Re-arms the backend's wake-up before the core blocks, and returns the
+    /// descriptor that becomes readable when the backend has work (`None`:
+    /// only the executor's eventfd and the timers wake the core).
+    fn prepare_to_block(&mut self) -> Option<BorrowedFd<'_>>;
+
+    /// The queue's counters (zero without a queue).
+    fn queue_stats(&self) -> QueueStats;
+
+    /// Once the tasks are gone: transmits what closing their sockets produced
+    /// (FIN or RST), best effort.
+    fn close(&mut self, core: &Core);
+}
+
+/// What asks a core to shut down gracefully: its runtime's
+/// [`ShutdownHandle`](crate::ShutdownHandle), and SIGINT or SIGTERM when the
+/// runtime handles signals (`signal` is the process-wide flag its handler sets).
+#[derive(Clone)]
+pub(crate) struct ShutdownRequests {
+    pub(crate) handle: Arc<AtomicBool>,
+    pub(crate) signal: Option<&'static AtomicBool>,
+}
+
+impl ShutdownRequests {
+    fn requested(&self) -> bool {
+        self.handle.load(Ordering::Relaxed) || self.signal.is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+}
+
+/// This core's place in the count of cores whose first task has not finished.
+/// A core whose own first task finished keeps serving its queue until the
+/// count reaches zero: its queue may still receive (and hand over) other
+/// cores' traffic. Counted out however the core's thread ends.
+pub(crate) struct RunningCore<'a> {
+    running: &'a AtomicUsize,
+    counted: std::cell::Cell<bool>,
+}
+
+impl<'a> RunningCore<'a> {
+    pub(crate) fn new(running: &'a AtomicUsize) -> RunningCore<'a> {
+        RunningCore { running, counted: std::cell::Cell::new(false) }
+    }
+
+    /// This core's first task finished (idempotent).
+    fn finish(&self) {
+        if !self.counted.replace(true) {
+            self.running.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether every core's first task finished.
+    fn all_finished(&self) -> bool {
+        self.running.load(Ordering::Acquire) == 0
+    }
+}
+
+impl Drop for RunningCore<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// One core's loop over its backend's I/O.
+pub(crate) struct PollLoop<'a, Io: CoreIo> {
+    pub(crate) core: &'a Core,
+    pub(crate) executor: &'a Executor,
+    pub(crate) io: Io,
+    pub(crate) settings: &'a Settings,
+    pub(crate) stats: LoopStats,
+}
+
+impl<Io: CoreIo> PollLoop<'_, Io> {
+    /// Runs rounds until every core's first task finished (and nothing is
+    /// left to transmit), or a graceful shutdown drained or timed out.
+    pub(crate) fn run<T>(&mut self, root: &JoinHandle<T>, shutdown: &ShutdownRequests, running: &RunningCore<'_>) {
+        let mut empty_rounds = 0u32;
+        let mut drain_deadline = None;
+        loop {
+            let worked = self.io.round(self.core, self.executor, &mut self.stats);
+            // In a graceful shutdown every task gets the drain timeout, not
+            // only the first: the connection handlers a finished accept loop
+            // spawned finish their exchanges before the core stops.
+            if root.is_finished() && (drain_deadline.is_none() || self.executor.task_count() == 0) {
+                running.finish();
+                if !self.io.has_unsent() && running.all_finished() {
+                    break;
+                }
+            }
+            // The signal flag is process-wide: only runtimes that handle
+            // signals heed it, not others that share the process.
+            if drain_deadline.is_none() && shutdown.requested() {
+                self.core.start_draining();
+                drain_deadline = Some(std::time::Instant::now() + self.settings.drain_timeout);
+                tracing::info!("graceful shutdown: listeners closed, draining");
+            }
+            if drain_deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                tracing::warn!("drain timeout reached; stopping the core with tasks still running");
+                break;
+            }
+            if worked {
+                empty_rounds = 0;
+                continue;
+            }
+            self.stats.empty_rounds += 1;
+            empty_rounds += 1;
+            if let IdlePolicy::Adaptive { spin_rounds } = self.settings.idle {
+                if empty_rounds > spin_rounds {
+                    self.block();
+                    empty_rounds = 0;
+                }
+            }
+        }
+    }
+
+    /// Makes the loop's and the queue's counters readable from tasks.
+    pub(crate) fn publish_stats(&self) {
+        self.core.set_loop_stats(self.stats, self.io.queue_stats());
+    }
+
+    /// Blocks until the backend or the executor has work, or the next timer.
+    fn block(&mut self) {
+        self.stats.blocks += 1;
+        let wait_fd = self.io.prepare_to_block().map(|fd| fd.as_raw_fd());
+        let timeout = self
+            .core
+            .time_to_next_timer()
+            .unwrap_or(Duration::from_millis(IDLE_BLOCK_MAX_MS))
+            .min(Duration::from_millis(IDLE_BLOCK_MAX_MS));
+        let exec_fd: BorrowedFd<'_> = self.executor.wake_fd();
+        let mut fds = [libc::pollfd { fd: exec_fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }; 2];
+        let mut n = 1;
+        if let Some(fd) = wait_fd {
+            fds[1] = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            n = 2;
+        }
+        // ppoll, not poll: a timer due in 300 µs must not sleep a whole millisecond.
+        let wait = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos().into() };
+        // SAFETY: `fds` holds `n` initialised pollfd entries whose descriptors
+        // stay open for the call (the executor's, and the backend's that the
+        // loop owns); `wait` is a valid timespec; a null signal mask leaves it unchanged.
+        unsafe { libc::ppoll(fds.as_mut_ptr(), n as libc::nfds_t, &wait, std::ptr::null()) };
+    }
+}
