@@ -88,6 +88,12 @@ pub enum DriverError {
         /// Queues the interface has.
         available: u32,
     },
+    /// `ixcp` refused a dataplane's request.
+    #[error(transparent)]
+    Refused(#[from] crate::ixcp::Refusal),
+    /// `ixcp` or a dataplane sent bytes that are not a protocol message.
+    #[error("ixcp protocol: {0}")]
+    Protocol(#[from] crate::ixcp::ProtocolError),
     /// The kernel's verifier refused the XDP program (a bug in this crate: the
     /// program is fixed).
     #[error("the kernel refused the XDP program ({source}); verifier log: {log}")]

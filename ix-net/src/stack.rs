@@ -83,6 +83,10 @@ pub struct StackConfig {
     /// another core's connection are set aside for
     /// [`Stack::take_handover`] instead of being answered with a RST.
     pub directory: Option<(Arc<FlowDirectory>, usize)>,
+    /// Learn an on-link neighbour's MAC from the IPv4 frames it sends to this
+    /// address, not only from ARP: for a dataplane that shares its address
+    /// with the kernel and never sees ARP replies (the `ixcp` backend).
+    pub learn_neighbors_from_ipv4: bool,
 }
 
 impl StackConfig {
@@ -102,6 +106,7 @@ impl StackConfig {
             secret: None,
             neighbors: None,
             directory: None,
+            learn_neighbors_from_ipv4: false,
         }
     }
 }
@@ -407,6 +412,9 @@ impl Stack {
         let l4_end = ETHERNET_HEADER_LEN + usize::from(packet.total_len());
         let protocol = packet.protocol();
         let unicast = dst == self.config.addr;
+        if unicast && self.config.learn_neighbors_from_ipv4 {
+            self.learn_from_ipv4(&frame, src, now);
+        }
         self.stats.ip.in_delivers += 1;
         match protocol {
             IpProtocol::Tcp if unicast => self.ingress_tcp(frame, src, dst, l4_start, l4_end, now),
@@ -414,6 +422,24 @@ impl Stack {
             IpProtocol::Icmp => self.ingress_icmp(frame, src, l4_start, l4_end, unicast),
             IpProtocol::Tcp => {}
             _ => self.stats.ip.in_unknown_protos += 1,
+        }
+    }
+
+    /// Takes the Ethernet source of a frame from `src` as `src`'s MAC when
+    /// `src` is on link (off link, the source is a router, learned by ARP).
+    fn learn_from_ipv4(&mut self, frame: &PacketBuf, src: Ipv4Addr, now: Instant) {
+        if self.routes.next_hop(src) != Some(src) {
+            return;
+        }
+        let Ok(eth) = EthernetFrame::new_checked(&frame[..]) else { return };
+        let source_hw = eth.src_addr();
+        let known = self.arp.lookup(src, now) == Some(source_hw);
+        let waiting = self.arp.learn(src, source_hw, now, true);
+        self.send_resolved(source_hw, waiting);
+        if !known {
+            if let Some(shared) = &self.config.neighbors {
+                shared.publish(src, source_hw);
+            }
         }
     }
 

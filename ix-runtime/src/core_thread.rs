@@ -98,9 +98,10 @@ fn open_dataplane<F>(
     cx: &CoreContext<F>,
 ) -> Result<(DataplaneIo, Rc<DataplaneNet>), RuntimeError> {
     let settings = &cx.settings;
-    let pool = new_pool(settings, source.huge_pages())?;
     let ephemeral_ports = source.ephemeral_ports();
-    let (queue, filter) = source.open(index, pool.clone(), addr)?;
+    let learn_neighbors_from_ipv4 = source.learns_neighbors_from_ipv4();
+    let (queue, filter) = source.open(index, |huge_pages| new_pool(settings, huge_pages), addr)?;
+    let pool = queue.pool().clone();
     let filter = filter.filter(|_| settings.port_probing);
     let mut stack_cfg = StackConfig::new(EthernetAddress(queue.mac()), addr, prefix);
     stack_cfg.gateway = settings.gateway;
@@ -108,6 +109,7 @@ fn open_dataplane<F>(
     if let Some(ports) = ephemeral_ports {
         stack_cfg.ephemeral_ports = ports;
     }
+    stack_cfg.learn_neighbors_from_ipv4 = learn_neighbors_from_ipv4;
     stack_cfg.neighbors = Some(cx.shared.neighbors.clone());
     // Without steering, a reply may reach another core's queue: the
     // directory tells which core owns each outgoing connection.

@@ -95,7 +95,7 @@ impl Runtime {
             flows: Arc::new(FlowDirectory::new()),
             running: Arc::new(AtomicUsize::new(cores)),
         };
-        let sources = backend.open(cores, settings.addr)?;
+        let sources = backend.open(cores, settings.addr, settings.pool_frames)?;
         let shutdown =
             ShutdownRequests { handle: self.shutdown.clone(), signal: settings.handle_signals.then_some(&SIGNALLED) };
         let context = Arc::new(CoreContext { settings, shared, handle, main, shutdown });

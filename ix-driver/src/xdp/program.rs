@@ -123,24 +123,7 @@ pub(crate) fn steering_program(maps: ProgramMaps) -> Vec<Insn> {
     a.jump_if_reg(Jump::Ne, R1, R2, "pass");
     a.load32(R1, R9, 4);
     a.jump_if_imm(Jump::Eq, R1, 0, "redirect"); // the address is ours alone
-    a.load16(R1, R7, IPV4_FRAGMENT);
-    a.swap_from_network16(R1);
-    a.and64_imm(R1, 0x1fff);
-    a.jump_if_imm(Jump::Ne, R1, 0, "pass"); // a later fragment shows no ports
-    a.load8(R1, R7, IPV4_PROTOCOL);
-    a.jump_if_imm(Jump::Eq, R1, IPPROTO_TCP, "ports");
-    a.jump_if_imm(Jump::Ne, R1, IPPROTO_UDP, "pass");
-    a.label("ports");
-    a.load8(R1, R7, IPV4_VERSION_IHL);
-    a.and64_imm(R1, 0x0f);
-    a.lsh64_imm(R1, 2); // header length in bytes
-    a.jump_if_imm(Jump::Lt, R1, 20, "pass");
-    a.mov64_reg(R2, R7);
-    a.add64_imm(R2, ETHERNET_HEADER_BYTES);
-    a.add64_reg(R2, R1); // R2: the TCP or UDP header
-    a.mov64_reg(R3, R2);
-    a.add64_imm(R3, 4);
-    a.jump_if_reg(Jump::Gt, R3, R8, "pass");
+    a.jump_to_l4_header_or("pass"); // R2: the TCP or UDP header
     a.load16(R1, R2, L4_DESTINATION_PORT);
     a.swap_from_network16(R1); // host order, as the loader wrote the keys
     a.load32(R2, R9, 8); // replies to the dataplane's own connections
@@ -189,6 +172,112 @@ pub(crate) fn steering_program(maps: ProgramMaps) -> Vec<Insn> {
 
     a.label("pass");
     a.mov64_imm(R0, XDP_PASS as i32);
+    a.exit();
+    a.finish()
+}
+
+/// Byte offsets `ixcp`'s programs read beyond those of the steering program.
+mod ixcp_offset {
+    pub(super) const IPV4_SOURCE: i16 = 26;
+    pub(super) const L4_SOURCE_PORT: i16 = 0;
+}
+
+/// An IPv4 address as a 32-bit load of its network-order bytes sees it.
+fn address_as_loaded(addr: std::net::Ipv4Addr) -> i32 {
+    i32::from_ne_bytes(addr.octets())
+}
+
+/// `ixcp`'s program on a managed interface: a TCP or UDP frame (first
+/// fragment) whose (destination address, destination port) is in `steer`
+/// goes to the dataplane's virtual port, `ports[steer value]`; everything
+/// else passes to the kernel (ARP, ICMP, other ports and addresses).
+///
+/// `steer` keys are 8 bytes: the address as in the frame, then the port in
+/// host order as a `u32`; values are `u32` indexes into the device map.
+pub(crate) fn ixcp_demux_program(steer: i32, ports: i32) -> Vec<Insn> {
+    use Reg::*;
+    use offset::*;
+    let mut a = Asm::default();
+    a.load32(R7, R1, CTX_DATA);
+    a.load32(R8, R1, CTX_DATA_END);
+    a.jump_if_frame_shorter(ETHERNET_IPV4_BYTES, "pass");
+    a.load16(R1, R7, ETHERTYPE);
+    a.jump_if_imm(Jump::Ne, R1, ETHERTYPE_IPV4_AS_LOADED, "pass");
+    a.jump_to_l4_header_or("pass"); // R2: the TCP or UDP header
+    a.load16(R1, R2, L4_DESTINATION_PORT);
+    a.swap_from_network16(R1);
+    a.store32(R10, -4, R1);
+    a.load32(R1, R7, IPV4_DESTINATION);
+    a.store32(R10, -8, R1);
+    a.mov64_reg(R2, R10);
+    a.add64_imm(R2, -8);
+    a.load_map_fd(R1, steer);
+    a.call(HELPER_MAP_LOOKUP_ELEM);
+    a.jump_if_imm(Jump::Eq, R0, 0, "pass");
+    a.load32(R2, R0, 0);
+    a.load_map_fd(R1, ports);
+    a.mov64_imm(R3, XDP_DROP as i32); // the verdict while the port is being removed
+    a.call(HELPER_REDIRECT_MAP);
+    a.exit();
+    a.label("pass");
+    a.mov64_imm(R0, XDP_PASS as i32);
+    a.exit();
+    a.finish()
+}
+
+/// `ixcp`'s program on the dataplane's side of its virtual port: every frame
+/// goes to the AF_XDP socket of the queue it arrived on.
+pub(crate) fn ixcp_port_rx_program(xsks: i32) -> Vec<Insn> {
+    use Reg::*;
+    let mut a = Asm::default();
+    a.load32(R2, R1, offset::CTX_RX_QUEUE);
+    a.load_map_fd(R1, xsks);
+    a.mov64_imm(R3, XDP_DROP as i32);
+    a.call(HELPER_REDIRECT_MAP);
+    a.exit();
+    a.finish()
+}
+
+/// `ixcp`'s program on the kernel's side of a dataplane's virtual port: what
+/// the dataplane transmits goes out of the managed interface (`out[0]`) only
+/// when it is sent as the dataplane: an ARP frame whose sender is `addr`, or
+/// a TCP or UDP frame (first fragment) from `addr` and a source port in
+/// `source_ports` (`u32` keys in host order). Anything else is dropped.
+pub(crate) fn ixcp_port_tx_program(addr: std::net::Ipv4Addr, source_ports: i32, out: i32) -> Vec<Insn> {
+    use Reg::*;
+    use offset::*;
+    let mut a = Asm::default();
+    a.load32(R7, R1, CTX_DATA);
+    a.load32(R8, R1, CTX_DATA_END);
+    a.jump_if_frame_shorter(ETHERNET_HEADER_BYTES, "drop");
+    a.load16(R1, R7, ETHERTYPE);
+    a.jump_if_imm(Jump::Eq, R1, ETHERTYPE_ARP_AS_LOADED, "arp");
+    a.jump_if_imm(Jump::Ne, R1, ETHERTYPE_IPV4_AS_LOADED, "drop");
+    a.jump_if_frame_shorter(ETHERNET_IPV4_BYTES, "drop");
+    a.load32(R1, R7, ixcp_offset::IPV4_SOURCE);
+    a.jump_if_imm(Jump::Ne, R1, address_as_loaded(addr), "drop");
+    a.jump_to_l4_header_or("drop");
+    a.load16(R1, R2, ixcp_offset::L4_SOURCE_PORT);
+    a.swap_from_network16(R1);
+    a.store32(R10, -4, R1);
+    a.mov64_reg(R2, R10);
+    a.add64_imm(R2, -4);
+    a.load_map_fd(R1, source_ports);
+    a.call(HELPER_MAP_LOOKUP_ELEM);
+    a.jump_if_imm(Jump::Eq, R0, 0, "drop");
+    a.jump("out");
+    a.label("arp");
+    a.jump_if_frame_shorter(ETHERNET_ARP_BYTES, "drop");
+    a.load32(R1, R7, ARP_SENDER_IP);
+    a.jump_if_imm(Jump::Ne, R1, address_as_loaded(addr), "drop");
+    a.label("out");
+    a.mov64_imm(R2, 0);
+    a.load_map_fd(R1, out);
+    a.mov64_imm(R3, XDP_DROP as i32);
+    a.call(HELPER_REDIRECT_MAP);
+    a.exit();
+    a.label("drop");
+    a.mov64_imm(R0, XDP_DROP as i32);
     a.exit();
     a.finish()
 }
@@ -358,6 +447,32 @@ impl Asm {
     fn jump_if_reg(&mut self, cond: Jump, dst: Reg, src: Reg, target: &'static str) {
         self.fixups.push((self.insns.len(), target));
         self.emit(op::JMP | cond as u8 | op::X, dst, src, 0, 0);
+    }
+
+    /// For an IPv4 frame at R7 (whose 20-byte header fits before R8): jumps
+    /// to `otherwise` unless it is TCP or UDP, not a later fragment, with
+    /// the first 4 bytes of its transport header inside the frame; leaves the
+    /// transport header's address in R2. Uses R1 and R3.
+    fn jump_to_l4_header_or(&mut self, otherwise: &'static str) {
+        use Reg::*;
+        self.load16(R1, R7, offset::IPV4_FRAGMENT);
+        self.swap_from_network16(R1);
+        self.and64_imm(R1, 0x1fff);
+        self.jump_if_imm(Jump::Ne, R1, 0, otherwise); // a later fragment shows no ports
+        self.load8(R1, R7, offset::IPV4_PROTOCOL);
+        // TCP skips the UDP test that follows.
+        self.emit(op::JMP | Jump::Eq as u8 | op::K, R1, R0, 1, IPPROTO_TCP);
+        self.jump_if_imm(Jump::Ne, R1, IPPROTO_UDP, otherwise);
+        self.load8(R1, R7, offset::IPV4_VERSION_IHL);
+        self.and64_imm(R1, 0x0f);
+        self.lsh64_imm(R1, 2); // header length in bytes
+        self.jump_if_imm(Jump::Lt, R1, 20, otherwise);
+        self.mov64_reg(R2, R7);
+        self.add64_imm(R2, ETHERNET_HEADER_BYTES);
+        self.add64_reg(R2, R1);
+        self.mov64_reg(R3, R2);
+        self.add64_imm(R3, 4);
+        self.jump_if_reg(Jump::Gt, R3, R8, otherwise);
     }
 
     /// Jumps to `target` unless `bytes` of frame follow data (R7) before
