@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 need_cmd ip iproute2
 need_cmd ping iputils-ping
 need_cmd ethtool ethtool
+need_cmd nft nftables
 need_cmd curl curl
 need_cmd wrk wrk
 need_cmd h2load nghttp2-client

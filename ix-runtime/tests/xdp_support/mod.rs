@@ -45,6 +45,16 @@ impl Server {
     /// each serving echo on [`ECHO_PORT`] and HTTP on [`HTTP_PORT`], and
     /// returns once every core listens.
     pub fn start(net: &TestNetwork, spec: &str, cores: usize, addr: Ipv4Addr) -> Server {
+        Self::start_app(net, spec, cores, addr, serve)
+    }
+
+    /// [`Server::start`] with another application: `app` runs on each core and
+    /// increments its argument once it listens.
+    pub fn start_app<A, F>(net: &TestNetwork, spec: &str, cores: usize, addr: Ipv4Addr, app: A) -> Server
+    where
+        A: Fn(Arc<AtomicUsize>) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + 'static,
+    {
         let config = spec.parse().expect("xdp spec");
         let rt = Runtime::builder()
             .cores(cores)
@@ -56,7 +66,7 @@ impl Server {
         let shutdown = rt.shutdown_handle();
         let listening = Arc::new(AtomicUsize::new(0));
         let bound = listening.clone();
-        let thread = spawn_in(&net.server_ns(), move || rt.run(move |_| serve(bound.clone())));
+        let thread = spawn_in(&net.server_ns(), move || rt.run(move |_| app(bound.clone())));
         let deadline = Instant::now() + Duration::from_secs(20);
         while listening.load(Ordering::SeqCst) < cores {
             assert!(!thread.is_finished(), "the runtime stopped before listening");
