@@ -44,6 +44,7 @@ print(s.recv(4096))
 PY
 echo "--- kernel:"; ip netns exec $P-cli curl -s -m 5 -o /dev/null -w "%{http_code}\n" http://10.77.0.1:7001/
 echo "--- ping:"; ip netns exec $P-cli ping -c 2 -i 0.2 -W 2 10.77.0.1 | tail -2 | head -1
+echo "--- ixctl list:"; target/release/ixctl --socket $D/ixcp.sock list
 kill $H $K $CP $PY; wait 2>/dev/null
 echo "--- ixcp's log:"; cut -c1-200 $D/ixcp.log
 echo "--- virtual ports left after ixcp stopped: $(ip -n $P-srv link show | grep -c ixdp)"
