@@ -44,3 +44,7 @@ cargo test --workspace --release
 # case completes and every echo is checked; it exits non-zero otherwise.
 echo "== cargo bench -p ix-runtime --bench echo -- --quick"
 cargo bench -p ix-runtime --bench echo -- --quick
+# The igb backend end to end: a QEMU guest with an emulated 82576 behind a
+# virtual IOMMU (a few minutes; installs QEMU 10 and a Debian kernel once).
+echo "== scripts/igb-e2e.sh"
+scripts/igb-e2e.sh

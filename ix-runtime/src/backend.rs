@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use ix_driver::ixcp::GrantedQueue;
 use ix_driver::mem::MemWire;
+use ix_driver::nic::{NicConfig, NicDevice, NicQueue, NicQueueSource};
 use ix_driver::tap::{TapDevice, TapQueue, TapQueueFd};
 use ix_driver::xdp::{XdpConfig, XdpDevice, XdpQueue, XdpQueueSource};
-use ix_driver::{HugePages, NetQueue, PacketPool};
+use ix_driver::{HugePages, NetQueue, PacketPool, RedirectionTable, Toeplitz};
 
 use crate::dataplane::PortFilter;
 use crate::error::RuntimeError;
@@ -33,6 +34,10 @@ pub enum Backend {
     /// AF_XDP on an interface: core `i` takes queue `i`, steered to it by the
     /// backend's XDP program (see `ix_driver::xdp`).
     Xdp(XdpConfig),
+    /// An Intel 82576 (`igb:PCI_ADDR`) or 82599 (`ixgbe:PCI_ADDR`) driven from
+    /// user space through VFIO: core `i` polls queue `i`, steered to it by
+    /// the NIC's RSS (see `ix_driver::nic`).
+    Nic(NicConfig),
     /// AF_XDP queues handed over by the `ixcp` daemon at `socket`, for `ports`
     /// of the runtime's address: needs no privilege (see `ix_driver::ixcp`).
     Ixcp {
@@ -50,9 +55,10 @@ pub enum Backend {
 impl std::str::FromStr for Backend {
     type Err = RuntimeError;
 
-    /// Parses `kernel`, `tap:NAME`, `xdp:IFACE[,options]` (see [`XdpConfig`])
-    /// or `ixcp:SOCKET,ports=P1+P2`; the `mem` wire is made in process and has
-    /// no spelling.
+    /// Parses `kernel`, `tap:NAME`, `xdp:IFACE[,options]` (see [`XdpConfig`]),
+    /// `igb:PCI_ADDR[,queues=N]` / `ixgbe:...` (see [`NicConfig`]) or
+    /// `ixcp:SOCKET,ports=P1+P2`; the `mem` wire is made in process and has no
+    /// spelling.
     fn from_str(spec: &str) -> Result<Backend, RuntimeError> {
         let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
         match (kind, rest) {
@@ -65,10 +71,11 @@ impl std::str::FromStr for Backend {
                 libc::IFNAMSIZ - 1
             ))),
             ("xdp", _) => Ok(Backend::Xdp(rest.parse()?)),
+            ("igb" | "ixgbe", _) => Ok(Backend::Nic(spec.parse()?)),
             ("ixcp", _) => parse_ixcp(spec, rest),
             _ => Err(RuntimeError::Config(format!(
-                "unknown backend `{spec}`: expected `kernel`, `tap:NAME`, `xdp:IFACE[,options]` \
-                 or `ixcp:SOCKET,ports=P1+P2`"
+                "unknown backend `{spec}`: expected `kernel`, `tap:NAME`, `xdp:IFACE[,options]`, \
+                 `igb:PCI_ADDR[,queues=N]`, `ixgbe:PCI_ADDR[,queues=N]` or `ixcp:SOCKET,ports=P1+P2`"
             ))),
         }
     }
@@ -97,7 +104,7 @@ impl Backend {
     pub(crate) fn check(&self, addr: Option<(Ipv4Addr, u8)>) -> Result<(), RuntimeError> {
         match self {
             Backend::Kernel => Ok(()),
-            Backend::Mem { .. } | Backend::Tap { .. } | Backend::Xdp(_) | Backend::Ixcp { .. } => {
+            Backend::Mem { .. } | Backend::Tap { .. } | Backend::Xdp(_) | Backend::Nic(_) | Backend::Ixcp { .. } => {
                 dataplane_address(addr).map(drop)
             }
         }
@@ -141,6 +148,20 @@ impl Backend {
                     .map(|q| {
                         let source = device.take_queue(q)?;
                         Ok(QueueSource::Xdp { source, huge_pages: config.huge_pages, shared_ports })
+                    })
+                    .collect::<Result<Vec<_>, RuntimeError>>()?;
+                dataplane(sources)
+            }
+            Backend::Nic(config) => {
+                let queues = config.queue_count(cores)?;
+                // The queues keep the device open; the device handle can go.
+                let mut device = NicDevice::open(config, queues)?;
+                // One queue needs no steering of outgoing connections.
+                let rss = (queues > 1).then(|| Arc::new(device.rss()));
+                let sources = (0..queues)
+                    .map(|q| {
+                        let source = device.take_queue(q)?;
+                        Ok(QueueSource::Nic { source, huge_pages: config.huge_pages, rss: rss.clone() })
                     })
                     .collect::<Result<Vec<_>, RuntimeError>>()?;
                 dataplane(sources)
@@ -191,6 +212,11 @@ pub(crate) enum QueueSource {
         huge_pages: HugePages,
         shared_ports: bool,
     },
+    Nic {
+        source: NicQueueSource,
+        huge_pages: HugePages,
+        rss: Option<Arc<(Toeplitz, RedirectionTable)>>,
+    },
     /// A queue `ixcp` granted, with its own region (the pool).
     Ixcp {
         granted: GrantedQueue,
@@ -211,9 +237,11 @@ impl QueueSource {
     pub(crate) fn ephemeral_ports(&self) -> Option<RangeInclusive<u16>> {
         match self {
             QueueSource::Xdp { shared_ports: true, .. } => Some(ix_driver::xdp::SHARED_EPHEMERAL_PORTS),
-            QueueSource::Xdp { .. } | QueueSource::Ixcp { .. } | QueueSource::Mem { .. } | QueueSource::Tap { .. } => {
-                None
-            }
+            QueueSource::Xdp { .. }
+            | QueueSource::Nic { .. }
+            | QueueSource::Ixcp { .. }
+            | QueueSource::Mem { .. }
+            | QueueSource::Tap { .. } => None,
         }
     }
 
@@ -234,14 +262,10 @@ impl QueueSource {
             QueueSource::Mem { wire, port } => {
                 let queue = wire.queue(port, core as u16, new_pool(HugePages::Auto)?)?;
                 // The wire steers by RSS: keep only local ports whose return flow
-                // (remote → local, as the wire hashes it) lands on this core's queue.
+                // lands on this core's queue.
                 let filter = match wire.redirection_table(port) {
                     Some(table) if wire.config().queues_per_port > 1 => {
-                        let toeplitz = wire.toeplitz().clone();
-                        Some(Box::new(move |local_port: u16, remote: std::net::SocketAddrV4| {
-                            let hash = toeplitz.hash_ipv4_tcp_udp(*remote.ip(), local_ip, remote.port(), local_port);
-                            usize::from(table.queue_for_hash(hash)) == core
-                        }) as PortFilter)
+                        Some(rss_port_filter(Arc::new((wire.toeplitz().clone(), table)), core, local_ip))
                     }
                     _ => None,
                 };
@@ -259,8 +283,24 @@ impl QueueSource {
                 // connection's replies may land on another core's queue).
                 Ok((Box::new(XdpQueue::new(source, new_pool(huge_pages)?)?), None))
             }
+            QueueSource::Nic { source, huge_pages, rss } => {
+                // The NIC steers by RSS with a key and table we programmed, so an
+                // outgoing connection can pick a port whose replies come here.
+                let filter = rss.map(|rss| rss_port_filter(rss, core, local_ip));
+                Ok((Box::new(NicQueue::new(source, new_pool(huge_pages)?)?), filter))
+            }
             // One queue per dataplane, no outgoing connections steered yet.
             QueueSource::Ixcp { granted } => Ok((Box::new(granted.build()?), None)),
         }
     }
+}
+
+/// Keeps only local ports whose return flow (remote → local, hashed as a NIC
+/// does) lands on `core`'s queue.
+fn rss_port_filter(rss: Arc<(Toeplitz, RedirectionTable)>, core: usize, local_ip: Ipv4Addr) -> PortFilter {
+    Box::new(move |local_port: u16, remote: std::net::SocketAddrV4| {
+        let (toeplitz, table) = &*rss;
+        let hash = toeplitz.hash_ipv4_tcp_udp(*remote.ip(), local_ip, remote.port(), local_port);
+        usize::from(table.queue_for_hash(hash)) == core
+    })
 }

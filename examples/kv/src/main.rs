@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use ix_kv::{Server, Settings, StoreConfig, serve_connection};
+use ix_kv::{ClientAddrs, Server, Settings, StoreConfig, serve_client};
 
 /// How long a shutdown lets open connections finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -115,8 +115,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     if threads == 0 {
         bail!("-t 0: at least one core");
     }
+    let listen_ip = args.addr.as_deref().map(parse_addr).transpose()?.map(|(ip, _)| ip);
     let settings = Settings {
         port: args.port,
+        listen_ip,
         max_connections: args.max_connections,
         threads,
         store: StoreConfig::new(memory, args.item_size_max, threads),
@@ -159,7 +161,8 @@ fn run_ix(args: &Args, server: Arc<Server>) -> anyhow::Result<()> {
                 announce(ip, port, RuntimeKind::Ix, &spec, cores);
             }
             while let Ok((stream, _peer)) = listener.accept().await {
-                drop(ix_runtime::spawn_local(serve_connection(server.clone(), stream)));
+                let addrs = ClientAddrs { peer: stream.peer_addr().into(), local: stream.local_addr().into() };
+                drop(ix_runtime::spawn_local(serve_client(server.clone(), stream, Some(addrs))));
             }
         }
     })?;
@@ -236,7 +239,11 @@ fn tokio_core(
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(server.clone(), stream));
+                    let addrs = match (stream.peer_addr(), stream.local_addr()) {
+                        (Ok(peer), Ok(local)) => Some(ClientAddrs { peer, local }),
+                        _ => None,
+                    };
+                    connections.spawn(serve_client(server.clone(), stream, addrs));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 _ = stop.changed() => break,
