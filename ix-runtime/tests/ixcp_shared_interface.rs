@@ -228,6 +228,13 @@ fn two_unprivileged_dataplanes_share_an_interface_with_the_kernel() {
     let ping = net.exec(&cli, &["ping", "-c", "3", "-i", "0.2", "-W", "2", &SHARED.to_string()]).unwrap();
     assert!(ping.status.success(), "the kernel answers pings to the shared address");
 
+    // The operator's listing (root) shows both, with their grants.
+    let listing = ix_driver::ixcp::request_listing(&socket).expect("root may list");
+    let mut listed: Vec<(u32, Vec<u16>)> = listing.dataplanes.iter().map(|d| (d.uid, d.ports.clone())).collect();
+    listed.sort();
+    assert_eq!(listed, vec![(NOBODY, vec![ECHO_PORT]), (NOBODY, vec![HTTP_PORT])]);
+    assert_eq!(listing.stats.admitted, 2);
+
     // What is not granted is refused, and malformed messages get an error.
     assert_eq!(refusal_code(&socket, &request(SHARED, &[ROOT_PORT + 1], 1024)), RefusalCode::PortNotGranted);
     assert_eq!(

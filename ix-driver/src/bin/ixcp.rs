@@ -7,7 +7,8 @@ use ix_driver::ixcp::{Daemon, DaemonConfig, stop_on_signals};
 
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let args: Vec<String> = std::env::args().collect();
     let [_, flag, path] = args.as_slice() else {
         eprintln!("usage: ixcp --config FILE");

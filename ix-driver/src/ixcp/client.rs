@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::protocol::{AdmitRequest, Grant, Message, ProtocolError};
+use super::protocol::{AdmitRequest, Grant, Listing, Message, ProtocolError};
 use super::transport;
 use crate::error::DriverError;
 use crate::pool::PacketPool;
@@ -60,16 +60,11 @@ impl GrantedQueue {
 /// for an answer that is not a grant with its descriptors;
 /// [`DriverError::Os`] when the socket cannot be reached.
 pub fn request_admission(socket_path: &Path, request: &AdmitRequest) -> Result<Admission, DriverError> {
-    let control =
-        transport::connect(socket_path).map_err(|source| DriverError::Os { call: "connect to ixcp", source })?;
-    let exchange = |source| DriverError::Os { call: "ixcp request", source };
-    transport::send(control.as_fd(), &Message::Admit(request.clone()).encode(), &[]).map_err(exchange)?;
-    let received =
-        transport::recv(control.as_fd()).map_err(exchange)?.ok_or(ProtocolError::Truncated { needed: 1, got: 0 })?;
+    let (control, received) = exchange(socket_path, &Message::Admit(request.clone()))?;
     let grant = match Message::decode(&received.bytes)? {
         Message::Grant(grant) => grant,
         Message::Refusal(refusal) => return Err(refusal.into()),
-        Message::Admit(_) => return Err(ProtocolError::BadField("ixcp answered with a request").into()),
+        _ => return Err(ProtocolError::BadField("ixcp answered a request with something else").into()),
     };
     if received.fds.len() != 2 * usize::from(grant.queues) || grant.queues == 0 {
         return Err(ProtocolError::BadField("a grant carries a socket and a memfd per queue").into());
@@ -88,6 +83,34 @@ pub fn request_admission(socket_path: &Path, request: &AdmitRequest) -> Result<A
         })
         .collect();
     Ok(Admission { grant, queues })
+}
+
+/// Asks the `ixcp` at `socket_path` for its admitted dataplanes and counters
+/// (root only).
+///
+/// # Errors
+/// [`DriverError::Refused`] for a caller other than root;
+/// [`DriverError::Protocol`] for an answer that is not a listing;
+/// [`DriverError::Os`] when the socket cannot be reached.
+pub fn request_listing(socket_path: &Path) -> Result<Listing, DriverError> {
+    let (_control, received) = exchange(socket_path, &Message::List)?;
+    match Message::decode(&received.bytes)? {
+        Message::Listing(listing) => Ok(listing),
+        Message::Refusal(refusal) => Err(refusal.into()),
+        _ => Err(ProtocolError::BadField("ixcp answered a listing request with something else").into()),
+    }
+}
+
+/// Connects, sends `message` and waits for one answer; the connection stays
+/// open with the caller.
+fn exchange(socket_path: &Path, message: &Message) -> Result<(OwnedFd, transport::Received), DriverError> {
+    let control =
+        transport::connect(socket_path).map_err(|source| DriverError::Os { call: "connect to ixcp", source })?;
+    let failed = |source| DriverError::Os { call: "ixcp request", source };
+    transport::send(control.as_fd(), &message.encode(), &[]).map_err(failed)?;
+    let received =
+        transport::recv(control.as_fd()).map_err(failed)?.ok_or(ProtocolError::Truncated { needed: 1, got: 0 })?;
+    Ok((control, received))
 }
 
 /// The request for one queue serving `ports` on `addr`.

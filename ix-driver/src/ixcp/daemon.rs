@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::config::DaemonConfig;
-use super::protocol::{AdmitRequest, Grant, Message, Refusal, RefusalCode};
+use super::protocol::{AdmitRequest, DaemonStats, DataplaneEntry, Grant, Listing, Message, Refusal, RefusalCode};
 use super::transport;
 use super::virtual_port::VirtualPort;
 use crate::error::DriverError;
@@ -16,7 +16,7 @@ use crate::netdev::InterfaceControl;
 use crate::region::{HugePages, Region};
 use crate::xdp::bpf::{AttachMode, BpfMap, BpfProgram, MapType, privilege_error};
 use crate::xdp::queue::{ring_size_for, umem_bytes};
-use crate::xdp::socket::{SocketParams, open_for_handover};
+use crate::xdp::socket::{SocketParams, open_for_handover, socket_stats};
 use crate::xdp::{XdpMode, program};
 
 /// Dataplanes per managed interface at most (slots of its device map).
@@ -29,19 +29,6 @@ const CONNECTIONS_MAX: usize = 1024;
 const POLL_TIMEOUT_MS: i32 = 200;
 /// License the demux program is loaded under (the project's).
 const PROGRAM_LICENSE: &std::ffi::CStr = c"MIT OR Apache-2.0";
-
-/// What the daemon counted (for the log and tests).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DaemonStats {
-    /// Dataplanes admitted.
-    pub admitted: u64,
-    /// Requests refused (malformed ones included).
-    pub refused: u64,
-    /// Messages that were not protocol messages.
-    pub malformed: u64,
-    /// Dataplanes released after their connection closed.
-    pub released: u64,
-}
 
 /// One interface with `ixcp`'s demux program attached through a BPF link this
 /// process holds: the kernel detaches it when the process dies.
@@ -110,9 +97,10 @@ struct Dataplane {
     slot: u32,
     addr: Ipv4Addr,
     ports: Vec<u16>,
+    frames_per_queue: u32,
     /// Declared before the sockets: its programs go first.
-    _port: VirtualPort,
-    _sockets: Vec<OwnedFd>,
+    port: VirtualPort,
+    sockets: Vec<OwnedFd>,
     _regions: Vec<Region>,
 }
 
@@ -243,6 +231,10 @@ impl Daemon {
         } else {
             match Message::decode(&received.bytes) {
                 Ok(Message::Admit(request)) => self.admit(index, &request),
+                Ok(Message::List) => match self.listing(self.connections[index].uid) {
+                    Ok(listing) => return self.answer(index, &Message::Listing(listing), &[]),
+                    Err(refusal) => Err(refusal),
+                },
                 Ok(other) => {
                     self.stats.malformed += 1;
                     Err(Refusal::new(RefusalCode::Malformed, format!("a dataplane sends requests, not {other:?}")))
@@ -253,22 +245,52 @@ impl Daemon {
                 }
             }
         };
-        let connection = &self.connections[index];
-        let sent = match answer {
-            Ok((grant, fds)) => {
-                let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
-                transport::send(connection.socket.as_fd(), &Message::Grant(grant).encode(), &borrowed)
-            }
+        match answer {
+            Ok((grant, fds)) => self.answer(index, &Message::Grant(grant), &fds),
             Err(refusal) => {
                 self.stats.refused += 1;
-                tracing::info!(uid = connection.uid, code = ?refusal.code, message = %refusal.message, "ixcp: refused");
-                transport::send(connection.socket.as_fd(), &Message::Refusal(refusal).encode(), &[])
+                let uid = self.connections[index].uid;
+                tracing::info!(uid, code = ?refusal.code, message = %refusal.message, "ixcp: refused");
+                self.answer(index, &Message::Refusal(refusal), &[]);
             }
-        };
-        if let Err(error) = sent {
+        }
+    }
+
+    /// Sends `message` with `fds` on connection `index`, or closes it.
+    fn answer(&mut self, index: usize, message: &Message, fds: &[OwnedFd]) {
+        let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+        if let Err(error) = transport::send(self.connections[index].socket.as_fd(), &message.encode(), &borrowed) {
             tracing::debug!(%error, "ixcp: answer not delivered; connection closed");
             self.close(index);
         }
+    }
+
+    /// The admitted dataplanes and the counters, for root only.
+    fn listing(&self, uid: u32) -> Result<Listing, Refusal> {
+        if uid != 0 {
+            return Err(Refusal::new(RefusalCode::NotPermitted, "listing the dataplanes needs root"));
+        }
+        let dataplanes = self
+            .connections
+            .iter()
+            .filter_map(|c| c.dataplane.as_ref().map(|d| (c.uid, d)))
+            .map(|(uid, d)| {
+                let kernel = d.sockets.first().and_then(|s| socket_stats(s.as_fd()).ok()).unwrap_or_default();
+                DataplaneEntry {
+                    uid,
+                    addr: d.addr,
+                    interface: self.interfaces[d.interface].name.clone(),
+                    port_name: d.port.name.clone(),
+                    frames_per_queue: d.frames_per_queue,
+                    ports: d.ports.clone(),
+                    rx_dropped: kernel.rx_dropped,
+                    rx_ring_full: kernel.rx_ring_full,
+                    rx_fill_ring_empty: kernel.rx_fill_ring_empty,
+                    tx_invalid_descs: kernel.tx_invalid_descs,
+                }
+            })
+            .collect();
+        Ok(Listing { stats: self.stats, dataplanes })
     }
 
     /// Checks and sets up a dataplane; the grant and the descriptors to send.
@@ -298,7 +320,7 @@ impl Daemon {
             queues: 1,
             frames_per_queue: request.frames_per_queue,
             max_connections,
-            port_name: dataplane._port.name.clone(),
+            port_name: dataplane.port.name.clone(),
         };
         tracing::info!(
             uid,
@@ -352,8 +374,9 @@ impl Daemon {
             slot,
             addr: request.addr,
             ports: request.ports.clone(),
-            _port: port,
-            _sockets: vec![socket],
+            frames_per_queue: frames,
+            port,
+            sockets: vec![socket],
             _regions: vec![region],
         };
         Ok((dataplane, fds))

@@ -12,10 +12,10 @@ mod protocol;
 pub mod transport;
 mod virtual_port;
 
-pub use client::{Admission, GrantedQueue, one_queue_request, request_admission};
+pub use client::{Admission, GrantedQueue, one_queue_request, request_admission, request_listing};
 pub use config::{DaemonConfig, GrantConfig, InterfaceConfig, ModeName, PortSpec, QUEUE_FRAMES_MIN};
-pub use daemon::{DATAPLANES_PER_INTERFACE_MAX, Daemon, DaemonStats, stop_on_signals};
+pub use daemon::{DATAPLANES_PER_INTERFACE_MAX, Daemon, stop_on_signals};
 pub use protocol::{
-    AdmitRequest, Grant, MESSAGE_BYTES_MAX, Message, PROTOCOL_VERSION, ProtocolError, REQUEST_PORTS_MAX, Refusal,
-    RefusalCode,
+    AdmitRequest, DaemonStats, DataplaneEntry, Grant, Listing, MESSAGE_BYTES_MAX, Message, PROTOCOL_VERSION,
+    ProtocolError, REQUEST_PORTS_MAX, Refusal, RefusalCode,
 };

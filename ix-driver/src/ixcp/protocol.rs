@@ -9,6 +9,11 @@
 //! Grant   (2)  mac [6] | mtu u32 | queues u16 | frames per queue u32 | max connections u32 | port name length u8 | name
 //!              + SCM_RIGHTS: per queue, its AF_XDP socket then its region's memfd
 //! Refusal (3)  code u16 | message length u16 | message (UTF-8)
+//! List    (4)  (empty): the operator asks for the admitted dataplanes (root only)
+//! Listing (5)  admitted u64 | refused u64 | malformed u64 | released u64 | count u16 | per dataplane:
+//!              uid u32 | address [4] | interface (u8 length, name) | port name (u8 length, name)
+//!              | frames per queue u32 | port count u16 | ports u16... | rx dropped u64 | rx ring full u64
+//!              | rx fill ring empty u64 | tx invalid descriptors u64
 //! ```
 
 use std::net::Ipv4Addr;
@@ -16,8 +21,9 @@ use std::net::Ipv4Addr;
 /// The protocol version this build speaks; a message of another version is
 /// refused with [`RefusalCode::UnsupportedVersion`].
 pub const PROTOCOL_VERSION: u16 = 1;
-/// Largest message in bytes, header included.
-pub const MESSAGE_BYTES_MAX: usize = 1024;
+/// Largest message in bytes, header included (a listing of 64 dataplanes
+/// with 64 ports each fits).
+pub const MESSAGE_BYTES_MAX: usize = 16 * 1024;
 /// Ports one request may ask for at most.
 pub const REQUEST_PORTS_MAX: usize = 64;
 /// Bytes of a refusal's message at most (longer ones are cut).
@@ -28,6 +34,10 @@ const HEADER_BYTES: usize = 12;
 const KIND_ADMIT: u16 = 1;
 const KIND_GRANT: u16 = 2;
 const KIND_REFUSAL: u16 = 3;
+const KIND_LIST: u16 = 4;
+const KIND_LISTING: u16 = 5;
+/// Dataplanes one listing carries at most.
+const LISTING_ENTRIES_MAX: usize = 64;
 
 /// What a dataplane asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +131,55 @@ impl Refusal {
     }
 }
 
+/// What the daemon counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DaemonStats {
+    /// Dataplanes admitted.
+    pub admitted: u64,
+    /// Requests refused (malformed ones included).
+    pub refused: u64,
+    /// Messages that were not protocol messages.
+    pub malformed: u64,
+    /// Dataplanes released after their connection closed.
+    pub released: u64,
+}
+
+/// One admitted dataplane, as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DataplaneEntry {
+    /// Its unix user.
+    pub uid: u32,
+    /// Its address.
+    pub addr: Ipv4Addr,
+    /// The managed interface.
+    pub interface: String,
+    /// Its virtual port.
+    pub port_name: String,
+    /// Frames of its region.
+    pub frames_per_queue: u32,
+    /// Its TCP and UDP ports.
+    pub ports: Vec<u16>,
+    /// The kernel's counters of its AF_XDP socket: frames dropped for other
+    /// reasons, for a full receive ring, for an empty fill ring; transmit
+    /// descriptors refused.
+    pub rx_dropped: u64,
+    /// See `rx_dropped`.
+    pub rx_ring_full: u64,
+    /// See `rx_dropped`.
+    pub rx_fill_ring_empty: u64,
+    /// See `rx_dropped`.
+    pub tx_invalid_descs: u64,
+}
+
+/// The answer to [`Message::List`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Listing {
+    /// The daemon's counters.
+    pub stats: DaemonStats,
+    /// The admitted dataplanes.
+    pub dataplanes: Vec<DataplaneEntry>,
+}
+
 /// One protocol message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -130,6 +189,10 @@ pub enum Message {
     Grant(Grant),
     /// `ixcp` to dataplane.
     Refusal(Refusal),
+    /// Operator to `ixcp`.
+    List,
+    /// `ixcp` to operator.
+    Listing(Listing),
 }
 
 /// Why bytes are not a message.
@@ -199,8 +262,7 @@ impl Message {
                 body.extend_from_slice(&g.queues.to_le_bytes());
                 body.extend_from_slice(&g.frames_per_queue.to_le_bytes());
                 body.extend_from_slice(&g.max_connections.to_le_bytes());
-                body.push(u8::try_from(g.port_name.len()).expect("a port name of at most 255 bytes"));
-                body.extend_from_slice(g.port_name.as_bytes());
+                put_name(&mut body, &g.port_name);
                 KIND_GRANT
             }
             Message::Refusal(r) => {
@@ -212,6 +274,11 @@ impl Message {
                 body.extend_from_slice(&(end as u16).to_le_bytes());
                 body.extend_from_slice(&r.message.as_bytes()[..end]);
                 KIND_REFUSAL
+            }
+            Message::List => KIND_LIST,
+            Message::Listing(listing) => {
+                encode_listing(listing, &mut body);
+                KIND_LISTING
             }
         };
         let mut bytes = Vec::with_capacity(HEADER_BYTES + body.len());
@@ -265,10 +332,7 @@ impl Message {
                 let queues = r.u16()?;
                 let frames_per_queue = r.u32()?;
                 let max_connections = r.u32()?;
-                let name_len = usize::from(r.take(1)?[0]);
-                let port_name = std::str::from_utf8(r.take(name_len)?)
-                    .map_err(|_| ProtocolError::BadField("port name is not UTF-8"))?
-                    .to_owned();
+                let port_name = r.name()?;
                 Message::Grant(Grant { mac, mtu, queues, frames_per_queue, max_connections, port_name })
             }
             KIND_REFUSAL => {
@@ -277,6 +341,8 @@ impl Message {
                 let message = String::from_utf8_lossy(r.take(len)?).into_owned();
                 Message::Refusal(Refusal { code, message })
             }
+            KIND_LIST => Message::List,
+            KIND_LISTING => Message::Listing(decode_listing(&mut r)?),
             other => return Err(ProtocolError::UnknownKind(other)),
         };
         if r.at != body.len() {
@@ -284,6 +350,68 @@ impl Message {
         }
         Ok(message)
     }
+}
+
+fn put_name(body: &mut Vec<u8>, name: &str) {
+    let len = name.len().min(usize::from(u8::MAX));
+    body.push(len as u8);
+    body.extend_from_slice(&name.as_bytes()[..len]);
+}
+
+fn encode_listing(listing: &Listing, body: &mut Vec<u8>) {
+    let stats = listing.stats;
+    for value in [stats.admitted, stats.refused, stats.malformed, stats.released] {
+        body.extend_from_slice(&value.to_le_bytes());
+    }
+    let entries = &listing.dataplanes[..listing.dataplanes.len().min(LISTING_ENTRIES_MAX)];
+    body.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    for d in entries {
+        body.extend_from_slice(&d.uid.to_le_bytes());
+        body.extend_from_slice(&d.addr.octets());
+        put_name(body, &d.interface);
+        put_name(body, &d.port_name);
+        body.extend_from_slice(&d.frames_per_queue.to_le_bytes());
+        let ports = &d.ports[..d.ports.len().min(REQUEST_PORTS_MAX)];
+        body.extend_from_slice(&(ports.len() as u16).to_le_bytes());
+        ports.iter().for_each(|p| body.extend_from_slice(&p.to_le_bytes()));
+        for value in [d.rx_dropped, d.rx_ring_full, d.rx_fill_ring_empty, d.tx_invalid_descs] {
+            body.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+}
+
+fn decode_listing(r: &mut Reader<'_>) -> Result<Listing, ProtocolError> {
+    let stats = DaemonStats { admitted: r.u64()?, refused: r.u64()?, malformed: r.u64()?, released: r.u64()? };
+    let count = usize::from(r.u16()?);
+    if count > LISTING_ENTRIES_MAX {
+        return Err(ProtocolError::BadField("more than 64 dataplanes listed"));
+    }
+    let mut dataplanes = Vec::with_capacity(count);
+    for _ in 0..count {
+        let uid = r.u32()?;
+        let addr = Ipv4Addr::from(<[u8; 4]>::try_from(r.take(4)?).expect("4 bytes"));
+        let interface = r.name()?;
+        let port_name = r.name()?;
+        let frames_per_queue = r.u32()?;
+        let port_count = usize::from(r.u16()?);
+        if port_count > REQUEST_PORTS_MAX {
+            return Err(ProtocolError::BadField("more than 64 ports"));
+        }
+        let ports = (0..port_count).map(|_| r.u16()).collect::<Result<Vec<_>, _>>()?;
+        dataplanes.push(DataplaneEntry {
+            uid,
+            addr,
+            interface,
+            port_name,
+            frames_per_queue,
+            ports,
+            rx_dropped: r.u64()?,
+            rx_ring_full: r.u64()?,
+            rx_fill_ring_empty: r.u64()?,
+            tx_invalid_descs: r.u64()?,
+        });
+    }
+    Ok(Listing { stats, dataplanes })
 }
 
 /// A cursor over untrusted bytes.
@@ -307,6 +435,17 @@ impl<'a> Reader<'a> {
 
     fn u32(&mut self) -> Result<u32, ProtocolError> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self) -> Result<u64, ProtocolError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+
+    /// A name: a length byte and that many bytes of UTF-8.
+    fn name(&mut self) -> Result<String, ProtocolError> {
+        let len = usize::from(self.take(1)?[0]);
+        let bytes = self.take(len)?;
+        Ok(std::str::from_utf8(bytes).map_err(|_| ProtocolError::BadField("a name is not UTF-8"))?.to_owned())
     }
 }
 
@@ -339,6 +478,22 @@ mod tests {
             Message::Admit(request()),
             Message::Grant(grant),
             Message::Refusal(Refusal::new(RefusalCode::PortNotGranted, "port 22 is not granted to uid 65534")),
+            Message::List,
+            Message::Listing(Listing {
+                stats: DaemonStats { admitted: 3, refused: 2, malformed: 1, released: 1 },
+                dataplanes: vec![DataplaneEntry {
+                    uid: 33,
+                    addr: Ipv4Addr::new(10, 0, 0, 1),
+                    interface: "eth0".into(),
+                    port_name: "ixdp0".into(),
+                    frames_per_queue: 4096,
+                    ports: vec![80, 443],
+                    rx_dropped: 1,
+                    rx_ring_full: 2,
+                    rx_fill_ring_empty: 3,
+                    tx_invalid_descs: 4,
+                }],
+            }),
         ] {
             assert_eq!(Message::decode(&message.encode()), Ok(message));
         }
@@ -395,7 +550,7 @@ mod tests {
 
         #[test]
         fn arbitrary_bodies_behind_a_good_header_never_panic(
-            kind in 1u16..4,
+            kind in 1u16..6,
             body in proptest::collection::vec(any::<u8>(), 0..100),
         ) {
             let mut bytes = MAGIC.to_vec();

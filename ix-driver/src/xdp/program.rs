@@ -511,7 +511,17 @@ mod tests {
 
     #[test]
     fn every_jump_lands_inside_the_program_and_it_ends_in_exit() {
-        let insns = program();
+        for insns in [
+            program(),
+            ixcp_demux_program(3, 4),
+            ixcp_port_rx_program(3),
+            ixcp_port_tx_program(std::net::Ipv4Addr::new(10, 0, 0, 1), 3, 4),
+        ] {
+            jumps_land_inside(&insns);
+        }
+    }
+
+    fn jumps_land_inside(insns: &[Insn]) {
         let last = insns.last().unwrap();
         assert_eq!(last.code, op::JMP | op::EXIT);
         for (i, insn) in insns.iter().enumerate() {
@@ -551,5 +561,119 @@ mod tests {
         let mut a = Asm::default();
         a.jump("nowhere");
         a.finish();
+    }
+}
+
+/// `ixcp`'s programs loaded in the kernel and run on crafted frames
+/// (`BPF_PROG_TEST_RUN`): needs CAP_BPF (root); skipped outside CI without it.
+#[cfg(test)]
+mod ixcp_verdicts {
+    use std::net::Ipv4Addr;
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+    use crate::privilege;
+    use crate::xdp::bpf::{BpfMap, BpfProgram, MapType};
+
+    const OURS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const OTHER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const GRANTED_PORT: u16 = 80;
+    const TCP: u8 = 6;
+    const UDP: u8 = 17;
+    const ICMP: u8 = 1;
+    const LICENSE: &std::ffi::CStr = c"MIT OR Apache-2.0";
+
+    fn privileged() -> bool {
+        privilege::require("loading XDP programs", privilege::has_net_admin())
+    }
+
+    /// Ethernet + a 20-byte IPv4 header + 8 bytes of transport header.
+    fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, (src_port, dst_port): (u16, u16), fragment: u16) -> Vec<u8> {
+        let mut f = [[0xff; 6], [2, 0, 0, 0, 0, 9]].concat();
+        f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 28, 0, 0]);
+        f.extend_from_slice(&fragment.to_be_bytes());
+        f.extend_from_slice(&[64, protocol, 0, 0]);
+        [f, src.octets().to_vec(), dst.octets().to_vec()]
+            .concat()
+            .into_iter()
+            .chain([src_port.to_be_bytes(), dst_port.to_be_bytes(), [0; 2], [0; 2]].concat())
+            .collect()
+    }
+
+    /// Ethernet + an ARP packet with `sender` and `target` addresses.
+    fn arp(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+        let head = [[0xff; 6], [2, 0, 0, 0, 0, 9]].concat();
+        let body = [
+            &[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1][..],
+            &[2, 0, 0, 0, 0, 9],
+            &sender.octets(),
+            &[0; 6],
+            &target.octets(),
+        ]
+        .concat();
+        [head, body].concat()
+    }
+
+    fn verdict(program: &BpfProgram, frame: &[u8]) -> u32 {
+        program.test_run(frame).expect("BPF_PROG_TEST_RUN")
+    }
+
+    #[test]
+    fn the_demux_takes_only_granted_address_and_port_pairs() {
+        if !privileged() {
+            return;
+        }
+        let steer = BpfMap::create(MapType::Hash, "t_steer", 8, 4, 4).unwrap();
+        let mut key = OURS.octets().to_vec();
+        key.extend_from_slice(&u32::from(GRANTED_PORT).to_ne_bytes());
+        steer.update(&key, &3u32.to_ne_bytes()).unwrap();
+        // No device in slot 3: a steered frame gets the fallback verdict, XDP_DROP.
+        let ports = BpfMap::create(MapType::DevMap, "t_ports", 4, 4, 8).unwrap();
+        let insns = ixcp_demux_program(steer.fd().as_raw_fd(), ports.fd().as_raw_fd());
+        let program = BpfProgram::load_xdp("t_demux", &insns, LICENSE).unwrap();
+        let steered = XDP_DROP;
+        let to =
+            |dst, protocol, port, fragment| verdict(&program, &ipv4(OTHER, dst, protocol, (40000, port), fragment));
+        assert_eq!(to(OURS, TCP, GRANTED_PORT, 0), steered);
+        assert_eq!(to(OURS, UDP, GRANTED_PORT, 0), steered);
+        assert_eq!(to(OURS, TCP, GRANTED_PORT, 0x4000), steered, "don't-fragment is not a fragment");
+        assert_eq!(to(OURS, TCP, GRANTED_PORT + 1, 0), XDP_PASS, "another port is the kernel's");
+        assert_eq!(to(OTHER, TCP, GRANTED_PORT, 0), XDP_PASS, "another address is the kernel's");
+        assert_eq!(to(OURS, ICMP, GRANTED_PORT, 0), XDP_PASS, "ICMP is the kernel's");
+        assert_eq!(to(OURS, TCP, GRANTED_PORT, 5), XDP_PASS, "a later fragment has no ports");
+        assert_eq!(verdict(&program, &arp(OTHER, OURS)), XDP_PASS, "ARP is the kernel's");
+        let whole = ipv4(OTHER, OURS, TCP, (40000, GRANTED_PORT), 0);
+        for len in [14, 33, 35] {
+            assert_eq!(verdict(&program, &whole[..len]), XDP_PASS, "{len} bytes");
+        }
+        let mut options = whole.clone();
+        options[14] = 0x44; // a header length under 20 bytes
+        assert_eq!(verdict(&program, &options), XDP_PASS);
+    }
+
+    #[test]
+    fn the_port_lets_out_only_what_the_dataplane_may_send() {
+        if !privileged() {
+            return;
+        }
+        let source_ports = BpfMap::create(MapType::Hash, "t_src_ports", 4, 4, 4).unwrap();
+        source_ports.update(&u32::from(GRANTED_PORT).to_ne_bytes(), &1u32.to_ne_bytes()).unwrap();
+        let out = BpfMap::create(MapType::DevMap, "t_out", 4, 4, 1).unwrap();
+        out.update(&0u32.to_ne_bytes(), &1u32.to_ne_bytes()).unwrap(); // the loopback device
+        let insns = ixcp_port_tx_program(OURS, source_ports.fd().as_raw_fd(), out.fd().as_raw_fd());
+        let program = BpfProgram::load_xdp("t_tx", &insns, LICENSE).unwrap();
+        let from = |src, protocol, port| verdict(&program, &ipv4(src, OTHER, protocol, (port, 40000), 0));
+        assert_eq!(from(OURS, TCP, GRANTED_PORT), XDP_REDIRECT);
+        assert_eq!(from(OURS, UDP, GRANTED_PORT), XDP_REDIRECT);
+        assert_eq!(verdict(&program, &arp(OURS, OTHER)), XDP_REDIRECT, "its own ARP requests");
+        assert_eq!(from(OURS, TCP, GRANTED_PORT + 1), XDP_DROP, "a port not granted");
+        assert_eq!(from(OTHER, TCP, GRANTED_PORT), XDP_DROP, "another source address");
+        assert_eq!(from(OURS, ICMP, GRANTED_PORT), XDP_DROP, "ICMP is the kernel's to send");
+        assert_eq!(verdict(&program, &arp(OTHER, OURS)), XDP_DROP, "ARP as someone else");
+        let mut ipv6 = ipv4(OURS, OTHER, TCP, (GRANTED_PORT, 40000), 0);
+        ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
+        assert_eq!(verdict(&program, &ipv6), XDP_DROP);
+        let ours = ipv4(OURS, OTHER, TCP, (GRANTED_PORT, 40000), 0);
+        assert_eq!(verdict(&program, &ours[..20]), XDP_DROP, "an IPv4 header cut short");
     }
 }

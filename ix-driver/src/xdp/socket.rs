@@ -209,25 +209,30 @@ impl XdpSocket {
 
     /// The kernel's counters for this socket.
     pub(crate) fn kernel_stats(&self) -> Result<XdpSocketStats, DriverError> {
-        // SAFETY: plain integers; all zero is a valid value.
-        let mut raw: libc::xdp_statistics = unsafe { std::mem::zeroed() };
-        let mut len = size_of::<libc::xdp_statistics>() as libc::socklen_t;
-        // SAFETY: `raw` and `len` are live and describe a buffer of `len` bytes.
-        let rc = unsafe {
-            libc::getsockopt(self.fd.as_raw_fd(), libc::SOL_XDP, libc::XDP_STATISTICS, (&raw mut raw).cast(), &mut len)
-        };
-        if rc != 0 {
-            return Err(DriverError::os("getsockopt(XDP_STATISTICS)"));
-        }
-        Ok(XdpSocketStats {
-            rx_dropped: raw.rx_dropped,
-            rx_invalid_descs: raw.rx_invalid_descs,
-            tx_invalid_descs: raw.tx_invalid_descs,
-            rx_ring_full: raw.rx_ring_full,
-            rx_fill_ring_empty: raw.rx_fill_ring_empty_descs,
-            tx_ring_empty: raw.tx_ring_empty_descs,
-        })
+        socket_stats(self.fd.as_fd())
     }
+}
+
+/// The kernel's counters of the AF_XDP socket `fd`.
+pub(crate) fn socket_stats(fd: BorrowedFd<'_>) -> Result<XdpSocketStats, DriverError> {
+    // SAFETY: plain integers; all zero is a valid value.
+    let mut raw: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::xdp_statistics>() as libc::socklen_t;
+    // SAFETY: `raw` and `len` are live and describe a buffer of `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_XDP, libc::XDP_STATISTICS, (&raw mut raw).cast(), &mut len)
+    };
+    if rc != 0 {
+        return Err(DriverError::os("getsockopt(XDP_STATISTICS)"));
+    }
+    Ok(XdpSocketStats {
+        rx_dropped: raw.rx_dropped,
+        rx_invalid_descs: raw.rx_invalid_descs,
+        tx_invalid_descs: raw.tx_invalid_descs,
+        rx_ring_full: raw.rx_ring_full,
+        rx_fill_ring_empty: raw.rx_fill_ring_empty_descs,
+        tx_ring_empty: raw.tx_ring_empty_descs,
+    })
 }
 
 impl Attempt {
