@@ -16,6 +16,7 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use ix_runtime::metrics::{AppSample, MetricKind};
 use ix_runtime::net::TcpListener;
+use tracing::Instrument as _;
 
 use crate::activity::{TrackedBody, TrackedFuture};
 use crate::conn::{
@@ -257,14 +258,19 @@ where
             };
             let connection = serve_connection(io, make_service(peer), ctx);
             let counters = self.counters.clone();
-            self.exec.execute(Box::pin(async move {
-                let report = connection.await;
-                tracing::debug!(%peer, protocol = ?report.protocol, end = ?report.end, "connection closed");
-                let mut c = counters.get();
-                c.record(report);
-                counters.set(c);
-                drop(slot);
-            }));
+            // Events of the connection's task (hyper's, the TLS handshake's) carry its peer.
+            let span = tracing::debug_span!("connection", %peer);
+            self.exec.execute(Box::pin(
+                async move {
+                    let report = connection.await;
+                    tracing::debug!(protocol = ?report.protocol, end = ?report.end, "connection closed");
+                    let mut c = counters.get();
+                    c.record(report);
+                    counters.set(c);
+                    drop(slot);
+                }
+                .instrument(span),
+            ));
         }
         self.shutdown.trigger();
         self.live.all_closed().await;

@@ -64,15 +64,16 @@ impl<A: Accept> Accept for TlsAccept<A> {
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Io, SocketAddr)>> {
         let (io, peer) = ready!(self.inner.poll_accept(cx))?;
         let handshake = self.acceptor.accept(TokioIo::new(io));
-        Poll::Ready(Ok((TokioIo::new(LazyTls::Handshaking(handshake)), peer)))
+        Poll::Ready(Ok((TokioIo::new(LazyTls::Handshaking(Box::new(handshake))), peer)))
     }
 }
 
 /// A server-side TLS stream whose handshake runs on its first read or write,
 /// so that the accept loop never waits for a client's handshake.
 pub enum LazyTls<IO> {
-    /// The handshake is under way.
-    Handshaking(tokio_rustls::Accept<IO>),
+    /// The handshake is under way (boxed, as the established stream: a
+    /// rustls session is large, and this keeps the enum two words).
+    Handshaking(Box<tokio_rustls::Accept<IO>>),
     /// Established: application data flows.
     Established(Box<TlsStream<IO>>),
     /// The handshake failed; every later call fails.
@@ -83,7 +84,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> LazyTls<IO> {
     /// Drives the handshake; `Ready(Ok(stream))` once established.
     fn poll_established(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut TlsStream<IO>>> {
         if let LazyTls::Handshaking(handshake) = self {
-            match ready!(Pin::new(handshake).poll(cx)) {
+            match ready!(Pin::new(handshake.as_mut()).poll(cx)) {
                 Ok(stream) => *self = LazyTls::Established(Box::new(stream)),
                 Err(e) => {
                     *self = LazyTls::Failed;
