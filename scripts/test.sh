@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 need_cmd ip iproute2
 need_cmd ping iputils-ping
 need_cmd ethtool ethtool
+need_cmd nft nftables
 need_cmd curl curl
 need_cmd wrk wrk
 need_cmd h2load nghttp2-client
@@ -36,6 +37,8 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== import circles in ix-runtime"
+python3 scripts/module-cycles.py ix-runtime/src
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
 echo "== cargo test (release)"
@@ -44,3 +47,7 @@ cargo test --workspace --release
 # case completes and every echo is checked; it exits non-zero otherwise.
 echo "== cargo bench -p ix-runtime --bench echo -- --quick"
 cargo bench -p ix-runtime --bench echo -- --quick
+# The igb backend end to end: a QEMU guest with an emulated 82576 behind a
+# virtual IOMMU (a few minutes; installs QEMU 10 and a Debian kernel once).
+echo "== scripts/igb-e2e.sh"
+scripts/igb-e2e.sh

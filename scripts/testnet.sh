@@ -2,6 +2,7 @@
 # The test network: two network namespaces joined by a veth pair.
 #
 #   scripts/testnet.sh up   [-p PREFIX] [-q QUEUES]
+#   scripts/testnet.sh loss [-p PREFIX] -l PERCENT
 #   scripts/testnet.sh down [-p PREFIX]
 #
 # `up` creates namespaces PREFIX-srv and PREFIX-cli (PREFIX defaults to ixt), a
@@ -12,10 +13,24 @@
 # sets the links up. A dataplane under test runs in PREFIX-srv; load comes from
 # PREFIX-cli. `down` removes both namespaces (and with them the veth pair); it
 # succeeds when there is nothing to remove. Needs root, iproute2 and ethtool.
+#
+# `loss` drops PERCENT (an integer, 0-100) of the frames at random each way
+# between the client namespace's kernel and the wire, with nftables
+# (`numgen random` on netdev ingress hooks; this kernel has no netem and no tc
+# gact). The drop must happen where the sending TCP cannot see it: a drop on the
+# sender's own egress hook is reported back to Linux's TCP as a local failure
+# (NET_XMIT_DROP) and retried at once, which is not loss. So the first `loss`
+# moves the client address 10.77.0.2/24 to a veth pair inside PREFIX-cli
+# (PREFIX-l, the host's end, and PREFIX-w), bridged (PREFIX-b) with PREFIX-c;
+# frames are dropped as they arrive at PREFIX-w (sent by the client's kernel)
+# and at PREFIX-l (sent to it). It also caps gso_max_segs at 1 on PREFIX-l and
+# PREFIX-s, so that Linux's TCP builds one segment per packet and the rate
+# applies per segment (GSO builds multi-segment packets even with offloads
+# off). 0 removes the drops and keeps the bridge. Needs nft (Debian: nftables).
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 up|down [-p PREFIX] [-q QUEUES]" >&2
+    echo "usage: $0 up|loss|down [-p PREFIX] [-q QUEUES] [-l PERCENT]" >&2
     exit 2
 }
 
@@ -24,10 +39,12 @@ action=$1
 shift
 prefix=ixt
 queues=2
-while getopts "p:q:" opt; do
+loss_percent=
+while getopts "p:q:l:" opt; do
     case $opt in
         p) prefix=$OPTARG ;;
         q) queues=$OPTARG ;;
+        l) loss_percent=$OPTARG ;;
         *) usage ;;
     esac
 done
@@ -77,7 +94,49 @@ up() {
     ip -n "$cli" link set "$prefix-c" up
 }
 
+# The bridge of `loss`: the client's kernel behind PREFIX-l <-> PREFIX-w.
+client_bridge() {
+    ip -n "$cli" link show "$prefix-b" >/dev/null 2>&1 && return 0
+    ip -n "$cli" link add "$prefix-l" type veth peer name "$prefix-w"
+    ip -n "$cli" link add "$prefix-b" type bridge
+    ip -n "$cli" addr del 10.77.0.2/24 dev "$prefix-c"
+    ip -n "$cli" link set "$prefix-c" master "$prefix-b"
+    ip -n "$cli" link set "$prefix-w" master "$prefix-b"
+    ip -n "$cli" addr add 10.77.0.2/24 dev "$prefix-l"
+    offloads_off "$cli" "$prefix-l"
+    offloads_off "$cli" "$prefix-w"
+    for dev in "$prefix-w" "$prefix-l" "$prefix-b"; do
+        ip -n "$cli" link set "$dev" up
+    done
+}
+
+loss() {
+    if ! [[ $loss_percent =~ ^[0-9]+$ ]] || [ "$loss_percent" -gt 100 ]; then
+        echo "$0: loss needs -l PERCENT, an integer from 0 to 100, not '$loss_percent'" >&2
+        exit 2
+    fi
+    command -v nft >/dev/null || { echo "$0: nft is missing (apt-get install nftables)" >&2; exit 1; }
+    client_bridge
+    ip -n "$srv" link set "$prefix-s" gso_max_segs 1
+    ip -n "$cli" link set "$prefix-l" gso_max_segs 1
+    ip netns exec "$cli" nft delete table netdev testnet_loss 2>/dev/null || true
+    [ "$loss_percent" -gt 0 ] || return 0
+    ip netns exec "$cli" nft -f - <<EOF
+table netdev testnet_loss {
+    chain from_client {
+        type filter hook ingress device "$prefix-w" priority 0;
+        numgen random mod 100 < $loss_percent counter drop
+    }
+    chain to_client {
+        type filter hook ingress device "$prefix-l" priority 0;
+        numgen random mod 100 < $loss_percent counter drop
+    }
+}
+EOF
+}
+
 case $action in
+    loss) loss ;;
     up)
         # A failure half-way leaves nothing behind.
         trap 'down' ERR

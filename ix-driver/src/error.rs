@@ -88,6 +88,12 @@ pub enum DriverError {
         /// Queues the interface has.
         available: u32,
     },
+    /// `ixcp` refused a dataplane's request.
+    #[error(transparent)]
+    Refused(#[from] crate::ixcp::Refusal),
+    /// `ixcp` or a dataplane sent bytes that are not a protocol message.
+    #[error("ixcp protocol: {0}")]
+    Protocol(#[from] crate::ixcp::ProtocolError),
     /// The kernel's verifier refused the XDP program (a bug in this crate: the
     /// program is fixed).
     #[error("the kernel refused the XDP program ({source}); verifier log: {log}")]
@@ -98,8 +104,63 @@ pub enum DriverError {
         /// The last lines of the verifier's log.
         log: String,
     },
+    /// No PCI device has that address.
+    #[error("{backend}: no PCI device {address}: list the NICs with `lspci -D -d 8086:`")]
+    NoSuchPciDevice {
+        /// The backend that could not start, e.g. `"igb"`.
+        backend: &'static str,
+        /// The address asked for.
+        address: String,
+    },
+    /// The device is not bound to vfio-pci.
+    #[error(
+        "{backend}: PCI device {address} is bound to {driver}, not vfio-pci: run `modprobe vfio-pci; \
+         echo {address} > /sys/bus/pci/devices/{address}/driver/unbind; \
+         echo vfio-pci > /sys/bus/pci/devices/{address}/driver_override; \
+         echo {address} > /sys/bus/pci/drivers_probe`"
+    )]
+    NotBoundToVfio {
+        /// The backend that could not start.
+        backend: &'static str,
+        /// The device.
+        address: String,
+        /// The driver it is bound to, or "no driver".
+        driver: String,
+    },
+    /// The device has no IOMMU group: the IOMMU is off.
+    #[error(
+        "{backend}: PCI device {address} has no IOMMU group: enable VT-d/AMD-Vi in the firmware and boot \
+         with intel_iommu=on (or amd_iommu=on)"
+    )]
+    NoIommuGroup {
+        /// The backend that could not start.
+        backend: &'static str,
+        /// The device.
+        address: String,
+    },
+    /// Another device of the IOMMU group is bound to a host driver.
+    #[error(
+        "{backend}: IOMMU group {group} is not viable: bind every device in \
+         /sys/kernel/iommu_groups/{group}/devices to vfio-pci (or unbind it)"
+    )]
+    GroupNotViable {
+        /// The backend that could not start.
+        backend: &'static str,
+        /// The group number.
+        group: String,
+    },
+    /// The device did not do what its register map says it does.
+    #[error("{backend} {address}: {what}")]
+    DeviceFailed {
+        /// The backend.
+        backend: &'static str,
+        /// The device.
+        address: String,
+        /// What did not happen, and what to check.
+        what: String,
+    },
     /// A backend specification could not be parsed.
-    #[error("unknown backend {0:?}: expected mem, tap:NAME, kernel or xdp:IFACE")]
+    #[error("unknown backend {0:?}: expected mem, tap:NAME, kernel, xdp:IFACE, igb:PCI_ADDR or ixgbe:PCI_ADDR")]
     UnknownBackend(String),
 }
 

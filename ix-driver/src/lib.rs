@@ -5,9 +5,11 @@
 
 pub mod error;
 pub mod eventfd;
+pub mod ixcp;
 pub mod mem;
 mod netdev;
 pub mod netns;
+pub mod nic;
 pub mod pool;
 pub mod privilege;
 pub mod queue;
@@ -19,6 +21,7 @@ pub mod xdp;
 pub use error::{DriverError, FrameFull, PoolExhausted};
 pub use eventfd::EventFd;
 pub use mem::{MemQueue, MemWire, MemWireConfig};
+pub use nic::{NicConfig, NicDevice, NicFamily, NicQueue, NicQueueSource};
 pub use pool::{PacketBuf, PacketPool, PoolConfig, PoolStats, TxBuf};
 pub use queue::{NetQueue, QueueStats};
 pub use region::HugePages;

@@ -97,6 +97,18 @@ impl TestNetwork {
         format!("{}-c", self.prefix)
     }
 
+    /// Drops `percent` of the frames at random on the client end, both ways
+    /// (`scripts/testnet.sh loss`: nftables on its ingress and egress hooks), and
+    /// caps `gso_max_segs` at 1 on both ends so that the rate applies per TCP
+    /// segment; 0 removes the loss.
+    ///
+    /// # Errors
+    /// [`DriverError::Config`] with the script's output when it fails (for
+    /// example when `nft` is missing or `percent` is over 100).
+    pub fn set_loss(&self, percent: u8) -> Result<(), DriverError> {
+        self.run(&["loss", "-p", &self.prefix, "-l", &percent.to_string()])
+    }
+
     /// Runs a command in the namespace `ns` (`ip netns exec`) and returns its
     /// status and output.
     pub fn exec(&self, ns: &str, argv: &[&str]) -> std::io::Result<std::process::Output> {

@@ -130,20 +130,38 @@ impl PacketPool {
         let bytes = (config.frames as usize)
             .checked_mul(FRAME_STRIDE_BYTES as usize)
             .ok_or_else(|| DriverError::Config(format!("{} frames is too many", config.frames)))?;
-        let region = Region::new(bytes, config.huge_pages)?;
+        Ok(Self::over(Region::new(bytes, config.huge_pages)?, config.frames))
+    }
+
+    /// A pool of `frames` frames over the region in `memfd`, made by another
+    /// process (`ixcp`) and handed over.
+    ///
+    /// # Errors
+    /// As [`Region::from_memfd`], and [`DriverError::Config`] for zero frames.
+    pub fn from_memfd(memfd: std::os::fd::OwnedFd, frames: u32) -> Result<Self, DriverError> {
+        if frames == 0 {
+            return Err(DriverError::Config("a pool needs at least one frame".into()));
+        }
+        let bytes = (frames as usize)
+            .checked_mul(FRAME_STRIDE_BYTES as usize)
+            .ok_or_else(|| DriverError::Config(format!("{frames} frames is too many")))?;
+        Ok(Self::over(Region::from_memfd(memfd, bytes)?, frames))
+    }
+
+    fn over(region: Region, frames: u32) -> Self {
         // Hand out low indexes first: they were touched most recently.
-        let free: Vec<u32> = (0..config.frames).rev().collect();
-        let refs = (0..config.frames).map(|_| Cell::new(0)).collect();
-        Ok(Self {
+        let free: Vec<u32> = (0..frames).rev().collect();
+        let refs = (0..frames).map(|_| Cell::new(0)).collect();
+        Self {
             inner: Rc::new(PoolInner {
                 region,
-                frames: config.frames,
+                frames,
                 refs,
                 free: RefCell::new(free),
-                min_available: Cell::new(config.frames),
+                min_available: Cell::new(frames),
                 exhausted: Cell::new(0),
             }),
-        })
+        }
     }
 
     /// Takes a free frame as an empty writable buffer whose data starts after

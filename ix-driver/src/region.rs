@@ -81,7 +81,7 @@ impl Region {
 
     fn map(len: usize, huge: bool) -> Result<Self, DriverError> {
         let name: &CStr = c"ix-packet-region";
-        let mut flags = libc::MFD_CLOEXEC;
+        let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
         if huge {
             flags |= libc::MFD_HUGETLB | libc::MFD_HUGE_2MB;
         }
@@ -99,17 +99,47 @@ impl Region {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
             return Err(DriverError::os("ftruncate(memfd)"));
         }
-        let rw = mmap_shared(&fd, len, libc::PROT_READ | libc::PROT_WRITE, true)?;
-        let ro = match mmap_shared(&fd, len, libc::PROT_READ, false) {
-            Ok(ro) => ro,
-            Err(err) => {
-                // SAFETY: `rw` was mapped above with length `len` and is not used
-                // after this point.
-                unsafe { libc::munmap(rw.as_ptr().cast(), len) };
-                return Err(err);
-            }
-        };
+        let (rw, ro) = map_twice(&fd, len)?;
         Ok(Self { rw, ro, len, huge, fd })
+    }
+
+    /// Maps a region another process made (`ixcp`), of `len` bytes, from its
+    /// memfd: read-write for the driver, read-only for received data, as
+    /// [`Region::new`] does.
+    ///
+    /// # Errors
+    /// [`DriverError::Config`] when the memfd holds fewer than `len` bytes;
+    /// [`DriverError::Os`] when it cannot be read or mapped.
+    pub fn from_memfd(fd: OwnedFd, len: usize) -> Result<Self, DriverError> {
+        // SAFETY: plain data; all zero is a valid value.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `stat` is a live buffer for fstat to fill; the descriptor is ours.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
+            return Err(DriverError::os("fstat(packet region memfd)"));
+        }
+        if len == 0 || (stat.st_size as u64) < len as u64 {
+            return Err(DriverError::Config(format!(
+                "the packet region handed over holds {} bytes, not the {len} granted",
+                stat.st_size
+            )));
+        }
+        let (rw, ro) = map_twice(&fd, len)?;
+        Ok(Self { rw, ro, len, huge: stat.st_blksize as usize == HUGE_PAGE_BYTES, fd })
+    }
+
+    /// Seals the memfd's size, so that no holder of the descriptor can shrink
+    /// the region under the mappings of another (`ixcp` does this before
+    /// handing a region to a dataplane).
+    ///
+    /// # Errors
+    /// [`DriverError::Os`] when the kernel refuses the seals.
+    pub fn seal_size(&self) -> Result<(), DriverError> {
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: fcntl on a descriptor we own, with an integer argument.
+        if unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(DriverError::os("fcntl(F_ADD_SEALS)"));
+        }
+        Ok(())
     }
 
     /// Length in bytes (a multiple of the page size in use).
@@ -153,6 +183,21 @@ impl Drop for Region {
             libc::munmap(self.ro.as_ptr().cast(), self.len);
         }
     }
+}
+
+/// Maps `len` bytes of `fd` read-write (populated) and read-only.
+fn map_twice(fd: &OwnedFd, len: usize) -> Result<(NonNull<u8>, NonNull<u8>), DriverError> {
+    let rw = mmap_shared(fd, len, libc::PROT_READ | libc::PROT_WRITE, true)?;
+    let ro = match mmap_shared(fd, len, libc::PROT_READ, false) {
+        Ok(ro) => ro,
+        Err(err) => {
+            // SAFETY: `rw` was mapped above with length `len` and is not used
+            // after this point.
+            unsafe { libc::munmap(rw.as_ptr().cast(), len) };
+            return Err(err);
+        }
+    };
+    Ok((rw, ro))
 }
 
 fn mmap_shared(fd: &OwnedFd, len: usize, prot: libc::c_int, populate: bool) -> Result<NonNull<u8>, DriverError> {

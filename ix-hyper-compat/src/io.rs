@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use hyper::rt::ReadBufCursor;
-use ix_net::RxChunk;
+use ix_runtime::net::RxChunk;
 use ix_runtime::net::TcpStream;
 
 /// An IX stream as hyper's IO: wrap what `accept` or `connect` returned.

@@ -33,6 +33,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 /// `hyper::rt::Write` for a wrapper `$ty<I>` whose field `io: I` takes every
 /// write unchanged (the wrappers here only change what is read).
 macro_rules! forward_write_to_io {

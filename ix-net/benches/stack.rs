@@ -10,9 +10,8 @@ use std::time::{Duration, Instant as WallInstant};
 use bytes::Bytes;
 use ix_driver::mem::{MemQueue, MemWire, MemWireConfig, MonotonicClock};
 use ix_driver::{HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig};
-use ix_net::socket::readiness::{ESTABLISHED, READABLE, WRITABLE};
 use ix_net::wire::EthernetAddress;
-use ix_net::{Instant, SocketHandle, Stack, StackConfig};
+use ix_net::{Instant, Readiness, SocketHandle, Stack, StackConfig};
 
 /// Frames per receive burst, as the runtime's default batch.
 const BATCH_PACKETS: usize = 64;
@@ -115,7 +114,7 @@ impl Pair {
         let node = |i: u16| {
             let pool = PacketPool::new(PoolConfig { frames: POOL_FRAMES, huge_pages: HugePages::Never }).expect("pool");
             let queue = wire.queue(i, 0, pool.clone()).expect("queue");
-            let cfg = StackConfig::new(EthernetAddress(queue.mac()), host(i), 24);
+            let cfg = StackConfig::new(EthernetAddress(queue.mac()), host(i), 24, [i as u8; 16]);
             let stack = Stack::new(cfg, pool, Instant::ZERO).expect("stack");
             Node { stack, queue, rx: Vec::with_capacity(BATCH_PACKETS), tx: Vec::with_capacity(512) }
         };
@@ -239,7 +238,7 @@ fn serve(stack: &mut Stack, listener: SocketHandle, on_data: &mut impl FnMut(&mu
             while let Ok(Some(conn)) = stack.tcp_accept(listener) {
                 on_data(stack, conn);
             }
-        } else if bits & READABLE != 0 {
+        } else if bits.contains(Readiness::READABLE) {
             on_data(stack, handle);
         }
     }
@@ -290,11 +289,11 @@ fn round_trips(plan: &Plan) -> Result<Sample, String> {
         let nanos = origin.elapsed().as_nanos() as u64;
         while let Some((h, bits)) = stack.poll_event() {
             let Some((_, caller)) = callers.get_mut(h.index()).filter(|(k, _)| *k == h) else { continue };
-            if !caller.live && bits & (ESTABLISHED | WRITABLE) != 0 {
+            if !caller.live && bits.intersects(Readiness::ESTABLISHED | Readiness::WRITABLE) {
                 caller.live = true;
                 send(stack, h, caller, nanos);
             }
-            if bits & READABLE == 0 {
+            if !bits.contains(Readiness::READABLE) {
                 continue;
             }
             while let Ok(Some(chunk)) = stack.tcp_recv(h) {

@@ -142,7 +142,7 @@ mod tests {
 
     fn stack() -> Stack {
         let pool = PacketPool::new(PoolConfig { frames: 64, huge_pages: HugePages::Never }).unwrap();
-        Stack::new(StackConfig::new(OUR_MAC, US, 24), pool, Instant::ZERO).unwrap()
+        Stack::new(StackConfig::new(OUR_MAC, US, 24, [1; 16]), pool, Instant::ZERO).unwrap()
     }
 
     /// An echo request from the peer, with Ethernet padding after it.

@@ -14,7 +14,7 @@ pub mod timer;
 pub mod udp;
 pub mod wire;
 
-pub use socket::{RxChunk, SocketHandle};
+pub use socket::{Readiness, RxChunk, SocketHandle};
 pub use stack::{SocketError, Stack, StackConfig, TcpInfo};
 pub use stats::StackStats;
 pub use tcp::{FourTuple, TcpConfig, TcpError};

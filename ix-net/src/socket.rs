@@ -30,9 +30,87 @@ impl fmt::Debug for SocketHandle {
     }
 }
 
-/// Readiness bits carried by events.
-pub mod readiness {
-    pub use crate::tcp::conn::events::{CLOSED, ESTABLISHED, READABLE, WRITABLE};
+/// What changed on a socket, as [`Stack::poll_event`](crate::Stack::poll_event)
+/// reports it: a set of the four changes below, combined with `|`.
+#[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Readiness(u8);
+
+impl Readiness {
+    /// No change.
+    pub const EMPTY: Readiness = Readiness(0);
+    /// Data, end of stream or an error can be read (a datagram, on UDP; a
+    /// connection to accept, on a listener).
+    pub const READABLE: Readiness = Readiness(1);
+    /// Room in the send queue opened, or the connection became writable.
+    pub const WRITABLE: Readiness = Readiness(2);
+    /// The handshake completed.
+    pub const ESTABLISHED: Readiness = Readiness(4);
+    /// The connection reached `Closed`.
+    pub const CLOSED: Readiness = Readiness(8);
+
+    /// Whether nothing changed.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether every change of `other` is in `self`.
+    pub fn contains(self, other: Readiness) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether `self` and `other` share a change.
+    pub fn intersects(self, other: Readiness) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// `self` without the changes of `other`.
+    pub fn without(self, other: Readiness) -> Readiness {
+        Readiness(self.0 & !other.0)
+    }
+
+    /// Whether a task waiting to read (or accept) may now proceed: data came,
+    /// or the connection was established or closed.
+    pub fn wakes_reader(self) -> bool {
+        self.intersects(Self::READABLE | Self::ESTABLISHED | Self::CLOSED)
+    }
+
+    /// Whether a task waiting to write (or connect) may now proceed: room
+    /// opened, or the connection was established or closed.
+    pub fn wakes_writer(self) -> bool {
+        self.intersects(Self::WRITABLE | Self::ESTABLISHED | Self::CLOSED)
+    }
+}
+
+impl std::ops::BitOr for Readiness {
+    type Output = Readiness;
+
+    fn bitor(self, other: Readiness) -> Readiness {
+        Readiness(self.0 | other.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Readiness {
+    fn bitor_assign(&mut self, other: Readiness) {
+        self.0 |= other.0;
+    }
+}
+
+impl fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = [
+            (Self::READABLE, "READABLE"),
+            (Self::WRITABLE, "WRITABLE"),
+            (Self::ESTABLISHED, "ESTABLISHED"),
+            (Self::CLOSED, "CLOSED"),
+        ];
+        let mut set = f.debug_set();
+        for (flag, name) in names {
+            if self.contains(flag) {
+                set.entry(&format_args!("{name}"));
+            }
+        }
+        set.finish()
+    }
 }
 
 /// Sockets whose application-held bytes shrank since the stack last looked.
@@ -140,5 +218,31 @@ impl Drop for RxChunk {
 impl fmt::Debug for RxChunk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RxChunk").field("len", &self.buf.len()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Readiness;
+
+    #[test]
+    fn readiness_says_which_waiters_wake() {
+        assert!(Readiness::READABLE.wakes_reader() && !Readiness::READABLE.wakes_writer());
+        assert!(Readiness::WRITABLE.wakes_writer() && !Readiness::WRITABLE.wakes_reader());
+        for both in [Readiness::ESTABLISHED, Readiness::CLOSED] {
+            assert!(both.wakes_reader() && both.wakes_writer());
+        }
+        assert!(!Readiness::EMPTY.wakes_reader() && !Readiness::EMPTY.wakes_writer());
+    }
+
+    #[test]
+    fn readiness_combines_and_removes_changes() {
+        let mut r = Readiness::ESTABLISHED | Readiness::WRITABLE;
+        assert!(r.contains(Readiness::WRITABLE) && !r.contains(Readiness::READABLE));
+        assert!(r.intersects(Readiness::READABLE | Readiness::WRITABLE));
+        r |= Readiness::READABLE;
+        assert_eq!(r.without(Readiness::ESTABLISHED), Readiness::READABLE | Readiness::WRITABLE);
+        assert!(r.without(r).is_empty());
+        assert_eq!(format!("{:?}", Readiness::READABLE | Readiness::CLOSED), "{READABLE, CLOSED}");
     }
 }

@@ -14,7 +14,7 @@ use slab::Slab;
 
 use crate::egress::Egress;
 use crate::iface::{ArpCache, ArpConfig, Route, RouteTable, SharedNeighbors};
-use crate::socket::{ReleaseQueue, RxChunk, SocketHandle};
+use crate::socket::{Readiness, ReleaseQueue, RxChunk, SocketHandle};
 use crate::stats::StackStats;
 use crate::tcp::conn::{Conn, State};
 use crate::tcp::sendbuf::SendChunk;
@@ -72,9 +72,10 @@ pub struct StackConfig {
     pub udp_queue_datagrams: usize,
     /// Local ports for outgoing connections.
     pub ephemeral_ports: RangeInclusive<u16>,
-    /// Secret for ISNs and SYN cookies; `None` draws a random one. Fixed only in
-    /// deterministic simulations.
-    pub secret: Option<[u8; 16]>,
+    /// Secret for ISNs, SYN cookies, IP ids and the first ephemeral port: 16
+    /// random bytes drawn by the caller (the stack has no clock and no source
+    /// of randomness). Fixed only in deterministic simulations.
+    pub secret: [u8; 16],
     /// Neighbours shared with the other cores of the same dataplane (see
     /// [`SharedNeighbors`]); `None` for a stack alone on its device.
     pub neighbors: Option<Arc<SharedNeighbors>>,
@@ -83,11 +84,16 @@ pub struct StackConfig {
     /// another core's connection are set aside for
     /// [`Stack::take_handover`] instead of being answered with a RST.
     pub directory: Option<(Arc<FlowDirectory>, usize)>,
+    /// Learn an on-link neighbour's MAC from the IPv4 frames it sends to this
+    /// address, not only from ARP: for a dataplane that shares its address
+    /// with the kernel and never sees ARP replies (the `ixcp` backend).
+    pub learn_neighbors_from_ipv4: bool,
 }
 
 impl StackConfig {
-    /// A configuration with production defaults for `addr/prefix_len` at `mac`.
-    pub fn new(mac: EthernetAddress, addr: Ipv4Addr, prefix_len: u8) -> Self {
+    /// A configuration with production defaults for `addr/prefix_len` at `mac`,
+    /// keyed by `secret` (see [`StackConfig::secret`]).
+    pub fn new(mac: EthernetAddress, addr: Ipv4Addr, prefix_len: u8, secret: [u8; 16]) -> Self {
         Self {
             mac,
             addr,
@@ -99,9 +105,10 @@ impl StackConfig {
             max_connections: 1 << 20,
             udp_queue_datagrams: 1024,
             ephemeral_ports: 32768..=60999,
-            secret: None,
+            secret,
             neighbors: None,
             directory: None,
+            learn_neighbors_from_ipv4: false,
         }
     }
 }
@@ -183,8 +190,8 @@ pub(crate) struct SocketEntry {
     pub(crate) released: bool,
     /// Queued in `Stack::dirty`.
     pub(crate) dirty: bool,
-    /// Readiness bits not yet reported.
-    pub(crate) pending_events: u8,
+    /// Readiness changes not yet reported.
+    pub(crate) pending_events: Readiness,
     pub(crate) timer: Option<(TimerKey, Instant)>,
 }
 
@@ -246,7 +253,7 @@ impl Stack {
         if let Some(gw) = config.gateway {
             routes.add(Route { network: Ipv4Addr::UNSPECIFIED, prefix_len: 0, gateway: Some(gw) });
         }
-        let secret = config.secret.unwrap_or_else(random_secret);
+        let secret = config.secret;
         let span = u32::from(*config.ephemeral_ports.end() - *config.ephemeral_ports.start()) + 1;
         let start = *config.ephemeral_ports.start() + (u64_from(&secret, 8) % u64::from(span)) as u16;
         Ok(Self {
@@ -407,6 +414,9 @@ impl Stack {
         let l4_end = ETHERNET_HEADER_LEN + usize::from(packet.total_len());
         let protocol = packet.protocol();
         let unicast = dst == self.config.addr;
+        if unicast && self.config.learn_neighbors_from_ipv4 {
+            self.learn_from_ipv4(&frame, src, now);
+        }
         self.stats.ip.in_delivers += 1;
         match protocol {
             IpProtocol::Tcp if unicast => self.ingress_tcp(frame, src, dst, l4_start, l4_end, now),
@@ -414,6 +424,24 @@ impl Stack {
             IpProtocol::Icmp => self.ingress_icmp(frame, src, l4_start, l4_end, unicast),
             IpProtocol::Tcp => {}
             _ => self.stats.ip.in_unknown_protos += 1,
+        }
+    }
+
+    /// Takes the Ethernet source of a frame from `src` as `src`'s MAC when
+    /// `src` is on link (off link, the source is a router, learned by ARP).
+    fn learn_from_ipv4(&mut self, frame: &PacketBuf, src: Ipv4Addr, now: Instant) {
+        if self.routes.next_hop(src) != Some(src) {
+            return;
+        }
+        let Ok(eth) = EthernetFrame::new_checked(&frame[..]) else { return };
+        let source_hw = eth.src_addr();
+        let known = self.arp.lookup(src, now) == Some(source_hw);
+        let waiting = self.arp.learn(src, source_hw, now, true);
+        self.send_resolved(source_hw, waiting);
+        if !known {
+            if let Some(shared) = &self.config.neighbors {
+                shared.publish(src, source_hw);
+            }
         }
     }
 
@@ -469,13 +497,13 @@ impl Stack {
         self.timers.next_deadline()
     }
 
-    /// The next socket with readiness changes, and the changes.
-    pub fn poll_event(&mut self) -> Option<(SocketHandle, u8)> {
+    /// The next socket with readiness changes, and the changes (never empty).
+    pub fn poll_event(&mut self) -> Option<(SocketHandle, Readiness)> {
         while let Some(handle) = self.events.pop_front() {
             if let Some(entry) = self.entry_mut(handle) {
-                let bits = std::mem::take(&mut entry.pending_events);
-                if bits != 0 {
-                    return Some((handle, bits));
+                let readiness = std::mem::take(&mut entry.pending_events);
+                if !readiness.is_empty() {
+                    return Some((handle, readiness));
                 }
             }
         }
@@ -556,7 +584,7 @@ impl Stack {
             parent,
             released: false,
             dirty: false,
-            pending_events: 0,
+            pending_events: Readiness::EMPTY,
             timer: None,
         });
         let handle = SocketHandle { index: index as u32, generation };
@@ -590,15 +618,15 @@ impl Stack {
         }
     }
 
-    /// Adds readiness bits for `handle` and queues an event.
-    pub(crate) fn notify(&mut self, handle: SocketHandle, bits: u8) {
-        if bits == 0 {
+    /// Adds readiness changes for `handle` and queues an event.
+    pub(crate) fn notify(&mut self, handle: SocketHandle, readiness: Readiness) {
+        if readiness.is_empty() {
             return;
         }
         if let Some(entry) = self.entry_mut(handle) {
             let was = entry.pending_events;
-            entry.pending_events |= bits;
-            if was == 0 && !entry.released {
+            entry.pending_events |= readiness;
+            if was.is_empty() && !entry.released {
                 self.events.push_back(handle);
             }
         }
@@ -674,9 +702,8 @@ impl Stack {
 
     /// A passive connection before `accept`: report it to its listener when it
     /// is established, forget it if it dies first.
-    fn update_passive(&mut self, handle: SocketHandle, listener: SocketHandle, bits: u8, state: State) {
-        use crate::tcp::conn::events;
-        if bits & events::ESTABLISHED != 0 {
+    fn update_passive(&mut self, handle: SocketHandle, listener: SocketHandle, bits: Readiness, state: State) {
+        if bits.contains(Readiness::ESTABLISHED) {
             let mut accepted = false;
             if let Some(SocketEntry { kind: SocketKind::Listener(l), .. }) = self.entry_mut(listener) {
                 l.half_open = l.half_open.saturating_sub(1);
@@ -686,7 +713,7 @@ impl Stack {
                 }
             }
             if accepted {
-                self.notify(listener, events::READABLE);
+                self.notify(listener, Readiness::READABLE);
             } else {
                 self.stats.tcp.listen_overflows += 1;
                 if let Ok(conn) = self.conn_mut(handle) {
@@ -696,7 +723,7 @@ impl Stack {
             }
             // Readiness the connection gained before accept is reported after.
             if let Some(entry) = self.entry_mut(handle) {
-                entry.pending_events |= bits & !events::ESTABLISHED;
+                entry.pending_events |= bits.without(Readiness::ESTABLISHED);
             }
         } else if state == State::Closed {
             if let Some(SocketEntry { kind: SocketKind::Listener(l), .. }) = self.entry_mut(listener) {
@@ -809,7 +836,7 @@ impl Stack {
         let Some(handle) = l.accept_queue.pop_front() else { return Ok(None) };
         if let Some(entry) = self.entry_mut(handle) {
             entry.parent = None;
-            if entry.pending_events != 0 {
+            if !entry.pending_events.is_empty() {
                 self.events.push_back(handle);
             }
         }
@@ -997,7 +1024,7 @@ impl Stack {
     pub fn close(&mut self, handle: SocketHandle) {
         let Some(entry) = self.entry_mut(handle) else { return };
         entry.released = true;
-        entry.pending_events = 0;
+        entry.pending_events = Readiness::EMPTY;
         match &mut entry.kind {
             SocketKind::Tcp(conn) => {
                 // RFC 9293 §3.10.4: CLOSE in SYN-SENT deletes the TCB (as Linux
@@ -1104,18 +1131,6 @@ fn u64_from(secret: &[u8; 16], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// 128 random bits from the standard library's per-process random keys.
-fn random_secret() -> [u8; 16] {
-    use std::hash::{BuildHasher, RandomState};
-    let state = RandomState::new();
-    let a = state.hash_one(0x1u64);
-    let b = state.hash_one(std::time::SystemTime::now());
-    let mut s = [0u8; 16];
-    s[..8].copy_from_slice(&a.to_le_bytes());
-    s[8..].copy_from_slice(&b.to_le_bytes());
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1126,7 +1141,7 @@ mod tests {
         let pool = PacketPool::new(PoolConfig { frames: 8, huge_pages: HugePages::Never }).unwrap();
         let mac = EthernetAddress([2, 0, 0, 0, 0, 9]);
         let addr = Ipv4Addr::new(192, 168, 7, 9);
-        let mut stack = Stack::new(StackConfig::new(mac, addr, 24), pool, Instant::ZERO).unwrap();
+        let mut stack = Stack::new(StackConfig::new(mac, addr, 24, [9; 16]), pool, Instant::ZERO).unwrap();
         stack.announce();
         let mut out = Vec::new();
         stack.egress(Instant::ZERO, &mut out);

@@ -6,9 +6,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use ix_driver::PacketBuf;
 
-use crate::socket::SocketHandle;
+use crate::socket::{Readiness, SocketHandle};
 use crate::stack::{SocketEntry, SocketError, SocketKind, Stack};
-use crate::tcp::conn::events;
 use crate::wire::{
     ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, IpProtocol, UDP_HEADER_LEN, UdpPacket, UdpRepr, fill_udp_checksum,
 };
@@ -65,7 +64,7 @@ impl Stack {
         }
         socket.queue.push_back((payload, from));
         self.stats.udp.in_datagrams += 1;
-        self.notify(handle, events::READABLE);
+        self.notify(handle, Readiness::READABLE);
     }
 
     /// Binds a UDP socket to `port`.

@@ -6,10 +6,12 @@ use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
+use ix_driver::ixcp::GrantedQueue;
 use ix_driver::mem::MemWire;
+use ix_driver::nic::{NicConfig, NicDevice, NicQueue, NicQueueSource};
 use ix_driver::tap::{TapDevice, TapQueue, TapQueueFd};
 use ix_driver::xdp::{XdpConfig, XdpDevice, XdpQueue, XdpQueueSource};
-use ix_driver::{HugePages, NetQueue, PacketPool};
+use ix_driver::{HugePages, NetQueue, PacketPool, RedirectionTable, Toeplitz};
 
 use crate::dataplane::PortFilter;
 use crate::error::RuntimeError;
@@ -32,6 +34,18 @@ pub enum Backend {
     /// AF_XDP on an interface: core `i` takes queue `i`, steered to it by the
     /// backend's XDP program (see `ix_driver::xdp`).
     Xdp(XdpConfig),
+    /// An Intel 82576 (`igb:PCI_ADDR`) or 82599 (`ixgbe:PCI_ADDR`) driven from
+    /// user space through VFIO: core `i` polls queue `i`, steered to it by
+    /// the NIC's RSS (see `ix_driver::nic`).
+    Nic(NicConfig),
+    /// AF_XDP queues handed over by the `ixcp` daemon at `socket`, for `ports`
+    /// of the runtime's address: needs no privilege (see `ix_driver::ixcp`).
+    Ixcp {
+        /// The daemon's control socket.
+        socket: std::path::PathBuf,
+        /// The TCP and UDP ports to ask for.
+        ports: Vec<u16>,
+    },
     /// Ordinary kernel sockets (non-blocking, epoll) behind the same executor
     /// and socket API: runs unprivileged, and separates the executor's share
     /// of a benchmark from the dataplane's.
@@ -41,8 +55,10 @@ pub enum Backend {
 impl std::str::FromStr for Backend {
     type Err = RuntimeError;
 
-    /// Parses `kernel`, `tap:NAME` or `xdp:IFACE[,options]` (see
-    /// [`XdpConfig`]; the `mem` wire is made in process and has no spelling).
+    /// Parses `kernel`, `tap:NAME`, `xdp:IFACE[,options]` (see [`XdpConfig`]),
+    /// `igb:PCI_ADDR[,queues=N]` / `ixgbe:...` (see [`NicConfig`]) or
+    /// `ixcp:SOCKET,ports=P1+P2`; the `mem` wire is made in process and has no
+    /// spelling.
     fn from_str(spec: &str) -> Result<Backend, RuntimeError> {
         let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
         match (kind, rest) {
@@ -55,12 +71,30 @@ impl std::str::FromStr for Backend {
                 libc::IFNAMSIZ - 1
             ))),
             ("xdp", _) => Ok(Backend::Xdp(rest.parse()?)),
+            ("igb" | "ixgbe", _) => Ok(Backend::Nic(spec.parse()?)),
+            ("ixcp", _) => parse_ixcp(spec, rest),
             _ => Err(RuntimeError::Config(format!(
-                "unknown backend `{spec}`: expected `kernel`, `tap:NAME` or `xdp:IFACE[,options]`"
+                "unknown backend `{spec}`: expected `kernel`, `tap:NAME`, `xdp:IFACE[,options]`, \
+                 `igb:PCI_ADDR[,queues=N]`, `ixgbe:PCI_ADDR[,queues=N]` or `ixcp:SOCKET,ports=P1+P2`"
             ))),
         }
     }
 }
+
+/// Parses the `SOCKET,ports=P1+P2` of an `ixcp:` backend.
+fn parse_ixcp(spec: &str, rest: &str) -> Result<Backend, RuntimeError> {
+    let bad = || RuntimeError::Config(format!("backend `{spec}`: expected ixcp:SOCKET,ports=P1+P2 (ports 1-65535)"));
+    let (socket, options) = rest.split_once(',').ok_or_else(bad)?;
+    let ports = options.strip_prefix("ports=").ok_or_else(bad)?;
+    let ports = ports.split('+').map(|p| p.parse::<u16>().ok().filter(|&p| p != 0)).collect::<Option<Vec<_>>>();
+    match ports {
+        Some(ports) if !socket.is_empty() && !ports.is_empty() => Ok(Backend::Ixcp { socket: socket.into(), ports }),
+        _ => Err(bad()),
+    }
+}
+
+/// Connections an `ixcp` dataplane asks for (the stack's own limit applies).
+const IXCP_CONNECTIONS_ASKED: u32 = 65_536;
 
 impl Backend {
     /// Checks that the settings give what the backend needs.
@@ -70,17 +104,25 @@ impl Backend {
     pub(crate) fn check(&self, addr: Option<(Ipv4Addr, u8)>) -> Result<(), RuntimeError> {
         match self {
             Backend::Kernel => Ok(()),
-            Backend::Mem { .. } | Backend::Tap { .. } | Backend::Xdp(_) => dataplane_address(addr).map(drop),
+            Backend::Mem { .. } | Backend::Tap { .. } | Backend::Xdp(_) | Backend::Nic(_) | Backend::Ixcp { .. } => {
+                dataplane_address(addr).map(drop)
+            }
         }
     }
 
-    /// Opens the backend for `cores` cores: one source per core, in core
-    /// order, each to be turned into the core's I/O on its own thread.
+    /// Opens the backend for `cores` cores with pools of `pool_frames`
+    /// frames: one source per core, in core order, each to be turned into the
+    /// core's I/O on its own thread.
     ///
     /// # Errors
     /// A backend that cannot start (one line saying why and what to do), or a
     /// missing address.
-    pub(crate) fn open(&self, cores: usize, addr: Option<(Ipv4Addr, u8)>) -> Result<Vec<CoreSource>, RuntimeError> {
+    pub(crate) fn open(
+        &self,
+        cores: usize,
+        addr: Option<(Ipv4Addr, u8)>,
+        pool_frames: u32,
+    ) -> Result<Vec<CoreSource>, RuntimeError> {
         let dataplane = |queues: Vec<QueueSource>| -> Result<Vec<CoreSource>, RuntimeError> {
             let addr = dataplane_address(addr)?;
             Ok(queues.into_iter().map(|queue| CoreSource::Dataplane { queue, addr }).collect())
@@ -110,6 +152,29 @@ impl Backend {
                     .collect::<Result<Vec<_>, RuntimeError>>()?;
                 dataplane(sources)
             }
+            Backend::Nic(config) => {
+                let queues = config.queue_count(cores)?;
+                // The queues keep the device open; the device handle can go.
+                let mut device = NicDevice::open(config, queues)?;
+                // One queue needs no steering of outgoing connections.
+                let rss = (queues > 1).then(|| Arc::new(device.rss()));
+                let sources = (0..queues)
+                    .map(|q| {
+                        let source = device.take_queue(q)?;
+                        Ok(QueueSource::Nic { source, huge_pages: config.huge_pages, rss: rss.clone() })
+                    })
+                    .collect::<Result<Vec<_>, RuntimeError>>()?;
+                dataplane(sources)
+            }
+            Backend::Ixcp { socket, ports } => {
+                let (ip, _) = dataplane_address(addr)?;
+                if cores != 1 {
+                    return Err(RuntimeError::Config("the ixcp backend serves one core for now".into()));
+                }
+                let request = ix_driver::ixcp::one_queue_request(ip, ports, pool_frames, IXCP_CONNECTIONS_ASKED);
+                let admission = ix_driver::ixcp::request_admission(socket, &request)?;
+                dataplane(admission.queues.into_iter().map(|granted| QueueSource::Ixcp { granted }).collect())
+            }
             Backend::Kernel => {
                 let ip = addr.map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| a);
                 Ok((0..cores).map(|_| CoreSource::Kernel { addr: ip }).collect())
@@ -135,18 +200,35 @@ pub(crate) enum CoreSource {
 
 /// One core's NIC queue, not yet opened.
 pub(crate) enum QueueSource {
-    Mem { wire: Arc<MemWire>, port: u16 },
-    Tap { fd: TapQueueFd },
-    Xdp { source: XdpQueueSource, huge_pages: HugePages, shared_ports: bool },
+    Mem {
+        wire: Arc<MemWire>,
+        port: u16,
+    },
+    Tap {
+        fd: TapQueueFd,
+    },
+    Xdp {
+        source: XdpQueueSource,
+        huge_pages: HugePages,
+        shared_ports: bool,
+    },
+    Nic {
+        source: NicQueueSource,
+        huge_pages: HugePages,
+        rss: Option<Arc<(Toeplitz, RedirectionTable)>>,
+    },
+    /// A queue `ixcp` granted, with its own region (the pool).
+    Ixcp {
+        granted: GrantedQueue,
+    },
 }
 
 impl QueueSource {
-    /// Where the core's packet pool should live.
-    pub(crate) fn huge_pages(&self) -> HugePages {
-        match self {
-            QueueSource::Xdp { huge_pages, .. } => *huge_pages,
-            QueueSource::Mem { .. } | QueueSource::Tap { .. } => HugePages::Auto,
-        }
+    /// Whether the stack must learn neighbours from their IPv4 frames: on an
+    /// address shared through `ixcp`, the kernel answers ARP and gets the
+    /// replies.
+    pub(crate) fn learns_neighbors_from_ipv4(&self) -> bool {
+        matches!(self, QueueSource::Ixcp { .. })
     }
 
     /// The local ports outgoing connections must use, when the backend
@@ -155,33 +237,35 @@ impl QueueSource {
     pub(crate) fn ephemeral_ports(&self) -> Option<RangeInclusive<u16>> {
         match self {
             QueueSource::Xdp { shared_ports: true, .. } => Some(ix_driver::xdp::SHARED_EPHEMERAL_PORTS),
-            QueueSource::Xdp { .. } | QueueSource::Mem { .. } | QueueSource::Tap { .. } => None,
+            QueueSource::Xdp { .. }
+            | QueueSource::Nic { .. }
+            | QueueSource::Ixcp { .. }
+            | QueueSource::Mem { .. }
+            | QueueSource::Tap { .. } => None,
         }
     }
 
-    /// Opens core `core`'s queue over `pool`, with the port filter that keeps
-    /// its outgoing connections' replies on it (`None`: the backend cannot steer).
+    /// Opens core `core`'s queue, over a pool `new_pool` makes (on huge pages
+    /// or not) unless the backend brings its own, with the port filter that
+    /// keeps its outgoing connections' replies on it (`None`: the backend
+    /// cannot steer). The stack uses the queue's pool.
     ///
     /// # Errors
-    /// The driver's, when the queue cannot open.
+    /// The driver's, when the pool or the queue cannot open.
     pub(crate) fn open(
         self,
         core: usize,
-        pool: PacketPool,
+        new_pool: impl FnOnce(HugePages) -> Result<PacketPool, RuntimeError>,
         local_ip: Ipv4Addr,
     ) -> Result<(Box<dyn NetQueue>, Option<PortFilter>), RuntimeError> {
         match self {
             QueueSource::Mem { wire, port } => {
-                let queue = wire.queue(port, core as u16, pool)?;
+                let queue = wire.queue(port, core as u16, new_pool(HugePages::Auto)?)?;
                 // The wire steers by RSS: keep only local ports whose return flow
-                // (remote → local, as the wire hashes it) lands on this core's queue.
+                // lands on this core's queue.
                 let filter = match wire.redirection_table(port) {
                     Some(table) if wire.config().queues_per_port > 1 => {
-                        let toeplitz = wire.toeplitz().clone();
-                        Some(Box::new(move |local_port: u16, remote: std::net::SocketAddrV4| {
-                            let hash = toeplitz.hash_ipv4_tcp_udp(*remote.ip(), local_ip, remote.port(), local_port);
-                            usize::from(table.queue_for_hash(hash)) == core
-                        }) as PortFilter)
+                        Some(rss_port_filter(Arc::new((wire.toeplitz().clone(), table)), core, local_ip))
                     }
                     _ => None,
                 };
@@ -190,15 +274,33 @@ impl QueueSource {
             QueueSource::Tap { fd } => {
                 // TAP spreads flows by the kernel's own hash, which we cannot
                 // predict: any port will do.
-                let queue = TapQueue::new(fd, pool);
+                let queue = TapQueue::new(fd, new_pool(HugePages::Auto)?);
                 Ok((Box::new(queue), None))
             }
-            QueueSource::Xdp { source, .. } => {
+            QueueSource::Xdp { source, huge_pages, .. } => {
                 // RSS on the interface is the kernel's or the NIC's, which we do
                 // not model: as for TAP, any port will do (an outgoing
                 // connection's replies may land on another core's queue).
-                Ok((Box::new(XdpQueue::new(source, pool)?), None))
+                Ok((Box::new(XdpQueue::new(source, new_pool(huge_pages)?)?), None))
             }
+            QueueSource::Nic { source, huge_pages, rss } => {
+                // The NIC steers by RSS with a key and table we programmed, so an
+                // outgoing connection can pick a port whose replies come here.
+                let filter = rss.map(|rss| rss_port_filter(rss, core, local_ip));
+                Ok((Box::new(NicQueue::new(source, new_pool(huge_pages)?)?), filter))
+            }
+            // One queue per dataplane, no outgoing connections steered yet.
+            QueueSource::Ixcp { granted } => Ok((Box::new(granted.build()?), None)),
         }
     }
+}
+
+/// Keeps only local ports whose return flow (remote → local, hashed as a NIC
+/// does) lands on `core`'s queue.
+fn rss_port_filter(rss: Arc<(Toeplitz, RedirectionTable)>, core: usize, local_ip: Ipv4Addr) -> PortFilter {
+    Box::new(move |local_port: u16, remote: std::net::SocketAddrV4| {
+        let (toeplitz, table) = &*rss;
+        let hash = toeplitz.hash_ipv4_tcp_udp(*remote.ip(), local_ip, remote.port(), local_port);
+        usize::from(table.queue_for_hash(hash)) == core
+    })
 }

@@ -2,6 +2,8 @@
 //! (opening the queue and the stack, or the reactor), running its poll loop,
 //! and closing: dropping the tasks left and flushing their sockets' closes.
 
+#![allow(unsafe_code)] // pinning a thread (sched_setaffinity)
+
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -98,16 +100,18 @@ fn open_dataplane<F>(
     cx: &CoreContext<F>,
 ) -> Result<(DataplaneIo, Rc<DataplaneNet>), RuntimeError> {
     let settings = &cx.settings;
-    let pool = new_pool(settings, source.huge_pages())?;
     let ephemeral_ports = source.ephemeral_ports();
-    let (queue, filter) = source.open(index, pool.clone(), addr)?;
+    let learn_neighbors_from_ipv4 = source.learns_neighbors_from_ipv4();
+    let (queue, filter) = source.open(index, |huge_pages| new_pool(settings, huge_pages), addr)?;
+    let pool = queue.pool().clone();
     let filter = filter.filter(|_| settings.port_probing);
-    let mut stack_cfg = StackConfig::new(EthernetAddress(queue.mac()), addr, prefix);
+    let mut stack_cfg = StackConfig::new(EthernetAddress(queue.mac()), addr, prefix, draw_secret());
     stack_cfg.gateway = settings.gateway;
     stack_cfg.tcp = settings.tcp.clone();
     if let Some(ports) = ephemeral_ports {
         stack_cfg.ephemeral_ports = ports;
     }
+    stack_cfg.learn_neighbors_from_ipv4 = learn_neighbors_from_ipv4;
     stack_cfg.neighbors = Some(cx.shared.neighbors.clone());
     // Without steering, a reply may reach another core's queue: the
     // directory tells which core owns each outgoing connection.
@@ -120,6 +124,20 @@ fn open_dataplane<F>(
     }
     let net = Rc::new(DataplaneNet::new(stack, filter));
     Ok((DataplaneIo::new(queue, net.clone(), settings.batch), net))
+}
+
+/// 128 random bits for the stack's ISNs and SYN cookies, from the standard
+/// library's per-process random keys and the time of day: the stack (`ix-net`)
+/// has neither a clock nor randomness of its own.
+fn draw_secret() -> [u8; 16] {
+    use std::hash::{BuildHasher, RandomState};
+    let state = RandomState::new();
+    let a = state.hash_one(0x1u64);
+    let b = state.hash_one(std::time::SystemTime::now());
+    let mut secret = [0u8; 16];
+    secret[..8].copy_from_slice(&a.to_le_bytes());
+    secret[8..].copy_from_slice(&b.to_le_bytes());
+    secret
 }
 
 /// Installs the core, runs its first task and loop, then closes: the tasks

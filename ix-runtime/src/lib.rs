@@ -27,6 +27,9 @@
 //! # }
 //! ```
 
+// Unsafe code only where a system call needs it: those modules opt out visibly.
+#![deny(unsafe_code)]
+
 mod backend;
 pub mod blocking;
 mod config;

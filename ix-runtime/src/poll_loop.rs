@@ -2,6 +2,8 @@
 //! core's work is done or a graceful shutdown has drained, spinning or blocking
 //! when a round finds nothing to do.
 
+#![allow(unsafe_code)] // the idle block (ppoll)
+
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

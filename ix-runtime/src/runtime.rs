@@ -2,6 +2,8 @@
 //! shutting down gracefully on request ([`ShutdownHandle`]) or on SIGINT and
 //! SIGTERM.
 
+#![allow(unsafe_code)] // installing the SIGINT/SIGTERM handlers (libc::signal)
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -95,7 +97,7 @@ impl Runtime {
             flows: Arc::new(FlowDirectory::new()),
             running: Arc::new(AtomicUsize::new(cores)),
         };
-        let sources = backend.open(cores, settings.addr)?;
+        let sources = backend.open(cores, settings.addr, settings.pool_frames)?;
         let shutdown =
             ShutdownRequests { handle: self.shutdown.clone(), signal: settings.handle_signals.then_some(&SIGNALLED) };
         let context = Arc::new(CoreContext { settings, shared, handle, main, shutdown });

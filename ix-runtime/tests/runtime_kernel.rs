@@ -218,7 +218,14 @@ fn udp_datagrams_round_trip_on_the_kernel_backend() {
 fn backends_parse_from_their_spelling() {
     assert!(matches!("kernel".parse::<Backend>(), Ok(Backend::Kernel)));
     assert!(matches!("tap:ix0".parse::<Backend>(), Ok(Backend::Tap { name }) if name == "ix0"));
-    for bad in ["", "tap:", "tap:a-name-far-too-long", "kernel:x", "xdpx", "mem"] {
+    let Ok(Backend::Nic(nic)) = "igb:00:05.0,queues=2".parse::<Backend>() else {
+        panic!("igb: parses to Backend::Nic")
+    };
+    assert_eq!((nic.family, nic.address.as_str(), nic.queues), (ix_driver::NicFamily::Igb, "0000:00:05.0", Some(2)));
+    assert!(
+        matches!("ixgbe:0000:03:00.1".parse::<Backend>(), Ok(Backend::Nic(n)) if n.family == ix_driver::NicFamily::Ixgbe)
+    );
+    for bad in ["", "tap:", "tap:a-name-far-too-long", "kernel:x", "xdpx", "mem", "igb:", "igb:00:05.0,queues=x"] {
         let err = bad.parse::<Backend>().unwrap_err();
         assert!(err.to_string().contains(bad), "`{bad}` error does not name it: {err}");
     }

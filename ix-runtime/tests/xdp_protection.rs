@@ -6,45 +6,23 @@
 
 mod xdp_support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ix_driver::netns::{TestNetwork, spawn_in};
 use ix_runtime::{Backend, Runtime};
-use xdp_support::{ECHO_PORT, HTTP_PORT, Server, echo_round_trip, http_get, network, privileged, serve};
+use xdp_support::{
+    ChildProcess, ECHO_PORT, HTTP_PORT, SHARED, Server, announce_when_listening, echo_round_trip, http_get,
+    kernel_server, network, privileged, serve,
+};
 
-const SHARED: Ipv4Addr = TestNetwork::SERVER_ADDR;
 const KERNEL_PORT: u16 = 7001;
 const CHILD_ENV: &str = "IX_XDP_TEST_CHILD";
 const CHILD_READY: &str = "ix-xdp-child: listening";
-
-/// A kernel TCP server in `ns` on `port`: answers every connection with an
-/// HTTP response whose body is `kernel`. Returns once it listens.
-fn kernel_server(ns: &str, port: u16) {
-    let (ready, listening) = mpsc::channel();
-    // Detached: it lives as long as the test process.
-    drop(spawn_in(ns, move || {
-        let listener = TcpListener::bind((SHARED, port)).expect("kernel listener");
-        ready.send(()).unwrap();
-        for mut stream in listener.incoming().flatten() {
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.ends_with(b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(n) if n > 0 => request.extend_from_slice(&buf[..n]),
-                    _ => break,
-                }
-            }
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nkernel");
-        }
-    }));
-    listening.recv_timeout(Duration::from_secs(10)).expect("kernel server listening");
-}
 
 #[test]
 fn legacy_kernel_traffic_is_untouched_on_a_shared_address() {
@@ -88,25 +66,8 @@ fn run_child(spec: &str) {
     ix_driver::netns::enter(ns).expect("enter the server namespace");
     let config = format!("{iface},ports={HTTP_PORT}").parse().unwrap();
     let rt = Runtime::builder().cores(1).backend(Backend::Xdp(config)).ipv4(SHARED, 24).build().unwrap();
-    let listening = Arc::new(AtomicUsize::new(0));
-    let bound = listening.clone();
-    std::thread::spawn(move || {
-        while bound.load(Ordering::SeqCst) == 0 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        println!("{CHILD_READY}");
-    });
+    let listening = announce_when_listening(CHILD_READY);
     rt.run(move |_| serve(listening.clone())).unwrap();
-}
-
-/// Kills the child if the test fails before it does.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn xdp_attached(net: &TestNetwork) -> bool {
@@ -125,31 +86,19 @@ fn sigkill_of_the_dataplane_detaches_the_program() {
     }
     let net = network("ixpk", 1);
     kernel_server(&net.server_ns(), HTTP_PORT);
-    let child = Command::new(std::env::current_exe().unwrap())
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
         .args(["--exact", "sigkill_of_the_dataplane_detaches_the_program", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, format!("{} {}", net.server_ns(), net.server_if()))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = ChildGuard(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let (ready, is_ready) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains(CHILD_READY) {
-                let _ = ready.send(());
-            }
-        }
-    });
-    is_ready.recv_timeout(Duration::from_secs(60)).expect("the child dataplane starts");
+        .env(CHILD_ENV, format!("{} {}", net.server_ns(), net.server_if()));
+    let mut child = ChildProcess::spawn(command);
+    child.text_after(CHILD_READY, Duration::from_secs(60));
     assert!(xdp_attached(&net), "the program is attached while the dataplane runs");
     let cli = net.client_ns();
     let before = spawn_in(&cli, || http_get(SHARED, HTTP_PORT, "/")).join().unwrap();
     assert_eq!(before, "Hello, world!", "the dataplane has the port");
 
-    // SAFETY: kill takes only integers; the pid is our own child, not reaped.
-    assert_eq!(unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGKILL) }, 0);
-    child.0.wait().unwrap();
+    child.child.kill().unwrap(); // SIGKILL
+    child.child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while xdp_attached(&net) {
         assert!(Instant::now() < deadline, "the program outlived its process");

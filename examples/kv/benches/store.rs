@@ -29,8 +29,7 @@ fn filled(shards: usize) -> Arc<Store> {
 
 fn set(store: &Store, i: usize) {
     let k = key(i);
-    let req =
-        StoreRequest { mode: StoreMode::Set, key: &k, flags: 0, exptime: 0, data: &[b'v'; 32], compare_cas: None };
+    let req = StoreRequest::new(StoreMode::Set, &k, 0, 0, &[b'v'; 32]);
     store.store(req);
 }
 

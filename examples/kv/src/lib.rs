@@ -9,5 +9,5 @@ pub mod server;
 pub mod stats;
 pub mod store;
 
-pub use server::{Server, Settings, serve_connection};
+pub use server::{ClientAddrs, Server, Settings, Tunables, serve_client, serve_connection};
 pub use store::{Store, StoreConfig};

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use ix_kv::{Server, Settings, StoreConfig, serve_connection};
+use ix_kv::{ClientAddrs, Server, Settings, StoreConfig, serve_client};
 use ix_runtime::metrics::{PUBLISH_PERIOD_DEFAULT, serve_metrics};
 
 /// How long a shutdown lets open connections finish.
@@ -120,8 +120,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     if threads == 0 {
         bail!("-t 0: at least one core");
     }
+    let listen_ip = args.addr.as_deref().map(parse_addr).transpose()?.map(|(ip, _)| ip);
     let settings = Settings {
         port: args.port,
+        listen_ip,
         max_connections: args.max_connections,
         threads,
         store: StoreConfig::new(memory, args.item_size_max, threads),
@@ -167,7 +169,8 @@ fn run_ix(args: &Args, server: Arc<Server>) -> anyhow::Result<()> {
             let serving = async {
                 while let Ok((stream, peer)) = listener.accept().await {
                     tracing::debug!(%peer, "connection accepted");
-                    let served = serve_connection(server.clone(), stream);
+                    let addrs = ClientAddrs { peer: stream.peer_addr().into(), local: stream.local_addr().into() };
+                    let served = serve_client(server.clone(), stream, Some(addrs));
                     drop(ix_runtime::spawn_local(async move {
                         let outcome = served.await;
                         tracing::debug!(%peer, ?outcome, "connection closed");
@@ -256,7 +259,11 @@ fn tokio_core(
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(server.clone(), stream));
+                    let addrs = match (stream.peer_addr(), stream.local_addr()) {
+                        (Ok(peer), Ok(local)) => Some(ClientAddrs { peer, local }),
+                        _ => None,
+                    };
+                    connections.spawn(serve_client(server.clone(), stream, addrs));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 _ = stop.changed() => break,

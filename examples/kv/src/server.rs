@@ -2,8 +2,10 @@
 //! the connection loop, generic over any `tokio::io` stream, so the same code
 //! serves IX streams and tokio's kernel sockets.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -30,12 +32,98 @@ const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
 pub struct Settings {
     /// TCP port (for `stats settings`).
     pub port: u16,
+    /// The address listened on, when not every address (for `stats settings`).
+    pub listen_ip: Option<std::net::Ipv4Addr>,
     /// Connection limit (memcached's `-c`).
     pub max_connections: usize,
     /// Serving threads (memcached's `-t`, here cores).
     pub threads: usize,
     /// The store.
     pub store: StoreConfig,
+}
+
+/// Settings the administration commands change, reported by `stats
+/// settings`. This server has no slab mover, no segmented LRU and no crawler:
+/// it keeps what the client set and reports it, and nothing else reads it
+/// (see `docs/kv.md`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tunables {
+    /// `verbosity`.
+    pub verbosity: u32,
+    /// `slabs automove`.
+    pub slab_automove: u32,
+    /// `slabs automove ratio`.
+    pub slab_automove_ratio: f64,
+    /// `lru tune` hot percentage.
+    pub hot_lru_pct: u32,
+    /// `lru tune` warm percentage.
+    pub warm_lru_pct: u32,
+    /// `lru tune` hot age factor.
+    pub hot_max_factor: f64,
+    /// `lru tune` warm age factor.
+    pub warm_max_factor: f64,
+    /// `lru_crawler sleep`.
+    pub lru_crawler_sleep: u32,
+    /// `lru_crawler tocrawl`.
+    pub lru_crawler_tocrawl: u32,
+}
+
+impl Default for Tunables {
+    /// memcached 1.6.18's defaults.
+    fn default() -> Self {
+        Self {
+            verbosity: 0,
+            slab_automove: 1,
+            slab_automove_ratio: 0.8,
+            hot_lru_pct: 20,
+            warm_lru_pct: 40,
+            hot_max_factor: 0.2,
+            warm_max_factor: 2.0,
+            lru_crawler_sleep: 100,
+            lru_crawler_tocrawl: 0,
+        }
+    }
+}
+
+/// A client's addresses, for `stats conns`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddrs {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The server address it connected to.
+    pub local: SocketAddr,
+}
+
+/// One open connection as `stats conns` reports it.
+#[derive(Debug)]
+pub struct ConnectionEntry {
+    /// Its addresses, when the runtime gave them.
+    pub addrs: Option<ClientAddrs>,
+    /// Clock reading of its last command batch.
+    last_command: AtomicU32,
+    /// Whether it is running commands now (else waiting for input).
+    busy: AtomicBool,
+    /// Whether it is in the middle of a data block.
+    mid_command: AtomicBool,
+}
+
+impl ConnectionEntry {
+    /// Clock reading of its last command batch.
+    pub fn last_command(&self) -> u32 {
+        self.last_command.load(Ordering::Relaxed)
+    }
+
+    /// memcached's name for its state: `conn_parse_cmd` while it runs
+    /// commands, `conn_nread` mid data block, else `conn_waiting`.
+    pub fn state(&self) -> &'static str {
+        if self.busy.load(Ordering::Relaxed) {
+            "conn_parse_cmd"
+        } else if self.mid_command.load(Ordering::Relaxed) {
+            "conn_nread"
+        } else {
+            "conn_waiting"
+        }
+    }
 }
 
 /// Everything the connections of every core share.
@@ -45,6 +133,9 @@ pub struct Server {
     counters: Counters,
     settings: Settings,
     connections: AtomicUsize,
+    tunables: Mutex<Tunables>,
+    registry: Mutex<BTreeMap<u64, Arc<ConnectionEntry>>>,
+    next_connection_id: AtomicU64,
 }
 
 impl Server {
@@ -55,7 +146,48 @@ impl Server {
 
     /// A server over a given store (tests pass one on a manual clock).
     pub fn with_store(settings: Settings, store: Store) -> Arc<Self> {
-        Arc::new(Self { store, counters: Counters::new(settings.threads), settings, connections: AtomicUsize::new(0) })
+        Arc::new(Self {
+            store,
+            counters: Counters::new(settings.threads),
+            settings,
+            connections: AtomicUsize::new(0),
+            tunables: Mutex::new(Tunables::default()),
+            registry: Mutex::new(BTreeMap::new()),
+            // Below come the listeners, one per core.
+            next_connection_id: AtomicU64::new(settings.threads as u64),
+        })
+    }
+
+    /// The settings the administration commands changed.
+    pub fn tunables(&self) -> Tunables {
+        *self.tunables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the tunable settings.
+    pub fn tune(&self, change: impl FnOnce(&mut Tunables)) {
+        change(&mut self.tunables.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The open connections by id (ids below `threads` are the listeners').
+    pub fn connection_entries(&self) -> Vec<(u64, Arc<ConnectionEntry>)> {
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        registry.iter().map(|(id, entry)| (*id, entry.clone())).collect()
+    }
+
+    fn register(&self, addrs: Option<ClientAddrs>) -> (u64, Arc<ConnectionEntry>) {
+        let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(ConnectionEntry {
+            addrs,
+            last_command: AtomicU32::new(self.store.clock().now()),
+            busy: AtomicBool::new(false),
+            mid_command: AtomicBool::new(false),
+        });
+        self.registry.lock().unwrap_or_else(|p| p.into_inner()).insert(id, entry.clone());
+        (id, entry)
+    }
+
+    fn unregister(&self, id: u64) {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 
     /// The store.
@@ -83,12 +215,19 @@ impl Server {
     }
 }
 
-/// Holds one place under the connection limit.
-struct Admission<'a>(&'a AtomicUsize);
+/// Holds one place under the connection limit, and the connection's entry
+/// for `stats conns` once admitted.
+struct Admission<'a> {
+    server: &'a Server,
+    registered: Option<u64>,
+}
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if let Some(id) = self.registered {
+            self.server.unregister(id);
+        }
+        self.server.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -98,12 +237,35 @@ impl Drop for Admission<'_> {
 ///
 /// # Errors
 /// The stream's I/O errors; an overlong line ([`ProtocolError::LineTooLong`]).
-pub async fn serve_connection<S>(server: Arc<Server>, mut stream: S) -> Result<(), ProtocolError>
+///
+/// # Cancel safety
+/// Not cancel safe: dropping the future drops the connection, with any
+/// command it was in the middle of.
+pub async fn serve_connection<S>(server: Arc<Server>, stream: S) -> Result<(), ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    serve_client(server, stream, None).await
+}
+
+/// [`serve_connection`] for a client whose addresses are known (`stats
+/// conns` lists them).
+///
+/// # Errors
+/// As [`serve_connection`].
+///
+/// # Cancel safety
+/// As [`serve_connection`].
+pub async fn serve_client<S>(
+    server: Arc<Server>,
+    mut stream: S,
+    addrs: Option<ClientAddrs>,
+) -> Result<(), ProtocolError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let open = server.connections.fetch_add(1, Ordering::Relaxed) + 1;
-    let _admission = Admission(&server.connections);
+    let mut admission = Admission { server: &server, registered: None };
     if open > server.settings.max_connections {
         server.counters.incr(Counter::RejectedConnections);
         stream.write_all(TOO_MANY_CONNECTIONS).await?;
@@ -111,7 +273,9 @@ where
         return Ok(());
     }
     server.counters.incr(Counter::TotalConnections);
-    let result = command_loop(&server, &mut stream).await;
+    let (id, entry) = server.register(addrs);
+    admission.registered = Some(id);
+    let result = command_loop(&server, &mut stream, &entry).await;
     if let Err(ProtocolError::LineTooLong(limit)) = &result {
         server.counters.incr(Counter::ProtocolErrors);
         tracing::debug!(limit, "closing a connection that sent an overlong line");
@@ -120,7 +284,7 @@ where
     result
 }
 
-async fn command_loop<S>(server: &Server, stream: &mut S) -> Result<(), ProtocolError>
+async fn command_loop<S>(server: &Server, stream: &mut S, entry: &ConnectionEntry) -> Result<(), ProtocolError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -129,6 +293,8 @@ where
     let mut output = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
         // Run every complete command buffered, then reply in one write.
+        entry.busy.store(true, Ordering::Relaxed);
+        entry.last_command.store(server.store.clock().now(), Ordering::Relaxed);
         while let Some(cmd) = decoder.decode(&mut input)? {
             if execute(server, cmd, &mut output) == Flow::Close {
                 flush(server, stream, &mut output).await?;
@@ -138,6 +304,8 @@ where
                 flush(server, stream, &mut output).await?;
             }
         }
+        entry.busy.store(false, Ordering::Relaxed);
+        entry.mid_command.store(decoder.mid_command(), Ordering::Relaxed);
         flush(server, stream, &mut output).await?;
         let chunk = if decoder.mid_command() { DATA_READ_CHUNK_BYTES } else { READ_CHUNK_BYTES };
         input.reserve(chunk);

@@ -54,14 +54,18 @@ pub enum Counter {
     /// Connections refused by the connection limit.
     RejectedConnections,
     /// Lines refused with `ERROR` or `CLIENT_ERROR`, and connections closed
-    /// for an overlong line.
+    /// for an overlong line or a line that looks like HTTP.
     ProtocolErrors,
+    /// Items refused as larger than the item size limit.
+    StoreTooLarge,
+    /// Items that did not fit in memory.
+    StoreNoMemory,
 }
 
-const COUNTERS: usize = Counter::ProtocolErrors as usize + 1;
+const COUNTERS: usize = Counter::StoreNoMemory as usize + 1;
 
 /// Counters that `stats reset` zeroes (all but the connection totals).
-const RESETTABLE: [Counter; 21] = [
+const RESETTABLE: [Counter; 23] = [
     Counter::CmdGet,
     Counter::CmdSet,
     Counter::CmdFlush,
@@ -83,6 +87,8 @@ const RESETTABLE: [Counter; 21] = [
     Counter::BytesRead,
     Counter::BytesWritten,
     Counter::ProtocolErrors,
+    Counter::StoreTooLarge,
+    Counter::StoreNoMemory,
 ];
 
 #[derive(Debug)]

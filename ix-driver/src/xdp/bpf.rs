@@ -31,6 +31,8 @@ pub(crate) enum MapType {
     Hash = 1,
     /// `BPF_MAP_TYPE_ARRAY`.
     Array = 2,
+    /// `BPF_MAP_TYPE_DEVMAP`: interfaces by index, for `bpf_redirect_map`.
+    DevMap = 14,
     /// `BPF_MAP_TYPE_LRU_HASH`: a full map evicts its least recently used entry.
     LruHash = 9,
     /// `BPF_MAP_TYPE_XSKMAP`: AF_XDP sockets by index, for `bpf_redirect_map`.

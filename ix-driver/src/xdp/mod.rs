@@ -26,12 +26,12 @@
 //! to those ports too, so their replies reach the dataplane and the kernel's
 //! connections never collide with them. See `docs/protection.md`.
 
-mod bpf;
+pub(crate) mod bpf;
 mod config;
-mod program;
-mod queue;
+pub(crate) mod program;
+pub(crate) mod queue;
 mod ring;
-mod socket;
+pub(crate) mod socket;
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};

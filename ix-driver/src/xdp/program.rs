@@ -123,24 +123,7 @@ pub(crate) fn steering_program(maps: ProgramMaps) -> Vec<Insn> {
     a.jump_if_reg(Jump::Ne, R1, R2, "pass");
     a.load32(R1, R9, 4);
     a.jump_if_imm(Jump::Eq, R1, 0, "redirect"); // the address is ours alone
-    a.load16(R1, R7, IPV4_FRAGMENT);
-    a.swap_from_network16(R1);
-    a.and64_imm(R1, 0x1fff);
-    a.jump_if_imm(Jump::Ne, R1, 0, "pass"); // a later fragment shows no ports
-    a.load8(R1, R7, IPV4_PROTOCOL);
-    a.jump_if_imm(Jump::Eq, R1, IPPROTO_TCP, "ports");
-    a.jump_if_imm(Jump::Ne, R1, IPPROTO_UDP, "pass");
-    a.label("ports");
-    a.load8(R1, R7, IPV4_VERSION_IHL);
-    a.and64_imm(R1, 0x0f);
-    a.lsh64_imm(R1, 2); // header length in bytes
-    a.jump_if_imm(Jump::Lt, R1, 20, "pass");
-    a.mov64_reg(R2, R7);
-    a.add64_imm(R2, ETHERNET_HEADER_BYTES);
-    a.add64_reg(R2, R1); // R2: the TCP or UDP header
-    a.mov64_reg(R3, R2);
-    a.add64_imm(R3, 4);
-    a.jump_if_reg(Jump::Gt, R3, R8, "pass");
+    a.jump_to_l4_header_or("pass"); // R2: the TCP or UDP header
     a.load16(R1, R2, L4_DESTINATION_PORT);
     a.swap_from_network16(R1); // host order, as the loader wrote the keys
     a.load32(R2, R9, 8); // replies to the dataplane's own connections
@@ -189,6 +172,112 @@ pub(crate) fn steering_program(maps: ProgramMaps) -> Vec<Insn> {
 
     a.label("pass");
     a.mov64_imm(R0, XDP_PASS as i32);
+    a.exit();
+    a.finish()
+}
+
+/// Byte offsets `ixcp`'s programs read beyond those of the steering program.
+mod ixcp_offset {
+    pub(super) const IPV4_SOURCE: i16 = 26;
+    pub(super) const L4_SOURCE_PORT: i16 = 0;
+}
+
+/// An IPv4 address as a 32-bit load of its network-order bytes sees it.
+fn address_as_loaded(addr: std::net::Ipv4Addr) -> i32 {
+    i32::from_ne_bytes(addr.octets())
+}
+
+/// `ixcp`'s program on a managed interface: a TCP or UDP frame (first
+/// fragment) whose (destination address, destination port) is in `steer`
+/// goes to the dataplane's virtual port, `ports[steer value]`; everything
+/// else passes to the kernel (ARP, ICMP, other ports and addresses).
+///
+/// `steer` keys are 8 bytes: the address as in the frame, then the port in
+/// host order as a `u32`; values are `u32` indexes into the device map.
+pub(crate) fn ixcp_demux_program(steer: i32, ports: i32) -> Vec<Insn> {
+    use Reg::*;
+    use offset::*;
+    let mut a = Asm::default();
+    a.load32(R7, R1, CTX_DATA);
+    a.load32(R8, R1, CTX_DATA_END);
+    a.jump_if_frame_shorter(ETHERNET_IPV4_BYTES, "pass");
+    a.load16(R1, R7, ETHERTYPE);
+    a.jump_if_imm(Jump::Ne, R1, ETHERTYPE_IPV4_AS_LOADED, "pass");
+    a.jump_to_l4_header_or("pass"); // R2: the TCP or UDP header
+    a.load16(R1, R2, L4_DESTINATION_PORT);
+    a.swap_from_network16(R1);
+    a.store32(R10, -4, R1);
+    a.load32(R1, R7, IPV4_DESTINATION);
+    a.store32(R10, -8, R1);
+    a.mov64_reg(R2, R10);
+    a.add64_imm(R2, -8);
+    a.load_map_fd(R1, steer);
+    a.call(HELPER_MAP_LOOKUP_ELEM);
+    a.jump_if_imm(Jump::Eq, R0, 0, "pass");
+    a.load32(R2, R0, 0);
+    a.load_map_fd(R1, ports);
+    a.mov64_imm(R3, XDP_DROP as i32); // the verdict while the port is being removed
+    a.call(HELPER_REDIRECT_MAP);
+    a.exit();
+    a.label("pass");
+    a.mov64_imm(R0, XDP_PASS as i32);
+    a.exit();
+    a.finish()
+}
+
+/// `ixcp`'s program on the dataplane's side of its virtual port: every frame
+/// goes to the AF_XDP socket of the queue it arrived on.
+pub(crate) fn ixcp_port_rx_program(xsks: i32) -> Vec<Insn> {
+    use Reg::*;
+    let mut a = Asm::default();
+    a.load32(R2, R1, offset::CTX_RX_QUEUE);
+    a.load_map_fd(R1, xsks);
+    a.mov64_imm(R3, XDP_DROP as i32);
+    a.call(HELPER_REDIRECT_MAP);
+    a.exit();
+    a.finish()
+}
+
+/// `ixcp`'s program on the kernel's side of a dataplane's virtual port: what
+/// the dataplane transmits goes out of the managed interface (`out[0]`) only
+/// when it is sent as the dataplane: an ARP frame whose sender is `addr`, or
+/// a TCP or UDP frame (first fragment) from `addr` and a source port in
+/// `source_ports` (`u32` keys in host order). Anything else is dropped.
+pub(crate) fn ixcp_port_tx_program(addr: std::net::Ipv4Addr, source_ports: i32, out: i32) -> Vec<Insn> {
+    use Reg::*;
+    use offset::*;
+    let mut a = Asm::default();
+    a.load32(R7, R1, CTX_DATA);
+    a.load32(R8, R1, CTX_DATA_END);
+    a.jump_if_frame_shorter(ETHERNET_HEADER_BYTES, "drop");
+    a.load16(R1, R7, ETHERTYPE);
+    a.jump_if_imm(Jump::Eq, R1, ETHERTYPE_ARP_AS_LOADED, "arp");
+    a.jump_if_imm(Jump::Ne, R1, ETHERTYPE_IPV4_AS_LOADED, "drop");
+    a.jump_if_frame_shorter(ETHERNET_IPV4_BYTES, "drop");
+    a.load32(R1, R7, ixcp_offset::IPV4_SOURCE);
+    a.jump_if_imm(Jump::Ne, R1, address_as_loaded(addr), "drop");
+    a.jump_to_l4_header_or("drop");
+    a.load16(R1, R2, ixcp_offset::L4_SOURCE_PORT);
+    a.swap_from_network16(R1);
+    a.store32(R10, -4, R1);
+    a.mov64_reg(R2, R10);
+    a.add64_imm(R2, -4);
+    a.load_map_fd(R1, source_ports);
+    a.call(HELPER_MAP_LOOKUP_ELEM);
+    a.jump_if_imm(Jump::Eq, R0, 0, "drop");
+    a.jump("out");
+    a.label("arp");
+    a.jump_if_frame_shorter(ETHERNET_ARP_BYTES, "drop");
+    a.load32(R1, R7, ARP_SENDER_IP);
+    a.jump_if_imm(Jump::Ne, R1, address_as_loaded(addr), "drop");
+    a.label("out");
+    a.mov64_imm(R2, 0);
+    a.load_map_fd(R1, out);
+    a.mov64_imm(R3, XDP_DROP as i32);
+    a.call(HELPER_REDIRECT_MAP);
+    a.exit();
+    a.label("drop");
+    a.mov64_imm(R0, XDP_DROP as i32);
     a.exit();
     a.finish()
 }
@@ -360,6 +449,32 @@ impl Asm {
         self.emit(op::JMP | cond as u8 | op::X, dst, src, 0, 0);
     }
 
+    /// For an IPv4 frame at R7 (whose 20-byte header fits before R8): jumps
+    /// to `otherwise` unless it is TCP or UDP, not a later fragment, with
+    /// the first 4 bytes of its transport header inside the frame; leaves the
+    /// transport header's address in R2. Uses R1 and R3.
+    fn jump_to_l4_header_or(&mut self, otherwise: &'static str) {
+        use Reg::*;
+        self.load16(R1, R7, offset::IPV4_FRAGMENT);
+        self.swap_from_network16(R1);
+        self.and64_imm(R1, 0x1fff);
+        self.jump_if_imm(Jump::Ne, R1, 0, otherwise); // a later fragment shows no ports
+        self.load8(R1, R7, offset::IPV4_PROTOCOL);
+        // TCP skips the UDP test that follows.
+        self.emit(op::JMP | Jump::Eq as u8 | op::K, R1, R0, 1, IPPROTO_TCP);
+        self.jump_if_imm(Jump::Ne, R1, IPPROTO_UDP, otherwise);
+        self.load8(R1, R7, offset::IPV4_VERSION_IHL);
+        self.and64_imm(R1, 0x0f);
+        self.lsh64_imm(R1, 2); // header length in bytes
+        self.jump_if_imm(Jump::Lt, R1, 20, otherwise);
+        self.mov64_reg(R2, R7);
+        self.add64_imm(R2, ETHERNET_HEADER_BYTES);
+        self.add64_reg(R2, R1);
+        self.mov64_reg(R3, R2);
+        self.add64_imm(R3, 4);
+        self.jump_if_reg(Jump::Gt, R3, R8, otherwise);
+    }
+
     /// Jumps to `target` unless `bytes` of frame follow data (R7) before
     /// data_end (R8); uses R1. The check the verifier needs before each read.
     fn jump_if_frame_shorter(&mut self, bytes: i32, target: &'static str) {
@@ -396,7 +511,17 @@ mod tests {
 
     #[test]
     fn every_jump_lands_inside_the_program_and_it_ends_in_exit() {
-        let insns = program();
+        for insns in [
+            program(),
+            ixcp_demux_program(3, 4),
+            ixcp_port_rx_program(3),
+            ixcp_port_tx_program(std::net::Ipv4Addr::new(10, 0, 0, 1), 3, 4),
+        ] {
+            jumps_land_inside(&insns);
+        }
+    }
+
+    fn jumps_land_inside(insns: &[Insn]) {
         let last = insns.last().unwrap();
         assert_eq!(last.code, op::JMP | op::EXIT);
         for (i, insn) in insns.iter().enumerate() {
@@ -436,5 +561,119 @@ mod tests {
         let mut a = Asm::default();
         a.jump("nowhere");
         a.finish();
+    }
+}
+
+/// `ixcp`'s programs loaded in the kernel and run on crafted frames
+/// (`BPF_PROG_TEST_RUN`): needs CAP_BPF (root); skipped outside CI without it.
+#[cfg(test)]
+mod ixcp_verdicts {
+    use std::net::Ipv4Addr;
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+    use crate::privilege;
+    use crate::xdp::bpf::{BpfMap, BpfProgram, MapType};
+
+    const OURS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const OTHER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const GRANTED_PORT: u16 = 80;
+    const TCP: u8 = 6;
+    const UDP: u8 = 17;
+    const ICMP: u8 = 1;
+    const LICENSE: &std::ffi::CStr = c"MIT OR Apache-2.0";
+
+    fn privileged() -> bool {
+        privilege::require("loading XDP programs", privilege::has_net_admin())
+    }
+
+    /// Ethernet + a 20-byte IPv4 header + 8 bytes of transport header.
+    fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, (src_port, dst_port): (u16, u16), fragment: u16) -> Vec<u8> {
+        let mut f = [[0xff; 6], [2, 0, 0, 0, 0, 9]].concat();
+        f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 28, 0, 0]);
+        f.extend_from_slice(&fragment.to_be_bytes());
+        f.extend_from_slice(&[64, protocol, 0, 0]);
+        [f, src.octets().to_vec(), dst.octets().to_vec()]
+            .concat()
+            .into_iter()
+            .chain([src_port.to_be_bytes(), dst_port.to_be_bytes(), [0; 2], [0; 2]].concat())
+            .collect()
+    }
+
+    /// Ethernet + an ARP packet with `sender` and `target` addresses.
+    fn arp(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+        let head = [[0xff; 6], [2, 0, 0, 0, 0, 9]].concat();
+        let body = [
+            &[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1][..],
+            &[2, 0, 0, 0, 0, 9],
+            &sender.octets(),
+            &[0; 6],
+            &target.octets(),
+        ]
+        .concat();
+        [head, body].concat()
+    }
+
+    fn verdict(program: &BpfProgram, frame: &[u8]) -> u32 {
+        program.test_run(frame).expect("BPF_PROG_TEST_RUN")
+    }
+
+    #[test]
+    fn the_demux_takes_only_granted_address_and_port_pairs() {
+        if !privileged() {
+            return;
+        }
+        let steer = BpfMap::create(MapType::Hash, "t_steer", 8, 4, 4).unwrap();
+        let mut key = OURS.octets().to_vec();
+        key.extend_from_slice(&u32::from(GRANTED_PORT).to_ne_bytes());
+        steer.update(&key, &3u32.to_ne_bytes()).unwrap();
+        // No device in slot 3: a steered frame gets the fallback verdict, XDP_DROP.
+        let ports = BpfMap::create(MapType::DevMap, "t_ports", 4, 4, 8).unwrap();
+        let insns = ixcp_demux_program(steer.fd().as_raw_fd(), ports.fd().as_raw_fd());
+        let program = BpfProgram::load_xdp("t_demux", &insns, LICENSE).unwrap();
+        let steered = XDP_DROP;
+        let to =
+            |dst, protocol, port, fragment| verdict(&program, &ipv4(OTHER, dst, protocol, (40000, port), fragment));
+        assert_eq!(to(OURS, TCP, GRANTED_PORT, 0), steered);
+        assert_eq!(to(OURS, UDP, GRANTED_PORT, 0), steered);
+        assert_eq!(to(OURS, TCP, GRANTED_PORT, 0x4000), steered, "don't-fragment is not a fragment");
+        assert_eq!(to(OURS, TCP, GRANTED_PORT + 1, 0), XDP_PASS, "another port is the kernel's");
+        assert_eq!(to(OTHER, TCP, GRANTED_PORT, 0), XDP_PASS, "another address is the kernel's");
+        assert_eq!(to(OURS, ICMP, GRANTED_PORT, 0), XDP_PASS, "ICMP is the kernel's");
+        assert_eq!(to(OURS, TCP, GRANTED_PORT, 5), XDP_PASS, "a later fragment has no ports");
+        assert_eq!(verdict(&program, &arp(OTHER, OURS)), XDP_PASS, "ARP is the kernel's");
+        let whole = ipv4(OTHER, OURS, TCP, (40000, GRANTED_PORT), 0);
+        for len in [14, 33, 35] {
+            assert_eq!(verdict(&program, &whole[..len]), XDP_PASS, "{len} bytes");
+        }
+        let mut options = whole.clone();
+        options[14] = 0x44; // a header length under 20 bytes
+        assert_eq!(verdict(&program, &options), XDP_PASS);
+    }
+
+    #[test]
+    fn the_port_lets_out_only_what_the_dataplane_may_send() {
+        if !privileged() {
+            return;
+        }
+        let source_ports = BpfMap::create(MapType::Hash, "t_src_ports", 4, 4, 4).unwrap();
+        source_ports.update(&u32::from(GRANTED_PORT).to_ne_bytes(), &1u32.to_ne_bytes()).unwrap();
+        let out = BpfMap::create(MapType::DevMap, "t_out", 4, 4, 1).unwrap();
+        out.update(&0u32.to_ne_bytes(), &1u32.to_ne_bytes()).unwrap(); // the loopback device
+        let insns = ixcp_port_tx_program(OURS, source_ports.fd().as_raw_fd(), out.fd().as_raw_fd());
+        let program = BpfProgram::load_xdp("t_tx", &insns, LICENSE).unwrap();
+        let from = |src, protocol, port| verdict(&program, &ipv4(src, OTHER, protocol, (port, 40000), 0));
+        assert_eq!(from(OURS, TCP, GRANTED_PORT), XDP_REDIRECT);
+        assert_eq!(from(OURS, UDP, GRANTED_PORT), XDP_REDIRECT);
+        assert_eq!(verdict(&program, &arp(OURS, OTHER)), XDP_REDIRECT, "its own ARP requests");
+        assert_eq!(from(OURS, TCP, GRANTED_PORT + 1), XDP_DROP, "a port not granted");
+        assert_eq!(from(OTHER, TCP, GRANTED_PORT), XDP_DROP, "another source address");
+        assert_eq!(from(OURS, ICMP, GRANTED_PORT), XDP_DROP, "ICMP is the kernel's to send");
+        assert_eq!(verdict(&program, &arp(OTHER, OURS)), XDP_DROP, "ARP as someone else");
+        let mut ipv6 = ipv4(OURS, OTHER, TCP, (GRANTED_PORT, 40000), 0);
+        ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
+        assert_eq!(verdict(&program, &ipv6), XDP_DROP);
+        let ours = ipv4(OURS, OTHER, TCP, (GRANTED_PORT, 40000), 0);
+        assert_eq!(verdict(&program, &ours[..20]), XDP_DROP, "an IPv4 header cut short");
     }
 }

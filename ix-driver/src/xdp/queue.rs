@@ -2,7 +2,7 @@
 //! fill ring come back on the receive ring as `PacketBuf`s with no copy, and
 //! frames to send go out by their place in the same region until completed.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use super::socket::{Kick, SocketParams, XdpSocket, XdpSocketStats};
@@ -40,7 +40,13 @@ pub struct XdpQueue {
     /// Frames on the transmit or completion ring, by frame index.
     in_flight: FrameTable<PacketBuf>,
     pool: PacketPool,
-    attachment: Arc<Attachment>,
+    /// The steering program this process attached, kept attached while the
+    /// queue lives; `None` for a queue `ixcp` made and handed over.
+    attachment: Option<Arc<Attachment>>,
+    /// For a queue `ixcp` made: the control connection, whose closing (when
+    /// the last queue of the dataplane goes) releases the grant.
+    _lease: Option<Arc<OwnedFd>>,
+    mac: [u8; 6],
     index: u16,
     max_frame_len: usize,
     stats: QueueStats,
@@ -98,20 +104,13 @@ impl XdpQueue {
     pub fn new(source: XdpQueueSource, pool: PacketPool) -> Result<Self, DriverError> {
         let attachment = source.attachment;
         let frames = pool.capacity();
-        let ring_size = (frames / POOL_FRAMES_PER_DESC).min(RING_DESCS_MAX);
-        if ring_size < RING_DESCS_MIN {
-            return Err(DriverError::Config(format!(
-                "an AF_XDP queue needs a pool of at least {} frames, not {frames}",
-                POOL_FRAMES_PER_DESC * RING_DESCS_MIN
-            )));
-        }
-        let ring_size = 1 << ring_size.ilog2();
+        let ring_size = ring_size_for(frames)?;
         let params = SocketParams {
             iface: &attachment.iface,
             ifindex: attachment.ifindex,
             queue: u32::from(source.index),
             umem: pool.region().rw_base().as_ptr(),
-            umem_len: frames as usize * FRAME_STRIDE_BYTES as usize,
+            umem_len: umem_bytes(frames),
             ring_size,
         };
         let mut lent = FrameTable::new(frames);
@@ -136,10 +135,51 @@ impl XdpQueue {
             in_flight: FrameTable::new(frames),
             max_frame_len: (attachment.mtu + ETHERNET_HEADER_BYTES) as usize,
             pool,
-            attachment,
+            mac: attachment.mac,
+            attachment: Some(attachment),
+            _lease: None,
             index: source.index,
             stats,
         })
+    }
+
+    /// Builds a queue from a socket another process (`ixcp`) made and bound
+    /// over `pool`'s region: maps its rings and stocks the fill ring. Needs
+    /// no privilege. `mac` and `mtu` are the interface's.
+    ///
+    /// # Errors
+    /// [`DriverError::Config`] for a pool too small for the rings;
+    /// [`DriverError::Os`] when the rings cannot be mapped.
+    pub(crate) fn from_bound_socket(
+        fd: OwnedFd,
+        pool: PacketPool,
+        index: u16,
+        (mac, mtu): ([u8; 6], u32),
+        lease: Arc<OwnedFd>,
+    ) -> Result<Self, DriverError> {
+        let frames = pool.capacity();
+        let mut socket = XdpSocket::map_rings(fd, ring_size_for(frames)?, false)?;
+        let mut lent = FrameTable::new(frames);
+        let mut stats = QueueStats::default();
+        refill(&mut socket, &mut lent, &pool, &mut stats);
+        Ok(Self {
+            socket,
+            lent,
+            in_flight: FrameTable::new(frames),
+            max_frame_len: (mtu + ETHERNET_HEADER_BYTES) as usize,
+            pool,
+            attachment: None,
+            _lease: Some(lease),
+            mac,
+            index,
+            stats,
+        })
+    }
+
+    /// The attached program when it steers by port on an address shared with
+    /// the kernel (and so needs to hear of the dataplane's ARP requests).
+    fn shared_address_program(&self) -> Option<&Attachment> {
+        self.attachment.as_deref().filter(|attachment| attachment.shared_address)
     }
 
     /// Whether the socket is bound zero-copy.
@@ -174,9 +214,9 @@ impl XdpQueue {
         }
         buf.set_window(start, end as u32);
         let frame = buf.freeze();
-        if self.attachment.shared_address {
+        if let Some(program) = self.shared_address_program() {
             if let Some(sender) = arp_sender_of_reply(&frame) {
-                self.attachment.arp_reply_seen(sender);
+                program.arp_reply_seen(sender);
             }
         }
         self.stats.rx_packets += 1;
@@ -230,6 +270,26 @@ impl XdpQueue {
         copy.extend_from_slice(frame).ok()?;
         Some(copy.freeze())
     }
+}
+
+/// Descriptors per ring for a pool of `frames` (a power of two).
+///
+/// # Errors
+/// [`DriverError::Config`] for a pool too small for the smallest rings.
+pub(crate) fn ring_size_for(frames: u32) -> Result<u32, DriverError> {
+    let ring_size = (frames / POOL_FRAMES_PER_DESC).min(RING_DESCS_MAX);
+    if ring_size < RING_DESCS_MIN {
+        return Err(DriverError::Config(format!(
+            "an AF_XDP queue needs a pool of at least {} frames, not {frames}",
+            POOL_FRAMES_PER_DESC * RING_DESCS_MIN
+        )));
+    }
+    Ok(1 << ring_size.ilog2())
+}
+
+/// Bytes of UMEM a pool of `frames` frames registers.
+pub(crate) fn umem_bytes(frames: u32) -> usize {
+    frames as usize * FRAME_STRIDE_BYTES as usize
 }
 
 /// Tops up the fill ring once at least [`FILL_BATCH_MIN`] slots are free. It
@@ -308,9 +368,9 @@ impl NetQueue for XdpQueue {
                 self.stats.pool_exhausted += 1;
                 break;
             };
-            if self.attachment.shared_address {
+            if let Some(program) = self.shared_address_program() {
                 if let Some(target) = arp_target_of_request(&frame) {
-                    self.attachment.expect_arp_reply(target);
+                    program.expect_arp_reply(target);
                 }
             }
             self.socket.tx.push(libc::xdp_desc {
@@ -346,7 +406,7 @@ impl NetQueue for XdpQueue {
     }
 
     fn mac(&self) -> [u8; 6] {
-        self.attachment.mac
+        self.mac
     }
 
     fn max_frame_len(&self) -> usize {

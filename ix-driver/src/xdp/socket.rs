@@ -132,19 +132,20 @@ impl XdpSocket {
         zero_copy: bool,
         before_bind: &mut dyn FnMut(&mut XdpSocket),
     ) -> Result<Self, Attempt> {
-        let fd = new_socket(params.iface)?;
-        register_umem(fd.as_fd(), params)?;
-        for (option, name) in [
-            (libc::XDP_UMEM_FILL_RING, "setsockopt(XDP_UMEM_FILL_RING)"),
-            (libc::XDP_UMEM_COMPLETION_RING, "setsockopt(XDP_UMEM_COMPLETION_RING)"),
-            (libc::XDP_RX_RING, "setsockopt(XDP_RX_RING)"),
-            (libc::XDP_TX_RING, "setsockopt(XDP_TX_RING)"),
-        ] {
-            set_option(fd.as_fd(), option, &params.ring_size, name)?;
-        }
+        let fd = configured_socket(params)?;
+        let mut socket = Self::map_rings(fd, params.ring_size, zero_copy)?;
+        before_bind(&mut socket);
+        bind(socket.fd.as_fd(), params, zero_copy)?;
+        Ok(socket)
+    }
+
+    /// Maps the four rings of `fd`, a socket whose UMEM and ring sizes
+    /// (`ring_size` descriptors each) are set, bound or not: how a dataplane
+    /// takes over a socket `ixcp` made and bound for it.
+    pub(crate) fn map_rings(fd: OwnedFd, ring_size: u32, zero_copy: bool) -> Result<Self, DriverError> {
         let offsets = mmap_offsets(fd.as_fd())?;
-        let size = params.ring_size;
-        let mut socket = XdpSocket {
+        let size = ring_size;
+        Ok(XdpSocket {
             fill: ProducerRing::new(RingMap::map(fd.as_fd(), libc::XDP_UMEM_PGOFF_FILL_RING, size, &offsets.fr)?),
             completion: ConsumerRing::new(RingMap::map(
                 fd.as_fd(),
@@ -156,53 +157,7 @@ impl XdpSocket {
             tx: ProducerRing::new(RingMap::map(fd.as_fd(), libc::XDP_PGOFF_TX_RING as u64, size, &offsets.tx)?),
             fd,
             zero_copy,
-        };
-        before_bind(&mut socket);
-        socket.bind(params)?;
-        Ok(socket)
-    }
-
-    fn bind(&self, params: &SocketParams<'_>) -> Result<(), Attempt> {
-        let mode = if self.zero_copy { libc::XDP_ZEROCOPY } else { libc::XDP_COPY };
-        let address = libc::sockaddr_xdp {
-            sxdp_family: libc::AF_XDP as u16,
-            sxdp_flags: mode | libc::XDP_USE_NEED_WAKEUP,
-            sxdp_ifindex: params.ifindex,
-            sxdp_queue_id: params.queue,
-            sxdp_shared_umem_fd: 0,
-        };
-        for attempt in 0..=BIND_BUSY_RETRIES {
-            // SAFETY: `address` is a live `sockaddr_xdp` and its exact size is
-            // passed; the descriptor is this socket's.
-            let rc = unsafe {
-                libc::bind(
-                    self.fd.as_raw_fd(),
-                    (&raw const address).cast(),
-                    size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-                )
-            };
-            if rc == 0 {
-                return Ok(());
-            }
-            let error = io::Error::last_os_error();
-            match error.raw_os_error() {
-                Some(libc::EBUSY) if attempt < BIND_BUSY_RETRIES => {
-                    tracing::debug!(queue = params.queue, attempt, "AF_XDP bind: queue busy, retrying");
-                    std::thread::sleep(Duration::from_millis(BIND_BUSY_PAUSE_MS));
-                }
-                Some(libc::EOPNOTSUPP) if self.zero_copy => return Err(Attempt::ZeroCopyRefused(error)),
-                Some(libc::EBUSY) => {
-                    return Err(Attempt::Failed(DriverError::XdpUnsupported {
-                        iface: params.iface.to_owned(),
-                        what: format!("queue {} stays held by another AF_XDP socket", params.queue),
-                        hint: "stop the other program using this queue (another dataplane?)",
-                    }));
-                }
-                Some(libc::EPERM | libc::EACCES) => return Err(Attempt::Failed(privilege_error())),
-                _ => return Err(Attempt::Failed(DriverError::Os { call: "bind(AF_XDP)", source: error })),
-            }
-        }
-        unreachable!("the last attempt returns")
+        })
     }
 
     /// Whether the bind is zero-copy (the driver DMAs into the UMEM).
@@ -254,25 +209,30 @@ impl XdpSocket {
 
     /// The kernel's counters for this socket.
     pub(crate) fn kernel_stats(&self) -> Result<XdpSocketStats, DriverError> {
-        // SAFETY: plain integers; all zero is a valid value.
-        let mut raw: libc::xdp_statistics = unsafe { std::mem::zeroed() };
-        let mut len = size_of::<libc::xdp_statistics>() as libc::socklen_t;
-        // SAFETY: `raw` and `len` are live and describe a buffer of `len` bytes.
-        let rc = unsafe {
-            libc::getsockopt(self.fd.as_raw_fd(), libc::SOL_XDP, libc::XDP_STATISTICS, (&raw mut raw).cast(), &mut len)
-        };
-        if rc != 0 {
-            return Err(DriverError::os("getsockopt(XDP_STATISTICS)"));
-        }
-        Ok(XdpSocketStats {
-            rx_dropped: raw.rx_dropped,
-            rx_invalid_descs: raw.rx_invalid_descs,
-            tx_invalid_descs: raw.tx_invalid_descs,
-            rx_ring_full: raw.rx_ring_full,
-            rx_fill_ring_empty: raw.rx_fill_ring_empty_descs,
-            tx_ring_empty: raw.tx_ring_empty_descs,
-        })
+        socket_stats(self.fd.as_fd())
     }
+}
+
+/// The kernel's counters of the AF_XDP socket `fd`.
+pub(crate) fn socket_stats(fd: BorrowedFd<'_>) -> Result<XdpSocketStats, DriverError> {
+    // SAFETY: plain integers; all zero is a valid value.
+    let mut raw: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::xdp_statistics>() as libc::socklen_t;
+    // SAFETY: `raw` and `len` are live and describe a buffer of `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_XDP, libc::XDP_STATISTICS, (&raw mut raw).cast(), &mut len)
+    };
+    if rc != 0 {
+        return Err(DriverError::os("getsockopt(XDP_STATISTICS)"));
+    }
+    Ok(XdpSocketStats {
+        rx_dropped: raw.rx_dropped,
+        rx_invalid_descs: raw.rx_invalid_descs,
+        tx_invalid_descs: raw.tx_invalid_descs,
+        rx_ring_full: raw.rx_ring_full,
+        rx_fill_ring_empty: raw.rx_fill_ring_empty_descs,
+        tx_ring_empty: raw.tx_ring_empty_descs,
+    })
 }
 
 impl Attempt {
@@ -282,6 +242,75 @@ impl Attempt {
             Attempt::Failed(error) => error,
         }
     }
+}
+
+/// Opens a socket, registers the UMEM and sizes its four rings, unbound.
+fn configured_socket(params: &SocketParams<'_>) -> Result<OwnedFd, DriverError> {
+    let fd = new_socket(params.iface)?;
+    register_umem(fd.as_fd(), params)?;
+    for (option, name) in [
+        (libc::XDP_UMEM_FILL_RING, "setsockopt(XDP_UMEM_FILL_RING)"),
+        (libc::XDP_UMEM_COMPLETION_RING, "setsockopt(XDP_UMEM_COMPLETION_RING)"),
+        (libc::XDP_RX_RING, "setsockopt(XDP_RX_RING)"),
+        (libc::XDP_TX_RING, "setsockopt(XDP_TX_RING)"),
+    ] {
+        set_option(fd.as_fd(), option, &params.ring_size, name)?;
+    }
+    Ok(fd)
+}
+
+/// A socket with its UMEM registered, its rings sized and bound in copy mode,
+/// its rings not mapped here: made by `ixcp` for a dataplane, which maps the
+/// rings with [`XdpSocket::map_rings`] once it receives the descriptor.
+///
+/// # Errors
+/// As [`XdpSocket::open`].
+pub(crate) fn open_for_handover(params: &SocketParams<'_>) -> Result<OwnedFd, DriverError> {
+    let fd = configured_socket(params)?;
+    bind(fd.as_fd(), params, false).map_err(|attempt| match attempt {
+        Attempt::Failed(error) => error,
+        Attempt::ZeroCopyRefused(source) => DriverError::Os { call: "bind(AF_XDP)", source },
+    })?;
+    Ok(fd)
+}
+
+fn bind(fd: BorrowedFd<'_>, params: &SocketParams<'_>, zero_copy: bool) -> Result<(), Attempt> {
+    let mode = if zero_copy { libc::XDP_ZEROCOPY } else { libc::XDP_COPY };
+    let address = libc::sockaddr_xdp {
+        sxdp_family: libc::AF_XDP as u16,
+        sxdp_flags: mode | libc::XDP_USE_NEED_WAKEUP,
+        sxdp_ifindex: params.ifindex,
+        sxdp_queue_id: params.queue,
+        sxdp_shared_umem_fd: 0,
+    };
+    for attempt in 0..=BIND_BUSY_RETRIES {
+        // SAFETY: `address` is a live `sockaddr_xdp` and its exact size is
+        // passed; the descriptor is this socket's.
+        let rc = unsafe {
+            libc::bind(fd.as_raw_fd(), (&raw const address).cast(), size_of::<libc::sockaddr_xdp>() as libc::socklen_t)
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EBUSY) if attempt < BIND_BUSY_RETRIES => {
+                tracing::debug!(queue = params.queue, attempt, "AF_XDP bind: queue busy, retrying");
+                std::thread::sleep(Duration::from_millis(BIND_BUSY_PAUSE_MS));
+            }
+            Some(libc::EOPNOTSUPP) if zero_copy => return Err(Attempt::ZeroCopyRefused(error)),
+            Some(libc::EBUSY) => {
+                return Err(Attempt::Failed(DriverError::XdpUnsupported {
+                    iface: params.iface.to_owned(),
+                    what: format!("queue {} stays held by another AF_XDP socket", params.queue),
+                    hint: "stop the other program using this queue (another dataplane?)",
+                }));
+            }
+            Some(libc::EPERM | libc::EACCES) => return Err(Attempt::Failed(privilege_error())),
+            _ => return Err(Attempt::Failed(DriverError::Os { call: "bind(AF_XDP)", source: error })),
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 fn new_socket(iface: &str) -> Result<OwnedFd, DriverError> {

@@ -21,7 +21,7 @@ use super::sack::{DUP_THRESH, SackBlockList, SackScoreboard};
 use super::sendbuf::{SendBuffer, SendChunk};
 use super::seq::SeqNum;
 use super::{FourTuple, TcpError};
-use crate::socket::RxCredit;
+use crate::socket::{Readiness, RxCredit};
 use crate::stats::TcpStats;
 use crate::time::Instant;
 use crate::wire::{TcpFlags, TcpOptions, TcpRepr};
@@ -66,18 +66,6 @@ impl State {
     fn can_send(self) -> bool {
         matches!(self, State::SynSent | State::SynReceived | State::Established | State::CloseWait)
     }
-}
-
-/// Readiness changes a connection reports to the layer above.
-pub mod events {
-    /// Data, end of stream or an error can be read.
-    pub const READABLE: u8 = 1;
-    /// Room in the send queue opened, or the connection became writable.
-    pub const WRITABLE: u8 = 2;
-    /// The handshake completed.
-    pub const ESTABLISHED: u8 = 4;
-    /// The connection reached `Closed`.
-    pub const CLOSED: u8 = 8;
 }
 
 /// Where a connection's segments go: the stack builds headers and frames.
@@ -265,7 +253,7 @@ pub struct Conn {
     probe_pending: bool,
 
     error: Option<TcpError>,
-    events: u8,
+    events: Readiness,
 }
 
 impl Conn {
@@ -337,7 +325,7 @@ impl Conn {
             rst_pending: false,
             probe_pending: false,
             error: None,
-            events: 0,
+            events: Readiness::EMPTY,
         }
     }
 
@@ -395,7 +383,7 @@ impl Conn {
         conn.snd_wl2 = SeqNum(ack.ack);
         conn.rcv_adv = conn.rcv_nxt + conn.rcv_space_rounded();
         conn.state = State::Established;
-        conn.events |= events::ESTABLISHED | events::WRITABLE;
+        conn.events |= Readiness::ESTABLISHED | Readiness::WRITABLE;
         conn.arm_keepalive(now);
         conn
     }
@@ -460,7 +448,7 @@ impl Conn {
     }
 
     /// Takes the readiness changes since the last call.
-    pub fn take_events(&mut self) -> u8 {
+    pub fn take_events(&mut self) -> Readiness {
         std::mem::take(&mut self.events)
     }
 
@@ -687,7 +675,7 @@ impl Conn {
             self.rto_deadline = None;
             self.state = State::Established;
             self.ack_now = true;
-            self.events |= events::ESTABLISHED | events::WRITABLE;
+            self.events |= Readiness::ESTABLISHED | Readiness::WRITABLE;
             self.arm_keepalive(now);
             stats.active_opens_established += 1;
         } else {
@@ -805,7 +793,7 @@ impl Conn {
             self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
             self.snd_wl1 = seq;
             self.snd_wl2 = ack;
-            self.events |= events::ESTABLISHED | events::WRITABLE;
+            self.events |= Readiness::ESTABLISHED | Readiness::WRITABLE;
             self.arm_keepalive(now);
             stats.passive_opens_established += 1;
         }
@@ -1016,7 +1004,7 @@ impl Conn {
         self.scoreboard.advance_una(ack.0);
         self.backoffs = 0;
         if data_acked > 0 {
-            self.events |= events::WRITABLE;
+            self.events |= Readiness::WRITABLE;
         }
 
         if self.rto_recovery && ack >= self.recover {
@@ -1087,20 +1075,21 @@ impl Conn {
     /// Marks the segments an ACK shows lost, by RACK or by DupThresh as
     /// configured, and starts a recovery when the first one is.
     fn detect_losses(&mut self, delivery: &Delivery, now: Instant, stats: &mut TcpStats) {
-        let marked = match self.cfg.loss.detection {
+        let mut marked = match self.cfg.loss.detection {
             LossDetection::Rack => {
                 self.rack.on_delivery(delivery, now);
                 self.rack_detect(now, stats)
             }
-            LossDetection::DupThresh => {
-                let mut marked = self.sent.mark_lost_by_count(DUP_THRESH as usize);
-                let episode = self.in_recovery || self.rto_recovery;
-                if self.dupacks >= DUP_ACK_THRESHOLD && !episode && self.sent.mark_first_lost() {
-                    marked += 1;
-                }
-                marked
-            }
+            LossDetection::DupThresh => self.sent.mark_lost_by_count(DUP_THRESH as usize),
         };
+        // Three duplicate ACKs mark the first segment lost: with DupThresh
+        // always (RFC 6675 §5), with RACK only for a peer that negotiated SACK
+        // but reports no blocks, which gives RACK nothing to order by.
+        let blind = self.cfg.loss.detection == LossDetection::DupThresh || self.scoreboard.ranges().is_empty();
+        let episode = self.in_recovery || self.rto_recovery;
+        if blind && self.dupacks >= DUP_ACK_THRESHOLD && !episode && self.sent.mark_first_lost() {
+            marked += 1;
+        }
         self.after_losses_marked(marked, delivery.bytes, now, stats);
     }
 
@@ -1224,16 +1213,25 @@ impl Conn {
 
     /// RFC 6298 §3 (Karn), RFC 7323 §4 and the connection's own send times:
     /// a sample is the time since the first transmission of the earliest
-    /// segment this ACK newly acknowledges, taken only when none of them was
-    /// retransmitted, the ACK carries no D-SACK, and its echoed timestamp
-    /// does not predate that transmission (an old or forged echo).
+    /// segment this ACK newly acknowledges, taken when none of them was
+    /// retransmitted; or, with timestamps, since the last copy of a
+    /// retransmitted one when the echo names that copy and not its first
+    /// (copies sent within one 1 ms timestamp tick of each other can make
+    /// such a sample short by less than a tick, never long). No sample from
+    /// an ACK with a D-SACK, or whose echo predates the transmission timed
+    /// (an old or forged echo) or lies in the future.
     fn take_rtt_sample(&mut self, seg: &TcpRepr, delivery: &Delivery, dsack: bool, now: Instant, stats: &mut TcpStats) {
-        let Some(sent_at) = delivery.rtt_from else { return };
+        let ts_ecr = seg.options.timestamps.filter(|_| self.ts_enabled).map(|(_, ecr)| ecr);
+        let sent_at = match (delivery.rtt_from, delivery.last_retransmission, ts_ecr) {
+            (Some(sent_at), ..) => sent_at,
+            (None, Some((last, first)), Some(ecr)) if ecr == self.ts_now(last) && ecr != self.ts_now(first) => last,
+            _ => return,
+        };
         if dsack {
             stats.rtt_samples_rejected += 1;
             return;
         }
-        if let (true, Some((_, ts_ecr))) = (self.ts_enabled, seg.options.timestamps) {
+        if let Some(ts_ecr) = ts_ecr {
             let echoes_before_send = (ts_ecr.wrapping_sub(self.ts_now(sent_at)) as i32) < 0;
             let echoes_the_future = (self.ts_now(now).wrapping_sub(ts_ecr) as i32) < 0;
             if echoes_before_send || echoes_the_future {
@@ -1281,7 +1279,7 @@ impl Conn {
             while let Some(next) = self.ooo.pop_contiguous(self.rcv_nxt.0) {
                 self.push_ready(next, stats);
             }
-            self.events |= events::READABLE;
+            self.events |= Readiness::READABLE;
             if had_holes || self.quick_acks > 0 {
                 self.quick_acks = self.quick_acks.saturating_sub(1);
                 self.ack_now = true;
@@ -1351,7 +1349,7 @@ impl Conn {
         self.fin_received = true;
         self.fin_seq = None;
         self.ack_now = true;
-        self.events |= events::READABLE;
+        self.events |= Readiness::READABLE;
         match self.state {
             State::SynReceived | State::Established => self.state = State::CloseWait,
             State::FinWait1 => {
@@ -1391,7 +1389,7 @@ impl Conn {
         self.timewait_deadline = Some(now + self.cfg.time_wait);
         self.rack_deadline = None;
         self.tlp_deadline = None;
-        self.events |= events::READABLE | events::WRITABLE;
+        self.events |= Readiness::READABLE | Readiness::WRITABLE;
     }
 
     fn enter_closed(&mut self, err: Option<TcpError>) {
@@ -1410,7 +1408,7 @@ impl Conn {
         self.rack_deadline = None;
         self.tlp_deadline = None;
         self.ooo.clear();
-        self.events |= events::READABLE | events::WRITABLE | events::CLOSED;
+        self.events |= Readiness::READABLE | Readiness::WRITABLE | Readiness::CLOSED;
     }
 
     fn last_rx_activity(&mut self, now: Instant) {

@@ -63,6 +63,11 @@ pub struct SentSegment {
     pub first_sent_at: Instant,
     /// When it was last sent (RACK's `xmit_ts`).
     pub sent_at: Instant,
+    /// Place of its last transmission among all of the connection's: orders
+    /// transmissions within one clock reading (RACK orders those by sequence
+    /// number, which puts a retransmission before the later segments sent
+    /// at the same instant as it).
+    pub order: u64,
     /// Whether it was ever sent more than once.
     pub retransmitted: bool,
     /// The peer reported holding it.
@@ -93,9 +98,13 @@ pub struct Delivery {
     pub rtt_from: Option<Instant>,
     /// Whether a cumulatively acknowledged segment had been retransmitted.
     pub retransmission_acked: bool,
-    /// The most recently sent delivered segment that gives RACK an unambiguous
-    /// time: `(sent_at, end, retransmitted)`.
-    pub latest: Option<(Instant, SeqNum, bool)>,
+    /// Of the cumulatively acknowledged segments that were retransmitted, the
+    /// one sent last: `(last sent, first sent)`. Timestamps can tell whether
+    /// the ACK answers that last copy (RFC 7323 §4).
+    pub last_retransmission: Option<(Instant, Instant)>,
+    /// The most recently sent delivered segment: `(sent_at, order,
+    /// retransmitted)`.
+    pub latest: Option<(Instant, u64, bool)>,
     /// A segment never retransmitted was delivered below one delivered before
     /// it (RFC 8985 §6.2 step 3): the path reorders.
     pub reordered: bool,
@@ -109,18 +118,18 @@ impl Delivery {
         }
         let later = match self.latest {
             None => true,
-            Some((at, end, _)) => sent_after(seg.sent_at, seg.end, at, end),
+            Some((at, order, _)) => sent_after(seg.sent_at, seg.order, at, order),
         };
         if later {
-            self.latest = Some((seg.sent_at, seg.end, seg.retransmitted));
+            self.latest = Some((seg.sent_at, seg.order, seg.retransmitted));
         }
     }
 }
 
-/// RACK's ordering of transmissions: by time, then by sequence (RFC 8985 §6.2
-/// step 2, `RACK_sent_after`).
-fn sent_after(t1: Instant, seq1: SeqNum, t2: Instant, seq2: SeqNum) -> bool {
-    t1 > t2 || (t1 == t2 && seq1 > seq2)
+/// RACK's ordering of transmissions (RFC 8985 §6.2 step 2,
+/// `RACK_sent_after`): by time, then by the order they were sent in.
+fn sent_after(t1: Instant, order1: u64, t2: Instant, order2: u64) -> bool {
+    t1 > t2 || (t1 == t2 && order1 > order2)
 }
 
 /// Every segment in flight, lowest sequence first, with the pipe estimate kept
@@ -132,6 +141,8 @@ pub struct SentLog {
     in_flight_bytes: usize,
     /// One past the highest byte delivered (RACK's `fack`).
     fack: SeqNum,
+    /// The next transmission's [`SentSegment::order`].
+    next_order: u64,
 }
 
 impl SentLog {
@@ -183,6 +194,7 @@ impl SentLog {
             self.append(start, end, now);
             return;
         }
+        let order = self.next_order;
         self.split_at(start);
         self.split_at(end);
         let first = self.segments.partition_point(|s| s.end <= start);
@@ -196,7 +208,9 @@ impl SentLog {
             seg.lost = false;
             seg.retransmitted = true;
             seg.sent_at = now;
+            seg.order = order;
         }
+        self.next_order += 1;
         if let Some(last) = self.segments.back() {
             if end > last.end {
                 let from = last.end;
@@ -208,10 +222,13 @@ impl SentLog {
     fn append(&mut self, start: SeqNum, end: SeqNum, now: Instant) {
         let len = (end - start) as usize;
         self.in_flight_bytes += len;
+        let order = self.next_order;
+        self.next_order += 1;
         if self.segments.len() >= SENT_LOG_MAX_SEGMENTS {
             if let Some(last) = self.segments.back_mut().filter(|l| l.in_flight() && l.end == start) {
                 last.end = end;
                 last.sent_at = now;
+                last.order = order;
                 return;
             }
         }
@@ -220,6 +237,7 @@ impl SentLog {
             end,
             first_sent_at: now,
             sent_at: now,
+            order,
             retransmitted: false,
             sacked: false,
             lost: false,
@@ -257,6 +275,9 @@ impl SentLog {
             }
             if !part.sacked {
                 delivery.retransmission_acked |= part.retransmitted;
+                if part.retransmitted && delivery.last_retransmission.is_none_or(|(at, _)| part.sent_at > at) {
+                    delivery.last_retransmission = Some((part.sent_at, part.first_sent_at));
+                }
                 if !part.retransmitted {
                     rtt_from = Some(rtt_from.map_or(part.first_sent_at, |t| t.min(part.first_sent_at)));
                 }
@@ -349,8 +370,9 @@ impl SentLog {
 /// delivered, the RTT measured on it, and the reordering window.
 #[derive(Debug, Clone, Default)]
 pub struct Rack {
-    /// `RACK.xmit_ts` and `RACK.end_seq`, once a segment was delivered.
-    latest: Option<(Instant, SeqNum)>,
+    /// `RACK.xmit_ts` and the transmission's order (in place of
+    /// `RACK.end_seq`), once a segment was delivered.
+    latest: Option<(Instant, u64)>,
     /// `RACK.rtt`: the RTT of that segment's last transmission.
     rtt: Duration,
     /// The smallest RTT seen (RACK.min_RTT; not windowed: a route that gets
@@ -374,15 +396,15 @@ impl Rack {
     /// answers its first copy, and gives no time.
     pub fn on_delivery(&mut self, delivery: &Delivery, now: Instant) {
         self.reordering_seen |= delivery.reordered;
-        let Some((sent_at, end, retransmitted)) = delivery.latest else { return };
+        let Some((sent_at, order, retransmitted)) = delivery.latest else { return };
         let rtt = now.saturating_duration_since(sent_at);
         if retransmitted && self.min_rtt.is_some_and(|min| rtt < min) {
             return;
         }
         self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
-        let later = self.latest.is_none_or(|(at, seq)| sent_after(sent_at, end, at, seq));
+        let later = self.latest.is_none_or(|(at, seen)| sent_after(sent_at, order, at, seen));
         if later {
-            self.latest = Some((sent_at, end));
+            self.latest = Some((sent_at, order));
             self.rtt = rtt;
         }
     }
@@ -425,11 +447,11 @@ impl Rack {
     /// delivered one by more than its RTT plus `reo_wnd`. Returns the segments
     /// marked, and when the next one would be due (the reordering timer).
     pub fn detect_loss(&self, log: &mut SentLog, reo_wnd: Duration, now: Instant) -> (u32, Option<Instant>) {
-        let Some((xmit_ts, end_seq)) = self.latest else { return (0, None) };
+        let Some((xmit_ts, xmit_order)) = self.latest else { return (0, None) };
         let mut marked = 0;
         let mut next: Option<Instant> = None;
         for seg in log.segments.iter_mut() {
-            if !sent_after(xmit_ts, end_seq, seg.sent_at, seg.end) {
+            if !sent_after(xmit_ts, xmit_order, seg.sent_at, seg.order) {
                 if seg.retransmitted {
                     continue;
                 }

@@ -58,13 +58,16 @@ struct Smoothed {
 /// - each [`backoff`](RttEstimator::backoff) doubles the RTO (up to
 ///   `rto_max`) until the next sample.
 ///
-/// Choosing samples is the caller's job. Karn's rule: never time a segment
-/// that was retransmitted, since its ACK may answer either copy. With TCP
-/// timestamps (RFC 7323 §4) the echoed TSecr names the transmission being
-/// acknowledged, so every ACK that acknowledges new data gives a valid sample,
-/// retransmissions included; [`on_sample_in_flight`] then damps the gains as
-/// RFC 7323 §4.2 suggests, so that many samples per round trip weigh as much as
-/// the one sample RFC 6298 assumes.
+/// Choosing samples is the caller's job (the connection times its own
+/// transmissions: Karn's rule, and timestamps only to tell which copy of a
+/// retransmitted segment arrived; see `docs/loss-recovery.md`).
+/// [`on_sample_in_flight`] damps the gains as RFC 7323 §4.2 suggests, for a
+/// caller that takes many samples per round trip and wants them to weigh as
+/// much as the one sample RFC 6298 assumes.
+///
+/// Linux applies its minimum (also 200 ms) to the variance term instead, so its
+/// RTO is at least SRTT + 200 ms; here it bounds the result, as RFC 6298 §2.4
+/// does (the comparison is in `docs/loss-recovery.md`).
 ///
 /// [`on_sample_in_flight`]: RttEstimator::on_sample_in_flight
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

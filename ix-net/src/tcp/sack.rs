@@ -1,6 +1,6 @@
-//! Selective acknowledgements: the sender's scoreboard of SACKed ranges with the
-//! loss recovery rules of RFC 6675 (IsLost, NextSeg, SetPipe) and D-SACK
-//! detection (RFC 2883), and the receiver's list of blocks to report (RFC 2018).
+//! Selective acknowledgements: the sender's scoreboard of SACKed ranges with
+//! D-SACK detection (RFC 2883), and the receiver's list of blocks to report
+//! (RFC 2018). Loss marking from SACK lives in `recovery.rs`.
 
 /// Ranges the scoreboard remembers. A peer reports at most four blocks per ACK,
 /// so 32 disjoint ranges means heavy, scattered loss.
@@ -8,8 +8,8 @@ pub const SACK_SCOREBOARD_MAX_RANGES: usize = 32;
 /// Blocks a receiver reports at most (four fit in the 40 option bytes without
 /// timestamps, three with them).
 pub const SACK_BLOCKS_MAX: usize = 4;
-/// RFC 6675 DupThresh: how many discontiguous SACKed ranges (or how many
-/// segments' worth of SACKed bytes, minus one) above a hole make it lost.
+/// RFC 6675 DupThresh: how many SACKed segments above a segment make it lost
+/// (`LossDetection::DupThresh`).
 pub const DUP_THRESH: u32 = 3;
 
 /// `a` comes before `b` in sequence space (RFC 9293 §3.4 comparisons).
@@ -53,16 +53,6 @@ impl Default for SackScoreboard {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// A stretch of unSACKed sequence space below the highest SACKed byte, and
-/// whether RFC 6675 IsLost holds for it (it holds for every byte of a hole or
-/// for none, since the same ranges lie above all of them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Hole {
-    start: u32,
-    end: u32,
-    lost: bool,
 }
 
 impl SackScoreboard {
@@ -141,89 +131,6 @@ impl SackScoreboard {
         self.ranges().last().map(|&(_, end)| end)
     }
 
-    /// RFC 6675 IsLost: whether the segment starting at `seq` is deemed lost,
-    /// because [`DUP_THRESH`] discontiguous SACKed ranges lie above it, or more
-    /// than `(DUP_THRESH − 1) × mss` SACKed bytes do.
-    pub fn is_lost(&self, seq: u32, mss: u32) -> bool {
-        let at = self.offset(seq);
-        let (mut ranges, mut bytes) = (0, 0u32);
-        for &(s, e) in self.ranges().iter().rev() {
-            if self.offset(e) <= at + 1 {
-                break;
-            }
-            ranges += 1;
-            bytes += e.wrapping_sub(s).min(self.offset(e) - at - 1);
-        }
-        loss_threshold_met(ranges, bytes, mss)
-    }
-
-    /// RFC 6675 NextSeg rule 1: the first unSACKed, lost byte range at or above
-    /// `high_rxt` (one past the highest byte retransmitted in this recovery,
-    /// `snd_una` if none), below the highest SACKed byte. Returns its start and
-    /// a length of at most `mss`, ending at the next SACKed range or `snd_nxt`.
-    /// `None` when no such byte exists: rules 2 to 4 (new data, rescue
-    /// retransmission) are the connection's.
-    pub fn next_seg(&self, high_rxt: u32, snd_nxt: u32, mss: u32) -> Option<(u32, u32)> {
-        let from = self.offset(high_rxt);
-        for hole in self.holes(mss) {
-            if !hole.lost {
-                return None;
-            }
-            if self.offset(hole.end) <= from {
-                continue;
-            }
-            let start = if self.offset(hole.start) < from { high_rxt } else { hole.start };
-            let end = if seq_lt(snd_nxt, hole.end) { snd_nxt } else { hole.end };
-            let len = self.offset(end).saturating_sub(self.offset(start)).min(mss);
-            return (len > 0).then_some((start, len));
-        }
-        None
-    }
-
-    /// RFC 6675 SetPipe: bytes estimated in the network. Each unSACKed byte in
-    /// `[snd_una, snd_nxt)` counts once if not lost, and once more if below
-    /// `high_rxt` (it was retransmitted).
-    ///
-    /// # Panics
-    /// In debug builds, if `snd_una` is not the point given to the last
-    /// [`update`](Self::update) or [`advance_una`](Self::advance_una).
-    pub fn pipe(&self, snd_una: u32, snd_nxt: u32, high_rxt: u32, mss: u32) -> u32 {
-        debug_assert_eq!(snd_una, self.una, "call update or advance_una first");
-        let rxt = self.offset(high_rxt);
-        let mut pipe = 0;
-        let mut count = |start: u32, end: u32, lost: bool| {
-            let (lo, hi) = (self.offset(start), self.offset(end));
-            if !lost {
-                pipe += hi - lo;
-            }
-            pipe += rxt.clamp(lo, hi) - lo;
-        };
-        for hole in self.holes(mss) {
-            count(hole.start, hole.end, hole.lost);
-        }
-        let tail = self.highest_sacked().unwrap_or(self.una);
-        if seq_lt(tail, snd_nxt) {
-            count(tail, snd_nxt, false);
-        }
-        pipe
-    }
-
-    /// The holes between `una` and the highest SACKed range, lowest first.
-    fn holes(&self, mss: u32) -> impl Iterator<Item = Hole> + '_ {
-        let mut above_bytes = self.sacked_bytes;
-        let mut below_end = self.una;
-        self.ranges().iter().enumerate().filter_map(move |(i, &(start, end))| {
-            let hole = Hole {
-                start: below_end,
-                end: start,
-                lost: loss_threshold_met((self.len - i) as u32, above_bytes, mss),
-            };
-            above_bytes -= end.wrapping_sub(start);
-            below_end = end;
-            (hole.start != hole.end).then_some(hole)
-        })
-    }
-
     /// Distance of `seq` above the cumulative ACK point.
     fn offset(&self, seq: u32) -> u32 {
         seq.wrapping_sub(self.una)
@@ -276,11 +183,6 @@ impl SackScoreboard {
         self.ranges.copy_within(gone.end..self.len, gone.start);
         self.len -= n;
     }
-}
-
-/// The IsLost thresholds, given what lies above a byte.
-fn loss_threshold_met(ranges_above: u32, bytes_above: u32, mss: u32) -> bool {
-    ranges_above >= DUP_THRESH || bytes_above > (DUP_THRESH - 1).saturating_mul(mss)
 }
 
 /// RFC 2883 §4: the first block reports a duplicate when it lies below the
@@ -479,79 +381,6 @@ mod tests {
             assert_eq!(sb.ranges()[0], low);
             assert_eq!(sb.highest_sacked(), Some(at(una, 62)));
             assert_eq!(sb.sacked_bytes(), 31 * MSS + 100);
-        }
-    }
-
-    #[test]
-    fn is_lost_after_three_ranges_above() {
-        for una in BASES {
-            // Three single-segment ranges above una, small ones.
-            let small = |k| (at(una, k), at(una, k).wrapping_add(100));
-            let sb = board(una, &[small(2), small(4), small(6)]);
-            assert!(sb.is_lost(una, MSS));
-            assert!(!sb.is_lost(at(una, 3), MSS), "only two ranges above");
-            assert!(!sb.is_sacked(una));
-            assert!(sb.is_sacked(at(una, 2)));
-            assert!(!sb.is_sacked(at(una, 2).wrapping_add(100)));
-        }
-    }
-
-    #[test]
-    fn is_lost_after_more_than_two_segments_of_bytes_above() {
-        for una in BASES {
-            let sb = board(una, &[(at(una, 5), at(una, 7))]);
-            assert!(!sb.is_lost(una, MSS), "exactly 2 × MSS above is not enough");
-            let sb = board(una, &[(at(una, 5), at(una, 7).wrapping_add(1))]);
-            assert!(sb.is_lost(una, MSS));
-            assert!(sb.is_lost(at(una, 4), MSS));
-            // Inside the range, only the bytes above the sequence number count.
-            assert!(!sb.is_lost(at(una, 5), MSS));
-        }
-    }
-
-    #[test]
-    fn next_seg_walks_lost_holes_above_high_rxt() {
-        for una in BASES {
-            // Holes [0,1) [2,3) [4,5); SACKed [1,2) [3,4) [5,8).
-            let sb = board(una, &[(at(una, 1), at(una, 2)), (at(una, 3), at(una, 4)), (at(una, 5), at(una, 8))]);
-            let nxt = at(una, 20);
-            assert_eq!(sb.next_seg(una, nxt, MSS), Some((una, MSS)));
-            assert_eq!(sb.next_seg(at(una, 1), nxt, MSS), Some((at(una, 2), MSS)));
-            // Part of a hole already retransmitted.
-            let mid = at(una, 2).wrapping_add(400);
-            assert_eq!(sb.next_seg(mid, nxt, MSS), Some((mid, 600)));
-            // The hole at 4 has one range (3 segments) above: still lost by bytes.
-            assert_eq!(sb.next_seg(at(una, 3), nxt, MSS), Some((at(una, 4), MSS)));
-            // Nothing lost above the last hole.
-            assert_eq!(sb.next_seg(at(una, 5), nxt, MSS), None);
-            // Segments are at most one MSS.
-            assert_eq!(sb.next_seg(una, nxt, 300), Some((una, 300)));
-        }
-    }
-
-    #[test]
-    fn next_seg_skips_holes_not_yet_lost() {
-        for una in BASES {
-            let sb = board(una, &[(at(una, 2), at(una, 3))]);
-            assert_eq!(sb.next_seg(una, at(una, 10), MSS), None);
-        }
-    }
-
-    #[test]
-    fn pipe_counts_unsacked_not_lost_and_retransmitted_bytes() {
-        for una in BASES {
-            let nxt = at(una, 12);
-            // Hole [0,2) lost (4 SACKed segments above), SACKed [2,6), tail [6,12).
-            let sb = board(una, &[(at(una, 2), at(una, 6))]);
-            assert_eq!(sb.pipe(una, nxt, una, MSS), 6 * MSS);
-            // One segment of the hole retransmitted: in flight again.
-            assert_eq!(sb.pipe(una, nxt, at(una, 1), MSS), 7 * MSS);
-            // No SACK at all: everything is in flight.
-            let empty = board(una, &[]);
-            assert_eq!(empty.pipe(una, nxt, una, MSS), 12 * MSS);
-            // A hole that is not lost counts as in flight.
-            let one = board(una, &[(at(una, 2), at(una, 3))]);
-            assert_eq!(one.pipe(una, nxt, una, MSS), 11 * MSS);
         }
     }
 

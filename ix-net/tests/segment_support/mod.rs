@@ -93,12 +93,18 @@ impl Harness {
 
     /// As [`Harness::with`] with the clock starting at `start`.
     pub fn starting_at(start: Instant, tune: impl FnOnce(&mut StackConfig)) -> Self {
+        let mut h = Self::unresolved(start, tune);
+        h.seed_arp();
+        h
+    }
+
+    /// As [`Harness::starting_at`], with the peer's MAC not yet known.
+    pub fn unresolved(start: Instant, tune: impl FnOnce(&mut StackConfig)) -> Self {
         let pool = PacketPool::new(PoolConfig { frames: 2048, huge_pages: HugePages::Never }).expect("pool");
-        let mut cfg = StackConfig::new(LOCAL_MAC, LOCAL, 24);
-        cfg.secret = Some(SECRET);
+        let mut cfg = StackConfig::new(LOCAL_MAC, LOCAL, 24, SECRET);
         tune(&mut cfg);
         let stack = Stack::new(cfg, pool.clone(), start).expect("stack");
-        let mut h = Self {
+        Self {
             stack,
             pool,
             now: start,
@@ -107,9 +113,7 @@ impl Harness {
             peer_ts: None,
             last_stack_ts: 0,
             peer_isn: PEER_ISN,
-        };
-        h.seed_arp();
-        h
+        }
     }
 
     /// The peer asks for our address, so the stack learns the peer's and

@@ -70,10 +70,9 @@ impl Sim {
             .map(|i| {
                 let pool = PacketPool::new(PoolConfig { frames: 4096, huge_pages: HugePages::Never }).expect("pool");
                 let queue = wire.queue(i as u16, 0, pool.clone()).expect("queue");
-                let mut cfg = StackConfig::new(EthernetAddress(queue.mac()), addr(i), 24);
                 let mut secret = [0u8; 16];
                 secret[..8].copy_from_slice(&(seed ^ (i as u64 * 0x9E37_79B9)).to_le_bytes());
-                cfg.secret = Some(secret);
+                let mut cfg = StackConfig::new(EthernetAddress(queue.mac()), addr(i), 24, secret);
                 tune(&mut cfg);
                 let stack = Stack::new(cfg, pool, Instant::ZERO).expect("stack");
                 Node { stack, queue, rx: Vec::with_capacity(64), tx: Vec::with_capacity(256) }

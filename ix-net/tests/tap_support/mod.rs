@@ -306,7 +306,7 @@ fn run_dataplane<A: StackApp>(setup: Setup, mut app: A, control: &AtomicU8) -> O
     let clock = || Instant::from_micros(start.elapsed().as_micros() as u64);
     let pool = PacketPool::new(PoolConfig { frames: POOL_FRAMES, huge_pages: HugePages::Never }).expect("packet pool");
     let mut queue = TapQueue::new(fd, pool.clone());
-    let mut config = StackConfig::new(EthernetAddress(queue.mac()), addr, 24);
+    let mut config = StackConfig::new(EthernetAddress(queue.mac()), addr, 24, [3; 16]);
     config.mtu = u16::try_from(mtu).expect("a TAP MTU fits u16");
     tune(&mut config);
     let mut stack = Stack::new(config, pool, clock()).expect("stack");

@@ -124,18 +124,9 @@ impl DataplaneNet {
             if entry.handle != Some(handle) {
                 continue;
             }
-            let (read, write) = wakes(readiness);
-            entry.slot.take(read, write).for_each(Waker::wake);
+            entry.slot.take(readiness.wakes_reader(), readiness.wakes_writer()).for_each(Waker::wake);
         }
     }
-}
-
-/// Which sides of a socket an event from the stack wakes: a reader for data,
-/// a writer for room, both when the connection was established or closed.
-fn wakes(bits: u8) -> (bool, bool) {
-    use ix_net::socket::readiness;
-    let all = readiness::CLOSED | readiness::ESTABLISHED;
-    (bits & (readiness::READABLE | all) != 0, bits & (readiness::WRITABLE | all) != 0)
 }
 
 /// A socket of the core's stack; dropping it forgets its wakers and closes it

@@ -1,5 +1,5 @@
 //! Getting a task's result back: [`JoinHandle`] for tasks spawned on this core,
-//! [`RemoteJoinHandle`] for tasks sent to another core, and [`JoinError`].
+//! [`RemoteJoinHandle`] for tasks sent to another core.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -10,25 +10,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures::channel::oneshot;
 
-use super::task::{OutputSink, RawTask, Task};
-
-/// Why a task produced no output.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JoinError {
-    /// The task panicked while being polled; the panic message is kept.
-    #[error("task panicked: {0}")]
-    Panicked(String),
-    /// [`JoinHandle::abort`] stopped the task before it finished.
-    #[error("task was aborted")]
-    Aborted,
-    /// The executor that ran the task was dropped before the task finished.
-    #[error("the executor shut down before the task finished")]
-    Cancelled,
-    /// A blocking closure was refused because its pool's queue was full
-    /// (see [`crate::blocking`]); it never ran.
-    #[error("the blocking pool's queue was full")]
-    Rejected,
-}
+use super::task::{JoinError, OutputSink, RawTask, Task};
 
 /// The output side of a local task, shared by the task and its [`JoinHandle`].
 pub(crate) struct JoinState<T> {

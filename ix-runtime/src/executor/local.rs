@@ -10,14 +10,14 @@ use std::os::fd::BorrowedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 use slab::Slab;
 
 use super::coop::{self, BUDGET_DEFAULT_UNITS};
-use super::join::{JoinError, JoinHandle, JoinState};
+use super::join::{JoinHandle, JoinState};
 use super::remote::{CoreInbox, Handle, RemoteSpawn};
-use super::task::{RawTask, Task, TaskHeader, TaskRef};
+use super::task::{ForeignWakes, JoinError, RawTask, Task, TaskHeader, TaskRef};
 
 /// Counters of one executor since it was created. Plain integers: only the
 /// owning core writes them.
@@ -52,16 +52,34 @@ pub(crate) fn current_stats() -> Option<ExecutorStats> {
 /// Pushes `task` onto the local ready queue when this thread runs the executor
 /// that owns `inbox`. Returns false on any other thread (the caller then goes
 /// through the inbound queue).
-pub(crate) fn push_ready_if_owner(inbox: &Arc<CoreInbox>, task: TaskRef) -> bool {
+fn push_ready_if_owner(inbox: &Arc<dyn ForeignWakes>, task: TaskRef) -> bool {
     CURRENT
         .try_with(|current| match current.try_borrow().as_deref() {
-            Ok(Some(inner)) if Arc::ptr_eq(&inner.inbox, inbox) => {
+            Ok(Some(inner)) if std::ptr::addr_eq(Arc::as_ptr(&inner.inbox), Arc::as_ptr(inbox)) => {
                 inner.ready.borrow_mut().push_back(task);
                 true
             }
             _ => false,
         })
         .unwrap_or(false)
+}
+
+impl Wake for TaskHeader {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    /// Queues the task unless it is queued already or finished: on the owning
+    /// core's thread straight into its ready queue, from any other thread through
+    /// the core's inbound queue and eventfd.
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.mark_queued() {
+            return;
+        }
+        if !push_ready_if_owner(self.inbox(), self.task()) {
+            self.inbox().push_wake(self.task());
+        }
+    }
 }
 
 /// Spawns `future` on the executor of the calling thread's core; the free form
@@ -99,7 +117,8 @@ impl Inner {
     fn next_header(&self) -> Arc<TaskHeader> {
         let key = self.tasks.borrow().vacant_key();
         let task = TaskRef { key, generation: self.inbox.next_generation() };
-        Arc::new(TaskHeader::new(task, Arc::clone(&self.inbox)))
+        let inbox: Arc<dyn ForeignWakes> = self.inbox.clone();
+        Arc::new(TaskHeader::new(task, inbox))
     }
 
     /// Stores a task made with [`Inner::next_header`] (nothing else may be

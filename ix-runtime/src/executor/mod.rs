@@ -18,9 +18,10 @@ mod remote;
 mod task;
 mod yield_now;
 
-pub use join::{JoinError, JoinHandle, RemoteJoinHandle};
+pub use join::{JoinHandle, RemoteJoinHandle};
 pub(crate) use local::current_stats;
 pub(crate) use local::panic_message;
 pub use local::{Executor, ExecutorStats, spawn_local};
 pub use remote::{Handle, INBOUND_CAPACITY_DEFAULT_TASKS, SpawnError};
+pub use task::JoinError;
 pub use yield_now::{YieldNow, yield_now};

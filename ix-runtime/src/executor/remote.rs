@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use futures::channel::oneshot;
 
 use super::join::{RemoteJoinHandle, RemoteSink};
-use super::task::{RawTask, Task, TaskHeader, TaskRef};
+use super::task::{ForeignWakes, RawTask, Task, TaskHeader, TaskRef};
 use ix_driver::EventFd;
 
 /// Tasks each core's inbound queue holds unless configured otherwise.
@@ -125,15 +125,6 @@ impl CoreInbox {
         self.next_generation.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Queues a wake from a foreign thread and raises the eventfd.
-    pub(crate) fn push_wake(&self, task: TaskRef) {
-        if !self.bound.load(Ordering::Acquire) {
-            return;
-        }
-        lock(&self.wakes).push(task);
-        self.signal();
-    }
-
     fn push_spawn(&self, spawn: RemoteSpawn) -> Result<(), SpawnError> {
         {
             let mut spawns = lock(&self.spawns);
@@ -181,6 +172,17 @@ impl CoreInbox {
 
     pub(crate) fn wake_fd(&self) -> BorrowedFd<'_> {
         self.eventfd.as_fd()
+    }
+}
+
+impl ForeignWakes for CoreInbox {
+    /// Queues a wake from a foreign thread and raises the eventfd.
+    fn push_wake(&self, task: TaskRef) {
+        if !self.bound.load(Ordering::Acquire) {
+            return;
+        }
+        lock(&self.wakes).push(task);
+        self.signal();
     }
 }
 

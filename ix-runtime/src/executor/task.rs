@@ -1,16 +1,37 @@
 //! A task as the executor sees it: the thread-safe header its wakers point to,
-//! and the type-erased cell holding its future and where its output goes.
+//! the type-erased cell holding its future and where its output goes, and why
+//! a task may produce no output ([`JoinError`]).
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake};
+use std::task::{Context, Poll};
 
-use super::join::JoinError;
-use super::local;
-use super::remote::CoreInbox;
+/// Why a task produced no output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The task panicked while being polled; the panic message is kept.
+    #[error("task panicked: {0}")]
+    Panicked(String),
+    /// [`JoinHandle::abort`] stopped the task before it finished.
+    #[error("task was aborted")]
+    Aborted,
+    /// The executor that ran the task was dropped before the task finished.
+    #[error("the executor shut down before the task finished")]
+    Cancelled,
+    /// A blocking closure was refused because its pool's queue was full
+    /// (see [`crate::blocking`]); it never ran.
+    #[error("the blocking pool's queue was full")]
+    Rejected,
+}
+
+/// Where the wakes of a task from other threads go: its core's inbound queue.
+pub(crate) trait ForeignWakes: Send + Sync + std::fmt::Debug {
+    /// Queues a wake of `task` and wakes the core if it sleeps.
+    fn push_wake(&self, task: TaskRef);
+}
 
 /// Names one task of one core: its slab key and the generation that tells it
 /// apart from earlier and later tasks stored under the same key.
@@ -29,12 +50,12 @@ pub(crate) struct TaskHeader {
     /// it has finished, so a burst of wakes queues it once and late wakes do nothing.
     queued: AtomicBool,
     /// The owning core's inbound queue, for wakes from other threads.
-    inbox: Arc<CoreInbox>,
+    inbox: Arc<dyn ForeignWakes>,
 }
 
 impl TaskHeader {
     /// A header for a task that is about to be put in the ready queue.
-    pub(crate) fn new(task: TaskRef, inbox: Arc<CoreInbox>) -> Self {
+    pub(crate) fn new(task: TaskRef, inbox: Arc<dyn ForeignWakes>) -> Self {
         Self { task, queued: AtomicBool::new(true), inbox }
     }
 
@@ -52,23 +73,16 @@ impl TaskHeader {
     pub(crate) fn mark_finished(&self) {
         self.queued.store(true, Ordering::Release);
     }
-}
 
-impl Wake for TaskHeader {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+    /// Marks the task queued; false when it already was (or has finished), and
+    /// the wake has nothing to do.
+    pub(crate) fn mark_queued(&self) -> bool {
+        !self.queued.swap(true, Ordering::AcqRel)
     }
 
-    /// Queues the task unless it is queued already or finished: on the owning
-    /// core's thread straight into its ready queue, from any other thread through
-    /// the core's inbound queue and eventfd.
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.queued.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        if !local::push_ready_if_owner(&self.inbox, self.task) {
-            self.inbox.push_wake(self.task);
-        }
+    /// The owning core's inbound queue.
+    pub(crate) fn inbox(&self) -> &Arc<dyn ForeignWakes> {
+        &self.inbox
     }
 }
 

@@ -6,6 +6,8 @@
 //! runs on the core's thread, so no edge can slip between the failed call and
 //! the registration: events are only read by the core's loop.
 
+#![allow(unsafe_code)] // epoll_create1, epoll_ctl, epoll_wait
+
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

@@ -3,6 +3,8 @@
 //! reactor. Each core binds its own listener with `SO_REUSEPORT`, so the kernel
 //! spreads connections among cores as RSS does on the dataplane.
 
+#![allow(unsafe_code)] // recvfrom into an initialised slice
+
 use std::cell::Cell;
 use std::io::{self, IoSlice, Read};
 use std::net::{SocketAddr, SocketAddrV4};

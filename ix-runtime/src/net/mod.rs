@@ -5,5 +5,7 @@ pub(crate) mod outgoing;
 pub mod tcp;
 pub mod udp;
 
+pub use ix_driver::{PacketBuf, TxBuf};
+pub use ix_net::{RxChunk, TcpInfo};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;

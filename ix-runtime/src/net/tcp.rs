@@ -58,7 +58,8 @@ impl TcpListener {
     /// picks a free port ([`TcpListener::port`] tells which).
     ///
     /// # Errors
-    /// `AddrInUse` when the port already has a listener on this core.
+    /// `AddrInUse` when the port already has a listener on this core; on the
+    /// `kernel` backend, what `bind(2)` or `listen(2)` reports.
     ///
     /// # Panics
     /// Outside a task of an IX runtime.
@@ -98,7 +99,12 @@ impl TcpListener {
     ///
     /// # Errors
     /// `ConnectionAborted` once the runtime is shutting down (the listener
-    /// stops accepting so that connections can drain).
+    /// stops accepting so that connections can drain); on the `kernel`
+    /// backend, what `accept(2)` reports.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a connection is taken from the accept queue only by the
+    /// call that returns it, so a dropped `accept` loses none.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddrV4)> {
         poll_fn(|cx| self.poll_accept(cx)).await
     }
@@ -106,8 +112,10 @@ impl TcpListener {
     /// Polls for the next established connection.
     ///
     /// - `Ready(Ok((stream, peer)))`: a connection.
-    /// - `Ready(Err(_))`: the runtime is shutting down.
-    /// - `Pending`: none yet; the task is woken when one arrives.
+    /// - `Ready(Err(_))`: as [`TcpListener::accept`].
+    /// - `Pending`: none yet; the task is woken when one arrives. Only the
+    ///   waker of the last `Pending` poll is kept: when two tasks accept on one
+    ///   listener, the one that polled first is not woken.
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddrV4)>> {
         if self.core.draining() {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "runtime shutting down")));
@@ -145,6 +153,15 @@ impl std::fmt::Debug for TcpListener {
 ///
 /// Dropping it closes it: gracefully (FIN after the queued data) when all
 /// received data was read, with a RST otherwise, as Linux does.
+///
+/// # One waker per direction
+/// The stream keeps one waker for reading (`recv`, `poll_recv`, `poll_read`)
+/// and one for writing (`send`, `send_frame`, their `poll_` forms,
+/// `poll_write`, and `connect` while the handshake runs), as tokio's streams
+/// do. A task that polls a direction replaces the waker of the task that
+/// polled it before, which is then not woken: give each direction to one task
+/// at a time. (A task waiting for a free pool frame is an exception: every
+/// such task is woken when a frame is free.)
 pub struct TcpStream {
     inner: StreamInner,
     local: SocketAddrV4,
@@ -174,10 +191,18 @@ impl TcpStream {
     /// traffic the NIC steers to this core.
     ///
     /// # Errors
-    /// `ConnectionRefused`, `TimedOut`, `AddrNotAvailable` (no port left).
+    /// `ConnectionRefused`, `TimedOut`, `AddrNotAvailable` (no port left),
+    /// `HostUnreachable` (no route), `OutOfMemory` (the connection limit or an
+    /// empty pool); on the `kernel` backend, what `connect(2)` reports.
     ///
     /// # Panics
     /// Outside a task of an IX runtime.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: dropping the future abandons the connection. Its socket
+    /// is closed (on the dataplane a connection still in SYN-SENT is deleted at
+    /// once; one that was just established is closed with a FIN), and a later
+    /// `connect` starts over with a new local port.
     pub async fn connect(addr: SocketAddrV4) -> io::Result<TcpStream> {
         let core = current();
         let net = match core.net() {
@@ -216,6 +241,10 @@ impl TcpStream {
     ///
     /// # Errors
     /// `ConnectionReset`, `TimedOut` and the like when the connection failed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: received data is taken from the connection only by the
+    /// call that returns it, so a dropped `recv` loses none.
     pub async fn recv(&self) -> io::Result<Option<RxChunk>> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
@@ -226,7 +255,8 @@ impl TcpStream {
     /// - `Ready(Ok(None))`: the peer closed and everything was read.
     /// - `Ready(Err(_))`: the connection failed.
     /// - `Pending`: nothing yet; the task is woken when data arrives (or, on the
-    ///   `kernel` backend, when a pool frame is free again).
+    ///   `kernel` backend, when a pool frame is free again). See "One waker
+    ///   per direction" on [`TcpStream`].
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<RxChunk>>> {
         ready!(coop::poll_proceed(cx));
         let socket = match &self.inner {
@@ -252,12 +282,24 @@ impl TcpStream {
     ///
     /// # Errors
     /// `BrokenPipe` after `shutdown`, or the connection's failure.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: `data` is queued in pieces as the send queue has room,
+    /// so a future dropped before it completes may have queued a prefix of
+    /// `data` (which will be sent) and not the rest. A caller that may cancel
+    /// (in `select!`, under a timeout) and must know what went out uses
+    /// [`TcpStream::poll_send`], which advances its `data` past every byte
+    /// queued, and resumes with what is left.
     pub async fn send(&self, mut data: Bytes) -> io::Result<()> {
         poll_fn(|cx| self.poll_send(cx, &mut data)).await
     }
 
-    /// Queues as much of `data` as fits, advancing it; `Ready(Ok(()))` once it
-    /// is empty, `Pending` while the send queue is full.
+    /// Queues as much of `data` as fits, advancing it past what was queued.
+    ///
+    /// - `Ready(Ok(()))`: all of `data` is queued (it is empty).
+    /// - `Ready(Err(_))`: as [`TcpStream::send`]; `data` holds what was not queued.
+    /// - `Pending`: the send queue is full; the task is woken when it has room
+    ///   (see "One waker per direction" on [`TcpStream`]).
     pub fn poll_send(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
         self.poll_queue(cx, data)
     }
@@ -301,13 +343,18 @@ impl TcpStream {
     ///
     /// # Errors
     /// As [`TcpStream::send`].
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe, as [`TcpStream::send`]: a dropped future may have
+    /// queued a prefix of the frame. [`TcpStream::poll_send_frame`] advances
+    /// the frame past what was queued.
     pub async fn send_frame(&self, frame: PacketBuf) -> io::Result<()> {
         let mut frame = frame;
         poll_fn(|cx| self.poll_send_frame(cx, &mut frame)).await
     }
 
-    /// Queues as much of `frame` as fits, advancing it; `Ready(Ok(()))` once
-    /// it is all queued, `Pending` while the send queue is full.
+    /// Queues as much of `frame` as fits, advancing it past what was queued.
+    /// Outcomes as [`TcpStream::poll_send`].
     pub fn poll_send_frame(&self, cx: &mut Context<'_>, frame: &mut PacketBuf) -> Poll<io::Result<()>> {
         self.poll_queue(cx, frame)
     }
@@ -357,7 +404,11 @@ impl TcpStream {
     /// - `Ready(Ok(n))`, `n > 0`: `n` bytes were copied.
     /// - `Ready(Ok(0))`: end of stream (or `buf` is empty).
     /// - `Ready(Err(_))`: the connection failed.
-    /// - `Pending`: nothing to read yet.
+    /// - `Pending`: nothing to read yet; the task is woken when there is (see
+    ///   "One waker per direction" on [`TcpStream`]).
+    ///
+    /// Bytes of a chunk that did not fit `buf` are kept in the stream for the
+    /// next read: no byte is lost between calls.
     pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
@@ -388,7 +439,8 @@ impl TcpStream {
     ///
     /// - `Ready(Ok(n))`: `n` bytes queued (0 only for empty `data`).
     /// - `Ready(Err(_))`: the connection failed or was shut down.
-    /// - `Pending`: the send queue is full, or (counted) the pool has no frame.
+    /// - `Pending`: the send queue is full, or (counted) the pool has no frame;
+    ///   nothing was taken, and the task is woken when there is room.
     pub fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         self.poll_write_vectored(cx, &[IoSlice::new(data)])
     }

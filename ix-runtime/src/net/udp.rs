@@ -19,6 +19,10 @@ use crate::readiness::Interest;
 /// A UDP socket bound to a port of the current core. On the dataplane each
 /// core binds its own socket on the port and receives the flows RSS steers to
 /// it; on the `kernel` backend one core at a time may bind a port.
+///
+/// The socket keeps one waker for receiving: a task that polls `recv_from`
+/// replaces the waker of the task that polled it before, which is then not
+/// woken. Give receiving to one task at a time.
 pub struct UdpSocket {
     core: Rc<Core>,
     inner: Inner,
@@ -64,6 +68,10 @@ impl UdpSocket {
     /// # Errors
     /// On the `kernel` backend, what `recvfrom` reports, and `InvalidData` for
     /// a datagram larger than a frame (dropped).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a datagram is taken from the socket only by the call that
+    /// returns it, so a dropped `recv_from` loses none.
     pub async fn recv_from(&self) -> io::Result<(PacketBuf, SocketAddrV4)> {
         poll_fn(|cx| self.poll_recv_from(cx)).await
     }
@@ -72,7 +80,8 @@ impl UdpSocket {
     ///
     /// - `Ready(Ok((payload, from)))`: a datagram.
     /// - `Ready(Err(_))`: as [`UdpSocket::recv_from`].
-    /// - `Pending`: none yet; the task is woken when one arrives.
+    /// - `Pending`: none yet; the task is woken when one arrives (only the
+    ///   last task that polled: see [`UdpSocket`]).
     pub fn poll_recv_from(&self, cx: &mut Context<'_>) -> Poll<io::Result<(PacketBuf, SocketAddrV4)>> {
         ready!(coop::poll_proceed(cx));
         let socket = match &self.inner {
@@ -93,6 +102,10 @@ impl UdpSocket {
     /// # Errors
     /// `InvalidInput` when it does not fit the MTU, `HostUnreachable` with no
     /// route; on the `kernel` backend, what `sendto` reports.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a datagram is queued whole by the poll that completes the
+    /// future, or not at all, so a dropped `send_to` sent nothing.
     pub async fn send_to(&self, data: &[u8], to: SocketAddrV4) -> io::Result<()> {
         poll_fn(|cx| self.poll_send_to(cx, data, to)).await
     }

@@ -4,9 +4,10 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener as KernelListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,8 @@ pub const DATAPLANE_ONLY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 pub const ECHO_PORT: u16 = 7000;
 pub const HTTP_PORT: u16 = 8080;
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// The interface's address, shared by the kernel and the dataplanes.
+pub const SHARED: Ipv4Addr = TestNetwork::SERVER_ADDR;
 
 pub fn privileged() -> bool {
     privilege::require("XDP on veth in network namespaces", privilege::netns_available())
@@ -42,6 +45,16 @@ impl Server {
     /// each serving echo on [`ECHO_PORT`] and HTTP on [`HTTP_PORT`], and
     /// returns once every core listens.
     pub fn start(net: &TestNetwork, spec: &str, cores: usize, addr: Ipv4Addr) -> Server {
+        Self::start_app(net, spec, cores, addr, serve)
+    }
+
+    /// [`Server::start`] with another application: `app` runs on each core and
+    /// increments its argument once it listens.
+    pub fn start_app<A, F>(net: &TestNetwork, spec: &str, cores: usize, addr: Ipv4Addr, app: A) -> Server
+    where
+        A: Fn(Arc<AtomicUsize>) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + 'static,
+    {
         let config = spec.parse().expect("xdp spec");
         let rt = Runtime::builder()
             .cores(cores)
@@ -53,7 +66,7 @@ impl Server {
         let shutdown = rt.shutdown_handle();
         let listening = Arc::new(AtomicUsize::new(0));
         let bound = listening.clone();
-        let thread = spawn_in(&net.server_ns(), move || rt.run(move |_| serve(bound.clone())));
+        let thread = spawn_in(&net.server_ns(), move || rt.run(move |_| app(bound.clone())));
         let deadline = Instant::now() + Duration::from_secs(20);
         while listening.load(Ordering::SeqCst) < cores {
             assert!(!thread.is_finished(), "the runtime stopped before listening");
@@ -85,7 +98,7 @@ pub async fn serve(listening: Arc<AtomicUsize>) {
     }
 }
 
-async fn echo_stream(stream: IxStream) {
+pub async fn echo_stream(stream: IxStream) {
     while let Ok(Some(chunk)) = stream.recv().await {
         if stream.send(Bytes::copy_from_slice(&chunk)).await.is_err() {
             return;
@@ -96,7 +109,7 @@ async fn echo_stream(stream: IxStream) {
 
 /// HTTP/1.1 with keep-alive: `GET /` says hello, `GET /core` names the core,
 /// anything else is a 404.
-async fn respond_http(stream: IxStream) {
+pub async fn respond_http(stream: IxStream) {
     let mut pending = Vec::new();
     loop {
         while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -192,4 +205,85 @@ fn body_complete(response: &str) -> bool {
         .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(0);
     body.len() >= length
+}
+
+/// A kernel TCP server in `ns` on `port`: answers every connection with an
+/// HTTP response whose body is `kernel`. Returns once it listens.
+pub fn kernel_server(ns: &str, port: u16) {
+    let (ready, listening) = mpsc::channel();
+    // Detached: it lives as long as the test process.
+    drop(spawn_in(ns, move || {
+        let listener = KernelListener::bind((SHARED, port)).expect("kernel listener");
+        ready.send(()).unwrap();
+        for mut stream in listener.incoming().flatten() {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(n) if n > 0 => request.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nkernel");
+        }
+    }));
+    listening.recv_timeout(Duration::from_secs(10)).expect("kernel server listening");
+}
+
+/// A counter for the cores' listeners: once it is above zero, a thread of
+/// its own prints `line` (for a parent process waiting on this one's stdout).
+pub fn announce_when_listening(line: &'static str) -> Arc<AtomicUsize> {
+    let listening = Arc::new(AtomicUsize::new(0));
+    let bound = listening.clone();
+    std::thread::spawn(move || {
+        while bound.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        println!("{line}");
+    });
+    listening
+}
+
+/// A child process of the test (this test binary run again in another role),
+/// killed if the test fails before it ends; its stdout lines arrive on a
+/// channel.
+pub struct ChildProcess {
+    pub child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl ChildProcess {
+    /// Spawns `command` with its stdout piped.
+    pub fn spawn(mut command: std::process::Command) -> ChildProcess {
+        use std::io::BufRead;
+        let mut child = command.stdout(std::process::Stdio::piped()).spawn().expect("spawn the child");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        ChildProcess { child, lines }
+    }
+
+    /// What follows `marker` on the first line from now that holds it (the
+    /// test harness may have written on the same line before).
+    pub fn text_after(&self, marker: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no {marker:?} from the child"));
+            if let Some((_, rest)) = line.split_once(marker) {
+                return rest.to_owned();
+            }
+        }
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -9,7 +9,7 @@ use bytes::{Buf, BytesMut};
 use tokio_util::codec::Decoder;
 
 use super::text::{LineOutcome, PendingData, parse_line, tokenize};
-use super::{Command, ErrorReply, GET_LINE_MAX_BYTES, LINE_MAX_BYTES, StoreRejection};
+use super::{Command, ErrorReply, GET_LINE_MAX_BYTES, LINE_MAX_BYTES, StoreMode, StoreRejection};
 use crate::store::item_size;
 
 /// Why a connection must close.
@@ -70,12 +70,17 @@ impl CommandDecoder {
         let end = self.scanned + pos;
         self.scanned = 0;
         let mut line = buf.split_to(end + 1).freeze();
-        line.truncate(if end > 0 && line[end - 1] == b'\r' { end - 1 } else { end });
+        // memcached strips the `\r` only when something precedes it, and its
+        // C string ends at the first NUL.
+        line.truncate(if end > 1 && line[end - 1] == b'\r' { end - 1 } else { end });
+        if let Some(nul) = line.iter().position(|&b| b == 0) {
+            line.truncate(nul);
+        }
         tokenize(&line, &mut self.tokens);
         match parse_line(&line, &self.tokens) {
             LineOutcome::Command(cmd) => Ok(Some(cmd)),
             LineOutcome::Data(pending, len) => {
-                if item_size(pending.key().len(), len) > self.limits.item_size_max {
+                if item_size(pending.key().len(), len, pending.flags()) > self.limits.item_size_max {
                     self.state = State::Swallow { remaining: len + 2 };
                     return Ok(Some(rejected(pending, StoreRejection::TooLarge)));
                 }
@@ -101,7 +106,7 @@ fn complete_data(pending: PendingData, len: usize, buf: &mut BytesMut) -> Comman
     let block = buf.split_to(len + 2).freeze();
     if &block[len..] != b"\r\n" {
         return match pending {
-            PendingData::Meta(_) => Command::Invalid(ErrorReply::BadDataChunk),
+            PendingData::Meta(_) => Command::MetaInvalid(ErrorReply::BadDataChunk.as_str()),
             classic => rejected(classic, StoreRejection::BadDataChunk),
         };
     }
@@ -113,15 +118,20 @@ fn complete_data(pending: PendingData, len: usize, buf: &mut BytesMut) -> Comman
         }
         PendingData::Meta(mut m) => {
             m.data = data;
-            Command::MetaSet(m)
+            Command::MetaSet(*m)
         }
     }
 }
 
 fn rejected(pending: PendingData, reason: StoreRejection) -> Command {
     match pending {
-        PendingData::Classic(c) => Command::StoreRejected { key: c.key, mode: c.mode, reason, noreply: c.noreply },
-        PendingData::Meta(m) => Command::StoreRejected { key: m.key, mode: m.mode, reason, noreply: false },
+        PendingData::Classic(c) => {
+            Command::StoreRejected { key: c.key, reason, noreply: c.noreply, unlink_old: c.mode == StoreMode::Set }
+        }
+        // A refused `ms` always answers, and drops the old value in any mode.
+        PendingData::Meta(m) => {
+            Command::StoreRejected { key: m.request.key.clone(), reason, noreply: false, unlink_old: true }
+        }
     }
 }
 
@@ -170,7 +180,6 @@ impl Decoder for CommandDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::StoreMode;
 
     fn decoder() -> CommandDecoder {
         CommandDecoder::new(DecoderLimits { item_size_max: 1024 * 1024 })
@@ -203,7 +212,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(&cmds[1], Command::Get { keys, with_cas: false, touch: None } if keys.len() == 2));
-        assert!(matches!(&cmds[3], Command::MetaSet(m) if &m.data[..] == b"hi" && m.exptime == 5));
+        assert!(matches!(&cmds[3], Command::MetaSet(m) if &m.data[..] == b"hi" && m.request.options.touch == Some(5)));
         assert_eq!(cmds[4], Command::MetaNoop);
     }
 
@@ -245,7 +254,8 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 // Mostly protocol-ish bytes, so that commands and data blocks happen.
-                let alphabet = b"set get ms mg 0 1 5 noreply \r\n\r\nabc\x00\xff";
+                let alphabet =
+                    b"set get ms mg me ma md mn stats slabs lru b I E N R q v HTTP/ 0 1 5 noreply \r\n\r\nabc\x00\xff";
                 buf.extend_from_slice(&[alphabet[(x % alphabet.len() as u64) as usize]]);
             }
             loop {

@@ -1,82 +1,81 @@
-//! The meta commands (`mg`, `ms`, `md`, `ma`): a key and single-letter flags,
-//! some with a token argument (`T30`, `Oopaque`, `C123`).
+//! The meta commands (`mg`, `ms`, `md`, `ma`, `me`): a key (plain, or base64
+//! with `b`) and single-letter flags, some with a token argument (`T30`,
+//! `Oopaque`, `C123`), read with memcached's rules and its error words.
 
 use std::ops::Range;
 
 use bytes::Bytes;
 
+use super::base64::decode_base64;
 use super::number::{parse_i32, parse_u32, parse_u64};
-use super::text::{LineOutcome, PendingData};
-use super::{Command, ErrorReply, StoreMode, valid_key};
+use super::text::{LineOutcome, PendingData, data_length};
+use super::{Command, ErrorReply, KEY_MAX_BYTES, StoreMode, valid_key};
 
-/// A flag whose value is echoed in the reply, in request order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MetaFlag {
-    /// `c`: the CAS unique.
-    Cas,
-    /// `f`: the client flags.
-    ClientFlags,
-    /// `h`: whether the item was fetched before (`h0`/`h1`).
-    Hit,
-    /// `k`: the key.
-    Key,
-    /// `l`: seconds since the last access.
-    LastAccess,
-    /// `O<token>`: an opaque token, echoed.
-    Opaque(Bytes),
-    /// `s`: the value's size.
-    Size,
-    /// `t`: seconds to expiry, `-1` for never.
-    Ttl,
-}
+/// memcached refuses a meta line with this many tokens or more (counting the
+/// command and the key; its tokenizer stops counting at 24).
+const META_TOKENS_MAX: usize = 20;
+/// Longest opaque token (`O` included) memcached echoes.
+pub const OPAQUE_MAX_BYTES: usize = 32;
 
-/// `mg <key> <flags>*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetaGet {
-    /// The key.
-    pub key: Bytes,
-    /// Flags to echo, in request order.
-    pub echo: Vec<MetaFlag>,
+const BAD_FORMAT: &str = "CLIENT_ERROR bad command line format";
+const BAD_TOKEN: &str = "CLIENT_ERROR bad token in command line format";
+
+/// What a meta command's flags ask for, besides the flags to echo.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetaOptions {
     /// `v`: return the value.
     pub value: bool,
-    /// `q`: no `EN` on a miss.
+    /// `q`: no reply on the nominal outcome (`EN` for `mg`, `HD` otherwise).
     pub quiet: bool,
-    /// `T<ttl>`: touch.
+    /// `u`: no LRU bump, no fetched mark.
+    pub no_update: bool,
+    /// `I`: invalidate (`md`: mark stale; `ms`: an older CAS stores stale).
+    pub invalidate: bool,
+    /// `N<ttl>`: create the item on a miss, with this expiration time.
+    pub vivify: Option<i64>,
+    /// `T<ttl>`: a new expiration time.
     pub touch: Option<i64>,
+    /// `R<ttl>`: win the recache token when fewer seconds remain.
+    pub recache: Option<i64>,
+    /// `F<flags>` (`ms`).
+    pub client_flags: u32,
+    /// `C<cas>`: compare.
+    pub compare_cas: Option<u64>,
+    /// `E<cas>`: the CAS unique to give a changed item (memcached 1.6.27+).
+    pub explicit_cas: Option<u64>,
+    /// `M<mode>`: the mode letter (`ms`, `ma`).
+    pub mode: Option<u8>,
+    /// `D<delta>` (`ma`, default 1).
+    pub delta: u64,
+    /// `J<initial>` (`ma`, default 0).
+    pub initial: u64,
+    /// An `O` token longer than [`OPAQUE_MAX_BYTES`]: memcached answers an
+    /// error, for `mg` and `ma` after the command ran.
+    pub opaque_too_long: bool,
+}
+
+/// A meta command's key and flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetaRequest {
+    /// The key (decoded from base64 with `b`).
+    pub key: Bytes,
+    /// The key came in base64: echoes encode it again and add ` b`.
+    pub key_binary: bool,
+    /// Every flag as (letter, argument), in request order (echoes follow it).
+    pub flags: Vec<(u8, Bytes)>,
+    /// What the flags ask for.
+    pub options: MetaOptions,
 }
 
 /// `ms <key> <datalen> <flags>*` and its data block.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MetaSet {
-    /// The key.
-    pub key: Bytes,
+    /// Key and flags.
+    pub request: MetaRequest,
+    /// The mode (`M`; a compare-and-swap when `C` is given in set mode).
+    pub mode: StoreMode,
     /// The data block (empty until it arrives).
     pub data: Bytes,
-    /// Flags to echo (`c`, `k`, `O`).
-    pub echo: Vec<MetaFlag>,
-    /// `M<mode>`; default set.
-    pub mode: StoreMode,
-    /// `F<flags>`.
-    pub flags: u32,
-    /// `T<ttl>`; default 0 (never).
-    pub exptime: i64,
-    /// `C<cas>`: compare.
-    pub compare_cas: Option<u64>,
-    /// `q`: no `HD` on success.
-    pub quiet: bool,
-}
-
-/// `md <key> <flags>*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetaDelete {
-    /// The key.
-    pub key: Bytes,
-    /// Flags to echo (`k`, `O`).
-    pub echo: Vec<MetaFlag>,
-    /// `C<cas>`: compare.
-    pub compare_cas: Option<u64>,
-    /// `q`: no `HD` on success.
-    pub quiet: bool,
 }
 
 /// Direction of `ma`.
@@ -88,189 +87,192 @@ pub enum MetaArithMode {
     Decr,
 }
 
-/// `ma <key> <flags>*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetaArith {
-    /// The key.
-    pub key: Bytes,
-    /// Flags to echo (`c`, `t`, `k`, `O`).
-    pub echo: Vec<MetaFlag>,
-    /// Direction.
-    pub mode: MetaArithMode,
-    /// `D<delta>`, default 1.
-    pub delta: u64,
-    /// `N<ttl>`: create a missing item with this expiration.
-    pub vivify: Option<i64>,
-    /// `J<initial>`, default 0: the value of a created item.
-    pub initial: u64,
-    /// `T<ttl>`: new expiration on success.
-    pub touch: Option<i64>,
-    /// `C<cas>`: compare.
-    pub compare_cas: Option<u64>,
-    /// `v`: return the new value.
-    pub value: bool,
-    /// `q`: no `HD` on success.
-    pub quiet: bool,
-}
-
-/// The flags of one meta command line, before they are sorted per command.
-struct Flags<'a> {
-    line: &'a Bytes,
-    tokens: &'a [Range<usize>],
-}
-
-impl<'a> Flags<'a> {
-    /// Each flag token as (letter, argument).
-    fn each(&self) -> impl Iterator<Item = (u8, Bytes)> + 'a {
-        let line = self.line;
-        self.tokens.iter().map(move |r| (line[r.start], line.slice(r.start + 1..r.end)))
+impl MetaRequest {
+    /// The direction `ma` asked for (checked at parse time).
+    pub fn arith_mode(&self) -> MetaArithMode {
+        match self.options.mode {
+            Some(b'D' | b'-') => MetaArithMode::Decr,
+            _ => MetaArithMode::Incr,
+        }
     }
 }
 
-fn invalid(reply: ErrorReply) -> LineOutcome {
-    LineOutcome::Command(Command::Invalid(reply))
+fn invalid(reply: &'static str) -> LineOutcome {
+    LineOutcome::Command(Command::MetaInvalid(reply))
 }
 
-/// A numeric flag argument or the reply that refuses it.
-fn arg<T>(value: Option<T>, refusal: ErrorReply) -> Result<T, ErrorReply> {
-    value.ok_or(refusal)
-}
-
-/// Parses `mg`/`ms`/`md`/`ma` (at least a key token is present).
+/// Parses `mg`/`ms`/`md`/`ma`/`me` (the command word is two letters).
 pub(crate) fn parse(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
-    let key = line.slice(tokens[1].clone());
-    if !valid_key(&key) {
-        return invalid(ErrorReply::BadFormat);
+    let tok = |i: usize| &line[tokens[i].clone()];
+    let command = tok(0)[1];
+    let n = tokens.len();
+    if command == b'e' {
+        return parse_debug(line, tokens);
     }
-    let result = match &line[tokens[0].clone()] {
-        b"mg" => parse_get(key, Flags { line, tokens: &tokens[2..] }).map(Command::MetaGet).map(LineOutcome::Command),
-        b"md" => parse_delete(key, Flags { line, tokens: &tokens[2..] })
-            .map(|d| LineOutcome::Command(Command::MetaDelete(d))),
-        b"ma" => {
-            parse_arith(key, Flags { line, tokens: &tokens[2..] }).map(|a| LineOutcome::Command(Command::MetaArith(a)))
-        }
-        _ => parse_set(key, line, tokens),
-    };
-    result.unwrap_or_else(invalid)
+    if n < 2 {
+        return LineOutcome::Command(Command::Invalid(ErrorReply::Error));
+    }
+    if tokens[1].len() > KEY_MAX_BYTES || (command == b's' && n == 2) {
+        return invalid(BAD_FORMAT);
+    }
+    if n >= META_TOKENS_MAX {
+        return invalid(if command == b'g' {
+            "CLIENT_ERROR options flags are too long"
+        } else {
+            "CLIENT_ERROR options flags too long"
+        });
+    }
+    match command {
+        b'g' => match preparse(line, tokens, 2) {
+            Ok(request) => LineOutcome::Command(Command::MetaGet(request)),
+            Err(reply) => invalid(reply),
+        },
+        b's' => parse_set(line, tokens),
+        b'd' => match preparse(line, tokens, 2) {
+            Err(_) => invalid("CLIENT_ERROR invalid or duplicate flag"),
+            Ok(request) if request.options.opaque_too_long => invalid("CLIENT_ERROR opaque token too long"),
+            Ok(request) => LineOutcome::Command(Command::MetaDelete(request)),
+        },
+        b'a' => match preparse(line, tokens, 2) {
+            Err(_) => invalid("CLIENT_ERROR invalid or duplicate flag"),
+            Ok(request) if !matches!(request.options.mode, None | Some(b'I' | b'+' | b'D' | b'-')) => {
+                invalid("CLIENT_ERROR invalid mode for ma M token")
+            }
+            Ok(request) => LineOutcome::Command(Command::MetaArith(request)),
+        },
+        _ => LineOutcome::Command(Command::Invalid(ErrorReply::Error)),
+    }
 }
 
-fn parse_get(key: Bytes, flags: Flags<'_>) -> Result<MetaGet, ErrorReply> {
-    let mut get = MetaGet { key, echo: Vec::new(), value: false, quiet: false, touch: None };
-    for (letter, value) in flags.each() {
-        match letter {
-            b'c' => get.echo.push(MetaFlag::Cas),
-            b'f' => get.echo.push(MetaFlag::ClientFlags),
-            b'h' => get.echo.push(MetaFlag::Hit),
-            b'k' => get.echo.push(MetaFlag::Key),
-            b'l' => get.echo.push(MetaFlag::LastAccess),
-            b'O' => get.echo.push(MetaFlag::Opaque(value)),
-            b's' => get.echo.push(MetaFlag::Size),
-            b't' => get.echo.push(MetaFlag::Ttl),
-            b'v' => get.value = true,
-            b'q' => get.quiet = true,
-            b'T' => get.touch = Some(arg(parse_i32(&value), ErrorReply::BadToken)?),
-            _ => return Err(ErrorReply::InvalidFlag),
-        }
+/// `me <key> [b]`: memcached reads only a `b` right after the key.
+fn parse_debug(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
+    if tokens.len() < 2 || tokens[1].len() > KEY_MAX_BYTES {
+        return invalid(BAD_FORMAT);
     }
-    Ok(get)
+    let key_binary = tokens.get(2).is_some_and(|r| &line[r.clone()] == b"b");
+    match key_token(line.slice(tokens[1].clone()), key_binary) {
+        Some(key) => LineOutcome::Command(Command::MetaDebug(MetaRequest {
+            key,
+            key_binary,
+            flags: Vec::new(),
+            options: MetaOptions::default(),
+        })),
+        None => invalid(BAD_FORMAT),
+    }
+}
+
+/// The key a key token names: base64-decoded with `b` (any bytes), else as
+/// sent (this server refuses control characters in plain keys).
+fn key_token(token: Bytes, binary: bool) -> Option<Bytes> {
+    if binary {
+        return decode_base64(&token).map(Bytes::from);
+    }
+    valid_key(&token).then_some(token)
+}
+
+/// memcached's flag pass (`_meta_flag_preparse`): a repeated or unknown flag
+/// stops it at once; a bad argument is remembered and reading goes on (the
+/// last such error is the one answered).
+fn preparse(line: &Bytes, tokens: &[Range<usize>], first_flag: usize) -> Result<MetaRequest, &'static str> {
+    let mut seen = [false; 127];
+    let mut failure: Option<&'static str> = None;
+    let mut options = MetaOptions { delta: 1, ..MetaOptions::default() };
+    let mut flags = Vec::with_capacity(tokens.len().saturating_sub(first_flag));
+    let key_text = line.slice(tokens[1].clone());
+    let mut key = valid_key(&key_text).then(|| key_text.clone());
+    let mut key_binary = false;
+    for range in &tokens[first_flag..] {
+        let letter = line[range.start];
+        let arg = line.slice(range.start + 1..range.end);
+        if letter >= 127 || std::mem::replace(&mut seen[usize::from(letter)], true) {
+            return Err("CLIENT_ERROR duplicate flag");
+        }
+        let mut fail = |reply: &'static str| failure = Some(reply);
+        match letter {
+            b'b' => {
+                key_binary = true;
+                key = decode_base64(&key_text).map(Bytes::from);
+                if key.is_none() {
+                    fail("CLIENT_ERROR error decoding key");
+                }
+            }
+            b'N' => match parse_i32(&arg) {
+                Some(ttl) => options.vivify = Some(ttl),
+                None => fail(BAD_TOKEN),
+            },
+            b'T' => match parse_i32(&arg) {
+                Some(ttl) => options.touch = Some(ttl),
+                None => fail(BAD_TOKEN),
+            },
+            b'R' => match parse_i32(&arg) {
+                Some(ttl) => options.recache = Some(ttl),
+                None => fail(BAD_TOKEN),
+            },
+            b'O' => options.opaque_too_long |= range.len() > OPAQUE_MAX_BYTES,
+            b'l' | b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' | b'h' => {}
+            b'v' => options.value = true,
+            b'u' => options.no_update = true,
+            b'q' => options.quiet = true,
+            b'I' => options.invalidate = true,
+            // memcached leaves its default error for a bad `F`.
+            b'F' => match parse_u32(&arg) {
+                Some(f) => options.client_flags = f,
+                None => {
+                    failure.get_or_insert(BAD_FORMAT);
+                }
+            },
+            b'C' => match parse_u64(&arg) {
+                Some(cas) => options.compare_cas = Some(cas),
+                None => fail(BAD_TOKEN),
+            },
+            b'E' => match parse_u64(&arg) {
+                Some(cas) => options.explicit_cas = Some(cas),
+                None => fail(BAD_TOKEN),
+            },
+            b'M' if arg.len() == 1 => options.mode = Some(arg[0]),
+            b'M' => fail("CLIENT_ERROR incorrect length for M token"),
+            b'J' => match parse_u64(&arg) {
+                Some(v) => options.initial = v,
+                None => fail("CLIENT_ERROR invalid numeric initial value"),
+            },
+            b'D' => match parse_u64(&arg) {
+                Some(v) => options.delta = v,
+                None => fail("CLIENT_ERROR invalid numeric delta value"),
+            },
+            _ => return Err("CLIENT_ERROR invalid flag"),
+        }
+        flags.push((letter, arg));
+    }
+    match (key, failure) {
+        (_, Some(reply)) => Err(reply),
+        (None, None) => Err(BAD_FORMAT),
+        (Some(key), None) => Ok(MetaRequest { key, key_binary, flags, options }),
+    }
 }
 
 /// `ms`: a refused flag after a valid length still swallows the data block,
-/// as memcached does.
-fn parse_set(key: Bytes, line: &Bytes, tokens: &[Range<usize>]) -> Result<LineOutcome, ErrorReply> {
-    let len = tokens.get(2).and_then(|r| parse_i32(&line[r.clone()])).ok_or(ErrorReply::BadFormat)?;
-    let len = usize::try_from(len).map_err(|_| ErrorReply::BadFormat)?;
-    match parse_set_flags(key, line, &tokens[3..]) {
-        Ok(set) => Ok(LineOutcome::Data(PendingData::Meta(set), len)),
-        Err(reply) => Ok(LineOutcome::Refused(Command::Invalid(reply), len)),
-    }
-}
-
-fn parse_set_flags(key: Bytes, line: &Bytes, tokens: &[Range<usize>]) -> Result<MetaSet, ErrorReply> {
-    let mut set = MetaSet {
-        key,
-        data: Bytes::new(),
-        echo: Vec::new(),
-        mode: StoreMode::Set,
-        flags: 0,
-        exptime: 0,
-        compare_cas: None,
-        quiet: false,
+/// as memcached does; a bad length does not.
+fn parse_set(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
+    let Some(len) = parse_i32(&line[tokens[2].clone()]).and_then(data_length) else {
+        return invalid(BAD_FORMAT);
     };
-    for (letter, value) in (Flags { line, tokens }).each() {
-        match letter {
-            b'c' => set.echo.push(MetaFlag::Cas),
-            b'k' => set.echo.push(MetaFlag::Key),
-            b'O' => set.echo.push(MetaFlag::Opaque(value)),
-            b'q' => set.quiet = true,
-            b'F' => set.flags = arg(parse_u32(&value), ErrorReply::BadFormat)?,
-            b'T' => set.exptime = arg(parse_i32(&value), ErrorReply::BadFormat)?,
-            b'C' => set.compare_cas = Some(arg(parse_u64(&value), ErrorReply::BadFormat)?),
-            b'M' => {
-                set.mode = match value.first().map(u8::to_ascii_uppercase) {
-                    Some(b'E') => StoreMode::Add,
-                    Some(b'A') => StoreMode::Append,
-                    Some(b'P') => StoreMode::Prepend,
-                    Some(b'R') => StoreMode::Replace,
-                    Some(b'S') => StoreMode::Set,
-                    _ => return Err(ErrorReply::InvalidFlag),
-                }
-            }
-            _ => return Err(ErrorReply::InvalidFlag),
-        }
-    }
-    Ok(set)
-}
-
-fn parse_delete(key: Bytes, flags: Flags<'_>) -> Result<MetaDelete, ErrorReply> {
-    let mut delete = MetaDelete { key, echo: Vec::new(), compare_cas: None, quiet: false };
-    for (letter, value) in flags.each() {
-        match letter {
-            b'k' => delete.echo.push(MetaFlag::Key),
-            b'O' => delete.echo.push(MetaFlag::Opaque(value)),
-            b'q' => delete.quiet = true,
-            b'C' => delete.compare_cas = Some(arg(parse_u64(&value), ErrorReply::BadToken)?),
-            _ => return Err(ErrorReply::InvalidFlag),
-        }
-    }
-    Ok(delete)
-}
-
-fn parse_arith(key: Bytes, flags: Flags<'_>) -> Result<MetaArith, ErrorReply> {
-    let mut arith = MetaArith {
-        key,
-        echo: Vec::new(),
-        mode: MetaArithMode::Incr,
-        delta: 1,
-        vivify: None,
-        initial: 0,
-        touch: None,
-        compare_cas: None,
-        value: false,
-        quiet: false,
+    let refused = |reply| LineOutcome::Refused(Command::MetaInvalid(reply), len);
+    let request = match preparse(line, tokens, 3) {
+        Ok(request) => request,
+        Err(reply) => return refused(reply),
     };
-    for (letter, value) in flags.each() {
-        match letter {
-            b'c' => arith.echo.push(MetaFlag::Cas),
-            b't' => arith.echo.push(MetaFlag::Ttl),
-            b'k' => arith.echo.push(MetaFlag::Key),
-            b'O' => arith.echo.push(MetaFlag::Opaque(value)),
-            b'v' => arith.value = true,
-            b'q' => arith.quiet = true,
-            b'D' => arith.delta = arg(parse_u64(&value), ErrorReply::InvalidOrDuplicateFlag)?,
-            b'J' => arith.initial = arg(parse_u64(&value), ErrorReply::InvalidOrDuplicateFlag)?,
-            b'N' => arith.vivify = Some(arg(parse_i32(&value), ErrorReply::InvalidOrDuplicateFlag)?),
-            b'T' => arith.touch = Some(arg(parse_i32(&value), ErrorReply::InvalidOrDuplicateFlag)?),
-            b'C' => arith.compare_cas = Some(arg(parse_u64(&value), ErrorReply::InvalidOrDuplicateFlag)?),
-            b'M' => {
-                arith.mode = match value.first() {
-                    Some(b'I' | b'i' | b'+') => MetaArithMode::Incr,
-                    Some(b'D' | b'd' | b'-') => MetaArithMode::Decr,
-                    _ => return Err(ErrorReply::InvalidFlag),
-                }
-            }
-            _ => return Err(ErrorReply::InvalidFlag),
-        }
+    let compare = request.options.compare_cas.is_some();
+    let mode = match request.options.mode {
+        None | Some(b'S') if compare => StoreMode::Cas,
+        None | Some(b'S') => StoreMode::Set,
+        Some(b'E') => StoreMode::Add,
+        Some(b'A') => StoreMode::Append,
+        Some(b'P') => StoreMode::Prepend,
+        Some(b'R') => StoreMode::Replace,
+        Some(_) => return refused("CLIENT_ERROR invalid mode for ms M token"),
+    };
+    if request.options.opaque_too_long {
+        return refused("CLIENT_ERROR opaque token too long");
     }
-    Ok(arith)
+    LineOutcome::Data(PendingData::Meta(Box::new(MetaSet { request, mode, data: Bytes::new() })), len)
 }

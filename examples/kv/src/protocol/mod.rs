@@ -2,6 +2,8 @@
 //! can send ([`Command`]), the hostile-input decoder that frames them
 //! ([`CommandDecoder`]), and the canned error replies.
 
+mod admin;
+mod base64;
 mod decoder;
 mod meta;
 mod number;
@@ -9,8 +11,9 @@ mod text;
 
 use bytes::Bytes;
 
+pub use base64::{decode_base64, encode_base64};
 pub use decoder::{CommandDecoder, DecoderLimits, ProtocolError};
-pub use meta::{MetaArith, MetaArithMode, MetaDelete, MetaFlag, MetaGet, MetaSet};
+pub use meta::{MetaArithMode, MetaOptions, MetaRequest, MetaSet, OPAQUE_MAX_BYTES};
 pub use number::parse_counter_value;
 
 /// Longest key memcached accepts (`KEY_MAX_LENGTH`).
@@ -78,10 +81,50 @@ pub enum StatsGroup {
     Settings,
     /// `stats reset`: zero the resettable counters.
     Reset,
+    /// `stats items`: per size class item counts and LRU counters.
+    Items,
+    /// `stats slabs`: the size classes.
+    Slabs,
+    /// `stats sizes`: the item size histogram (off, as by default in memcached).
+    Sizes,
+    /// `stats conns`: the listeners and connections.
+    Conns,
+    /// `stats detail dump`: per-prefix counters (none are kept).
+    DetailDump,
+}
+
+/// An administration command that is accepted; its setting is kept and
+/// reported by `stats settings` (see `docs/kv.md` for which have an effect).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AdminCommand {
+    /// `slabs automove <0|1|2>`.
+    SlabsAutomove(u32),
+    /// `slabs automove ratio <r>`.
+    SlabsAutomoveRatio(f64),
+    /// `lru tune <hot%> <warm%> <hot factor> <warm factor>`.
+    LruTune {
+        /// Percentage of a class's memory for the hot LRU.
+        hot_pct: u32,
+        /// Percentage for the warm LRU.
+        warm_pct: u32,
+        /// Hot age limit, relative to the cold tail's age.
+        hot_factor: f64,
+        /// Warm age limit, relative to the cold tail's age.
+        warm_factor: f64,
+    },
+    /// `lru_crawler tocrawl <n>`.
+    CrawlerToCrawl(u32),
+    /// `lru_crawler sleep <µs>`.
+    CrawlerSleep(u32),
+    /// `cache_memlimit <MiB>`: a new memory limit.
+    CacheMemlimit {
+        /// The limit in MiB.
+        mebibytes: u32,
+    },
 }
 
 /// One decoded client command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// `get`/`gets` (no touch) or `gat`/`gats` (touch with the expiration).
     Get {
@@ -98,12 +141,13 @@ pub enum Command {
     StoreRejected {
         /// The key.
         key: Bytes,
-        /// The command.
-        mode: StoreMode,
         /// Why.
         reason: StoreRejection,
         /// Whether the client asked for no reply.
         noreply: bool,
+        /// A too-large item drops the key's old value (memcached does so for
+        /// `set` and for `ms` in every mode).
+        unlink_old: bool,
     },
     /// `delete <key>`.
     Delete {
@@ -134,8 +178,10 @@ pub enum Command {
     },
     /// `flush_all [delay]`.
     FlushAll {
-        /// Seconds (or a Unix time) until every current item is invalid; 0 now.
-        delay: i64,
+        /// Seconds (or a Unix time) until every current item is invalid; 0
+        /// now; `None` for a delay that is not a number (memcached counts the
+        /// command, then refuses it).
+        delay: Option<i64>,
         /// No reply wanted.
         noreply: bool,
     },
@@ -143,21 +189,39 @@ pub enum Command {
     Stats(StatsGroup),
     /// `version`.
     Version,
-    /// `verbosity <level>` (accepted, has no effect: logging goes through `tracing`).
+    /// `verbosity <level>` (kept for `stats settings`; logging goes through `tracing`).
     Verbosity {
+        /// The level asked for.
+        level: u32,
         /// No reply wanted.
         noreply: bool,
     },
+    /// An accepted administration command (answers `OK`).
+    Admin {
+        /// What it sets.
+        command: AdminCommand,
+        /// No reply wanted.
+        noreply: bool,
+    },
+    /// A command that only answers `OK` (`stats detail off`, `lru_crawler disable`).
+    Ok,
+    /// A line that looks like HTTP: memcached closes the connection without a word.
+    HangUp,
     /// `quit`: close the connection.
     Quit,
     /// `mg`.
-    MetaGet(MetaGet),
+    MetaGet(MetaRequest),
     /// `ms` with its data block.
     MetaSet(MetaSet),
     /// `md`.
-    MetaDelete(MetaDelete),
+    MetaDelete(MetaRequest),
     /// `ma`.
-    MetaArith(MetaArith),
+    MetaArith(MetaRequest),
+    /// `me`: an item's metadata.
+    MetaDebug(MetaRequest),
+    /// A meta command refused after its flags were read: the error is always
+    /// answered (meta commands never silence errors).
+    MetaInvalid(&'static str),
     /// `mn`: answers `MN`.
     MetaNoop,
     /// A line the protocol refuses: the reply is sent as is (it is one of the
@@ -191,6 +255,30 @@ pub enum ErrorReply {
     BadToken,
     /// `CLIENT_ERROR invalid or duplicate flag` (`ma` flag arguments).
     InvalidOrDuplicateFlag,
+    /// `CLIENT_ERROR stats cachedump not allowed`.
+    CachedumpNotAllowed,
+    /// `CLIENT_ERROR stats detail not supported` (this server's own words).
+    StatsDetailUnsupported,
+    /// `CLIENT_ERROR slab reassignment disabled`.
+    SlabReassignDisabled,
+    /// `ERROR hot and warm pcts must not exceed 80`.
+    LruPercentages,
+    /// `ERROR hot/warm age factors must be greater than 0`.
+    LruFactors,
+    /// `CLIENT_ERROR lru crawler disabled`.
+    CrawlerDisabled,
+    /// `CLIENT_ERROR sleep must be one second or less`.
+    CrawlerSleepTooLong,
+    /// `ERROR failed to start lru crawler thread`.
+    CrawlerStartFailed,
+    /// `CLIENT_ERROR watch commands not allowed`.
+    WatchNotAllowed,
+    /// `MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m`.
+    MemlimitTooSmall,
+    /// `MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes`.
+    MemlimitNotBytes,
+    /// `ERROR: shutdown not enabled`.
+    ShutdownNotEnabled,
 }
 
 impl ErrorReply {
@@ -207,6 +295,18 @@ impl ErrorReply {
             ErrorReply::StatsDetailUsage => "CLIENT_ERROR usage: stats detail on|off|dump",
             ErrorReply::BadToken => "CLIENT_ERROR bad token in command line format",
             ErrorReply::InvalidOrDuplicateFlag => "CLIENT_ERROR invalid or duplicate flag",
+            ErrorReply::CachedumpNotAllowed => "CLIENT_ERROR stats cachedump not allowed",
+            ErrorReply::StatsDetailUnsupported => "CLIENT_ERROR stats detail not supported",
+            ErrorReply::SlabReassignDisabled => "CLIENT_ERROR slab reassignment disabled",
+            ErrorReply::LruPercentages => "ERROR hot and warm pcts must not exceed 80",
+            ErrorReply::LruFactors => "ERROR hot/warm age factors must be greater than 0",
+            ErrorReply::CrawlerDisabled => "CLIENT_ERROR lru crawler disabled",
+            ErrorReply::CrawlerSleepTooLong => "CLIENT_ERROR sleep must be one second or less",
+            ErrorReply::CrawlerStartFailed => "ERROR failed to start lru crawler thread",
+            ErrorReply::WatchNotAllowed => "CLIENT_ERROR watch commands not allowed",
+            ErrorReply::MemlimitTooSmall => "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m",
+            ErrorReply::MemlimitNotBytes => "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes",
+            ErrorReply::ShutdownNotEnabled => "ERROR: shutdown not enabled",
         }
     }
 }

@@ -20,27 +20,51 @@ fn digits_value(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
 }
 
-/// An unsigned 64-bit token (CAS unique, delta): digits only, no overflow.
-pub(crate) fn parse_u64(token: &[u8]) -> Option<u64> {
-    match sign_and_digits(token)? {
-        (false, digits) => digits_value(digits),
-        // strtoull negates; memcached refuses a negative result and "-0" is 0.
-        (true, digits) => (digits_value(digits)? == 0).then_some(0),
+/// `strtoull`'s reading of a sign and digits: a negative number is negated
+/// modulo 2^64, and memcached refuses the result only when it is negative as
+/// a signed number (so `-0` is 0 and `-18446744073709551615` is 1).
+fn unsigned_value(negative: bool, digits: &[u8]) -> Option<u64> {
+    let magnitude = digits_value(digits)?;
+    if !negative {
+        return Some(magnitude);
     }
+    let value = magnitude.wrapping_neg();
+    ((value as i64) >= 0).then_some(value)
 }
 
-/// The 32-bit client flags. memcached 1.6.18 silently truncates values above
-/// 2^32-1; this server refuses them (`CLIENT_ERROR bad command line format`).
+/// An unsigned 64-bit token (CAS unique, delta), as `safe_strtoull`.
+pub(crate) fn parse_u64(token: &[u8]) -> Option<u64> {
+    let (negative, digits) = sign_and_digits(token)?;
+    unsigned_value(negative, digits)
+}
+
+/// The 32-bit client flags, as `safe_strtoul` reads them. memcached 1.6.18
+/// then silently truncates values above 2^32-1; this server refuses them
+/// (`CLIENT_ERROR bad command line format`).
 pub(crate) fn parse_u32(token: &[u8]) -> Option<u32> {
     parse_u64(token).and_then(|v| u32::try_from(v).ok())
 }
 
-/// A signed 32-bit token (expiration time, data length), as `safe_strtol`.
+/// A signed 32-bit token (expiration time, data length), exactly as
+/// memcached's `safe_strtol` reads it: `strtol` into 64 bits (out of range
+/// is refused), then stored into 32 bits, so `4294967297` reads as 1 and
+/// `2147483648` as -2147483648, as in memcached.
 pub(crate) fn parse_i32(token: &[u8]) -> Option<i64> {
     let (negative, digits) = sign_and_digits(token)?;
-    let magnitude = i64::try_from(digits_value(digits)?).ok()?;
-    let value = if negative { -magnitude } else { magnitude };
-    i32::try_from(value).ok().map(i64::from)
+    let magnitude = digits_value(digits)?;
+    let value = if negative { 0i64.checked_sub_unsigned(magnitude)? } else { i64::try_from(magnitude).ok()? };
+    Some(i64::from(value as i32))
+}
+
+/// A decimal fraction token as `safe_strtod` reads it (`lru tune`, `slabs
+/// automove ratio`).
+pub(crate) fn parse_f64(token: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(token).ok()?;
+    let finite_syntax = text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
+    if !finite_syntax {
+        return None;
+    }
+    text.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
 /// The number an item's value holds, for `incr`/`decr`, exactly as memcached
@@ -66,12 +90,7 @@ pub fn parse_counter_value(data: &[u8]) -> Option<u64> {
     if data.get(digits_end).is_some_and(|&b| !is_c_space(b)) {
         return None;
     }
-    let magnitude = digits_value(&data[after_sign..digits_end])?;
-    if !negative {
-        return Some(magnitude);
-    }
-    let value = magnitude.wrapping_neg();
-    ((value as i64) >= 0).then_some(value)
+    unsigned_value(negative, &data[after_sign..digits_end])
 }
 
 #[cfg(test)]
@@ -84,13 +103,16 @@ mod tests {
         assert_eq!(parse_u64(b"18446744073709551616"), None);
         assert_eq!(parse_u64(b"-1"), None);
         assert_eq!(parse_u64(b"-0"), Some(0));
+        assert_eq!(parse_u64(b"-18446744073709551615"), Some(1), "strtoull negates modulo 2^64");
         assert_eq!(parse_u64(b"x"), None);
         assert_eq!(parse_u64(b""), None);
         assert_eq!(parse_u32(b"4294967295"), Some(u32::MAX));
         assert_eq!(parse_u32(b"4294967296"), None);
         assert_eq!(parse_i32(b"-1"), Some(-1));
         assert_eq!(parse_i32(b"2147483647"), Some(i64::from(i32::MAX)));
-        assert_eq!(parse_i32(b"2147483648"), None);
+        assert_eq!(parse_i32(b"2147483648"), Some(-2147483648), "memcached stores strtol's long into 32 bits");
+        assert_eq!(parse_i32(b"4294967297"), Some(1));
+        assert_eq!(parse_i32(b"9223372036854775808"), None, "out of strtol's range");
         assert_eq!(parse_i32(b"1x"), None);
     }
 

@@ -6,9 +6,9 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::meta;
 use super::number::{parse_i32, parse_u32, parse_u64};
 use super::{Command, ErrorReply, MetaSet, StatsGroup, StoreCommand, StoreMode, valid_key};
+use super::{admin, meta};
 
 /// What one line turned into.
 #[derive(Debug)]
@@ -28,14 +28,22 @@ pub(crate) enum PendingData {
     /// `set` and friends (its `data` is empty until the block arrives).
     Classic(StoreCommand),
     /// `ms` (its `data` is empty until the block arrives).
-    Meta(MetaSet),
+    Meta(Box<MetaSet>),
 }
 
 impl PendingData {
     pub(crate) fn key(&self) -> &Bytes {
         match self {
             PendingData::Classic(c) => &c.key,
-            PendingData::Meta(m) => &m.key,
+            PendingData::Meta(m) => &m.request.key,
+        }
+    }
+
+    /// The client flags the item would get (they count in its size).
+    pub(crate) fn flags(&self) -> u32 {
+        match self {
+            PendingData::Classic(c) => c.flags,
+            PendingData::Meta(m) => m.request.options.client_flags,
         }
     }
 }
@@ -80,6 +88,10 @@ const NOREPLY_COMMANDS: [&[u8]; 13] = [
     b"gat",
 ];
 
+/// memcached's tokenizer stops after this many tokens (`MAX_TOKENS` less its
+/// terminal token) and leaves the rest of the line in one last token.
+const TOKENS_MAX: usize = 23;
+
 /// Parses one line (without its `\r\n`), already tokenized.
 pub(crate) fn parse_line(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
     let outcome = parse_tokens(line, tokens);
@@ -97,18 +109,30 @@ pub(crate) fn parse_line(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
     }
 }
 
+/// Dispatches on the command word as memcached does: meta commands are any
+/// two-letter word starting with `m`; a word no command starts with, whose
+/// line ends in an `HTTP/` token, hangs up.
 fn parse_tokens(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
-    let Some(first) = tokens.first() else {
+    let Some(first) = tokens.first().filter(|t| t.len() >= 2) else {
         return invalid(ErrorReply::Error);
     };
     let tok = |i: usize| &line[tokens[i].clone()];
     let noreply_at = |i: usize| tokens.len() > i && tok(i) == b"noreply";
     let n = tokens.len();
-    let cmd = match &line[first.clone()] {
-        b"get" => return parse_get(line, tokens, false, false),
-        b"gets" => return parse_get(line, tokens, true, false),
-        b"gat" => return parse_get(line, tokens, false, true),
-        b"gats" => return parse_get(line, tokens, true, true),
+    let word = &line[first.clone()];
+    if word.len() == 2 && word[0] == b'm' {
+        return match word[1] {
+            b'n' => LineOutcome::Command(Command::MetaNoop),
+            b'g' | b's' | b'd' | b'a' | b'e' => meta::parse(line, tokens),
+            _ => invalid(ErrorReply::Error),
+        };
+    }
+    let cmd = match word {
+        b"get" if n >= 2 => return parse_get(line, tokens, false, false),
+        b"bget" if n >= 2 => return parse_get(line, tokens, false, false),
+        b"gets" if n >= 2 => return parse_get(line, tokens, true, false),
+        b"gat" if n >= 2 => return parse_get(line, tokens, false, true),
+        b"gats" if n >= 2 => return parse_get(line, tokens, true, true),
         b"set" => StoreMode::Set,
         b"add" => StoreMode::Add,
         b"replace" => StoreMode::Replace,
@@ -135,38 +159,40 @@ fn parse_tokens(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
         }
         b"flush_all" if n <= 3 => {
             let noreply = n > 1 && noreply_at(n - 1);
-            let delay = if n == 1 + usize::from(noreply) {
-                0
-            } else {
-                match parse_i32(tok(1)) {
-                    Some(d) => d,
-                    None => return invalid(ErrorReply::InvalidExptime),
-                }
-            };
+            let delay = if n == 1 + usize::from(noreply) { Some(0) } else { parse_i32(tok(1)) };
             return LineOutcome::Command(Command::FlushAll { delay, noreply });
         }
         b"stats" => return parse_stats(line, tokens),
-        b"version" if n == 1 => return LineOutcome::Command(Command::Version),
-        b"quit" if n == 1 => return LineOutcome::Command(Command::Quit),
+        // memcached ignores what follows these two words.
+        b"version" => return LineOutcome::Command(Command::Version),
+        b"quit" => return LineOutcome::Command(Command::Quit),
         b"verbosity" if n == 2 || n == 3 => {
-            if parse_u32(tok(1)).is_none() {
-                return invalid(ErrorReply::BadFormat);
-            }
-            return LineOutcome::Command(Command::Verbosity { noreply: noreply_at(n - 1) });
+            let noreply = noreply_at(n - 1);
+            return match parse_u32(tok(1)) {
+                Some(level) => LineOutcome::Command(Command::Verbosity { level, noreply }),
+                None => invalid(ErrorReply::BadFormat),
+            };
         }
-        b"mn" if n == 1 => return LineOutcome::Command(Command::MetaNoop),
-        b"mg" | b"ms" | b"md" | b"ma" if n >= 2 => return meta::parse(line, tokens),
-        _ => return invalid(ErrorReply::Error),
+        b"slabs" | b"lru" | b"lru_crawler" | b"watch" | b"cache_memlimit" | b"shutdown" => {
+            return LineOutcome::Command(admin::parse(line, tokens));
+        }
+        _ if b"gsacidt".contains(&word[0]) || KNOWN_WORDS.contains(&word) => return invalid(ErrorReply::Error),
+        _ => {
+            let last = &line[tokens[n.min(TOKENS_MAX) - 1].clone()];
+            let reply = if last.starts_with(b"HTTP/") { Command::HangUp } else { Command::Invalid(ErrorReply::Error) };
+            return LineOutcome::Command(reply);
+        }
     };
     parse_storage(line, tokens, cmd)
 }
 
+/// Words memcached dispatches before its HTTP check (with a wrong token count
+/// they answer `ERROR`, never a hang-up).
+const KNOWN_WORDS: [&[u8]; 5] = [b"replace", b"prepend", b"bget", b"flush_all", b"verbosity"];
+
 fn parse_get(line: &Bytes, tokens: &[Range<usize>], with_cas: bool, touches: bool) -> LineOutcome {
+    // `gat <exptime>` with no key is valid (an empty answer).
     let first_key = if touches { 2 } else { 1 };
-    // `gat <exptime>` with no key is valid (an empty answer); `get` is not.
-    if tokens.len() < 2 {
-        return invalid(ErrorReply::Error);
-    }
     let touch = if touches {
         match parse_i32(&line[tokens[1].clone()]) {
             Some(t) => Some(t),
@@ -200,6 +226,7 @@ fn parse_storage(line: &Bytes, tokens: &[Range<usize>], mode: StoreMode) -> Line
     let (Some(flags), Some(exptime), Some(len)) = (parse_u32(tok(2)), parse_i32(tok(3)), parse_i32(tok(4))) else {
         return invalid(ErrorReply::BadFormat);
     };
+    let Some(len) = data_length(len) else { return invalid(ErrorReply::BadFormat) };
     let cas = if with_cas == 1 {
         match parse_u64(tok(5)) {
             Some(c) => c,
@@ -208,12 +235,14 @@ fn parse_storage(line: &Bytes, tokens: &[Range<usize>], mode: StoreMode) -> Line
     } else {
         0
     };
-    let Ok(len) = usize::try_from(len) else {
-        return invalid(ErrorReply::BadFormat);
-    };
     let noreply = n == 6 + with_cas && tok(5 + with_cas) == b"noreply";
     let header = StoreCommand { mode, key, flags, exptime, data: Bytes::new(), cas, noreply };
     LineOutcome::Data(PendingData::Classic(header), len)
+}
+
+/// A data block length memcached takes: 0 to INT_MAX-2 (it adds the `\r\n`).
+pub(crate) fn data_length(len: i64) -> Option<usize> {
+    usize::try_from(len).ok().filter(|&l| l <= i32::MAX as usize - 2)
 }
 
 fn parse_delete(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
@@ -240,11 +269,23 @@ fn parse_delete(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
 }
 
 fn parse_stats(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
-    let group = match tokens.get(1).map(|r| &line[r.clone()]) {
+    let tok = |i: usize| tokens.get(i).map(|r| &line[r.clone()]);
+    let group = match tok(1) {
         None => StatsGroup::General,
         Some(b"settings") => StatsGroup::Settings,
         Some(b"reset") => StatsGroup::Reset,
-        Some(b"detail") => return invalid(ErrorReply::StatsDetailUsage),
+        Some(b"items") => StatsGroup::Items,
+        Some(b"slabs") => StatsGroup::Slabs,
+        Some(b"sizes") => StatsGroup::Sizes,
+        Some(b"conns") => StatsGroup::Conns,
+        Some(b"detail") => match tok(2) {
+            Some(b"off") => return LineOutcome::Command(Command::Ok),
+            Some(b"dump") => StatsGroup::DetailDump,
+            Some(b"on") => return invalid(ErrorReply::StatsDetailUnsupported),
+            _ => return invalid(ErrorReply::StatsDetailUsage),
+        },
+        // This server keeps no item dump, as memcached run with `-X`.
+        Some(b"cachedump") => return invalid(ErrorReply::CachedumpNotAllowed),
         Some(_) => return invalid(ErrorReply::Error),
     };
     LineOutcome::Command(Command::Stats(group))

@@ -2,26 +2,32 @@
 //! each behind its own lock with its own LRU and memory budget, so no global
 //! lock sits on any path (see `docs/kv.md` for the choice and its numbers).
 
+mod classes;
 mod clock;
 mod shard;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use classes::{GROWTH_FACTOR, SizeClasses};
 pub use clock::Clock;
+pub use shard::ClassStats;
 use shard::{Item, Liveness, Shard};
 
 use crate::protocol::{StoreMode, parse_counter_value};
 
 /// Bytes memcached's item header takes with its CAS field (64-bit build).
 pub const ITEM_HEADER_BYTES: usize = 56;
+/// Bytes memcached adds for non-zero client flags.
+const CLIENT_FLAGS_BYTES: usize = 4;
 
 /// The bytes an item counts against the memory limit and the item size limit,
-/// as memcached counts them: header, key and its NUL, value and its `\r\n`.
-pub fn item_size(key_len: usize, value_len: usize) -> usize {
-    ITEM_HEADER_BYTES + key_len + 1 + value_len + 2
+/// as memcached counts them: header, key and its NUL, value and its `\r\n`,
+/// and the client flags when they are not zero.
+pub fn item_size(key_len: usize, value_len: usize, flags: u32) -> usize {
+    ITEM_HEADER_BYTES + key_len + 1 + value_len + 2 + if flags == 0 { 0 } else { CLIENT_FLAGS_BYTES }
 }
 
 /// How big the store is and how it is cut.
@@ -75,6 +81,109 @@ pub struct ItemView {
     pub fetched_before: bool,
 }
 
+/// An item as a meta command sees it, under its shard's lock: what `mg`,
+/// `ma` and `me` report and the marks they change.
+#[derive(Debug)]
+pub struct MetaItem<'a> {
+    item: &'a mut Item,
+    created: bool,
+    class: usize,
+    clock: &'a Clock,
+    now: u32,
+}
+
+impl MetaItem<'_> {
+    /// The value.
+    pub fn value(&self) -> &Bytes {
+        &self.item.value
+    }
+
+    /// The key as stored (decoded, when it came in base64).
+    pub fn key(&self) -> &[u8] {
+        &self.item.key
+    }
+
+    /// Whether the key came in base64 (replies encode it again).
+    pub fn key_binary(&self) -> bool {
+        self.item.key_binary
+    }
+
+    /// Client flags.
+    pub fn flags(&self) -> u32 {
+        self.item.flags
+    }
+
+    /// CAS unique.
+    pub fn cas(&self) -> u64 {
+        self.item.cas
+    }
+
+    /// Expiry on the store's clock (0: never).
+    pub fn exptime(&self) -> u32 {
+        self.item.exptime
+    }
+
+    /// Seconds to expiry, -1 for never.
+    pub fn ttl(&self) -> i64 {
+        ttl(self.item.exptime, self.now)
+    }
+
+    /// Sets the expiration from a client's time (`T`, `N`).
+    pub fn set_expiry(&mut self, exptime: i64) {
+        self.item.exptime = self.clock.expiry(exptime, self.now);
+    }
+
+    /// The expiry a client's time would give (to compare with, for `R`).
+    pub fn expiry_of(&self, exptime: i64) -> u32 {
+        self.clock.expiry(exptime, self.now)
+    }
+
+    /// Seconds since the last access before this one.
+    pub fn idle_secs(&self) -> u32 {
+        self.now.saturating_sub(self.item.last_access)
+    }
+
+    /// Whether a read had returned it before this one.
+    pub fn fetched(&self) -> bool {
+        self.item.fetched
+    }
+
+    /// Whether it was marked stale.
+    pub fn stale(&self) -> bool {
+        self.item.stale
+    }
+
+    /// Whether a win token was handed out already.
+    pub fn token_sent(&self) -> bool {
+        self.item.token_sent
+    }
+
+    /// Records that this request won the recache token.
+    pub fn send_token(&mut self) {
+        self.item.token_sent = true;
+    }
+
+    /// Whether this request created it (vivify on miss).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// memcached's size class of the item.
+    pub fn class(&self) -> usize {
+        self.class
+    }
+
+    /// The bytes memcached would count for it.
+    pub fn total_size(&self) -> usize {
+        self.item.size()
+    }
+}
+
+/// Seconds from `now` to `exptime` (on the store's clock), -1 for never.
+fn ttl(exptime: u32, now: u32) -> i64 {
+    if exptime == 0 { -1 } else { i64::from(exptime) - i64::from(now) }
+}
+
 /// A write to the store.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreRequest<'a> {
@@ -90,6 +199,37 @@ pub struct StoreRequest<'a> {
     pub data: &'a [u8],
     /// Store only when the item exists with this CAS unique.
     pub compare_cas: Option<u64>,
+    /// The key came in base64 (meta `b`).
+    pub key_binary: bool,
+    /// Meta `I`: a compare-and-swap with an older unique stores the value
+    /// marked stale (keeping the expiry) instead of failing.
+    pub invalidate: bool,
+    /// Meta `E`: the new item's CAS unique, instead of the next one.
+    pub explicit_cas: Option<u64>,
+}
+
+impl<'a> StoreRequest<'a> {
+    /// A plain request: no CAS, plain key, no meta marks.
+    pub fn new(mode: StoreMode, key: &'a [u8], flags: u32, exptime: i64, data: &'a [u8]) -> Self {
+        Self {
+            mode,
+            key,
+            flags,
+            exptime,
+            data,
+            compare_cas: None,
+            key_binary: false,
+            invalidate: false,
+            explicit_cas: None,
+        }
+    }
+
+    /// Whether memcached runs this as a compare-and-swap (`cas`, or `ms` with
+    /// `C` in set or replace mode), which `stats` counts as one.
+    pub fn is_compare_and_swap(&self) -> bool {
+        self.mode == StoreMode::Cas
+            || (self.compare_cas.is_some() && matches!(self.mode, StoreMode::Set | StoreMode::Replace))
+    }
 }
 
 /// What a write did.
@@ -108,10 +248,24 @@ pub enum StoreOutcome {
     OutOfMemory,
 }
 
+/// A delete (`delete`, `md`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeleteRequest {
+    /// Only when the item has this CAS unique.
+    pub compare_cas: Option<u64>,
+    /// Meta `I`: mark the item stale (new CAS unique, token cleared) instead
+    /// of removing it.
+    pub invalidate: bool,
+    /// With `invalidate`: a new expiration time.
+    pub touch: Option<i64>,
+    /// With `invalidate`: the new CAS unique (meta `E`).
+    pub explicit_cas: Option<u64>,
+}
+
 /// What a delete did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeleteOutcome {
-    /// Removed.
+    /// Removed (or marked stale).
     Deleted,
     /// Absent.
     NotFound,
@@ -128,25 +282,31 @@ pub struct ArithRequest<'a> {
     pub incr: bool,
     /// The delta.
     pub delta: u64,
-    /// Only when the item has this CAS unique.
+    /// Only when the item has this CAS unique (0 means none).
     pub compare_cas: Option<u64>,
-    /// Create a missing item with this value and expiration time.
-    pub vivify: Option<(u64, i64)>,
-    /// New expiration time on success.
-    pub touch: Option<i64>,
+    /// Create a missing item with this value (never expiring until the
+    /// caller sets an expiry through [`MetaItem::set_expiry`]).
+    pub vivify: Option<u64>,
+    /// The changed item's CAS unique (meta `E`), instead of the next one.
+    pub explicit_cas: Option<u64>,
+}
+
+impl<'a> ArithRequest<'a> {
+    /// `incr`/`decr` as the classic command runs it.
+    pub fn new(key: &'a [u8], incr: bool, delta: u64) -> Self {
+        Self { key, incr, delta, compare_cas: None, vivify: None, explicit_cas: None }
+    }
 }
 
 /// What an arithmetic command did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArithOutcome {
-    /// The new value, CAS unique and expiry.
+    /// The new value and CAS unique.
     Value {
         /// The number now stored.
         value: u64,
         /// The item's new CAS unique.
         cas: u64,
-        /// Its expiry on the store's clock.
-        exptime: u32,
     },
     /// Absent.
     NotFound,
@@ -154,6 +314,19 @@ pub enum ArithOutcome {
     NonNumeric,
     /// Present with another CAS unique.
     Exists,
+}
+
+/// A meta get's options that the store applies.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetaGetRequest {
+    /// `u`: neither bump the item in the LRU nor mark it fetched.
+    pub no_update: bool,
+    /// `N`: create an empty item on a miss.
+    pub vivify: bool,
+    /// `T`: counted as a touch, not a get, in the class counters.
+    pub touch: bool,
+    /// `E`: the CAS unique of a created item.
+    pub explicit_cas: Option<u64>,
 }
 
 /// Store-wide numbers for `stats`.
@@ -173,6 +346,19 @@ pub struct StoreStats {
     pub evicted_unfetched: u64,
     /// Expired items never read.
     pub expired_unfetched: u64,
+    /// Lookups that found an expired item.
+    pub get_expired: u64,
+    /// Lookups that found a flushed item.
+    pub get_flushed: u64,
+}
+
+/// The hash tables' size, for `stats`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HashTableStats {
+    /// Buckets over every shard.
+    pub buckets: usize,
+    /// Their bytes (a 32-bit slot index each).
+    pub bytes: usize,
 }
 
 /// The sharded store.
@@ -186,6 +372,9 @@ pub struct Store {
     oldest_live: AtomicU32,
     clock: Clock,
     config: StoreConfig,
+    /// The memory limit in force (`-m`, changed by `cache_memlimit`).
+    memory_limit_bytes: AtomicUsize,
+    size_classes: Arc<SizeClasses>,
 }
 
 impl Store {
@@ -198,20 +387,43 @@ impl Store {
     pub fn with_clock(config: StoreConfig, clock: Clock) -> Self {
         let shards = config.shards.max(1).next_power_of_two();
         let per_shard = config.memory_limit_bytes / shards;
+        let size_classes = Arc::new(SizeClasses::new(config.item_size_max));
         Self {
-            shards: (0..shards).map(|_| ShardLock(Mutex::new(Shard::new(per_shard)))).collect(),
+            shards: (0..shards).map(|_| ShardLock(Mutex::new(Shard::new(per_shard, size_classes.clone())))).collect(),
             shard_mask: shards - 1,
             hasher: foldhash::fast::RandomState::default(),
             next_cas: AtomicU64::new(0),
             oldest_live: AtomicU32::new(0),
             clock,
             config: StoreConfig { shards, ..config },
+            memory_limit_bytes: AtomicUsize::new(config.memory_limit_bytes),
+            size_classes,
         }
     }
 
-    /// The configuration in force.
+    /// The configuration the store started with.
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// memcached's size classes for this store's item size limit.
+    pub fn size_classes(&self) -> &SizeClasses {
+        &self.size_classes
+    }
+
+    /// The memory limit in force.
+    pub fn memory_limit_bytes(&self) -> usize {
+        self.memory_limit_bytes.load(Ordering::Relaxed)
+    }
+
+    /// `cache_memlimit`: a new memory limit, split over the shards as at
+    /// start; a smaller one evicts as items are next stored.
+    pub fn set_memory_limit(&self, bytes: usize) {
+        self.memory_limit_bytes.store(bytes, Ordering::Relaxed);
+        let per_shard = bytes / self.shards.len();
+        for shard in self.shards.iter() {
+            shard.0.lock().unwrap_or_else(|p| p.into_inner()).set_limit_bytes(per_shard);
+        }
     }
 
     /// The store's clock.
@@ -221,7 +433,7 @@ impl Store {
 
     /// Seconds until `exptime` (an expiry on the store's clock), -1 for never.
     pub fn ttl(&self, exptime: u32) -> i64 {
-        if exptime == 0 { -1 } else { i64::from(exptime) - i64::from(self.clock.now()) }
+        ttl(exptime, self.clock.now())
     }
 
     fn locate(&self, key: &[u8]) -> (u64, MutexGuard<'_, Shard>) {
@@ -245,6 +457,7 @@ impl Store {
         let live = self.liveness();
         let (hash, mut shard) = self.locate(key);
         let idx = shard.lookup(hash, key, live)?;
+        shard.class_of_item(idx).count_read(touch.is_some());
         let item = shard.item_mut(idx);
         let view = ItemView {
             value: item.value.clone(),
@@ -255,10 +468,54 @@ impl Store {
             fetched_before: item.fetched,
         };
         item.fetched = true;
+        item.last_access = live.now;
         if let Some(exptime) = touch {
             item.exptime = self.clock.expiry(exptime, live.now);
         }
         Some(view)
+    }
+
+    /// `mg`: finds `key` (creating an empty item on a miss when asked), lets
+    /// `reply` read and mark it under the shard's lock, then bumps it and
+    /// marks it fetched unless asked not to. `None` on a miss.
+    pub fn meta_get<T>(
+        &self,
+        key: &[u8],
+        req: MetaGetRequest,
+        reply: impl FnOnce(&mut MetaItem<'_>) -> T,
+    ) -> Option<T> {
+        let live = self.liveness();
+        let (hash, mut shard) = self.locate(key);
+        let (idx, created) = match shard.find(hash, key, live) {
+            Some(idx) => (idx, false),
+            None if req.vivify => {
+                let cas = req.explicit_cas.unwrap_or_else(|| self.new_cas());
+                let item = Item::new(key, Bytes::new(), 0, 0, cas, live.now);
+                (shard.insert(hash, item, live).ok()?, true)
+            }
+            None => return None,
+        };
+        shard.class_of_item(idx).count_read(req.touch);
+        let class = usize::from(shard.class_for(shard.item(idx)));
+        let item = shard.item_mut(idx);
+        let answer = reply(&mut MetaItem { item, created, class, clock: &self.clock, now: live.now });
+        if !req.no_update {
+            let item = shard.item_mut(idx);
+            item.fetched = true;
+            item.last_access = live.now;
+            shard.bump(idx);
+        }
+        Some(answer)
+    }
+
+    /// `me`: the item under `key` as `reply` reads it, without bumping it.
+    pub fn meta_debug<T>(&self, key: &[u8], reply: impl FnOnce(&mut MetaItem<'_>) -> T) -> Option<T> {
+        let live = self.liveness();
+        let (hash, mut shard) = self.locate(key);
+        let idx = shard.find(hash, key, live)?;
+        let class = usize::from(shard.class_for(shard.item(idx)));
+        let item = shard.item_mut(idx);
+        Some(reply(&mut MetaItem { item, created: false, class, clock: &self.clock, now: live.now }))
     }
 
     /// Sets a present key's expiration time; false when absent.
@@ -266,10 +523,12 @@ impl Store {
         let live = self.liveness();
         let (hash, mut shard) = self.locate(key);
         let Some(idx) = shard.lookup(hash, key, live) else { return false };
+        shard.class_of_item(idx).touch_hits += 1;
         let item = shard.item_mut(idx);
         item.exptime = self.clock.expiry(exptime, live.now);
         // memcached counts a touch as a fetch (`mg ... h` says so afterwards).
         item.fetched = true;
+        item.last_access = live.now;
         true
     }
 
@@ -286,20 +545,30 @@ impl Store {
             StoreMode::Append | StoreMode::Prepend => req.compare_cas.filter(|&c| c != 0),
             _ => req.compare_cas,
         };
-        let cas_differs = |idx: u32| compare.is_some_and(|c| c != shard.item(idx).cas);
+        let swap = req.is_compare_and_swap();
+        // Meta `I`: an older unique stores the value as stale.
+        let stale_write = |idx: u32, shard: &Shard| {
+            req.invalidate && swap && compare.is_some_and(|c| c != 0 && c < shard.item(idx).cas)
+        };
+        let cas_differs = |idx: u32, shard: &Shard| compare.is_some_and(|c| c != shard.item(idx).cas);
         match (req.mode, existing) {
             (StoreMode::Add, Some(_)) => return StoreOutcome::NotStored,
             (StoreMode::Set | StoreMode::Cas | StoreMode::Replace, None) if req.compare_cas.is_some() => {
                 return StoreOutcome::NotFound;
             }
             (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => return StoreOutcome::NotStored,
-            (_, Some(idx)) if cas_differs(idx) => return StoreOutcome::Exists,
+            (_, Some(idx)) if cas_differs(idx, &shard) && !stale_write(idx, &shard) => {
+                if swap {
+                    shard.class_of_item(idx).cas_badval += 1;
+                }
+                return StoreOutcome::Exists;
+            }
             _ => {}
         }
-        let (value, flags, exptime) = match (req.mode, existing) {
+        let (value, flags, mut exptime) = match (req.mode, existing) {
             (StoreMode::Append | StoreMode::Prepend, Some(idx)) => {
                 let old = shard.item(idx);
-                if item_size(req.key.len(), old.value.len() + req.data.len()) > self.config.item_size_max {
+                if item_size(req.key.len(), old.value.len() + req.data.len(), old.flags) > self.config.item_size_max {
                     return StoreOutcome::NotStored;
                 }
                 let mut joined = BytesMut::with_capacity(old.value.len() + req.data.len());
@@ -311,48 +580,67 @@ impl Store {
             }
             _ => (Bytes::copy_from_slice(req.data), req.flags, self.clock.expiry(req.exptime, live.now)),
         };
+        let mut marks = (false, false);
         if let Some(idx) = existing {
+            if swap {
+                shard.class_of_item(idx).cas_hits += 1;
+            }
+            if stale_write(idx, &shard) {
+                let old = shard.item(idx);
+                exptime = old.exptime;
+                marks = (true, old.token_sent);
+            }
             shard.remove(idx);
         }
-        let cas = self.new_cas();
-        let item = Item {
-            key: req.key.into(),
-            value,
-            flags,
-            exptime,
-            cas,
-            stored_at: live.now,
-            last_access: live.now,
-            fetched: false,
-        };
+        let cas = req.explicit_cas.unwrap_or_else(|| self.new_cas());
+        let mut item = Item::new(req.key, value, flags, exptime, cas, live.now);
+        (item.stale, item.token_sent) = marks;
+        item.key_binary = req.key_binary;
         match shard.insert(hash, item, live) {
             Ok(_) => StoreOutcome::Stored(cas),
             Err(shard::OutOfMemory) => StoreOutcome::OutOfMemory,
         }
     }
 
-    /// Removes `key` (only with this CAS unique, when given).
-    pub fn delete(&self, key: &[u8], compare_cas: Option<u64>) -> DeleteOutcome {
+    /// Removes `key`, or with `invalidate` marks it stale.
+    pub fn delete(&self, key: &[u8], req: DeleteRequest) -> DeleteOutcome {
         let live = self.liveness();
         let (hash, mut shard) = self.locate(key);
-        let Some(idx) = shard.lookup(hash, key, live) else { return DeleteOutcome::NotFound };
-        if compare_cas.is_some_and(|c| c != shard.item(idx).cas) {
+        let Some(idx) = shard.find(hash, key, live) else { return DeleteOutcome::NotFound };
+        if req.compare_cas.is_some_and(|c| c != shard.item(idx).cas) {
             return DeleteOutcome::Exists;
         }
+        if req.invalidate {
+            let cas = req.explicit_cas.unwrap_or_else(|| self.new_cas());
+            let item = shard.item_mut(idx);
+            if let Some(exptime) = req.touch {
+                item.exptime = self.clock.expiry(exptime, live.now);
+            }
+            item.stale = true;
+            item.token_sent = false;
+            item.cas = cas;
+            return DeleteOutcome::Deleted;
+        }
+        shard.class_of_item(idx).delete_hits += 1;
         shard.remove(idx);
         DeleteOutcome::Deleted
     }
 
     /// `incr`/`decr`/`ma`: memcached's arithmetic on a decimal value. A result
     /// no longer than the old value is written in place, padded with spaces
-    /// (memcached does the same); a longer one replaces the value.
-    pub fn arith(&self, req: ArithRequest<'_>) -> ArithOutcome {
+    /// (memcached does the same); a longer one replaces the value. On
+    /// success `reply` reads and marks the item under the shard's lock.
+    pub fn arith(&self, req: ArithRequest<'_>, reply: impl FnOnce(&mut MetaItem<'_>)) -> ArithOutcome {
         let live = self.liveness();
         let (hash, mut shard) = self.locate(req.key);
         let Some(idx) = shard.lookup(hash, req.key, live) else {
-            return self.vivify(req, hash, shard, live);
+            return self.vivify(req, hash, shard, live, reply);
         };
         let item = shard.item(idx);
+        // memcached refuses an empty value before it compares uniques.
+        if item.value.is_empty() {
+            return ArithOutcome::NonNumeric;
+        }
         if req.compare_cas.is_some_and(|c| c != 0 && c != item.cas) {
             return ArithOutcome::Exists;
         }
@@ -368,16 +656,24 @@ impl Store {
         } else {
             Bytes::from(digits)
         };
-        let cas = self.new_cas();
+        let cas = req.explicit_cas.unwrap_or_else(|| self.new_cas());
         shard.set_value(idx, new_value);
+        let class = shard.class_of_item(idx);
+        if req.incr {
+            class.incr_hits += 1;
+        } else {
+            class.decr_hits += 1;
+        }
+        let class = usize::from(shard.class_for(shard.item(idx)));
         let item = shard.item_mut(idx);
         item.cas = cas;
-        // A longer result is a new item to memcached: never fetched.
-        item.fetched &= in_place;
-        if let Some(t) = req.touch {
-            item.exptime = self.clock.expiry(t, live.now);
+        // A longer result is a new item to memcached: never fetched, and
+        // without meta marks.
+        if !in_place {
+            (item.fetched, item.stale, item.token_sent) = (false, false, false);
         }
-        ArithOutcome::Value { value, cas, exptime: item.exptime }
+        reply(&mut MetaItem { item, created: false, class, clock: &self.clock, now: live.now });
+        ArithOutcome::Value { value, cas }
     }
 
     fn vivify(
@@ -386,26 +682,17 @@ impl Store {
         hash: u64,
         mut shard: MutexGuard<'_, Shard>,
         live: Liveness,
+        reply: impl FnOnce(&mut MetaItem<'_>),
     ) -> ArithOutcome {
-        let Some((initial, exptime)) = req.vivify else { return ArithOutcome::NotFound };
-        let cas = self.new_cas();
-        let exptime = self.clock.expiry(exptime, live.now);
-        let item = Item {
-            key: req.key.into(),
-            value: Bytes::from(initial.to_string()),
-            flags: 0,
-            exptime,
-            cas,
-            stored_at: live.now,
-            last_access: live.now,
-            fetched: false,
-        };
-        match shard.insert(hash, item, live) {
-            Ok(_) => ArithOutcome::Value { value: initial, cas, exptime },
-            Err(shard::OutOfMemory) => ArithOutcome::NotFound,
-        }
+        let Some(initial) = req.vivify else { return ArithOutcome::NotFound };
+        let cas = req.explicit_cas.unwrap_or_else(|| self.new_cas());
+        let item = Item::new(req.key, Bytes::from(initial.to_string()), 0, 0, cas, live.now);
+        let Ok(idx) = shard.insert(hash, item, live) else { return ArithOutcome::NotFound };
+        let class = usize::from(shard.class_for(shard.item(idx)));
+        let item = shard.item_mut(idx);
+        reply(&mut MetaItem { item, created: true, class, clock: &self.clock, now: live.now });
+        ArithOutcome::Value { value: initial, cas }
     }
-
     /// `flush_all`: with `delay <= 0` every item goes now; otherwise every item
     /// stored up to the moment the delay ends is invalid from then on.
     pub fn flush_all(&self, delay: i64) {
@@ -434,6 +721,59 @@ impl Store {
             total.reclaimed += c.reclaimed;
             total.evicted_unfetched += c.evicted_unfetched;
             total.expired_unfetched += c.expired_unfetched;
+            total.get_expired += c.get_expired;
+            total.get_flushed += c.get_flushed;
+        }
+        total
+    }
+
+    /// The hash tables' size over every shard.
+    pub fn hash_table_stats(&self) -> HashTableStats {
+        let buckets: usize =
+            self.shards.iter().map(|s| s.0.lock().unwrap_or_else(|p| p.into_inner()).table_buckets()).sum();
+        HashTableStats { buckets, bytes: buckets * std::mem::size_of::<u32>() }
+    }
+
+    /// memcached's `oldest_live`: the clock reading up to which a delayed
+    /// `flush_all` invalidates items (0: none pending or done).
+    pub fn oldest_live(&self) -> u32 {
+        self.oldest_live.load(Ordering::Relaxed)
+    }
+
+    /// Per size class figures summed over the shards (index = class; the
+    /// oldest access is the least recent over the shards, 0 when empty).
+    pub fn class_stats(&self) -> Vec<ClassStats> {
+        let mut total = vec![ClassStats::default(); self.size_classes.len() + 1];
+        for shard in self.shards.iter() {
+            let shard = shard.0.lock().unwrap_or_else(|p| p.into_inner());
+            for (sum, class) in total.iter_mut().zip(shard.class_stats()) {
+                let oldest = match (sum.oldest_access, class.oldest_access) {
+                    (0, b) => b,
+                    (a, 0) => a,
+                    (a, b) => a.min(b),
+                };
+                *sum = ClassStats {
+                    number: sum.number + class.number,
+                    mem_requested: sum.mem_requested + class.mem_requested,
+                    evicted: sum.evicted + class.evicted,
+                    evicted_nonzero: sum.evicted_nonzero + class.evicted_nonzero,
+                    evicted_time: sum.evicted_time.max(class.evicted_time),
+                    outofmemory: sum.outofmemory + class.outofmemory,
+                    reclaimed: sum.reclaimed + class.reclaimed,
+                    expired_unfetched: sum.expired_unfetched + class.expired_unfetched,
+                    evicted_unfetched: sum.evicted_unfetched + class.evicted_unfetched,
+                    get_hits: sum.get_hits + class.get_hits,
+                    cmd_set: sum.cmd_set + class.cmd_set,
+                    delete_hits: sum.delete_hits + class.delete_hits,
+                    incr_hits: sum.incr_hits + class.incr_hits,
+                    decr_hits: sum.decr_hits + class.decr_hits,
+                    cas_hits: sum.cas_hits + class.cas_hits,
+                    cas_badval: sum.cas_badval + class.cas_badval,
+                    touch_hits: sum.touch_hits + class.touch_hits,
+                    oldest_access: oldest,
+                    used: sum.used || class.used,
+                };
+            }
         }
         total
     }
@@ -441,8 +781,7 @@ impl Store {
     /// Zeroes the resettable counters (`stats reset`).
     pub fn reset_stats(&self) {
         for shard in self.shards.iter() {
-            let mut shard = shard.0.lock().unwrap_or_else(|p| p.into_inner());
-            shard.counters = Default::default();
+            shard.0.lock().unwrap_or_else(|p| p.into_inner()).reset_counters();
         }
     }
 }
@@ -456,18 +795,11 @@ mod tests {
     }
 
     fn set(s: &Store, key: &str, value: &str, exptime: i64) -> StoreOutcome {
-        s.store(StoreRequest {
-            mode: StoreMode::Set,
-            key: key.as_bytes(),
-            flags: 0,
-            exptime,
-            data: value.as_bytes(),
-            compare_cas: None,
-        })
+        s.store(StoreRequest::new(StoreMode::Set, key.as_bytes(), 0, exptime, value.as_bytes()))
     }
 
     fn incr(s: &Store, key: &str, incr: bool, delta: u64) -> ArithOutcome {
-        s.arith(ArithRequest { key: key.as_bytes(), incr, delta, compare_cas: None, vivify: None, touch: None })
+        s.arith(ArithRequest::new(key.as_bytes(), incr, delta), |_| {})
     }
 
     #[test]
@@ -498,17 +830,28 @@ mod tests {
     fn cas_uniques_change_on_every_write() {
         let s = store();
         let StoreOutcome::Stored(first) = set(&s, "k", "1", 0) else { panic!() };
-        let req = |cas| StoreRequest {
-            mode: StoreMode::Cas,
-            key: b"k",
-            flags: 0,
-            exptime: 0,
-            data: b"2",
-            compare_cas: Some(cas),
-        };
+        let req = |cas| StoreRequest { compare_cas: Some(cas), ..StoreRequest::new(StoreMode::Cas, b"k", 0, 0, b"2") };
         assert!(matches!(s.store(req(first)), StoreOutcome::Stored(c) if c > first));
         assert_eq!(s.store(req(first)), StoreOutcome::Exists);
-        assert_eq!(s.delete(b"k", Some(first)), DeleteOutcome::Exists);
+        assert_eq!(
+            s.delete(b"k", DeleteRequest { compare_cas: Some(first), ..Default::default() }),
+            DeleteOutcome::Exists
+        );
+    }
+
+    /// `mg k l` answered `l0` after any wait: the lookup moved the access
+    /// time to now before the view copied it.
+    #[test]
+    fn a_read_reports_the_previous_access_time() {
+        let s = store();
+        set(&s, "k", "v", 0);
+        let stored_at = s.clock().now();
+        s.clock().advance(5);
+        let first = s.get(b"k", None).unwrap();
+        assert_eq!(first.last_access, stored_at, "the first read sees the store's time");
+        s.clock().advance(3);
+        let second = s.get(b"k", None).unwrap();
+        assert_eq!(second.last_access, stored_at + 5, "the second read sees the first read's time");
     }
 
     #[test]

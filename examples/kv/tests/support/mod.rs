@@ -145,7 +145,7 @@ fn try_start_memcached(extra: &[&str]) -> Option<ServerProcess> {
     if std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t"))) {
         cmd.args(["-u", "root"]);
     }
-    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("start memcached");
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start memcached");
     let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
     let mut server = ServerProcess { child, addr };
     let deadline = Instant::now() + START_TIMEOUT;
@@ -198,6 +198,17 @@ pub fn start_ix_on_tap(tag: &str, subnet: u8, extra: &[&str]) -> (ServerProcess,
     (server, guard)
 }
 
+/// How [`RawClient::exchange_or_close`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The reply ended in `MN`.
+    Answered,
+    /// The server closed the connection.
+    HungUp,
+    /// No `MN` within the read timeout.
+    Stalled,
+}
+
 /// A raw protocol connection with a read timeout.
 pub struct RawClient {
     pub stream: TcpStream,
@@ -240,6 +251,31 @@ impl RawClient {
         assert!(reply.ends_with(b"MN\r\n"), "no MN after {:?}: got {:?}", show(request), show(&reply));
         reply.truncate(reply.len() - 4);
         reply
+    }
+
+    /// Like [`RawClient::exchange`], but a server that hangs up or stops
+    /// answering (for the read timeout) is no failure: returns what came
+    /// before and how the exchange ended.
+    pub fn exchange_or_close(&mut self, request: &[u8]) -> (Vec<u8>, Ending) {
+        let mut bytes = request.to_vec();
+        bytes.extend_from_slice(b"mn\r\n");
+        if self.stream.write_all(&bytes).is_err() {
+            return (Vec::new(), Ending::HungUp);
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while !got.ends_with(b"MN\r\n") {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return (got, Ending::HungUp),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) => {
+                    return (got, Ending::HungUp);
+                }
+                Err(_) => return (got, Ending::Stalled),
+            }
+        }
+        got.truncate(got.len() - 4);
+        (got, Ending::Answered)
     }
 
     /// Whether the server closed the connection (reads EOF or a reset within

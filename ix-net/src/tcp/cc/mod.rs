@@ -36,9 +36,10 @@ pub enum CongestionAlgorithm {
 /// when the recovery point is acknowledged, and
 /// [`on_retransmit_timeout`](Self::on_retransmit_timeout) when the RTO fires.
 ///
-/// Loss recovery is meant to be paced by the SACK scoreboard's `pipe` estimate
-/// (RFC 6675), so a congestion event sets `cwnd = ssthresh` at once; a sender
-/// without SACK can emulate RFC 6582's window inflation with
+/// A congestion event sets `cwnd = ssthresh` at once; a SACK sender then paces
+/// its recovery by Proportional Rate Reduction over the pipe (RFC 6937,
+/// `tcp/recovery.rs`), not by this window, and a sender without SACK can
+/// emulate RFC 6582's window inflation with
 /// [`inflate_in_recovery`](Self::inflate_in_recovery), undone on exit.
 ///
 /// Both algorithms stop growing the window while the sender is application
