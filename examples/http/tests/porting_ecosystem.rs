@@ -163,7 +163,7 @@ fn ix_hyper_compat_timeout_layer_replaces_tower_http_timeout() {
         let layer =
             ix_hyper_compat::TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, Duration::from_millis(10));
         let service = ServiceBuilder::new().layer(layer).service(slow);
-        let fast = service.clone().oneshot(Request::get("/fast").body(()).unwrap()).await.unwrap();
+        let fast = service.oneshot(Request::get("/fast").body(()).unwrap()).await.unwrap();
         let slow = service.oneshot(Request::get("/slow").body(()).unwrap()).await.unwrap();
         (fast.status(), fast.into_body(), slow.status(), slow.into_body())
     });
