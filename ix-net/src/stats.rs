@@ -158,6 +158,9 @@ counters! {
         challenge_acks,
         /// Data arriving after our side stopped receiving.
         data_after_close,
+        /// Connections reset because data arrived after the application had
+        /// closed its handle (RFC 1122 §4.2.2.13; Linux's TCPAbortOnData).
+        abort_on_data,
         /// Duplicate ACKs received.
         dup_acks_received,
         /// D-SACK blocks received.

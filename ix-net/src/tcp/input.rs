@@ -71,13 +71,20 @@ impl Stack {
     }
 
     fn segment_to_conn(&mut self, handle: SocketHandle, repr: &TcpRepr, payload: Option<PacketBuf>, now: Instant) {
-        let Some(SocketEntry { kind: SocketKind::Tcp(conn), .. }) = live_entry(&mut self.sockets, handle) else {
+        let Some(SocketEntry { kind: SocketKind::Tcp(conn), released, .. }) = live_entry(&mut self.sockets, handle)
+        else {
             return;
         };
         let before = conn.state();
         let bad_ack_before = self.stats.tcp.bad_ack;
         let payload_len = payload.as_ref().map_or(0, |p| p.len());
         conn.on_segment(repr, payload, now, &mut self.stats.tcp);
+        // Nobody can read what arrives once the handle is released (RFC 1122
+        // §4.2.2.13): reset rather than pin its frames until TIME-WAIT ends.
+        if *released && conn.recv_queued() > 0 {
+            conn.abort();
+            self.stats.tcp.abort_on_data += 1;
+        }
         // An unacceptable ACK in SYN-SENT or SYN-RECEIVED gets a RST (RFC 9293
         // §3.10.7.3 / §3.10.7.4) and leaves the connection as it was.
         let answer_rst = self.stats.tcp.bad_ack != bad_ack_before
