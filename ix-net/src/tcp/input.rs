@@ -71,6 +71,13 @@ impl Stack {
     }
 
     fn segment_to_conn(&mut self, handle: SocketHandle, repr: &TcpRepr, payload: Option<PacketBuf>, now: Instant) {
+        if self.accept_queue_full_for(handle, repr) {
+            // As Linux does (tcp_abort_on_overflow off): the handshake's last
+            // ACK is dropped, the connection stays half-open, and the peer's
+            // next segment completes it once the application made room.
+            self.stats.tcp.listen_overflows += 1;
+            return;
+        }
         let Some(SocketEntry { kind: SocketKind::Tcp(conn), released, .. }) = live_entry(&mut self.sockets, handle)
         else {
             return;
@@ -95,6 +102,20 @@ impl Stack {
             self.reset_for(&tuple, repr, payload_len);
         }
         self.after_conn(handle);
+    }
+
+    /// Whether `seg` would complete the handshake of a passive connection
+    /// whose listener's accept queue has no room.
+    fn accept_queue_full_for(&self, handle: SocketHandle, seg: &TcpRepr) -> bool {
+        let Some(SocketEntry { kind: SocketKind::Tcp(conn), parent: Some(listener), .. }) = self.entry(handle) else {
+            return false;
+        };
+        if conn.state() != State::SynReceived || !seg.flags.contains(TcpFlags::ACK) || seg.flags.contains(TcpFlags::RST)
+        {
+            return false;
+        }
+        matches!(self.entry(*listener), Some(SocketEntry { kind: SocketKind::Listener(l), .. })
+            if l.accept_queue.len() >= l.backlog)
     }
 
     /// RFC 6191 in spirit: a new SYN for a 4-tuple in TIME-WAIT whose sequence
