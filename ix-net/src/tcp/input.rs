@@ -48,6 +48,8 @@ impl Stack {
         if let Some(handle) = self.flows.get(&tuple) {
             if self.time_wait_reuse(handle, &repr) {
                 self.reclaim(handle);
+            } else if self.cookie_supersedes(handle, &tuple, &repr, now) {
+                self.drop_half_open(handle);
             } else {
                 self.segment_to_conn(handle, &repr, payload, now);
                 return;
@@ -102,6 +104,30 @@ impl Stack {
             self.reset_for(&tuple, repr, payload_len);
         }
         self.after_conn(handle);
+    }
+
+    /// Whether `seg` acknowledges a SYN cookie we sent for the tuple of a
+    /// half-open connection: the peer's SYN was answered with a cookie, then
+    /// its retransmission, once the backlog had room, made the connection with
+    /// another ISN, and the peer took the cookie SYN-ACK. The cookie wins.
+    fn cookie_supersedes(&self, handle: SocketHandle, tuple: &FourTuple, seg: &TcpRepr, now: Instant) -> bool {
+        let handshake_ack = seg.flags.contains(TcpFlags::ACK) && !seg.flags.intersects(TcpFlags::SYN | TcpFlags::RST);
+        handshake_ack
+            && matches!(self.entry(handle), Some(SocketEntry { kind: SocketKind::Tcp(conn), parent: Some(_), .. })
+                if conn.state() == State::SynReceived)
+            && self.cookies.validate(now, *tuple, seg.seq.wrapping_sub(1), seg.ack.wrapping_sub(1)).is_some()
+    }
+
+    /// Forgets a half-open connection nobody has seen (no RST: the peer is
+    /// on the cookie's sequence numbers).
+    fn drop_half_open(&mut self, handle: SocketHandle) {
+        if let Some(SocketEntry { parent: Some(listener), .. }) = self.entry(handle) {
+            let listener = *listener;
+            if let Some(SocketEntry { kind: SocketKind::Listener(l), .. }) = self.entry_mut(listener) {
+                l.half_open = l.half_open.saturating_sub(1);
+            }
+        }
+        self.reclaim(handle);
     }
 
     /// Whether `seg` would complete the handshake of a passive connection
