@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use ix_driver::{PacketBuf, TxBuf};
+use ix_driver::{PacketBuf, PoolPressure, TxBuf};
 use ix_net::tcp::State;
 use ix_net::{RxChunk, SocketError, SocketHandle, Stack, TcpError};
 
@@ -433,13 +433,14 @@ impl TcpStream {
     ///
     /// - `Ready(Ok(n))`: `n` bytes queued (0 only for empty `data`).
     /// - `Ready(Err(_))`: the connection failed or was shut down.
-    /// - `Pending`: the send queue is full, or (counted) the pool has no frame.
+    /// - `Pending`: the send queue is full.
     pub fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         self.poll_write_vectored(cx, &[IoSlice::new(data)])
     }
 
     /// Copying write of several slices, packed into one frame of the packet
-    /// region on the dataplane (one `sendmsg` on the `kernel` backend).
+    /// region on the dataplane (into heap memory while the core's pool is
+    /// under pressure; one `sendmsg` on the `kernel` backend).
     /// Outcomes as [`TcpStream::poll_write`].
     pub fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
@@ -458,9 +459,13 @@ impl TcpStream {
             core.register(handle, Interest::Write, cx.waker());
             return Poll::Pending;
         }
-        let Ok(mut frame) = core.with_pool(|p| p.alloc()) else {
-            core.wait_for_buffers(cx.waker());
-            return Poll::Pending;
+        // A queued frame stays pinned until the peer acknowledges it: while
+        // the pool is short of frames, the copy goes to the heap instead.
+        let frame = core.with_pool(|p| (p.pressure() == PoolPressure::Normal).then(|| p.alloc().ok()).flatten());
+        let Some(mut frame) = frame else {
+            let data = gather(bufs, total.min(room));
+            let taken = core.stack(|s| s.tcp_send(handle, data)).map_err(io_error)?;
+            return Poll::Ready(Ok(taken));
         };
         let mut budget = total.min(room).min(frame.tailroom());
         for buf in bufs {
@@ -474,6 +479,16 @@ impl TcpStream {
         let taken = core.stack(|s| s.tcp_send_frame(handle, frame.freeze())).map_err(io_error)?;
         Poll::Ready(Ok(taken))
     }
+}
+
+/// The first `len` bytes of `bufs`, copied into one heap buffer.
+fn gather(bufs: &[IoSlice<'_>], len: usize) -> Bytes {
+    let mut data = bytes::BytesMut::with_capacity(len);
+    for buf in bufs {
+        let n = buf.len().min(len - data.len());
+        data.extend_from_slice(&buf[..n]);
+    }
+    data.freeze()
 }
 
 impl Drop for TcpStream {
