@@ -35,6 +35,7 @@ mod runtime;
 pub mod time;
 
 pub use executor::{Executor, Handle, JoinError, JoinHandle, RemoteJoinHandle, SpawnError, spawn_local, yield_now};
+pub use ix_driver::pool::DEFAULT_POOL_FRAMES;
 pub use reactor::ReactorStats;
 pub use runtime::{
     Backend, Builder, CoreStats, IdlePolicy, LoopStats, Runtime, RuntimeError, ShutdownHandle, pin_current_thread,
