@@ -22,7 +22,7 @@ pub use error::{DriverError, FrameFull, PoolExhausted};
 pub use eventfd::EventFd;
 pub use mem::{MemQueue, MemWire, MemWireConfig};
 pub use nic::{NicConfig, NicDevice, NicFamily, NicQueue, NicQueueSource};
-pub use pool::{PacketBuf, PacketPool, PoolConfig, PoolStats, TxBuf};
+pub use pool::{PacketBuf, PacketPool, PoolConfig, PoolPressure, PoolStats, TxBuf};
 pub use queue::{NetQueue, QueueStats};
 pub use region::HugePages;
 pub use rss::{RSS_DEFAULT_KEY, RedirectionTable, Toeplitz, find_port_for_queue};

@@ -21,6 +21,27 @@ pub const FRAME_DATA_BYTES: u32 = FRAME_STRIDE_BYTES - FRAME_HEADROOM_BYTES;
 /// Frames in a pool unless configured otherwise (32 MiB of region).
 pub const DEFAULT_POOL_FRAMES: u32 = 8192;
 
+/// A pool is under pressure once at most this share (1/N) of its frames is
+/// free: the stack stops opening receive windows of connections that hold
+/// frames, and packs small unread data into shared frames.
+pub const POOL_TIGHT_FREE_DIVISOR: u32 = 4;
+/// A pool is critical once at most this share (1/N) of its frames is free: the
+/// stack drops received payload (acknowledgements are still processed) and
+/// copying writes use heap memory, so that what is left keeps the receive path
+/// and transmission going.
+pub const POOL_CRITICAL_FREE_DIVISOR: u32 = 16;
+
+/// How scarce free frames are (see [`PacketPool::pressure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PoolPressure {
+    /// More than 1/[`POOL_TIGHT_FREE_DIVISOR`] of the frames are free.
+    Normal,
+    /// At most 1/[`POOL_TIGHT_FREE_DIVISOR`] are free.
+    Tight,
+    /// At most 1/[`POOL_CRITICAL_FREE_DIVISOR`] are free.
+    Critical,
+}
+
 /// How to build a pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolConfig {
@@ -195,6 +216,19 @@ impl PacketPool {
     /// Frames free now.
     pub fn available(&self) -> u32 {
         self.inner.free.borrow().len() as u32
+    }
+
+    /// How scarce free frames are now: what holders of frames that can wait
+    /// (received data, application writes) check before taking more.
+    pub fn pressure(&self) -> PoolPressure {
+        let (free, frames) = (self.available(), self.inner.frames);
+        if free <= frames / POOL_CRITICAL_FREE_DIVISOR {
+            PoolPressure::Critical
+        } else if free <= frames / POOL_TIGHT_FREE_DIVISOR {
+            PoolPressure::Tight
+        } else {
+            PoolPressure::Normal
+        }
     }
 
     /// A snapshot of the pool's counters.
@@ -538,6 +572,22 @@ mod tests {
         assert_eq!(&*tail, b"ello");
         drop(tail);
         assert_eq!(pool.available(), 2);
+    }
+
+    #[test]
+    fn pressure_follows_the_share_of_free_frames() {
+        let pool = pool(64);
+        let mut held = Vec::new();
+        let mut seen = Vec::new();
+        while let Ok(buf) = pool.alloc() {
+            held.push(buf);
+            seen.push((pool.available(), pool.pressure()));
+        }
+        assert!(seen.iter().all(|&(free, p)| (free > 16) == (p == PoolPressure::Normal)));
+        assert!(seen.iter().all(|&(free, p)| (free <= 4) == (p == PoolPressure::Critical)));
+        assert_eq!(pool.pressure(), PoolPressure::Critical);
+        held.truncate(40);
+        assert_eq!(pool.pressure(), PoolPressure::Normal);
     }
 
     #[test]

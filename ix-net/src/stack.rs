@@ -233,6 +233,8 @@ pub struct Stack {
     pub(crate) next_ephemeral: u16,
     pub(crate) tcp_connections: usize,
     pub(crate) now: Instant,
+    /// When small unread chunks may next be packed (see `tcp/packing.rs`).
+    pub(crate) next_packing: Instant,
 }
 
 impl Stack {
@@ -280,6 +282,7 @@ impl Stack {
             next_ephemeral: start,
             tcp_connections: 0,
             now,
+            next_packing: now,
             config,
             pool,
         })
@@ -450,6 +453,7 @@ impl Stack {
     pub fn egress(&mut self, now: Instant, out: &mut Vec<PacketBuf>) {
         self.now = now;
         self.process_released_credit();
+        self.pack_under_pressure(now);
         let mut i = 0;
         while i < self.dirty.len() {
             let handle = self.dirty[i];
@@ -588,8 +592,9 @@ impl Stack {
             timer: None,
         });
         let handle = SocketHandle { index: index as u32, generation };
-        if let Some(SocketEntry { kind: SocketKind::Tcp(conn), .. }) = self.sockets.get(index) {
+        if let Some(SocketEntry { kind: SocketKind::Tcp(conn), .. }) = self.sockets.get_mut(index) {
             conn.credit().bind(handle, self.released_credit.clone());
+            conn.attach_pool(self.pool.clone());
         }
         handle
     }

@@ -158,6 +158,16 @@ counters! {
         challenge_acks,
         /// Data arriving after our side stopped receiving.
         data_after_close,
+        /// Connections reset because data arrived after the application had
+        /// closed its handle (RFC 1122 §4.2.2.13; Linux's TCPAbortOnData).
+        abort_on_data,
+        /// Received payloads dropped because the packet pool was short of
+        /// frames (critical pressure, or out-of-order data under pressure);
+        /// the acknowledgement they carried was processed, the peer resends.
+        rx_pool_pressure_drops,
+        /// Small unread chunks copied into frames shared with others because
+        /// the pool was under pressure (each had pinned a frame of its own).
+        rx_packed_chunks,
         /// Duplicate ACKs received.
         dup_acks_received,
         /// D-SACK blocks received.

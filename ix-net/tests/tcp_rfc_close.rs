@@ -144,3 +144,46 @@ fn close_in_syn_sent_deletes_the_connection() {
     assert!(rst.has(TcpFlags::RST), "{rst:?}");
     assert_eq!(rst.repr.seq, syn.repr.seq.wrapping_add(1));
 }
+
+/// RFC 1122 §4.2.2.13: data that arrives after the application closed its
+/// handle can never be read, so the stack resets the connection (as Linux
+/// does: TCPAbortOnData) and frees the data at once. Holding it until TIME-WAIT
+/// ended pinned one pool frame per such connection for a minute: thousands of
+/// keep-alive connections closed by the server while their clients sent one
+/// more request emptied the pool, and the core stopped receiving (#20).
+#[test]
+fn data_after_close_resets_the_connection_and_frees_its_frames() {
+    for peer_acks_our_fin_first in [false, true] {
+        let mut h = Harness::new();
+        let link = h.plain_passive_open();
+        let free = h.pool.available();
+        h.stack.close(link.handle);
+        assert!(h.out_one().has(TcpFlags::FIN));
+        let ack = if peer_acks_our_fin_first {
+            h.send(h.ack(link.peer_seq, link.our_seq + 1));
+            assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::FinWait2);
+            link.our_seq + 1
+        } else {
+            link.our_seq
+        };
+        h.data(link.peer_seq, ack, &pattern(0, 300));
+        let rst = h.out_one();
+        assert!(rst.has(TcpFlags::RST), "data after close is answered with a RST, got {rst:?}");
+        assert_eq!(h.stack.tcp_connection_count(), 0, "the connection is gone");
+        assert_eq!(h.pool.available(), free, "no frame is left pinned");
+        assert_eq!(h.stack.stats().tcp.abort_on_data, 1);
+    }
+}
+
+/// A stream shut down for writing but still held by the application keeps
+/// receiving (half close): only a released handle makes data unreadable.
+#[test]
+fn data_after_shutdown_is_still_received() {
+    let mut h = Harness::new();
+    let link = h.plain_passive_open();
+    h.stack.tcp_shutdown(link.handle).unwrap();
+    h.out_one();
+    h.data(link.peer_seq, link.our_seq + 1, &pattern(0, 300));
+    assert_eq!(h.read_all(link.handle), pattern(0, 300));
+    assert_eq!(h.stack.stats().tcp.abort_on_data, 0);
+}

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ix_net::TcpError;
 use ix_net::tcp::State;
 use ix_net::wire::{TcpFlags, TcpRepr};
-use segment_support::{Harness, PEER_ISN, full_options, mss_only};
+use segment_support::{Harness, PEER_ISN, PEER_PORT, full_options, mss_only};
 
 /// RFC 9293 §3.5, RFC 7323 §2.2/§3.2, RFC 2018 §2: a SYN-ACK answers a SYN and
 /// mirrors the options the SYN offered, with an unscaled window.
@@ -144,4 +144,42 @@ fn active_open_gives_up_after_syn_retries_with_timed_out() {
     assert!(segs.iter().all(|s| s.has(TcpFlags::SYN) && !s.has(TcpFlags::RST)));
     assert_eq!(h.stack.tcp_state(handle).unwrap(), State::Closed);
     assert_eq!(h.stack.tcp_error(handle).unwrap(), Some(TcpError::TimedOut));
+}
+
+/// A full accept queue drops the handshake's last ACK instead of resetting
+/// the connection (Linux with `tcp_abort_on_overflow` off): the peer, which
+/// believes it is connected, sends again, and the connection is accepted once
+/// the application made room. Resetting lost hundreds of connections of a
+/// burst of ten thousand that the application was accepting as fast as it
+/// could (#20).
+#[test]
+fn a_full_accept_queue_drops_the_last_ack_instead_of_resetting() {
+    let mut h = Harness::new();
+    let listener = h.listen(2);
+    let from = |port: u16, repr: TcpRepr| TcpRepr { src_port: port, ..repr };
+    let mut syn_acks = Vec::new();
+    let mut handshake_ack = |h: &mut Harness, port: u16| {
+        h.send(from(port, h.syn(PEER_ISN, mss_only(1460))));
+        let syn_ack = h.out_one();
+        assert!(syn_ack.has(TcpFlags::SYN | TcpFlags::ACK));
+        syn_acks.push(syn_ack.repr.seq);
+        from(port, h.ack(PEER_ISN + 1, syn_ack.repr.seq.wrapping_add(1)))
+    };
+    let ack_a = handshake_ack(&mut h, PEER_PORT);
+    let ack_b = handshake_ack(&mut h, PEER_PORT + 1);
+    h.send(ack_a);
+    let ack_c = handshake_ack(&mut h, PEER_PORT + 2);
+    h.send(ack_b);
+    h.send(ack_c);
+    assert!(h.out().is_empty(), "no RST for a connection the queue had no room for");
+    assert_eq!(h.stack.stats().tcp.listen_overflows, 1);
+    assert_eq!(h.stack.tcp_connection_count(), 3, "the third stays half-open");
+    let first = h.stack.tcp_accept(listener).unwrap().expect("the first connection");
+    h.send(ack_c);
+    let second = h.stack.tcp_accept(listener).unwrap().expect("the second connection");
+    let third = h.stack.tcp_accept(listener).unwrap().expect("the third, accepted after the queue had room");
+    for handle in [first, second, third] {
+        assert_eq!(h.stack.tcp_state(handle).unwrap(), State::Established);
+    }
+    assert_eq!(h.stack.stats().tcp.resets_sent, 0);
 }

@@ -103,3 +103,30 @@ fn cookie_keeps_window_scale_and_sack_in_the_timestamp() {
     assert_eq!(ack.sack_blocks(), [(peer_seq + 100, peer_seq + 200)]);
     assert_eq!(u32::from(ack.repr.window) << 3, 256 * 1024);
 }
+
+/// A SYN answered with a cookie and retransmitted once the backlog had room
+/// gets a half-open connection with another ISN; the peer may then answer
+/// the cookie SYN-ACK. That ACK is valid: the connection is rebuilt from the
+/// cookie in place of the half-open one, not reset as a bad ACK (which lost
+/// a thousand connections of a burst of ten thousand, #20).
+#[test]
+fn a_cookie_ack_for_a_tuple_that_became_half_open_completes_the_connection() {
+    let mut h = Harness::new();
+    let listener = full_listener(&mut h);
+    let port = segment_support::PEER_PORT;
+    let cookie = cookie_syn_ack(&mut h, port, mss_only(1460));
+    // The half-open slot frees (its peer resets), and the peer's SYN comes again.
+    h.send(TcpRepr { src_port: 39_999, ..h.seg(PEER_ISN + 1, 0, TcpFlags::RST) });
+    h.send(TcpRepr { src_port: port, ..h.syn(PEER_ISN, mss_only(1460)) });
+    let stateful = h.out_one();
+    assert!(stateful.has(TcpFlags::SYN | TcpFlags::ACK));
+    assert_ne!(stateful.repr.seq, cookie.repr.seq, "a half-open connection with its own ISN");
+    // The peer answers the cookie SYN-ACK, which arrived first.
+    h.data(PEER_ISN + 1, cookie.repr.seq.wrapping_add(1), b"hello");
+    let sent = h.out();
+    assert!(sent.iter().all(|s| !s.has(TcpFlags::RST)), "the cookie's ACK was reset: {sent:?}");
+    let accepted = h.stack.tcp_accept(listener).unwrap().expect("the connection rebuilt from the cookie");
+    assert_eq!(h.stack.tcp_state(accepted).unwrap(), State::Established);
+    assert_eq!(h.read_all(accepted), b"hello");
+    assert_eq!(h.stack.tcp_connection_count(), 1, "the half-open one was replaced");
+}

@@ -53,6 +53,7 @@ pub use config::{Builder, IdlePolicy};
 pub use core_thread::pin_current_thread;
 pub use error::RuntimeError;
 pub use executor::{Executor, Handle, JoinError, JoinHandle, RemoteJoinHandle, SpawnError, spawn_local, yield_now};
+pub use ix_driver::pool::DEFAULT_POOL_FRAMES;
 pub use kernel::reactor::ReactorStats;
 pub use runtime::{Runtime, ShutdownHandle};
 pub use stats::{CoreStats, LoopStats};

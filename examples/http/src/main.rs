@@ -76,6 +76,18 @@ struct Args {
     /// The PEM private key of `--tls-cert`.
     #[arg(long, requires = "tls_cert", value_name = "PEM")]
     tls_key: Option<PathBuf>,
+    /// IX: frames in each core's packet pool (4 KiB each; the pool bounds the
+    /// data that connections can hold unread).
+    #[arg(long, default_value_t = ix_runtime::DEFAULT_POOL_FRAMES)]
+    pool_frames: u32,
+    /// Accept queue per core's listener (connections established and not yet
+    /// accepted; beyond it the handshake's last ACK waits, SYN cookies answer).
+    #[arg(long, default_value_t = ix_runtime::net::tcp::DEFAULT_BACKLOG)]
+    backlog: usize,
+    /// IX: print each core's counters (connections, pool, queue, SYN cookies)
+    /// to stderr every this many milliseconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    stats_every_ms: u64,
 }
 
 impl Args {

@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use ix_hyper_compat::Server;
@@ -24,14 +25,15 @@ pub(crate) fn offload(job: FileJob) -> FileJobResult {
 
 pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
     let backend: Backend = args.backend.parse().with_context(|| format!("--backend {}", args.backend))?;
-    let mut builder = Runtime::builder().cores(args.cores).backend(backend);
+    let mut builder = Runtime::builder().cores(args.cores).backend(backend).pool_frames(args.pool_frames);
     if let Some((ip, len)) = addr {
         builder = builder.ipv4(ip, len);
     }
     let runtime = builder.build()?;
     let board = args.metrics.map(|a| serve_metrics(a).with_context(|| format!("--metrics {a}"))).transpose()?;
     let shutdown = runtime.shutdown_handle();
-    let (cores, port, config) = (args.cores, args.port, args.server_config());
+    let (cores, port, config, stats_every_ms) = (args.cores, args.port, args.server_config(), args.stats_every_ms);
+    let backlog = args.backlog;
     let shown = addr.map_or(Ipv4Addr::UNSPECIFIED, |(ip, _)| ip);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let banner = format!("listening on {shown}:{port} (ix, {}, {cores} cores, {scheme})", args.backend);
@@ -42,7 +44,7 @@ pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Opti
         let (app, config, banner, tls) = (app.clone(), config.clone(), banner.clone(), tls.clone());
         let (listening, failed, shutdown, board) = (listening.clone(), failed.clone(), shutdown.clone(), board.clone());
         async move {
-            let listener = match TcpListener::bind(port) {
+            let listener = match TcpListener::bind_with_backlog(port, backlog) {
                 Ok(listener) => listener,
                 Err(e) => {
                     eprintln!("ix-http: core {core}: port {port}: {e}");
@@ -53,6 +55,9 @@ pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Opti
             };
             if listening.fetch_add(1, Ordering::SeqCst) + 1 == cores {
                 println!("{banner}");
+            }
+            if stats_every_ms > 0 {
+                ix_runtime::spawn_local(print_stats(Duration::from_millis(stats_every_ms)));
             }
             let server = Server::new(config);
             let serving = async {
@@ -74,4 +79,36 @@ pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Opti
         anyhow::bail!("a core could not listen");
     }
     Ok(())
+}
+
+/// Prints the core's counters every `every`, one line, until the core stops.
+async fn print_stats(every: Duration) {
+    loop {
+        ix_runtime::time::sleep(every).await;
+        let s = ix_runtime::stats();
+        let tcp = &s.stack.tcp;
+        eprintln!(
+            "stats core={} conns={} pool_free={}/{} pool_exhausted={} buffer_waits={} rx={} tx={} \
+             passive_opens={} syncookies_sent={} syncookies_recv={} syncookies_failed={} listen_overflows={} \
+             resets_sent={} retransmits={} abort_on_data={} pool_pressure_drops={} packed_chunks={}",
+            s.core,
+            s.connections,
+            s.pool_free,
+            s.pool_capacity,
+            s.queue.pool_exhausted,
+            s.buffer_waits,
+            s.queue.rx_packets,
+            s.queue.tx_packets,
+            tcp.passive_opens,
+            tcp.syncookies_sent,
+            tcp.syncookies_recv,
+            tcp.syncookies_failed,
+            tcp.listen_overflows,
+            tcp.resets_sent,
+            tcp.retransmitted_segments,
+            tcp.abort_on_data,
+            tcp.rx_pool_pressure_drops,
+            tcp.rx_packed_chunks,
+        );
+    }
 }

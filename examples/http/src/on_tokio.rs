@@ -66,13 +66,13 @@ impl Accept for Listener {
     }
 }
 
-fn reuseport_listener(addr: SocketAddrV4) -> io::Result<std::net::TcpListener> {
+fn reuseport_listener(addr: SocketAddrV4, backlog: usize) -> io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(socket.into())
 }
 
@@ -84,7 +84,7 @@ pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Opti
     let bind = SocketAddrV4::new(ip, args.port);
     // Bind every core's listener up front, so that a bad address fails at once.
     let listeners = (0..args.cores)
-        .map(|_| reuseport_listener(bind))
+        .map(|_| reuseport_listener(bind, args.backlog))
         .collect::<io::Result<Vec<_>>>()
         .with_context(|| format!("bind {bind}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ix_driver::PacketBuf;
+use ix_driver::{PacketBuf, PacketPool, PoolPressure};
 
 use super::assembler::{Assembler, InsertOutcome};
 use super::cc::CongestionControl;
@@ -186,6 +186,8 @@ pub struct Conn {
     fin_seq: Option<SeqNum>,
     fin_received: bool,
     credit: Rc<RxCredit>,
+    /// The pool received frames come from, whose pressure bounds the window.
+    pool: Option<PacketPool>,
 
     // Options in use.
     ts_enabled: bool,
@@ -286,6 +288,7 @@ impl Conn {
             fin_seq: None,
             fin_received: false,
             credit: Rc::new(RxCredit::default()),
+            pool: None,
             ts_enabled: false,
             ts_recent: 0,
             ts_recent_at: now,
@@ -457,6 +460,35 @@ impl Conn {
         &self.credit
     }
 
+    /// Ties the receive window to `pool`: under pressure (see
+    /// [`PacketPool::pressure`]) the window stops growing for a connection
+    /// that holds frames, and received payload is dropped when it is critical.
+    pub fn attach_pool(&mut self, pool: PacketPool) {
+        self.pool = Some(pool);
+    }
+
+    fn pool_pressure(&self) -> PoolPressure {
+        self.pool.as_ref().map_or(PoolPressure::Normal, PacketPool::pressure)
+    }
+
+    /// Whether received data of this connection pins frames (queued, out of
+    /// order, or held by the application).
+    fn holds_frames(&self) -> bool {
+        !self.ready.is_empty() || !self.ooo.is_empty() || self.credit.held() > 0
+    }
+
+    /// The unread in-order chunks, oldest first.
+    pub(crate) fn ready_chunks(&self) -> impl Iterator<Item = &PacketBuf> {
+        self.ready.iter()
+    }
+
+    /// Puts `chunk`, a copy of the same bytes in another frame, in place of
+    /// the unread chunk at `index`.
+    pub(crate) fn replace_ready_chunk(&mut self, index: usize, chunk: PacketBuf) {
+        debug_assert_eq!(self.ready[index][..], chunk[..], "a replacement holds the same bytes");
+        self.ready[index] = chunk;
+    }
+
     /// The error that ended the connection, if any.
     pub fn error(&self) -> Option<TcpError> {
         self.error
@@ -603,8 +635,17 @@ impl Conn {
 
     // ----- receive window --------------------------------------------------
 
+    /// Room for more received data. Under pool pressure a connection that
+    /// already pins frames gets no more, one that pins none gets a segment's
+    /// worth: the sum over connections cannot take the frames the core needs
+    /// to keep receiving.
     fn rcv_space(&self) -> usize {
-        (self.cfg.recv_buffer_bytes as usize).saturating_sub(self.ready_bytes + self.credit.held())
+        let space = (self.cfg.recv_buffer_bytes as usize).saturating_sub(self.ready_bytes + self.credit.held());
+        match self.pool_pressure() {
+            PoolPressure::Normal => space,
+            _ if self.holds_frames() => 0,
+            _ => space.min(self.payload_mss()),
+        }
     }
 
     /// Space rounded down to what the window field can say.
@@ -1264,6 +1305,14 @@ impl Conn {
         }
         if data.is_empty() {
             self.ack_now = true;
+            return;
+        }
+        // Under pool pressure: nothing is held when frames are critical, and
+        // nothing out of order when they are tight. Not acknowledged: the peer
+        // resends once the pool recovers.
+        let pressure = self.pool_pressure();
+        if pressure == PoolPressure::Critical || (pressure == PoolPressure::Tight && seq != self.rcv_nxt) {
+            stats.rx_pool_pressure_drops += 1;
             return;
         }
         if seq == self.rcv_nxt && !self.ready_has_room() {

@@ -48,6 +48,8 @@ impl Stack {
         if let Some(handle) = self.flows.get(&tuple) {
             if self.time_wait_reuse(handle, &repr) {
                 self.reclaim(handle);
+            } else if self.cookie_supersedes(handle, &tuple, &repr, now) {
+                self.drop_half_open(handle);
             } else {
                 self.segment_to_conn(handle, &repr, payload, now);
                 return;
@@ -71,13 +73,27 @@ impl Stack {
     }
 
     fn segment_to_conn(&mut self, handle: SocketHandle, repr: &TcpRepr, payload: Option<PacketBuf>, now: Instant) {
-        let Some(SocketEntry { kind: SocketKind::Tcp(conn), .. }) = live_entry(&mut self.sockets, handle) else {
+        if self.accept_queue_full_for(handle, repr) {
+            // As Linux does (tcp_abort_on_overflow off): the handshake's last
+            // ACK is dropped, the connection stays half-open, and the peer's
+            // next segment completes it once the application made room.
+            self.stats.tcp.listen_overflows += 1;
+            return;
+        }
+        let Some(SocketEntry { kind: SocketKind::Tcp(conn), released, .. }) = live_entry(&mut self.sockets, handle)
+        else {
             return;
         };
         let before = conn.state();
         let bad_ack_before = self.stats.tcp.bad_ack;
         let payload_len = payload.as_ref().map_or(0, |p| p.len());
         conn.on_segment(repr, payload, now, &mut self.stats.tcp);
+        // Nobody can read what arrives once the handle is released (RFC 1122
+        // §4.2.2.13): reset rather than pin its frames until TIME-WAIT ends.
+        if *released && conn.recv_queued() > 0 {
+            conn.abort();
+            self.stats.tcp.abort_on_data += 1;
+        }
         // An unacceptable ACK in SYN-SENT or SYN-RECEIVED gets a RST (RFC 9293
         // §3.10.7.3 / §3.10.7.4) and leaves the connection as it was.
         let answer_rst = self.stats.tcp.bad_ack != bad_ack_before
@@ -88,6 +104,44 @@ impl Stack {
             self.reset_for(&tuple, repr, payload_len);
         }
         self.after_conn(handle);
+    }
+
+    /// Whether `seg` acknowledges a SYN cookie we sent for the tuple of a
+    /// half-open connection: the peer's SYN was answered with a cookie, then
+    /// its retransmission, once the backlog had room, made the connection with
+    /// another ISN, and the peer took the cookie SYN-ACK. The cookie wins.
+    fn cookie_supersedes(&self, handle: SocketHandle, tuple: &FourTuple, seg: &TcpRepr, now: Instant) -> bool {
+        let handshake_ack = seg.flags.contains(TcpFlags::ACK) && !seg.flags.intersects(TcpFlags::SYN | TcpFlags::RST);
+        handshake_ack
+            && matches!(self.entry(handle), Some(SocketEntry { kind: SocketKind::Tcp(conn), parent: Some(_), .. })
+                if conn.state() == State::SynReceived)
+            && self.cookies.validate(now, *tuple, seg.seq.wrapping_sub(1), seg.ack.wrapping_sub(1)).is_some()
+    }
+
+    /// Forgets a half-open connection nobody has seen (no RST: the peer is
+    /// on the cookie's sequence numbers).
+    fn drop_half_open(&mut self, handle: SocketHandle) {
+        if let Some(SocketEntry { parent: Some(listener), .. }) = self.entry(handle) {
+            let listener = *listener;
+            if let Some(SocketEntry { kind: SocketKind::Listener(l), .. }) = self.entry_mut(listener) {
+                l.half_open = l.half_open.saturating_sub(1);
+            }
+        }
+        self.reclaim(handle);
+    }
+
+    /// Whether `seg` would complete the handshake of a passive connection
+    /// whose listener's accept queue has no room.
+    fn accept_queue_full_for(&self, handle: SocketHandle, seg: &TcpRepr) -> bool {
+        let Some(SocketEntry { kind: SocketKind::Tcp(conn), parent: Some(listener), .. }) = self.entry(handle) else {
+            return false;
+        };
+        if conn.state() != State::SynReceived || !seg.flags.contains(TcpFlags::ACK) || seg.flags.contains(TcpFlags::RST)
+        {
+            return false;
+        }
+        matches!(self.entry(*listener), Some(SocketEntry { kind: SocketKind::Listener(l), .. })
+            if l.accept_queue.len() >= l.backlog)
     }
 
     /// RFC 6191 in spirit: a new SYN for a 4-tuple in TIME-WAIT whose sequence

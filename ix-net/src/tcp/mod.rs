@@ -7,6 +7,7 @@ pub mod config;
 pub mod conn;
 pub mod directory;
 mod input;
+mod packing;
 pub mod recovery;
 pub mod rtt;
 pub mod sack;

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use ix_driver::{PacketBuf, TxBuf};
+use ix_driver::{PacketBuf, PoolPressure, TxBuf};
 use ix_net::tcp::State;
 use ix_net::{RxChunk, SocketError, TcpError};
 
@@ -439,14 +439,15 @@ impl TcpStream {
     ///
     /// - `Ready(Ok(n))`: `n` bytes queued (0 only for empty `data`).
     /// - `Ready(Err(_))`: the connection failed or was shut down.
-    /// - `Pending`: the send queue is full, or (counted) the pool has no frame;
-    ///   nothing was taken, and the task is woken when there is room.
+    /// - `Pending`: the send queue is full; nothing was taken, and the task is
+    ///   woken when there is room.
     pub fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         self.poll_write_vectored(cx, &[IoSlice::new(data)])
     }
 
     /// Copying write of several slices, packed into one frame of the packet
-    /// region on the dataplane (one `sendmsg` on the `kernel` backend).
+    /// region on the dataplane (into heap memory while the core's pool is
+    /// under pressure; one `sendmsg` on the `kernel` backend).
     /// Outcomes as [`TcpStream::poll_write`].
     pub fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
@@ -454,9 +455,9 @@ impl TcpStream {
             return Poll::Ready(Ok(0));
         }
         ready!(coop::poll_proceed(cx));
-        let (core, socket) = match &self.inner {
+        let socket = match &self.inner {
             StreamInner::Kernel(k) => return k.poll_write_vectored(cx, bufs),
-            StreamInner::Dataplane { core, socket } => (core, socket),
+            StreamInner::Dataplane { socket, .. } => socket,
         };
         let room = socket.stack(|s, h| s.tcp_send_room(h)).map_err(io_error)?;
         if room == 0 {
@@ -465,9 +466,14 @@ impl TcpStream {
             socket.register(Interest::Write, cx.waker());
             return Poll::Pending;
         }
-        let Ok(mut frame) = socket.net().with_pool(|p| p.alloc()) else {
-            core.wait_for_buffers(cx.waker());
-            return Poll::Pending;
+        // A queued frame stays pinned until the peer acknowledges it: while
+        // the pool is short of frames, the copy goes to the heap instead.
+        let frame =
+            socket.net().with_pool(|p| (p.pressure() == PoolPressure::Normal).then(|| p.alloc().ok()).flatten());
+        let Some(mut frame) = frame else {
+            let data = gather(bufs, total.min(room));
+            let taken = socket.stack(|s, h| s.tcp_send(h, data)).map_err(io_error)?;
+            return Poll::Ready(Ok(taken));
         };
         let mut budget = total.min(room).min(frame.tailroom());
         for buf in bufs {
@@ -481,6 +487,16 @@ impl TcpStream {
         let taken = socket.stack(|s, h| s.tcp_send_frame(h, frame.freeze())).map_err(io_error)?;
         Poll::Ready(Ok(taken))
     }
+}
+
+/// The first `len` bytes of `bufs`, copied into one heap buffer.
+fn gather(bufs: &[IoSlice<'_>], len: usize) -> Bytes {
+    let mut data = bytes::BytesMut::with_capacity(len);
+    for buf in bufs {
+        let n = buf.len().min(len - data.len());
+        data.extend_from_slice(&buf[..n]);
+    }
+    data.freeze()
 }
 
 impl Drop for TcpStream {

@@ -69,6 +69,14 @@ pub fn scenario_tcp() -> TcpConfig {
     TcpConfig { time_wait: TIME_WAIT, ..TcpConfig::default() }
 }
 
+/// [`scenario_tcp`] with retransmission timeouts between `rto_min` and
+/// `rto_max`: for scenarios that drop frames on purpose and should not wait on
+/// backed-off timers.
+pub fn brisk_tcp(rto_min: Duration, rto_max: Duration) -> TcpConfig {
+    let rtt = ix_net::tcp::rtt::RttConfig { rto_min, rto_max, ..Default::default() };
+    TcpConfig { rtt, ..scenario_tcp() }
+}
+
 /// A server runtime and a client runtime that can reach each other.
 pub struct Pair {
     pub backing: Backing,
