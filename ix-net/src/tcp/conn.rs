@@ -1148,7 +1148,11 @@ impl Conn {
     /// Starts a recovery for newly marked losses, and gives PRR what was
     /// delivered.
     fn after_losses_marked(&mut self, marked: u32, delivered: usize, now: Instant, stats: &mut TcpStats) {
-        if marked > 0 && !self.in_recovery && !self.rto_recovery {
+        // Segments marked lost during a recovery that ended before their
+        // retransmission (they lay above its recovery point) start the next
+        // one: nothing else would send them before the RTO.
+        let episode = self.in_recovery || self.rto_recovery;
+        if !episode && (marked > 0 || self.sent.has_lost()) {
             self.enter_recovery(now, stats);
         }
         if self.in_recovery && self.sack_enabled {
