@@ -1,0 +1,543 @@
+//! The TCP/IP stack's state machine under hostile segments: a victim `Stack`, an honest peer `Stack` and an
+//! attacker's raw queue on one `mem` wire under a virtual clock. The fuzzer's bytes script the attacker
+//! (segments with any flags, sequence numbers near or far from the victim's, any options; raw frames), the
+//! honest peer's sends, the victim application's reads and closes, and the passing of time.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ix_driver::mem::{FaultConfig, ManualClock, MemQueue, MemWire, MemWireConfig, WireClock, mem_port_mac};
+use ix_driver::{HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig};
+use ix_net::wire::checksum::{checksum, transport_checksum};
+use ix_net::wire::{
+    ETHERNET_HEADER_LEN, EtherType, EthernetAddress, EthernetFrame, EthernetRepr, IPV4_HEADER_LEN, IpProtocol,
+    Ipv4Packet, Ipv4Repr, TCP_HEADER_LEN, TCP_OPTIONS_MAX_LEN, TcpFlags, TcpPacket, fill_tcp_checksum,
+};
+use ix_net::{Instant, SocketHandle, Stack, StackConfig};
+
+use crate::input::FuzzInput;
+
+const VICTIM: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const HONEST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const ATTACKER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+const VICTIM_PORT: u16 = 0;
+const HONEST_PORT: u16 = 1;
+const ATTACKER_PORT: u16 = 2;
+const LISTEN_PORT: u16 = 80;
+const UDP_PORT: u16 = 53;
+/// The attacker's source ports: its segments name one of these flows.
+const ATTACKER_SOURCE_PORTS: [u16; 4] = [40000, 40001, 40002, 40003];
+const HONEST_CONNECTIONS_MAX: usize = 3;
+const BACKLOG: usize = 4;
+const VICTIM_CONNECTIONS_MAX: usize = 32;
+const POOL_FRAMES: u32 = 512;
+/// Operations read from one input at most.
+const OPS_MAX: usize = 512;
+/// Virtual time per busy step.
+const STEP_MICROS: u64 = 5;
+/// Most bytes the honest peer sends in one operation.
+const HONEST_SEND_MAX_BYTES: usize = 16 * 1024;
+/// Largest attacker payload (a frame stays within the wire's 1518 bytes).
+const ATTACKER_PAYLOAD_MAX_BYTES: usize = 1400;
+/// Most steps one "let time pass" operation takes.
+const ADVANCE_STEPS_MAX: usize = 4_000;
+/// Virtual time the honest peer's data may take to arrive at the end of a run.
+const DELIVERY_LIMIT_MICROS: u64 = 300_000_000;
+/// Virtual time closing every connection may take (past retransmissions, FIN-WAIT-2 and TIME-WAIT).
+const TEARDOWN_LIMIT_MICROS: u64 = 3_600_000_000;
+/// Steps either closing phase may take.
+const PHASE_STEPS_MAX: usize = 200_000;
+
+/// Byte `offset` of honest connection `index`'s stream: depends on both, so bytes of another connection, or
+/// out of order, do not match.
+fn honest_byte(index: usize, offset: u64) -> u8 {
+    (offset.wrapping_mul(31).wrapping_add(offset >> 8) as u8) ^ (0x40 + index as u8 * 0x15)
+}
+
+/// A stack and its queue on the wire.
+struct Host {
+    stack: Stack,
+    queue: MemQueue,
+    pool: PacketPool,
+    frames: Vec<PacketBuf>,
+}
+
+impl Host {
+    fn new(wire: &Arc<MemWire>, port: u16, addr: Ipv4Addr, tune: impl FnOnce(&mut StackConfig)) -> Host {
+        let pool = PacketPool::new(PoolConfig { frames: POOL_FRAMES, huge_pages: HugePages::Never }).expect("pool");
+        let queue = wire.queue(port, 0, pool.clone()).expect("queue");
+        let mut config = StackConfig::new(EthernetAddress(queue.mac()), addr, 24, [port as u8 + 1; 16]);
+        tune(&mut config);
+        let stack = Stack::new(config, pool.clone(), Instant::ZERO).expect("stack");
+        Host { stack, queue, pool, frames: Vec::with_capacity(64) }
+    }
+
+    /// One round of the dataplane loop; true when anything moved.
+    fn poll(&mut self, now: Instant) -> bool {
+        let received = self.queue.rx_burst(&mut self.frames, 64);
+        for frame in self.frames.drain(..) {
+            self.stack.ingress(frame, now);
+        }
+        self.stack.on_timers(now);
+        self.stack.egress(now, &mut self.frames);
+        let sent = self.frames.len();
+        while !self.frames.is_empty() && self.queue.tx_burst(&mut self.frames) > 0 {}
+        self.frames.clear();
+        received > 0 || sent > 0
+    }
+}
+
+/// What the attacker last saw of the victim on one of its flows.
+#[derive(Debug, Clone, Copy, Default)]
+struct FlowView {
+    /// The victim's next sequence number (its last segment's end).
+    victim_next: u32,
+    /// The victim's last acknowledgment: the sequence number it expects.
+    victim_ack: u32,
+}
+
+/// The attacker: a raw queue that sends what the fuzzer says and watches what the victim answers.
+struct Attacker {
+    queue: MemQueue,
+    pool: PacketPool,
+    mac: EthernetAddress,
+    victim_mac: EthernetAddress,
+    flows: [FlowView; ATTACKER_SOURCE_PORTS.len()],
+    frames: Vec<PacketBuf>,
+}
+
+impl Attacker {
+    /// Reads what reached it; true when anything did.
+    fn drain(&mut self) -> bool {
+        let n = self.queue.rx_burst(&mut self.frames, 256);
+        for frame in self.frames.drain(..) {
+            let Some((port, view)) = victim_segment(&frame) else { continue };
+            if let Some(at) = ATTACKER_SOURCE_PORTS.iter().position(|&p| p == port) {
+                self.flows[at] = view;
+            }
+        }
+        n > 0
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        let mut frame = self.pool.alloc().expect("the attacker's pool holds only frames in flight");
+        frame.extend_from_slice(bytes).expect("a frame holds 1518 bytes");
+        self.frames.push(frame.freeze());
+        while !self.frames.is_empty() && self.queue.tx_burst(&mut self.frames) > 0 {}
+        self.frames.clear();
+    }
+
+    /// A TCP segment to the victim, every field chosen by the fuzzer (sequence numbers mostly near what the
+    /// victim expects, so that they land in its windows).
+    fn segment(&mut self, input: &mut FuzzInput<'_>) {
+        let flow = input.below(ATTACKER_SOURCE_PORTS.len());
+        let view = self.flows[flow];
+        let dst_port = if input.below(8) != 0 { LISTEN_PORT } else { input.u16() };
+        let flags = input.u8();
+        let seq = match input.below(4) {
+            0 | 1 => view.victim_ack.wrapping_add(i32::from(input.u16() as i16) as u32),
+            2 => view.victim_ack,
+            _ => input.u32(),
+        };
+        let ack = match input.below(4) {
+            0 | 1 => view.victim_next,
+            2 => view.victim_next.wrapping_add(i32::from(input.u16() as i16) as u32),
+            _ => input.u32(),
+        };
+        let window = input.u16();
+        let urgent = input.u16();
+        let options = input.bytes(TCP_OPTIONS_MAX_LEN);
+        let payload_len = input.below(ATTACKER_PAYLOAD_MAX_BYTES + 1);
+        let corrupt = input.below(16) == 0;
+
+        let options_len = options.len().div_ceil(4) * 4;
+        let tcp_len = TCP_HEADER_LEN + options_len + payload_len;
+        let mut bytes = vec![0u8; ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + tcp_len];
+        self.ipv4_header(&mut bytes, IpProtocol::Tcp, tcp_len);
+        let tcp = &mut bytes[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN..];
+        tcp[0..2].copy_from_slice(&ATTACKER_SOURCE_PORTS[flow].to_be_bytes());
+        tcp[2..4].copy_from_slice(&dst_port.to_be_bytes());
+        tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+        tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+        tcp[12] = (((TCP_HEADER_LEN + options_len) / 4) as u8) << 4;
+        tcp[13] = flags;
+        tcp[14..16].copy_from_slice(&window.to_be_bytes());
+        tcp[18..20].copy_from_slice(&urgent.to_be_bytes());
+        tcp[TCP_HEADER_LEN..TCP_HEADER_LEN + options.len()].copy_from_slice(options);
+        for (i, byte) in tcp[TCP_HEADER_LEN + options_len..].iter_mut().enumerate() {
+            *byte = 0xa5 ^ i as u8;
+        }
+        fill_tcp_checksum(tcp, ATTACKER, VICTIM);
+        if corrupt {
+            tcp[16] ^= 0x5a;
+        }
+        self.send(&bytes);
+    }
+
+    /// Any bytes behind an Ethernet header to the victim; IPv4 always from the attacker's address (and, if
+    /// the fuzzer says, with checksums made right), ARP always about the attacker's address.
+    fn raw_frame(&mut self, input: &mut FuzzInput<'_>) {
+        let ethertype = match input.below(4) {
+            0 | 1 => 0x0800,
+            2 => 0x0806,
+            _ => input.u16(),
+        };
+        let fix_checksums = input.bool();
+        let body = input.bytes(1500);
+        let mut bytes = vec![0u8; ETHERNET_HEADER_LEN];
+        bytes[0..6].copy_from_slice(&self.victim_mac.0);
+        bytes[6..12].copy_from_slice(&self.mac.0);
+        bytes[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        bytes.extend_from_slice(body);
+        let l3 = &mut bytes[ETHERNET_HEADER_LEN..];
+        match ethertype {
+            0x0800 if l3.len() >= IPV4_HEADER_LEN => {
+                l3[12..16].copy_from_slice(&ATTACKER.octets());
+                if fix_checksums {
+                    refill_checksums(l3);
+                }
+            }
+            0x0806 if l3.len() >= 18 => l3[14..18].copy_from_slice(&ATTACKER.octets()),
+            _ => {}
+        }
+        self.send(&bytes);
+    }
+
+    /// Writes the Ethernet and IPv4 headers of a datagram from the attacker to the victim.
+    fn ipv4_header(&self, bytes: &mut [u8], protocol: IpProtocol, payload_len: usize) {
+        EthernetRepr { src: self.mac, dst: self.victim_mac, ethertype: EtherType::Ipv4 }.emit(bytes);
+        Ipv4Repr { src: ATTACKER, dst: VICTIM, protocol, payload_len, ttl: 64, dont_frag: true, ident: 0, dscp_ecn: 0 }
+            .emit(&mut bytes[ETHERNET_HEADER_LEN..]);
+    }
+}
+
+/// The destination port of a TCP segment from the victim, and what it says of the victim's sequence space.
+fn victim_segment(frame: &[u8]) -> Option<(u16, FlowView)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.protocol() != IpProtocol::Tcp {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    let flags = tcp.flags();
+    let len = tcp.payload().len() as u32
+        + u32::from(flags.contains(TcpFlags::SYN))
+        + u32::from(flags.contains(TcpFlags::FIN));
+    Some((tcp.dst_port(), FlowView { victim_next: tcp.seq_number().wrapping_add(len), victim_ack: tcp.ack_number() }))
+}
+
+/// Makes the IPv4 header checksum, and the TCP, UDP or ICMP checksum, right for what the (possibly lying)
+/// header says, so that a lie reaches the parser behind the checksums.
+fn refill_checksums(ip: &mut [u8]) {
+    let header_len = (usize::from(ip[0] & 0x0f) * 4).clamp(IPV4_HEADER_LEN, ip.len());
+    let end = usize::from(u16::from_be_bytes([ip[2], ip[3]])).clamp(header_len, ip.len());
+    let at = match ip[9] {
+        1 => Some(2),
+        6 => Some(16),
+        17 => Some(6),
+        _ => None,
+    };
+    if let Some(at) = at.filter(|at| header_len + at + 2 <= end) {
+        ip[header_len + at..header_len + at + 2].fill(0);
+        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        let sum = match ip[9] {
+            1 => checksum(&ip[header_len..end]),
+            protocol => transport_checksum(src, dst, protocol, &ip[header_len..end]),
+        };
+        ip[header_len + at..header_len + at + 2].copy_from_slice(&sum.to_be_bytes());
+    }
+    ip[10..12].fill(0);
+    let sum = checksum(&ip[..header_len]);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// One honest connection: what the peer sent and what the victim's application read.
+struct HonestConnection {
+    peer: SocketHandle,
+    victim: Option<SocketHandle>,
+    sent: u64,
+    delivered: u64,
+}
+
+/// The three parties, the victim's sockets and the clock.
+struct Session {
+    clock: Arc<ManualClock>,
+    victim: Host,
+    honest: Host,
+    attacker: Attacker,
+    listener: SocketHandle,
+    udp: SocketHandle,
+    honest_connections: Vec<HonestConnection>,
+    /// The victim's connections from the attacker.
+    attacked: Vec<SocketHandle>,
+    _wire: Arc<MemWire>,
+}
+
+impl Session {
+    fn new() -> Session {
+        let clock = Arc::new(ManualClock::new(0));
+        let wire = MemWire::new(MemWireConfig {
+            ports: 3,
+            faults: FaultConfig::NONE,
+            clock: clock.clone(),
+            ..MemWireConfig::default()
+        })
+        .expect("wire");
+        let mut victim = Host::new(&wire, VICTIM_PORT, VICTIM, |c| c.max_connections = VICTIM_CONNECTIONS_MAX);
+        let honest = Host::new(&wire, HONEST_PORT, HONEST, |_| {});
+        let pool = PacketPool::new(PoolConfig { frames: 64, huge_pages: HugePages::Never }).expect("pool");
+        let queue = wire.queue(ATTACKER_PORT, 0, pool.clone()).expect("queue");
+        let attacker = Attacker {
+            mac: EthernetAddress(mem_port_mac(ATTACKER_PORT)),
+            victim_mac: EthernetAddress(victim.queue.mac()),
+            queue,
+            pool,
+            flows: Default::default(),
+            frames: Vec::new(),
+        };
+        let listener = victim.stack.tcp_listen(LISTEN_PORT, BACKLOG).expect("listen");
+        let udp = victim.stack.udp_bind(UDP_PORT).expect("bind");
+        let mut session = Session {
+            clock,
+            victim,
+            honest,
+            attacker,
+            listener,
+            udp,
+            honest_connections: Vec::new(),
+            attacked: Vec::new(),
+            _wire: wire,
+        };
+        session.announce_attacker();
+        session
+    }
+
+    /// An ARP request from the attacker, so that the victim can answer it at once.
+    fn announce_attacker(&mut self) {
+        let mut arp = [0u8; 28];
+        arp[..8].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        arp[8..14].copy_from_slice(&self.attacker.mac.0);
+        arp[14..18].copy_from_slice(&ATTACKER.octets());
+        arp[24..28].copy_from_slice(&VICTIM.octets());
+        let mut frame = vec![0xff; 6];
+        frame.extend_from_slice(&self.attacker.mac.0);
+        frame.extend_from_slice(&[0x08, 0x06]);
+        frame.extend_from_slice(&arp);
+        self.attacker.send(&frame);
+        self.step();
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.clock.now_micros())
+    }
+
+    /// Polls every party once; moves time a step when anything moved, else to the next timer.
+    fn step(&mut self) {
+        let now = self.now();
+        let mut busy = self.victim.poll(now);
+        busy |= self.honest.poll(now);
+        busy |= self.attacker.drain();
+        if busy {
+            self.clock.advance(STEP_MICROS);
+            return;
+        }
+        let next = [self.victim.stack.poll_timeout(), self.honest.stack.poll_timeout()].into_iter().flatten().min();
+        match next {
+            Some(t) if t > now => self.clock.set(t.as_micros()),
+            _ => {
+                self.clock.advance(STEP_MICROS);
+            }
+        }
+    }
+
+    /// Lets `micros` of virtual time pass (at most [`ADVANCE_STEPS_MAX`] steps).
+    fn advance(&mut self, micros: u64) {
+        let until = self.clock.now_micros() + micros;
+        for _ in 0..ADVANCE_STEPS_MAX {
+            if self.clock.now_micros() >= until {
+                return;
+            }
+            self.step();
+        }
+    }
+
+    /// The victim's application: accepts, and reads everything (checking every honest byte).
+    fn victim_reads(&mut self) {
+        let stack = &mut self.victim.stack;
+        while let Ok(Some(conn)) = stack.tcp_accept(self.listener) {
+            let remote = stack.tcp_info(conn).expect("accepted").tuple.remote;
+            if *remote.ip() != HONEST {
+                self.attacked.push(conn);
+                continue;
+            }
+            let honest = self.honest_connections.iter_mut().find(|h| {
+                self.honest.stack.tcp_info(h.peer).is_ok_and(|info| info.tuple.local.port() == remote.port())
+            });
+            let honest = honest.unwrap_or_else(|| panic!("the victim accepted {remote}, which the peer never opened"));
+            assert!(honest.victim.is_none(), "the victim accepted {remote} twice");
+            honest.victim = Some(conn);
+        }
+        for (index, honest) in self.honest_connections.iter_mut().enumerate() {
+            let Some(conn) = honest.victim else { continue };
+            loop {
+                match stack.tcp_recv(conn) {
+                    Ok(Some(chunk)) => {
+                        for (i, &byte) in chunk.iter().enumerate() {
+                            let offset = honest.delivered + i as u64;
+                            assert_eq!(
+                                byte,
+                                honest_byte(index, offset),
+                                "honest connection {index}: wrong byte at {offset}"
+                            );
+                        }
+                        honest.delivered += chunk.len() as u64;
+                        assert!(honest.delivered <= honest.sent, "honest connection {index}: more bytes than sent");
+                    }
+                    Ok(None) => break,
+                    Err(e) => panic!("honest connection {index} failed: {e}"),
+                }
+            }
+        }
+        for &conn in &self.attacked {
+            while let Ok(Some(_)) = stack.tcp_recv(conn) {}
+        }
+        while let Ok(Some(_)) = stack.udp_recv_from(self.udp) {}
+    }
+
+    /// The honest peer sends `len` bytes on connection `index`, opening it first if needed.
+    fn honest_sends(&mut self, index: usize, len: usize) {
+        let now = self.now();
+        if index >= self.honest_connections.len() {
+            if self.honest_connections.len() == HONEST_CONNECTIONS_MAX {
+                return;
+            }
+            let server = SocketAddrV4::new(VICTIM, LISTEN_PORT);
+            let peer = self.honest.stack.tcp_connect(server, now, &|_| true).expect("connect");
+            self.honest_connections.push(HonestConnection { peer, victim: None, sent: 0, delivered: 0 });
+            return;
+        }
+        let honest = &mut self.honest_connections[index];
+        let data: Vec<u8> = (0..len as u64).map(|i| honest_byte(index, honest.sent + i)).collect();
+        if let Ok(accepted) = self.honest.stack.tcp_send(honest.peer, Bytes::from(data)) {
+            honest.sent += accepted as u64;
+        }
+    }
+
+    /// Runs one operation the fuzzer chose.
+    fn apply(&mut self, input: &mut FuzzInput<'_>) {
+        match input.below(10) {
+            0..=2 => self.attacker.segment(input),
+            3 => self.attacker.raw_frame(input),
+            4 => {
+                let (index, len) = (input.below(HONEST_CONNECTIONS_MAX + 1), input.below(HONEST_SEND_MAX_BYTES));
+                self.honest_sends(index, len);
+            }
+            5 => self.victim_reads(),
+            6 => self.advance(1_000 * (1 + input.below(5_000) as u64)),
+            7 => {
+                // The victim's application closes, aborts or answers an attacker's connection.
+                if self.attacked.is_empty() {
+                    return;
+                }
+                let at = input.below(self.attacked.len());
+                let conn = self.attacked[at];
+                match input.below(4) {
+                    0 => {
+                        self.victim.stack.close(conn);
+                        self.attacked.swap_remove(at);
+                    }
+                    1 => {
+                        let _ = self.victim.stack.tcp_abort(conn);
+                    }
+                    2 => {
+                        let _ = self.victim.stack.tcp_shutdown(conn);
+                    }
+                    _ => {
+                        let len = input.below(HONEST_SEND_MAX_BYTES);
+                        let _ = self.victim.stack.tcp_send(conn, Bytes::from(vec![0x5c; len]));
+                    }
+                }
+            }
+            _ => {
+                for _ in 0..1 + input.below(64) {
+                    self.step();
+                }
+            }
+        }
+        let connections = self.victim.stack.tcp_connection_count();
+        assert!(connections <= VICTIM_CONNECTIONS_MAX, "the victim holds {connections} connections");
+    }
+
+    /// Every byte the honest peer sent arrives, in order, within bounded virtual time.
+    fn deliver_honest_bytes(&mut self) {
+        let deadline = self.clock.now_micros() + DELIVERY_LIMIT_MICROS;
+        for _ in 0..PHASE_STEPS_MAX {
+            self.victim_reads();
+            let done = self.honest_connections.iter().all(|h| h.victim.is_some() && h.delivered == h.sent);
+            if done || self.clock.now_micros() > deadline {
+                break;
+            }
+            self.step();
+        }
+        for (index, honest) in self.honest_connections.iter().enumerate() {
+            let state = self.honest.stack.tcp_state(honest.peer);
+            assert!(
+                honest.victim.is_some() && honest.delivered == honest.sent,
+                "honest connection {index} ({state:?}): {} of {} bytes arrived",
+                honest.delivered,
+                honest.sent
+            );
+        }
+    }
+
+    /// Closes everything; every connection ends within bounded virtual time and the victim's pool gets every
+    /// frame back.
+    fn tear_down(&mut self) {
+        let victim_side: Vec<SocketHandle> =
+            self.honest_connections.iter().filter_map(|h| h.victim).chain(self.attacked.drain(..)).collect();
+        for conn in victim_side {
+            self.victim.stack.close(conn);
+        }
+        for honest in &self.honest_connections {
+            self.honest.stack.close(honest.peer);
+        }
+        self.victim.stack.close(self.listener);
+        self.victim.stack.close(self.udp);
+        let deadline = self.clock.now_micros() + TEARDOWN_LIMIT_MICROS;
+        for _ in 0..PHASE_STEPS_MAX {
+            if self.victim.stack.tcp_connection_count() == 0 || self.clock.now_micros() > deadline {
+                break;
+            }
+            self.step();
+        }
+        let left = self.victim.stack.tcp_connection_count();
+        assert_eq!(left, 0, "{left} connections outlive an hour of virtual time after close");
+        for _ in 0..16 {
+            self.step();
+        }
+        let (free, capacity) = (self.victim.pool.available(), self.victim.pool.capacity());
+        assert_eq!(free, capacity, "the victim's pool lost {} frames", capacity - free);
+    }
+}
+
+/// Input: a sequence of operations (attacker segments and raw frames, honest sends, victim reads and closes,
+/// time passing). Invariants: nothing panics; the victim never holds more connections than its limit; every
+/// byte the honest peer sends reaches the victim's application in order and unchanged (no data of the
+/// attacker's connections reaches it); every connection ends after close; no frame leaks.
+///
+/// # Panics
+/// When an invariant breaks.
+pub fn run(data: &[u8]) {
+    let mut input = FuzzInput::new(data);
+    let mut session = Session::new();
+    for _ in 0..OPS_MAX {
+        if input.is_empty() {
+            break;
+        }
+        session.apply(&mut input);
+    }
+    session.deliver_honest_bytes();
+    session.tear_down();
+}
