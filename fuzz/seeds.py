@@ -58,7 +58,7 @@ put("tcp", "sack", SRC + DST + tcp(0x10, b"data", options=sack_opts))
 for i, stream in enumerate([
     b"set a 1 0 3\r\nabc\r\nget a b\r\ngets a\r\nappend a 0 0 2\r\nde\r\nincr n 5\r\ndelete a\r\n",
     b"ms m 2 T5 c\r\nhi\r\nmg m v f t\r\nma n N0 J13\r\nmd m q\r\nmn\r\n",
-    b"set big 0 0 20000\r\n" + b"z" * 20000 + b"\r\nget big\r\nstats\r\nstats settings\r\n",
+    b"set big 0 0 20000\r\n" + b"z" * 300 + b"\r\nget big\r\nstats\r\nstats settings\r\n",
     b"cas a 0 0 1 99\r\nx\r\ntouch a 10\r\nflush_all 0\r\nversion\r\nverbosity 1\r\nquit\r\n",
     b"slabs automove 1\r\nlru tune 10 20 0.5 2\r\ncache_memlimit 1\r\nstats items\r\nstats slabs\r\n",
 ]):

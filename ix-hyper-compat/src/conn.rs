@@ -443,9 +443,15 @@ where
     .await;
 }
 
+/// Whether hyper's error is an HTTP/2 error other than the transport's: a frame, header block, flow-control or
+/// stream-limit violation (h2 answered it with GOAWAY or RST_STREAM), or the client's own GOAWAY with an error.
+fn broke_http2(e: &hyper::Error) -> bool {
+    std::error::Error::source(e).and_then(|cause| cause.downcast_ref::<h2::Error>()).is_some_and(|h2| !h2.is_io())
+}
+
 /// Sorts hyper's error into the client's fault or the transport's.
 fn classify(e: &hyper::Error) -> ConnectionEnd {
-    if e.is_parse() || e.is_parse_too_large() || e.is_parse_version_h2() || e.is_user() {
+    if e.is_parse() || e.is_parse_too_large() || e.is_parse_version_h2() || e.is_user() || broke_http2(e) {
         tracing::debug!(error = %e, "client broke the protocol");
         return ConnectionEnd::ProtocolError;
     }
