@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target in fuzz/ (nightly Rust, cargo-fuzz; installed when missing), one after the
+# other, one job each, at the lowest CPU priority, then minimises each corpus back into fuzz/corpus/TARGET
+# (kept in git; the CI replays it on stable with `cargo test -p ix-fuzz`). Every run's exec count is appended
+# to fuzz/runs.tsv. A crash stops that target; its input is left in fuzz/artifacts/TARGET/ and the script
+# exits non-zero at the end: copy the input to fuzz/regressions/TARGET/ with the fix (see docs/fuzzing.md).
+#
+#   scripts/fuzz.sh [SECONDS] [TARGET...]        SECONDS per target (default 60), every target by default
+#   scripts/fuzz.sh --runs N [TARGET...]         N executions per target instead of a time budget
+#   scripts/fuzz.sh --list                       the targets
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+targets_all() { sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^ix-fuzz-targets$'; }
+
+budget=(-max_total_time=60)
+case "${1:-}" in
+    --list) targets_all; exit 0 ;;
+    --runs) budget=("-runs=${2:?--runs needs a count}"); shift 2 ;;
+    '' | -*) ;;
+    *[!0-9]*) ;;
+    *) budget=("-max_total_time=$1"); shift ;;
+esac
+targets=("$@")
+[ "${#targets[@]}" -gt 0 ] || mapfile -t targets < <(targets_all)
+
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz
+
+# Longest input per target: frames for the parsers, a few hundred operations or reads for the others.
+max_len() {
+    case "$1" in
+        tcp_session | kv_text | http_server) echo 8192 ;;
+        *) echo 1600 ;;
+    esac
+}
+
+commit=$(git rev-parse --short HEAD)
+[ -f fuzz/runs.tsv ] || printf 'date\tcommit\ttarget\texecs\tseconds\tresult\n' > fuzz/runs.tsv
+failed=()
+cd fuzz
+CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} nice -n 19 cargo +nightly fuzz build -O
+for target in "${targets[@]}"; do
+    mkdir -p "work/$target" "artifacts/$target" "corpus/$target"
+    log="work/$target.log"
+    echo "== $target (${budget[*]})"
+    result=ok
+    nice -n 19 cargo +nightly fuzz run -O "$target" "work/$target" "corpus/$target" -- \
+        "${budget[@]}" -max_len="$(max_len "$target")" -timeout=20 -rss_limit_mb=2048 \
+        -print_final_stats=1 -artifact_prefix="artifacts/$target/" >"$log" 2>&1 || result=crash
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    seconds=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
+    if [ "$result" = crash ]; then
+        failed+=("$target")
+        grep -E '^(==[0-9]+==|thread|SUMMARY|artifact_prefix|Test unit written)' "$log" | head -20 || true
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$commit" "$target" "${execs:-?}" "${seconds:-?}" \
+        "$result" >> runs.tsv
+    echo "   $target: ${execs:-?} executions in ${seconds:-?} s, $result"
+    # Minimise: the committed corpus becomes the smallest set covering what both directories cover.
+    rm -rf "work/$target.min" && mkdir -p "work/$target.min"
+    nice -n 19 cargo +nightly fuzz run -O "$target" "work/$target.min" "corpus/$target" "work/$target" -- \
+        -merge=1 -max_len="$(max_len "$target")" -timeout=20 -rss_limit_mb=2048 >"work/$target.merge.log" 2>&1 &&
+        [ -n "$(ls -A "work/$target.min")" ] &&
+        rm -rf "corpus/$target" && mv "work/$target.min" "corpus/$target"
+done
+awk -F'\t' 'NR > 1 && $4 ~ /^[0-9]+$/ { total[$3] += $4 } END { for (t in total) printf "   total %s: %d executions\n", t, total[t] }' runs.tsv | sort
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "crashed: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
+    exit 1
+fi
