@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Resource efficiency under ixcp (issue #15), side by side in one run: one
-# ix-http and a CPU-bound batch job (a counting loop, SCHED_IDLE) share CPU 1;
-# ixload (open loop, CPU 0) offers 1%, 10%, 50% and 90% of the server's peak
-# (measured first, closed loop). Three cases, interleaved, REPEATS times:
+# ix-http (nice -20) and a CPU-bound batch job (a counting loop, nice -10) share
+# CPU 1; ixload (open loop, nice -20, CPU 0) offers 1%, 10%, 50% and 90% of the
+# server's peak (measured first, closed loop). The nice values keep other work
+# of a shared machine (builds at nice 0) mostly off the experiment, and make the
+# batch job yield to the server: beside a thread that never sleeps it gets about
+# a tenth of the CPU (weights 9548 : 88761). Three cases, interleaved, REPEATS times:
 #   ixcp    ix-http under ixcp with its default policy (polls when busy, blocks when not)
 #   static  ix-http under ixcp with a policy that polls at any load and never blocks
 #           (poll_above 0.0001, block_below 0): the same data path, statically busy-polling CPU 1
@@ -44,12 +47,12 @@ cleanup() {
     [ -n "$BATCH" ] && kill "$BATCH" 2>/dev/null
     wait 2>/dev/null
     "$W/scripts/testnet.sh" down -p $P >/dev/null
-    rm -rf "$D"
+    if [ -n "${KEEP:-}" ]; then echo "results and logs kept in $D"; else rm -rf "$D"; fi
 }
 trap cleanup EXIT
 
 # The batch job: counts, and writes its count to a file every 50 ms.
-taskset -c 1 chrt --idle 0 python3 - "$D/count" <<'PY' &
+taskset -c 1 nice -n -10 python3 - "$D/count" <<'PY' &
 import os, sys, time
 path, n, due = sys.argv[1], 0, 0.0
 while True:
@@ -63,7 +66,7 @@ while True:
             due = now + 0.05
 PY
 BATCH=$!
-sleep 0.5
+for _ in $(seq 100); do [ -f "$D/count" ] && break; sleep 0.1; done
 
 # "count cpu_ticks monotonic_seconds" of the batch job now.
 batch_now() {
@@ -109,15 +112,15 @@ start_case() {
     case $1 in
         ixcp | static)
             if [ "$1" = static ]; then ixcp_config $'poll_above = 0.0001\nblock_below = 0.0'; else ixcp_config ""; fi
-            RUST_LOG=warn taskset -c 0 ip netns exec $P-srv "$B/ixcp" --config "$D/ixcp.toml" 2>>"$D/ixcp.log" &
+            RUST_LOG=warn nice -n -20 taskset -c 0 ip netns exec $P-srv "$B/ixcp" --config "$D/ixcp.toml" 2>>"$D/ixcp.log" &
             CP_PID=$!
             for _ in $(seq 50); do [ -S "$D/ixcp.sock" ] && break; sleep 0.1; done
-            setpriv --reuid=65534 --regid=65534 --clear-groups "$B/ix-http" --runtime ix \
+            nice -n -20 setpriv --reuid=65534 --regid=65534 --clear-groups "$B/ix-http" --runtime ix \
                 --backend "ixcp:$D/ixcp.sock,ports=8080" --addr $SERVER/24 --port 8080 >>"$D/server.log" 2>&1 &
             SERVER_PID=$!
             ;;
         tokio)
-            ip netns exec $P-srv taskset -c 1 "$B/ix-http" --runtime tokio --addr $SERVER/24 --port 8080 \
+            nice -n -20 ip netns exec $P-srv taskset -c 1 "$B/ix-http" --runtime tokio --addr $SERVER/24 --port 8080 \
                 >>"$D/server.log" 2>&1 &
             SERVER_PID=$!
             ;;
@@ -126,7 +129,7 @@ start_case() {
         ip netns exec $P-cli curl -s -m 1 -o /dev/null http://$SERVER:8080/ && return 0
         sleep 0.1
     done
-    echo "$1: the server did not answer; its log:" >&2; tail -5 "$D/server.log" "$D/ixcp.log" >&2
+    echo "$1: the server did not answer; its log:" >&2; tail -n 5 "$D/server.log" "$D/ixcp.log" >&2
     exit 1
 }
 
@@ -140,7 +143,7 @@ stop_case() {
 load() {
     local mode=(--rate "$1")
     [ "$1" = closed ] && mode=(--closed)
-    ip netns exec $P-cli taskset -c 0 "$B/ixload" --target $SERVER:8080 -c 32 "${mode[@]}" \
+    nice -n -20 ip netns exec $P-cli taskset -c 0 "$B/ixload" --target $SERVER:8080 -c 32 "${mode[@]}" \
         --warmup "$2" -d "$3" --drain 0.5s --json "$4" -q
 }
 

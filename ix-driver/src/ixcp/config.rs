@@ -220,7 +220,7 @@ impl std::str::FromStr for DaemonConfig {
     fn from_str(text: &str) -> Result<Self, String> {
         let config: DaemonConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         config.policy.check()?;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus = super::thread_placement::all_cpus().len();
         if let Some(cpu) = config.cpus.polling.iter().chain(&config.cpus.shared).find(|&&cpu| cpu >= cpus) {
             return Err(format!("cpus: CPU {cpu} does not exist here ({cpus} CPUs)"));
         }

@@ -13,9 +13,12 @@ pub fn is_thread_of(pid: i32, tid: u64) -> bool {
         && std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
 }
 
-/// Every CPU of this machine, by number.
+/// Every CPU of this machine that is online, by number: not only those the
+/// calling thread may run on (`ixcp` itself may be pinned).
 pub fn all_cpus() -> Vec<usize> {
-    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+    // SAFETY: sysconf has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    (0..usize::try_from(online).unwrap_or(1).max(1)).collect()
 }
 
 /// Lets thread `tid` run on `cpus` only.
@@ -57,6 +60,18 @@ mod tests {
         assert!(!is_thread_of(me, u64::MAX));
         assert!(!is_thread_of(1, tid), "pid 1 does not own the test's thread");
         assert!(!is_thread_of(0, tid));
+    }
+
+    #[test]
+    fn a_pinned_caller_still_sees_every_cpu() {
+        let every = all_cpus();
+        let seen = std::thread::spawn(|| {
+            move_thread(current_thread_id(), &[0]).unwrap();
+            all_cpus()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, every, "the CPUs of the machine, not of the caller's affinity");
     }
 
     #[test]
