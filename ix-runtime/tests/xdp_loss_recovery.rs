@@ -29,8 +29,10 @@ const BOUND_LINUX_TIMES: u32 = 10;
 /// ...plus this much, for a shared machine's scheduling noise.
 const BOUND_SLACK: Duration = Duration::from_secs(1);
 /// The end sending the bulk may take this many times the retransmission
-/// timeouts Linux's sender took on the same path...
-const TIMEOUTS_LINUX_TIMES: u64 = 2;
+/// timeouts Linux's sender took on the same path (Linux's own count at 10%
+/// ranged from 39 to 129 in four runs of one day, IX's from 62 to 66: twice
+/// a lucky Linux run is too close to call)...
+const TIMEOUTS_LINUX_TIMES: u64 = 3;
 /// ...plus this many.
 const TIMEOUTS_SLACK: u64 = 3;
 /// Linux-to-Linux transfers fail the test beyond this.
