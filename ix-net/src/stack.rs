@@ -39,7 +39,8 @@ macro_rules! egress_of {
             mac: $stack.config.mac,
             addr: $stack.config.addr,
             tx: &mut $stack.tx,
-            stats: &mut $stack.stats,
+            link_stats: &mut $stack.stats.link,
+            ip_stats: &mut $stack.stats.ip,
             ip_ident: &mut $stack.ip_ident,
             now: $now,
             arp_requested: false,
@@ -793,10 +794,8 @@ impl Stack {
         }
         let SocketKind::Tcp(conn) = &mut entry.kind else { return };
         let mut egress = egress_of!(self, now);
-        let mut tcp_stats = crate::stats::TcpStats::default();
-        conn.poll_transmit(now, &mut egress, &mut tcp_stats);
+        conn.poll_transmit(now, &mut egress, &mut self.stats.tcp);
         let arp_requested = egress.arp_requested;
-        self.stats.tcp += tcp_stats;
         if arp_requested {
             self.schedule_arp_timer();
         }
