@@ -244,6 +244,7 @@ impl NicDevice {
         }
         let table = RedirectionTable::new(family.reta_entries(), queues)?;
         family.configure(regs, &RSS_DEFAULT_KEY, &table);
+        family.map_queue_statistics(regs, queues);
         let mac = family.mac_address(regs);
         tracing::info!(address = %config.address, family = family.name(), queues, mac = ?mac, "NIC started");
         Ok(Self { shared: Arc::new(Shared { vfio, family, mac, table }), taken: vec![false; usize::from(queues)] })
@@ -384,6 +385,10 @@ impl NicQueue {
     fn read_hardware_counters(&mut self) {
         let counters = self.shared.family.read_counters(self.shared.regs(), self.index);
         self.stats.rx_drops += counters.rx_missed;
+        self.stats.hw_rx_packets += counters.rx_packets;
+        self.stats.hw_rx_bytes += counters.rx_bytes;
+        self.stats.hw_tx_packets += counters.tx_packets;
+        self.stats.hw_tx_bytes += counters.tx_bytes;
     }
 }
 
