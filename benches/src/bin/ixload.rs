@@ -19,6 +19,10 @@ struct Args {
     /// Server address, IP:PORT.
     #[arg(long)]
     target: SocketAddrV4,
+    /// Kernel sockets: the local address to connect from (default: the
+    /// kernel's choice). Each address has about 64k ports.
+    #[arg(long)]
+    source: Option<Ipv4Addr>,
     /// Protocol to speak.
     #[arg(long, value_enum, default_value_t = Protocol::Http)]
     protocol: Protocol,
@@ -140,9 +144,9 @@ fn config(args: &Args) -> LoadConfig {
     }
 }
 
-fn run_on_kernel(cfg: &LoadConfig) -> anyhow::Result<Report> {
+fn run_on_kernel(source: Option<Ipv4Addr>, cfg: &LoadConfig) -> anyhow::Result<Report> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
-    Ok(rt.block_on(loadgen::run(&KernelNet, cfg))?)
+    Ok(rt.block_on(loadgen::run(&KernelNet { source }, cfg))?)
 }
 
 /// `IP/LEN`.
@@ -176,7 +180,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     let cfg = config(args);
     let report = match args.runtime {
-        RuntimeKind::Tokio => run_on_kernel(&cfg)?,
+        RuntimeKind::Tokio => run_on_kernel(args.source, &cfg)?,
         RuntimeKind::Ix => run_on_ix(args, &cfg)?,
     };
     if !args.quiet {
