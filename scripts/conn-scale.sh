@@ -20,7 +20,8 @@
 # ix-http's header and idle timeouts are raised to 10 minutes (an idle
 # connection is not closed during the run); SERVER_ARGS (environment) are
 # added to the server's arguments. Needs root, ethtool, iproute2; builds
-# nothing (cargo build --release -p ix-example-http -p ix-benches first).
+# nothing (cargo build --release -p ix-example-http -p ix-benches first; IXLOAD
+# names another ixload binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,11 +43,16 @@ shift $((OPTIND - 1))
 case $server in ix | tokio) ;; *) echo "$0: -s ix or tokio" >&2; exit 2 ;; esac
 
 readonly HOLDER_CONNS=19000 TOKIO_CONNS_PER_PROCESS=15000 HOLDERS_PER_ADDRESS=3
-load=$PWD/target/release/ixload
+load=${IXLOAD:-$PWD/target/release/ixload}
 out=$(mktemp -d)
 pids=()
+# A started process and its descendants (`ip netns exec` and `taskset` may
+# stay as parents of the program they run).
+tree() { local p; for p in "$@"; do echo "$p"; tree $(pgrep -P "$p"); done; }
 stop_all() {
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    local all
+    all=$(tree "${pids[@]}")
+    for pid in $all; do kill -9 "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     pids=()
 }
@@ -59,7 +65,11 @@ trap cleanup EXIT
 ulimit -n 20000
 in_cli() { ip netns exec "$prefix-cli" "$@"; }
 established() { in_cli ss -s | sed -n 's/.*estab \([0-9]*\).*/\1/p'; }
-rss_mb() { local kb=0 pid; for pid in "$@"; do kb=$((kb + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status"))); done; echo $((kb / 1024)); }
+rss_kb() {
+    local kb=0 pid
+    for pid in $(tree "$@"); do kb=$((kb + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0))); done
+    echo "$kb"
+}
 
 for conns in "$@"; do
     active=$((conns * percent / 100))
@@ -89,25 +99,34 @@ for conns in "$@"; do
     fi
     pids+=("${server_pids[@]}")
     for _ in $(seq 100); do grep -q "^listening" "$out/server0" && break; sleep 0.1; done
-    left=$idle
+    sleep 1
+    rss0=$(rss_kb "${server_pids[@]}")
+    # Holders start one after the other (a burst of 19,000 SYNs is a flood of
+    # its own): each waits until its connections are established, or until
+    # 60 s pass without progress.
+    left=$idle want=0 started=$(date +%s)
     for h in $(seq 0 $((holders - 1))); do
-        n=$((left < HOLDER_CONNS ? left : HOLDER_CONNS)) left=$((left - n))
+        n=$((left < HOLDER_CONNS ? left : HOLDER_CONNS)) left=$((left - n)) want=$((want + n))
         source=10.77.0.$((10 + h / HOLDERS_PER_ADDRESS))
         in_cli taskset -c 1 "$load" --target 10.77.0.1:8080 --source "$source" -c "$n" --rate 1 -d 3600s \
-            --connect-timeout 30s >/dev/null 2>"$out/holder$h" &
+            --connect-timeout 130s >/dev/null 2>"$out/holder$h" &
         pids+=($!)
+        last=-1 still=0
+        while now=$(established) && [ "$now" -lt "$want" ] && [ "$still" -lt 30 ]; do
+            if [ "$now" -eq "$last" ]; then still=$((still + 1)); else still=0 last=$now; fi
+            sleep 2
+        done
     done
-    # Wait for the idle connections (at most 10 minutes), reporting progress.
-    started=$(date +%s)
-    while [ "$(established)" -lt "$idle" ] && [ $(($(date +%s) - started)) -lt 600 ]; do sleep 2; done
     open_s=$(($(date +%s) - started))
-    rss=$(rss_mb "${server_pids[@]}")
+    rss=$(rss_kb "${server_pids[@]}")
     pool=$(grep "^stats" "$out/server0" | tail -1 | grep -o "pool_free=[0-9/]*" || echo "pool_free=-")
-    echo "== $server, $conns connections ($idle idle, $active active), $(established) established after ${open_s} s:" \
-        "server RSS $rss MB ($((rss * 1024 * 1024 / conns)) B per connection), $pool"
+    est=$(established)
+    echo "== $server, $conns connections ($idle idle, $active active), $est established after ${open_s} s:" \
+        "server RSS $((rss0 / 1024)) MB before, $((rss / 1024)) MB with them ($(((rss - rss0) * 1024 / (est > 0 ? est : 1))) B per" \
+        "connection), $pool"
     in_cli taskset -c 1 "$load" --target 10.77.0.1:8080 -c "$active" --rate "$rate" -d "${duration}s" \
         2>"$out/load" >/dev/null || true
-    echo "   active: $active connections, $rate/s offered, ${duration} s; server RSS $(rss_mb "${server_pids[@]}") MB;" \
+    echo "   active: $active connections, $rate/s offered, ${duration} s; server RSS $(($(rss_kb "${server_pids[@]}") / 1024)) MB;" \
         "$(established) established"
     grep -v WARN "$out/load" | tail -4
     grep "^stats" "$out/server0" | tail -1 || true
