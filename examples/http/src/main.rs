@@ -89,6 +89,10 @@ struct Args {
     /// accepted; beyond it the handshake's last ACK waits, SYN cookies answer).
     #[arg(long, default_value_t = ix_runtime::net::tcp::DEFAULT_BACKLOG)]
     backlog: usize,
+    /// IX: most threads of the blocking pool that reads static files (tokio's
+    /// max_blocking_threads; the pool is one per process).
+    #[arg(long, default_value_t = ix_runtime::blocking::BLOCKING_THREADS_DEFAULT)]
+    blocking_threads: usize,
     /// IX: print each core's counters (connections, pool, queue, SYN cookies)
     /// to stderr every this many milliseconds (0: never).
     #[arg(long, default_value_t = 0)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ix_hyper_compat::Server;
+use ix_runtime::blocking::BlockingConfig;
 use ix_runtime::metrics::{PUBLISH_PERIOD_DEFAULT, serve_metrics};
 use ix_runtime::net::TcpListener;
 use ix_runtime::{Backend, Runtime};
@@ -32,8 +33,13 @@ pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Opti
     // The runtime's drain bound is the last resort: the server closes what
     // is left at the grace period, and needs a moment to send the FINs.
     let drain = Duration::from_millis(args.grace_ms) + DRAIN_AFTER_GRACE;
-    let mut builder =
-        Runtime::builder().cores(args.cores).backend(backend).pool_frames(args.pool_frames).drain_timeout(drain);
+    let blocking = BlockingConfig { max_threads: args.blocking_threads, ..BlockingConfig::default() };
+    let mut builder = Runtime::builder()
+        .cores(args.cores)
+        .backend(backend)
+        .pool_frames(args.pool_frames)
+        .blocking_pool(blocking)
+        .drain_timeout(drain);
     if let Some((ip, len)) = addr {
         builder = builder.ipv4(ip, len);
     }
