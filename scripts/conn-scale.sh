@@ -17,7 +17,7 @@
 # 10.77.0.2, started once the idle ones are established. -a 100 (default) is
 # one ixload with all N connections active (N <= 19,000).
 #
-# ix-http's header and idle timeouts are raised to 10 minutes (an idle
+# ix-http's header and idle timeouts are raised to an hour (an idle
 # connection is not closed during the run); SERVER_ARGS (environment) are
 # added to the server's arguments. Needs root, ethtool, iproute2; builds
 # nothing (cargo build --release -p ix-example-http -p ix-benches first; IXLOAD
@@ -83,7 +83,7 @@ for conns in "$@"; do
     for a in $(seq 0 $(((holders + HOLDERS_PER_ADDRESS - 1) / HOLDERS_PER_ADDRESS - 1))); do
         ip -n "$prefix-cli" addr add "10.77.0.$((10 + a))/24" dev "$prefix-c"
     done
-    timeouts=(--header-timeout-ms 600000 --idle-timeout-ms 600000)
+    timeouts=(--header-timeout-ms 3600000 --idle-timeout-ms 3600000)
     server_pids=()
     if [ "$server" = ix ]; then
         ip netns exec "$prefix-srv" taskset -c 0 "$bin" --backend "xdp:$prefix-s" --addr 10.77.0.1/24 \
