@@ -835,6 +835,17 @@ impl Stack {
         Ok(handle)
     }
 
+    /// Closes every listener, as [`Stack::close`] does one (a graceful
+    /// shutdown): connections waiting in their accept queues are reset, and a
+    /// SYN to their ports is answered with a reset from now on. Handles to the
+    /// listeners go stale; closing them again does nothing.
+    pub fn close_listeners(&mut self) {
+        let listeners: Vec<SocketHandle> = self.listeners.values().copied().collect();
+        for handle in listeners {
+            self.close(handle);
+        }
+    }
+
     /// Takes an established connection from a listener's queue.
     ///
     /// # Errors
