@@ -1,60 +1,135 @@
 #!/usr/bin/env bash
-# Connection scale: ix-http on xdp (one core) or tokio, loaded by ixload from
-# the client namespace with N connections, open loop, for each N given. Prints
-# per N ixload's summary (throughput, latency percentiles, errors) and the
-# server's resident memory at the end of the run; for IX also its last counter
-# line (connections, pool, SYN cookies, pressure drops).
+# Connection scale: ix-http on xdp (one core) or tokio-http (CPU 0), holding N
+# client connections from the client namespace, of which PERCENT are active
+# (open-loop load at RATE) and the rest idle. Prints per N: the server's
+# resident memory once every connection is established (and, for IX, its
+# pool), the active client's summary (throughput, latency percentiles,
+# errors), and for IX the last counter line.
 #
-#   scripts/conn-scale.sh [-r RATE] [-d SECONDS] [-p PREFIX] [-s ix|tokio] [-b IX_HTTP] [--] N...
+#   scripts/conn-scale.sh [-r RATE] [-d SECONDS] [-a PERCENT] [-p PREFIX] [-s ix|tokio] [-b IX_HTTP] [--] N...
 #
-# One ixload process holds at most 20,000 descriptors here (a hard limit), so
-# N stays at or below 19,000 per run. SERVER_ARGS (environment) are added to
-# ix-http's arguments, e.g. SERVER_ARGS="--header-timeout-ms 120000". Needs root, ethtool, iproute2; builds
-# nothing (cargo build --release -p ix-example-http -p ix-benches first).
+# One process holds at most 20,000 descriptors here (a hard limit), so the
+# idle connections come from several `ixload` processes of at most
+# HOLDER_CONNS each, and tokio-http runs as several processes sharing the
+# port (SO_REUSEPORT), all on CPU 0. A client address has about 64k ports:
+# the holders use extra client addresses 10.77.0.10 and up, three holders
+# each. The active connections (at most 19,000) come from one ixload on
+# 10.77.0.2, started once the idle ones are established. -a 100 (default) is
+# one ixload with all N connections active (N <= 19,000).
+#
+# ix-http's header and idle timeouts are raised to an hour (an idle
+# connection is not closed during the run); SERVER_ARGS (environment) are
+# added to the server's arguments. Needs root, ethtool, iproute2; builds
+# nothing (cargo build --release -p ix-example-http -p ix-benches first; IXLOAD
+# names another ixload binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rate=10000 duration=6 prefix=ixcs server=ix bin=$PWD/target/release/ix-http
-while getopts "r:d:p:s:b:" opt; do
+rate=10000 duration=6 percent=100 prefix=ixcs server=ix bin=$PWD/target/release/ix-http
+while getopts "r:d:a:p:s:b:" opt; do
     case $opt in
         r) rate=$OPTARG ;;
         d) duration=$OPTARG ;;
+        a) percent=$OPTARG ;;
         p) prefix=$OPTARG ;;
         s) server=$OPTARG ;;
         b) bin=$OPTARG ;;
-        *) echo "usage: $0 [-r RATE] [-d SECONDS] [-p PREFIX] [-s ix|tokio] [-b IX_HTTP] N..." >&2; exit 2 ;;
+        *) echo "usage: $0 [-r RATE] [-d SECONDS] [-a PERCENT] [-p PREFIX] [-s ix|tokio] [-b IX_HTTP] N..." >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
 [ $# -ge 1 ] || { echo "$0: give at least one connection count" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "$0: needs root (network namespaces, AF_XDP)" >&2; exit 2; }
-load=$PWD/target/release/ixload
+case $server in ix | tokio) ;; *) echo "$0: -s ix or tokio" >&2; exit 2 ;; esac
+
+readonly HOLDER_CONNS=19000 TOKIO_CONNS_PER_PROCESS=15000 HOLDERS_PER_ADDRESS=3
+load=${IXLOAD:-$PWD/target/release/ixload}
 out=$(mktemp -d)
-server_pid=""
+pids=()
+# A started process and its descendants (`ip netns exec` and `taskset` may
+# stay as parents of the program they run).
+tree() { local p; for p in "$@"; do echo "$p"; tree $(pgrep -P "$p"); done; }
+stop_all() {
+    local all
+    all=$(tree "${pids[@]}")
+    for pid in $all; do kill -9 "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    pids=()
+}
 cleanup() {
-    [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null
+    stop_all
     scripts/testnet.sh down -p "$prefix"
     rm -rf "$out"
 }
 trap cleanup EXIT
 ulimit -n 20000
+in_cli() { ip netns exec "$prefix-cli" "$@"; }
+established() { in_cli ss -s | sed -n 's/.*estab \([0-9]*\).*/\1/p'; }
+rss_kb() {
+    local kb=0 pid
+    for pid in $(tree "$@"); do kb=$((kb + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0))); done
+    echo "$kb"
+}
 
 for conns in "$@"; do
+    active=$((conns * percent / 100))
+    [ "$active" -ge 1 ] || active=1
+    idle=$((conns - active))
+    [ "$active" -le "$HOLDER_CONNS" ] || { echo "$0: $active active connections: at most $HOLDER_CONNS" >&2; exit 2; }
     scripts/testnet.sh up -p "$prefix" -q 1
-    case $server in
-        ix) args=(--backend "xdp:$prefix-s" --addr 10.77.0.1/24 --stats-every-ms 1000) ;;
-        tokio) args=(--runtime tokio --addr 10.77.0.1/24) ;;
-        *) echo "$0: -s ix or tokio" >&2; exit 2 ;;
-    esac
-    ip netns exec "$prefix-srv" taskset -c 0 "$bin" "${args[@]}" --max-conns 1000000 ${SERVER_ARGS:-} >"$out/server" 2>&1 &
-    server_pid=$!
-    for _ in $(seq 100); do grep -q "^listening" "$out/server" && break; sleep 0.1; done
-    ip netns exec "$prefix-cli" taskset -c 1 "$load" --target 10.77.0.1:8080 -c "$conns" --rate "$rate" \
-        -d "${duration}s" 2>"$out/load" >/dev/null || true
-    rss=$(awk '/VmRSS/ {print $2 / 1024 " MB"}' "/proc/$server_pid/status")
-    echo "== $server, $conns connections, $rate/s offered, ${duration} s: server RSS $rss"
+    in_cli sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+    ip netns exec "$prefix-srv" sysctl -qw net.core.somaxconn=65535
+    holders=$(((idle + HOLDER_CONNS - 1) / HOLDER_CONNS))
+    for a in $(seq 0 $(((holders + HOLDERS_PER_ADDRESS - 1) / HOLDERS_PER_ADDRESS - 1))); do
+        ip -n "$prefix-cli" addr add "10.77.0.$((10 + a))/24" dev "$prefix-c"
+    done
+    timeouts=(--header-timeout-ms 3600000 --idle-timeout-ms 3600000)
+    server_pids=()
+    if [ "$server" = ix ]; then
+        ip netns exec "$prefix-srv" taskset -c 0 "$bin" --backend "xdp:$prefix-s" --addr 10.77.0.1/24 \
+            --stats-every-ms 1000 --max-conns 1000000 --backlog 65535 "${timeouts[@]}" ${SERVER_ARGS:-} \
+            >"$out/server0" 2>&1 &
+        server_pids+=($!)
+    else
+        for i in $(seq 0 $(((conns + TOKIO_CONNS_PER_PROCESS - 1) / TOKIO_CONNS_PER_PROCESS - 1))); do
+            ip netns exec "$prefix-srv" taskset -c 0 "$bin" --runtime tokio --addr 10.77.0.1/24 \
+                --max-conns 1000000 --backlog 65535 "${timeouts[@]}" ${SERVER_ARGS:-} >"$out/server$i" 2>&1 &
+            server_pids+=($!)
+        done
+    fi
+    pids+=("${server_pids[@]}")
+    for _ in $(seq 100); do grep -q "^listening" "$out/server0" && break; sleep 0.1; done
+    sleep 1
+    rss0=$(rss_kb "${server_pids[@]}")
+    # Holders start one after the other (a burst of 19,000 SYNs is a flood of
+    # its own): each waits until its connections are established, or until
+    # 60 s pass without progress.
+    left=$idle want=0 started=$(date +%s)
+    for h in $(seq 0 $((holders - 1))); do
+        n=$((left < HOLDER_CONNS ? left : HOLDER_CONNS)) left=$((left - n)) want=$((want + n))
+        source=10.77.0.$((10 + h / HOLDERS_PER_ADDRESS))
+        in_cli taskset -c 1 "$load" --target 10.77.0.1:8080 --source "$source" -c "$n" --rate 1 -d 3600s \
+            --connect-timeout 130s >/dev/null 2>"$out/holder$h" &
+        pids+=($!)
+        last=-1 still=0
+        while now=$(established) && [ "$now" -lt "$want" ] && [ "$still" -lt 30 ]; do
+            if [ "$now" -eq "$last" ]; then still=$((still + 1)); else still=0 last=$now; fi
+            sleep 2
+        done
+    done
+    open_s=$(($(date +%s) - started))
+    rss=$(rss_kb "${server_pids[@]}")
+    pool=$(grep "^stats" "$out/server0" | tail -1 | grep -o "pool_free=[0-9/]*" || echo "pool_free=-")
+    est=$(established)
+    echo "== $server, $conns connections ($idle idle, $active active), $est established after ${open_s} s:" \
+        "server RSS $((rss0 / 1024)) MB before, $((rss / 1024)) MB with them ($(((rss - rss0) * 1024 / (est > 0 ? est : 1))) B per" \
+        "connection), $pool"
+    in_cli taskset -c 1 "$load" --target 10.77.0.1:8080 -c "$active" --rate "$rate" -d "${duration}s" \
+        2>"$out/load" >/dev/null || true
+    echo "   active: $active connections, $rate/s offered, ${duration} s; server RSS $(($(rss_kb "${server_pids[@]}") / 1024)) MB;" \
+        "$(established) established"
     grep -v WARN "$out/load" | tail -4
-    grep "^stats" "$out/server" | tail -1 || true
-    kill -9 "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+    grep "^stats" "$out/server0" | tail -1 || true
+    stop_all
     scripts/testnet.sh down -p "$prefix"
 done

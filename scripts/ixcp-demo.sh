@@ -2,7 +2,8 @@
 # ixcp by hand: the ixcp daemon owns one veth end of a test network; ix-http
 # (port 8080) and ix-kv (port 11211) run as nobody with no capabilities and a
 # kernel HTTP server (python3, port 7001) on the same address; curl, a memcached
-# set/get, curl to the kernel and ping from the client namespace; then all stop.
+# set/get, curl to the kernel and ping from the client namespace; ixctl's list,
+# live view and share change; then all stop.
 #
 #   cargo build --release -p ix-driver -p ix-example-http -p ix-example-kv --bins
 #   scripts/ixcp-demo.sh          (root; needs iproute2, ethtool, setpriv, curl, python3)
@@ -22,6 +23,8 @@ uid = 65534
 interface = "$P-s"
 addresses = ["10.77.0.1"]
 ports = [8080, 11211]
+[cpus]
+polling = [1]
 TOML
 RUST_LOG_STYLE=never ip netns exec $P-srv $W/target/release/ixcp --config $D/ixcp.toml 2>$D/ixcp.log &
 CP=$!
@@ -45,6 +48,14 @@ PY
 echo "--- kernel:"; ip netns exec $P-cli curl -s -m 5 -o /dev/null -w "%{http_code}\n" http://10.77.0.1:7001/
 echo "--- ping:"; ip netns exec $P-cli ping -c 2 -i 0.2 -W 2 10.77.0.1 | tail -2 | head -1
 echo "--- ixctl list:"; target/release/ixctl --socket $D/ixcp.sock list
+echo "--- ixctl top (one refresh, under curl load):"
+ip netns exec $P-cli sh -c 'for i in $(seq 300); do curl -s -o /dev/null http://10.77.0.1:8080/; done' &
+sleep 1; target/release/ixctl --socket $D/ixcp.sock top --count 2 --interval 500 | tail -n +5; wait $!
+PORT=$(target/release/ixctl --socket $D/ixcp.sock list --json | python3 -c 'import json,sys; print([d["port_name"] for d in json.load(sys.stdin)["dataplanes"] if d["ports"]==[8080]][0])')
+echo "--- ixctl set-share $PORT 0, then 2 (over the grant's max_cpus = 1), as nobody:"
+target/release/ixctl --socket $D/ixcp.sock set-share $PORT 0
+target/release/ixctl --socket $D/ixcp.sock set-share $PORT 2
+setpriv --reuid=65534 --regid=65534 --clear-groups target/release/ixctl --socket $D/ixcp.sock set-share $PORT 1
 kill $H $K $CP $PY; wait 2>/dev/null
 echo "--- ixcp's log:"; cut -c1-200 $D/ixcp.log
 echo "--- virtual ports left after ixcp stopped: $(ip -n $P-srv link show | grep -c ixdp)"

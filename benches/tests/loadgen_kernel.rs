@@ -31,7 +31,7 @@ fn http(target: SocketAddrV4, connections: usize, mode: Mode, secs: f64) -> Load
 
 fn run(cfg: &LoadConfig) -> Report {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let report = rt.block_on(loadgen::run(&KernelNet, cfg)).expect("the run starts");
+    let report = rt.block_on(loadgen::run(&KernelNet::default(), cfg)).expect("the run starts");
     eprintln!("{}", report.summary());
     report
 }
@@ -142,6 +142,6 @@ fn no_server_is_a_connect_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = http(SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port), 2, Mode::Closed, 0.5);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let err = rt.block_on(loadgen::run(&KernelNet, &cfg)).unwrap_err();
+    let err = rt.block_on(loadgen::run(&KernelNet::default(), &cfg)).unwrap_err();
     assert!(err.to_string().contains("could not connect"), "{err}");
 }

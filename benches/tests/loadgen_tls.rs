@@ -97,19 +97,19 @@ fn requests_over_tls_complete_and_a_wrong_trust_anchor_connects_to_nothing() {
     let target = start_tls_server(&served);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
 
-    let net = TlsNet::new(KernelNet, &served.cert, "127.0.0.1").unwrap();
+    let net = TlsNet::new(KernelNet::default(), &served.cert, "127.0.0.1").unwrap();
     let report = rt.block_on(loadgen::run(&net, &https(target))).expect("the run starts");
     eprintln!("{}", report.summary());
     assert_eq!(report.errors.total(), 0, "{:?}", report.errors);
     assert!(report.completed > 100, "completed {}", report.completed);
 
     let other = Pem::new("other");
-    let net = TlsNet::new(KernelNet, &other.cert, "127.0.0.1").unwrap();
+    let net = TlsNet::new(KernelNet::default(), &other.cert, "127.0.0.1").unwrap();
     let err = rt.block_on(loadgen::run(&net, &https(target))).unwrap_err();
     assert!(err.to_string().contains("could not connect"), "{err}");
 
     let empty = other.dir.join("empty.pem");
     std::fs::write(&empty, "").unwrap();
-    let refused = TlsNet::new(KernelNet, &empty, "127.0.0.1").unwrap_err();
+    let refused = TlsNet::new(KernelNet::default(), &empty, "127.0.0.1").unwrap_err();
     assert!(refused.to_string().contains("no certificate"), "{refused}");
 }

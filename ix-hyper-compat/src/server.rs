@@ -272,6 +272,9 @@ where
                 .instrument(span),
             ));
         }
+        // New connections are refused from here on (a listener owned by the
+        // source closes now), while the live ones finish.
+        drop(accept);
         self.shutdown.trigger();
         self.live.all_closed().await;
         self.counters()

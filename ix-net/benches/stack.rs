@@ -1,6 +1,7 @@
 //! Whole-stack throughput on one core: two `Stack`s driven from one thread over
 //! the in-process `mem` wire, measuring 64-byte request/response round trips and
 //! bulk TCP throughput against real monotonic time. Run: `cargo bench -p ix-net --bench stack`.
+//! `--count rr|bulk N` runs a fixed amount of work on a virtual clock instead, for instruction counts.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant};
 
 use bytes::Bytes;
-use ix_driver::mem::{MemQueue, MemWire, MemWireConfig, MonotonicClock};
+use ix_driver::mem::{ManualClock, MemQueue, MemWire, MemWireConfig, MonotonicClock, WireClock};
 use ix_driver::{HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig};
 use ix_net::wire::EthernetAddress;
 use ix_net::{Instant, Readiness, SocketHandle, Stack, StackConfig};
@@ -31,6 +32,12 @@ const BULK_BUFFER_BYTES: usize = 4 << 20;
 const TARGET_ROUND_TRIPS_PER_SEC: f64 = 1_000_000.0;
 /// Bulk target in Gbit/s.
 const TARGET_BULK_GBIT_PER_SEC: f64 = 20.0;
+/// Virtual time one loop round takes in `--count` mode: about what a round of
+/// 64 round trips takes on a core, so no retransmission or delayed-ACK timer
+/// fires that would not fire in a timed run.
+const COUNT_ROUND_MICROS: u64 = 20;
+/// Round trips, or bulk KiB, completed before a `--count` run starts counting.
+const COUNT_WARMUP: u64 = 1000;
 
 /// How long and how often to measure.
 #[derive(Debug, Clone)]
@@ -40,12 +47,21 @@ struct Plan {
     measure: Duration,
     /// Run only this test ("rr" or "bulk"), for profiling one at a time.
     only: Option<String>,
+    /// Instead of timed runs, one run of this many round trips ("rr") or bulk
+    /// KiB ("bulk") on a virtual clock: the same work every time, to be counted
+    /// in instructions (`scripts/instr-count.sh`).
+    count: Option<(String, u64)>,
 }
 
 impl Plan {
     fn from_args() -> Result<Self, String> {
-        let mut plan =
-            Plan { runs: 5, warmup: Duration::from_millis(500), measure: Duration::from_secs(2), only: None };
+        let mut plan = Plan {
+            runs: 5,
+            warmup: Duration::from_millis(500),
+            measure: Duration::from_secs(2),
+            only: None,
+            count: None,
+        };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -55,13 +71,17 @@ impl Plan {
                     plan.measure = Duration::from_millis(300);
                 }
                 "--only" => plan.only = Some(args.next().filter(|v| v == "rr" || v == "bulk").ok_or("--only rr|bulk")?),
+                "--count" => {
+                    let test = args.next().filter(|v| v == "rr" || v == "bulk").ok_or("--count rr|bulk N")?;
+                    plan.count = Some((test, parse_next(&mut args, "--count rr|bulk")?));
+                }
                 "--runs" => plan.runs = parse_next(&mut args, "--runs")?,
                 "--secs" => plan.measure = Duration::from_secs_f64(parse_next(&mut args, "--secs")?),
                 // Passed by `cargo bench`.
                 "--bench" => {}
                 other => {
                     return Err(format!(
-                        "unknown argument {other:?} (use --quick, --runs N, --secs S, --only rr|bulk)"
+                        "unknown argument {other:?} (use --quick, --runs N, --secs S, --only rr|bulk, --count rr|bulk N)"
                     ));
                 }
             }
@@ -100,17 +120,31 @@ impl Node {
     }
 }
 
-/// A server (node 0) and a client (node 1) on one wire with a real clock.
+/// Where a pair's time comes from.
+enum Timebase {
+    /// Real monotonic time since the pair was made.
+    Wall(WallInstant),
+    /// A clock shared with the wire that moves `COUNT_ROUND_MICROS` per loop
+    /// round and never by itself, so a run does the same work every time.
+    Virtual(Arc<ManualClock>),
+}
+
+/// A server (node 0) and a client (node 1) on one wire.
 struct Pair {
     server: Node,
     client: Node,
-    origin: WallInstant,
+    timebase: Timebase,
 }
 
 impl Pair {
-    fn new() -> Self {
-        let wire = MemWire::new(MemWireConfig { clock: Arc::new(MonotonicClock::new()), ..MemWireConfig::default() })
-            .expect("mem wire");
+    fn new(virtual_time: bool) -> Self {
+        let (clock, timebase): (Arc<dyn WireClock>, _) = if virtual_time {
+            let clock = Arc::new(ManualClock::new(0));
+            (clock.clone(), Timebase::Virtual(clock))
+        } else {
+            (Arc::new(MonotonicClock::new()), Timebase::Wall(WallInstant::now()))
+        };
+        let wire = MemWire::new(MemWireConfig { clock, ..MemWireConfig::default() }).expect("mem wire");
         let node = |i: u16| {
             let pool = PacketPool::new(PoolConfig { frames: POOL_FRAMES, huge_pages: HugePages::Never }).expect("pool");
             let queue = wire.queue(i, 0, pool.clone()).expect("queue");
@@ -118,7 +152,23 @@ impl Pair {
             let stack = Stack::new(cfg, pool, Instant::ZERO).expect("stack");
             Node { stack, queue, rx: Vec::with_capacity(BATCH_PACKETS), tx: Vec::with_capacity(512) }
         };
-        Self { server: node(0), client: node(1), origin: WallInstant::now() }
+        Self { server: node(0), client: node(1), timebase }
+    }
+
+    /// One loop round of each node, the server first; `now` is read once and
+    /// handed to both applications.
+    fn round(
+        &mut self,
+        tally: &mut Tally,
+        server_app: &mut impl FnMut(&mut Stack, &mut Tally, Instant),
+        client_app: &mut impl FnMut(&mut Stack, &mut Tally, Instant),
+    ) {
+        let now = self.now();
+        self.server.poll(now, |stack| server_app(stack, tally, now));
+        self.client.poll(now, |stack| client_app(stack, tally, now));
+        if let Timebase::Virtual(clock) = &self.timebase {
+            clock.advance(COUNT_ROUND_MICROS);
+        }
     }
 
     fn retransmits(&self) -> u64 {
@@ -135,14 +185,15 @@ impl Pair {
             node.stack.udp_send_to(udp, SocketAddrV4::new(peer, DISCARD_PORT), b"hello").expect("udp send");
         }
         for _ in 0..16 {
-            let now = self.now();
-            self.server.poll(now, |_| {});
-            self.client.poll(now, |_| {});
+            self.round(&mut Tally::default(), &mut |_, _, _| {}, &mut |_, _, _| {});
         }
     }
 
     fn now(&self) -> Instant {
-        Instant::from_micros(self.origin.elapsed().as_micros() as u64)
+        match &self.timebase {
+            Timebase::Wall(origin) => Instant::from_micros(origin.elapsed().as_micros() as u64),
+            Timebase::Virtual(clock) => Instant::from_micros(clock.now_micros()),
+        }
     }
 }
 
@@ -153,8 +204,8 @@ fn host(i: u16) -> Ipv4Addr {
 /// Per-connection state of the request/response client, by socket slot.
 #[derive(Clone, Copy, Default)]
 struct Caller {
-    /// Round-loop time the outstanding request went out, in nanoseconds.
-    sent_at_nanos: u64,
+    /// Round-loop time the outstanding request went out.
+    sent_at: Instant,
     /// Reply bytes received so far for the outstanding request.
     got: usize,
     /// Offset in the message pool of the outstanding request.
@@ -166,7 +217,7 @@ struct Caller {
 #[derive(Debug, Default, Clone, Copy)]
 struct Tally {
     round_trips: u64,
-    latency_nanos: u64,
+    latency_micros: u64,
     bytes: u64,
 }
 
@@ -192,15 +243,13 @@ fn measure(
     pair: &mut Pair,
     plan: &Plan,
     tally: &mut Tally,
-    server_app: &mut impl FnMut(&mut Stack, &mut Tally),
-    client_app: &mut impl FnMut(&mut Stack, &mut Tally),
+    server_app: &mut impl FnMut(&mut Stack, &mut Tally, Instant),
+    client_app: &mut impl FnMut(&mut Stack, &mut Tally, Instant),
 ) -> (Duration, Option<u64>) {
     let start = WallInstant::now();
     let mut measuring_since: Option<(WallInstant, Option<u64>)> = None;
     loop {
-        let now = pair.now();
-        pair.server.poll(now, |stack| server_app(stack, tally));
-        pair.client.poll(now, |stack| client_app(stack, tally));
+        pair.round(tally, server_app, client_app);
         match measuring_since {
             None if start.elapsed() >= plan.warmup => {
                 *tally = Tally::default();
@@ -216,12 +265,77 @@ fn measure(
     }
 }
 
+/// How a test is driven.
+#[derive(Debug, Clone, Copy)]
+enum Drive<'a> {
+    /// Warm-up and measurement windows of wall-clock time.
+    Timed(&'a Plan),
+    /// `COUNT_WARMUP` units of work, then this many more: round trips, or bulk
+    /// KiB the server read. Needs a pair on virtual time.
+    Counted(u64),
+}
+
+/// What a driven test did.
+#[derive(Debug, Clone, Copy)]
+enum Driven {
+    Timed { wall: Duration, cpu: Option<u64> },
+    Counted { rounds: u64 },
+}
+
+/// Runs `pair` as `how` says; `work` reads the tally's unit of work.
+fn drive(
+    pair: &mut Pair,
+    how: Drive,
+    tally: &mut Tally,
+    work: impl Fn(&Tally) -> u64,
+    server_app: &mut impl FnMut(&mut Stack, &mut Tally, Instant),
+    client_app: &mut impl FnMut(&mut Stack, &mut Tally, Instant),
+) -> Driven {
+    match how {
+        Drive::Timed(plan) => {
+            let (wall, cpu) = measure(pair, plan, tally, server_app, client_app);
+            Driven::Timed { wall, cpu }
+        }
+        Drive::Counted(units) => {
+            while work(tally) < COUNT_WARMUP {
+                pair.round(tally, server_app, client_app);
+            }
+            *tally = Tally::default();
+            let mut rounds = 0;
+            while work(tally) < units {
+                pair.round(tally, server_app, client_app);
+                rounds += 1;
+            }
+            Driven::Counted { rounds }
+        }
+    }
+}
+
+/// A test's result: its tally, how it was driven and the segments retransmitted.
+struct Outcome {
+    tally: Tally,
+    driven: Driven,
+    retransmits: u64,
+}
+
+impl Outcome {
+    /// The timed sample, with `rate_count` units over the window.
+    fn sample(&self, rate_count: impl Fn(&Tally) -> u64) -> Result<Sample, String> {
+        match self.driven {
+            Driven::Timed { wall, cpu } => {
+                Ok(Sample { retransmits: self.retransmits, ..sample(rate_count(&self.tally), &self.tally, wall, cpu) })
+            }
+            Driven::Counted { .. } => Err("a counted run has no rate".into()),
+        }
+    }
+}
+
 fn sample(rate_count: u64, tally: &Tally, wall: Duration, cpu: Option<u64>) -> Sample {
     let secs = wall.as_secs_f64();
     Sample {
         rate: rate_count as f64 / secs,
         mean_latency_us: if tally.round_trips > 0 {
-            tally.latency_nanos as f64 / tally.round_trips as f64 / 1000.0
+            tally.latency_micros as f64 / tally.round_trips as f64
         } else {
             f64::NAN
         },
@@ -257,8 +371,8 @@ fn echo(stack: &mut Stack, conn: SocketHandle) {
 }
 
 /// 64-byte request/response over 64 connections: one outstanding message each.
-fn round_trips(plan: &Plan) -> Result<Sample, String> {
-    let mut pair = Pair::new();
+fn round_trips(how: Drive) -> Result<Outcome, String> {
+    let mut pair = Pair::new(matches!(how, Drive::Counted(_)));
     pair.resolve_neighbours();
     let listener = pair.server.stack.tcp_listen(SERVER_PORT, 1024).map_err(|e| e.to_string())?;
     let now = pair.now();
@@ -274,24 +388,22 @@ fn round_trips(plan: &Plan) -> Result<Sample, String> {
     // Distinct message contents, so a misrouted reply is caught.
     let messages: Bytes =
         (0..MESSAGE_BYTES * 251).map(|i| (i * 7 + i / MESSAGE_BYTES) as u8).collect::<Vec<_>>().into();
-    let origin = pair.origin;
     let mut next_offset = 0usize;
     let mut failure: Option<String> = None;
-    let mut send = |stack: &mut Stack, h: SocketHandle, caller: &mut Caller, nanos: u64| {
+    let mut send = |stack: &mut Stack, h: SocketHandle, caller: &mut Caller, now: Instant| {
         caller.offset = next_offset;
         next_offset = (next_offset + MESSAGE_BYTES) % messages.len();
         caller.got = 0;
-        caller.sent_at_nanos = nanos;
+        caller.sent_at = now;
         let n = stack.tcp_send(h, messages.slice(caller.offset..caller.offset + MESSAGE_BYTES)).expect("send");
         assert_eq!(n, MESSAGE_BYTES, "request did not fit the send queue");
     };
-    let mut client_app = |stack: &mut Stack, tally: &mut Tally| {
-        let nanos = origin.elapsed().as_nanos() as u64;
+    let mut client_app = |stack: &mut Stack, tally: &mut Tally, now: Instant| {
         while let Some((h, bits)) = stack.poll_event() {
             let Some((_, caller)) = callers.get_mut(h.index()).filter(|(k, _)| *k == h) else { continue };
             if !caller.live && bits.intersects(Readiness::ESTABLISHED | Readiness::WRITABLE) {
                 caller.live = true;
-                send(stack, h, caller, nanos);
+                send(stack, h, caller, now);
             }
             if !bits.contains(Readiness::READABLE) {
                 continue;
@@ -306,14 +418,14 @@ fn round_trips(plan: &Plan) -> Result<Sample, String> {
             }
             if caller.got >= MESSAGE_BYTES {
                 tally.round_trips += 1;
-                tally.latency_nanos += nanos - caller.sent_at_nanos;
-                send(stack, h, caller, nanos);
+                tally.latency_micros += now.as_micros() - caller.sent_at.as_micros();
+                send(stack, h, caller, now);
             }
         }
     };
-    let mut server_app = |stack: &mut Stack, _: &mut Tally| serve(stack, listener, &mut echo);
+    let mut server_app = |stack: &mut Stack, _: &mut Tally, _: Instant| serve(stack, listener, &mut echo);
     let mut tally = Tally::default();
-    let (wall, cpu) = measure(&mut pair, plan, &mut tally, &mut server_app, &mut client_app);
+    let driven = drive(&mut pair, how, &mut tally, |t| t.round_trips, &mut server_app, &mut client_app);
     if let Some(f) = failure {
         return Err(f);
     }
@@ -321,13 +433,13 @@ fn round_trips(plan: &Plan) -> Result<Sample, String> {
     if live != RR_CONNECTIONS {
         return Err(format!("only {live} of {RR_CONNECTIONS} connections were established"));
     }
-    Ok(Sample { retransmits: pair.retransmits(), ..sample(tally.round_trips, &tally, wall, cpu) })
+    Ok(Outcome { tally, driven, retransmits: pair.retransmits() })
 }
 
 /// Bulk transfer on one connection: the client sends slices of one buffer
 /// without pause, the server reads and drops; counts payload delivered.
-fn bulk(plan: &Plan) -> Result<Sample, String> {
-    let mut pair = Pair::new();
+fn bulk(how: Drive) -> Result<Outcome, String> {
+    let mut pair = Pair::new(matches!(how, Drive::Counted(_)));
     pair.resolve_neighbours();
     let listener = pair.server.stack.tcp_listen(SERVER_PORT, 16).map_err(|e| e.to_string())?;
     let now = pair.now();
@@ -338,14 +450,14 @@ fn bulk(plan: &Plan) -> Result<Sample, String> {
         .map_err(|e| e.to_string())?;
     let buffer: Bytes = (0..BULK_BUFFER_BYTES).map(|i| (i % 253) as u8).collect::<Vec<_>>().into();
     let mut offset = 0usize;
-    let mut server_app = |stack: &mut Stack, tally: &mut Tally| {
+    let mut server_app = |stack: &mut Stack, tally: &mut Tally, _: Instant| {
         serve(stack, listener, &mut |stack, conn| {
             while let Ok(Some(chunk)) = stack.tcp_recv(conn) {
                 tally.bytes += chunk.len() as u64;
             }
         })
     };
-    let mut client_app = |stack: &mut Stack, _: &mut Tally| {
+    let mut client_app = |stack: &mut Stack, _: &mut Tally, _: Instant| {
         while stack.poll_event().is_some() {}
         loop {
             let end = (offset + BULK_WRITE_BYTES).min(buffer.len());
@@ -356,8 +468,8 @@ fn bulk(plan: &Plan) -> Result<Sample, String> {
         }
     };
     let mut tally = Tally::default();
-    let (wall, cpu) = measure(&mut pair, plan, &mut tally, &mut server_app, &mut client_app);
-    Ok(Sample { retransmits: pair.retransmits(), ..sample(tally.bytes * 8, &tally, wall, cpu) })
+    let driven = drive(&mut pair, how, &mut tally, |t| t.bytes / 1024, &mut server_app, &mut client_app);
+    Ok(Outcome { tally, driven, retransmits: pair.retransmits() })
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -439,6 +551,32 @@ fn print_row(label: &str, unit: &str, scale: f64, summary: &Summary, target: f64
     );
 }
 
+/// `--count`: one run of `units` round trips or bulk KiB on virtual time,
+/// reported in one line that `scripts/instr-count.sh` reads.
+fn counted(test: &str, units: u64) -> ExitCode {
+    let (outcome, unit) = match test {
+        "rr" => (round_trips(Drive::Counted(units)), "round trips"),
+        _ => (bulk(Drive::Counted(units)), "KiB"),
+    };
+    match outcome.map(|o| (o.driven, o.retransmits)) {
+        Ok((Driven::Counted { rounds }, retransmits)) => {
+            println!(
+                "counted {test}: {units} {unit} after {COUNT_WARMUP} of warm-up, {rounds} loop rounds, \
+                 retransmitted segments {retransmits}"
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((timed, _)) => {
+            eprintln!("stack bench: a counted run came back as {timed:?}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("stack bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let plan = match Plan::from_args() {
         Ok(p) => p,
@@ -447,9 +585,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some((test, units)) = &plan.count {
+        return counted(test, *units);
+    }
     let wants = |name: &str| plan.only.as_deref().is_none_or(|o| o == name);
-    let rr = if wants("rr") { run("request/response", &plan, round_trips).map(Some) } else { Ok(None) };
-    let bulk = if wants("bulk") { run("bulk", &plan, bulk).map(Some) } else { Ok(None) };
+    let rr_sample = |plan: &Plan| round_trips(Drive::Timed(plan))?.sample(|t| t.round_trips);
+    let bulk_sample = |plan: &Plan| bulk(Drive::Timed(plan))?.sample(|t| t.bytes * 8);
+    let rr = if wants("rr") { run("request/response", &plan, rr_sample).map(Some) } else { Ok(None) };
+    let bulk = if wants("bulk") { run("bulk", &plan, bulk_sample).map(Some) } else { Ok(None) };
     let (rr, bulk) = match rr.and_then(|rr| Ok((rr, bulk?))) {
         Ok(r) => r,
         Err(e) => {

@@ -7,7 +7,7 @@ use ix_driver::{PacketPool, TxBuf};
 
 use crate::iface::arp::HoldOutcome;
 use crate::iface::{ArpCache, RouteTable, SharedNeighbors};
-use crate::stats::StackStats;
+use crate::stats::{IpStats, LinkStats};
 use crate::tcp::FourTuple;
 use crate::tcp::conn::SegmentSink;
 use crate::time::Instant;
@@ -27,7 +27,8 @@ pub(crate) struct Egress<'a> {
     pub(crate) mac: EthernetAddress,
     pub(crate) addr: Ipv4Addr,
     pub(crate) tx: &'a mut Vec<ix_driver::PacketBuf>,
-    pub(crate) stats: &'a mut StackStats,
+    pub(crate) link_stats: &'a mut LinkStats,
+    pub(crate) ip_stats: &'a mut IpStats,
     pub(crate) ip_ident: &'a mut u16,
     pub(crate) now: Instant,
     /// Set when a frame now waits for an ARP reply (the caller arms the timer).
@@ -42,7 +43,7 @@ impl Egress<'_> {
         match self.pool.alloc() {
             Ok(frame) => Some(frame),
             Err(_) => {
-                self.stats.link.tx_pool_exhausted += 1;
+                self.link_stats.tx_pool_exhausted += 1;
                 None
             }
         }
@@ -67,7 +68,7 @@ impl Egress<'_> {
             target_ip: ip,
         };
         if self.arp(&repr, EthernetAddress::BROADCAST) {
-            self.stats.link.arp_requests_out += 1;
+            self.link_stats.arp_requests_out += 1;
         }
     }
 
@@ -75,14 +76,14 @@ impl Egress<'_> {
         let Ok(hdr) = frame.prepend(ETHERNET_HEADER_LEN) else { return };
         EthernetRepr { src: self.mac, dst, ethertype }.emit(hdr);
         self.tx.push(frame.freeze());
-        self.stats.link.frames_out += 1;
+        self.link_stats.frames_out += 1;
     }
 
     /// Adds IPv4 and Ethernet headers to a transport payload and queues it, or
     /// holds it until its next hop is resolved. False when it was dropped.
     pub(crate) fn ipv4(&mut self, dst: Ipv4Addr, protocol: IpProtocol, mut frame: TxBuf) -> bool {
         let Some(next_hop) = self.routes.next_hop(dst) else {
-            self.stats.ip.out_no_routes += 1;
+            self.ip_stats.out_no_routes += 1;
             return false;
         };
         let payload_len = frame.len();
@@ -99,7 +100,7 @@ impl Egress<'_> {
             dscp_ecn: 0,
         }
         .emit(hdr);
-        self.stats.ip.out_requests += 1;
+        self.ip_stats.out_requests += 1;
         if dst.is_broadcast() || self.routes.is_subnet_broadcast(dst) {
             self.ethernet(frame, EthernetAddress::BROADCAST, EtherType::Ipv4);
             return true;
@@ -113,7 +114,7 @@ impl Egress<'_> {
             for mut held in self.arp.learn(next_hop, mac, self.now, true) {
                 held[..6].copy_from_slice(mac.as_bytes());
                 self.tx.push(held.freeze());
-                self.stats.link.frames_out += 1;
+                self.link_stats.frames_out += 1;
             }
             self.ethernet(frame, mac, EtherType::Ipv4);
             return true;
@@ -130,7 +131,7 @@ impl Egress<'_> {
             }
             HoldOutcome::Queued => true,
             HoldOutcome::Full(_) => {
-                self.stats.link.arp_pending_dropped += 1;
+                self.link_stats.arp_pending_dropped += 1;
                 false
             }
         }

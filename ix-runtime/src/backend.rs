@@ -234,6 +234,18 @@ impl QueueSource {
         matches!(self, QueueSource::Ixcp { .. })
     }
 
+    /// The slot of the core board `ixcp` shares with this queue's core, on
+    /// the `ixcp` backend: the core publishes its counters there and follows
+    /// the mode asked there, and `ixcp` places its thread on CPUs.
+    pub(crate) fn core_slot(&self) -> Option<ix_driver::ixcp::CoreSlot> {
+        match self {
+            QueueSource::Ixcp { granted } => Some(granted.core_slot()),
+            QueueSource::Xdp { .. } | QueueSource::Nic { .. } | QueueSource::Mem { .. } | QueueSource::Tap { .. } => {
+                None
+            }
+        }
+    }
+
     /// The local ports outgoing connections must use, when the backend
     /// restricts them (the XDP program takes replies to these ports only
     /// when it shares the address with the kernel).

@@ -180,12 +180,16 @@ impl Core {
         self.draining.get()
     }
 
-    /// Starts a graceful shutdown: every task waiting on a socket is woken so
-    /// that listeners see it and return.
+    /// Starts a graceful shutdown: the dataplane's listeners close (new
+    /// connections are refused with a reset), and every task waiting on a
+    /// socket is woken so that listeners see it and return.
     pub(crate) fn start_draining(&self) {
         self.draining.set(true);
         match &self.net {
-            CoreNet::Dataplane(net) => net.wake_all(),
+            CoreNet::Dataplane(net) => {
+                net.stack(|s| s.close_listeners());
+                net.wake_all();
+            }
             CoreNet::Kernel(net) => net.reactor.wake_all(),
         }
     }

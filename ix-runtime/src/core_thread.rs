@@ -18,6 +18,7 @@ use ix_net::{Stack, StackConfig};
 use crate::backend::{CoreSource, QueueSource};
 use crate::config::Settings;
 use crate::core::{Core, CoreNet};
+use crate::core_board_link::CoreBoardLink;
 use crate::dataplane::DataplaneNet;
 use crate::dataplane::core_io::DataplaneIo;
 use crate::error::RuntimeError;
@@ -65,21 +66,27 @@ where
     // Counted out however this function returns, so no core waits for a core
     // that failed to start.
     let running = RunningCore::new(&cx.shared.running);
-    if cx.settings.pin_threads {
+    // A core on a board is placed on CPUs by `ixcp`, not pinned here.
+    let slot = match &source {
+        CoreSource::Dataplane { queue, .. } => queue.core_slot(),
+        CoreSource::Kernel { .. } => None,
+    };
+    if cx.settings.pin_threads && slot.is_none() {
         if let Err(error) = pin_current_thread(cx.settings.first_cpu + index) {
             tracing::warn!(core = index, %error, "could not pin the core's thread");
         }
     }
+    let board = slot.map(CoreBoardLink::new);
     match source {
         CoreSource::Dataplane { queue, addr } => {
             let (io, net) = open_dataplane(index, queue, addr, cx)?;
-            Ok(run_loop(index, io, CoreNet::Dataplane(net), cx, &running))
+            Ok(run_loop(index, (io, board), CoreNet::Dataplane(net), cx, &running))
         }
         CoreSource::Kernel { addr } => {
             let pool = new_pool(&cx.settings, HugePages::Auto)?;
             let reactor = Reactor::new().map_err(|e| core_error(index, &e))?;
             let net = Rc::new(KernelNet { reactor, pool, addr });
-            Ok(run_loop(index, KernelIo::new(net.clone()), CoreNet::Kernel(net), cx, &running))
+            Ok(run_loop(index, (KernelIo::new(net.clone()), board), CoreNet::Kernel(net), cx, &running))
         }
     }
 }
@@ -145,7 +152,7 @@ fn draw_secret() -> [u8; 16] {
 /// first task returned), and their sockets' closes flushed.
 fn run_loop<F, Fut, Io: CoreIo>(
     index: usize,
-    io: Io,
+    (io, board): (Io, Option<CoreBoardLink>),
     net: CoreNet,
     cx: &CoreContext<F>,
     running: &RunningCore<'_>,
@@ -157,7 +164,8 @@ where
     let executor = Executor::new(index, &cx.handle);
     let core = Core::install(index, net);
     let root = executor.spawn_local((cx.main)(index));
-    let mut lp = PollLoop { core: &core, executor: &executor, io, settings: &cx.settings, stats: LoopStats::default() };
+    let mut lp =
+        PollLoop { core: &core, executor: &executor, io, settings: &cx.settings, stats: LoopStats::default(), board };
     lp.run(&root, &cx.shutdown, running);
     lp.publish_stats();
     let stats = core.stats();

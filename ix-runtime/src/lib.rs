@@ -34,6 +34,7 @@ mod backend;
 pub mod blocking;
 mod config;
 mod core;
+mod core_board_link;
 mod core_thread;
 mod dataplane;
 mod error;

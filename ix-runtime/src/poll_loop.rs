@@ -13,6 +13,7 @@ use ix_driver::QueueStats;
 
 use crate::config::{IdlePolicy, Settings};
 use crate::core::Core;
+use crate::core_board_link::CoreBoardLink;
 use crate::executor::{Executor, JoinHandle};
 use crate::stats::LoopStats;
 
@@ -100,6 +101,9 @@ pub(crate) struct PollLoop<'a, Io: CoreIo> {
     pub(crate) io: Io,
     pub(crate) settings: &'a Settings,
     pub(crate) stats: LoopStats,
+    /// The core's slot on the board it shares with `ixcp`, when it has one:
+    /// its counters go there, and its idle policy follows the mode asked there.
+    pub(crate) board: Option<CoreBoardLink>,
 }
 
 impl<Io: CoreIo> PollLoop<'_, Io> {
@@ -110,6 +114,9 @@ impl<Io: CoreIo> PollLoop<'_, Io> {
         let mut drain_deadline = None;
         loop {
             let worked = self.io.round(self.core, self.executor, &mut self.stats);
+            if let Some(board) = &mut self.board {
+                board.round_done(worked, self.core);
+            }
             // In a graceful shutdown every task gets the drain timeout, not
             // only the first: the connection handlers a finished accept loop
             // spawned finish their exchanges before the core stops.
@@ -136,7 +143,11 @@ impl<Io: CoreIo> PollLoop<'_, Io> {
             }
             self.stats.empty_rounds += 1;
             empty_rounds += 1;
-            if let IdlePolicy::Adaptive { spin_rounds } = self.settings.idle {
+            let idle = match &mut self.board {
+                Some(board) => board.idle_policy(self.settings.idle),
+                None => self.settings.idle,
+            };
+            if let IdlePolicy::Adaptive { spin_rounds } = idle {
                 if empty_rounds > spin_rounds {
                     self.block();
                     empty_rounds = 0;
@@ -153,6 +164,9 @@ impl<Io: CoreIo> PollLoop<'_, Io> {
     /// Blocks until the backend or the executor has work, or the next timer.
     fn block(&mut self) {
         self.stats.blocks += 1;
+        if let Some(board) = &mut self.board {
+            board.blocking(self.core);
+        }
         let wait_fd = self.io.prepare_to_block().map(|fd| fd.as_raw_fd());
         let timeout = self
             .core
@@ -172,5 +186,8 @@ impl<Io: CoreIo> PollLoop<'_, Io> {
         // stay open for the call (the executor's, and the backend's that the
         // loop owns); `wait` is a valid timespec; a null signal mask leaves it unchanged.
         unsafe { libc::ppoll(fds.as_mut_ptr(), n as libc::nfds_t, &wait, std::ptr::null()) };
+        if let Some(board) = &mut self.board {
+            board.woke();
+        }
     }
 }

@@ -2,8 +2,9 @@
 //! running as `nobody` with no capabilities (an echo server and an HTTP
 //! server) and a kernel TCP server share its one address; the daemon refuses
 //! what is not granted and survives malformed messages; SIGKILL of a dataplane
-//! releases its port within a second while the other serves on; SIGKILL of the
-//! daemon leaves no XDP program on the interface.
+//! releases its port within a second while the other serves on; a loaded core
+//! gets a polling CPU and gives it back when the load stops or its share goes
+//! to zero; SIGKILL of the daemon leaves no XDP program on the interface.
 
 mod xdp_support;
 
@@ -11,12 +12,16 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ix_driver::DriverError;
-use ix_driver::ixcp::{AdmitRequest, Daemon, DaemonConfig, Message, RefusalCode, request_admission, transport};
+use ix_driver::ixcp::{
+    AdmitRequest, CoreEntry, CoreMode, Daemon, DaemonConfig, Message, PROTOCOL_VERSION, RefusalCode, request_admission,
+    request_listing, request_share, transport,
+};
 use ix_driver::netns::{TestNetwork, spawn_in};
 use ix_runtime::net::TcpListener;
 use ix_runtime::{Backend, Runtime, spawn_local};
@@ -34,6 +39,11 @@ const ROLE_ENV: &str = "IX_IXCP_TEST_ROLE";
 const TEST_NAME: &str = "two_unprivileged_dataplanes_share_an_interface_with_the_kernel";
 /// How soon a dead dataplane's port must be back with the kernel.
 const RELEASE_DEADLINE: Duration = Duration::from_secs(1);
+/// The CPU ixcp may give a polling core.
+const POLLING_CPU: u16 = 1;
+/// How soon a core's mode must follow its load or its share (the test's
+/// policy decides every 50 ms and blocks after 4 calm periods).
+const MODE_DEADLINE: Duration = Duration::from_secs(5);
 
 fn config_text(socket: &Path, iface: &str) -> String {
     format!(
@@ -58,6 +68,15 @@ addresses = ["{SHARED}"]
 ports = [{ROOT_PORT}, {ECHO_PORT}]
 max_frames_per_queue = {POOL_FRAMES}
 max_connections = 100
+
+[cpus]
+polling = [{POLLING_CPU}]
+
+[policy]
+period_ms = 50
+poll_above = 0.2
+block_below = 0.05
+block_after_periods = 4
 "#,
         socket = socket.display()
     )
@@ -161,6 +180,78 @@ fn refused(port: u16) -> bool {
     )
 }
 
+/// The echo dataplane's core as `ixcp` lists it.
+fn echo_core(socket: &Path) -> (String, CoreEntry) {
+    let listing = request_listing(socket).expect("root may list");
+    let echo = listing.dataplanes.iter().find(|d| d.ports == [ECHO_PORT]).expect("the echo dataplane is listed");
+    (echo.port_name.clone(), echo.cores[0])
+}
+
+/// Waits until the echo core is in `mode`; returns its entry.
+fn wait_for_mode(socket: &Path, mode: CoreMode, why: &str) -> CoreEntry {
+    let started = Instant::now();
+    loop {
+        let (_, core) = echo_core(socket);
+        if core.mode == mode && core.sample.mode_in_effect == mode {
+            println!("echo core {mode:?} {:?} after {why}: {core:?}", started.elapsed());
+            return core;
+        }
+        assert!(started.elapsed() < MODE_DEADLINE, "the echo core is not {mode:?} after {why}: {core:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The CPUs the echo core's thread may run on, as the kernel says.
+fn allowed_cpus(pid: u32, core: &CoreEntry) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{}/status", core.sample.thread_id)).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_owned()
+}
+
+/// Echo traffic starts: the echo core gets the polling CPU (its thread moved
+/// there); its share set to 0 takes the CPU back under load, 1 gives it back;
+/// the traffic stops: the core blocks again on every CPU. Shares beyond the
+/// grant and unknown dataplanes are refused.
+fn cpus_follow_load(socket: &Path, cli: &str, echo_pid: u32) {
+    let every_cpu = format!("0-{}", std::thread::available_parallelism().unwrap().get() - 1);
+    let (port_name, idle) = echo_core(socket);
+    assert_eq!(idle.mode, CoreMode::Block, "an idle core blocks");
+    assert_ne!(idle.sample.thread_id, 0, "the core published its thread");
+    let loading = Arc::new(AtomicBool::new(true));
+    let load = {
+        let loading = loading.clone();
+        spawn_in(cli, move || {
+            let mut round = 0;
+            while loading.load(Ordering::Relaxed) {
+                echo_round_trip(SHARED, 200_000, round).unwrap();
+                round += 1;
+            }
+        })
+    };
+    let polling = wait_for_mode(socket, CoreMode::BusyPoll, "load started");
+    assert_eq!(polling.cpu, Some(POLLING_CPU));
+    assert_eq!(allowed_cpus(echo_pid, &polling), POLLING_CPU.to_string(), "the polling thread is on its CPU");
+
+    let refused = |share, name: &str| match request_share(socket, name, share) {
+        Err(DriverError::Refused(refusal)) => refusal.code,
+        other => panic!("share {share} of {name}: expected a refusal, got {other:?}"),
+    };
+    assert_eq!(refused(2, &port_name), RefusalCode::OverLimit, "max_cpus is 1");
+    assert_eq!(refused(0, "ixdp-none"), RefusalCode::NoSuchDataplane);
+    assert_eq!(request_share(socket, &port_name, 0).unwrap().share, 0);
+    let blocked = wait_for_mode(socket, CoreMode::Block, "share 0 under load");
+    assert_eq!((blocked.cpu, allowed_cpus(echo_pid, &blocked)), (None, every_cpu.clone()));
+    assert_eq!(request_share(socket, &port_name, 1).unwrap().share, 1);
+    wait_for_mode(socket, CoreMode::BusyPoll, "share 1 under load");
+
+    loading.store(false, Ordering::Relaxed);
+    load.join().unwrap();
+    let calm = wait_for_mode(socket, CoreMode::Block, "load stopped");
+    assert_eq!(allowed_cpus(echo_pid, &calm), every_cpu, "a blocking core may run anywhere");
+    assert!(calm.to_polling >= 2 && calm.to_blocking >= 2, "decisions counted: {calm:?}");
+    let stats = request_listing(socket).unwrap().stats;
+    assert!(stats.to_polling >= 2 && stats.to_blocking >= 2 && stats.threads_refused == 0, "{stats:?}");
+}
+
 fn test_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ixcp-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -247,11 +338,13 @@ fn two_unprivileged_dataplanes_share_an_interface_with_the_kernel() {
     let whole = Message::Admit(request(SHARED, &[ROOT_PORT], 1024)).encode();
     assert_eq!(answer_to_raw(&socket, &whole[..whole.len() - 1]), RefusalCode::Malformed, "truncated");
     let mut future = whole.clone();
-    future[4] = 2;
+    future[4] = PROTOCOL_VERSION as u8 + 1;
     assert_eq!(answer_to_raw(&socket, &future), RefusalCode::UnsupportedVersion);
     let granted = request_admission(&socket, &request(SHARED, &[ROOT_PORT], 1024)).expect("ixcp serves on");
     assert_eq!(granted.grant.queues, 1);
     drop(granted);
+
+    cpus_follow_load(&socket, &cli, echo.child.id());
 
     // SIGKILL of one dataplane: its port goes back to the kernel (no
     // listener there: refused) within a second; the other serves on.

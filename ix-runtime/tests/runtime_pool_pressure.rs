@@ -40,7 +40,7 @@ fn connections_holding_unread_data_cannot_starve_the_core() {
     // Payload dropped under pressure (and frames a full inbox of the wire
     // drops) are resent on the retransmission timer: keep it short on both
     // sides, so that the test does not wait on backed-off timers.
-    let brisk = brisk_tcp(Duration::from_millis(50), Duration::from_millis(500));
+    let brisk = brisk_tcp_default();
     let (listening, holding, release) = (Signal::default(), Signal::default(), Signal::default());
     let (server_checks, under_pressure) = (Report::default(), Report::default());
     let (client_checks, exchanges) = (Report::default(), Report::default());
@@ -193,4 +193,96 @@ async fn exchange(stream: &TcpStream, salt: usize) -> Result<(), String> {
         }
     }
     if got == data[..] { Ok(()) } else { Err(format!("active {salt}: the echo differs")) }
+}
+
+/// Connections the server closes before their client's request arrives.
+const CLOSED_EARLY: usize = 3_000;
+/// The server's pool in that test: fewer frames than connections, as the
+/// default pool of 8,192 was against the 15-20k connections that collapsed it.
+const SMALL_POOL_FRAMES: u32 = 1_024;
+/// How long a client waits after connecting before it sends: the server has
+/// closed by then.
+const SEND_AFTER_CLOSE: Duration = Duration::from_millis(50);
+
+/// The collapse of issue #20 at ~15-20k connections, scaled down: the server
+/// closes connections (as `ix-http` does at its header timeout) while their
+/// clients still send requests. Data that arrives after close must not pin
+/// frames (it pinned them through TIME-WAIT, a minute, until the pool ran dry
+/// and the core stopped receiving): new connections keep being served and the
+/// pool never runs out.
+#[test]
+fn requests_sent_after_the_server_closed_cannot_pin_the_pool() {
+    let pair = Pair::new(Backing::Mem);
+    // The server keeps the default TIME-WAIT (60 s), where the frames were pinned.
+    let server_tcp = ix_net::TcpConfig { time_wait: ix_net::TcpConfig::default().time_wait, ..brisk_tcp_default() };
+    let (listening, finished) = (Signal::default(), Signal::default());
+    let (accepted_report, fresh_report, client_report) = (Report::default(), Report::default(), Report::default());
+    let outcome = pair.run(
+        pair.server().pool_frames(SMALL_POOL_FRAMES).tcp(server_tcp),
+        {
+            let (listening, finished, accepted_report) = (listening.clone(), finished.clone(), accepted_report.clone());
+            move || async move {
+                let closing = listen(Backing::Mem, &listening);
+                let echoes = TcpListener::bind(Backing::Mem.second_port()).expect("second port");
+                let echo_loop = spawn_local(async move {
+                    while let Ok((stream, _)) = echoes.accept().await {
+                        spawn_local(echo(stream));
+                    }
+                });
+                let mut accepted = 0;
+                while accepted < CLOSED_EARLY {
+                    let Ok(Ok((stream, _))) = timeout(WAIT_LIMIT, closing.accept()).await else { break };
+                    accepted += 1;
+                    drop(stream);
+                }
+                accepted_report.put(accepted);
+                until(PHASE_LIMIT, || finished.get().is_some()).await;
+                echo_loop.abort();
+                settle().await;
+            }
+        },
+        pair.client().tcp(brisk_tcp_default()),
+        {
+            let (fresh_report, client_report) = (fresh_report.clone(), client_report.clone());
+            move || async move {
+                let server = Backing::Mem.server_addr(listening.wait("the server to listen").await);
+                let echo_server = SocketAddrV4::new(*server.ip(), Backing::Mem.second_port());
+                let senders: Vec<_> = (0..CLOSED_EARLY).map(|id| spawn_local(send_after_close(server, id))).collect();
+                client_report.put(outcomes(senders).await);
+                let mut fresh = Vec::new();
+                for salt in 0..NEW {
+                    let exchange = echo_once(echo_server, salt, ECHO_BYTES);
+                    fresh.push(timeout(WAIT_LIMIT, exchange).await.unwrap_or_else(|_| Err("timed out".into())));
+                }
+                fresh_report.put(fresh);
+                finished.set();
+                settle().await;
+            }
+        },
+    );
+    assert_eq!(accepted_report.take("the accepted count"), CLOSED_EARLY);
+    assert_eq!(failed(client_report.take("the senders")), Vec::<String>::new());
+    let fresh = fresh_report.take("the new connections");
+    assert!(fresh.iter().all(Result::is_ok), "new connections failed after the early closes: {fresh:?}");
+    let s = &outcome.server;
+    assert_eq!(s.queue.pool_exhausted, 0, "the server's pool ran dry: receiving stopped: {s:#?}");
+    assert!(s.stack.tcp.abort_on_data > 0, "no request arrived after close: the test did not test: {s:#?}");
+}
+
+/// [`brisk_tcp`] with the timeouts of the pool-pressure tests.
+fn brisk_tcp_default() -> ix_net::TcpConfig {
+    brisk_tcp(Duration::from_millis(50), Duration::from_millis(500))
+}
+
+/// Connects, waits until the server has closed, sends a request, and expects
+/// the connection to end (reset or closed), not to hang.
+async fn send_after_close(server: SocketAddrV4, id: usize) -> Result<(), String> {
+    let stream = TcpStream::connect(server).await.map_err(|e| format!("client {id}: connect: {e}"))?;
+    ix_runtime::time::sleep(SEND_AFTER_CLOSE).await;
+    // The send may already fail: the server's FIN or reset came first.
+    let _ = stream.send(pattern(HELD_BYTES, id)).await;
+    match timeout(WAIT_LIMIT, read_to_end(&stream)).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("client {id}: the connection neither closed nor reset")),
+    }
 }

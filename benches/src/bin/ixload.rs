@@ -19,6 +19,10 @@ struct Args {
     /// Server address, IP:PORT.
     #[arg(long)]
     target: SocketAddrV4,
+    /// Kernel sockets: the local address to connect from (default: the
+    /// kernel's choice). Each address has about 64k ports.
+    #[arg(long)]
+    source: Option<Ipv4Addr>,
     /// Protocol to speak.
     #[arg(long, value_enum, default_value_t = Protocol::Http)]
     protocol: Protocol,
@@ -151,12 +155,13 @@ fn config(args: &Args) -> LoadConfig {
 
 fn run_on_kernel(args: &Args, cfg: &LoadConfig) -> anyhow::Result<Report> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    let kernel = KernelNet { source: args.source };
     let Some(trusted) = &args.tls_trust else {
-        return Ok(rt.block_on(loadgen::run(&KernelNet, cfg))?);
+        return Ok(rt.block_on(loadgen::run(&kernel, cfg))?);
     };
     anyhow::ensure!(args.protocol == Protocol::Http, "--tls-trust: HTTPS only (--protocol http)");
     let name = args.tls_name.clone().unwrap_or_else(|| args.target.ip().to_string());
-    let net = TlsNet::new(KernelNet, trusted, &name).context("--tls-trust")?;
+    let net = TlsNet::new(kernel, trusted, &name).context("--tls-trust")?;
     Ok(rt.block_on(loadgen::run(&net, cfg))?)
 }
 

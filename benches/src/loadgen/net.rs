@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -31,13 +31,25 @@ const IX_SPIN_BEFORE_DEADLINE: Duration = Duration::from_micros(50);
 
 /// Kernel sockets, driven by a tokio current-thread runtime.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct KernelNet;
+pub struct KernelNet {
+    /// The local address connections are made from (`None`: the kernel's
+    /// choice). A client address has about 64k ports: more connections to
+    /// one server need several addresses.
+    pub source: Option<Ipv4Addr>,
+}
 
 impl Net for KernelNet {
     type Stream = tokio::net::TcpStream;
 
     async fn connect(&self, addr: SocketAddrV4) -> io::Result<Self::Stream> {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let stream = match self.source {
+            None => tokio::net::TcpStream::connect(addr).await?,
+            Some(source) => {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddrV4::new(source, 0).into())?;
+                socket.connect(addr.into()).await?
+            }
+        };
         stream.set_nodelay(true)?;
         Ok(stream)
     }

@@ -63,6 +63,11 @@ struct Args {
     /// Largest request head in bytes (431 beyond it).
     #[arg(long, default_value_t = 16 * 1024)]
     max_header_bytes: usize,
+    /// Graceful shutdown (SIGTERM, SIGINT): listeners close at once (new
+    /// connections are refused), requests in flight get this long to be
+    /// answered, then the connections still open are closed (ms).
+    #[arg(long, default_value_t = 5_000)]
+    grace_ms: u64,
     /// Live connections per core (more are closed at once).
     #[arg(long, default_value_t = 10_000)]
     max_conns: usize,
@@ -102,6 +107,7 @@ impl Args {
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             max_header_bytes: self.max_header_bytes,
             max_connections_per_core: self.max_conns,
+            graceful_timeout: Duration::from_millis(self.grace_ms),
             ..ServerConfig::default()
         }
     }

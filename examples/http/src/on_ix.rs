@@ -18,6 +18,10 @@ use crate::Args;
 use crate::service::{App, FileJob, FileJobResult};
 use crate::tls::TlsAccept;
 
+/// How long the runtime's graceful shutdown waits after the server's grace
+/// period, for the connections closed at its end to send their FINs.
+const DRAIN_AFTER_GRACE: Duration = Duration::from_secs(1);
+
 /// Static file reads on IX's blocking pool; the request's task resumes on its core.
 pub(crate) fn offload(job: FileJob) -> FileJobResult {
     let lookup = ix_runtime::spawn_blocking(job);
@@ -26,9 +30,16 @@ pub(crate) fn offload(job: FileJob) -> FileJobResult {
 
 pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
     let backend: Backend = args.backend.parse().with_context(|| format!("--backend {}", args.backend))?;
+    // The runtime's drain bound is the last resort: the server closes what
+    // is left at the grace period, and needs a moment to send the FINs.
+    let drain = Duration::from_millis(args.grace_ms) + DRAIN_AFTER_GRACE;
     let blocking = BlockingConfig { max_threads: args.blocking_threads, ..BlockingConfig::default() };
-    let mut builder =
-        Runtime::builder().cores(args.cores).backend(backend).pool_frames(args.pool_frames).blocking_pool(blocking);
+    let mut builder = Runtime::builder()
+        .cores(args.cores)
+        .backend(backend)
+        .pool_frames(args.pool_frames)
+        .blocking_pool(blocking)
+        .drain_timeout(drain);
     if let Some((ip, len)) = addr {
         builder = builder.ipv4(ip, len);
     }

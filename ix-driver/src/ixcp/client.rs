@@ -1,13 +1,15 @@
 //! The dataplane's side of `ixcp`: asks for a grant over the control socket,
-//! receives each queue's AF_XDP socket and region memfd, and builds the same
-//! [`XdpQueue`]s as the `xdp` backend from them, with no privilege at all.
+//! receives each queue's AF_XDP socket and region memfd and the core board,
+//! and builds the same [`XdpQueue`]s as the `xdp` backend from them, with no
+//! privilege at all; and the operator's requests (listing, CPU share).
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::protocol::{AdmitRequest, Grant, Listing, Message, ProtocolError};
+use super::core_board::{CoreBoard, CoreSlot};
+use super::protocol::{AdmitRequest, Grant, Listing, Message, ProtocolError, Share};
 use super::transport;
 use crate::error::DriverError;
 use crate::pool::PacketPool;
@@ -33,12 +35,20 @@ pub struct GrantedQueue {
     frames: u32,
     /// The control connection: the grant lasts while a queue holds it.
     lease: Arc<OwnedFd>,
+    /// The queue's core's slot on the board it shares with `ixcp`.
+    slot: CoreSlot,
 }
 
 impl GrantedQueue {
     /// The queue's index in the grant.
     pub fn index(&self) -> u16 {
         self.index
+    }
+
+    /// The slot of the core board where the core that serves this queue
+    /// publishes its counters and reads the mode `ixcp` asks of it.
+    pub fn core_slot(&self) -> CoreSlot {
+        self.slot.clone()
     }
 
     /// Maps the region (read-write for the driver, read-only for received
@@ -66,11 +76,13 @@ pub fn request_admission(socket_path: &Path, request: &AdmitRequest) -> Result<A
         Message::Refusal(refusal) => return Err(refusal.into()),
         _ => return Err(ProtocolError::BadField("ixcp answered a request with something else").into()),
     };
-    if received.fds.len() != 2 * usize::from(grant.queues) || grant.queues == 0 {
-        return Err(ProtocolError::BadField("a grant carries a socket and a memfd per queue").into());
+    if received.fds.len() != 2 * usize::from(grant.queues) + 1 || grant.queues == 0 {
+        return Err(ProtocolError::BadField("a grant carries a socket and a memfd per queue, then a core board").into());
     }
     let lease = Arc::new(control);
     let mut fds = received.fds.into_iter();
+    let board_fd = fds.next_back().expect("counted");
+    let board = Arc::new(CoreBoard::from_memfd(board_fd, usize::from(grant.queues))?);
     let queues = (0..grant.queues)
         .map(|index| GrantedQueue {
             socket: fds.next().expect("counted"),
@@ -80,6 +92,7 @@ pub fn request_admission(socket_path: &Path, request: &AdmitRequest) -> Result<A
             mtu: grant.mtu,
             frames: grant.frames_per_queue,
             lease: lease.clone(),
+            slot: CoreSlot::new(board.clone(), usize::from(index)),
         })
         .collect();
     Ok(Admission { grant, queues })
@@ -98,6 +111,24 @@ pub fn request_listing(socket_path: &Path) -> Result<Listing, DriverError> {
         Message::Listing(listing) => Ok(listing),
         Message::Refusal(refusal) => Err(refusal.into()),
         _ => Err(ProtocolError::BadField("ixcp answered a listing request with something else").into()),
+    }
+}
+
+/// Asks the `ixcp` at `socket_path` to set the CPU share of the dataplane
+/// on virtual port `port_name` to `share` CPUs (root only).
+///
+/// # Errors
+/// [`DriverError::Refused`] for a caller other than root, an unknown
+/// dataplane or a share over its grant's `max_cpus`;
+/// [`DriverError::Protocol`] for an answer that is not a confirmation;
+/// [`DriverError::Os`] when the socket cannot be reached.
+pub fn request_share(socket_path: &Path, port_name: &str, share: u16) -> Result<Share, DriverError> {
+    let (_control, received) =
+        exchange(socket_path, &Message::SetShare(Share { port_name: port_name.to_owned(), share }))?;
+    match Message::decode(&received.bytes)? {
+        Message::ShareSet(set) => Ok(set),
+        Message::Refusal(refusal) => Err(refusal.into()),
+        _ => Err(ProtocolError::BadField("ixcp answered a share request with something else").into()),
     }
 }
 

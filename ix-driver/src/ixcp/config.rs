@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::cpu_policy::CpuPolicy;
 use super::protocol::{AdmitRequest, Refusal, RefusalCode};
 use crate::xdp::XdpMode;
 
@@ -25,6 +26,26 @@ pub struct DaemonConfig {
     /// What may be granted to whom.
     #[serde(rename = "grant", default)]
     pub grants: Vec<GrantConfig>,
+    /// The CPUs `ixcp` moves dataplane cores between.
+    #[serde(default)]
+    pub cpus: CpuConfig,
+    /// When a core polls and when it blocks.
+    #[serde(default)]
+    pub policy: CpuPolicy,
+}
+
+/// The CPUs of the `[cpus]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuConfig {
+    /// CPUs `ixcp` may give a busy-polling core, one core each (none: every
+    /// core blocks).
+    #[serde(default)]
+    pub polling: Vec<usize>,
+    /// Where blocking cores run, sharing them with other work (empty: every
+    /// CPU).
+    #[serde(default)]
+    pub shared: Vec<usize>,
 }
 
 /// One managed interface.
@@ -79,6 +100,10 @@ pub struct GrantConfig {
     /// Connections per dataplane at most.
     #[serde(default = "default_connections")]
     pub max_connections: u32,
+    /// CPUs a dataplane's cores may poll on at once at most (its largest
+    /// share; `ixctl set-share` changes the share within it).
+    #[serde(default = "one")]
+    pub max_cpus: u16,
 }
 
 fn one() -> u16 {
@@ -194,6 +219,17 @@ impl std::str::FromStr for DaemonConfig {
     /// interface and well-formed port ranges.
     fn from_str(text: &str) -> Result<Self, String> {
         let config: DaemonConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.policy.check()?;
+        let cpus = super::thread_placement::all_cpus().len();
+        if let Some(cpu) = config.cpus.polling.iter().chain(&config.cpus.shared).find(|&&cpu| cpu >= cpus) {
+            return Err(format!("cpus: CPU {cpu} does not exist here ({cpus} CPUs)"));
+        }
+        let mut polling = config.cpus.polling.clone();
+        polling.sort_unstable();
+        polling.dedup();
+        if polling.len() != config.cpus.polling.len() {
+            return Err("cpus.polling names a CPU twice".into());
+        }
         for interface in &config.interfaces {
             crate::netdev::validate_name(&interface.name).map_err(|e| e.to_string())?;
         }
@@ -259,6 +295,28 @@ mod tests {
         assert_eq!(config.interfaces[0].mode, ModeName::Native);
         assert_eq!(config.grants[0].max_queues, 1);
         assert_eq!(config.grants[1].ports, vec![PortSpec::Range("11211-11212".into())]);
+        assert_eq!(config.grants[0].max_cpus, 1);
+        assert!(config.cpus.polling.is_empty(), "no polling CPU unless configured");
+        assert_eq!(config.policy, CpuPolicy::default());
+    }
+
+    #[test]
+    fn cpus_and_policy_are_read_and_checked() {
+        let with = |tail: &str| format!("{EXAMPLE}\n{tail}").parse::<DaemonConfig>();
+        let config = with("[cpus]\npolling = [0]\nshared = [0]\n[policy]\npoll_above = 0.5").unwrap();
+        assert_eq!(config.cpus.polling, vec![0]);
+        assert_eq!(config.policy.poll_above, 0.5);
+        assert_eq!(config.policy.block_below, CpuPolicy::default().block_below);
+        for (tail, expect) in [
+            ("[cpus]\npolling = [4096]", "does not exist"),
+            ("[cpus]\npolling = [0, 0]", "twice"),
+            ("[policy]\npoll_above = 0.05", "block_below < poll_above"),
+            ("[policy]\nperiod_ms = 1", "period_ms"),
+            ("[policy]\nspeed = 1", "speed"),
+        ] {
+            let error = with(tail).expect_err(tail);
+            assert!(error.contains(expect), "{tail}: {error}");
+        }
     }
 
     #[test]

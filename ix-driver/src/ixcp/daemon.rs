@@ -1,14 +1,21 @@
 //! The daemon's state and loop: each managed interface's demux program and
-//! maps, the control socket, and per connection the dataplane it admitted
-//! (virtual port, AF_XDP socket, region), released when the connection closes.
+//! maps, the control socket, per connection the dataplane it admitted
+//! (virtual port, AF_XDP socket, region, core board), released when the
+//! connection closes, and each period the CPU decision for every core.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::config::DaemonConfig;
-use super::protocol::{AdmitRequest, DaemonStats, DataplaneEntry, Grant, Listing, Message, Refusal, RefusalCode};
+use super::core_board::{CoreBoard, CoreMode, CoreSample};
+use super::cpu_policy::{CoreState, core_load, decide};
+use super::protocol::{
+    AdmitRequest, CoreEntry, DaemonStats, DataplaneEntry, Grant, LISTING_CORES_MAX, Listing, Message, Refusal,
+    RefusalCode, Share,
+};
+use super::thread_placement::{all_cpus, is_thread_of, move_thread};
 use super::transport;
 use super::virtual_port::VirtualPort;
 use crate::error::DriverError;
@@ -102,12 +109,36 @@ struct Dataplane {
     port: VirtualPort,
     sockets: Vec<OwnedFd>,
     _regions: Vec<Region>,
+    /// Where its cores publish their counters and read their mode.
+    board: CoreBoard,
+    cores: Vec<ManagedCore>,
+    /// CPUs its cores may poll on at once now, and at most.
+    share: u16,
+    max_share: u16,
+}
+
+/// What `ixcp` knows of one dataplane core between decisions.
+#[derive(Debug, Default)]
+struct ManagedCore {
+    state: CoreState,
+    /// The polling CPU it holds.
+    cpu: Option<usize>,
+    /// The thread id its board names, and that thread once checked to be
+    /// one of the dataplane's.
+    named_thread: u64,
+    thread: Option<u64>,
+    last: CoreSample,
+    load: f64,
+    to_polling: u64,
+    to_blocking: u64,
 }
 
 #[derive(Debug)]
 struct Connection {
     socket: OwnedFd,
     uid: u32,
+    /// The peer's process, whose threads alone `ixcp` moves.
+    pid: i32,
     dataplane: Option<Dataplane>,
 }
 
@@ -119,6 +150,9 @@ pub struct Daemon {
     interfaces: Vec<ManagedInterface>,
     connections: Vec<Connection>,
     stats: DaemonStats,
+    /// Where blocking cores run.
+    shared_cpus: Vec<usize>,
+    last_decision: Instant,
 }
 
 impl Daemon {
@@ -137,7 +171,16 @@ impl Daemon {
         let listener = transport::listen(&config.socket)
             .map_err(|source| DriverError::Os { call: "listen on the ixcp socket", source })?;
         tracing::info!(socket = %config.socket.display(), "ixcp: listening");
-        Ok(Self { config, listener, interfaces, connections: Vec::new(), stats: DaemonStats::default() })
+        let shared_cpus = if config.cpus.shared.is_empty() { all_cpus() } else { config.cpus.shared.clone() };
+        Ok(Self {
+            config,
+            listener,
+            interfaces,
+            connections: Vec::new(),
+            stats: DaemonStats::default(),
+            shared_cpus,
+            last_decision: Instant::now(),
+        })
     }
 
     /// What the daemon counted so far.
@@ -156,9 +199,10 @@ impl Daemon {
         Ok(())
     }
 
-    /// One round: waits up to `timeout` for the socket or a connection, then
-    /// accepts, answers requests and releases the dataplanes whose
-    /// connection closed.
+    /// One round: waits up to `timeout` (less when a CPU decision is due) for
+    /// the socket or a connection, then accepts, answers requests and releases
+    /// the dataplanes whose connection closed; then decides the cores' modes
+    /// and CPUs when a period of the policy has passed.
     ///
     /// # Errors
     /// [`DriverError::Os`] when `poll` fails.
@@ -167,6 +211,8 @@ impl Daemon {
             .chain(self.connections.iter().map(|c| c.socket.as_raw_fd()))
             .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
             .collect();
+        let next_decision = self.last_decision + self.config.policy.period();
+        let timeout = timeout.min(next_decision.saturating_duration_since(Instant::now()));
         let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: `fds` is a live array of `fds.len()` pollfd entries.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
@@ -189,7 +235,92 @@ impl Daemon {
         if fds[0].revents & libc::POLLIN != 0 {
             self.accept_all();
         }
+        let now = Instant::now();
+        if now >= next_decision {
+            let wall = now - self.last_decision;
+            self.last_decision = now;
+            self.decide_cpus(wall);
+        }
         Ok(())
+    }
+
+    /// One period's decision for every core of every dataplane: reads its
+    /// counters, computes its load, and moves it between blocking on the
+    /// shared CPUs and polling on a CPU of its own.
+    fn decide_cpus(&mut self, wall: Duration) {
+        let policy = self.config.policy;
+        let mut held: Vec<usize> = self.cores().filter_map(|c| c.cpu).collect();
+        for connection in &mut self.connections {
+            let pid = connection.pid;
+            let Some(dataplane) = connection.dataplane.as_mut() else { continue };
+            for index in 0..dataplane.cores.len() {
+                let sample = dataplane.board.read(index);
+                let polling_elsewhere =
+                    dataplane.cores.iter().enumerate().filter(|(i, c)| *i != index && c.cpu.is_some()).count();
+                let core = &mut dataplane.cores[index];
+                core.load = core_load(&core.last, &sample, wall);
+                core.last = sample;
+                if core.named_thread != sample.thread_id {
+                    core.named_thread = sample.thread_id;
+                    core.thread = is_thread_of(pid, sample.thread_id).then_some(sample.thread_id);
+                    if core.thread.is_none() && sample.thread_id != 0 {
+                        self.stats.threads_refused += 1;
+                        tracing::warn!(
+                            pid,
+                            tid = sample.thread_id,
+                            "ixcp: a core board names a thread not the dataplane's"
+                        );
+                    }
+                    // A new thread starts blocking on the shared CPUs.
+                    core.state = CoreState::default();
+                    if let Some(cpu) = core.cpu.take() {
+                        held.retain(|&c| c != cpu);
+                    }
+                    dataplane.board.ask_mode(index, CoreMode::Block);
+                    if let Some(tid) = core.thread {
+                        place(tid, &self.shared_cpus);
+                    }
+                    // Its counters so far are not one period's: decide from the next.
+                    core.load = 0.0;
+                    continue;
+                }
+                let free_cpu = self.config.cpus.polling.iter().copied().find(|cpu| !held.contains(cpu));
+                let may_poll = core.thread.is_some()
+                    && polling_elsewhere < usize::from(dataplane.share)
+                    && (core.cpu.is_some() || free_cpu.is_some());
+                let next = decide(&policy, core.state, core.load, may_poll);
+                let (Some(tid), true) = (core.thread, next.mode != core.state.mode) else {
+                    core.state = next;
+                    continue;
+                };
+                match next.mode {
+                    CoreMode::BusyPoll => {
+                        let cpu = free_cpu.expect("may_poll checked a free CPU");
+                        place(tid, &[cpu]);
+                        held.push(cpu);
+                        core.cpu = Some(cpu);
+                        dataplane.board.ask_mode(index, CoreMode::BusyPoll);
+                        core.to_polling += 1;
+                        self.stats.to_polling += 1;
+                    }
+                    CoreMode::Block => {
+                        dataplane.board.ask_mode(index, CoreMode::Block);
+                        place(tid, &self.shared_cpus);
+                        if let Some(cpu) = core.cpu.take() {
+                            held.retain(|&c| c != cpu);
+                        }
+                        core.to_blocking += 1;
+                        self.stats.to_blocking += 1;
+                    }
+                }
+                tracing::debug!(pid, core = index, load = core.load, mode = ?next.mode, cpu = ?core.cpu, "ixcp: core moved");
+                core.state = next;
+            }
+        }
+    }
+
+    fn cores(&self) -> impl Iterator<Item = &ManagedCore> {
+        self.connections.iter().filter_map(|c| c.dataplane.as_ref()).flat_map(|d| &d.cores)
     }
 
     fn accept_all(&mut self) {
@@ -200,8 +331,8 @@ impl Daemon {
                         tracing::warn!("ixcp: connection refused: {CONNECTIONS_MAX} already open");
                         continue;
                     }
-                    match transport::peer_uid(socket.as_fd()) {
-                        Ok(uid) => self.connections.push(Connection { socket, uid, dataplane: None }),
+                    match transport::peer_credentials(socket.as_fd()) {
+                        Ok((uid, pid)) => self.connections.push(Connection { socket, uid, pid, dataplane: None }),
                         Err(error) => tracing::warn!(%error, "ixcp: peer credentials unreadable; connection closed"),
                     }
                 }
@@ -233,6 +364,10 @@ impl Daemon {
                 Ok(Message::Admit(request)) => self.admit(index, &request),
                 Ok(Message::List) => match self.listing(self.connections[index].uid) {
                     Ok(listing) => return self.answer(index, &Message::Listing(listing), &[]),
+                    Err(refusal) => Err(refusal),
+                },
+                Ok(Message::SetShare(share)) => match self.set_share(self.connections[index].uid, &share) {
+                    Ok(set) => return self.answer(index, &Message::ShareSet(set), &[]),
                     Err(refusal) => Err(refusal),
                 },
                 Ok(other) => {
@@ -287,10 +422,42 @@ impl Daemon {
                     rx_ring_full: kernel.rx_ring_full,
                     rx_fill_ring_empty: kernel.rx_fill_ring_empty,
                     tx_invalid_descs: kernel.tx_invalid_descs,
+                    share: d.share,
+                    max_share: d.max_share,
+                    cores: d.cores.iter().take(LISTING_CORES_MAX).enumerate().map(core_entry).collect(),
                 }
             })
             .collect();
         Ok(Listing { stats: self.stats, dataplanes })
+    }
+
+    /// Sets the CPU share of the dataplane on virtual port `share.port_name`,
+    /// for root only, within its grant's `max_cpus`; the next decision takes
+    /// polling CPUs back from its cores beyond the new share.
+    fn set_share(&mut self, uid: u32, share: &Share) -> Result<Share, Refusal> {
+        if uid != 0 {
+            return Err(Refusal::new(RefusalCode::NotPermitted, "setting a CPU share needs root"));
+        }
+        let dataplane = self
+            .connections
+            .iter_mut()
+            .filter_map(|c| c.dataplane.as_mut())
+            .find(|d| d.port.name == share.port_name)
+            .ok_or_else(|| {
+                Refusal::new(
+                    RefusalCode::NoSuchDataplane,
+                    format!("no dataplane on virtual port {:?}", share.port_name),
+                )
+            })?;
+        if share.share > dataplane.max_share {
+            return Err(Refusal::new(
+                RefusalCode::OverLimit,
+                format!("a share of {} CPUs asked, {} at most granted", share.share, dataplane.max_share),
+            ));
+        }
+        tracing::info!(port = %share.port_name, from = dataplane.share, to = share.share, "ixcp: CPU share set");
+        dataplane.share = share.share;
+        Ok(share.clone())
     }
 
     /// Checks and sets up a dataplane; the grant and the descriptors to send.
@@ -300,6 +467,7 @@ impl Daemon {
             return Err(Refusal::new(RefusalCode::AlreadyAdmitted, "this connection already holds a grant"));
         }
         let grant = self.config.admit(uid, request)?;
+        let max_cpus = grant.max_cpus;
         let max_connections = request.max_connections;
         let interface = self.interfaces.iter().position(|i| i.name == grant.interface).expect("checked on load");
         if let Some(port) = request.ports.iter().find(|&&port| self.port_in_use(request.addr, port)) {
@@ -312,7 +480,8 @@ impl Daemon {
             tracing::warn!(%error, "ixcp: could not set a dataplane up");
             Refusal::new(RefusalCode::Unavailable, format!("ixcp could not set the dataplane up: {error}"))
         };
-        let (dataplane, fds) = self.set_up(interface, request).map_err(unavailable)?;
+        let (mut dataplane, fds) = self.set_up(interface, request).map_err(unavailable)?;
+        (dataplane.share, dataplane.max_share) = (max_cpus, max_cpus);
         let managed = &self.interfaces[interface];
         let grant = Grant {
             mac: managed.mac,
@@ -365,9 +534,11 @@ impl Daemon {
             managed.steer.update(&steering_key(request.addr, p), &slot.to_ne_bytes())?;
         }
         managed.used_slots[slot as usize] = true;
+        let board = CoreBoard::create(1)?;
         let fds = vec![
             socket.try_clone().map_err(|source| DriverError::Os { call: "dup(AF_XDP socket)", source })?,
             region.fd().try_clone_to_owned().map_err(|source| DriverError::Os { call: "dup(region memfd)", source })?,
+            board.fd().try_clone_to_owned().map_err(|source| DriverError::Os { call: "dup(core board)", source })?,
         ];
         let dataplane = Dataplane {
             interface,
@@ -378,6 +549,10 @@ impl Daemon {
             port,
             sockets: vec![socket],
             _regions: vec![region],
+            board,
+            cores: vec![ManagedCore::default()],
+            share: 0,
+            max_share: 0,
         };
         Ok((dataplane, fds))
     }
@@ -404,6 +579,26 @@ impl Daemon {
         managed.used_slots[dataplane.slot as usize] = false;
         tracing::info!(uid, addr = %dataplane.addr, ports = ?dataplane.ports, "ixcp: dataplane gone, its ports released");
         self.stats.released += 1;
+    }
+}
+
+/// Lets thread `tid` run on `cpus` only; a failure (the thread is gone) is
+/// logged: the dataplane's release follows when its connection closes.
+fn place(tid: u64, cpus: &[usize]) {
+    if let Err(error) = move_thread(tid, cpus) {
+        tracing::debug!(tid, ?cpus, %error, "ixcp: a core's thread could not be moved");
+    }
+}
+
+fn core_entry((index, core): (usize, &ManagedCore)) -> CoreEntry {
+    CoreEntry {
+        core: index as u16,
+        mode: core.state.mode,
+        cpu: core.cpu.map(|cpu| cpu as u16),
+        load_permille: (core.load * 1000.0).round() as u16,
+        sample: core.last,
+        to_polling: core.to_polling,
+        to_blocking: core.to_blocking,
     }
 }
 

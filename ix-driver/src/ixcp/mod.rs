@@ -7,15 +7,20 @@
 
 mod client;
 mod config;
+pub mod core_board;
+pub mod cpu_policy;
 mod daemon;
 mod protocol;
+pub mod thread_placement;
 pub mod transport;
 mod virtual_port;
 
-pub use client::{Admission, GrantedQueue, one_queue_request, request_admission, request_listing};
-pub use config::{DaemonConfig, GrantConfig, InterfaceConfig, ModeName, PortSpec, QUEUE_FRAMES_MIN};
+pub use client::{Admission, GrantedQueue, one_queue_request, request_admission, request_listing, request_share};
+pub use config::{CpuConfig, DaemonConfig, GrantConfig, InterfaceConfig, ModeName, PortSpec, QUEUE_FRAMES_MIN};
+pub use core_board::{CoreBoard, CoreMode, CoreSample, CoreSlot};
+pub use cpu_policy::CpuPolicy;
 pub use daemon::{DATAPLANES_PER_INTERFACE_MAX, Daemon, stop_on_signals};
 pub use protocol::{
-    AdmitRequest, DaemonStats, DataplaneEntry, Grant, Listing, MESSAGE_BYTES_MAX, Message, PROTOCOL_VERSION,
-    ProtocolError, REQUEST_PORTS_MAX, Refusal, RefusalCode,
+    AdmitRequest, CoreEntry, DaemonStats, DataplaneEntry, Grant, LISTING_CORES_MAX, Listing, MESSAGE_BYTES_MAX,
+    Message, PROTOCOL_VERSION, ProtocolError, REQUEST_PORTS_MAX, Refusal, RefusalCode, Share,
 };

@@ -7,23 +7,32 @@
 //! header  magic "IXCP" | version u16 | kind u16 | body length u32
 //! Admit   (1)  address [4] | queues u16 | frames per queue u32 | max connections u32 | port count u16 | ports u16...
 //! Grant   (2)  mac [6] | mtu u32 | queues u16 | frames per queue u32 | max connections u32 | port name length u8 | name
-//!              + SCM_RIGHTS: per queue, its AF_XDP socket then its region's memfd
+//!              + SCM_RIGHTS: per queue, its AF_XDP socket then its region's memfd; then the core board's memfd
 //! Refusal (3)  code u16 | message length u16 | message (UTF-8)
 //! List    (4)  (empty): the operator asks for the admitted dataplanes (root only)
-//! Listing (5)  admitted u64 | refused u64 | malformed u64 | released u64 | count u16 | per dataplane:
+//! Listing (5)  admitted u64 | refused u64 | malformed u64 | released u64 | to polling u64 | to blocking u64
+//!              | threads refused u64 | count u16 | per dataplane:
 //!              uid u32 | address [4] | interface (u8 length, name) | port name (u8 length, name)
 //!              | frames per queue u32 | port count u16 | ports u16... | rx dropped u64 | rx ring full u64
-//!              | rx fill ring empty u64 | tx invalid descriptors u64
+//!              | rx fill ring empty u64 | tx invalid descriptors u64 | share u16 | max share u16
+//!              | core count u16 (<= 8) | per core: core u16 | mode asked u8 | polling CPU u16 (0xffff: none)
+//!              | load per mille u16 | mode in effect u8 | thread id, rounds, busy ns, batches, rx packets,
+//!              tx packets, blocks, connections, drops, pool free, pool capacity, published, to polling,
+//!              to blocking: u64 each
+//! SetShare (6) port name (u8 length, name) | share u16: the operator sets a dataplane's CPU share (root only)
+//! ShareSet (7) port name (u8 length, name) | share u16: ixcp's answer when it did
 //! ```
 
 use std::net::Ipv4Addr;
 
+use super::core_board::{CoreMode, CoreSample};
+
 /// The protocol version this build speaks; a message of another version is
 /// refused with [`RefusalCode::UnsupportedVersion`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest message in bytes, header included (a listing of 64 dataplanes
-/// with 64 ports each fits).
-pub const MESSAGE_BYTES_MAX: usize = 16 * 1024;
+/// with 64 ports and 8 cores each fits).
+pub const MESSAGE_BYTES_MAX: usize = 128 * 1024;
 /// Ports one request may ask for at most.
 pub const REQUEST_PORTS_MAX: usize = 64;
 /// Bytes of a refusal's message at most (longer ones are cut).
@@ -36,8 +45,14 @@ const KIND_GRANT: u16 = 2;
 const KIND_REFUSAL: u16 = 3;
 const KIND_LIST: u16 = 4;
 const KIND_LISTING: u16 = 5;
+const KIND_SET_SHARE: u16 = 6;
+const KIND_SHARE_SET: u16 = 7;
 /// Dataplanes one listing carries at most.
 const LISTING_ENTRIES_MAX: usize = 64;
+/// Cores of one dataplane a listing carries at most.
+pub const LISTING_CORES_MAX: usize = 8;
+/// The wire's "no polling CPU".
+const NO_CPU: u16 = u16::MAX;
 
 /// What a dataplane asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +108,8 @@ pub enum RefusalCode {
     AlreadyAdmitted = 8,
     /// `ixcp` could not set the dataplane up (its log says why).
     Unavailable = 9,
+    /// No admitted dataplane has that virtual port.
+    NoSuchDataplane = 10,
 }
 
 impl RefusalCode {
@@ -108,6 +125,7 @@ impl RefusalCode {
             OverLimit,
             AlreadyAdmitted,
             Unavailable,
+            NoSuchDataplane,
         ]
         .into_iter()
         .find(|c| *c as u16 == code)
@@ -142,6 +160,32 @@ pub struct DaemonStats {
     pub malformed: u64,
     /// Dataplanes released after their connection closed.
     pub released: u64,
+    /// Decisions that gave a core a polling CPU.
+    pub to_polling: u64,
+    /// Decisions that sent a polling core back to blocking.
+    pub to_blocking: u64,
+    /// Thread ids on a core board that were not the dataplane's threads
+    /// (ignored: that core is not moved).
+    pub threads_refused: u64,
+}
+
+/// One core of an admitted dataplane, as the operator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct CoreEntry {
+    /// The core's index in its dataplane.
+    pub core: u16,
+    /// The mode `ixcp` asks of it.
+    pub mode: CoreMode,
+    /// The CPU it polls on, when it polls.
+    pub cpu: Option<u16>,
+    /// Its load over the last period, in thousandths.
+    pub load_permille: u16,
+    /// Its counters as it published them last.
+    pub sample: CoreSample,
+    /// Decisions that gave it a polling CPU.
+    pub to_polling: u64,
+    /// Decisions that sent it back to blocking.
+    pub to_blocking: u64,
 }
 
 /// One admitted dataplane, as the operator sees it.
@@ -169,6 +213,12 @@ pub struct DataplaneEntry {
     pub rx_fill_ring_empty: u64,
     /// See `rx_dropped`.
     pub tx_invalid_descs: u64,
+    /// CPUs it may poll on at once now (its share).
+    pub share: u16,
+    /// The largest share its grant allows.
+    pub max_share: u16,
+    /// Its cores (at most [`LISTING_CORES_MAX`]).
+    pub cores: Vec<CoreEntry>,
 }
 
 /// The answer to [`Message::List`].
@@ -178,6 +228,15 @@ pub struct Listing {
     pub stats: DaemonStats,
     /// The admitted dataplanes.
     pub dataplanes: Vec<DataplaneEntry>,
+}
+
+/// A dataplane's CPU share: CPUs its cores may poll on at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The dataplane, by its virtual port's name (as listed).
+    pub port_name: String,
+    /// CPUs at most (0: its cores always block).
+    pub share: u16,
 }
 
 /// One protocol message.
@@ -193,6 +252,10 @@ pub enum Message {
     List,
     /// `ixcp` to operator.
     Listing(Listing),
+    /// Operator to `ixcp`: set a dataplane's share.
+    SetShare(Share),
+    /// `ixcp` to operator: the share is set.
+    ShareSet(Share),
 }
 
 /// Why bytes are not a message.
@@ -280,6 +343,11 @@ impl Message {
                 encode_listing(listing, &mut body);
                 KIND_LISTING
             }
+            Message::SetShare(share) | Message::ShareSet(share) => {
+                put_name(&mut body, &share.port_name);
+                body.extend_from_slice(&share.share.to_le_bytes());
+                if matches!(self, Message::SetShare(_)) { KIND_SET_SHARE } else { KIND_SHARE_SET }
+            }
         };
         let mut bytes = Vec::with_capacity(HEADER_BYTES + body.len());
         bytes.extend_from_slice(&MAGIC);
@@ -343,6 +411,8 @@ impl Message {
             }
             KIND_LIST => Message::List,
             KIND_LISTING => Message::Listing(decode_listing(&mut r)?),
+            KIND_SET_SHARE => Message::SetShare(Share { port_name: r.name()?, share: r.u16()? }),
+            KIND_SHARE_SET => Message::ShareSet(Share { port_name: r.name()?, share: r.u16()? }),
             other => return Err(ProtocolError::UnknownKind(other)),
         };
         if r.at != body.len() {
@@ -360,7 +430,15 @@ fn put_name(body: &mut Vec<u8>, name: &str) {
 
 fn encode_listing(listing: &Listing, body: &mut Vec<u8>) {
     let stats = listing.stats;
-    for value in [stats.admitted, stats.refused, stats.malformed, stats.released] {
+    for value in [
+        stats.admitted,
+        stats.refused,
+        stats.malformed,
+        stats.released,
+        stats.to_polling,
+        stats.to_blocking,
+        stats.threads_refused,
+    ] {
         body.extend_from_slice(&value.to_le_bytes());
     }
     let entries = &listing.dataplanes[..listing.dataplanes.len().min(LISTING_ENTRIES_MAX)];
@@ -377,11 +455,86 @@ fn encode_listing(listing: &Listing, body: &mut Vec<u8>) {
         for value in [d.rx_dropped, d.rx_ring_full, d.rx_fill_ring_empty, d.tx_invalid_descs] {
             body.extend_from_slice(&value.to_le_bytes());
         }
+        body.extend_from_slice(&d.share.to_le_bytes());
+        body.extend_from_slice(&d.max_share.to_le_bytes());
+        let cores = &d.cores[..d.cores.len().min(LISTING_CORES_MAX)];
+        body.extend_from_slice(&(cores.len() as u16).to_le_bytes());
+        cores.iter().for_each(|c| encode_core(c, body));
     }
 }
 
+fn encode_core(c: &CoreEntry, body: &mut Vec<u8>) {
+    body.extend_from_slice(&c.core.to_le_bytes());
+    body.push(c.mode.word() as u8);
+    body.extend_from_slice(&c.cpu.unwrap_or(NO_CPU).to_le_bytes());
+    body.extend_from_slice(&c.load_permille.to_le_bytes());
+    body.push(c.sample.mode_in_effect.word() as u8);
+    let s = &c.sample;
+    for value in [
+        s.thread_id,
+        s.rounds,
+        s.busy_ns,
+        s.batches,
+        s.rx_packets,
+        s.tx_packets,
+        s.blocks,
+        s.connections,
+        s.drops,
+        s.pool_free,
+        s.pool_capacity,
+        s.published,
+        c.to_polling,
+        c.to_blocking,
+    ] {
+        body.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+fn decode_mode(r: &mut Reader<'_>) -> Result<CoreMode, ProtocolError> {
+    match r.take(1)?[0] {
+        0 => Ok(CoreMode::Block),
+        1 => Ok(CoreMode::BusyPoll),
+        _ => Err(ProtocolError::BadField("unknown core mode")),
+    }
+}
+
+fn decode_core(r: &mut Reader<'_>) -> Result<CoreEntry, ProtocolError> {
+    let core = r.u16()?;
+    let mode = decode_mode(r)?;
+    let cpu = Some(r.u16()?).filter(|&cpu| cpu != NO_CPU);
+    let load_permille = r.u16()?;
+    if load_permille > 1000 {
+        return Err(ProtocolError::BadField("a load above 1000 per mille"));
+    }
+    let mode_in_effect = decode_mode(r)?;
+    let sample = CoreSample {
+        thread_id: r.u64()?,
+        mode_in_effect,
+        rounds: r.u64()?,
+        busy_ns: r.u64()?,
+        batches: r.u64()?,
+        rx_packets: r.u64()?,
+        tx_packets: r.u64()?,
+        blocks: r.u64()?,
+        connections: r.u64()?,
+        drops: r.u64()?,
+        pool_free: r.u64()?,
+        pool_capacity: r.u64()?,
+        published: r.u64()?,
+    };
+    Ok(CoreEntry { core, mode, cpu, load_permille, sample, to_polling: r.u64()?, to_blocking: r.u64()? })
+}
+
 fn decode_listing(r: &mut Reader<'_>) -> Result<Listing, ProtocolError> {
-    let stats = DaemonStats { admitted: r.u64()?, refused: r.u64()?, malformed: r.u64()?, released: r.u64()? };
+    let stats = DaemonStats {
+        admitted: r.u64()?,
+        refused: r.u64()?,
+        malformed: r.u64()?,
+        released: r.u64()?,
+        to_polling: r.u64()?,
+        to_blocking: r.u64()?,
+        threads_refused: r.u64()?,
+    };
     let count = usize::from(r.u16()?);
     if count > LISTING_ENTRIES_MAX {
         return Err(ProtocolError::BadField("more than 64 dataplanes listed"));
@@ -398,6 +551,13 @@ fn decode_listing(r: &mut Reader<'_>) -> Result<Listing, ProtocolError> {
             return Err(ProtocolError::BadField("more than 64 ports"));
         }
         let ports = (0..port_count).map(|_| r.u16()).collect::<Result<Vec<_>, _>>()?;
+        let (rx_dropped, rx_ring_full, rx_fill_ring_empty, tx_invalid_descs) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+        let (share, max_share) = (r.u16()?, r.u16()?);
+        let core_count = usize::from(r.u16()?);
+        if core_count > LISTING_CORES_MAX {
+            return Err(ProtocolError::BadField("more than 8 cores listed"));
+        }
+        let cores = (0..core_count).map(|_| decode_core(r)).collect::<Result<Vec<_>, _>>()?;
         dataplanes.push(DataplaneEntry {
             uid,
             addr,
@@ -405,10 +565,13 @@ fn decode_listing(r: &mut Reader<'_>) -> Result<Listing, ProtocolError> {
             port_name,
             frames_per_queue,
             ports,
-            rx_dropped: r.u64()?,
-            rx_ring_full: r.u64()?,
-            rx_fill_ring_empty: r.u64()?,
-            tx_invalid_descs: r.u64()?,
+            rx_dropped,
+            rx_ring_full,
+            rx_fill_ring_empty,
+            tx_invalid_descs,
+            share,
+            max_share,
+            cores,
         });
     }
     Ok(Listing { stats, dataplanes })
@@ -480,7 +643,15 @@ mod tests {
             Message::Refusal(Refusal::new(RefusalCode::PortNotGranted, "port 22 is not granted to uid 65534")),
             Message::List,
             Message::Listing(Listing {
-                stats: DaemonStats { admitted: 3, refused: 2, malformed: 1, released: 1 },
+                stats: DaemonStats {
+                    admitted: 3,
+                    refused: 2,
+                    malformed: 1,
+                    released: 1,
+                    to_polling: 5,
+                    to_blocking: 4,
+                    threads_refused: 1,
+                },
                 dataplanes: vec![DataplaneEntry {
                     uid: 33,
                     addr: Ipv4Addr::new(10, 0, 0, 1),
@@ -492,8 +663,21 @@ mod tests {
                     rx_ring_full: 2,
                     rx_fill_ring_empty: 3,
                     tx_invalid_descs: 4,
+                    share: 1,
+                    max_share: 2,
+                    cores: vec![CoreEntry {
+                        core: 0,
+                        mode: CoreMode::BusyPoll,
+                        cpu: Some(1),
+                        load_permille: 420,
+                        sample: CoreSample { thread_id: 99, rx_packets: 7, pool_capacity: 4096, ..Default::default() },
+                        to_polling: 2,
+                        to_blocking: 1,
+                    }],
                 }],
             }),
+            Message::SetShare(Share { port_name: "ixdp0".into(), share: 0 }),
+            Message::ShareSet(Share { port_name: "ixdp0".into(), share: 1 }),
         ] {
             assert_eq!(Message::decode(&message.encode()), Ok(message));
         }
@@ -550,7 +734,7 @@ mod tests {
 
         #[test]
         fn arbitrary_bodies_behind_a_good_header_never_panic(
-            kind in 1u16..6,
+            kind in 1u16..8,
             body in proptest::collection::vec(any::<u8>(), 0..100),
         ) {
             let mut bytes = MAGIC.to_vec();

@@ -111,11 +111,12 @@ pub fn connect(path: &Path) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// The user id of the process at the other end of `socket`.
+/// The user id and process id of the process at the other end of `socket`
+/// (as they were when it connected).
 ///
 /// # Errors
 /// The OS error of `getsockopt(SO_PEERCRED)`.
-pub fn peer_uid(socket: BorrowedFd<'_>) -> io::Result<u32> {
+pub fn peer_credentials(socket: BorrowedFd<'_>) -> io::Result<(u32, i32)> {
     let mut credentials = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `credentials` and `len` are live and describe a buffer of `len` bytes.
@@ -129,7 +130,7 @@ pub fn peer_uid(socket: BorrowedFd<'_>) -> io::Result<u32> {
         )
     };
     cvt(rc)?;
-    Ok(credentials.uid)
+    Ok((credentials.uid, credentials.pid))
 }
 
 /// Bytes of control buffer for `fds` descriptors, aligned for `cmsghdr`.

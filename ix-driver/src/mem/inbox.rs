@@ -3,7 +3,7 @@
 //! that stands in for a full receive ring.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use super::fault::{FaultConfig, FaultStats, FrameFate, LinkFaults};
 
@@ -38,6 +38,52 @@ impl Ord for Pending {
     }
 }
 
+/// Frames ready to come due, handed out in (due time, arrival number) order.
+/// A frame due no earlier than the last one queued, the only case on a wire
+/// without jitter or reordering, goes to a FIFO; others to a heap. Popping takes
+/// the earlier of the two heads, so the order is the heap's alone would give
+/// at a deque's cost (the heap's sift was 5% of the stack bench's round trip).
+#[derive(Debug, Default)]
+struct ReadyFrames {
+    in_order: VecDeque<Pending>,
+    out_of_order: BinaryHeap<Reverse<Pending>>,
+    next_seq: u64,
+}
+
+impl ReadyFrames {
+    fn len(&self) -> usize {
+        self.in_order.len() + self.out_of_order.len()
+    }
+
+    fn push(&mut self, due_micros: u64, bytes: Vec<u8>) {
+        let pending = Pending { due_micros, seq: self.next_seq, bytes };
+        self.next_seq += 1;
+        if self.in_order.back().is_none_or(|last| last.due_micros <= due_micros) {
+            self.in_order.push_back(pending);
+        } else {
+            self.out_of_order.push(Reverse(pending));
+        }
+    }
+
+    /// The frame to hand out next, and whether it is the FIFO's.
+    fn first(&self) -> Option<(&Pending, bool)> {
+        match (self.in_order.front(), self.out_of_order.peek()) {
+            (Some(fifo), Some(Reverse(heap))) => Some(if fifo <= heap { (fifo, true) } else { (heap, false) }),
+            (Some(fifo), None) => Some((fifo, true)),
+            (None, Some(Reverse(heap))) => Some((heap, false)),
+            (None, None) => None,
+        }
+    }
+
+    fn pop_due(&mut self, now_micros: u64) -> Option<Pending> {
+        match self.first() {
+            Some((first, true)) if first.due_micros <= now_micros => self.in_order.pop_front(),
+            Some((first, false)) if first.due_micros <= now_micros => self.out_of_order.pop().map(|r| r.0),
+            _ => None,
+        }
+    }
+}
+
 /// A frame held back by the reorder fault.
 #[derive(Debug)]
 struct Held {
@@ -56,8 +102,7 @@ struct Link {
 /// Frames for one queue, with the faults of the links that feed it.
 #[derive(Debug)]
 pub(crate) struct Inbox {
-    ready: BinaryHeap<Reverse<Pending>>,
-    next_seq: u64,
+    ready: ReadyFrames,
     /// Indexed by source port.
     links: Box<[Link]>,
     held_frames: usize,
@@ -71,7 +116,7 @@ impl Inbox {
     /// (indexed by source port), each drawing its faults from `(seed, link id)`.
     pub(crate) fn new(depth: usize, seed: u64, link_ids: impl Iterator<Item = u64>) -> Self {
         let links = link_ids.map(|id| Link { faults: LinkFaults::new(seed, id), held: Vec::new() });
-        Self { ready: BinaryHeap::new(), next_seq: 0, links: links.collect(), held_frames: 0, depth, overflow_drops: 0 }
+        Self { ready: ReadyFrames::default(), links: links.collect(), held_frames: 0, depth, overflow_drops: 0 }
     }
 
     /// Frames in the inbox, held ones included.
@@ -126,7 +171,7 @@ impl Inbox {
             self.held_frames -= link.held.len();
             for held in link.held.drain(..) {
                 let due = held.due_micros.max(due_micros);
-                push(&mut self.ready, &mut self.next_seq, due, held.bytes);
+                self.ready.push(due, held.bytes);
             }
         }
     }
@@ -140,7 +185,7 @@ impl Inbox {
             self.links[usize::from(src_port)].held.push(Held { due_micros, bytes });
             self.held_frames += 1;
         } else {
-            push(&mut self.ready, &mut self.next_seq, due_micros, bytes);
+            self.ready.push(due_micros, bytes);
         }
     }
 
@@ -155,7 +200,7 @@ impl Inbox {
             while i < link.held.len() {
                 if link.held[i].due_micros <= now_micros {
                     let held = link.held.remove(i);
-                    push(&mut self.ready, &mut self.next_seq, held.due_micros, held.bytes);
+                    self.ready.push(held.due_micros, held.bytes);
                     self.held_frames -= 1;
                 } else {
                     i += 1;
@@ -166,22 +211,19 @@ impl Inbox {
 
     /// Takes the earliest frame if it is due by `now_micros`.
     pub(crate) fn pop_due(&mut self, now_micros: u64) -> Option<Pending> {
-        match self.ready.peek() {
-            Some(Reverse(first)) if first.due_micros <= now_micros => self.ready.pop().map(|r| r.0),
-            _ => None,
-        }
+        self.ready.pop_due(now_micros)
     }
 
     /// Whether a frame is due by `now_micros` (held ones not counted: they
     /// are released first by [`Inbox::release_due_held`]).
     pub(crate) fn has_due(&self, now_micros: u64) -> bool {
-        self.ready.peek().is_some_and(|Reverse(first)| first.due_micros <= now_micros)
+        self.ready.first().is_some_and(|(first, _)| first.due_micros <= now_micros)
     }
 
     /// The earliest due time of any frame here, held ones included.
     pub(crate) fn next_due_micros(&self) -> Option<u64> {
         let held = self.links.iter().flat_map(|l| l.held.iter().map(|h| h.due_micros));
-        self.ready.peek().map(|Reverse(p)| p.due_micros).into_iter().chain(held).min()
+        self.ready.first().map(|(p, _)| p.due_micros).into_iter().chain(held).min()
     }
 
     /// The fault counters of the link from `src_port`.
@@ -197,11 +239,6 @@ impl Inbox {
         }
         total
     }
-}
-
-fn push(ready: &mut BinaryHeap<Reverse<Pending>>, next_seq: &mut u64, due_micros: u64, bytes: Vec<u8>) {
-    ready.push(Reverse(Pending { due_micros, seq: *next_seq, bytes }));
-    *next_seq += 1;
 }
 
 #[cfg(test)]
@@ -251,6 +288,24 @@ mod tests {
         assert_eq!(inbox.overflow_drops, 1);
         assert_eq!(spare, [vec![2]]);
         assert_eq!(drain(&mut inbox, 0), [(0, 1), (0, 1)]);
+    }
+
+    #[test]
+    fn frames_in_and_out_of_due_order_come_out_by_due_then_arrival() {
+        let mut inbox = Inbox::new(64, 1, 0..1);
+        let mut spare = Vec::new();
+        // Due times as a jittery link gives them: some later, some earlier
+        // than the frame before, some equal.
+        let dues = [10u64, 20, 10, 40, 15, 40, 30, 50, 20, 50];
+        for (n, due) in dues.iter().enumerate() {
+            inbox.offer(0, vec![n as u8], *due, &FaultConfig::NONE, &mut spare);
+        }
+        let mut expected: Vec<(u64, u8)> = dues.iter().enumerate().map(|(n, due)| (*due, n as u8)).collect();
+        expected.sort();
+        assert_eq!(inbox.next_due_micros(), Some(10));
+        assert_eq!(drain(&mut inbox, 25), expected[..5]);
+        assert_eq!(drain(&mut inbox, 50), expected[5..]);
+        assert!(inbox.is_empty());
     }
 
     #[test]

@@ -121,7 +121,8 @@ impl MemQueue {
         let wire = &*self.wire;
         let queues = usize::from(wire.config.queues_per_port);
         let stage_to = |port: u16, spare: &mut Vec<Vec<u8>>, staged: &mut Vec<Vec<Vec<u8>>>| {
-            let queue = select_queue(frame, &wire.toeplitz, &tables[usize::from(port)]);
+            // One queue per port: nothing to steer, no Toeplitz hash to compute.
+            let queue = if queues == 1 { 0 } else { select_queue(frame, &wire.toeplitz, &tables[usize::from(port)]) };
             let mut buf = take_buffer(spare, wire);
             buf.extend_from_slice(frame);
             staged[usize::from(port) * queues + usize::from(queue)].push(buf);

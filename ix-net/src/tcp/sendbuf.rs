@@ -56,7 +56,7 @@ pub struct SendBuffer {
 impl SendBuffer {
     /// An empty queue that holds at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Self { chunks: VecDeque::with_capacity(16), len: 0, limit, cursor: (0, 0) }
+        Self { chunks: VecDeque::new(), len: 0, limit, cursor: (0, 0) }
     }
 
     /// Bytes queued (sent or not, not yet acknowledged).

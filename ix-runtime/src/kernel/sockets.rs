@@ -111,6 +111,15 @@ impl KernelListener {
         Ok(v4(&self.inner.socket.local_addr()?)?.port())
     }
 
+    /// Stops listening (a graceful shutdown): Linux takes `shutdown(SHUT_RD)`
+    /// on a listening socket as a disconnect, so connections not yet accepted
+    /// are reset and new ones refused, while the descriptor stays valid.
+    pub(crate) fn stop_listening(&self) {
+        if let Err(e) = self.inner.socket.shutdown(std::net::Shutdown::Read) {
+            tracing::debug!(error = %e, "stopping a kernel listener");
+        }
+    }
+
     pub(crate) fn poll_accept(&self, cx: &Context<'_>) -> Poll<io::Result<(KernelStream, SocketAddrV4)>> {
         let (socket, peer) = match self.inner.poll_io(cx, Interest::Read, |s| s.accept()) {
             Poll::Ready(Ok(pair)) => pair,

@@ -99,8 +99,9 @@ impl TcpListener {
     ///
     /// # Errors
     /// `ConnectionAborted` once the runtime is shutting down (the listener
-    /// stops accepting so that connections can drain); on the `kernel`
-    /// backend, what `accept(2)` reports.
+    /// stops listening: new connections are refused, those not yet accepted
+    /// are reset, and the accepted ones drain); on the `kernel` backend, what
+    /// `accept(2)` reports.
     ///
     /// # Cancel safety
     /// Cancel-safe: a connection is taken from the accept queue only by the
@@ -118,6 +119,10 @@ impl TcpListener {
     ///   listener, the one that polled first is not woken.
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddrV4)>> {
         if self.core.draining() {
+            // The dataplane's listeners closed when the drain started.
+            if let ListenerInner::Kernel(listener) = &self.inner {
+                listener.stop_listening();
+            }
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "runtime shutting down")));
         }
         ready!(coop::poll_proceed(cx));

@@ -124,9 +124,14 @@ impl HttpServer {
         self.terminate().expect("ix-http did not exit within 15 s of SIGTERM")
     }
 
-    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+    /// Sends SIGTERM (a graceful shutdown) and returns at once.
+    pub fn signal_term(&self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
+    }
+
+    /// Waits up to `limit` for the server to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
@@ -134,6 +139,11 @@ impl HttpServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.signal_term();
+        self.wait_exit(Duration::from_secs(15))
     }
 }
 

@@ -1,0 +1,178 @@
+//! How `ixcp` decides what each dataplane core does: a core's load over one
+//! period (the share of the period its loop spent in rounds that found work)
+//! and a pure decision, busy-poll on a CPU of its own or block sharing one,
+//! with hysteresis.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::core_board::{CoreMode, CoreSample};
+
+/// The thresholds of the decision (the `[policy]` table of the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CpuPolicy {
+    /// How often `ixcp` decides, in milliseconds.
+    pub period_ms: u64,
+    /// A blocking core whose load reaches this share (0 to 1) of one period
+    /// gets a polling CPU, if its dataplane's share and a free CPU allow.
+    pub poll_above: f64,
+    /// A polling core whose load stays below this share ...
+    pub block_below: f64,
+    /// ... for this many periods in a row goes back to blocking.
+    pub block_after_periods: u32,
+}
+
+impl Default for CpuPolicy {
+    fn default() -> Self {
+        CpuPolicy { period_ms: 100, poll_above: 0.30, block_below: 0.10, block_after_periods: 10 }
+    }
+}
+
+impl CpuPolicy {
+    /// The decision period.
+    pub fn period(&self) -> Duration {
+        Duration::from_millis(self.period_ms)
+    }
+
+    /// Checks the thresholds: a period of 10 ms to 10 s, and
+    /// `0 <= block_below < poll_above <= 1` (the gap is the hysteresis).
+    ///
+    /// # Errors
+    /// A sentence saying which value is out of range.
+    pub fn check(&self) -> Result<(), String> {
+        if !(10..=10_000).contains(&self.period_ms) {
+            return Err(format!("policy.period_ms = {} is not in 10..=10000", self.period_ms));
+        }
+        if !(0.0 <= self.block_below && self.block_below < self.poll_above && self.poll_above <= 1.0) {
+            return Err(format!(
+                "policy needs 0 <= block_below < poll_above <= 1, not {} and {}",
+                self.block_below, self.poll_above
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the policy remembers of one core between periods.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreState {
+    /// The mode `ixcp` asked for last.
+    pub mode: CoreMode,
+    /// Periods in a row a polling core's load was below `block_below`.
+    pub calm_periods: u32,
+}
+
+/// The load of one core over one period: the busy nanoseconds it published
+/// between two samples over the wall time between them, clamped to 0..=1
+/// (the counters are the dataplane's word: a counter that went backwards or
+/// jumped reads as idle or fully busy, never as more).
+pub fn core_load(before: &CoreSample, after: &CoreSample, wall: Duration) -> f64 {
+    let wall_ns = wall.as_nanos() as f64;
+    if wall_ns <= 0.0 {
+        return 0.0;
+    }
+    let busy = after.busy_ns.saturating_sub(before.busy_ns) as f64;
+    (busy / wall_ns).clamp(0.0, 1.0)
+}
+
+/// Decides a core's mode for the next period from its `load` over the last
+/// one; `may_poll` says whether a polling CPU is free for it within its
+/// dataplane's share (a core polling already keeps its CPU while it may).
+///
+/// Rises fast, falls slow: one busy period gives a polling CPU, and
+/// `block_after_periods` calm periods in a row take it back; loads between the
+/// two thresholds change nothing. A core that may no longer poll blocks at once.
+pub fn decide(policy: &CpuPolicy, state: CoreState, load: f64, may_poll: bool) -> CoreState {
+    match state.mode {
+        CoreMode::Block if may_poll && load >= policy.poll_above => {
+            CoreState { mode: CoreMode::BusyPoll, calm_periods: 0 }
+        }
+        CoreMode::Block => CoreState { mode: CoreMode::Block, calm_periods: 0 },
+        CoreMode::BusyPoll if !may_poll => CoreState { mode: CoreMode::Block, calm_periods: 0 },
+        CoreMode::BusyPoll if load < policy.block_below => {
+            let calm_periods = state.calm_periods.saturating_add(1);
+            if calm_periods >= policy.block_after_periods {
+                CoreState { mode: CoreMode::Block, calm_periods: 0 }
+            } else {
+                CoreState { mode: CoreMode::BusyPoll, calm_periods }
+            }
+        }
+        CoreMode::BusyPoll => CoreState { mode: CoreMode::BusyPoll, calm_periods: 0 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use CoreMode::{Block, BusyPoll};
+
+    fn state(mode: CoreMode, calm_periods: u32) -> CoreState {
+        CoreState { mode, calm_periods }
+    }
+
+    #[test]
+    fn decisions_follow_the_table() {
+        let policy = CpuPolicy { period_ms: 100, poll_above: 0.3, block_below: 0.1, block_after_periods: 3 };
+        // (state before, load, may poll, state after)
+        let table = [
+            (state(Block, 0), 0.0, true, state(Block, 0)),
+            (state(Block, 0), 0.29, true, state(Block, 0)),
+            (state(Block, 0), 0.30, true, state(BusyPoll, 0)),
+            (state(Block, 0), 1.0, true, state(BusyPoll, 0)),
+            (state(Block, 0), 1.0, false, state(Block, 0)),
+            (state(BusyPoll, 0), 0.5, true, state(BusyPoll, 0)),
+            (state(BusyPoll, 2), 0.2, true, state(BusyPoll, 0)),
+            (state(BusyPoll, 0), 0.09, true, state(BusyPoll, 1)),
+            (state(BusyPoll, 1), 0.0, true, state(BusyPoll, 2)),
+            (state(BusyPoll, 2), 0.0, true, state(Block, 0)),
+            (state(BusyPoll, 0), 0.9, false, state(Block, 0)),
+            (state(BusyPoll, u32::MAX), 0.0, true, state(Block, 0)),
+        ];
+        for (before, load, may_poll, after) in table {
+            assert_eq!(
+                decide(&policy, before, load, may_poll),
+                after,
+                "{before:?} at load {load}, may poll {may_poll}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_falling_load_releases_the_cpu_after_the_calm_periods_only() {
+        let policy = CpuPolicy::default();
+        let mut core = decide(&policy, CoreState::default(), 0.8, true);
+        assert_eq!(core.mode, BusyPoll);
+        for period in 1..policy.block_after_periods {
+            core = decide(&policy, core, 0.01, true);
+            assert_eq!(core.mode, BusyPoll, "still polling after {period} calm periods");
+        }
+        assert_eq!(decide(&policy, core, 0.01, true).mode, Block);
+    }
+
+    #[test]
+    fn loads_are_clamped_hostile_counters_included() {
+        let at = |busy_ns| CoreSample { busy_ns, ..Default::default() };
+        let period = Duration::from_millis(100);
+        assert_eq!(core_load(&at(0), &at(50_000_000), period), 0.5);
+        assert_eq!(core_load(&at(0), &at(u64::MAX), period), 1.0, "a jump reads as fully busy");
+        assert_eq!(core_load(&at(900), &at(100), period), 0.0, "a counter that went back reads as idle");
+        assert_eq!(core_load(&at(0), &at(100), Duration::ZERO), 0.0);
+    }
+
+    #[test]
+    fn thresholds_are_checked() {
+        assert!(CpuPolicy::default().check().is_ok());
+        let bad = [
+            CpuPolicy { period_ms: 5, ..Default::default() },
+            CpuPolicy { poll_above: 0.1, block_below: 0.1, ..Default::default() },
+            CpuPolicy { poll_above: 1.5, ..Default::default() },
+            CpuPolicy { block_below: -0.1, ..Default::default() },
+            CpuPolicy { poll_above: f64::NAN, ..Default::default() },
+        ];
+        for policy in bad {
+            assert!(policy.check().is_err(), "{policy:?}");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Resource efficiency under ixcp (issue #15), side by side in one run: one
+# ix-http (nice -20) and a CPU-bound batch job (a counting loop, nice -10) share
+# CPU 1; ixload (open loop, nice -20, CPU 0) offers 1%, 10%, 50% and 90% of the
+# server's peak (measured first, closed loop). The run takes a session of its
+# own whose autogroup gets nice -20, so that other sessions' work on a shared
+# machine (builds) takes little of the CPUs; inside it, the nice values make the
+# batch job yield to the server: beside a thread that never sleeps it gets about
+# a tenth of the CPU (weights 9548 : 88761). Three cases, interleaved, REPEATS times:
+#   ixcp    ix-http under ixcp, polling when busy and blocking when not, with thresholds
+#           POLL_ABOVE and BLOCK_BELOW (default 0.6 and 0.25, not ixcp's 0.3 and 0.1:
+#           on veth the sender's thread also runs the receiver's softirq, so a
+#           blocking server's busy share here is about twice its own work)
+#   static  ix-http under ixcp with a policy that polls at any load and never blocks
+#           (poll_above 0.0001, block_below 0): the same data path, statically busy-polling CPU 1
+#   tokio   ix-http --runtime tokio on kernel sockets, on CPU 1
+# Prints, per case and load, the server's p99 and the batch job's share of a CPU
+# (its CPU time from /proc, and its count rate against a solo run), then the
+# medians over the repeats with their spread; and the p99 of the first second
+# after a step from 10% to 90% of the peak.
+#
+#   cargo build --release -p ix-driver -p ix-example-http -p ix-benches --bins
+#   scripts/ixcp-efficiency.sh [-r REPEATS] [-d SECONDS]     (root; iproute2, ethtool, setpriv, python3)
+set -u
+# A session of its own, so that its autogroup (and no one else's) gets nice -20.
+if [ -z "${IXCP_EFFICIENCY_SESSION:-}" ]; then
+    IXCP_EFFICIENCY_SESSION=1 exec setsid --wait "$0" "$@"
+fi
+echo -20 > /proc/$$/autogroup || echo "the autogroup's nice was not set: other sessions compete at equal weight" >&2
+REPEATS=3
+SECS=5
+while getopts "r:d:" opt; do
+    case $opt in
+        r) REPEATS=$OPTARG ;;
+        d) SECS=$OPTARG ;;
+        *) echo "usage: $0 [-r REPEATS] [-d SECONDS]" >&2; exit 2 ;;
+    esac
+done
+P=ixeff$$
+W=$(cd "$(dirname "$0")/.." && pwd)
+B=$W/target/release
+for bin in ixcp ix-http ixload; do
+    [ -x "$B/$bin" ] || { echo "$B/$bin missing: cargo build --release -p ix-driver -p ix-example-http -p ix-benches --bins" >&2; exit 1; }
+done
+D=$(mktemp -d); chmod 755 "$D"
+RESULTS=$D/results.tsv
+SERVER=10.77.0.1
+"$W/scripts/testnet.sh" up -p $P -q 1 >/dev/null
+ip netns exec $P-cli ethtool -K $P-c gro on >/dev/null
+BATCH=
+SERVER_PID=
+CP_PID=
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
+    [ -n "$CP_PID" ] && kill "$CP_PID" 2>/dev/null
+    [ -n "$BATCH" ] && kill "$BATCH" 2>/dev/null
+    wait 2>/dev/null
+    "$W/scripts/testnet.sh" down -p $P >/dev/null
+    if [ -n "${KEEP:-}" ]; then echo "results and logs kept in $D"; else rm -rf "$D"; fi
+}
+trap cleanup EXIT
+
+# The batch job: counts, and writes its count to a file every 50 ms.
+taskset -c 1 nice -n -10 python3 - "$D/count" <<'PY' &
+import os, sys, time
+path, n, due = sys.argv[1], 0, 0.0
+while True:
+    n += 1
+    if n & 0xffff == 0:
+        now = time.monotonic()
+        if now >= due:
+            with open(path + ".tmp", "w") as f:
+                f.write(str(n))
+            os.replace(path + ".tmp", path)
+            due = now + 0.05
+PY
+BATCH=$!
+for _ in $(seq 100); do [ -f "$D/count" ] && break; sleep 0.1; done
+
+# "count cpu_ticks monotonic_seconds" of the batch job now.
+batch_now() {
+    local ticks
+    ticks=$(awk '{print $14 + $15}' /proc/$BATCH/stat)
+    echo "$(cat "$D/count") $ticks $(awk '{print $1}' /proc/uptime)"
+}
+
+# Measures the batch job over SECONDS from now: "cpu_percent counts_per_second".
+batch_over() {
+    local a b
+    a=$(batch_now); sleep "$1"; b=$(batch_now)
+    python3 -c "
+a, b = [list(map(float, s.split())) for s in ('$a', '$b')]
+wall = b[2] - a[2]
+tick = $(getconf CLK_TCK)
+print(f'{100 * (b[1] - a[1]) / tick / wall:.1f} {(b[0] - a[0]) / wall:.0f}')"
+}
+
+SOLO=$(batch_over "$SECS")
+SOLO_RATE=${SOLO#* }
+echo "batch job alone on CPU 1: ${SOLO% *}% of a CPU, $SOLO_RATE counts/s"
+
+ixcp_config() { # $1: extra [policy] lines
+    cat > "$D/ixcp.toml" <<TOML
+socket = "$D/ixcp.sock"
+[[interface]]
+name = "$P-s"
+[[grant]]
+uid = 65534
+interface = "$P-s"
+addresses = ["$SERVER"]
+ports = [8080]
+[cpus]
+polling = [1]
+shared = [1]
+[policy]
+$1
+TOML
+}
+
+start_case() {
+    case $1 in
+        ixcp | static)
+            if [ "$1" = static ]; then
+                ixcp_config $'poll_above = 0.0001\nblock_below = 0.0'
+            else
+                ixcp_config "poll_above = ${POLL_ABOVE:-0.6}"$'\n'"block_below = ${BLOCK_BELOW:-0.25}"
+            fi
+            rm -f "$D/ixcp.sock"
+            RUST_LOG=warn nice -n -20 taskset -c 0 ip netns exec $P-srv "$B/ixcp" --config "$D/ixcp.toml" 2>>"$D/ixcp.log" &
+            CP_PID=$!
+            for _ in $(seq 50); do [ -S "$D/ixcp.sock" ] && break; sleep 0.1; done
+            nice -n -20 setpriv --reuid=65534 --regid=65534 --clear-groups "$B/ix-http" --runtime ix \
+                --backend "ixcp:$D/ixcp.sock,ports=8080" --addr $SERVER/24 --port 8080 >>"$D/server.log" 2>&1 &
+            SERVER_PID=$!
+            ;;
+        tokio)
+            nice -n -20 ip netns exec $P-srv taskset -c 1 "$B/ix-http" --runtime tokio --addr $SERVER/24 --port 8080 \
+                >>"$D/server.log" 2>&1 &
+            SERVER_PID=$!
+            ;;
+    esac
+    for _ in $(seq 100); do
+        ip netns exec $P-cli curl -s -m 1 -o /dev/null http://$SERVER:8080/ && return 0
+        sleep 0.1
+    done
+    echo "$1: the server did not answer; its log:" >&2; tail -n 5 "$D/server.log" "$D/ixcp.log" >&2
+    exit 1
+}
+
+stop_case() {
+    kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; SERVER_PID=
+    if [ -n "$CP_PID" ]; then kill "$CP_PID" 2>/dev/null; wait "$CP_PID" 2>/dev/null; CP_PID=; fi
+    sleep 0.3
+}
+
+# ixload against the server: $1 rate or "closed", $2 warmup, $3 window, $4 JSON file.
+load() {
+    local mode=(--rate "$1")
+    [ "$1" = closed ] && mode=(--closed)
+    nice -n -20 ip netns exec $P-cli taskset -c 0 "$B/ixload" --target $SERVER:8080 -c 32 "${mode[@]}" \
+        --warmup "$2" -d "$3" --drain 0.5s --json "$4" -q
+}
+
+field() { python3 -c "import json; r = json.load(open('$1')); print(f\"{$2:.0f}\")"; }
+
+start_case static
+load closed 1s "${SECS}s" "$D/peak.json"
+stop_case
+PEAK=$(field "$D/peak.json" "r['throughput']")
+echo "peak (static busy-poll, closed loop, 32 connections): $PEAK req/s"
+
+printf 'case\trepeat\tload\trate\tthroughput\tp99_us\tbatch_cpu\tbatch_progress\tsend_lag_p99_us\n' > "$RESULTS"
+CASES=(ixcp static tokio)
+for repeat in $(seq "$REPEATS"); do
+    for k in 0 1 2; do
+        case=${CASES[$(( (k + repeat - 1) % 3 ))]}
+        start_case "$case"
+        for pct in 1 10 50 90; do
+            rate=$(( PEAK * pct / 100 ))
+            json=$D/$case-$repeat-$pct.json
+            load "$rate" 1s "${SECS}s" "$json" &
+            LOAD=$!
+            sleep 1.1
+            batch=$(batch_over "$SECS")
+            wait $LOAD
+            progress=$(python3 -c "print(f'{100 * ${batch#* } / $SOLO_RATE:.1f}')")
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$repeat" "$pct" "$rate" \
+                "$(field "$json" "r['throughput']")" "$(field "$json" "r['latency_us']['p99']")" \
+                "${batch% *}" "$progress" "$(field "$json" "r['send_lag_us']['p99']")" | tee -a "$RESULTS"
+        done
+        # The step: 10% for 3 s, then the first second of 90%.
+        load $(( PEAK / 10 )) 2s 1s "$D/before-step.json"
+        load $(( PEAK * 9 / 10 )) 0s 1s "$D/$case-$repeat-step.json"
+        step=$D/$case-$repeat-step.json
+        printf '%s\t%s\tstep\t%s\t%s\t%s\t-\t-\t%s\n' "$case" "$repeat" $(( PEAK * 9 / 10 )) \
+            "$(field "$step" "r['throughput']")" "$(field "$step" "r['latency_us']['p99']")" \
+            "$(field "$step" "r['send_lag_us']['p99']")" | tee -a "$RESULTS"
+        stop_case
+    done
+done
+
+echo
+echo "medians over $REPEATS repeats [min-max]; peak $PEAK req/s; p99 ratio against static's median p99"
+python3 - "$RESULTS" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+def cell(case, load, key):
+    values = [float(r[key]) for r in rows if r["case"] == case and r["load"] == load and r[key] != "-"]
+    return (statistics.median(values), min(values), max(values)) if values else None
+print(f"{'load':>5} {'case':>7} {'p99 us':>26} {'vs static':>9} {'batch % CPU':>20} {'batch progress %':>20}"
+      f" {'client send lag p99 us':>26}")
+for load in ["1", "10", "50", "90", "step"]:
+    static = cell("static", load, "p99_us")
+    for case in ["ixcp", "static", "tokio"]:
+        p99 = cell(case, load, "p99_us")
+        if p99 is None:
+            continue
+        ratio = f"{p99[0] / static[0]:.2f}x" if static and static[0] > 0 else "-"
+        text = lambda c: "-" if c is None else f"{c[0]:.1f} [{c[1]:.1f}-{c[2]:.1f}]"
+        print(f"{load:>5} {case:>7} {text(p99):>26} {ratio:>9} {text(cell(case, load, 'batch_cpu')):>20} "
+              f"{text(cell(case, load, 'batch_progress')):>20} {text(cell(case, load, 'send_lag_p99_us')):>26}")
+PY
