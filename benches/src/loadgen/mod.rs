@@ -16,6 +16,7 @@ pub mod net;
 pub mod protocol;
 pub mod report;
 pub mod schedule;
+pub mod sizes;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -39,6 +40,7 @@ pub use self::protocol::{Outcome, Parsed, ProtocolClient, ProtocolError};
 use self::report::Recorder;
 pub use self::report::{Bucket, ErrorCounts, Percentiles, Report};
 pub use self::schedule::PoissonSchedule;
+pub use self::sizes::{KvPreset, SizeDistribution};
 
 /// Initial size of a connection's receive buffer, in bytes.
 const READ_BUFFER_BYTES: usize = 16 * 1024;

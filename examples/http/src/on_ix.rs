@@ -25,7 +25,8 @@ pub(crate) fn offload(job: FileJob) -> FileJobResult {
 
 pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
     let backend: Backend = args.backend.parse().with_context(|| format!("--backend {}", args.backend))?;
-    let mut builder = Runtime::builder().cores(args.cores).backend(backend).pool_frames(args.pool_frames);
+    let mut builder =
+        Runtime::builder().cores(args.cores).backend(backend).pool_frames(args.pool_frames).idle(args.idle);
     if let Some((ip, len)) = addr {
         builder = builder.ipv4(ip, len);
     }
