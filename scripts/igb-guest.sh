@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs inside the igb end-to-end guest, chrooted into the host's root (see scripts/igb-e2e.sh): serves on the
 # emulated NIC in two phases that the host drives through files in /tmp/out (shared with the host):
-#   1. ix-http on one queue; the host pings and curls it, then writes http.done; the server is SIGKILLed,
+#   1. ix-http on one core polling two queues (RSS spreads the host's flows over both rings, which receive
+#      into the core's one region); the host pings and curls it, then writes http.done; the server is SIGKILLed,
 #      so phase 2 also checks that the device comes back after a killed owner.
 #   2. the echo server on two queues and two cores; the host sends its streams, then writes echo.done; the
 #      server stops on SIGINT and prints which core served what, which the host reads back.
@@ -19,8 +20,8 @@ wait_for() {
     done
 }
 
-echo "guest: phase 1: ix-http on igb:$NIC"
-"$REPO/target/release/ix-http" --backend "igb:$NIC" --cores 1 --addr "$GUEST_IP/24" --port 8080 \
+echo "guest: phase 1: ix-http on igb:$NIC,queues=2 (one core)"
+"$REPO/target/release/ix-http" --backend "igb:$NIC,queues=2" --cores 1 --addr "$GUEST_IP/24" --port 8080 \
     >"$OUT/http.log" 2>&1 &
 pid=$!
 wait_for http.done "$pid" || exit 1

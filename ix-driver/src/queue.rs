@@ -28,6 +28,18 @@ pub struct QueueStats {
     pub pool_exhausted: u64,
     /// Receive bursts that returned no frame.
     pub empty_polls: u64,
+    /// Frames received, as the device itself counted them (its statistics
+    /// registers, `igb`/`ixgbe` only; zero on other backends). Read every few
+    /// bursts, so a little behind [`QueueStats::rx_packets`]. On the `igb`
+    /// (82576) the device counts for the whole port: queue 0 carries it.
+    pub hw_rx_packets: u64,
+    /// Bytes of those frames, as the device counted them (with the Ethernet
+    /// header and CRC).
+    pub hw_rx_bytes: u64,
+    /// Frames transmitted, as the device counted them (as `hw_rx_packets`).
+    pub hw_tx_packets: u64,
+    /// Bytes of those frames, as the device counted them.
+    pub hw_tx_bytes: u64,
 }
 
 /// One receive/transmit queue pair of a network device, owned by one core.

@@ -7,7 +7,7 @@ use ix_driver::{DriverError, NicConfig, NicDevice};
 #[test]
 fn a_missing_device_says_how_to_list_the_nics() {
     let config: NicConfig = "igb:ffff:ff:1f.7".parse().unwrap();
-    let err = NicDevice::open(&config, 1).unwrap_err();
+    let err = NicDevice::open(&config, 1, 1).unwrap_err();
     assert!(matches!(err, DriverError::NoSuchPciDevice { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("ffff:ff:1f.7") && text.contains("lspci"), "{text}");
@@ -28,7 +28,7 @@ fn a_device_on_another_driver_gets_the_binding_commands() {
         return;
     };
     let config: NicConfig = format!("ixgbe:{address}").parse().unwrap();
-    let err = NicDevice::open(&config, 1).unwrap_err();
+    let err = NicDevice::open(&config, 1, 1).unwrap_err();
     assert!(matches!(err, DriverError::NotBoundToVfio { .. }), "{err}");
     let text = err.to_string();
     for command in ["modprobe vfio-pci", "driver_override", "drivers_probe", &address] {
@@ -41,6 +41,13 @@ fn a_device_on_another_driver_gets_the_binding_commands() {
 fn more_queues_than_the_family_spreads_over_is_refused_before_opening() {
     let mut config: NicConfig = "igb:0000:00:05.0".parse().unwrap();
     config.queues = Some(9);
-    let err = NicDevice::open(&config, 9).unwrap_err();
+    let err = NicDevice::open(&config, 9, 1).unwrap_err();
     assert!(err.to_string().contains("1 to 8"), "{err}");
+}
+
+#[test]
+fn queues_that_cores_cannot_share_equally_are_refused_before_opening() {
+    let config: NicConfig = "igb:0000:00:05.0".parse().unwrap();
+    let err = NicDevice::open(&config, 3, 2).unwrap_err();
+    assert!(err.to_string().contains("cannot be shared equally by 2 core(s)"), "{err}");
 }

@@ -172,6 +172,8 @@ counters! {
         dup_acks_received,
         /// D-SACK blocks received.
         dsacks_received,
+        /// D-SACK blocks sent (RFC 2883): data received twice, reported.
+        dsacks_sent,
         /// Recoveries started by duplicate ACKs, SACK or RACK.
         fast_retransmits,
         /// Segments RACK marked lost (RFC 8985), on an ACK or its reordering

@@ -1,6 +1,7 @@
 //! Loss detection and its undo, segment by segment, in virtual time: RTT
 //! samples (RFC 6298 §3, RFC 7323 §4), RACK-TLP (RFC 8985), limited transmit
-//! (RFC 3042), PRR (RFC 6937), Eifel (RFC 3522) and D-SACK undo (RFC 3708).
+//! (RFC 3042), PRR (RFC 6937), Eifel (RFC 3522), D-SACK undo (RFC 3708), and
+//! the receiver's D-SACKs (RFC 2883).
 
 mod segment_support;
 
@@ -173,6 +174,26 @@ fn a_lost_tail_segment_is_probed_after_two_srtt() {
     assert_eq!((stats.tlp_probes, stats.tlp_recoveries, stats.retransmit_timeouts), (1, 1, 0));
 }
 
+/// Issue #13's captures at 10% loss: in recovery, the one ACK the receiver
+/// sent for the sender's last transmissions was lost, and nothing clocked the
+/// sender until the 200 ms timeout (RFC 8985 §7.2 arms no probe in recovery,
+/// nor does Linux). A probe 2·SRTT after the retransmission restarts the ACK
+/// clock instead.
+#[test]
+fn a_recovery_whose_acks_are_lost_is_probed_not_timed_out() {
+    let mut h = Harness::new();
+    let link = open_with_rtt(&mut h, ms(1));
+    let (segs, hole) = lose_middle_of_three(&mut h, &link, ms(20));
+    let data = data_segments(&segs);
+    assert_eq!(data.first().map(|s| s.repr.seq), Some(hole), "{segs:#?}");
+    let probe = data.get(1).expect("a probe after the retransmission");
+    // SRTT 1 ms; two segments in flight: 2·SRTT plus two timer ticks.
+    let after = probe.at - data[0].at;
+    assert!(after >= ms(2) && after <= micros(2100), "probe {after:?} after the retransmission");
+    let stats = h.stack.stats().tcp;
+    assert_eq!((stats.tlp_probes, stats.retransmit_timeouts), (1, 0));
+}
+
 /// RFC 8985 §7: the probe of a tail of two lost segments is SACKed, and RACK
 /// then marks the other one lost: both repaired in about three round trips.
 #[test]
@@ -319,6 +340,68 @@ fn dsacks_for_every_retransmission_undo_the_reduction() {
     let stats = h.stack.stats().tcp;
     assert_eq!((stats.dsacks_received, stats.dsack_undos), (1, 1));
     assert!(h.stack.tcp_info(link.handle).unwrap().cwnd >= before);
+}
+
+/// RFC 2883 §4.1.1: a segment received again below the cumulative ACK is
+/// reported in a D-SACK block, first, on the ACK it draws; and only there.
+#[test]
+fn a_duplicate_below_the_cumulative_ack_is_reported_in_a_dsack() {
+    let mut h = Harness::new();
+    let (link, _) = h.passive_open(full_options(7, 1));
+    let seq = link.peer_seq;
+    h.data(seq, link.our_seq, &pattern(0, 1000));
+    assert!(h.out_one().sack_blocks().is_empty());
+    h.data(seq, link.our_seq, &pattern(0, 1000));
+    let ack = h.out_one();
+    assert_eq!((ack.repr.ack, ack.sack_blocks()), (seq + 1000, vec![(seq, seq + 1000)]));
+    assert_eq!(h.stack.stats().tcp.dsacks_sent, 1);
+    h.data(seq + 1000, link.our_seq, &pattern(1000, 500));
+    assert!(h.out_one().sack_blocks().is_empty(), "the D-SACK is not repeated");
+}
+
+/// RFC 2883 §4.1.2: a duplicate of data held out of order is reported first,
+/// and the block holding it follows (which tells the sender it is a D-SACK).
+#[test]
+fn a_duplicate_of_data_held_out_of_order_is_reported_before_its_block() {
+    let mut h = Harness::new();
+    let (link, _) = h.passive_open(full_options(7, 1));
+    let seq = link.peer_seq;
+    h.data(seq + 1000, link.our_seq, &pattern(1000, 500));
+    h.data(seq + 1500, link.our_seq, &pattern(1500, 500));
+    h.data(seq + 3000, link.our_seq, &pattern(3000, 500));
+    h.out();
+    h.data(seq + 1000, link.our_seq, &pattern(1000, 500));
+    let ack = h.out_one();
+    assert_eq!(ack.repr.ack, seq);
+    assert_eq!(ack.sack_blocks(), [(seq + 1000, seq + 1500), (seq + 1000, seq + 2000), (seq + 3000, seq + 3500)]);
+}
+
+/// RFC 2883 §4.1.3 (and Linux): a segment partly below the cumulative ACK
+/// has its old part reported in a D-SACK; the new part is taken.
+#[test]
+fn the_old_part_of_a_partly_duplicate_segment_is_reported_in_a_dsack() {
+    let mut h = Harness::new();
+    let (link, _) = h.passive_open(full_options(7, 1));
+    let seq = link.peer_seq;
+    h.data(seq, link.our_seq, &pattern(0, 1000));
+    h.out();
+    h.data(seq + 500, link.our_seq, &pattern(500, 1000));
+    let ack = h.out_one();
+    assert_eq!((ack.repr.ack, ack.sack_blocks()), (seq + 1500, vec![(seq + 500, seq + 1000)]));
+    assert_eq!(h.read_all(link.handle), pattern(0, 1500));
+}
+
+/// RFC 2883 is for SACK peers only: without SACK-permitted a duplicate draws
+/// a plain ACK.
+#[test]
+fn no_dsack_without_sack_permitted() {
+    let mut h = Harness::new();
+    let (link, _) = h.passive_open(mss_only(1460));
+    h.data(link.peer_seq, link.our_seq, &pattern(0, 1000));
+    h.out();
+    h.data(link.peer_seq, link.our_seq, &pattern(0, 1000));
+    assert!(h.out_one().sack_blocks().is_empty());
+    assert_eq!(h.stack.stats().tcp.dsacks_sent, 0);
 }
 
 /// The minimum RTO is a setting (RFC 6298 §2.4 leaves it to the stack).

@@ -398,10 +398,11 @@ fn lost_acks_then_dsacks_leave_srtt_within_twice_the_true_rtt() {
         let server = link.stacks[0].tcp_connection_count();
         assert_eq!(server, 1);
         let stats = link.stacks[0].stats().tcp;
-        // The IX receiver sends no D-SACK (it reports SACK blocks only while it
-        // holds data out of order): what the sender sees here is the echo of
-        // old timestamps on the ACKs that follow the blackout.
+        // The receiver (IX too) reports the retransmissions of data it held
+        // in D-SACKs (RFC 2883), and the sender sees them.
         assert!(stats.retransmit_timeouts >= 1, "seed {seed}: {stats:?}");
+        assert!(stats.dsacks_received >= 1, "seed {seed}: no D-SACK received: {stats:?}");
+        assert!(link.stacks[1].stats().tcp.dsacks_sent >= 1, "seed {seed}: the receiver sent no D-SACK");
         let srtt = sender_srtt(&link);
         let true_rtt = Duration::from_micros(RTT_MICROS as u64);
         assert!(srtt <= true_rtt * 2 && srtt >= true_rtt / 2, "seed {seed}: SRTT {srtt:?}, true RTT {true_rtt:?}");

@@ -116,7 +116,8 @@ fn serve(options: &Options) -> Result<(), String> {
     for core in &stats {
         let tally = &served[core.core];
         println!(
-            "core {} connections {} bytes {} queue_rx_packets {} queue_rx_drops {} queue_tx_packets {} handed_over {}",
+            "core {} connections {} bytes {} queue_rx_packets {} queue_rx_drops {} queue_tx_packets {} handed_over {} \
+             queue_hw_rx_packets {} queue_hw_tx_packets {}",
             core.core,
             tally.connections.load(Ordering::Relaxed),
             tally.bytes.load(Ordering::Relaxed),
@@ -124,6 +125,8 @@ fn serve(options: &Options) -> Result<(), String> {
             core.queue.rx_drops,
             core.queue.tx_packets,
             core.r#loop.handed_over,
+            core.queue.hw_rx_packets,
+            core.queue.hw_tx_packets,
         );
     }
     Ok(())

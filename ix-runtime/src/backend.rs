@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ix_driver::ixcp::GrantedQueue;
 use ix_driver::mem::MemWire;
-use ix_driver::nic::{NicConfig, NicDevice, NicQueue, NicQueueSource};
+use ix_driver::nic::{NicConfig, NicDevice, NicQueue, NicQueueSource, queue_owner};
 use ix_driver::tap::{TapDevice, TapQueue, TapQueueFd};
 use ix_driver::xdp::{XdpConfig, XdpDevice, XdpQueue, XdpQueueSource};
 use ix_driver::{HugePages, NetQueue, PacketPool, RedirectionTable, Toeplitz};
@@ -154,11 +154,12 @@ impl Backend {
             }
             Backend::Nic(config) => {
                 let queues = config.queue_count(cores)?;
+                let cores = cores as u16; // queue_count checked it fits
                 // The queues keep the device open; the device handle can go.
-                let mut device = NicDevice::open(config, queues)?;
-                // One queue needs no steering of outgoing connections.
-                let rss = (queues > 1).then(|| Arc::new(device.rss()));
-                let sources = (0..queues)
+                let mut device = NicDevice::open(config, queues, cores)?;
+                // One core needs no steering of outgoing connections.
+                let rss = (cores > 1).then(|| (Arc::new(device.rss()), cores));
+                let sources = (0..cores)
                     .map(|q| {
                         let source = device.take_queue(q)?;
                         Ok(QueueSource::Nic { source, huge_pages: config.huge_pages, rss: rss.clone() })
@@ -215,7 +216,9 @@ pub(crate) enum QueueSource {
     Nic {
         source: NicQueueSource,
         huge_pages: HugePages,
-        rss: Option<Arc<(Toeplitz, RedirectionTable)>>,
+        /// The NIC's hash and table, and the core count (core `c` owns
+        /// hardware queues `c`, `c + cores`, ...), with more than one core.
+        rss: Option<(Arc<(Toeplitz, RedirectionTable)>, u16)>,
     },
     /// A queue `ixcp` granted, with its own region (the pool).
     Ixcp {
@@ -265,7 +268,9 @@ impl QueueSource {
                 // lands on this core's queue.
                 let filter = match wire.redirection_table(port) {
                     Some(table) if wire.config().queues_per_port > 1 => {
-                        Some(rss_port_filter(Arc::new((wire.toeplitz().clone(), table)), core, local_ip))
+                        // One queue per core: queue q is core q's.
+                        let cores = wire.config().queues_per_port;
+                        Some(rss_port_filter(Arc::new((wire.toeplitz().clone(), table)), core, cores, local_ip))
                     }
                     _ => None,
                 };
@@ -286,7 +291,7 @@ impl QueueSource {
             QueueSource::Nic { source, huge_pages, rss } => {
                 // The NIC steers by RSS with a key and table we programmed, so an
                 // outgoing connection can pick a port whose replies come here.
-                let filter = rss.map(|rss| rss_port_filter(rss, core, local_ip));
+                let filter = rss.map(|(rss, cores)| rss_port_filter(rss, core, cores, local_ip));
                 Ok((Box::new(NicQueue::new(source, new_pool(huge_pages)?)?), filter))
             }
             // One queue per dataplane, no outgoing connections steered yet.
@@ -296,11 +301,12 @@ impl QueueSource {
 }
 
 /// Keeps only local ports whose return flow (remote → local, hashed as a NIC
-/// does) lands on `core`'s queue.
-fn rss_port_filter(rss: Arc<(Toeplitz, RedirectionTable)>, core: usize, local_ip: Ipv4Addr) -> PortFilter {
+/// does) lands on a queue of `core`'s (of `cores`, see
+/// [`queue_owner`]).
+fn rss_port_filter(rss: Arc<(Toeplitz, RedirectionTable)>, core: usize, cores: u16, local_ip: Ipv4Addr) -> PortFilter {
     Box::new(move |local_port: u16, remote: std::net::SocketAddrV4| {
         let (toeplitz, table) = &*rss;
         let hash = toeplitz.hash_ipv4_tcp_udp(*remote.ip(), local_ip, remote.port(), local_port);
-        usize::from(table.queue_for_hash(hash)) == core
+        usize::from(queue_owner(table.queue_for_hash(hash), cores)) == core
     })
 }

@@ -53,7 +53,7 @@ pub const BLOCKING_QUEUE_DEFAULT_JOBS: usize = 4096;
 pub const BLOCKING_KEEP_ALIVE_DEFAULT: Duration = Duration::from_secs(10);
 
 /// The shape of a [`BlockingPool`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockingConfig {
     /// Threads started at most (at least 1).
     pub max_threads: usize,
@@ -138,6 +138,20 @@ impl fmt::Debug for BlockingPool {
 
 static GLOBAL: OnceLock<BlockingPool> = OnceLock::new();
 
+/// The process-wide blocking pool exists already with another configuration;
+/// returned by [`BlockingPool::configure_global`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the process-wide blocking pool was already started with {} threads and a queue of {} closures; \
+     configure it before the first spawn_blocking, once per process",
+    existing.max_threads,
+    existing.queue_capacity
+)]
+pub struct GlobalPoolConfigured {
+    /// The configuration the pool has.
+    pub existing: BlockingConfig,
+}
+
 impl BlockingPool {
     /// A pool with no thread yet: threads start as closures arrive.
     ///
@@ -160,9 +174,36 @@ impl BlockingPool {
         }
     }
 
-    /// The process-wide pool, with [`BlockingConfig::default`], made on first use.
+    /// The process-wide pool, made on first use: with the configuration given
+    /// to [`BlockingPool::configure_global`] (or
+    /// [`Builder::blocking_pool`](crate::Builder::blocking_pool)) if that came
+    /// first, else with [`BlockingConfig::default`].
     pub fn global() -> &'static BlockingPool {
         GLOBAL.get_or_init(|| BlockingPool::new(BlockingConfig::default()))
+    }
+
+    /// Makes the process-wide pool with `config`, unless it exists already.
+    /// Asking again for the configuration the pool has is not an error, so
+    /// several runtimes built with the same setting all succeed.
+    ///
+    /// # Errors
+    /// [`GlobalPoolConfigured`] when the process-wide pool was already made
+    /// (by an earlier call, or by a [`spawn_blocking`] that came first) with
+    /// another configuration; the error carries that configuration.
+    ///
+    /// # Panics
+    /// When `config.max_threads` is zero (as [`BlockingPool::new`]).
+    pub fn configure_global(config: BlockingConfig) -> Result<&'static BlockingPool, GlobalPoolConfigured> {
+        let mut made_here = false;
+        let pool = GLOBAL.get_or_init(|| {
+            made_here = true;
+            BlockingPool::new(config.clone())
+        });
+        if made_here || pool.shared.config == config {
+            Ok(pool)
+        } else {
+            Err(GlobalPoolConfigured { existing: pool.shared.config.clone() })
+        }
     }
 
     /// Runs `f` on one of the pool's threads; the handle resolves to its result.

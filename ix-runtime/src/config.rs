@@ -8,6 +8,7 @@ use ix_driver::queue::DEFAULT_BATCH_PACKETS;
 use ix_net::TcpConfig;
 
 use crate::backend::Backend;
+use crate::blocking::{BlockingConfig, BlockingPool};
 use crate::error::RuntimeError;
 use crate::idle::IdlePolicy;
 
@@ -33,6 +34,7 @@ pub(crate) struct Settings {
     pub(crate) drain_timeout: Duration,
     pub(crate) handle_signals: bool,
     pub(crate) port_probing: bool,
+    pub(crate) blocking_pool: Option<BlockingConfig>,
 }
 
 /// A checked configuration: the backend and the settings.
@@ -57,6 +59,7 @@ impl Default for Settings {
             drain_timeout: Duration::from_secs(5),
             handle_signals: true,
             port_probing: true,
+            blocking_pool: None,
         }
     }
 }
@@ -152,10 +155,25 @@ impl Builder {
         self
     }
 
-    /// Checks the configuration.
+    /// The shape of the process-wide pool that
+    /// [`spawn_blocking`](crate::spawn_blocking) runs closures on: its most
+    /// threads, its queue bound, its threads' idle time (tokio's
+    /// `max_blocking_threads` and `thread_keep_alive`). The pool is one per
+    /// process, so this takes effect when the runtime is built, and only if no
+    /// closure was spawned before with another shape; by default the pool has
+    /// [`BlockingConfig::default`].
+    pub fn blocking_pool(mut self, config: BlockingConfig) -> Self {
+        self.settings.blocking_pool = Some(config);
+        self
+    }
+
+    /// Checks the configuration, and makes the process-wide blocking pool
+    /// when [`Builder::blocking_pool`] asked for a shape.
     ///
     /// # Errors
-    /// [`RuntimeError::Config`] for a missing backend or address or zero cores.
+    /// [`RuntimeError::Config`] for a missing backend or address or zero cores,
+    /// or a blocking pool of zero threads; [`RuntimeError::BlockingPool`] when
+    /// the process's blocking pool already exists with another shape.
     pub(crate) fn check(self) -> Result<Config, RuntimeError> {
         if self.settings.cores == 0 {
             return Err(RuntimeError::Config("at least one core".into()));
@@ -164,6 +182,12 @@ impl Builder {
             return Err(RuntimeError::Config("no backend: set one with Builder::backend".into()));
         };
         backend.check(self.settings.addr)?;
+        if let Some(pool) = &self.settings.blocking_pool {
+            if pool.max_threads == 0 {
+                return Err(RuntimeError::Config("a blocking pool of at least one thread".into()));
+            }
+            BlockingPool::configure_global(pool.clone())?;
+        }
         Ok(Config { backend, settings: self.settings })
     }
 }

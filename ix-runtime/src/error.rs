@@ -8,6 +8,10 @@ pub enum RuntimeError {
     /// The builder lacks a setting.
     #[error("runtime configuration: {0}")]
     Config(String),
+    /// [`Builder::blocking_pool`](crate::Builder::blocking_pool) asked for a
+    /// shape the process's blocking pool does not have.
+    #[error(transparent)]
+    BlockingPool(#[from] crate::blocking::GlobalPoolConfigured),
     /// A backend could not start.
     #[error(transparent)]
     Driver(#[from] DriverError),

@@ -128,7 +128,7 @@ impl PrometheusText {
         let q = &stats.queue;
         let e = &stats.executor;
         let r = &stats.reactor;
-        let rows: [(&str, &str, MetricKind, u64); 32] = [
+        let rows: [(&str, &str, MetricKind, u64); 36] = [
             ("ix_loop_rounds_total", "Rounds of the core's loop.", Counter, l.rounds),
             ("ix_loop_batches_total", "Receive bursts that returned frames.", Counter, l.batches),
             ("ix_loop_rx_packets_total", "Frames the loop received.", Counter, l.rx_packets),
@@ -156,6 +156,10 @@ impl PrometheusText {
                 q.pool_exhausted,
             ),
             ("ix_queue_empty_polls_total", "Receive polls that found nothing.", Counter, q.empty_polls),
+            ("ix_queue_hw_rx_packets_total", "Frames received, as the NIC counted them.", Counter, q.hw_rx_packets),
+            ("ix_queue_hw_rx_bytes_total", "Bytes received, as the NIC counted them.", Counter, q.hw_rx_bytes),
+            ("ix_queue_hw_tx_packets_total", "Frames sent, as the NIC counted them.", Counter, q.hw_tx_packets),
+            ("ix_queue_hw_tx_bytes_total", "Bytes sent, as the NIC counted them.", Counter, q.hw_tx_bytes),
             ("ix_pool_free_frames", "Packet buffers free in the core's pool.", Gauge, u64::from(stats.pool_free)),
             ("ix_pool_capacity_frames", "Packet buffers in the core's pool.", Gauge, u64::from(stats.pool_capacity)),
             (

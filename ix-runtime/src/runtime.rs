@@ -19,10 +19,13 @@ use crate::poll_loop::ShutdownRequests;
 use crate::stats::CoreStats;
 
 impl Builder {
-    /// Checks the configuration.
+    /// Checks the configuration (and makes the process's blocking pool when
+    /// [`Builder::blocking_pool`] set its shape).
     ///
     /// # Errors
-    /// [`RuntimeError::Config`] for a missing backend or address or zero cores.
+    /// [`RuntimeError::Config`] for a missing backend or address, zero cores
+    /// or a blocking pool of zero threads; [`RuntimeError::BlockingPool`] when
+    /// the process's blocking pool already has another shape.
     pub fn build(self) -> Result<Runtime, RuntimeError> {
         Ok(Runtime { config: self.check()?, shutdown: Arc::new(AtomicBool::new(false)) })
     }

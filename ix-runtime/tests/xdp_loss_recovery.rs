@@ -22,13 +22,17 @@ use xdp_support::{DATAPLANE_ONLY, Server, network, pattern, privileged};
 const TRANSFER_BYTES: usize = 20_000_000;
 /// The bulk service's port, on the dataplane's address and on Linux's.
 const BULK_PORT: u16 = 9000;
-/// A transfer on IX may take this many times Linux's time on the same path...
-const BOUND_LINUX_TIMES: u32 = 4;
+/// A transfer on IX may take this many times Linux's time on the same path
+/// (issue #13's generous functional bound: the timeouts below are the
+/// sharper check that recovery does not wait on timers)...
+const BOUND_LINUX_TIMES: u32 = 10;
 /// ...plus this much, for a shared machine's scheduling noise.
 const BOUND_SLACK: Duration = Duration::from_secs(1);
 /// The end sending the bulk may take this many times the retransmission
-/// timeouts Linux's sender took on the same path...
-const TIMEOUTS_LINUX_TIMES: u64 = 2;
+/// timeouts Linux's sender took on the same path (Linux's own count at 10%
+/// ranged from 39 to 129 in four runs of one day, IX's from 62 to 66: twice
+/// a lucky Linux run is too close to call)...
+const TIMEOUTS_LINUX_TIMES: u64 = 3;
 /// ...plus this many.
 const TIMEOUTS_SLACK: u64 = 3;
 /// Linux-to-Linux transfers fail the test beyond this.
@@ -357,9 +361,6 @@ fn xdp_recovers_from_1_and_5_percent_loss_like_linux() {
 }
 
 #[test]
-#[ignore = "at 10% loss IX's sender takes up to twice Linux's retransmission timeouts (87-103 against 47-64 on \
-            one 20 MB transfer, over half undone as spurious by Eifel), at the edge of the 2x + 3 bound: it failed \
-            1 run in 3 (docs/loss-recovery.md); run it with --ignored"]
 fn xdp_recovers_from_10_percent_loss_like_linux() {
     recovers_like_linux("ixlos10", &[10]);
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use ix_benches::harness::machine::process_cpu_secs;
-use ix_benches::loadgen::{self, KernelNet, KvPreset, LoadConfig, MemcacheWorkload, Mode, Report, Workload};
+use ix_benches::loadgen::{self, KernelNet, KvPreset, LoadConfig, MemcacheWorkload, Mode, Report, TlsNet, Workload};
 
 /// Load generator in the style of mutilate: many connections from one thread,
 /// open loop (Poisson arrivals) or closed loop, latency from the intended send
@@ -82,6 +82,15 @@ struct Args {
     /// IX: the dataplane's address, IP/LEN (not for `kernel`).
     #[arg(long)]
     addr: Option<String>,
+    /// HTTPS: speak TLS, trusting only the certificates in this PEM file (the
+    /// server's self-signed certificate or its CA). The handshake counts in
+    /// connect time. Kernel sockets only (`--runtime tokio`).
+    #[arg(long, value_name = "PEM", conflicts_with = "backend")]
+    tls_trust: Option<std::path::PathBuf>,
+    /// HTTPS: the name the server's certificate must carry (default: the
+    /// target's IP address).
+    #[arg(long, requires = "tls_trust")]
+    tls_name: Option<String>,
     /// Write the report as JSON to this file (`-` for stdout).
     #[arg(long)]
     json: Option<String>,
@@ -144,9 +153,15 @@ fn config(args: &Args) -> LoadConfig {
     }
 }
 
-fn run_on_kernel(cfg: &LoadConfig) -> anyhow::Result<Report> {
+fn run_on_kernel(args: &Args, cfg: &LoadConfig) -> anyhow::Result<Report> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
-    Ok(rt.block_on(loadgen::run(&KernelNet, cfg))?)
+    let Some(trusted) = &args.tls_trust else {
+        return Ok(rt.block_on(loadgen::run(&KernelNet, cfg))?);
+    };
+    anyhow::ensure!(args.protocol == Protocol::Http, "--tls-trust: HTTPS only (--protocol http)");
+    let name = args.tls_name.clone().unwrap_or_else(|| args.target.ip().to_string());
+    let net = TlsNet::new(KernelNet, trusted, &name).context("--tls-trust")?;
+    Ok(rt.block_on(loadgen::run(&net, cfg))?)
 }
 
 /// `IP/LEN`.
@@ -180,8 +195,11 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     let cfg = config(args);
     let mut report = match args.runtime {
-        RuntimeKind::Tokio => run_on_kernel(&cfg)?,
-        RuntimeKind::Ix => run_on_ix(args, &cfg)?,
+        RuntimeKind::Tokio => run_on_kernel(args, &cfg)?,
+        RuntimeKind::Ix => {
+            anyhow::ensure!(args.tls_trust.is_none(), "--tls-trust: kernel sockets only (--runtime tokio)");
+            run_on_ix(args, &cfg)?
+        }
     };
     report.process_cpu_secs = process_cpu_secs(std::process::id());
     if !args.quiet {

@@ -17,6 +17,7 @@ pub mod protocol;
 pub mod report;
 pub mod schedule;
 pub mod sizes;
+pub mod tls;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -41,6 +42,7 @@ use self::report::Recorder;
 pub use self::report::{Bucket, ErrorCounts, Percentiles, Report};
 pub use self::schedule::PoissonSchedule;
 pub use self::sizes::{KvPreset, SizeDistribution};
+pub use self::tls::TlsNet;
 
 /// Initial size of a connection's receive buffer, in bytes.
 const READ_BUFFER_BYTES: usize = 16 * 1024;

@@ -93,6 +93,10 @@ struct Args {
     /// block), `block` (block at once, as tokio).
     #[arg(long, default_value_t = ix_runtime::IdlePolicy::default(), value_name = "POLICY")]
     idle: ix_runtime::IdlePolicy,
+    /// IX: most threads of the blocking pool that reads static files (tokio's
+    /// max_blocking_threads; the pool is one per process).
+    #[arg(long, default_value_t = ix_runtime::blocking::BLOCKING_THREADS_DEFAULT)]
+    blocking_threads: usize,
     /// IX: print each core's counters (connections, pool, queue, SYN cookies)
     /// to stderr every this many milliseconds (0: never).
     #[arg(long, default_value_t = 0)]

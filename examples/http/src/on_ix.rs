@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ix_hyper_compat::Server;
+use ix_runtime::blocking::BlockingConfig;
 use ix_runtime::metrics::{PUBLISH_PERIOD_DEFAULT, serve_metrics};
 use ix_runtime::net::TcpListener;
 use ix_runtime::{Backend, Runtime};
@@ -25,8 +26,13 @@ pub(crate) fn offload(job: FileJob) -> FileJobResult {
 
 pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
     let backend: Backend = args.backend.parse().with_context(|| format!("--backend {}", args.backend))?;
-    let mut builder =
-        Runtime::builder().cores(args.cores).backend(backend).pool_frames(args.pool_frames).idle(args.idle);
+    let blocking = BlockingConfig { max_threads: args.blocking_threads, ..BlockingConfig::default() };
+    let mut builder = Runtime::builder()
+        .cores(args.cores)
+        .backend(backend)
+        .pool_frames(args.pool_frames)
+        .blocking_pool(blocking)
+        .idle(args.idle);
     if let Some((ip, len)) = addr {
         builder = builder.ipv4(ip, len);
     }

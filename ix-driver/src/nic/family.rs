@@ -18,6 +18,21 @@ pub(crate) struct HardwareCounters {
     /// Frames the device dropped for want of a receive descriptor or buffer
     /// room.
     pub rx_missed: u64,
+    /// Good frames received.
+    pub rx_packets: u64,
+    /// Bytes of the good frames received.
+    pub rx_bytes: u64,
+    /// Good frames transmitted.
+    pub tx_packets: u64,
+    /// Bytes of the good frames transmitted.
+    pub tx_bytes: u64,
+}
+
+/// A 64-bit statistics counter split in two registers: the low half is read
+/// first, since reading the high half clears both.
+pub(crate) fn read_split_counter(regs: &dyn Registers, low: u32, high: u32) -> u64 {
+    let low = u64::from(regs.read(low));
+    low | (u64::from(regs.read(high)) << 32)
 }
 
 /// One NIC family's register map and start-up sequence. Every method is a
@@ -65,6 +80,10 @@ pub(crate) trait Family: Sync + std::fmt::Debug {
     fn configure_rx_queue(&self, regs: &dyn Registers, queue: u16);
     /// Per-queue transmit settings before the ring is enabled.
     fn configure_tx_queue(&self, regs: &dyn Registers, queue: u16);
+    /// Points the statistics registers at the queues, where the device
+    /// needs it (queue `n` counted in statistics set `n`). Called once, after
+    /// [`Family::configure`].
+    fn map_queue_statistics(&self, _regs: &dyn Registers, _queues: u16) {}
     /// Reads (and so clears) the statistics registers of `queue`.
     fn read_counters(&self, regs: &dyn Registers, queue: u16) -> HardwareCounters;
 }

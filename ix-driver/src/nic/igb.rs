@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::rss::RedirectionTable;
 
 use super::family::{
-    Family, HardwareCounters, MRQC_HASH_IPV4_TCP_UDP, QUEUE_STRIDE, clear_multicast_table, program_rss, ring_registers,
-    station_address,
+    Family, HardwareCounters, MRQC_HASH_IPV4_TCP_UDP, QUEUE_STRIDE, clear_multicast_table, program_rss,
+    read_split_counter, ring_registers, station_address,
 };
 use super::regs::{Registers, RingRegisters, poll_register};
 
@@ -45,6 +45,14 @@ const TCTL_COLD_FULL_DUPLEX: u32 = 0x3F << 12;
 const RAL0: u32 = 0x5400;
 const RAH0: u32 = 0x5404;
 const MPC: u32 = 0x4010;
+/// Port-wide good packet and octet counters (clear on read; octets split in
+/// low and high halves).
+const GPRC: u32 = 0x4074;
+const GPTC: u32 = 0x4080;
+const GORCL: u32 = 0x4088;
+const GORCH: u32 = 0x408C;
+const GOTCL: u32 = 0x4090;
+const GOTCH: u32 = 0x4094;
 /// MRQC: multiple receive queues by RSS.
 const MRQC_RSS: u32 = 0b010;
 /// Receive queue `n`'s registers start here, 0x40 apart.
@@ -154,12 +162,20 @@ impl Family for Igb {
 
     fn read_counters(&self, regs: &dyn Registers, queue: u16) -> HardwareCounters {
         let at = RX_QUEUE_BASE + QUEUE_STRIDE * u32::from(queue);
-        let mut rx_missed = u64::from(regs.read(at + RQDPC));
-        if queue == 0 {
-            // Device-wide: frames missed for want of room in the receive FIFO.
-            rx_missed += u64::from(regs.read(MPC));
+        let rx_missed = u64::from(regs.read(at + RQDPC));
+        if queue != 0 {
+            return HardwareCounters { rx_missed, ..HardwareCounters::default() };
         }
-        HardwareCounters { rx_missed }
+        // The 82576 counts good frames and octets for the whole port (its
+        // per-pool counters are for virtual functions): queue 0 reads them.
+        HardwareCounters {
+            // Frames missed for want of room in the receive FIFO.
+            rx_missed: rx_missed + u64::from(regs.read(MPC)),
+            rx_packets: u64::from(regs.read(GPRC)),
+            rx_bytes: read_split_counter(regs, GORCL, GORCH),
+            tx_packets: u64::from(regs.read(GPTC)),
+            tx_bytes: read_split_counter(regs, GOTCL, GOTCH),
+        }
     }
 }
 
@@ -201,5 +217,35 @@ mod tests {
         regs.write(RAL0, 0x1200_5452);
         regs.write(RAH0, 0x8000_5634);
         assert_eq!(Igb.mac_address(&regs), [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+    }
+
+    #[test]
+    fn queue_0_reads_the_port_s_good_frame_counters_and_other_queues_their_drops() {
+        let regs = ModelRegisters::default();
+        for (offset, value) in [
+            (0xC030, 3),
+            (0xC070, 4),
+            (MPC, 5),
+            (GPRC, 100),
+            (GPTC, 90),
+            (GORCL, 0xFFFF_FFF0),
+            (GORCH, 2),
+            (GOTCL, 7_000),
+            (GOTCH, 0),
+        ] {
+            regs.write(offset, value);
+        }
+        let queue_0 = Igb.read_counters(&regs, 0);
+        assert_eq!(
+            queue_0,
+            HardwareCounters {
+                rx_missed: 3 + 5,
+                rx_packets: 100,
+                rx_bytes: (2 << 32) | 0xFFFF_FFF0,
+                tx_packets: 90,
+                tx_bytes: 7_000
+            }
+        );
+        assert_eq!(Igb.read_counters(&regs, 1), HardwareCounters { rx_missed: 4, ..HardwareCounters::default() });
     }
 }

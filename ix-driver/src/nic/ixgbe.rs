@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::rss::RedirectionTable;
 
 use super::family::{
-    Family, HardwareCounters, MRQC_HASH_IPV4_TCP_UDP, QUEUE_STRIDE, clear_multicast_table, program_rss, ring_registers,
-    station_address,
+    Family, HardwareCounters, MRQC_HASH_IPV4_TCP_UDP, QUEUE_STRIDE, clear_multicast_table, program_rss,
+    read_split_counter, ring_registers, station_address,
 };
 use super::regs::{Registers, RingRegisters, poll_register};
 
@@ -66,6 +66,21 @@ const SRRCTL_DESCTYPE_ADVANCED_ONE_BUFFER: u32 = 0b001 << 25;
 const SRRCTL_DROP_EN: u32 = 1 << 28;
 /// Per-queue receive drop counters, 0x40 apart from here.
 const QPRDC_BASE: u32 = 0x1430;
+/// Per-statistics-set counters (sixteen sets): received packets and octets
+/// (low, high) 0x40 apart, transmitted packets 0x40 apart, transmitted octets
+/// (low, high) 8 apart. Clear on read.
+const QPRC_BASE: u32 = 0x1030;
+const QBRC_L_BASE: u32 = 0x1034;
+const QBRC_H_BASE: u32 = 0x1038;
+const QPTC_BASE: u32 = 0x6030;
+const QBTC_L_BASE: u32 = 0x8700;
+const QBTC_H_BASE: u32 = 0x8704;
+/// Receive and transmit queue-to-statistics mapping: one register per four
+/// queues, a byte each naming the statistics set.
+const RQSMR_BASE: u32 = 0x2300;
+const TQSM_BASE: u32 = 0x8600;
+/// Statistics sets the device has.
+const STATISTICS_SETS: u16 = 16;
 /// TXDCTL thresholds: prefetch 36, host 8, write-back 4 descriptors.
 const TXDCTL_THRESHOLDS: u32 = 36 | (8 << 8) | (4 << 16);
 const TXDCTL_THRESHOLDS_MASK: u32 = 0x7F | (0x7F << 8) | (0x7F << 16);
@@ -165,12 +180,29 @@ impl Family for Ixgbe {
         regs.write(control, (regs.read(control) & !TXDCTL_THRESHOLDS_MASK) | TXDCTL_THRESHOLDS);
     }
 
+    fn map_queue_statistics(&self, regs: &dyn Registers, queues: u16) {
+        // Every queue maps to set 0 after reset: queue n to set n instead.
+        for first in (0..queues.min(STATISTICS_SETS)).step_by(4) {
+            let sets = u32::from_le_bytes([0, 1, 2, 3].map(|k| (first + k) as u8));
+            let register = 4 * u32::from(first / 4);
+            regs.write(RQSMR_BASE + register, sets);
+            regs.write(TQSM_BASE + register, sets);
+        }
+    }
+
     fn read_counters(&self, regs: &dyn Registers, queue: u16) -> HardwareCounters {
-        let mut rx_missed = u64::from(regs.read(QPRDC_BASE + QUEUE_STRIDE * u32::from(queue)));
+        let q = u32::from(queue);
+        let mut rx_missed = u64::from(regs.read(QPRDC_BASE + QUEUE_STRIDE * q));
         if queue == 0 {
             rx_missed += (0..MPC_REGISTERS).map(|i| u64::from(regs.read(MPC_BASE + 4 * i))).sum::<u64>();
         }
-        HardwareCounters { rx_missed }
+        HardwareCounters {
+            rx_missed,
+            rx_packets: u64::from(regs.read(QPRC_BASE + QUEUE_STRIDE * q)),
+            rx_bytes: read_split_counter(regs, QBRC_L_BASE + QUEUE_STRIDE * q, QBRC_H_BASE + QUEUE_STRIDE * q),
+            tx_packets: u64::from(regs.read(QPTC_BASE + QUEUE_STRIDE * q)),
+            tx_bytes: read_split_counter(regs, QBTC_L_BASE + 8 * q, QBTC_H_BASE + 8 * q),
+        }
     }
 }
 
@@ -216,5 +248,37 @@ mod tests {
         let regs = ModelRegisters::default();
         Ixgbe.configure_rx_queue(&regs, 2);
         assert_eq!(regs.read(0x1094), 2 | (1 << 25) | (1 << 28), "2 KiB, advanced one buffer, drop when empty");
+    }
+
+    #[test]
+    fn each_queue_counts_in_its_own_statistics_set() {
+        let regs = ModelRegisters::default();
+        Ixgbe.map_queue_statistics(&regs, 6);
+        assert_eq!(regs.read(0x2300), 0x0302_0100, "queues 0-3 to sets 0-3");
+        assert_eq!(regs.read(0x2304), 0x0706_0504, "queues 4-7 to sets 4-7");
+        assert_eq!(regs.read(0x8600), 0x0302_0100);
+        assert_eq!(regs.read(0x8604), 0x0706_0504);
+        assert_eq!(regs.read(0x2308), 0, "no mapping past the queues in use");
+        for (offset, value) in [
+            (0x1030 + 0x40 * 5, 11),
+            (0x1034 + 0x40 * 5, 1_500),
+            (0x1038 + 0x40 * 5, 1),
+            (0x6030 + 0x40 * 5, 12),
+            (0x8700 + 8 * 5, 2_000),
+            (0x8704 + 8 * 5, 0),
+            (0x1430 + 0x40 * 5, 2),
+        ] {
+            regs.write(offset, value);
+        }
+        assert_eq!(
+            Ixgbe.read_counters(&regs, 5),
+            HardwareCounters {
+                rx_missed: 2,
+                rx_packets: 11,
+                rx_bytes: (1 << 32) | 1_500,
+                tx_packets: 12,
+                tx_bytes: 2_000
+            }
+        );
     }
 }

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use regs::Registers;
+use regs::RingRegisters;
 
 use crate::error::DriverError;
 use crate::pool::{PacketBuf, PacketPool};
@@ -60,8 +61,9 @@ pub const POOL_IOVA_OFFSET: u64 = 1 << 31;
 pub const MAX_FRAME_BYTES: usize = 1514;
 /// How long [`NicDevice::open`] waits for the link after auto-negotiation.
 const LINK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Receive bursts between two reads of the hardware drop counters.
-const COUNTER_READ_BURSTS: u32 = 4096;
+/// Receive bursts between two reads of the hardware statistics registers
+/// (a handful of register reads: well under 1% of a burst loop even at 512).
+const COUNTER_READ_BURSTS: u32 = 512;
 
 /// The NIC family a backend drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,23 +97,28 @@ pub struct NicConfig {
     pub family: NicFamily,
     /// PCI address, `DDDD:BB:DD.F`.
     pub address: String,
-    /// Queues, one per core; the runtime's core count when `None`.
+    /// Hardware queues: the core count, or a multiple of it, each core then
+    /// polling several queues that all receive into its one region (core `c`
+    /// owns queues `c`, `c + cores`, `c + 2 cores`...); the runtime's core
+    /// count when `None`.
     pub queues: Option<u16>,
     /// Huge pages for the pools.
     pub huge_pages: HugePages,
 }
 
 impl NicConfig {
-    /// The queue count for a runtime of `cores` cores.
+    /// The hardware queue count for a runtime of `cores` cores.
     ///
     /// # Errors
-    /// [`DriverError::Config`] when `queues=` differs from the core count.
+    /// [`DriverError::Config`] when `queues=` is not a multiple of the core
+    /// count (each core owns the same number of queues).
     pub fn queue_count(&self, cores: usize) -> Result<u16, DriverError> {
         let cores = u16::try_from(cores).map_err(|_| DriverError::Config(format!("{cores} cores is too many")))?;
         let queues = self.queues.unwrap_or(cores);
-        if queues != cores {
+        if cores == 0 || queues < cores || queues % cores != 0 {
             return Err(DriverError::Config(format!(
-                "{}:{}: queues={queues} but the runtime has {cores} core(s): each core owns one queue",
+                "{}:{}: queues={queues} but the runtime has {cores} core(s): each core owns the same number of \
+                 queues, so queues= must be a multiple of the core count",
                 self.family.name(),
                 self.address
             )));
@@ -206,18 +213,23 @@ impl Shared {
 #[derive(Debug)]
 pub struct NicDevice {
     shared: Arc<Shared>,
+    /// Cores that took their queues.
     taken: Vec<bool>,
+    /// Hardware queues the device was opened for.
+    queues: u16,
 }
 
 impl NicDevice {
-    /// Opens the NIC of `config` for `queues` queues and starts it.
+    /// Opens the NIC of `config` for `queues` hardware queues shared out to
+    /// `cores` cores, and starts it.
     ///
     /// # Errors
     /// The set-up errors of VFIO, one line each with what to do (see
     /// `vfio::VfioDevice::open`); [`DriverError::Config`] for more queues than
-    /// the family spreads over; [`DriverError::DeviceFailed`] when the NIC does
-    /// not reset or its PHY does not answer.
-    pub fn open(config: &NicConfig, queues: u16) -> Result<Self, DriverError> {
+    /// the family spreads over, or a queue count that is not a multiple of
+    /// `cores`; [`DriverError::DeviceFailed`] when the NIC does not reset or
+    /// its PHY does not answer.
+    pub fn open(config: &NicConfig, queues: u16, cores: u16) -> Result<Self, DriverError> {
         let family = config.family.registers();
         if queues == 0 || queues > family.max_queues() {
             return Err(DriverError::Config(format!(
@@ -225,6 +237,12 @@ impl NicDevice {
                 config.address,
                 family.name(),
                 family.max_queues()
+            )));
+        }
+        if cores == 0 || queues % cores != 0 {
+            return Err(DriverError::Config(format!(
+                "{}: {queues} queues cannot be shared equally by {cores} core(s)",
+                config.address
             )));
         }
         let vfio = VfioDevice::open(&config.address, family.name())?;
@@ -244,9 +262,11 @@ impl NicDevice {
         }
         let table = RedirectionTable::new(family.reta_entries(), queues)?;
         family.configure(regs, &RSS_DEFAULT_KEY, &table);
+        family.map_queue_statistics(regs, queues);
         let mac = family.mac_address(regs);
         tracing::info!(address = %config.address, family = family.name(), queues, mac = ?mac, "NIC started");
-        Ok(Self { shared: Arc::new(Shared { vfio, family, mac, table }), taken: vec![false; usize::from(queues)] })
+        let shared = Arc::new(Shared { vfio, family, mac, table });
+        Ok(Self { shared, taken: vec![false; usize::from(cores)], queues })
     }
 
     /// The station address the NIC loaded from its EEPROM.
@@ -260,22 +280,36 @@ impl NicDevice {
         (Toeplitz::new(RSS_DEFAULT_KEY), self.shared.table.clone())
     }
 
-    /// Takes queue `index`, to be moved to its core and built there with
-    /// [`NicQueue::new`].
+    /// Takes the queues of core `core`, to be moved to it and built there
+    /// with [`NicQueue::new`]: hardware queues `core`, `core + cores`, ...
     ///
     /// # Errors
-    /// [`DriverError::Config`] when `index` is out of range or already taken.
-    pub fn take_queue(&mut self, index: u16) -> Result<NicQueueSource, DriverError> {
-        let queues = self.taken.len();
+    /// [`DriverError::Config`] when `core` is out of range or already took them.
+    pub fn take_queue(&mut self, core: u16) -> Result<NicQueueSource, DriverError> {
+        let cores = self.taken.len() as u16;
         let slot = self
             .taken
-            .get_mut(usize::from(index))
-            .ok_or_else(|| DriverError::Config(format!("the NIC was opened for {queues} queues: no queue {index}")))?;
+            .get_mut(usize::from(core))
+            .ok_or_else(|| DriverError::Config(format!("the NIC was opened for {cores} cores: no core {core}")))?;
         if std::mem::replace(slot, true) {
-            return Err(DriverError::Config(format!("queue {index} of the NIC was already taken")));
+            return Err(DriverError::Config(format!("the queues of core {core} were already taken")));
         }
-        Ok(NicQueueSource { shared: self.shared.clone(), index })
+        let hardware = core_queues(core, cores, self.queues);
+        Ok(NicQueueSource { shared: self.shared.clone(), index: core, hardware })
     }
+}
+
+/// The hardware queues core `core` of `cores` owns among `queues`: every
+/// `cores`-th from `core`, so that a redirection table spreading entries over
+/// the queues in turn spreads them over the cores in turn too.
+fn core_queues(core: u16, cores: u16, queues: u16) -> Vec<u16> {
+    (core..queues).step_by(usize::from(cores.max(1))).collect()
+}
+
+/// The core that owns hardware queue `queue` when `cores` cores share them
+/// (see [`NicDevice::take_queue`]).
+pub fn queue_owner(queue: u16, cores: u16) -> u16 {
+    queue % cores.max(1)
 }
 
 /// One queue of a [`NicDevice`] on its way to its core. `Send`, unlike
@@ -283,26 +317,42 @@ impl NicDevice {
 #[derive(Debug)]
 pub struct NicQueueSource {
     shared: Arc<Shared>,
+    /// The core.
     index: u16,
+    /// Its hardware queues, the first of which transmits.
+    hardware: Vec<u16>,
 }
 
 impl NicQueueSource {
-    /// The queue's index on the NIC.
+    /// The core these queues belong to (its first hardware queue has the same
+    /// index).
     pub fn index(&self) -> u16 {
         self.index
     }
+
+    /// The hardware queues the core polls.
+    pub fn hardware_queues(&self) -> &[u16] {
+        &self.hardware
+    }
 }
 
-/// The IOVA window of queue `index`.
+/// The IOVA window of core `index`'s queues: their rings from its start, its
+/// pool region at [`POOL_IOVA_OFFSET`].
 fn iova_window(index: u16) -> u64 {
     (u64::from(index) + 1) << 32
 }
 
-/// One queue pair of the NIC, owned by one core: the device DMAs received
-/// frames straight into the core's pool and sends frames from where they sit.
+/// One core's queues of the NIC: one or more receive rings (one per hardware
+/// queue it owns) and one transmit ring, all in the core's IOVA window. The
+/// device DMAs received frames straight into the core's pool and sends frames
+/// from where they sit.
 #[derive(Debug)]
 pub struct NicQueue {
-    rx: RxRing,
+    /// Receive rings with their hardware queue, polled in turn.
+    rx: Vec<(u16, RxRing)>,
+    /// The ring the next burst polls first.
+    next_rx: usize,
+    /// The transmit ring, on the core's first hardware queue.
     tx: TxRing,
     pool: PacketPool,
     shared: Arc<Shared>,
@@ -311,25 +361,33 @@ pub struct NicQueue {
     bursts_since_counters: Cell<u32>,
     /// IOVA ranges mapped for this queue, unmapped on drop.
     mappings: Vec<(u64, usize)>,
+    /// Rings enabled on the device, disabled on drop.
+    enabled: Vec<RingRegisters>,
 }
 
 impl NicQueue {
-    /// Maps `pool`'s region and the queue's rings into the IOMMU, fills the
-    /// receive ring and enables both rings.
+    /// Maps `pool`'s region and the core's rings into the IOMMU, fills the
+    /// receive rings and enables them and the transmit ring.
     ///
     /// # Errors
-    /// [`DriverError::Config`] for a pool too small for the receive ring or too
-    /// large for the IOVA window; [`DriverError::Os`] when the IOMMU refuses a
-    /// mapping (commonly `RLIMIT_MEMLOCK` for a non-root user: raise it with
-    /// `ulimit -l`); [`DriverError::DeviceFailed`] when a ring does not enable.
+    /// [`DriverError::Config`] for a pool too small for the receive rings or
+    /// too large for the IOVA window; [`DriverError::Os`] when the IOMMU
+    /// refuses a mapping (commonly `RLIMIT_MEMLOCK` for a non-root user: raise
+    /// it with `ulimit -l`); [`DriverError::DeviceFailed`] when a ring does not
+    /// enable.
     pub fn new(source: NicQueueSource, pool: PacketPool) -> Result<Self, DriverError> {
-        let NicQueueSource { shared, index } = source;
-        if pool.capacity() <= 2 * u32::from(RX_RING_DESCS) {
+        let NicQueueSource { shared, index, hardware } = source;
+        let Some(&tx_queue) = hardware.first() else {
+            return Err(DriverError::Config(format!("core {index} owns no queue of the NIC")));
+        };
+        let rx_descriptors = u32::from(RX_RING_DESCS) * hardware.len() as u32;
+        if pool.capacity() <= 2 * rx_descriptors {
             return Err(DriverError::Config(format!(
-                "a pool of {} frames is too small for a {}-descriptor receive ring: use at least {}",
+                "a pool of {} frames is too small for {} receive ring(s) of {} descriptors: use at least {}",
                 pool.capacity(),
+                hardware.len(),
                 RX_RING_DESCS,
-                4 * u32::from(RX_RING_DESCS)
+                4 * rx_descriptors
             )));
         }
         let region_len = pool.region().len();
@@ -339,39 +397,61 @@ impl NicQueue {
             )));
         }
         let window = iova_window(index);
-        let rx_ring = DescriptorRing::new(RX_RING_DESCS)?;
-        let tx_ring = DescriptorRing::new(TX_RING_DESCS)?;
-        let tx_ring_iova = window + rx_ring.memory().len() as u64;
         let pool_iova = window + POOL_IOVA_OFFSET;
+        let family = shared.family;
+        let rx = hardware
+            .iter()
+            .map(|&q| Ok((q, RxRing::new(DescriptorRing::new(RX_RING_DESCS)?, family.rx_ring(q).tail, pool_iova))))
+            .collect::<Result<Vec<_>, DriverError>>()?;
+        let tx_ring = DescriptorRing::new(TX_RING_DESCS)?;
         let mut queue = Self {
-            rx: RxRing::new(rx_ring, shared.family.rx_ring(index).tail, pool_iova),
-            tx: TxRing::new(tx_ring, shared.family.tx_ring(index).tail, pool_iova, MAX_FRAME_BYTES),
+            rx,
+            next_rx: 0,
+            tx: TxRing::new(tx_ring, family.tx_ring(tx_queue).tail, pool_iova, MAX_FRAME_BYTES),
             pool,
             shared,
             index,
             stats: QueueStats::default(),
             bursts_since_counters: Cell::new(0),
-            mappings: Vec::with_capacity(3),
+            mappings: Vec::with_capacity(hardware.len() + 2),
+            enabled: Vec::with_capacity(hardware.len() + 1),
         };
-        // Each mapping is recorded as soon as it exists, so a failure below
-        // unmaps what was mapped (in Drop).
-        let rx_memory = (queue.rx.ring().memory().rw_base(), queue.rx.ring().memory().len());
+        // Each mapping and ring is recorded as soon as it exists, so a failure
+        // below undoes what was done (in Drop). Rings sit one after the other
+        // from the window's start: the receive rings, then the transmit ring.
+        let mut next_iova = window;
+        let mut rx_iovas = Vec::with_capacity(queue.rx.len());
+        for i in 0..queue.rx.len() {
+            let memory = queue.rx[i].1.ring().memory();
+            let (base, len) = (memory.rw_base(), memory.len());
+            queue.map(base, next_iova, len)?;
+            rx_iovas.push(next_iova);
+            next_iova += len as u64;
+        }
+        let tx_ring_iova = next_iova;
         let tx_memory = (queue.tx.ring().memory().rw_base(), queue.tx.ring().memory().len());
-        let pool_memory = queue.pool.region().rw_base();
-        queue.map(rx_memory.0, window, rx_memory.1)?;
         queue.map(tx_memory.0, tx_ring_iova, tx_memory.1)?;
+        let pool_memory = queue.pool.region().rw_base();
         queue.map(pool_memory, pool_iova, region_len)?;
-        let (family, regs) = (queue.shared.family, queue.shared.regs());
-        family.configure_rx_queue(regs, index);
-        enable_ring(regs, family.rx_ring(index), window, queue.rx.ring().bytes())
+        let regs = queue.shared.regs();
+        for (i, &iova) in rx_iovas.iter().enumerate() {
+            let hardware_queue = queue.rx[i].0;
+            family.configure_rx_queue(regs, hardware_queue);
+            let ring = family.rx_ring(hardware_queue);
+            queue.enabled.push(ring);
+            enable_ring(regs, ring, iova, queue.rx[i].1.ring().bytes()).map_err(|e| queue.shared.failed(e))?;
+        }
+        family.configure_tx_queue(regs, tx_queue);
+        queue.enabled.push(family.tx_ring(tx_queue));
+        enable_ring(regs, family.tx_ring(tx_queue), tx_ring_iova, queue.tx.ring().bytes())
             .map_err(|e| queue.shared.failed(e))?;
-        family.configure_tx_queue(regs, index);
-        enable_ring(regs, family.tx_ring(index), tx_ring_iova, queue.tx.ring().bytes())
-            .map_err(|e| queue.shared.failed(e))?;
-        queue.rx.replenish(regs, &queue.pool, &mut queue.stats);
-        // Start the hardware counters from zero.
-        family.read_counters(regs, index);
-        tracing::debug!(queue = index, posted = queue.rx.posted(), "NIC queue enabled");
+        for (hardware_queue, ring) in &mut queue.rx {
+            ring.replenish(regs, &queue.pool, &mut queue.stats);
+            // Start the hardware counters from zero.
+            family.read_counters(regs, *hardware_queue);
+        }
+        let posted: Vec<u16> = queue.rx.iter().map(|(_, ring)| ring.posted()).collect();
+        tracing::debug!(core = index, queues = ?hardware, ?posted, "NIC queues enabled");
         Ok(queue)
     }
 
@@ -382,15 +462,32 @@ impl NicQueue {
     }
 
     fn read_hardware_counters(&mut self) {
-        let counters = self.shared.family.read_counters(self.shared.regs(), self.index);
-        self.stats.rx_drops += counters.rx_missed;
+        for &(hardware_queue, _) in &self.rx {
+            let counters = self.shared.family.read_counters(self.shared.regs(), hardware_queue);
+            self.stats.rx_drops += counters.rx_missed;
+            self.stats.hw_rx_packets += counters.rx_packets;
+            self.stats.hw_rx_bytes += counters.rx_bytes;
+            self.stats.hw_tx_packets += counters.tx_packets;
+            self.stats.hw_tx_bytes += counters.tx_bytes;
+        }
     }
 }
 
 impl NetQueue for NicQueue {
     fn rx_burst(&mut self, batch: &mut Vec<PacketBuf>, max: usize) -> usize {
         let regs = self.shared.vfio.bar0();
-        let got = self.rx.receive(regs, &self.pool, batch, max, &mut self.stats);
+        // Every ring in turn, the first one changing each burst, so that a
+        // busy ring cannot starve the others of the burst's room.
+        let rings = self.rx.len();
+        let mut got = 0;
+        for k in 0..rings {
+            if got >= max {
+                break;
+            }
+            let (_, ring) = &mut self.rx[(self.next_rx + k) % rings];
+            got += ring.receive(regs, &self.pool, batch, max - got, &mut self.stats);
+        }
+        self.next_rx = (self.next_rx + 1) % rings;
         if got == 0 {
             self.stats.empty_polls += 1;
         }
@@ -435,10 +532,11 @@ impl NetQueue for NicQueue {
 
 impl Drop for NicQueue {
     fn drop(&mut self) {
-        let (family, regs) = (self.shared.family, self.shared.regs());
+        let regs = self.shared.regs();
         // The device stops using the rings and buffers before their memory goes.
-        disable_ring(regs, family.rx_ring(self.index));
-        disable_ring(regs, family.tx_ring(self.index));
+        for &ring in &self.enabled {
+            disable_ring(regs, ring);
+        }
         for &(iova, len) in &self.mappings {
             self.shared.vfio.unmap_dma(iova, len);
         }
@@ -456,7 +554,11 @@ mod tests {
         assert_eq!(config.address, "0000:00:05.0");
         assert_eq!(config.queues, Some(2));
         assert_eq!(config.queue_count(2).unwrap(), 2);
-        assert!(config.queue_count(1).is_err());
+        assert_eq!(config.queue_count(1).unwrap(), 2, "one core may own both queues");
+        assert!(config.queue_count(4).is_err(), "fewer queues than cores");
+        let config: NicConfig = "ixgbe:00:05.0,queues=6".parse().unwrap();
+        assert_eq!(config.queue_count(3).unwrap(), 6);
+        assert!(config.queue_count(4).is_err(), "6 queues cannot be shared equally by 4 cores");
         let config: NicConfig = "ixgbe:0000:3B:00.1,hugepages=require".parse().unwrap();
         assert_eq!((config.family, config.address.as_str()), (NicFamily::Ixgbe, "0000:3b:00.1"));
         assert_eq!(config.huge_pages, HugePages::Require);
@@ -489,5 +591,21 @@ mod tests {
             let rings = (usize::from(RX_RING_DESCS) + usize::from(TX_RING_DESCS)) * ring::DESCRIPTOR_BYTES;
             assert!(rings as u64 <= POOL_IOVA_OFFSET);
         }
+    }
+
+    #[test]
+    fn each_core_owns_every_cores_th_queue_and_the_table_spreads_over_cores_in_turn() {
+        assert_eq!(core_queues(0, 2, 8), [0, 2, 4, 6]);
+        assert_eq!(core_queues(1, 2, 8), [1, 3, 5, 7]);
+        assert_eq!(core_queues(2, 3, 6), [2, 5]);
+        assert_eq!(core_queues(0, 1, 4), [0, 1, 2, 3]);
+        for queue in 0..8 {
+            let owner = queue_owner(queue, 2);
+            assert!(core_queues(owner, 2, 8).contains(&queue), "queue {queue} owned by core {owner}");
+        }
+        // A table over 8 queues names each core as often as a table over 2.
+        let table = RedirectionTable::new(128, 8).unwrap();
+        let on_core_1 = (0..table.len()).filter(|&e| queue_owner(table.queue(e), 2) == 1).count();
+        assert_eq!(on_core_1, 64);
     }
 }

@@ -525,15 +525,15 @@ impl Conn {
     }
 
     /// Payload bytes the next data segment may carry: the peer's MSS less the
-    /// options it will carry now (timestamps, and SACK blocks while data is
-    /// held out of order).
+    /// options it will carry now (timestamps, SACK blocks while data is held
+    /// out of order, a D-SACK after a duplicate).
     fn segment_payload_limit(&self) -> usize {
         let mut opts = TcpOptions::default();
         if self.ts_enabled {
             opts.timestamps = Some((0, 0));
         }
-        if self.sack_enabled && !self.ooo.is_empty() {
-            opts.sack_count = self.sack_blocks.blocks().len().min(4) as u8;
+        if self.sack_enabled {
+            opts.sack_count = self.sack_blocks.report(!self.ooo.is_empty()).1 as u8;
         }
         self.send_mss - opts.emitted_len()
     }
@@ -796,6 +796,10 @@ impl Conn {
             // two sides that both retransmitted from behind each other's RCV.NXT
             // would drop each other's acknowledgements forever).
             let old = (seq + seg_len) - self.rcv_nxt <= 0 && self.rcv_nxt - seq <= self.max_rcv_span();
+            if old && data_len > 0 {
+                stats.duplicate_segments += 1;
+                self.note_duplicate(seq.0, (seq + data_len).0);
+            }
             if old
                 && flags.contains(TcpFlags::ACK)
                 && !flags.contains(TcpFlags::SYN)
@@ -986,6 +990,10 @@ impl Conn {
         }
         if self.sack_enabled && self.state.synchronized() && self.snd_max > self.snd_una {
             self.detect_losses(&delivery, now, stats);
+            if self.in_recovery && newly_sacked > 0 {
+                // The ACK clock runs: the probe waits for it to stop.
+                self.arm_tail_loss_probe(now);
+            }
         }
 
         // Window update (RFC 9293 §3.10.7.4: SND.WL1 / SND.WL2 rule).
@@ -1292,9 +1300,11 @@ impl Conn {
         let mut seq = seq;
         if seq < self.rcv_nxt {
             let dup = (self.rcv_nxt - seq) as usize;
+            // RFC 2883 §4: the part received before goes in a D-SACK.
+            self.note_duplicate(seq.0, (seq + dup.min(data.len())).0);
+            self.ack_now = true;
             if dup >= data.len() {
                 stats.duplicate_segments += 1;
-                self.ack_now = true;
                 return;
             }
             data.advance(dup);
@@ -1356,10 +1366,23 @@ impl Conn {
             match self.ooo.insert(seq.0, data.clone(), self.rcv_nxt.0, wnd_end.0) {
                 InsertOutcome::Stored { .. } => self.sack_blocks.on_segment(seq.0, end.0, self.ooo.ranges()),
                 InsertOutcome::Full => stats.ooo_queue_full += 1,
-                InsertOutcome::Duplicate => stats.duplicate_segments += 1,
+                InsertOutcome::Duplicate => {
+                    // RFC 2883 §4.1.2: the D-SACK first, then the block holding it.
+                    stats.duplicate_segments += 1;
+                    self.note_duplicate(seq.0, end.0);
+                    self.sack_blocks.on_segment(seq.0, end.0, self.ooo.ranges());
+                }
                 InsertOutcome::OutsideWindow => stats.beyond_window_bytes += data.len() as u64,
             }
             self.ack_now = true;
+        }
+    }
+
+    /// `[start, end)` arrived twice: a SACK peer hears of it in a D-SACK
+    /// block on the next ACK (RFC 2883).
+    fn note_duplicate(&mut self, start: u32, end: u32) {
+        if self.sack_enabled {
+            self.sack_blocks.on_duplicate(start, end);
         }
     }
 
@@ -1662,11 +1685,10 @@ impl Conn {
         if (self.in_recovery || self.rto_recovery) && self.sack_enabled {
             sent_any |= self.retransmit_lost(now, sink, stats);
         }
-        let sent_new = self.send_new_data(now, sink, stats);
-        if sent_new && self.tlp_probe.is_none() {
+        sent_any |= self.send_new_data(now, sink, stats);
+        if sent_any && self.tlp_probe.is_none() {
             self.arm_tail_loss_probe(now);
         }
-        sent_any |= sent_new;
         if self.tlp_pending {
             self.tlp_pending = false;
             sent_any |= self.send_tail_loss_probe(now, sink, stats);
@@ -1680,7 +1702,7 @@ impl Conn {
             // peer may already hold everything up to SND.MAX.
             let repr = self.header(now, self.snd_max, TcpFlags::ACK, true);
             if sink.segment(&self.tuple, &repr, 0, &mut |_| {}) {
-                self.after_ack_sent();
+                self.after_ack_sent(stats);
                 stats.acks_sent += 1;
             }
         }
@@ -1715,7 +1737,7 @@ impl Conn {
             if self.rto_deadline.is_none() {
                 self.arm_rto(now);
             }
-            self.after_ack_sent();
+            self.after_ack_sent(stats);
             stats.segments_sent += 1;
         }
     }
@@ -1732,10 +1754,9 @@ impl Conn {
         if self.ts_enabled {
             options.timestamps = Some((self.ts_now(now), self.ts_recent));
         }
-        if self.sack_enabled && !self.ooo.is_empty() && flags.contains(TcpFlags::ACK) {
-            let blocks = self.sack_blocks.blocks();
-            let n = blocks.len().min(options.sack_blocks.len());
-            options.sack_blocks[..n].copy_from_slice(&blocks[..n]);
+        if self.sack_enabled && flags.contains(TcpFlags::ACK) {
+            let (blocks, n) = self.sack_blocks.report(!self.ooo.is_empty());
+            options.sack_blocks = blocks;
             options.sack_count = n as u8;
         }
         TcpRepr {
@@ -1755,7 +1776,10 @@ impl Conn {
         ((now.as_micros() / TS_TICK_MICROS) as u32).wrapping_add(self.ts_offset)
     }
 
-    fn after_ack_sent(&mut self) {
+    fn after_ack_sent(&mut self, stats: &mut TcpStats) {
+        if self.sack_blocks.on_reported() {
+            stats.dsacks_sent += 1;
+        }
         self.ack_now = false;
         self.unacked_segments = 0;
         self.delack_deadline = None;
@@ -1809,7 +1833,7 @@ impl Conn {
         if self.rto_deadline.is_none() {
             self.arm_rto(now);
         }
-        self.after_ack_sent();
+        self.after_ack_sent(stats);
         if fin && matches!(self.state, State::Established | State::SynReceived) {
             self.state = State::FinWait1;
         } else if fin && self.state == State::CloseWait {
@@ -1957,14 +1981,22 @@ impl Conn {
     }
 
     /// Schedules a tail loss probe at about two smoothed RTTs (RFC 8985
-    /// §7.2), unless a loss is being repaired, a probe is out, or the
-    /// retransmission timer would fire first.
+    /// §7.2), unless a timeout's retransmissions are under way, a probe is
+    /// out, or the retransmission timer would fire first.
+    ///
+    /// RFC 8985 §7.2 (and Linux) arm no probe during a fast recovery, trusting
+    /// the ACKs of the recovery's own transmissions to show RACK what else was
+    /// lost. When those ACKs are lost too, only the timeout is left: issue
+    /// #13's captures at 10% loss found most of the sender's timeouts there
+    /// (a Linux receiver answers a burst it takes from its socket backlog with
+    /// a single ACK, and that one was lost). So a probe is armed in recovery
+    /// as well: one segment restarts the ACK clock 2·SRTT after it stopped,
+    /// where the timeout would wait 200 ms and collapse the window.
     fn arm_tail_loss_probe(&mut self, now: Instant) {
         self.tlp_deadline = None;
         let usable = self.cfg.loss.detection == LossDetection::Rack
             && self.sack_enabled
             && self.state.synchronized()
-            && !self.in_recovery
             && !self.rto_recovery
             && self.tlp_probe.is_none()
             && self.snd_max > self.snd_una;

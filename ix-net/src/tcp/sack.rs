@@ -198,11 +198,14 @@ fn is_dsack(snd_una: u32, blocks: &[(u32, u32)]) -> bool {
 
 /// The receiver's SACK blocks (RFC 2018 §4): the block holding the most
 /// recently received segment first, then the blocks most recently reported
-/// before it, none repeated. Fixed size: no allocation.
+/// before it, none repeated; ahead of them, once, a D-SACK block for data
+/// received twice (RFC 2883). Fixed size: no allocation.
 #[derive(Debug, Clone, Default)]
 pub struct SackBlockList {
     blocks: [(u32, u32); SACK_BLOCKS_MAX],
     len: usize,
+    /// Data received twice since the last ACK went out (RFC 2883 §4).
+    duplicate: Option<(u32, u32)>,
 }
 
 impl SackBlockList {
@@ -217,9 +220,50 @@ impl SackBlockList {
         &self.blocks[..self.len]
     }
 
-    /// Forgets every block.
+    /// Forgets every block (a pending D-SACK stays: it is news of its own).
     pub fn clear(&mut self) {
         self.len = 0;
+    }
+
+    /// `[start, end)` arrived again (RFC 2883 §4): the next ACK reports it
+    /// first. A duplicate touching the one not yet reported extends it (a
+    /// retransmission of several segments is one D-SACK block, as in Linux's
+    /// `tcp_dsack_extend`); any other replaces it, since only one block can say
+    /// what was duplicated. Empty or inverted ranges are ignored.
+    pub fn on_duplicate(&mut self, start: u32, end: u32) {
+        if !seq_lt(start, end) {
+            return;
+        }
+        self.duplicate = Some(match self.duplicate {
+            Some((s, e)) if seq_le(start, e) && seq_le(s, end) => {
+                (if seq_lt(start, s) { start } else { s }, if seq_lt(e, end) { end } else { e })
+            }
+            _ => (start, end),
+        });
+    }
+
+    /// The blocks the next ACK carries, at most [`SACK_BLOCKS_MAX`] (the
+    /// emitter keeps what fits beside the other options): the pending D-SACK
+    /// first, then the SACK blocks when `holding` (data is held out of order).
+    pub fn report(&self, holding: bool) -> ([(u32, u32); SACK_BLOCKS_MAX], usize) {
+        let mut out = [(0, 0); SACK_BLOCKS_MAX];
+        let mut n = 0;
+        if let Some(dup) = self.duplicate {
+            out[0] = dup;
+            n = 1;
+        }
+        if holding {
+            let take = self.len.min(SACK_BLOCKS_MAX - n);
+            out[n..n + take].copy_from_slice(&self.blocks[..take]);
+            n += take;
+        }
+        (out, n)
+    }
+
+    /// An ACK carried the blocks of [`report`](Self::report): the D-SACK was
+    /// said, and is not repeated (RFC 2883 §4.1). Returns whether there was one.
+    pub fn on_reported(&mut self) -> bool {
+        self.duplicate.take().is_some()
     }
 
     /// A segment `[seg_start, seg_end)` arrived out of order; `held` are the
@@ -423,6 +467,27 @@ mod tests {
             // A repeat of an old block moves it to the front.
             list.on_segment(r(4).0, r(4).1, held.iter().copied());
             assert_eq!(list.blocks(), &[r(4), r(6), r(5), r(3)]);
+        }
+    }
+
+    #[test]
+    fn a_duplicate_is_reported_first_once_and_extended_while_unsent() {
+        for base in BASES {
+            let mut list = SackBlockList::new();
+            list.on_segment(at(base, 5), at(base, 6), [(at(base, 5), at(base, 6))]);
+            list.on_duplicate(at(base, 1), at(base, 2));
+            list.on_duplicate(at(base, 2), at(base, 3));
+            let (blocks, n) = list.report(true);
+            assert_eq!(&blocks[..n], &[(at(base, 1), at(base, 3)), (at(base, 5), at(base, 6))]);
+            assert_eq!(list.report(false).1, 1, "a D-SACK goes out with nothing held");
+            // A duplicate elsewhere replaces the unsent one.
+            list.on_duplicate(at(base, 8), at(base, 9));
+            assert_eq!(list.report(false).0[0], (at(base, 8), at(base, 9)));
+            list.on_reported();
+            let (blocks, n) = list.report(true);
+            assert_eq!(&blocks[..n], &[(at(base, 5), at(base, 6))]);
+            list.on_duplicate(at(base, 4), at(base, 4));
+            assert_eq!(list.report(false).1, 0, "an empty range is no duplicate");
         }
     }
 
