@@ -41,7 +41,17 @@ fn quick_mode_measures_every_server_and_writes_table_plots_and_json() {
     let _cleanup = Cleanup { root: root.clone(), prefix: prefix.clone(), out: out.clone() };
     let run = Command::new(env!("CARGO_BIN_EXE_ix-bench"))
         .current_dir(&root)
-        .args(["--quick", "--duration", "0.3", "--http-rates", "2000,8000", "--kv-rates", "2000,8000"])
+        .args([
+            "--quick",
+            "--duration",
+            "0.3",
+            "--http-rates",
+            "2000,8000",
+            "--kv-rates",
+            "2000,8000",
+            "--cost-rate",
+            "2000",
+        ])
         .args(["--prefix", &prefix, "--out"])
         .arg(&out)
         .output()
@@ -58,8 +68,9 @@ fn quick_mode_measures_every_server_and_writes_table_plots_and_json() {
         assert!(stderr.contains("falling back to the in-process comparison"), "no fallback reason printed");
     }
     let points = results["points"].as_array().unwrap();
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     let skipped = results["skipped"].as_array().unwrap();
-    for server in ["IxHttp", "TokioHttp", "Nginx", "IxKv", "TokioKv", "Memcached"] {
+    for server in ["IxHttp", "TokioHttp", "MonoioHttp", "Nginx", "IxKv", "TokioKv", "Memcached"] {
         let mine: Vec<&Value> = points.iter().filter(|p| p["server"] == server).collect();
         if mine.is_empty() {
             let reason = skipped.iter().find(|s| s["server"] == server).map(|s| s["reason"].to_string());
@@ -77,7 +88,6 @@ fn quick_mode_measures_every_server_and_writes_table_plots_and_json() {
             "{server} not in the table"
         );
     }
-    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     assert!(table.starts_with("| workload | server |"), "{table}");
     for workload in ["http", "kv"] {
         let measured = points.iter().any(|p| {
@@ -93,4 +103,12 @@ fn quick_mode_measures_every_server_and_writes_table_plots_and_json() {
         assert!(results["machine"][key].as_str().is_some_and(|s| !s.is_empty()), "machine.{key} missing");
     }
     assert!(points.iter().all(|p| !p["cpu"].as_array().unwrap().is_empty()), "per-core CPU load missing");
+    // Every point knows what disturbed it and what the server's threads used.
+    assert!(points.iter().all(|p| p["disturbance"]["steal_pct"].is_number() && p["server_cpu_secs"].is_number()));
+    // Each server has its CPU-per-request point and its search result per objective.
+    for row in results["table"].as_array().unwrap() {
+        assert!(row["cpu_us_per_request"]["value"]["median"].as_f64().is_some_and(|v| v > 0.0), "{row}");
+        assert_eq!(row["slas"].as_array().unwrap().len(), 2, "{row}");
+    }
+    assert!(table.contains("Procedure:"), "the table does not state its procedure");
 }

@@ -63,7 +63,7 @@ fn memcache_latency_matches_the_service_time_and_prefilled_gets_hit() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = TestServer::start(Behaviour::Memcache(Duration::from_millis(1)));
     let mut cfg = http(server.addr, 8, Mode::Open { rate: 200.0 }, 2.0);
-    let workload = MemcacheWorkload { get_ratio: 0.8, keys: 500, key_bytes: 20, value_bytes: 100 };
+    let workload = MemcacheWorkload::fixed(0.8, 500, 20, 100);
     cfg.workload = Workload::Memcache { workload, prefill: true };
     let report = run(&cfg);
     assert_eq!(report.protocol, "memcache");

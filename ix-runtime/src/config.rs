@@ -1,5 +1,5 @@
 //! The runtime's configuration: the [`Builder`] and its settings, checked
-//! into a [`Config`] before any core starts, and the [`IdlePolicy`].
+//! into a [`Config`] before any core starts.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -10,25 +10,7 @@ use ix_net::TcpConfig;
 use crate::backend::Backend;
 use crate::blocking::{BlockingConfig, BlockingPool};
 use crate::error::RuntimeError;
-
-/// What a core does when a round finds no work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdlePolicy {
-    /// Never block: lowest latency, one core always busy.
-    BusyPoll,
-    /// Spin for `spin_rounds` empty rounds, then block on the queue's and the
-    /// executor's descriptors until work or the next timer.
-    Adaptive {
-        /// Empty rounds before blocking.
-        spin_rounds: u32,
-    },
-}
-
-impl Default for IdlePolicy {
-    fn default() -> Self {
-        IdlePolicy::Adaptive { spin_rounds: 64 }
-    }
-}
+use crate::idle::IdlePolicy;
 
 /// Configures a [`Runtime`](crate::Runtime); [`Builder::build`] checks it.
 #[derive(Debug, Clone, Default)]
@@ -115,7 +97,8 @@ impl Builder {
         self
     }
 
-    /// Idle policy.
+    /// What a core does when a round finds no work (default: adaptive, with
+    /// a spin budget of [`IdlePolicy::DEFAULT_SPIN_US`]).
     pub fn idle(mut self, policy: IdlePolicy) -> Self {
         self.settings.idle = policy;
         self

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ix_driver::ixcp::core_board::current_thread_id;
 use ix_driver::ixcp::{CoreMode, CoreSample, CoreSlot};
 
-use crate::config::IdlePolicy;
+use crate::idle::IdlePolicy;
 use crate::core::Core;
 
 /// How often a core publishes its counters at most while it runs.

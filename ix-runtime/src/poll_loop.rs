@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use ix_driver::QueueStats;
 
-use crate::config::{IdlePolicy, Settings};
+use crate::config::Settings;
 use crate::core::Core;
 use crate::core_board_link::CoreBoardLink;
 use crate::executor::{Executor, JoinHandle};
+use crate::idle::IdleSpin;
 use crate::stats::LoopStats;
 
 /// Upper bound on one idle block, so that a shutdown request is seen quickly.
@@ -110,7 +111,7 @@ impl<Io: CoreIo> PollLoop<'_, Io> {
     /// Runs rounds until every core's first task finished (and nothing is
     /// left to transmit), or a graceful shutdown drained or timed out.
     pub(crate) fn run<T>(&mut self, root: &JoinHandle<T>, shutdown: &ShutdownRequests, running: &RunningCore<'_>) {
-        let mut empty_rounds = 0u32;
+        let mut idle = IdleSpin::new(self.settings.idle);
         let mut drain_deadline = None;
         loop {
             let worked = self.io.round(self.core, self.executor, &mut self.stats);
@@ -138,20 +139,17 @@ impl<Io: CoreIo> PollLoop<'_, Io> {
                 break;
             }
             if worked {
-                empty_rounds = 0;
+                idle.worked();
                 continue;
             }
             self.stats.empty_rounds += 1;
-            empty_rounds += 1;
-            let idle = match &mut self.board {
-                Some(board) => board.idle_policy(self.settings.idle),
-                None => self.settings.idle,
-            };
-            if let IdlePolicy::Adaptive { spin_rounds } = idle {
-                if empty_rounds > spin_rounds {
-                    self.block();
-                    empty_rounds = 0;
-                }
+            // Under ixcp the board says, each empty round, whether the core
+            // busy-polls or blocks as configured (see `core_board_link`).
+            if let Some(board) = &mut self.board {
+                idle.set_policy(board.idle_policy(self.settings.idle));
+            }
+            if idle.should_block(std::time::Instant::now()) {
+                self.block();
             }
         }
     }

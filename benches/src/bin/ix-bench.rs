@@ -9,11 +9,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use ix_benches::harness::machine::Disturbance;
 use ix_benches::harness::machine::Machine;
 use ix_benches::harness::network::{NETNS_CLIENT_IP, NETNS_PREFIX_LEN, Network};
-use ix_benches::harness::servers::{self, Programs, ServerKind, WorkloadKind};
-use ix_benches::harness::sweep::{self, Client, Plan, Point};
+use ix_benches::harness::search::{self, SearchPlan};
+use ix_benches::harness::servers::{self, IxSetup, Programs, ServerKind, WorkloadKind};
+use ix_benches::harness::sweep::{self, Client, Plan, Point, Purpose, Searched, Target};
 use ix_benches::harness::{plot, table};
+use ix_benches::loadgen::KvPreset;
+use ix_runtime::IdlePolicy;
 use serde::Serialize;
 
 /// Compares IX with tokio (the same hyper and KV services), nginx and
@@ -21,25 +25,67 @@ use serde::Serialize;
 #[derive(Debug, Parser)]
 #[command(name = "ix-bench", version)]
 struct Args {
-    /// A short sweep (3 rates, 1 s each): under 2 minutes.
+    /// A short run (one repetition, 3 rates and one bisection step, 1 s
+    /// each): under 2 minutes.
     #[arg(long)]
     quick: bool,
+    /// Rounds over all servers (default: 1 quick, 3 full).
+    #[arg(long)]
+    repetitions: Option<usize>,
     /// Where the table, the plots and the JSON go.
     #[arg(long, default_value = "results")]
     out: PathBuf,
-    /// Seconds measured per point (default: 1 quick, 5 full).
+    /// Seconds measured per point (default: 1 quick, 3 full).
     #[arg(long)]
     duration: Option<f64>,
-    /// Offered rates for the HTTP servers, comma-separated req/s.
+    /// The HTTP servers' search grid: offered rates tried in ascending order
+    /// until one is not kept up, comma-separated req/s.
     #[arg(long, value_delimiter = ',')]
     http_rates: Option<Vec<f64>>,
-    /// Offered rates for the KV servers, comma-separated req/s.
+    /// The KV servers' search grid.
     #[arg(long, value_delimiter = ',')]
     kv_rates: Option<Vec<f64>>,
+    /// The KV servers' mix: `etc` or `usr` (Facebook's pools as mutilate
+    /// models them); default 90% get of 16-byte keys and 32-byte values.
+    #[arg(long, value_enum)]
+    kv_workload: Option<KvPreset>,
+    /// Bisection steps per p99 objective after the grid (default: 1 quick, 3 full).
+    #[arg(long)]
+    bisect_steps: Option<u32>,
+    /// The offered rate at which each server's CPU per request is measured,
+    /// below every server's saturation (default: 10000 quick, 20000 full).
+    #[arg(long)]
+    cost_rate: Option<f64>,
+    /// The IX servers' idle policy in the search (`busy`, `adaptive[:US]`,
+    /// `block`); the CPU-per-request point always runs them with `block`.
+    #[arg(long, default_value_t = IdlePolicy::default())]
+    ix_idle: IdlePolicy,
+    /// Instead of the search: the unloaded latency of one closed-loop
+    /// connection (one small request at a time) against every server, the IX
+    /// servers once per policy of `--unloaded-idle`, with each one's CPU use.
+    #[arg(long)]
+    unloaded: bool,
+    /// The IX idle policies of `--unloaded`.
+    #[arg(long, value_delimiter = ',', default_value = "busy,adaptive:25,adaptive:50,adaptive:100,adaptive:200,block")]
+    unloaded_idle: Vec<IdlePolicy>,
+    /// Instead of the search: closed-loop throughput and p99 at each of these
+    /// connection counts (connection scalability), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    scaling: Option<Vec<usize>>,
+    /// Run a point again when other processes took more than this many CPUs during it.
+    #[arg(long, default_value_t = 0.25)]
+    max_others_cpus: f64,
+    /// ... or the host stole more than this share of the CPUs' time, percent.
+    #[arg(long, default_value_t = 5.0)]
+    max_steal_pct: f64,
+    /// Times a disturbed point is run again (default: 0 quick, to stay under two
+    /// minutes, where disturbed points are only counted; 2 full).
+    #[arg(long)]
+    max_reruns: Option<u32>,
     /// Connections the load generator opens.
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// Only these servers (comma-separated names: ix-http, tokio-http, nginx, ix-kv, tokio-kv, memcached).
+    /// Only these servers (comma-separated names, as in the table).
     #[arg(long, value_delimiter = ',')]
     servers: Option<Vec<String>>,
     /// The IX servers' backend (default: `xdp:PREFIX-s` on the test network,
@@ -76,7 +122,9 @@ struct Results {
     skipped: Vec<Skipped>,
     notes: Vec<String>,
     points: Vec<Point>,
+    searches: Vec<Searched>,
     table: Vec<table::Row>,
+    closed: Vec<table::ClosedRow>,
     elapsed_secs: f64,
 }
 
@@ -109,20 +157,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// The p99 objectives searched: the IX paper's 500 us, and 1 ms.
+const SLAS_US: [f64; 2] = [500.0, 1000.0];
+
 fn plan(args: &Args) -> Plan {
     let (rates, secs, warmup, keys) = if args.quick {
         (vec![5_000.0, 20_000.0, 40_000.0], 1.0, 0.5, 1_000)
     } else {
-        let r = [5, 10, 20, 40, 60, 80, 100, 120, 140, 160, 200].map(|k| f64::from(k) * 1000.0);
-        (r.to_vec(), 5.0, 1.0, 10_000)
+        let r = [10, 20, 40, 60, 80, 100, 120, 140, 160, 200].map(|k| f64::from(k) * 1000.0);
+        (r.to_vec(), 3.0, 1.0, 10_000)
+    };
+    let search = |grid: Option<&Vec<f64>>| SearchPlan {
+        grid: grid.cloned().unwrap_or_else(|| rates.clone()),
+        bisect_steps: args.bisect_steps.unwrap_or(if args.quick { 1 } else { 3 }),
+        slas_us: SLAS_US.to_vec(),
     };
     Plan {
-        http_rates: args.http_rates.clone().unwrap_or_else(|| rates.clone()),
-        kv_rates: args.kv_rates.clone().unwrap_or(rates),
+        http: search(args.http_rates.as_ref()),
+        kv: search(args.kv_rates.as_ref()),
+        repetitions: args.repetitions.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
         connections: args.connections,
+        closed_loop: false,
         warmup: Duration::from_secs_f64(warmup),
         duration: Duration::from_secs_f64(args.duration.unwrap_or(secs)),
         kv_keys: keys,
+        kv_workload: args.kv_workload,
+        cost_rate: args.cost_rate.unwrap_or(if args.quick { 10_000.0 } else { 20_000.0 }),
+        disturbance_limits: Disturbance { steal_pct: args.max_steal_pct, others_cpus: args.max_others_cpus },
+        max_reruns: args.max_reruns.unwrap_or(if args.quick { 0 } else { 2 }),
     }
 }
 
@@ -194,38 +256,55 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let plan = plan(args);
     std::fs::create_dir_all(args.out.join("runs")).with_context(|| format!("creating {}", args.out.display()))?;
     let wanted = |s: ServerKind| args.servers.as_ref().is_none_or(|names| names.iter().any(|n| n == s.name()));
-    let (mut points, mut skipped, mut notes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut points, mut searches, mut skipped, mut notes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut servers: Vec<ServerKind> = Vec::new();
     for server in ServerKind::ALL.into_iter().filter(|s| wanted(*s)) {
-        let prerequisite = match server {
-            ServerKind::Nginx => {
-                ok("nginx").then_some(()).ok_or("nginx is not installed (apt-get install nginx-light)")
-            }
-            ServerKind::Memcached => {
-                ok("memcached").then_some(()).ok_or("memcached is not installed (apt-get install memcached)")
-            }
-            ServerKind::IxHttp | ServerKind::TokioHttp => ok("ix-http").then_some(()).ok_or("ix-http is not built"),
-            ServerKind::IxKv | ServerKind::TokioKv => ok("ix-kv").then_some(()).ok_or("ix-kv is not built"),
-        };
-        if let Err(reason) = prerequisite {
+        let (check, reason) = server.prerequisite();
+        if ok(check) {
+            servers.push(server);
+        } else {
             eprintln!("skipping {}: {reason}", server.name());
             skipped.push(Skipped { server, reason: reason.to_string() });
-            continue;
-        }
-        match start_server(server, &net, server_cpu, &programs, args, &mut notes) {
-            Ok(running) => {
-                sweep_server(&net, &programs, &plan, &client, server, running, &args.out, &mut points);
-            }
-            Err(reason) => {
-                eprintln!("skipping {}: {reason}", server.name());
-                skipped.push(Skipped { server, reason });
-            }
         }
     }
-    let mut rows = table::rows(WorkloadKind::Http, &points);
-    rows.extend(table::rows(WorkloadKind::Kv, &points));
-    let markdown = table::markdown(&rows);
-    println!("\n{markdown}");
-    std::fs::write(args.out.join("table.md"), &markdown)?;
+    let setup = Setup { net: &net, programs: &programs, client: &client, plan: &plan, args, cpu: server_cpu };
+    let mut closed_rows = Vec::new();
+    // Interleaved: each repetition visits every server once (A B C, A B C, ...).
+    for repetition in 0..plan.repetitions {
+        eprintln!("repetition {} of {}", repetition + 1, plan.repetitions);
+        servers.retain(|&server| {
+            let measured = if args.unloaded {
+                setup.unloaded(server, repetition, &mut points, &mut notes)
+            } else if let Some(counts) = &args.scaling {
+                setup.scaling(server, counts, repetition, &mut points, &mut notes)
+            } else {
+                setup.measure(server, repetition, &mut points, &mut searches, &mut notes)
+            };
+            match measured {
+                Ok(()) => true,
+                Err(reason) => {
+                    eprintln!("skipping {}: {reason}", server.name());
+                    skipped.push(Skipped { server, reason });
+                    false
+                }
+            }
+        });
+    }
+    if args.unloaded || args.scaling.is_some() {
+        closed_rows = table::closed_rows(&points);
+        let markdown = table::closed_markdown(&closed_rows);
+        println!("\n{markdown}");
+        std::fs::write(args.out.join("closed.md"), &markdown)?;
+    }
+    let mut rows = Vec::new();
+    if closed_rows.is_empty() {
+        rows = table::rows(WorkloadKind::Http, &points, &searches);
+        rows.extend(table::rows(WorkloadKind::Kv, &points, &searches));
+        let markdown = table::markdown(&rows);
+        println!("\n{markdown}");
+        println!("{}", table::procedure(&plan));
+        std::fs::write(args.out.join("table.md"), format!("{markdown}\n{}\n", table::procedure(&plan)))?;
+    }
     let machine = Machine::describe(&workspace);
     for workload in [WorkloadKind::Http, WorkloadKind::Kv] {
         if !points.iter().any(|p| p.server.workload() == workload && p.report.is_some()) {
@@ -234,7 +313,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         let title =
             format!("{}: p99 latency vs offered load ({}, {})", workload.name(), machine.commit, net_label(&net));
         let path = args.out.join(format!("{}.svg", workload.name()));
-        match plot::p99_vs_load(workload, &points, &title, &path) {
+        match plot::p99_vs_load(workload, &points, &SLAS_US, &title, &path) {
             Ok(()) => eprintln!("plot: {}", path.display()),
             Err(e) => notes.push(e),
         }
@@ -253,7 +332,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         skipped,
         notes,
         points,
+        searches,
         table: rows,
+        closed: closed_rows,
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
     let json = args.out.join("results.json");
@@ -271,71 +352,190 @@ fn net_label(net: &Network) -> &'static str {
     }
 }
 
-/// Starts `server`; an IX server whose default backend (XDP on the test
-/// network) does not start is retried on the kernel backend, with a note.
-fn start_server(
-    server: ServerKind,
-    net: &Network,
+/// What every server's measurement shares.
+struct Setup<'a> {
+    net: &'a Network,
+    programs: &'a Programs,
+    client: &'a Client,
+    plan: &'a Plan,
+    args: &'a Args,
     cpu: usize,
-    programs: &Programs,
-    args: &Args,
-    notes: &mut Vec<String>,
-) -> Result<servers::RunningServer, String> {
-    if !server.is_ix() {
-        return servers::start(server, net, cpu, programs, None);
+}
+
+impl Setup<'_> {
+    /// One repetition of `server`: the search for its rate within each p99
+    /// objective, then its CPU per request at the plan's cost rate (IX servers
+    /// restarted with `--idle block` for it, so that spinning is not counted).
+    ///
+    /// # Errors
+    /// Why the server could not be started.
+    fn measure(
+        &self,
+        server: ServerKind,
+        repetition: usize,
+        points: &mut Vec<Point>,
+        searches: &mut Vec<Searched>,
+        notes: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let (running, label) = self.start(server, self.args.ix_idle, notes)?;
+        let plan = self.plan;
+        let target =
+            Target { net: self.net, programs: self.programs, client: self.client, server, running: &running, label };
+        let (rates, _) = search::search(plan.search(server.workload()), |rate| {
+            let json = self.json(server, repetition, &format!("{rate:.0}"));
+            let point = sweep::run_point(&target, plan, (repetition, Purpose::Search), rate, &json);
+            show(&point);
+            let probe = point.report.is_some().then(|| point.probe());
+            points.push(point);
+            probe
+        });
+        searches.push(Searched { server, repetition, rates });
+        let label = target.label;
+        let (running, label) = if server.is_ix() {
+            drop(running);
+            self.start(server, IdlePolicy::Block, notes)?
+        } else {
+            (running, label)
+        };
+        let target =
+            Target { net: self.net, programs: self.programs, client: self.client, server, running: &running, label };
+        let json = self.json(server, repetition, "cost");
+        let point = sweep::run_point(&target, plan, (repetition, Purpose::Cost), plan.cost_rate, &json);
+        show(&point);
+        points.push(point);
+        Ok(())
     }
-    let default_xdp = net.server_iface().map(|iface| format!("xdp:{iface}"));
-    let backend = args.ix_backend.clone().or(default_xdp).unwrap_or_else(|| "kernel".into());
-    match servers::start(server, net, cpu, programs, Some(&backend)) {
-        Ok(s) => Ok(s),
-        Err(e) if args.ix_backend.is_none() && backend != "kernel" => {
-            let note =
-                format!("{} did not start on {backend} ({e}); measured on the kernel backend instead", server.name());
-            eprintln!("{note}");
-            notes.push(note);
-            servers::start(server, net, cpu, programs, Some("kernel"))
+
+    /// One repetition of the unloaded latency: one closed-loop connection,
+    /// once per idle policy of `--unloaded-idle` for IX servers.
+    ///
+    /// # Errors
+    /// Why the server could not be started.
+    fn unloaded(
+        &self,
+        server: ServerKind,
+        repetition: usize,
+        points: &mut Vec<Point>,
+        notes: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let plan = Plan { connections: 1, closed_loop: true, ..self.plan.clone() };
+        let policies = if server.is_ix() { self.args.unloaded_idle.clone() } else { vec![IdlePolicy::default()] };
+        for idle in policies {
+            self.closed_point(server, idle, &plan, repetition, points, notes)?;
         }
-        Err(e) => Err(e),
+        Ok(())
+    }
+
+    /// One repetition of connection scalability: closed loop at each count.
+    ///
+    /// # Errors
+    /// Why the server could not be started.
+    fn scaling(
+        &self,
+        server: ServerKind,
+        counts: &[usize],
+        repetition: usize,
+        points: &mut Vec<Point>,
+        notes: &mut Vec<String>,
+    ) -> Result<(), String> {
+        for &connections in counts {
+            let plan = Plan { connections, closed_loop: true, ..self.plan.clone() };
+            self.closed_point(server, self.args.ix_idle, &plan, repetition, points, notes)?;
+        }
+        Ok(())
+    }
+
+    fn closed_point(
+        &self,
+        server: ServerKind,
+        idle: IdlePolicy,
+        plan: &Plan,
+        repetition: usize,
+        points: &mut Vec<Point>,
+        notes: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let (running, label) = self.start(server, idle, notes)?;
+        let target =
+            Target { net: self.net, programs: self.programs, client: self.client, server, running: &running, label };
+        let what = format!("closed-{}-{}", plan.connections, idle);
+        let point =
+            sweep::run_point(&target, plan, (repetition, Purpose::Closed), 0.0, &self.json(server, repetition, &what));
+        show(&point);
+        points.push(point);
+        Ok(())
+    }
+
+    fn json(&self, server: ServerKind, repetition: usize, what: &str) -> PathBuf {
+        self.args.out.join("runs").join(format!("{}-r{repetition}-{what}.json", server.name()))
+    }
+
+    /// Starts `server`; an IX server whose default backend (XDP on the test
+    /// network) does not start is retried on the kernel backend, with a note.
+    /// Returns it with its label (backend and idle policy) for IX servers.
+    fn start(
+        &self,
+        server: ServerKind,
+        idle: IdlePolicy,
+        notes: &mut Vec<String>,
+    ) -> Result<(servers::RunningServer, Option<String>), String> {
+        if !server.is_ix() {
+            return servers::start(server, self.net, self.cpu, self.programs, None).map(|s| (s, None));
+        }
+        let default_xdp = self.net.server_iface().map(|iface| format!("xdp:{iface}"));
+        let backend = self.args.ix_backend.clone().or(default_xdp).unwrap_or_else(|| "kernel".into());
+        let label = |backend: &str| Some(format!("{backend}, idle {idle}"));
+        let ix = |backend| Some(IxSetup { backend, idle });
+        match servers::start(server, self.net, self.cpu, self.programs, ix(&backend)) {
+            Ok(s) => Ok((s, label(&backend))),
+            Err(e) if self.args.ix_backend.is_none() && backend != "kernel" => {
+                let note = format!(
+                    "{} did not start on {backend} ({e}); measured on the kernel backend instead",
+                    server.name()
+                );
+                eprintln!("{note}");
+                notes.push(note);
+                servers::start(server, self.net, self.cpu, self.programs, ix("kernel")).map(|s| (s, label("kernel")))
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
-/// Sweeps the offered rates against a running server, up to the first rate it
-/// cannot keep up with.
-#[allow(clippy::too_many_arguments)]
-fn sweep_server(
-    net: &Network,
-    programs: &Programs,
-    plan: &Plan,
-    client: &Client,
-    server: ServerKind,
-    running: servers::RunningServer,
-    out: &Path,
-    points: &mut Vec<Point>,
-) {
-    let backend = running.backend.clone();
-    for &rate in plan.rates(server.workload()) {
-        let json = out.join("runs").join(format!("{}-{rate:.0}.json", server.name()));
-        let point = sweep::run_point(net, programs, plan, client, (server, backend.as_deref()), rate, &json);
-        let cpu: Vec<String> = point.cpu.iter().map(|c| format!("cpu{} {:.0}%", c.cpu, c.busy_pct)).collect();
-        match (&point.report, &point.error) {
-            (Some(r), _) => eprintln!(
-                "{:<10} {:>7.0}/s: {:>7.0}/s  p50 {:>8.1} us  p99 {:>9.1} us  errors {}  ({})",
-                server.name(),
-                rate,
-                r.throughput,
-                r.latency_us.p50,
-                r.latency_us.p99,
-                r.errors.total(),
-                cpu.join(", ")
-            ),
-            (None, Some(e)) => eprintln!("{:<10} {:>7.0}/s: failed: {e}", server.name(), rate),
-            (None, None) => {}
-        }
-        let saturated = !point.kept_up();
-        points.push(point);
-        if saturated {
-            break;
-        }
+/// One line per point on stderr, as the run goes.
+fn show(point: &Point) {
+    let cpu: Vec<String> = point.cpu.iter().map(|c| format!("cpu{} {:.0}%", c.cpu, c.busy_pct)).collect();
+    let d = &point.disturbance;
+    let disturbed = format!(
+        "steal {:.1}%, others {:.2} CPUs{}{}",
+        d.steal_pct,
+        d.others_cpus,
+        if point.reruns > 0 { format!(", re-run {}x", point.reruns) } else { String::new() },
+        if point.disturbed { ", DISTURBED" } else { "" }
+    );
+    let what = match point.purpose {
+        Purpose::Search => String::new(),
+        Purpose::Closed => format!(
+            "  {} conns, server {} CPUs",
+            point.connections,
+            point.server_cpus().map_or_else(|| "-".into(), |v| format!("{v:.2}"))
+        ),
+        Purpose::Cost => format!(
+            "  server CPU {} us/req",
+            point.server_cpu_us_per_request().map_or_else(|| "-".into(), |v| format!("{v:.1}"))
+        ),
+    };
+    match (&point.report, &point.error) {
+        (Some(r), _) => eprintln!(
+            "  {:<10} {:>7.0}/s: {:>7.0}/s  p50 {:>8}  p99 {:>9}  errors {}{what}  ({}; {disturbed})",
+            point.server.name(),
+            point.offered,
+            r.throughput,
+            plot::human_us(r.latency_us.p50),
+            plot::human_us(r.latency_us.p99),
+            r.errors.total(),
+            cpu.join(", ")
+        ),
+        (None, Some(e)) => eprintln!("  {:<10} {:>7.0}/s: failed: {e}", point.server.name(), point.offered),
+        (None, None) => {}
     }
-    drop(running);
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use ix_benches::loadgen::{self, KernelNet, LoadConfig, MemcacheWorkload, Mode, Report, TlsNet, Workload};
+use ix_benches::harness::machine::process_cpu_secs;
+use ix_benches::loadgen::{self, KernelNet, KvPreset, LoadConfig, MemcacheWorkload, Mode, Report, TlsNet, Workload};
 
 /// Load generator in the style of mutilate: many connections from one thread,
 /// open loop (Poisson arrivals) or closed loop, latency from the intended send
@@ -56,6 +57,11 @@ struct Args {
     /// HTTP: the Host header (default: the target).
     #[arg(long)]
     host: Option<String>,
+    /// memcached: a named workload, `etc` or `usr` (Facebook's pools as
+    /// mutilate models them), which sets the get share and the key and value
+    /// sizes (`--get-ratio`, `--key-size`, `--value-size` are then ignored).
+    #[arg(long, value_enum)]
+    workload: Option<KvPreset>,
     /// memcached: share of requests that are `get` (the rest are `set`).
     #[arg(long, default_value_t = 0.9)]
     get_ratio: f64,
@@ -131,11 +137,9 @@ fn config(args: &Args) -> LoadConfig {
             path: args.path.clone(),
         },
         Protocol::Memcache => Workload::Memcache {
-            workload: MemcacheWorkload {
-                get_ratio: args.get_ratio,
-                keys: args.keys,
-                key_bytes: args.key_size,
-                value_bytes: args.value_size,
+            workload: match args.workload {
+                None => MemcacheWorkload::fixed(args.get_ratio, args.keys, args.key_size, args.value_size),
+                Some(preset) => MemcacheWorkload::preset(preset, args.keys),
             },
             prefill: args.prefill,
         },
@@ -195,13 +199,14 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let cfg = config(args);
-    let report = match args.runtime {
+    let mut report = match args.runtime {
         RuntimeKind::Tokio => run_on_kernel(args, &cfg)?,
         RuntimeKind::Ix => {
             anyhow::ensure!(args.tls_trust.is_none(), "--tls-trust: kernel sockets only (--runtime tokio)");
             run_on_ix(args, &cfg)?
         }
     };
+    report.process_cpu_secs = process_cpu_secs(std::process::id());
     if !args.quiet {
         eprintln!("{}", report.summary());
     }

@@ -1,5 +1,6 @@
-//! What the results were measured on: kernel, CPU, commit, and each core's
-//! load over a run from `/proc/stat` deltas.
+//! What the results were measured on: kernel, CPU, commit; each core's load
+//! over a run from `/proc/stat` deltas, a process's own CPU time from
+//! `/proc/PID/task/*/stat`, and what other processes and the host took.
 
 use std::path::Path;
 use std::process::Command;
@@ -53,6 +54,8 @@ impl Machine {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct CpuTimes {
     busy: u64,
+    /// user + nice + system: time charged to processes.
+    process: u64,
     softirq: u64,
     steal: u64,
     total: u64,
@@ -89,7 +92,13 @@ impl CpuSnapshot {
                 let at = |i: usize| v.get(i).copied().unwrap_or(0);
                 // user nice system idle iowait irq softirq steal (guest time is inside user).
                 let total: u64 = (0..8).map(at).sum();
-                CpuTimes { busy: total - at(3) - at(4), softirq: at(6), steal: at(7), total }
+                CpuTimes {
+                    busy: total - at(3) - at(4),
+                    process: at(0) + at(1) + at(2),
+                    softirq: at(6),
+                    steal: at(7),
+                    total,
+                }
             })
             .collect(),
         )
@@ -115,6 +124,84 @@ impl CpuSnapshot {
     }
 }
 
+/// Clock ticks per second of `/proc` CPU times (USER_HZ: 100 on Linux, fixed
+/// by its ABI).
+pub const PROC_TICKS_PER_SEC: f64 = 100.0;
+
+/// Seconds of CPU (user + system) all threads of process `pid` have used,
+/// from `/proc/PID/task/*/stat`; `None` when the process is gone.
+pub fn process_cpu_secs(pid: u32) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let ticks: u64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|stat| stat_cpu_ticks(&stat))
+        .sum();
+    Some(ticks as f64 / PROC_TICKS_PER_SEC)
+}
+
+/// Seconds of CPU that process `pid` and all its descendants (nginx's
+/// workers, say) have used; `None` when `pid` is gone.
+pub fn process_tree_cpu_secs(pid: u32) -> Option<f64> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, stat_parent(&std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?)?)))
+        .collect();
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while let Some(&parent) = tree.get(i) {
+        tree.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    let own = process_cpu_secs(pid)?;
+    Some(own + tree[1..].iter().filter_map(|&p| process_cpu_secs(p)).sum::<f64>())
+}
+
+/// The parent pid of one `/proc/PID/stat` line.
+fn stat_parent(stat: &str) -> Option<u32> {
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// utime + stime of one `/proc/.../stat` line, in ticks.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name may hold spaces and parentheses: fields are counted
+    // after its last `)`, from field 3 (state); utime and stime are 14 and 15.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    Some(fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?)
+}
+
+/// What disturbed a measurement: the hypervisor and the other processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Disturbance {
+    /// Time stolen by the host, in percent of all CPUs' time.
+    pub steal_pct: f64,
+    /// CPUs' worth of process time (user + system) taken by processes other
+    /// than the ones measured.
+    pub others_cpus: f64,
+}
+
+impl Disturbance {
+    /// From whole-machine snapshots around a run of `wall_secs`, minus the
+    /// `own_cpu_secs` the measured processes (server and client) used.
+    pub fn between(before: &CpuSnapshot, after: &CpuSnapshot, wall_secs: f64, own_cpu_secs: f64) -> Self {
+        let sum = |s: &CpuSnapshot, f: fn(&CpuTimes) -> u64| s.0.iter().map(f).sum::<u64>();
+        let delta = |f: fn(&CpuTimes) -> u64| sum(after, f).saturating_sub(sum(before, f)) as f64;
+        let total = delta(|c| c.total);
+        let process_secs = delta(|c| c.process) / PROC_TICKS_PER_SEC;
+        Disturbance {
+            steal_pct: if total > 0.0 { 100.0 * delta(|c| c.steal) / total } else { 0.0 },
+            others_cpus: if wall_secs > 0.0 { ((process_secs - own_cpu_secs) / wall_secs).max(0.0) } else { 0.0 },
+        }
+    }
+
+    /// Whether either figure passed its limit.
+    pub fn exceeds(&self, limits: &Disturbance) -> bool {
+        self.steal_pct > limits.steal_pct || self.others_cpus > limits.others_cpus
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +216,29 @@ mod tests {
         assert!((load[0].busy_pct - 90.0).abs() < 1e-9, "{load:?}");
         assert!((load[0].softirq_pct - 20.0).abs() < 1e-9);
         assert_eq!(load[1].busy_pct, 0.0);
+    }
+
+    #[test]
+    fn process_ticks_are_read_after_the_command_name() {
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194304 100 0 0 0 250 75 0 0 20 0 3 0 1000 0 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(325));
+        assert_eq!(stat_cpu_ticks("42 (x) S 1"), None);
+        assert_eq!(stat_parent(stat), Some(1));
+        let mine = process_cpu_secs(std::process::id()).expect("own process");
+        let tree = process_tree_cpu_secs(std::process::id()).expect("own process");
+        assert!(mine >= 0.0 && tree >= mine, "{mine} {tree}");
+    }
+
+    #[test]
+    fn disturbance_is_steal_share_and_process_time_not_ours() {
+        let a = CpuSnapshot::parse("cpu0 100 0 50 800 0 0 0 0\ncpu1 0 0 0 1000 0 0 0 0\n");
+        // 2 s of wall time (200 ticks per CPU): 150 ticks of process time, 10 of steal.
+        let b = CpuSnapshot::parse("cpu0 200 0 100 850 0 0 0 0\ncpu1 0 0 0 1190 0 0 0 10\n");
+        let d = Disturbance::between(&a, &b, 2.0, 1.0);
+        assert!((d.steal_pct - 100.0 * 10.0 / 400.0).abs() < 1e-9, "{d:?}");
+        // 1.5 s of process time, 1 s of it ours: 0.25 CPUs of others.
+        assert!((d.others_cpus - 0.25).abs() < 1e-9, "{d:?}");
+        assert!(d.exceeds(&Disturbance { steal_pct: 5.0, others_cpus: 0.2 }));
+        assert!(!d.exceeds(&Disturbance { steal_pct: 5.0, others_cpus: 0.3 }));
     }
 }

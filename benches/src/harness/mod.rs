@@ -5,6 +5,8 @@
 pub mod machine;
 pub mod network;
 pub mod plot;
+pub mod search;
 pub mod servers;
+pub mod stats;
 pub mod sweep;
 pub mod table;

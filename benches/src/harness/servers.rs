@@ -7,8 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use ix_runtime::IdlePolicy;
 use serde::{Deserialize, Serialize};
 
+use crate::harness::machine::process_tree_cpu_secs;
 use crate::harness::network::Network;
 
 /// How long a server gets to start listening.
@@ -17,6 +19,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The HTTP servers' port.
 pub const HTTP_PORT: u16 = 8080;
+/// Connections every server is configured to take (the connection
+/// scalability experiment goes to 10,000 from one client process; a process
+/// here may hold at most 20,000 open files).
+pub const CONNECTIONS_MAX: usize = 16_384;
 /// The key-value servers' port.
 pub const KV_PORT: u16 = 11211;
 
@@ -47,6 +53,9 @@ pub enum ServerKind {
     IxHttp,
     /// `ix-http --runtime tokio` (the same hyper service on tokio).
     TokioHttp,
+    /// `ix-http --runtime monoio` (the same hyper service on monoio's io_uring
+    /// driver: a thread-per-core peer).
+    MonoioHttp,
     /// nginx, one worker.
     Nginx,
     /// `ix-kv --runtime ix`.
@@ -59,9 +68,10 @@ pub enum ServerKind {
 
 impl ServerKind {
     /// Every server, in table order.
-    pub const ALL: [ServerKind; 6] = [
+    pub const ALL: [ServerKind; 7] = [
         ServerKind::IxHttp,
         ServerKind::TokioHttp,
+        ServerKind::MonoioHttp,
         ServerKind::Nginx,
         ServerKind::IxKv,
         ServerKind::TokioKv,
@@ -73,6 +83,7 @@ impl ServerKind {
         match self {
             ServerKind::IxHttp => "ix-http",
             ServerKind::TokioHttp => "tokio-http",
+            ServerKind::MonoioHttp => "monoio-http",
             ServerKind::Nginx => "nginx",
             ServerKind::IxKv => "ix-kv",
             ServerKind::TokioKv => "tokio-kv",
@@ -83,7 +94,9 @@ impl ServerKind {
     /// The workload it serves.
     pub fn workload(self) -> WorkloadKind {
         match self {
-            ServerKind::IxHttp | ServerKind::TokioHttp | ServerKind::Nginx => WorkloadKind::Http,
+            ServerKind::IxHttp | ServerKind::TokioHttp | ServerKind::MonoioHttp | ServerKind::Nginx => {
+                WorkloadKind::Http
+            }
             ServerKind::IxKv | ServerKind::TokioKv | ServerKind::Memcached => WorkloadKind::Kv,
         }
     }
@@ -93,9 +106,30 @@ impl ServerKind {
         matches!(self, ServerKind::TokioHttp | ServerKind::TokioKv)
     }
 
+    /// For the project's own example servers, the `--runtime` they run on
+    /// (they print `listening on` once ready); `None` for the others.
+    pub fn runtime(self) -> Option<&'static str> {
+        match self {
+            ServerKind::IxHttp | ServerKind::IxKv => Some("ix"),
+            ServerKind::TokioHttp | ServerKind::TokioKv => Some("tokio"),
+            ServerKind::MonoioHttp => Some("monoio"),
+            ServerKind::Nginx | ServerKind::Memcached => None,
+        }
+    }
+
     /// Whether it runs on the IX runtime (and so takes a backend).
     pub fn is_ix(self) -> bool {
         matches!(self, ServerKind::IxHttp | ServerKind::IxKv)
+    }
+
+    /// The preflight check it needs (by name), and what to do when it failed.
+    pub fn prerequisite(self) -> (&'static str, &'static str) {
+        match self {
+            ServerKind::Nginx => ("nginx", "nginx is not installed (apt-get install nginx-light)"),
+            ServerKind::Memcached => ("memcached", "memcached is not installed (apt-get install memcached)"),
+            ServerKind::IxHttp | ServerKind::TokioHttp | ServerKind::MonoioHttp => ("ix-http", "ix-http is not built"),
+            ServerKind::IxKv | ServerKind::TokioKv => ("ix-kv", "ix-kv is not built"),
+        }
     }
 
     /// The port it listens on.
@@ -161,6 +195,15 @@ impl Drop for ScratchDir {
     }
 }
 
+/// How an IX server runs: its backend spec and its cores' idle policy.
+#[derive(Debug, Clone, Copy)]
+pub struct IxSetup<'a> {
+    /// `kernel`, `xdp:IFACE`, ...
+    pub backend: &'a str,
+    /// What its core does when it finds no work.
+    pub idle: IdlePolicy,
+}
+
 /// A started server; dropping it stops it (SIGTERM, then SIGKILL).
 #[derive(Debug)]
 pub struct RunningServer {
@@ -168,6 +211,13 @@ pub struct RunningServer {
     /// The IX backend it runs on, if it is an IX server.
     pub backend: Option<String>,
     _scratch: ScratchDir,
+}
+
+impl RunningServer {
+    /// Seconds of CPU the server's process and its children have used so far.
+    pub fn cpu_secs(&self) -> Option<f64> {
+        process_tree_cpu_secs(self.child.id())
+    }
 }
 
 impl Drop for RunningServer {
@@ -190,8 +240,8 @@ impl Drop for RunningServer {
     }
 }
 
-/// Starts `kind` on the server side of `net`, pinned to `cpu`; `backend` is the
-/// IX backend spec for IX servers. Returns once it listens.
+/// Starts `kind` on the server side of `net`, pinned to `cpu`; `ix` is how an
+/// IX server runs (ignored for the others). Returns once it listens.
 ///
 /// # Errors
 /// A one-line reason: the program is missing, exited, or did not listen in time.
@@ -200,21 +250,22 @@ pub fn start(
     net: &Network,
     cpu: usize,
     programs: &Programs,
-    backend: Option<&str>,
+    ix: Option<IxSetup<'_>>,
 ) -> Result<RunningServer, String> {
+    let backend = ix.map(|s| s.backend);
     let scratch = ScratchDir::new(kind.name()).map_err(|e| format!("scratch directory: {e}"))?;
     let ip = net.server_ip();
     let addr = format!("{ip}/{}", if ip.is_loopback() { 8 } else { crate::harness::network::NETNS_PREFIX_LEN });
     let port = kind.port().to_string();
     let mut cmd = match kind {
-        ServerKind::IxHttp | ServerKind::TokioHttp => {
+        ServerKind::IxHttp | ServerKind::TokioHttp | ServerKind::MonoioHttp => {
             let mut c = net.server_command(cpu, &programs.ix_http);
-            c.args(["--cores", "1", "--addr", &addr, "--port", &port]);
+            c.args(["--cores", "1", "--addr", &addr, "--port", &port, "--max-conns", &CONNECTIONS_MAX.to_string()]);
             c
         }
         ServerKind::IxKv | ServerKind::TokioKv => {
             let mut c = net.server_command(cpu, &programs.ix_kv);
-            c.args(["-t", "1", "--addr", &addr, "-p", &port, "-m", "1024", "-c", "4096"]);
+            c.args(["-t", "1", "--addr", &addr, "-p", &port, "-m", "1024", "-c", &CONNECTIONS_MAX.to_string()]);
             c
         }
         ServerKind::Nginx => {
@@ -225,7 +276,8 @@ pub fn start(
         }
         ServerKind::Memcached => {
             let mut c = net.server_command(cpu, Path::new("memcached"));
-            c.args(["-t", "1", "-U", "0", "-l", &ip.to_string(), "-p", &port, "-m", "1024", "-c", "4096"]);
+            c.args(["-t", "1", "-U", "0", "-l", &ip.to_string(), "-p", &port, "-m", "1024"]);
+            c.args(["-c", &CONNECTIONS_MAX.to_string()]);
             if is_root() {
                 // memcached refuses to run as root unless told which user to be.
                 c.args(["-u", "root"]);
@@ -233,10 +285,12 @@ pub fn start(
             c
         }
     };
+    if let Some(runtime) = kind.runtime() {
+        cmd.args(["--runtime", runtime]);
+    }
     if kind.is_ix() {
-        cmd.args(["--runtime", "ix", "--backend", backend.unwrap_or("kernel")]);
-    } else if matches!(kind, ServerKind::TokioHttp | ServerKind::TokioKv) {
-        cmd.args(["--runtime", "tokio"]);
+        cmd.args(["--backend", backend.unwrap_or("kernel")]);
+        cmd.args(["--idle", &ix.map_or_else(IdlePolicy::default, |s| s.idle).to_string()]);
     }
     let stderr_path = scratch.path().join("stderr");
     let stderr = std::fs::File::create(&stderr_path).map_err(|e| format!("stderr file: {e}"))?;
@@ -247,7 +301,7 @@ pub fn start(
         .spawn()
         .map_err(|e| format!("could not start {}: {e}", kind.name()))?;
     let announced = announce_channel(&mut child);
-    let ours = matches!(kind, ServerKind::IxHttp | ServerKind::TokioHttp | ServerKind::IxKv | ServerKind::TokioKv);
+    let ours = kind.runtime().is_some();
     let server = RunningServer {
         child,
         backend: kind.is_ix().then(|| backend.unwrap_or("kernel").to_string()),
@@ -304,10 +358,11 @@ fn write_nginx_conf(dir: &Path, ip: &str, port: u16) -> Result<PathBuf, String> 
     let d = dir.display();
     let conf = format!(
         "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-         events {{ worker_connections 4096; }}\n\
+         worker_rlimit_nofile {};\nevents {{ worker_connections {CONNECTIONS_MAX}; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  keepalive_requests 100000000;\n  \
          keepalive_timeout 300s;\n  server {{\n    listen {ip}:{port} backlog=4096;\n    \
-         location / {{ default_type text/plain; return 200 \"Hello, world!\"; }}\n  }}\n}}\n"
+         location / {{ default_type text/plain; return 200 \"Hello, world!\"; }}\n  }}\n}}\n",
+        CONNECTIONS_MAX + 64
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).map_err(|e| format!("writing {}: {e}", path.display()))?;

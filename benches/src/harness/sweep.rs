@@ -1,45 +1,64 @@
-//! A sweep of offered load against one server: one `ixload` run per rate on
-//! the client side (pinned to its CPU), with the CPUs' load around each run.
+//! One measured point against one server: an `ixload` run on the client side
+//! (pinned to its CPU), with the CPUs' load, the server's own CPU time and what
+//! disturbed the machine around it; a disturbed point is run again.
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::harness::machine::{CpuLoad, CpuSnapshot};
+use crate::harness::machine::{CpuLoad, CpuSnapshot, Disturbance};
 use crate::harness::network::Network;
-use crate::harness::servers::{Programs, ServerKind, WorkloadKind};
-use crate::loadgen::Report;
+use crate::harness::search::{Probe, SearchPlan};
+use crate::harness::servers::{Programs, RunningServer, ServerKind, WorkloadKind};
+use crate::loadgen::{KvPreset, Report};
 
 /// A run keeps up when it completes at least this share of the offered rate.
 const KEPT_UP_SHARE: f64 = 0.95;
 /// ... and leaves at most this share of its requests unsent or unanswered.
 const ABANDONED_MAX_SHARE: f64 = 0.01;
 
-/// What to sweep and how long each point lasts.
+/// What to measure and how long each point lasts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
-    /// Offered rates for the HTTP servers, requests per second, ascending.
-    pub http_rates: Vec<f64>,
-    /// Offered rates for the KV servers.
-    pub kv_rates: Vec<f64>,
+    /// The HTTP servers' search for the rate within each p99 objective.
+    pub http: SearchPlan,
+    /// The KV servers' search.
+    pub kv: SearchPlan,
+    /// Rounds over all servers (each server searched once per round, the
+    /// servers interleaved: A B C, A B C, ...).
+    pub repetitions: usize,
     /// Connections the generator opens.
     pub connections: usize,
+    /// Closed loop (each connection sends when answered) instead of the
+    /// open-loop rate of each point.
+    pub closed_loop: bool,
     /// Warm-up before each measured window.
     pub warmup: Duration,
     /// Each measured window.
     pub duration: Duration,
     /// KV key space (stored before each run).
     pub kv_keys: u64,
+    /// The KV mix: a named workload, or (`None`) 90% `get` of 16-byte keys
+    /// and 32-byte values.
+    pub kv_workload: Option<KvPreset>,
+    /// The fixed rate, below every server's saturation, at which each
+    /// server's CPU per request is measured (IX not spinning).
+    pub cost_rate: f64,
+    /// A point is run again when the host or other processes took more than
+    /// this during it.
+    pub disturbance_limits: Disturbance,
+    /// ... at most this many times (the last run is kept, marked).
+    pub max_reruns: u32,
 }
 
 impl Plan {
-    /// The rates for `workload`.
-    pub fn rates(&self, workload: WorkloadKind) -> &[f64] {
+    /// The search for `workload`.
+    pub fn search(&self, workload: WorkloadKind) -> &SearchPlan {
         match workload {
-            WorkloadKind::Http => &self.http_rates,
-            WorkloadKind::Kv => &self.kv_rates,
+            WorkloadKind::Http => &self.http,
+            WorkloadKind::Kv => &self.kv,
         }
     }
 }
@@ -53,13 +72,30 @@ pub struct Client {
     pub ix: Option<(String, String)>,
 }
 
+/// Why a point was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// A step of the search for the rate within the p99 objectives.
+    Search,
+    /// The CPU-per-request measurement at the plan's fixed rate.
+    Cost,
+    /// A closed-loop point: the unloaded latency of one connection, or the
+    /// throughput of many (connection scalability).
+    Closed,
+}
+
 /// One measured point.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Point {
     /// The server.
     pub server: ServerKind,
-    /// The IX backend, for IX servers.
+    /// The IX backend and idle policy, for IX servers.
     pub backend: Option<String>,
+    /// Which round of the interleaved servers (from 0).
+    pub repetition: usize,
+    /// Why it was measured.
+    pub purpose: Purpose,
     /// The offered rate.
     pub offered: f64,
     /// What the generator measured (`None` when it failed).
@@ -68,6 +104,18 @@ pub struct Point {
     pub error: Option<String>,
     /// Every CPU's load during the run.
     pub cpu: Vec<CpuLoad>,
+    /// CPU seconds the server's own threads used during the run.
+    pub server_cpu_secs: Option<f64>,
+    /// How long the run took (warm-up, window and drain).
+    pub wall_secs: f64,
+    /// Connections the generator opened.
+    pub connections: usize,
+    /// What the host and other processes took during the run.
+    pub disturbance: Disturbance,
+    /// How many times this point was run again for being disturbed.
+    pub reruns: u32,
+    /// Whether even the last run was disturbed past the limits.
+    pub disturbed: bool,
 }
 
 impl Point {
@@ -81,62 +129,145 @@ impl Point {
                 && e.connect + e.io + e.protocol == 0
         })
     }
+
+    /// What the search needs of it.
+    pub fn probe(&self) -> Probe {
+        Probe {
+            rate: self.offered,
+            kept_up: self.kept_up(),
+            p99_us: self.report.as_ref().map_or(f64::INFINITY, |r| r.latency_us.p99),
+        }
+    }
+
+    /// CPUs' worth of time the server's threads used over the run.
+    pub fn server_cpus(&self) -> Option<f64> {
+        self.server_cpu_secs.filter(|_| self.wall_secs > 0.0).map(|s| s / self.wall_secs)
+    }
+
+    /// The server's CPU time per completed request, microseconds.
+    pub fn server_cpu_us_per_request(&self) -> Option<f64> {
+        let completed = self.report.as_ref()?.completed;
+        let secs = self.server_cpu_secs?;
+        (completed > 0).then(|| 1e6 * secs / completed as f64)
+    }
 }
 
-/// Runs one point: `ixload` against `server` at `rate`, its JSON kept in `json`.
+/// What a point is run against.
+#[derive(Debug)]
+pub struct Target<'a> {
+    /// The network.
+    pub net: &'a Network,
+    /// The programs.
+    pub programs: &'a Programs,
+    /// The load generator's placement.
+    pub client: &'a Client,
+    /// The server kind.
+    pub server: ServerKind,
+    /// The running server.
+    pub running: &'a RunningServer,
+    /// Its label (backend, idle policy) for IX servers.
+    pub label: Option<String>,
+}
+
+/// Runs one point at `rate`, again (up to the plan's limit) while the host or
+/// other processes disturbed it past the plan's limits.
 pub fn run_point(
-    net: &Network,
-    programs: &Programs,
+    target: &Target<'_>,
     plan: &Plan,
-    client: &Client,
-    (server, backend): (ServerKind, Option<&str>),
+    (repetition, purpose): (usize, Purpose),
     rate: f64,
     json: &Path,
 ) -> Point {
-    let target = format!("{}:{}", net.server_ip(), server.port());
-    let mut cmd = net.client_command(client.cpu, &programs.ixload);
-    cmd.args(["--target", &target, "--connections", &plan.connections.to_string()]);
-    cmd.args(["--rate", &rate.to_string(), "--duration", &format!("{}s", plan.duration.as_secs_f64())]);
+    let mut reruns = 0;
+    loop {
+        let mut point = run_once(target, plan, rate, json);
+        point.repetition = repetition;
+        point.purpose = purpose;
+        point.reruns = reruns;
+        point.disturbed = point.disturbance.exceeds(&plan.disturbance_limits);
+        if !point.disturbed || reruns >= plan.max_reruns {
+            return point;
+        }
+        reruns += 1;
+        tracing::info!(server = target.server.name(), rate, ?point.disturbance, "disturbed point: running it again");
+    }
+}
+
+/// The `ixload` command line of one point.
+fn load_command(target: &Target<'_>, plan: &Plan, rate: f64, json: &Path) -> std::process::Command {
+    let addr = format!("{}:{}", target.net.server_ip(), target.server.port());
+    let mut cmd = target.net.client_command(target.client.cpu, &target.programs.ixload);
+    cmd.args(["--target", &addr, "--connections", &plan.connections.to_string()]);
+    if plan.closed_loop {
+        cmd.arg("--closed");
+    } else {
+        cmd.args(["--rate", &rate.to_string()]);
+    }
+    cmd.args(["--duration", &format!("{}s", plan.duration.as_secs_f64())]);
     cmd.args(["--warmup", &format!("{}s", plan.warmup.as_secs_f64()), "--drain", "1s", "--quiet"]);
     cmd.arg("--json").arg(json);
-    match server.workload() {
+    match target.server.workload() {
         WorkloadKind::Http => cmd.args(["--protocol", "http", "--path", "/"]),
-        WorkloadKind::Kv => cmd
-            .args(["--protocol", "memcache", "--get-ratio", "0.9", "--keys", &plan.kv_keys.to_string()])
-            .args(["--key-size", "16", "--value-size", "32", "--prefill"]),
+        WorkloadKind::Kv => {
+            cmd.args(["--protocol", "memcache", "--keys", &plan.kv_keys.to_string(), "--prefill"]);
+            match plan.kv_workload {
+                Some(preset) => cmd.args(["--workload", preset.name()]),
+                None => cmd.args(["--get-ratio", "0.9", "--key-size", "16", "--value-size", "32"]),
+            }
+        }
     };
-    if let Some((backend, addr)) = &client.ix {
+    if let Some((backend, addr)) = &target.client.ix {
         cmd.args(["--runtime", "ix", "--backend", backend, "--addr", addr]);
     }
-    let before = CpuSnapshot::take();
+    cmd
+}
+
+fn run_once(target: &Target<'_>, plan: &Plan, rate: f64, json: &Path) -> Point {
+    let mut cmd = load_command(target, plan, rate, json);
+    let (before, server_before, started) = (CpuSnapshot::take(), target.running.cpu_secs(), Instant::now());
     let output = cmd.stdin(Stdio::null()).output();
-    let cpu = before.load_until(&CpuSnapshot::take());
-    let failed = |error: String| Point {
-        server,
-        backend: backend.map(str::to_string),
+    let (after, server_after, wall) = (CpuSnapshot::take(), target.running.cpu_secs(), started.elapsed());
+    let server_cpu_secs = server_before.zip(server_after).map(|(a, b)| b - a);
+    let mut point = Point {
+        server: target.server,
+        backend: target.label.clone(),
+        repetition: 0,
+        purpose: Purpose::Search,
         offered: rate,
         report: None,
-        error: Some(error),
-        cpu: cpu.clone(),
+        error: None,
+        cpu: before.load_until(&after),
+        server_cpu_secs,
+        wall_secs: wall.as_secs_f64(),
+        connections: plan.connections,
+        disturbance: Disturbance::default(),
+        reruns: 0,
+        disturbed: false,
     };
-    let output = match output {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => return failed(format!("ixload {}: {}", o.status, String::from_utf8_lossy(&o.stderr).trim())),
-        Err(e) => return failed(format!("could not run {}: {e}", programs.ixload.display())),
+    let report = match output {
+        Ok(o) if o.status.success() => std::fs::read_to_string(json)
+            .map_err(|e| format!("reading {}: {e}", json.display()))
+            .and_then(|s| serde_json::from_str::<Report>(&s).map_err(|e| format!("reading {}: {e}", json.display()))),
+        Ok(o) => Err(format!("ixload {}: {}", o.status, String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("could not run {}: {e}", target.programs.ixload.display())),
     };
-    drop(output);
-    let report = std::fs::read_to_string(json)
-        .map_err(|e| e.to_string())
-        .and_then(|s| serde_json::from_str::<Report>(&s).map_err(|e| e.to_string()));
+    let client_cpu = report.as_ref().ok().and_then(|r| r.process_cpu_secs).unwrap_or(0.0);
+    let own = server_cpu_secs.unwrap_or(0.0) + client_cpu;
+    point.disturbance = Disturbance::between(&before, &after, wall.as_secs_f64(), own);
     match report {
-        Ok(report) => Point {
-            server,
-            backend: backend.map(str::to_string),
-            offered: rate,
-            report: Some(report),
-            error: None,
-            cpu,
-        },
-        Err(e) => failed(format!("reading {}: {e}", json.display())),
+        Ok(r) => point.report = Some(r),
+        Err(e) => point.error = Some(e),
     }
+    point
+}
+
+/// One server's search in one repetition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Searched {
+    /// The server.
+    pub server: ServerKind,
+    /// The repetition.
+    pub repetition: usize,
+    /// The rate found for each objective.
+    pub rates: Vec<crate::harness::search::SlaRate>,
 }

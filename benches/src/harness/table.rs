@@ -1,17 +1,34 @@
-//! The summary of a sweep: per server, the peak throughput, the highest rate
-//! held within the p99 objective, latency at a load every server sustained,
-//! and the ratios to the tokio server of the same workload.
+//! The summary of a run: per server and objective, the highest load held with
+//! p99 within it, the peak throughput and the server's CPU per request, each as
+//! median and range over the repetitions, with the ratios to the tokio server
+//! of the same workload taken repetition by repetition.
 
 use serde::{Deserialize, Serialize};
 
 use crate::harness::servers::{ServerKind, WorkloadKind};
-use crate::harness::sweep::Point;
-use crate::loadgen::Percentiles;
+use crate::harness::stats::Spread;
+use crate::harness::sweep::{Plan, Point, Purpose, Searched};
 
-/// The latency objective of the "rate within objective" column, in
-/// microseconds of p99 (the IX paper used 500 µs on bare metal; a VM with veth
-/// adds tens of microseconds per hop).
-pub const P99_OBJECTIVE_US: f64 = 1000.0;
+/// A figure over repetitions and its ratio to tokio's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    /// The figure.
+    pub value: Option<Spread>,
+    /// This server's figure over the tokio server's, per repetition.
+    pub vs_tokio: Option<Spread>,
+}
+
+/// The rate held within one p99 objective.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SlaFigure {
+    /// The objective, microseconds of p99.
+    pub sla_us: f64,
+    /// Requests per second (0 in a repetition where no rate tried met it).
+    pub rate: Figure,
+    /// Whether, in some repetition, the server met it at every rate tried
+    /// (the figure is then a lower bound).
+    pub unbounded: bool,
+}
 
 /// One server's line of the table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,103 +37,238 @@ pub struct Row {
     pub workload: WorkloadKind,
     /// The server.
     pub server: ServerKind,
-    /// Its IX backend, if any.
+    /// Its IX backend and idle policy, if any.
     pub backend: Option<String>,
-    /// Highest throughput measured, requests per second.
-    pub peak: f64,
-    /// Highest offered rate kept up with p99 within [`P99_OBJECTIVE_US`].
-    pub rate_within_objective: Option<f64>,
-    /// The offered rate the latency columns are taken at.
-    pub compared_at: Option<f64>,
-    /// Latency at `compared_at`.
-    pub latency_us: Option<Percentiles>,
-    /// p99 of the generator's own send lag at `compared_at`: when it is
-    /// large, the client was descheduled and the latency columns include it.
-    pub client_lag_p99_us: Option<f64>,
-    /// `peak` over the tokio server's.
-    pub peak_vs_tokio: Option<f64>,
-    /// p99 at `compared_at` over the tokio server's (below 1 is better).
-    pub p99_vs_tokio: Option<f64>,
+    /// The rate within each objective.
+    pub slas: Vec<SlaFigure>,
+    /// The highest throughput measured in each repetition, requests per second.
+    pub peak: Figure,
+    /// The server's CPU time per request at the plan's cost rate, microseconds.
+    pub cpu_us_per_request: Figure,
+    /// Points run again for being disturbed.
+    pub reruns: u32,
+    /// Points disturbed even in their last run.
+    pub disturbed: usize,
 }
 
-/// The rows of `workload` from `points`, in the order of [`ServerKind::ALL`].
-pub fn rows(workload: WorkloadKind, points: &[Point]) -> Vec<Row> {
-    let servers: Vec<ServerKind> = ServerKind::ALL
-        .into_iter()
-        .filter(|s| s.workload() == workload && points.iter().any(|p| p.server == *s))
-        .collect();
-    let of = |s: ServerKind| points.iter().filter(move |p| p.server == s);
-    // The highest rate that every server kept up with; else the lowest swept.
-    let mut rates: Vec<f64> = points.iter().filter(|p| p.server.workload() == workload).map(|p| p.offered).collect();
-    rates.sort_by(f64::total_cmp);
-    rates.dedup();
-    let compared_at = rates
-        .iter()
-        .rev()
-        .find(|&&r| servers.iter().all(|&s| of(s).any(|p| p.offered == r && p.kept_up())))
-        .or(rates.first())
-        .copied();
-    let mut rows: Vec<Row> = servers
-        .iter()
-        .map(|&server| {
-            let peak = of(server).filter_map(|p| p.report.as_ref()).map(|r| r.throughput).fold(0.0, f64::max);
-            let within = of(server)
-                .filter(|p| p.kept_up() && p.report.as_ref().is_some_and(|r| r.latency_us.p99 <= P99_OBJECTIVE_US))
-                .map(|p| p.offered)
-                .reduce(f64::max);
-            let at = compared_at.and_then(|r| of(server).find(|p| p.offered == r));
+/// Per-repetition values of one server, in repetition order (`NaN` where a
+/// repetition has none, so that ratios pair the right repetitions).
+fn per_repetition(reps: usize, value: impl Fn(usize) -> Option<f64>) -> Vec<f64> {
+    (0..reps).map(|r| value(r).unwrap_or(f64::NAN)).collect()
+}
+
+/// The rows of `workload`, in the order of [`ServerKind::ALL`].
+pub fn rows(workload: WorkloadKind, points: &[Point], searches: &[Searched]) -> Vec<Row> {
+    let reps = points.iter().map(|p| p.repetition + 1).max().unwrap_or(0);
+    let servers =
+        ServerKind::ALL.into_iter().filter(|s| s.workload() == workload && points.iter().any(|p| p.server == *s));
+    let figures = |s: ServerKind| {
+        let of = move |purpose: Purpose, r: usize| {
+            points.iter().filter(move |p| p.server == s && p.purpose == purpose && p.repetition == r)
+        };
+        let peak = per_repetition(reps, |r| {
+            of(Purpose::Search, r).filter_map(|p| p.report.as_ref()).map(|r| r.throughput).reduce(f64::max)
+        });
+        let cpu = per_repetition(reps, |r| of(Purpose::Cost, r).find_map(Point::server_cpu_us_per_request));
+        let slas: Vec<(f64, Vec<f64>, bool)> = searches
+            .iter()
+            .find(|x| x.server == s)
+            .map(|first| first.rates.iter().map(|r| r.sla_us).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|sla_us| {
+                let found = |r: usize| {
+                    searches
+                        .iter()
+                        .find(|x| x.server == s && x.repetition == r)?
+                        .rates
+                        .iter()
+                        .find(|x| x.sla_us == sla_us)
+                        .copied()
+                };
+                let rates = per_repetition(reps, |r| found(r).map(|x| x.rate.unwrap_or(0.0)));
+                let unbounded = (0..reps).any(|r| found(r).is_some_and(|x| !x.bounded));
+                (sla_us, rates, unbounded)
+            })
+            .collect();
+        (peak, cpu, slas)
+    };
+    let base = ServerKind::ALL.into_iter().find(|s| s.workload() == workload && s.is_tokio_baseline()).map(figures);
+    let figure = |mine: &[f64], theirs: Option<&Vec<f64>>| Figure {
+        value: Spread::of(mine.iter().copied()),
+        vs_tokio: theirs.and_then(|t| Spread::of_ratios(mine, t)),
+    };
+    servers
+        .map(|server| {
+            let (peak, cpu, slas) = figures(server);
+            let theirs_sla = |sla: f64| base.as_ref().and_then(|b| b.2.iter().find(|x| x.0 == sla).map(|x| &x.1));
+            let mine = points.iter().filter(|p| p.server == server);
             Row {
                 workload,
                 server,
-                backend: of(server).find_map(|p| p.backend.clone()),
-                peak,
-                rate_within_objective: within,
-                compared_at,
-                latency_us: at.and_then(|p| p.report.as_ref()).map(|r| r.latency_us),
-                client_lag_p99_us: at.and_then(|p| p.report.as_ref()).map(|r| r.send_lag_us.p99),
-                peak_vs_tokio: None,
-                p99_vs_tokio: None,
+                backend: mine.clone().find_map(|p| p.backend.clone()),
+                slas: slas
+                    .iter()
+                    .map(|(sla_us, rates, unbounded)| SlaFigure {
+                        sla_us: *sla_us,
+                        rate: figure(rates, theirs_sla(*sla_us)),
+                        unbounded: *unbounded,
+                    })
+                    .collect(),
+                peak: figure(&peak, base.as_ref().map(|b| &b.0)),
+                cpu_us_per_request: figure(&cpu, base.as_ref().map(|b| &b.1)),
+                reruns: mine.clone().map(|p| p.reruns).sum(),
+                disturbed: mine.filter(|p| p.disturbed).count(),
             }
         })
-        .collect();
-    if let Some(base) = rows.iter().find(|r| r.server.is_tokio_baseline()).cloned() {
-        for row in &mut rows {
-            row.peak_vs_tokio = (base.peak > 0.0).then(|| row.peak / base.peak);
-            row.p99_vs_tokio = match (row.latency_us, base.latency_us) {
-                (Some(a), Some(b)) if b.p99 > 0.0 => Some(a.p99 / b.p99),
-                _ => None,
-            };
-        }
-    }
-    rows
+        .collect()
 }
 
-fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
-    v.map_or_else(|| "-".to_string(), f)
+/// A latency objective in human units: `500 us`, `1 ms`.
+pub fn sla_label(sla_us: f64) -> String {
+    if sla_us >= 1000.0 { format!("{} ms", sla_us / 1000.0) } else { format!("{sla_us} us") }
 }
 
-/// The table as Markdown (also readable as plain text).
+fn cell(f: &Figure, number: fn(f64) -> String) -> [String; 2] {
+    let show = |s: &Option<Spread>, n: fn(f64) -> String| s.map_or_else(|| "-".to_string(), |s| s.show(n));
+    [show(&f.value, number), show(&f.vs_tokio, |v| format!("{v:.2}"))]
+}
+
+/// The table as Markdown (also readable as plain text). Each figure is
+/// `median [min-max]` over the repetitions.
 pub fn markdown(rows: &[Row]) -> String {
-    let mut out = format!(
-        "| workload | server | backend | peak req/s | req/s at p99 <= {P99_OBJECTIVE_US:.0} us | at req/s | p50 us | p99 us | \
-         p99.9 us | client lag p99 us | peak x tokio | p99 / tokio |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-    );
+    let slas: Vec<f64> = rows.first().map(|r| r.slas.iter().map(|s| s.sla_us).collect()).unwrap_or_default();
+    let mut head = "| workload | server | backend |".to_string();
+    for &sla in &slas {
+        head += &format!(" req/s at p99 <= {} | x tokio |", sla_label(sla));
+    }
+    head += " peak req/s | x tokio | server CPU us/req | x tokio | re-run / disturbed |\n|---|---|---|";
+    head += &"---:|".repeat(2 * slas.len() + 5);
+    let mut out = head + "\n";
+    let rate = |v: f64| format!("{:.1}k", v / 1000.0);
     for r in rows {
-        let l = r.latency_us;
         out += &format!(
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} |",
             r.workload.name(),
             r.server.name(),
+            r.backend.as_deref().unwrap_or("kernel TCP")
+        );
+        for s in &r.slas {
+            let [v, x] = cell(&s.rate, rate);
+            out += &format!(" {}{v} | {x} |", if s.unbounded { ">= " } else { "" });
+        }
+        let [pv, px] = cell(&r.peak, rate);
+        let [cv, cx] = cell(&r.cpu_us_per_request, |v| format!("{v:.1}"));
+        out += &format!(" {pv} | {px} | {cv} | {cx} | {} / {} |\n", r.reruns, r.disturbed);
+    }
+    out
+}
+
+/// How the figures were obtained, printed under the table.
+pub fn procedure(plan: &Plan) -> String {
+    let l = &plan.disturbance_limits;
+    let slas: Vec<String> = plan.http.slas_us.iter().map(|&s| sla_label(s)).collect();
+    format!(
+        "Procedure: {reps} repetition(s); in each, every server in turn (interleaved: A B C, A B C, ...). Per server \
+         and repetition: open-loop Poisson load, {conns} connections, {warm:.1} s warm-up + {dur:.1} s measured per \
+         point, on an ascending grid of rates up to the first not kept up (< 95% completed, > 1% abandoned, or \
+         errors), then {steps} bisection step(s) per p99 objective ({slas}) between the highest rate that met it and \
+         the lowest that did not. \"req/s at p99 <= X\": that highest rate (0 if none; \">=\" when no rate tried \
+         failed). Peak: the highest throughput measured. Server CPU: user + system time of the server's own \
+         processes and threads (/proc/PID/task/*/stat) per completed request at {cost:.0} req/s, IX with --idle block. \
+         Every figure is median [min-max] over the repetitions; \"x tokio\" is the median [min-max] of the \
+         per-repetition ratios. A point is run again (up to {reruns} times) when the host stole more than {steal}% \
+         of the CPUs or other processes took more than {others} CPUs during it (/proc/stat); \"re-run / disturbed\" \
+         counts the re-runs and the points still disturbed in their last run.",
+        reps = plan.repetitions,
+        conns = plan.connections,
+        warm = plan.warmup.as_secs_f64(),
+        dur = plan.duration.as_secs_f64(),
+        steps = plan.http.bisect_steps,
+        slas = slas.join(", "),
+        cost = plan.cost_rate,
+        reruns = plan.max_reruns,
+        steal = l.steal_pct,
+        others = l.others_cpus,
+    )
+}
+
+/// One server (and IX idle policy) at one connection count, closed loop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClosedRow {
+    /// The server.
+    pub server: ServerKind,
+    /// Its IX backend and idle policy, if any.
+    pub backend: Option<String>,
+    /// Connections.
+    pub connections: usize,
+    /// Requests per second.
+    pub throughput: Option<Spread>,
+    /// Latency percentiles, microseconds.
+    pub p50_us: Option<Spread>,
+    /// ...
+    pub p99_us: Option<Spread>,
+    /// CPUs' worth of time the server's threads used.
+    pub server_cpus: Option<Spread>,
+    /// Points run again for being disturbed, and points still disturbed.
+    pub reruns: u32,
+    /// ...
+    pub disturbed: usize,
+}
+
+/// The closed-loop points grouped by server, backend (idle policy) and
+/// connection count, in the order first measured.
+pub fn closed_rows(points: &[Point]) -> Vec<ClosedRow> {
+    let closed: Vec<&Point> = points.iter().filter(|p| p.purpose == Purpose::Closed).collect();
+    let mut keys: Vec<(ServerKind, Option<String>, usize)> = Vec::new();
+    for p in &closed {
+        let key = (p.server, p.backend.clone(), p.connections);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys.into_iter()
+        .map(|(server, backend, connections)| {
+            let mine: Vec<&&Point> = closed
+                .iter()
+                .filter(|p| p.server == server && p.backend == backend && p.connections == connections)
+                .collect();
+            let report = |f: fn(&crate::loadgen::Report) -> f64| {
+                Spread::of(mine.iter().filter_map(|p| p.report.as_ref().map(f)))
+            };
+            ClosedRow {
+                server,
+                backend,
+                connections,
+                throughput: report(|r| r.throughput),
+                p50_us: report(|r| r.latency_us.p50),
+                p99_us: report(|r| r.latency_us.p99),
+                server_cpus: Spread::of(mine.iter().filter_map(|p| p.server_cpus())),
+                reruns: mine.iter().map(|p| p.reruns).sum(),
+                disturbed: mine.iter().filter(|p| p.disturbed).count(),
+            }
+        })
+        .collect()
+}
+
+/// The closed-loop table as Markdown; figures are median [min-max].
+pub fn closed_markdown(rows: &[ClosedRow]) -> String {
+    let mut out = "| server | backend, idle | connections | req/s | p50 | p99 | server CPUs | re-run / disturbed |\n\
+                   |---|---|---:|---:|---:|---:|---:|---:|\n"
+        .to_string();
+    let show = |s: &Option<Spread>, n: fn(f64) -> String| s.map_or_else(|| "-".to_string(), |s| s.show(n));
+    for r in rows {
+        out += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} |\n",
+            r.server.name(),
             r.backend.as_deref().unwrap_or("kernel TCP"),
-            r.peak,
-            opt(r.rate_within_objective, |v| format!("{v:.0}")),
-            opt(r.compared_at, |v| format!("{v:.0}")),
-            opt(l.map(|l| l.p50), |v| format!("{v:.0}")),
-            opt(l.map(|l| l.p99), |v| format!("{v:.0}")),
-            opt(l.map(|l| l.p999), |v| format!("{v:.0}")),
-            opt(r.client_lag_p99_us, |v| format!("{v:.0}")),
-            opt(r.peak_vs_tokio, |v| format!("{v:.2}")),
-            opt(r.p99_vs_tokio, |v| format!("{v:.2}")),
+            r.connections,
+            show(&r.throughput, |v| format!("{:.1}k", v / 1000.0)),
+            show(&r.p50_us, crate::harness::plot::human_us),
+            show(&r.p99_us, crate::harness::plot::human_us),
+            show(&r.server_cpus, |v| format!("{v:.2}")),
+            r.reruns,
+            r.disturbed,
         );
     }
     out

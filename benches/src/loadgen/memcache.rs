@@ -1,10 +1,14 @@
-//! memcached text protocol requests (`get`/`set` mix over a key space) and a
-//! strict parser of `VALUE`/`END`/`STORED` and error replies.
+//! memcached text protocol requests (`get`/`set` mix over a key space, keys
+//! and values sized by a distribution) and a strict parser of
+//! `VALUE`/`END`/`STORED` and error replies.
+
+use std::sync::OnceLock;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::loadgen::protocol::{Outcome, Parsed, ProtocolError, find_crlf, parse_decimal};
+use crate::loadgen::sizes::{KvPreset, SizeDistribution, VALUE_DRAW_MAX_BYTES};
 
 /// Longest reply line accepted (memcached keys are at most 250 bytes).
 const LINE_MAX_BYTES: usize = 2048;
@@ -20,16 +24,34 @@ pub struct MemcacheWorkload {
     pub get_ratio: f64,
     /// Number of distinct keys, chosen uniformly.
     pub keys: u64,
-    /// Key length in bytes (at least long enough for the key's index).
-    pub key_bytes: usize,
-    /// Value length in bytes for `set`.
-    pub value_bytes: usize,
+    /// Key lengths in bytes (each key's length is fixed by its index; at
+    /// least long enough for the index).
+    pub key_bytes: SizeDistribution,
+    /// Value lengths in bytes, drawn for each `set`.
+    pub value_bytes: SizeDistribution,
 }
 
 impl MemcacheWorkload {
-    /// The key of index `i`: `key:` then the index, zero-padded to `key_bytes`.
+    /// Fixed-size keys and values.
+    pub fn fixed(get_ratio: f64, keys: u64, key_bytes: usize, value_bytes: usize) -> Self {
+        let (key_bytes, value_bytes) = (SizeDistribution::Fixed(key_bytes), SizeDistribution::Fixed(value_bytes));
+        Self { get_ratio, keys, key_bytes, value_bytes }
+    }
+
+    /// A named workload over `keys` keys.
+    pub fn preset(preset: KvPreset, keys: u64) -> Self {
+        Self { get_ratio: preset.get_ratio(), keys, key_bytes: preset.key_sizes(), value_bytes: preset.value_sizes() }
+    }
+
+    /// The key of index `i`: `key:` then the index, zero-padded to the length
+    /// the key distribution gives this index (a hash of it is the uniform draw,
+    /// so a key keeps its length across connections and runs).
     pub fn key(&self, i: u64) -> Vec<u8> {
-        let digits = self.key_bytes.saturating_sub(4).max(1);
+        let u = (splitmix64(i) >> 11) as f64 / (1u64 << 53) as f64;
+        // A drawn length stays within memcached's limit; a fixed one is taken
+        // as asked, and `validate` rejects it when too long.
+        let max = if matches!(self.key_bytes, SizeDistribution::Fixed(_)) { usize::MAX } else { KEY_MAX_BYTES };
+        let digits = self.key_bytes.at(u, max).saturating_sub(4).max(1);
         format!("key:{i:0digits$}").into_bytes()
     }
 
@@ -48,11 +70,35 @@ impl MemcacheWorkload {
         if longest > KEY_MAX_BYTES {
             return Err(format!("keys of {longest} bytes are over memcached's {KEY_MAX_BYTES}"));
         }
-        if self.value_bytes > VALUE_MAX_BYTES {
-            return Err(format!("values of {} bytes are over {VALUE_MAX_BYTES}", self.value_bytes));
+        match self.value_bytes {
+            SizeDistribution::Fixed(n) if n > VALUE_MAX_BYTES => {
+                Err(format!("values of {n} bytes are over {VALUE_MAX_BYTES}"))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
+
+    /// The largest value a `set` may carry.
+    fn value_max_bytes(&self) -> usize {
+        match self.value_bytes {
+            SizeDistribution::Fixed(n) => n.min(VALUE_MAX_BYTES),
+            _ => VALUE_DRAW_MAX_BYTES,
+        }
+    }
+}
+
+/// SplitMix64's finaliser: spreads key indices over 64 bits.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The bytes every value is a prefix of (`abc...z` repeated), made once.
+fn value_pattern() -> &'static [u8] {
+    static PATTERN: OnceLock<Vec<u8>> = OnceLock::new();
+    PATTERN.get_or_init(|| (0..VALUE_MAX_BYTES).map(|i| b'a' + (i % 26) as u8).collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +112,6 @@ enum Expect {
 pub struct MemcacheClient {
     workload: MemcacheWorkload,
     rng: SmallRng,
-    value: Vec<u8>,
     expect: Expect,
     /// The key of the `get` in flight (a `VALUE` must name it).
     key: Vec<u8>,
@@ -75,8 +120,7 @@ pub struct MemcacheClient {
 impl MemcacheClient {
     /// A client drawing from `seed`.
     pub fn new(workload: MemcacheWorkload, seed: u64) -> Self {
-        let value = (0..workload.value_bytes).map(|i| b'a' + (i % 26) as u8).collect();
-        Self { workload, rng: SmallRng::seed_from_u64(seed), value, expect: Expect::Get, key: Vec::new() }
+        Self { workload, rng: SmallRng::seed_from_u64(seed), expect: Expect::Get, key: Vec::new() }
     }
 
     /// Appends the next request: a `get` with probability `get_ratio`, else a `set`.
@@ -98,14 +142,15 @@ impl MemcacheClient {
         out.extend_from_slice(b"\r\n");
     }
 
-    /// Appends `set KEY 0 0 LEN` and the value for key `index`.
+    /// Appends `set KEY 0 0 LEN` and a value of a drawn length for key `index`.
     pub fn write_set(&mut self, index: u64, out: &mut Vec<u8>) {
         self.key = self.workload.key(index);
         self.expect = Expect::Set;
+        let len = self.workload.value_bytes.sample(&mut self.rng, self.workload.value_max_bytes());
         out.extend_from_slice(b"set ");
         out.extend_from_slice(&self.key);
-        out.extend_from_slice(format!(" 0 0 {}\r\n", self.value.len()).as_bytes());
-        out.extend_from_slice(&self.value);
+        out.extend_from_slice(format!(" 0 0 {len}\r\n").as_bytes());
+        out.extend_from_slice(&value_pattern()[..len]);
         out.extend_from_slice(b"\r\n");
     }
 
@@ -183,7 +228,7 @@ mod tests {
     use super::*;
 
     fn workload() -> MemcacheWorkload {
-        MemcacheWorkload { get_ratio: 0.9, keys: 1000, key_bytes: 16, value_bytes: 8 }
+        MemcacheWorkload::fixed(0.9, 1000, 16, 8)
     }
 
     fn client_after_get(index: u64) -> MemcacheClient {
@@ -200,8 +245,10 @@ mod tests {
     fn keys_have_the_asked_length() {
         assert_eq!(workload().key(42), b"key:000000000042");
         assert!(workload().validate().is_ok());
-        let too_long = MemcacheWorkload { key_bytes: 300, ..workload() };
+        let too_long = MemcacheWorkload::fixed(0.9, 1000, 300, 8);
         assert!(too_long.validate().is_err());
+        let too_large = MemcacheWorkload::fixed(0.9, 1000, 16, VALUE_MAX_BYTES + 1);
+        assert!(too_large.validate().is_err());
     }
 
     #[test]
@@ -218,6 +265,27 @@ mod tests {
             }
         }
         assert!((8800..9200).contains(&gets), "{gets} gets");
+    }
+
+    #[test]
+    fn etc_keys_keep_their_length_and_sets_carry_drawn_values() {
+        let etc = MemcacheWorkload::preset(KvPreset::Etc, 100_000);
+        assert!(etc.validate().is_ok());
+        assert_eq!(etc.key(99), etc.key(99));
+        let lengths: std::collections::HashSet<usize> = (0..1000).map(|i| etc.key(i).len()).collect();
+        assert!(lengths.len() > 10, "{lengths:?}");
+        let mut c = MemcacheClient::new(etc, 3);
+        let mut sizes = std::collections::HashSet::new();
+        for i in 0..200 {
+            let mut out = Vec::new();
+            c.write_set(i, &mut out);
+            let head_end = out.windows(2).position(|w| w == b"\r\n").unwrap();
+            let len: usize =
+                std::str::from_utf8(&out[..head_end]).unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+            assert_eq!(out.len(), head_end + 2 + len + 2, "the value has the announced length");
+            sizes.insert(len);
+        }
+        assert!(sizes.len() > 20, "{sizes:?}");
     }
 
     #[test]

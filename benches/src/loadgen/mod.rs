@@ -16,6 +16,7 @@ pub mod net;
 pub mod protocol;
 pub mod report;
 pub mod schedule;
+pub mod sizes;
 pub mod tls;
 
 use std::cell::RefCell;
@@ -40,6 +41,7 @@ pub use self::protocol::{Outcome, Parsed, ProtocolClient, ProtocolError};
 use self::report::Recorder;
 pub use self::report::{Bucket, ErrorCounts, Percentiles, Report};
 pub use self::schedule::PoissonSchedule;
+pub use self::sizes::{KvPreset, SizeDistribution};
 pub use self::tls::TlsNet;
 
 /// Initial size of a connection's receive buffer, in bytes.

@@ -120,6 +120,10 @@ pub struct Report {
     pub send_lag_us: Percentiles,
     /// The latency histogram's raw buckets.
     pub histogram: Vec<Bucket>,
+    /// CPU seconds (user + system) the generator's process used over its
+    /// whole life, set by `ixload` (`None` from the library).
+    #[serde(default)]
+    pub process_cpu_secs: Option<f64>,
 }
 
 impl Report {
@@ -268,6 +272,7 @@ impl Recorder {
             latency_us: Percentiles::of(&self.latency),
             send_lag_us: Percentiles::of(&self.send_lag),
             histogram,
+            process_cpu_secs: None,
         }
     }
 }

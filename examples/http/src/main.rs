@@ -1,9 +1,10 @@
 //! `ix-http`: the example hyper server. The same service (`service.rs`) runs
-//! on IX (`--runtime ix --backend ...`) or on tokio (`--runtime tokio`), with
-//! the same limits, from `ix-hyper-compat`'s server.
+//! on IX (`--runtime ix --backend ...`), on tokio (`--runtime tokio`) or on
+//! monoio (`--runtime monoio`), with the same limits, from `ix-hyper-compat`'s server.
 #![forbid(unsafe_code)]
 
 mod on_ix;
+mod on_monoio;
 mod on_tokio;
 mod service;
 mod tls;
@@ -24,9 +25,12 @@ enum RuntimeKind {
     Ix,
     /// tokio: a current-thread runtime per core, kernel sockets with SO_REUSEPORT.
     Tokio,
+    /// monoio: an io_uring runtime per core, kernel sockets with SO_REUSEPORT
+    /// (plain HTTP only).
+    Monoio,
 }
 
-/// hyper HTTP/1.1 + HTTP/2 server on IX or tokio, plain or over TLS: `GET /`,
+/// hyper HTTP/1.1 + HTTP/2 server on IX, tokio or monoio, plain or over TLS: `GET /`,
 /// `GET /bytes/N`, `POST /echo`, static files.
 #[derive(Debug, Parser)]
 #[command(name = "ix-http", version)]
@@ -89,6 +93,11 @@ struct Args {
     /// accepted; beyond it the handshake's last ACK waits, SYN cookies answer).
     #[arg(long, default_value_t = ix_runtime::net::tcp::DEFAULT_BACKLOG)]
     backlog: usize,
+    /// IX: what a core does when it finds no work: `busy` (poll without
+    /// pause), `adaptive` or `adaptive:US` (poll for US microseconds, then
+    /// block), `block` (block at once, as tokio).
+    #[arg(long, default_value_t = ix_runtime::IdlePolicy::default(), value_name = "POLICY")]
+    idle: ix_runtime::IdlePolicy,
     /// IX: most threads of the blocking pool that reads static files (tokio's
     /// max_blocking_threads; the pool is one per process).
     #[arg(long, default_value_t = ix_runtime::blocking::BLOCKING_THREADS_DEFAULT)]
@@ -136,6 +145,7 @@ fn main() -> ExitCode {
     let (serve, offload): (Serve, service::Offload) = match args.runtime {
         RuntimeKind::Ix => (on_ix::run, on_ix::offload),
         RuntimeKind::Tokio => (on_tokio::run, on_tokio::offload),
+        RuntimeKind::Monoio => (on_monoio::run, on_monoio::offload),
     };
     let setup = (|| -> anyhow::Result<_> {
         if args.cores == 0 {
@@ -181,7 +191,7 @@ mod tests {
         let words: Vec<&str> = first_paragraph.split_whitespace().collect();
         assert_eq!(
             words.join(" "),
-            "hyper HTTP/1.1 + HTTP/2 server on IX or tokio, plain or over TLS: `GET /`, `GET /bytes/N`, `POST /echo`, static files"
+            "hyper HTTP/1.1 + HTTP/2 server on IX, tokio or monoio, plain or over TLS: `GET /`, `GET /bytes/N`, `POST /echo`, static files"
         );
     }
 }

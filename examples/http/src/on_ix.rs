@@ -39,7 +39,8 @@ pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Opti
         .backend(backend)
         .pool_frames(args.pool_frames)
         .blocking_pool(blocking)
-        .drain_timeout(drain);
+        .drain_timeout(drain)
+        .idle(args.idle);
     if let Some((ip, len)) = addr {
         builder = builder.ipv4(ip, len);
     }

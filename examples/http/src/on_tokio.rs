@@ -66,7 +66,7 @@ impl Accept for Listener {
     }
 }
 
-fn reuseport_listener(addr: SocketAddrV4, backlog: usize) -> io::Result<std::net::TcpListener> {
+pub(crate) fn reuseport_listener(addr: SocketAddrV4, backlog: usize) -> io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -87,41 +87,74 @@ pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Opti
         .map(|_| reuseport_listener(bind, args.backlog))
         .collect::<io::Result<Vec<_>>>()
         .with_context(|| format!("bind {bind}"))?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // A core that stops on its own (it failed) stops the others.
-    let (ended_tx, ended_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let started = Arc::new(AtomicUsize::new(0));
-    let errors = Arc::new(Mutex::new(Vec::new()));
     let cores = args.cores;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let banner = format!("listening on {bind} (tokio, kernel, {cores} cores, {scheme})");
-    let mut threads = Vec::new();
-    for (core, std_listener) in listeners.into_iter().enumerate() {
-        let (app, config, mut stop_rx, tls) = (app.clone(), args.server_config(), stop_rx.clone(), tls.clone());
-        let (started, errors, banner, ended) = (started.clone(), errors.clone(), banner.clone(), ended_tx.clone());
-        threads.push(std::thread::Builder::new().name(format!("tokio-core-{core}")).spawn(move || {
-            let serve = async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener)?;
-                if started.fetch_add(1, Ordering::SeqCst) + 1 == cores {
-                    println!("{banner}");
-                }
-                let stop = Box::pin(async move {
-                    let _ = stop_rx.wait_for(|stop| *stop).await;
-                });
-                let server = Server::with_runtime(config, LocalSpawn, TokioTimer::new());
-                let listener = Listener { listener, stop };
-                let counters = match tls {
-                    None => server.serve_with(listener, |_peer| app.clone()).await,
-                    Some(tls) => server.serve_with(TlsAccept::new(listener, tls), |_peer| app.clone()).await,
-                };
-                tracing::info!(core, ?counters, "core stopped serving");
-                io::Result::Ok(())
+    let config = args.server_config();
+    run_thread_per_core("tokio", listeners, banner, move |core, std_listener, mut stop_rx, ready| {
+        let (app, config, tls) = (app.clone(), config.clone(), tls.clone());
+        let serve = async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener)?;
+            ready.listening();
+            let stop = Box::pin(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            });
+            let server = Server::with_runtime(config, LocalSpawn, TokioTimer::new());
+            let listener = Listener { listener, stop };
+            let counters = match tls {
+                None => server.serve_with(listener, |_peer| app.clone()).await,
+                Some(tls) => server.serve_with(TlsAccept::new(listener, tls), |_peer| app.clone()).await,
             };
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .and_then(|rt| tokio::task::LocalSet::new().block_on(&rt, serve));
-            if let Err(e) = result {
+            tracing::info!(core, ?counters, "core stopped serving");
+            io::Result::Ok(())
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|rt| tokio::task::LocalSet::new().block_on(&rt, serve))
+    })
+}
+
+/// Counts the cores that listen; the last one prints the banner.
+#[derive(Clone)]
+pub(crate) struct Readiness {
+    started: Arc<AtomicUsize>,
+    cores: usize,
+    banner: Arc<str>,
+}
+
+impl Readiness {
+    /// This core listens.
+    pub(crate) fn listening(&self) {
+        if self.started.fetch_add(1, Ordering::SeqCst) + 1 == self.cores {
+            println!("{}", self.banner);
+        }
+    }
+}
+
+/// Runs `serve_core(core, listener, stop, readiness)` on a thread per
+/// listener (named `NAME-core-N`), until SIGINT or SIGTERM, or until a core
+/// ends on its own (it failed), which stops the others; then reports every
+/// core's error.
+pub(crate) fn run_thread_per_core<F>(
+    name: &str,
+    listeners: Vec<std::net::TcpListener>,
+    banner: String,
+    serve_core: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(usize, std::net::TcpListener, watch::Receiver<bool>, Readiness) -> io::Result<()> + Clone + Send + 'static,
+{
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ended_tx, ended_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let readiness = Readiness { started: Arc::new(AtomicUsize::new(0)), cores: listeners.len(), banner: banner.into() };
+    let mut threads = Vec::new();
+    for (core, listener) in listeners.into_iter().enumerate() {
+        let (serve_core, stop_rx, readiness) = (serve_core.clone(), stop_rx.clone(), readiness.clone());
+        let (errors, ended) = (errors.clone(), ended_tx.clone());
+        threads.push(std::thread::Builder::new().name(format!("{name}-core-{core}")).spawn(move || {
+            if let Err(e) = serve_core(core, listener, stop_rx, readiness) {
                 errors.lock().expect("no panics while held").push(format!("core {core}: {e}"));
             }
             let _ = ended.send(());

@@ -72,6 +72,11 @@ struct Args {
     /// `http://ADDR/metrics`, from a kernel socket (IX only).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// IX: what a core does when it finds no work: `busy` (poll without
+    /// pause), `adaptive` or `adaptive:US` (poll for US microseconds, then
+    /// block), `block` (block at once, as tokio).
+    #[arg(long, default_value_t = ix_runtime::IdlePolicy::default(), value_name = "POLICY")]
+    idle: ix_runtime::IdlePolicy,
 }
 
 /// Parses `1048576`, `1024k`, `1m`.
@@ -146,7 +151,7 @@ fn run_ix(args: &Args, server: Arc<Server>) -> anyhow::Result<()> {
     let cores = server.settings().threads;
     let port = args.port;
     let listening = Arc::new(AtomicUsize::new(0));
-    let mut builder = ix_runtime::Runtime::builder().cores(cores).backend(backend);
+    let mut builder = ix_runtime::Runtime::builder().cores(cores).backend(backend).idle(args.idle);
     if let Some((ip, prefix)) = addr {
         builder = builder.ipv4(ip, prefix);
     }

@@ -43,7 +43,7 @@ enum System {
 enum IdleMode {
     /// `IdlePolicy::BusyPoll`: never block.
     BusyPoll,
-    /// `IdlePolicy::default()`: spin 64 empty rounds, then block.
+    /// `IdlePolicy::default()`: spin for its time budget, then block.
     Adaptive,
     /// Block at the first empty round, as tokio does: isolates what the
     /// adaptive policy's spinning buys.
@@ -55,7 +55,7 @@ impl IdleMode {
         match self {
             IdleMode::BusyPoll => IdlePolicy::BusyPoll,
             IdleMode::Adaptive => IdlePolicy::default(),
-            IdleMode::Block => IdlePolicy::Adaptive { spin_rounds: 0 },
+            IdleMode::Block => IdlePolicy::Block,
         }
     }
 }
@@ -118,8 +118,8 @@ usage: cargo bench -p ix-runtime --bench echo -- [--quick] [--duration-ms MS] [-
                     than CPUS of the machine meanwhile (default 0.1; 2 turns it off)
 systems: ix-mem-busy, ix-mem-adaptive, ix-kernel-busy, ix-kernel-adaptive, ix-kernel-block,
          tokio-current-thread, tokio-multi-thread
-IX idle policies: busy = IdlePolicy::BusyPoll; adaptive = IdlePolicy::default() (spin 64
-empty rounds, then block); block = IdlePolicy::Adaptive { spin_rounds: 0 } (as tokio)";
+IX idle policies: busy = IdlePolicy::BusyPoll; adaptive = IdlePolicy::default() (spin for
+IdlePolicy::DEFAULT_SPIN_US, then block); block = IdlePolicy::Block (as tokio)";
 
 impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -262,8 +262,8 @@ fn main() -> ExitCode {
     );
     println!(
         "server on CPU {SERVER_CPU}, client on CPU {CLIENT_CPU} (tokio multi_thread: {TOKIO_WORKER_THREADS} unpinned \
-         workers each); IX idle policy in the name (busy: BusyPoll; adaptive: the default, 64 empty \
-         rounds of spinning; block: no spinning)"
+         workers each); IX idle policy in the name (busy: BusyPoll; adaptive: the default, spinning \
+         for its time budget; block: no spinning)"
     );
     print_table(&results);
     println!(
