@@ -89,6 +89,18 @@ def resolve(module, path, modules):
 
 
 def edges_of(module, text, modules):
+    # An inline module (in practice `mod tests { use super::*; ... }` at the
+    # end of a file) is the file's child: `super::` there names the file's own
+    # module. Code from the first inline module on is read as that child's.
+    inline = re.search(r"\bmod\s+(\w+)\s*\{", text)
+    if inline:
+        child = module + (inline.group(1),)
+        inner = edges_of_flat(child, text[inline.end():], modules | {child})
+        return (edges_of_flat(module, text[: inline.start()], modules) | inner) - {module, child}
+    return edges_of_flat(module, text, modules)
+
+
+def edges_of_flat(module, text, modules):
     found = set()
     for m in re.finditer(r"\buse\s+([^;]*);", text):
         for path in expand_use_tree(m.group(1)):
