@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use ix_driver::ixcp::core_board::current_thread_id;
 use ix_driver::ixcp::{CoreMode, CoreSample, CoreSlot};
 
-use crate::idle::IdlePolicy;
 use crate::core::Core;
+use crate::idle::IdlePolicy;
 
 /// How often a core publishes its counters at most while it runs.
 const PUBLISH_EVERY: Duration = Duration::from_millis(1);
