@@ -70,7 +70,9 @@ fn quick_mode_measures_every_server_and_writes_table_plots_and_json() {
     let points = results["points"].as_array().unwrap();
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     let skipped = results["skipped"].as_array().unwrap();
-    for server in ["IxHttp", "TokioHttp", "MonoioHttp", "Nginx", "IxKv", "TokioKv", "Memcached"] {
+    let servers =
+        ["IxHttp", "TokioHttp", "MonoioHttp", "Nginx", "IxHttps", "TokioHttps", "IxKv", "TokioKv", "Memcached"];
+    for server in servers {
         let mine: Vec<&Value> = points.iter().filter(|p| p["server"] == server).collect();
         if mine.is_empty() {
             let reason = skipped.iter().find(|s| s["server"] == server).map(|s| s["reason"].to_string());
@@ -89,12 +91,10 @@ fn quick_mode_measures_every_server_and_writes_table_plots_and_json() {
         );
     }
     assert!(table.starts_with("| workload | server |"), "{table}");
-    for workload in ["http", "kv"] {
-        let measured = points.iter().any(|p| {
-            let s = p["server"].as_str().unwrap();
-            (workload == "http") == s.ends_with("Http") || (workload == "http" && s == "Nginx")
-        });
-        if measured {
+    for workload in ["http", "https", "kv"] {
+        let measured = results["table"].as_array().unwrap().iter().any(|r| r["workload"] == workload);
+        assert!(measured, "no {workload} row in the table");
+        {
             let svg = std::fs::read_to_string(out.join(format!("{workload}.svg"))).unwrap();
             assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{workload}.svg has no line");
         }

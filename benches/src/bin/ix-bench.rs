@@ -260,7 +260,12 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let mut servers: Vec<ServerKind> = Vec::new();
     for server in ServerKind::ALL.into_iter().filter(|s| wanted(*s)) {
         let (check, reason) = server.prerequisite();
-        if ok(check) {
+        if server.workload() == WorkloadKind::Https && client.ix.is_some() {
+            // ixload's TLS client runs on kernel sockets only.
+            let reason = "HTTPS load runs on kernel sockets: drop --client-backend to measure it";
+            eprintln!("skipping {}: {reason}", server.name());
+            skipped.push(Skipped { server, reason: reason.to_string() });
+        } else if ok(check) {
             servers.push(server);
         } else {
             eprintln!("skipping {}: {reason}", server.name());
@@ -298,15 +303,14 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     }
     let mut rows = Vec::new();
     if closed_rows.is_empty() {
-        rows = table::rows(WorkloadKind::Http, &points, &searches);
-        rows.extend(table::rows(WorkloadKind::Kv, &points, &searches));
+        rows = WorkloadKind::ALL.iter().flat_map(|&w| table::rows(w, &points, &searches)).collect();
         let markdown = table::markdown(&rows);
         println!("\n{markdown}");
         println!("{}", table::procedure(&plan));
         std::fs::write(args.out.join("table.md"), format!("{markdown}\n{}\n", table::procedure(&plan)))?;
     }
     let machine = Machine::describe(&workspace);
-    for workload in [WorkloadKind::Http, WorkloadKind::Kv] {
+    for workload in WorkloadKind::ALL {
         if !points.iter().any(|p| p.server.workload() == workload && p.report.is_some()) {
             continue;
         }

@@ -19,6 +19,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The HTTP servers' port.
 pub const HTTP_PORT: u16 = 8080;
+/// The HTTPS servers' port.
+pub const HTTPS_PORT: u16 = 8443;
 /// Connections every server is configured to take (the connection
 /// scalability experiment goes to 10,000 from one client process; a process
 /// here may hold at most 20,000 open files).
@@ -26,21 +28,28 @@ pub const CONNECTIONS_MAX: usize = 16_384;
 /// The key-value servers' port.
 pub const KV_PORT: u16 = 11211;
 
-/// The two workloads.
+/// The workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkloadKind {
     /// HTTP/1.1 `GET /` answered with "Hello, world!".
     Http,
+    /// The same over TLS (rustls on both sides, a fresh self-signed
+    /// certificate per server start; the handshake counts in connect time).
+    Https,
     /// memcached text protocol, 90% get.
     Kv,
 }
 
 impl WorkloadKind {
-    /// `http` or `kv`.
+    /// Every workload, in table order.
+    pub const ALL: [WorkloadKind; 3] = [WorkloadKind::Http, WorkloadKind::Https, WorkloadKind::Kv];
+
+    /// `http`, `https` or `kv`.
     pub fn name(self) -> &'static str {
         match self {
             WorkloadKind::Http => "http",
+            WorkloadKind::Https => "https",
             WorkloadKind::Kv => "kv",
         }
     }
@@ -56,6 +65,10 @@ pub enum ServerKind {
     /// `ix-http --runtime monoio` (the same hyper service on monoio's io_uring
     /// driver: a thread-per-core peer).
     MonoioHttp,
+    /// `ix-http --runtime ix` with `--tls-cert`/`--tls-key`.
+    IxHttps,
+    /// `ix-http --runtime tokio` with `--tls-cert`/`--tls-key`.
+    TokioHttps,
     /// nginx, one worker.
     Nginx,
     /// `ix-kv --runtime ix`.
@@ -68,11 +81,13 @@ pub enum ServerKind {
 
 impl ServerKind {
     /// Every server, in table order.
-    pub const ALL: [ServerKind; 7] = [
+    pub const ALL: [ServerKind; 9] = [
         ServerKind::IxHttp,
         ServerKind::TokioHttp,
         ServerKind::MonoioHttp,
         ServerKind::Nginx,
+        ServerKind::IxHttps,
+        ServerKind::TokioHttps,
         ServerKind::IxKv,
         ServerKind::TokioKv,
         ServerKind::Memcached,
@@ -85,6 +100,8 @@ impl ServerKind {
             ServerKind::TokioHttp => "tokio-http",
             ServerKind::MonoioHttp => "monoio-http",
             ServerKind::Nginx => "nginx",
+            ServerKind::IxHttps => "ix-https",
+            ServerKind::TokioHttps => "tokio-https",
             ServerKind::IxKv => "ix-kv",
             ServerKind::TokioKv => "tokio-kv",
             ServerKind::Memcached => "memcached",
@@ -97,21 +114,22 @@ impl ServerKind {
             ServerKind::IxHttp | ServerKind::TokioHttp | ServerKind::MonoioHttp | ServerKind::Nginx => {
                 WorkloadKind::Http
             }
+            ServerKind::IxHttps | ServerKind::TokioHttps => WorkloadKind::Https,
             ServerKind::IxKv | ServerKind::TokioKv | ServerKind::Memcached => WorkloadKind::Kv,
         }
     }
 
     /// The tokio server its ratios are taken against.
     pub fn is_tokio_baseline(self) -> bool {
-        matches!(self, ServerKind::TokioHttp | ServerKind::TokioKv)
+        matches!(self, ServerKind::TokioHttp | ServerKind::TokioHttps | ServerKind::TokioKv)
     }
 
     /// For the project's own example servers, the `--runtime` they run on
     /// (they print `listening on` once ready); `None` for the others.
     pub fn runtime(self) -> Option<&'static str> {
         match self {
-            ServerKind::IxHttp | ServerKind::IxKv => Some("ix"),
-            ServerKind::TokioHttp | ServerKind::TokioKv => Some("tokio"),
+            ServerKind::IxHttp | ServerKind::IxHttps | ServerKind::IxKv => Some("ix"),
+            ServerKind::TokioHttp | ServerKind::TokioHttps | ServerKind::TokioKv => Some("tokio"),
             ServerKind::MonoioHttp => Some("monoio"),
             ServerKind::Nginx | ServerKind::Memcached => None,
         }
@@ -119,7 +137,7 @@ impl ServerKind {
 
     /// Whether it runs on the IX runtime (and so takes a backend).
     pub fn is_ix(self) -> bool {
-        matches!(self, ServerKind::IxHttp | ServerKind::IxKv)
+        matches!(self, ServerKind::IxHttp | ServerKind::IxHttps | ServerKind::IxKv)
     }
 
     /// The preflight check it needs (by name), and what to do when it failed.
@@ -127,7 +145,11 @@ impl ServerKind {
         match self {
             ServerKind::Nginx => ("nginx", "nginx is not installed (apt-get install nginx-light)"),
             ServerKind::Memcached => ("memcached", "memcached is not installed (apt-get install memcached)"),
-            ServerKind::IxHttp | ServerKind::TokioHttp | ServerKind::MonoioHttp => ("ix-http", "ix-http is not built"),
+            ServerKind::IxHttp
+            | ServerKind::TokioHttp
+            | ServerKind::MonoioHttp
+            | ServerKind::IxHttps
+            | ServerKind::TokioHttps => ("ix-http", "ix-http is not built"),
             ServerKind::IxKv | ServerKind::TokioKv => ("ix-kv", "ix-kv is not built"),
         }
     }
@@ -136,6 +158,7 @@ impl ServerKind {
     pub fn port(self) -> u16 {
         match self.workload() {
             WorkloadKind::Http => HTTP_PORT,
+            WorkloadKind::Https => HTTPS_PORT,
             WorkloadKind::Kv => KV_PORT,
         }
     }
@@ -210,6 +233,9 @@ pub struct RunningServer {
     child: Child,
     /// The IX backend it runs on, if it is an IX server.
     pub backend: Option<String>,
+    /// For an HTTPS server, its certificate (PEM): the one the load
+    /// generator trusts.
+    pub tls_trust: Option<PathBuf>,
     _scratch: ScratchDir,
 }
 
@@ -258,7 +284,11 @@ pub fn start(
     let addr = format!("{ip}/{}", if ip.is_loopback() { 8 } else { crate::harness::network::NETNS_PREFIX_LEN });
     let port = kind.port().to_string();
     let mut cmd = match kind {
-        ServerKind::IxHttp | ServerKind::TokioHttp | ServerKind::MonoioHttp => {
+        ServerKind::IxHttp
+        | ServerKind::TokioHttp
+        | ServerKind::MonoioHttp
+        | ServerKind::IxHttps
+        | ServerKind::TokioHttps => {
             let mut c = net.server_command(cpu, &programs.ix_http);
             c.args(["--cores", "1", "--addr", &addr, "--port", &port, "--max-conns", &CONNECTIONS_MAX.to_string()]);
             c
@@ -288,6 +318,13 @@ pub fn start(
     if let Some(runtime) = kind.runtime() {
         cmd.args(["--runtime", runtime]);
     }
+    let tls_trust = if kind.workload() == WorkloadKind::Https {
+        let (cert, key) = self_signed_certificate(scratch.path(), &ip.to_string())?;
+        cmd.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(key);
+        Some(cert)
+    } else {
+        None
+    };
     if kind.is_ix() {
         cmd.args(["--backend", backend.unwrap_or("kernel")]);
         cmd.args(["--idle", &ix.map_or_else(IdlePolicy::default, |s| s.idle).to_string()]);
@@ -305,6 +342,7 @@ pub fn start(
     let server = RunningServer {
         child,
         backend: kind.is_ix().then(|| backend.unwrap_or("kernel").to_string()),
+        tls_trust,
         _scratch: scratch,
     };
     wait_until_listening(server, ours, &announced, || net.kernel_listens(kind.port()), &stderr_path)
@@ -351,6 +389,17 @@ fn wait_until_listening(
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(why("did not listen within 15 s"))
+}
+
+/// A fresh self-signed certificate for `ip` and its key, as PEM files in
+/// `dir`: the HTTPS servers serve it and the load generator trusts only it.
+fn self_signed_certificate(dir: &Path, ip: &str) -> Result<(PathBuf, PathBuf), String> {
+    let certified = rcgen::generate_simple_self_signed(vec![ip.to_owned()])
+        .map_err(|e| format!("making a certificate for {ip}: {e}"))?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).map_err(|e| format!("writing {}: {e}", cert.display()))?;
+    std::fs::write(&key, certified.key_pair.serialize_pem()).map_err(|e| format!("writing {}: {e}", key.display()))?;
+    Ok((cert, key))
 }
 
 /// nginx-light with one worker answering every request with "Hello, world!".

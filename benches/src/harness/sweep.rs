@@ -57,7 +57,7 @@ impl Plan {
     /// The search for `workload`.
     pub fn search(&self, workload: WorkloadKind) -> &SearchPlan {
         match workload {
-            WorkloadKind::Http => &self.http,
+            WorkloadKind::Http | WorkloadKind::Https => &self.http,
             WorkloadKind::Kv => &self.kv,
         }
     }
@@ -208,6 +208,13 @@ fn load_command(target: &Target<'_>, plan: &Plan, rate: f64, json: &Path) -> std
     cmd.arg("--json").arg(json);
     match target.server.workload() {
         WorkloadKind::Http => cmd.args(["--protocol", "http", "--path", "/"]),
+        WorkloadKind::Https => {
+            cmd.args(["--protocol", "http", "--path", "/"]);
+            match &target.running.tls_trust {
+                Some(pem) => cmd.arg("--tls-trust").arg(pem),
+                None => &mut cmd,
+            }
+        }
         WorkloadKind::Kv => {
             cmd.args(["--protocol", "memcache", "--keys", &plan.kv_keys.to_string(), "--prefill"]);
             match plan.kv_workload {
