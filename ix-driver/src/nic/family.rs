@@ -1,5 +1,5 @@
-//! What differs between the NIC families: one register map each ([`Igb`] for
-//! the 82576, [`Ixgbe`] for the 82599) behind [`Family`], and the set-up steps
+//! What differs between the NIC families: one register map each (`igb::Igb` for
+//! the 82576, `ixgbe::Ixgbe` for the 82599) behind [`Family`], and the set-up steps
 //! both share (ring registers, RSS key and redirection table).
 
 use std::time::Duration;
@@ -7,9 +7,6 @@ use std::time::Duration;
 use crate::rss::RedirectionTable;
 
 use super::regs::{QUEUE_ENABLE, Registers, RingRegisters, poll_register};
-
-pub(crate) use super::igb::Igb;
-pub(crate) use super::ixgbe::Ixgbe;
 
 /// Hardware counters of one queue, as deltas since the last read (the
 /// statistics registers clear on read).

@@ -167,7 +167,7 @@ impl Family for Igb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nic::model::ModelRegisters;
+    use crate::nic::model_registers::ModelRegisters;
     use crate::rss::RSS_DEFAULT_KEY;
 
     #[test]

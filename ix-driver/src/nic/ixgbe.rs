@@ -197,7 +197,7 @@ impl Family for Ixgbe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nic::model::ModelRegisters;
+    use crate::nic::model_registers::ModelRegisters;
     use crate::rss::RSS_DEFAULT_KEY;
 
     #[test]
