@@ -76,6 +76,8 @@ cleanup() {
     scripts/testnet.sh down -p "$prefix"
 }
 trap cleanup EXIT
+# A signal ends the script through exit, so the EXIT trap runs (bash skips it on an untrapped signal).
+trap 'exit 130' INT TERM HUP
 scripts/testnet.sh up -p "$prefix" -q 1
 # The bridge and the GSO cap of `loss` from the start: every level takes the same path.
 scripts/testnet.sh loss -p "$prefix" -l 0
@@ -98,7 +100,8 @@ start_server "${ix_args[@]}"
 start_server --runtime tokio --addr "$linux_addr"
 for cpu in $(seq 0 $(($(nproc) - 1))); do
     for _ in $(seq "$hogs"); do
-        taskset -c "$cpu" sh -c 'while :; do :; done' &
+        # Each loop ends by itself once this script is gone, whatever killed it.
+        taskset -c "$cpu" sh -c "while kill -0 $$ 2>/dev/null; do :; done" &
         pids+=($!)
     done
 done
