@@ -11,7 +11,8 @@
 # interleaved, REPEATS times:
 #   ixcp    ix-http --idle block (IDLE) under ixcp, polling when busy and blocking when not
 #           (a blocking core blocks as soon as a round finds nothing), with thresholds
-#           POLL_ABOVE and BLOCK_BELOW (default 0.6 and 0.25, not ixcp's 0.3 and 0.1:
+#           POLL_ABOVE and BLOCK_BELOW (default 0.6 and 0.25, not ixcp's 0.3 and 0.1;
+#           PERIOD_MS and BLOCK_AFTER set the period and calm periods, default 100 and 10:
 #           on veth the sender's thread also runs the receiver's softirq, so a
 #           blocking server's busy share here is about twice its own work)
 #   ixcp-adaptive  the same with the runtime's default idle policy (spin 100 us, then block)
@@ -162,7 +163,7 @@ start_case() {
             if [ "$1" = static ]; then
                 ixcp_config $'poll_above = 0.0001\nblock_below = 0.0'
             else
-                ixcp_config "poll_above = ${POLL_ABOVE:-0.6}"$'\n'"block_below = ${BLOCK_BELOW:-0.25}"
+                ixcp_config "poll_above = ${POLL_ABOVE:-0.6}"$'\n'"block_below = ${BLOCK_BELOW:-0.25}"$'\n'"period_ms = ${PERIOD_MS:-100}"$'\n'"block_after_periods = ${BLOCK_AFTER:-10}"
             fi
             rm -f "$D/ixcp.sock"
             RUST_LOG=${IXCP_LOG:-warn} nice -n -20 taskset -c 0 ip netns exec $P-srv "$B/ixcp" --config "$D/ixcp.toml" 2>>"$D/ixcp.log" &
