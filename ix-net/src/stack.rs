@@ -657,8 +657,13 @@ impl Stack {
         std::mem::swap(&mut handles, &mut *self.released_credit.borrow_mut());
         for handle in handles.drain(..) {
             if let Ok(conn) = self.conn_mut(handle) {
+                // A reopened window changes only what the connection may send
+                // (a window update): no event, deadline or state to refresh, so
+                // the full `after_conn` is left to this round's output pass.
                 conn.on_credit_released();
-                self.after_conn(handle);
+                if conn.wants_output() {
+                    self.mark_dirty(handle);
+                }
             }
         }
         self.release_scratch = handles;
@@ -933,7 +938,10 @@ impl Stack {
         let conn = self.conn_mut(handle)?;
         let n = conn.send(chunk)?;
         if n > 0 {
-            self.after_conn(handle);
+            // Queuing data changes no event, deadline or state, only what the
+            // connection may send: the output pass of the next `egress` runs
+            // `after_conn` for it.
+            self.mark_dirty(handle);
         }
         Ok(n)
     }
