@@ -16,6 +16,8 @@ need_cmd nft nftables
 need_cmd curl curl
 need_cmd wrk wrk
 need_cmd h2load nghttp2-client
+# The SYN flood of examples/http/tests/http_syn_flood.rs.
+need_cmd hping3 hping3
 # Peers of the benchmark harness (benches/tests/harness_quick.rs) and of
 # examples/kv/tests (memcached for the differential test, libmemcached-tools).
 need_cmd nginx nginx-light

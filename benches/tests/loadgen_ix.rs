@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ix_benches::loadgen::{self, LoadConfig, Mode, Report, Workload};
+use ix_benches::loadgen::{self, ConnectionUse, LoadConfig, Mode, Report, Workload};
 use ix_driver::privilege;
 use ix_runtime::Backend;
 use support::{Behaviour, TestServer};
@@ -28,6 +28,7 @@ fn http(target: SocketAddrV4, rate: f64) -> LoadConfig {
         connect_timeout: Duration::from_secs(2),
         seed: 7,
         timeline: false,
+        connection_use: ConnectionUse::KeepAlive,
     }
 }
 

@@ -9,7 +9,7 @@ use std::net::SocketAddrV4;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ix_benches::loadgen::{self, KernelNet, LoadConfig, MemcacheWorkload, Mode, Report, Workload};
+use ix_benches::loadgen::{self, ConnectionUse, KernelNet, LoadConfig, MemcacheWorkload, Mode, Report, Workload};
 use support::{Behaviour, TestServer};
 
 /// The tests spin a client core each: run them one at a time on this 2-core box.
@@ -27,6 +27,7 @@ fn http(target: SocketAddrV4, connections: usize, mode: Mode, secs: f64) -> Load
         connect_timeout: Duration::from_secs(2),
         seed: 42,
         timeline: false,
+        connection_use: ConnectionUse::KeepAlive,
     }
 }
 
@@ -134,6 +135,24 @@ fn bad_servers_give_counted_errors_not_a_hang() {
     assert!(started.elapsed() < Duration::from_secs(5), "silent server: the run overstayed");
     assert_eq!(report.completed, 0);
     assert_eq!(report.unanswered + report.unsent, report.scheduled, "{report:?}");
+}
+
+#[test]
+fn one_connection_per_request_opens_and_times_a_connection_for_each() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = TestServer::start(Behaviour::HttpServiceTime(Duration::from_millis(1)));
+    let cfg = LoadConfig {
+        connection_use: ConnectionUse::OnePerRequest,
+        ..http(server.addr, 4, Mode::Open { rate: 100.0 }, 2.0)
+    };
+    let report = run(&cfg);
+    assert_eq!(report.errors.total(), 0, "{:?}", report.errors);
+    assert!(report.scheduled > 150, "scheduled {}", report.scheduled);
+    assert_eq!(report.succeeded, report.scheduled, "every request of the window answered");
+    assert_eq!(report.connects, report.scheduled, "one connection per request of the window");
+    let accepted = server.accepted.load(std::sync::atomic::Ordering::Relaxed) as u64;
+    assert!(accepted >= report.scheduled, "the server accepted {accepted} connections");
+    assert!(report.connect_us.p50 > 0.0 && report.connect_us.p99 < 100_000.0, "{:?}", report.connect_us);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ix_benches::loadgen::{self, KernelNet, LoadConfig, Mode, TlsNet, Workload};
+use ix_benches::loadgen::{self, ConnectionUse, KernelNet, LoadConfig, Mode, TlsNet, Workload};
 
 const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, world!";
 
@@ -89,6 +89,7 @@ fn https(target: SocketAddrV4) -> LoadConfig {
         connect_timeout: Duration::from_secs(2),
         seed: 7,
         timeline: false,
+        connection_use: ConnectionUse::KeepAlive,
     }
 }
 

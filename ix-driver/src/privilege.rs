@@ -1,5 +1,5 @@
-//! Whether privileged features (TAP devices, network namespaces) are available to
-//! this process, and the test policy for when they are not: skip locally, fail in CI.
+//! Whether privileged features (TAP devices, network namespaces) and the commands
+//! tests drive are available, and the test policy when not: skip locally, fail in CI.
 
 use std::ffi::OsStr;
 use std::process::{Command, Stdio};
@@ -52,9 +52,26 @@ pub fn require(feature: &str, available: bool) -> bool {
     require_with(feature, available, std::env::var_os("CI").as_deref())
 }
 
+/// The same policy for a command a test drives (a peer or a traffic tool):
+/// `true` when `command` is on `PATH`; otherwise a skip that names the Debian
+/// `package` to install, or, with `CI` true, a failure.
+///
+/// # Panics
+/// When `command` is missing and `CI` is `true` (or `1`).
+pub fn require_command(command: &str, package: &str) -> bool {
+    let available = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()));
+    let need = format!("the `{command}` command (apt-get install {package})");
+    act(decide_need(command, &need, available, std::env::var_os("CI").as_deref()))
+}
+
 /// [`require`] with the value of `CI` given (`None` when unset).
 fn require_with(feature: &str, available: bool, ci: Option<&OsStr>) -> bool {
-    match decide(feature, available, ci) {
+    act(decide(feature, available, ci))
+}
+
+fn act(verdict: Verdict) -> bool {
+    match verdict {
         Verdict::Run => true,
         Verdict::Skip(message) => {
             eprintln!("{message}");
@@ -74,21 +91,23 @@ enum Verdict {
 
 /// Decides the policy from the value of the `CI` variable (`None` when unset).
 fn decide(feature: &str, available: bool, ci: Option<&OsStr>) -> Verdict {
+    let need = "root privileges (CAP_NET_ADMIN; CAP_SYS_ADMIN and iproute2 for namespaces)";
+    decide_need(feature, need, available, ci)
+}
+
+/// [`decide`] for `feature`, which needs `need`.
+fn decide_need(feature: &str, need: &str, available: bool, ci: Option<&OsStr>) -> Verdict {
     if available {
         return Verdict::Run;
     }
     let in_ci = ci.and_then(OsStr::to_str).is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
     if in_ci {
         Verdict::Fail(format!(
-            "{feature} needs root privileges (CAP_NET_ADMIN; CAP_SYS_ADMIN and iproute2 \
-             for namespaces), which are missing in CI (CI=true): a missing privilege in CI \
-             is a failure, not a skip"
+            "{feature} needs {need}, which is missing in CI (CI=true): a missing privilege or tool \
+             in CI is a failure, not a skip"
         ))
     } else {
-        Verdict::Skip(format!(
-            "skipped: {feature} needs root privileges (CAP_NET_ADMIN; CAP_SYS_ADMIN and \
-             iproute2 for namespaces)"
-        ))
+        Verdict::Skip(format!("skipped: {feature} needs {need}"))
     }
 }
 
@@ -155,6 +174,17 @@ mod tests {
     #[should_panic(expected = "missing in CI")]
     fn require_panics_on_a_missing_privilege_in_ci() {
         require_with("TAP", false, Some(OsStr::new("true")));
+    }
+
+    #[test]
+    fn a_missing_command_names_its_package_and_fails_in_ci() {
+        let need = "the `hping3` command (apt-get install hping3)";
+        match decide_need("hping3", need, false, None) {
+            Verdict::Skip(message) => assert!(message.contains("apt-get install hping3"), "{message}"),
+            other => panic!("expected a skip, got {other:?}"),
+        }
+        assert!(matches!(decide_need("hping3", need, false, Some(OsStr::new("true"))), Verdict::Fail(_)));
+        assert!(require_command("sh", "dash"), "sh is on every PATH");
     }
 
     #[test]

@@ -183,3 +183,29 @@ fn a_full_accept_queue_drops_the_last_ack_instead_of_resetting() {
     }
     assert_eq!(h.stack.stats().tcp.resets_sent, 0);
 }
+
+/// RFC 9293 §3.8.3 (R2 for SYNs), on the passive side: a half-open connection
+/// whose SYN-ACK cannot even leave (no route to the SYN's source, as for a
+/// flood with spoofed sources and no gateway) is given up like one whose
+/// SYN-ACK was lost, and frees its backlog slot: one flood must not leave the
+/// listener answering every later SYN with a cookie.
+#[test]
+fn a_syn_ack_that_cannot_be_sent_still_times_out_and_frees_the_backlog() {
+    // A /32 address with no gateway: the peer has no route.
+    let mut h = Harness::with(|c| {
+        c.prefix_len = 32;
+        c.tcp.syn_retries = 2;
+    });
+    h.listen(1);
+    h.send(h.syn(PEER_ISN, mss_only(1460)));
+    assert!(h.out().is_empty(), "nothing can be sent without a route");
+    assert_eq!(h.stack.tcp_connection_count(), 1);
+    h.advance(Duration::from_secs(20));
+    assert_eq!(h.stack.tcp_connection_count(), 0, "the half-open connection gave up");
+    assert_eq!(h.stack.stats().tcp.timeouts, 1);
+    // Its backlog slot is free: the next SYN makes a half-open connection
+    // again rather than a cookie.
+    h.send(TcpRepr { src_port: PEER_PORT + 1, ..h.syn(PEER_ISN, mss_only(1460)) });
+    assert_eq!(h.stack.tcp_connection_count(), 1);
+    assert_eq!(h.stack.stats().tcp.passive_opens, 2);
+}

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use ix_benches::harness::machine::process_cpu_secs;
-use ix_benches::loadgen::{self, KernelNet, KvPreset, LoadConfig, MemcacheWorkload, Mode, Report, TlsNet, Workload};
+use ix_benches::loadgen::{
+    self, ConnectionUse, KernelNet, KvPreset, LoadConfig, MemcacheWorkload, Mode, Report, TlsNet, Workload,
+};
 
 /// Load generator in the style of mutilate: many connections from one thread,
 /// open loop (Poisson arrivals) or closed loop, latency from the intended send
@@ -48,6 +50,11 @@ struct Args {
     /// Bound on one connection attempt.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     connect_timeout: Duration,
+    /// A new connection for every request, closed once it is answered
+    /// (`-c` bounds how many are in progress); the report adds the connect
+    /// time's percentiles.
+    #[arg(long)]
+    connection_per_request: bool,
     /// Seed of the arrival schedule and the request mix.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -159,6 +166,11 @@ fn config(args: &Args) -> LoadConfig {
         connect_timeout: args.connect_timeout,
         seed: args.seed,
         timeline: args.timeline,
+        connection_use: if args.connection_per_request {
+            ConnectionUse::OnePerRequest
+        } else {
+            ConnectionUse::KeepAlive
+        },
     }
 }
 

@@ -8,7 +8,9 @@
 //! request waits in a FIFO backlog and its wait counts in its latency. Each
 //! connection keeps one request in flight (mutilate's default depth). Closed
 //! loop: every connection sends its next request as soon as the previous one
-//! is answered.
+//! is answered. Either way a connection carries many requests (keep-alive) or
+//! one ([`ConnectionUse::OnePerRequest`]: connect, request, close, with the
+//! connect time measured apart).
 
 pub mod http;
 pub mod memcache;
@@ -62,6 +64,19 @@ pub enum Mode {
     },
     /// Each connection sends its next request when the last one is answered.
     Closed,
+}
+
+/// How many requests one connection carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConnectionUse {
+    /// Connections are opened before the run and reused (reopened only after
+    /// a failure or a close by the server).
+    #[default]
+    KeepAlive,
+    /// Each request opens a connection and closes it once answered, as a
+    /// client that meets the server's accept path every time (a server under
+    /// a SYN flood); `connections` is then how many may be in progress at once.
+    OnePerRequest,
 }
 
 /// What to send.
@@ -124,6 +139,8 @@ pub struct LoadConfig {
     pub seed: u64,
     /// Keep every request of the window in [`Report::timeline`].
     pub timeline: bool,
+    /// Keep-alive or one connection per request.
+    pub connection_use: ConnectionUse,
 }
 
 /// Why a run could not take place.
@@ -184,7 +201,10 @@ impl LoadConfig {
 /// single requests are counted in the report, not returned.
 pub async fn run<N: Net>(net: &N, cfg: &LoadConfig) -> Result<Report, LoadError> {
     cfg.validate()?;
-    let conns = open_connections(net, cfg).await?;
+    let conns = match cfg.connection_use {
+        ConnectionUse::KeepAlive => open_connections(net, cfg).await?,
+        ConnectionUse::OnePerRequest => (0..cfg.connections).map(|index| Connection::unconnected(index, cfg)).collect(),
+    };
     let mut conns = match &cfg.workload {
         Workload::Memcache { workload, prefill: true } => prefill(conns, workload).await?,
         _ => conns,
@@ -260,22 +280,29 @@ struct Connection<S> {
     buffer: Vec<u8>,
 }
 
+impl<S> Connection<S> {
+    /// Slot `index` with no stream yet: it connects when its first request comes.
+    fn unconnected(index: usize, cfg: &LoadConfig) -> Self {
+        let client = cfg.workload.client(0);
+        Connection { index, stream: None, client, request: Vec::new(), buffer: vec![0; READ_BUFFER_BYTES] }
+    }
+}
+
 async fn open_connections<N: Net>(net: &N, cfg: &LoadConfig) -> Result<Vec<Connection<N::Stream>>, LoadError> {
     let attempts = (0..cfg.connections).map(|_| connect(net, cfg.target, cfg.connect_timeout));
     let results = futures::future::join_all(attempts).await;
     let mut last_error = None;
     let mut conns = Vec::with_capacity(cfg.connections);
     for (index, result) in results.into_iter().enumerate() {
-        let stream = match result {
-            Ok(s) => Some(s),
+        let mut conn = Connection::unconnected(index, cfg);
+        match result {
+            Ok(s) => conn.stream = Some(s),
             Err(e) => {
                 tracing::warn!(index, error = %e, "connection failed; it will retry during the run");
                 last_error = Some(e);
-                None
             }
-        };
-        let client = cfg.workload.client(0);
-        conns.push(Connection { index, stream, client, request: Vec::new(), buffer: vec![0; READ_BUFFER_BYTES] });
+        }
+        conns.push(conn);
     }
     if conns.iter().all(|c| c.stream.is_none()) {
         let source = last_error.unwrap_or_else(|| io::Error::other("no connection attempted"));
@@ -381,8 +408,12 @@ async fn connection_loop<N: Net>(
     while let Some(intended) = next_request(shared, conn.index, closed_loop_end).await {
         shared.borrow_mut().in_flight[conn.index] = Some((intended, false));
         if conn.stream.is_none() {
+            let started = Instant::now();
             match connect(net, cfg.target, cfg.connect_timeout).await {
-                Ok(s) => conn.stream = Some(s),
+                Ok(s) => {
+                    shared.borrow_mut().recorder.connected(intended, started.elapsed());
+                    conn.stream = Some(s);
+                }
                 Err(e) => {
                     tracing::debug!(index = conn.index, error = %e, "reconnect failed");
                     {
@@ -412,7 +443,7 @@ async fn connection_loop<N: Net>(
         match result {
             Ok((outcome, close)) => {
                 s.recorder.answered(intended, done_at, outcome);
-                if close {
+                if close || cfg.connection_use == ConnectionUse::OnePerRequest {
                     conn.stream = None;
                 }
             }

@@ -98,6 +98,10 @@ pub struct Report {
     pub sent: u64,
     /// Responses completed during the window.
     pub completed: u64,
+    /// Requests of the window answered with success (not a miss, not an
+    /// error reply): with `scheduled`, the share of requests that succeeded.
+    #[serde(default)]
+    pub succeeded: u64,
     /// `sent / window_secs`.
     pub send_rate: f64,
     /// `completed / window_secs`: the achieved throughput.
@@ -118,6 +122,16 @@ pub struct Report {
     /// How late requests were written after their intended time (the client's
     /// own lag: queueing for a connection plus timer and loop delays).
     pub send_lag_us: Percentiles,
+    /// Connections opened for requests of the window (every request with
+    /// [`ConnectionUse::OnePerRequest`], reconnects otherwise).
+    ///
+    /// [`ConnectionUse::OnePerRequest`]: crate::loadgen::ConnectionUse::OnePerRequest
+    #[serde(default)]
+    pub connects: u64,
+    /// Time from starting a connection attempt to its completion, for the
+    /// `connects` above (failed attempts are in `errors.connect`).
+    #[serde(default)]
+    pub connect_us: Percentiles,
     /// The latency histogram's raw buckets.
     pub histogram: Vec<Bucket>,
     /// CPU seconds (user + system) the generator's process used over its
@@ -153,6 +167,7 @@ impl Report {
             "{} {}, {} connections, {:.1} s window: sent {:.0}/s, throughput {:.0}/s\n\
              latency us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}\n\
              send lag us: p50 {:.1}  p99 {:.1}  max {:.1}\n\
+             connect us: p50 {:.1}  p99 {:.1}  max {:.1} ({} connects); succeeded {} of {} scheduled\n\
              errors: connect {}  io {}  protocol {}  error replies {}; misses {}; unsent {}  unanswered {}",
             self.protocol,
             offered,
@@ -169,6 +184,12 @@ impl Report {
             self.send_lag_us.p50,
             self.send_lag_us.p99,
             self.send_lag_us.max,
+            self.connect_us.p50,
+            self.connect_us.p99,
+            self.connect_us.max,
+            self.connects,
+            self.succeeded,
+            self.scheduled,
             e.connect,
             e.io,
             e.protocol,
@@ -188,9 +209,11 @@ pub(crate) struct Recorder {
     window_end: Instant,
     latency: Histogram<u64>,
     send_lag: Histogram<u64>,
+    connect: Histogram<u64>,
     pub(crate) scheduled: u64,
     sent: u64,
     completed: u64,
+    succeeded: u64,
     pub(crate) errors: ErrorCounts,
     misses: u64,
     unsent: u64,
@@ -225,9 +248,11 @@ impl Recorder {
             window_end,
             latency: new_histogram(),
             send_lag: new_histogram(),
+            connect: new_histogram(),
             scheduled: 0,
             sent: 0,
             completed: 0,
+            succeeded: 0,
             errors: ErrorCounts::default(),
             misses: 0,
             unsent: 0,
@@ -259,6 +284,13 @@ impl Recorder {
         }
     }
 
+    /// A connection for the request intended at `intended` took `took` to open.
+    pub(crate) fn connected(&mut self, intended: Instant, took: Duration) {
+        if self.in_window(intended) {
+            self.connect.saturating_record(nanos(took));
+        }
+    }
+
     /// Its complete response arrived at `done_at`.
     pub(crate) fn answered(&mut self, intended: Instant, done_at: Instant, outcome: Outcome) {
         if self.in_window(done_at) {
@@ -267,7 +299,7 @@ impl Recorder {
         if self.in_window(intended) {
             self.record_latency(intended, done_at.saturating_duration_since(intended));
             match outcome {
-                Outcome::Success => {}
+                Outcome::Success => self.succeeded += 1,
                 Outcome::Miss => self.misses += 1,
                 Outcome::ErrorReply => self.errors.error_replies += 1,
             }
@@ -303,6 +335,7 @@ impl Recorder {
             scheduled: self.scheduled,
             sent: self.sent,
             completed: self.completed,
+            succeeded: self.succeeded,
             send_rate: self.sent as f64 / window_secs,
             throughput: self.completed as f64 / window_secs,
             errors: self.errors,
@@ -311,6 +344,8 @@ impl Recorder {
             unanswered: self.unanswered,
             latency_us: Percentiles::of(&self.latency),
             send_lag_us: Percentiles::of(&self.send_lag),
+            connects: self.connect.len(),
+            connect_us: Percentiles::of(&self.connect),
             histogram,
             process_cpu_secs: None,
             timeline: self.timeline.clone(),
@@ -335,8 +370,13 @@ mod tests {
             r.answered(at, at + ms(2), if i % 10 == 0 { Outcome::Miss } else { Outcome::Success });
         }
         r.abandoned(t0 + ms(1000), false, t0 + ms(1500));
+        r.connected(t0, ms(9)); // warm-up: not counted
+        r.connected(t0 + ms(300), ms(3));
         let rep = r.report("memcache", Some(100.0), 4);
         assert_eq!((rep.sent, rep.completed, rep.misses, rep.unsent), (100, 100, 10, 1));
+        assert_eq!(rep.succeeded, 90, "misses are not successes");
+        assert_eq!(rep.connects, 1);
+        assert!((rep.connect_us.max - 3000.0).abs() < 3.0, "{:?}", rep.connect_us);
         assert!((rep.latency_us.p50 - 2000.0).abs() < 3.0, "{:?}", rep.latency_us);
         assert!((rep.latency_us.max - 500_000.0).abs() < 500.0, "{:?}", rep.latency_us);
         assert_eq!(rep.histogram.iter().map(|b| b.count).sum::<u64>(), 101);

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -32,6 +32,8 @@ pub const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, w
 /// A running test server; dropping it stops accepting.
 pub struct TestServer {
     pub addr: SocketAddrV4,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -52,10 +54,13 @@ impl TestServer {
         let flag = stop.clone();
         let serial = Arc::new(Mutex::new(()));
         let store = Arc::new(Mutex::new(HashMap::new()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
         let acceptor = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
+                        counted.fetch_add(1, Ordering::Relaxed);
                         let (behaviour, serial, store) = (behaviour.clone(), serial.clone(), store.clone());
                         std::thread::spawn(move || serve(stream, &behaviour, &serial, &store));
                     }
@@ -63,7 +68,7 @@ impl TestServer {
                 }
             }
         });
-        TestServer { addr, stop, acceptor: Some(acceptor) }
+        TestServer { addr, accepted, stop, acceptor: Some(acceptor) }
     }
 }
 

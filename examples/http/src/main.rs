@@ -49,6 +49,11 @@ struct Args {
     /// (not valid for the dataplane backends).
     #[arg(long)]
     addr: Option<String>,
+    /// IX dataplane backends: the default gateway, the next hop for
+    /// destinations outside `--addr`'s subnet (without it, they get nothing:
+    /// not even a SYN-ACK). The kernel routes for tokio and `kernel`.
+    #[arg(long, value_name = "IP")]
+    gateway: Option<Ipv4Addr>,
     /// TCP port.
     #[arg(long, default_value_t = 8080)]
     port: u16,

@@ -44,6 +44,9 @@ pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Opti
     if let Some((ip, len)) = addr {
         builder = builder.ipv4(ip, len);
     }
+    if let Some(gateway) = args.gateway {
+        builder = builder.gateway(gateway);
+    }
     let runtime = builder.build()?;
     let board = args.metrics.map(|a| serve_metrics(a).with_context(|| format!("--metrics {a}"))).transpose()?;
     let shutdown = runtime.shutdown_handle();

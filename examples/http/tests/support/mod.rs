@@ -49,12 +49,23 @@ impl HttpServer {
         let prefix = if tap.is_some() { "/24" } else { "" };
         args.extend([format!("--addr={ip}{prefix}"), format!("--port={port}"), "--cores=2".into()]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ix-http"))
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ix-http");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ix-http"));
+        command.args(&args);
+        let server = Self::spawn(command, ip, port, tap);
+        if let (Some(name), Target::IxTap { subnet }) = (&server.tap, target) {
+            let kernel = format!("10.96.{subnet}.1/24");
+            assert!(ip_cmd(&["addr", "add", &kernel, "dev", name]), "address the kernel side of {name}");
+            assert!(ip_cmd(&["link", "set", name, "up"]));
+            server.wait_reachable(b"Hello, world!");
+        }
+        server
+    }
+
+    /// Runs `command` (an `ix-http`, perhaps behind `ip netns exec`, which
+    /// keeps its process id) serving `ip:port`, and waits for its `listening
+    /// on` line.
+    pub fn spawn(mut command: Command, ip: Ipv4Addr, port: u16, tap: Option<String>) -> HttpServer {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start ix-http");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -65,12 +76,6 @@ impl HttpServer {
         let server = HttpServer { child, ip, port, tap };
         let line = rx.recv_timeout(Duration::from_secs(30)).expect("ix-http printed no line within 30 s");
         assert!(line.starts_with("listening on "), "unexpected first line: {line}");
-        if let (Some(name), Target::IxTap { subnet }) = (&server.tap, target) {
-            let kernel = format!("10.96.{subnet}.1/24");
-            assert!(ip_cmd(&["addr", "add", &kernel, "dev", name]), "address the kernel side of {name}");
-            assert!(ip_cmd(&["link", "set", name, "up"]));
-            server.wait_reachable(b"Hello, world!");
-        }
         server
     }
 
