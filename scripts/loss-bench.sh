@@ -14,14 +14,26 @@
 #
 #   scripts/loss-bench.sh [-r RUNS] [-b BYTES] [-t MAX_TIME] [--rate RATE]
 #                         [-d SECONDS] [-p PREFIX] [--no-build]
+#                         [--losses 0,1,5,10] [--only goodput|rpc]
+#                         [--idle POLICY] [--hogs N]
+#
+# --losses picks the goodput levels and --only one half, so that a run fits in
+# the ten minutes a `bench-prio` call may take. --idle is IX's idle policy
+# (`ix-http --idle`: busy, adaptive[:US], block; default its default). --hogs
+# runs N busy loops on each CPU throughout, beside the servers and the client:
+# a machine shared with other work, in a controlled form (Linux's TCP does
+# most of its work in softirq, ahead of every thread; IX's runs in its thread,
+# which must win its CPU from the busy loops first). Keep N small: under
+# `bench-prio` the loops outrank every other process on the machine.
 #
 # Needs root (namespaces, XDP), iproute2, ethtool, nftables, curl, taskset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-runs=3 bytes=20000000 max_time=60 rate=1000 seconds=10 prefix=ixlb build=1
+runs=3 bytes=20000000 max_time=60 rate=1000 seconds=10 prefix=ixlb build=1 losses=0,1,5,10 only= idle= hogs=0
 usage() {
-    echo "usage: $0 [-r RUNS] [-b BYTES] [-t MAX_TIME] [--rate RATE] [-d SECONDS] [-p PREFIX] [--no-build]" >&2
+    echo "usage: $0 [-r RUNS] [-b BYTES] [-t MAX_TIME] [--rate RATE] [-d SECONDS] [-p PREFIX] [--no-build]" \
+        "[--losses 0,1,5,10] [--only goodput|rpc] [--idle POLICY] [--hogs N]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -33,6 +45,10 @@ while [ $# -gt 0 ]; do
         -d) seconds=$2; shift 2 ;;
         -p) prefix=$2; shift 2 ;;
         --no-build) build=0; shift ;;
+        --losses) losses=$2; shift 2 ;;
+        --only) only=$2; shift 2 ;;
+        --idle) idle=$2; shift 2 ;;
+        --hogs) hogs=$2; shift 2 ;;
         *) usage ;;
     esac
 done
@@ -60,6 +76,8 @@ cleanup() {
     scripts/testnet.sh down -p "$prefix"
 }
 trap cleanup EXIT
+# A signal ends the script through exit, so the EXIT trap runs (bash skips it on an untrapped signal).
+trap 'exit 130' INT TERM HUP
 scripts/testnet.sh up -p "$prefix" -q 1
 # The bridge and the GSO cap of `loss` from the start: every level takes the same path.
 scripts/testnet.sh loss -p "$prefix" -l 0
@@ -76,8 +94,17 @@ start_server() {
     done
     echo "loss-bench: ix-http $* did not start:" >&2; cat "$log" >&2; exit 1
 }
-start_server --runtime ix --backend "xdp:$prefix-s,mode=native" --addr "$ix_addr/24"
+ix_args=(--runtime ix --backend "xdp:$prefix-s,mode=native" --addr "$ix_addr/24")
+[ -n "$idle" ] && ix_args+=(--idle "$idle")
+start_server "${ix_args[@]}"
 start_server --runtime tokio --addr "$linux_addr"
+for cpu in $(seq 0 $(($(nproc) - 1))); do
+    for _ in $(seq "$hogs"); do
+        # Each loop ends by itself once this script is gone, whatever killed it.
+        taskset -c "$cpu" sh -c "while kill -0 $$ 2>/dev/null; do :; done" &
+        pids+=($!)
+    done
+done
 
 # One fetch: prints "MB/s" and a `*` when it did not finish within MAX_TIME.
 fetch() {
@@ -94,19 +121,24 @@ median() {
     sort -g | awk '{ v[NR] = $0 } END { print v[int((NR + 1) / 2)] }'
 }
 
+[ -z "$only" ] || [ "$only" = goodput ] || [ "$only" = rpc ] || usage
+IFS=, read -r -a loss_levels <<<"$losses"
+
 declare -A goodput
-losses=(0 1 5 10)
-for loss in "${losses[@]}"; do
-    scripts/testnet.sh loss -p "$prefix" -l "$loss"
-    ix_runs=() linux_runs=()
-    for run in $(seq "$runs"); do
-        ix_runs+=("$(fetch "$ix_addr")")
-        linux_runs+=("$(fetch "$linux_addr")")
-        echo "goodput ${loss}% run $run: ix ${ix_runs[-1]} MB/s, linux ${linux_runs[-1]} MB/s" >&2
+goodput_sweep() {
+    local loss run ix_runs linux_runs
+    for loss in "${loss_levels[@]}"; do
+        scripts/testnet.sh loss -p "$prefix" -l "$loss"
+        ix_runs=() linux_runs=()
+        for run in $(seq "$runs"); do
+            ix_runs+=("$(fetch "$ix_addr")")
+            linux_runs+=("$(fetch "$linux_addr")")
+            echo "goodput ${loss}% run $run: ix ${ix_runs[-1]} MB/s, linux ${linux_runs[-1]} MB/s" >&2
+        done
+        goodput[ix,$loss]=$(printf '%s\n' "${ix_runs[@]}" | median)
+        goodput[linux,$loss]=$(printf '%s\n' "${linux_runs[@]}" | median)
     done
-    goodput[ix,$loss]=$(printf '%s\n' "${ix_runs[@]}" | median)
-    goodput[linux,$loss]=$(printf '%s\n' "${linux_runs[@]}" | median)
-done
+}
 
 # One ixload run against $1: prints "p99_us p99.9_us throughput errors".
 rpc_once() {
@@ -120,36 +152,56 @@ rpc_once() {
         END { printf "%s %s %s %d\n", p99, p999, tput, errs }' <<<"$out"
 }
 
-scripts/testnet.sh loss -p "$prefix" -l 1
 ix_rpc=() tokio_rpc=()
-for run in $(seq "$runs"); do
-    ix_rpc+=("$(rpc_once "$ix_addr")")
-    tokio_rpc+=("$(rpc_once "$linux_addr")")
-    echo "rpc 1% run $run: ix ${ix_rpc[-1]}, tokio ${tokio_rpc[-1]} (p99 us, p99.9 us, req/s, errors)" >&2
-done
-scripts/testnet.sh loss -p "$prefix" -l 0
+rpc_sweep() {
+    local run
+    scripts/testnet.sh loss -p "$prefix" -l 1
+    for run in $(seq "$runs"); do
+        ix_rpc+=("$(rpc_once "$ix_addr")")
+        tokio_rpc+=("$(rpc_once "$linux_addr")")
+        echo "rpc 1% run $run: ix ${ix_rpc[-1]}, tokio ${tokio_rpc[-1]} (p99 us, p99.9 us, req/s, errors)" >&2
+    done
+    scripts/testnet.sh loss -p "$prefix" -l 0
+}
+
 column_median() {
     local column=$1; shift
     printf '%s\n' "$@" | awk -v c="$column" '{ print $c }' | median
 }
 
+print_goodput() {
+    echo "Goodput of GET /bytes/$bytes, curl on Linux receiving; median of $runs runs (MB/s; * = not finished in ${max_time} s)"
+    printf "%-6s %12s %16s %9s\n" loss "IX (xdp)" "Linux (tokio)" "IX/Linux"
+    for loss in "${loss_levels[@]}"; do
+        awk -v l="$loss%" -v i="${goodput[ix,$loss]}" -v k="${goodput[linux,$loss]}" \
+            'BEGIN { printf "%-6s %12s %16s %9.2f\n", l, i, k, (i + 0) / (k + 0) }'
+    done
+}
+
+print_rpc() {
+    echo "RPC at 1% loss: ixload --rate $rate -c 32 -d ${seconds}s, GET /; median of $runs runs (us)"
+    printf "%-14s %10s %10s %12s %8s\n" server p99 p99.9 "req/s" errors
+    for name in ix tokio; do
+        declare -n rows="${name}_rpc"
+        printf "%-14s %10s %10s %12s %8s\n" "$name" "$(column_median 1 "${rows[@]}")" "$(column_median 2 "${rows[@]}")" \
+            "$(column_median 3 "${rows[@]}")" "$(column_median 4 "${rows[@]}")"
+    done
+    awk -v a="$(column_median 1 "${ix_rpc[@]}")" -v b="$(column_median 1 "${tokio_rpc[@]}")" \
+        -v c="$(column_median 2 "${ix_rpc[@]}")" -v d="$(column_median 2 "${tokio_rpc[@]}")" \
+        'BEGIN { printf "%-14s %10.2f %10.2f\n", "IX/tokio", a / b, c / d }'
+}
+
+[ "$only" = rpc ] || goodput_sweep
+[ "$only" = goodput ] || rpc_sweep
+
 echo
 echo "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo '+changes'), $(nproc) CPUs, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo
-echo "Goodput of GET /bytes/$bytes, curl on Linux receiving; median of $runs runs (MB/s; * = not finished in ${max_time} s)"
-printf "%-6s %12s %16s %9s\n" loss "IX (xdp)" "Linux (tokio)" "IX/Linux"
-for loss in "${losses[@]}"; do
-    awk -v l="$loss%" -v i="${goodput[ix,$loss]}" -v k="${goodput[linux,$loss]}" \
-        'BEGIN { printf "%-6s %12s %16s %9.2f\n", l, i, k, (i + 0) / (k + 0) }'
-done
-echo
-echo "RPC at 1% loss: ixload --rate $rate -c 32 -d ${seconds}s, GET /; median of $runs runs (us)"
-printf "%-14s %10s %10s %12s %8s\n" server p99 p99.9 "req/s" errors
-for name in ix tokio; do
-    declare -n rows="${name}_rpc"
-    printf "%-14s %10s %10s %12s %8s\n" "$name" "$(column_median 1 "${rows[@]}")" "$(column_median 2 "${rows[@]}")" \
-        "$(column_median 3 "${rows[@]}")" "$(column_median 4 "${rows[@]}")"
-done
-awk -v a="$(column_median 1 "${ix_rpc[@]}")" -v b="$(column_median 1 "${tokio_rpc[@]}")" \
-    -v c="$(column_median 2 "${ix_rpc[@]}")" -v d="$(column_median 2 "${tokio_rpc[@]}")" \
-    'BEGIN { printf "%-14s %10.2f %10.2f\n", "IX/tokio", a / b, c / d }'
+echo "IX idle policy: ${idle:-the default of ix-http}; busy loops per CPU: $hogs"
+if [ "$only" != rpc ]; then
+    echo
+    print_goodput
+fi
+if [ "$only" != goodput ]; then
+    echo
+    print_rpc
+fi

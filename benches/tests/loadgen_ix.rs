@@ -27,6 +27,7 @@ fn http(target: SocketAddrV4, rate: f64) -> LoadConfig {
         drain: Duration::from_millis(500),
         connect_timeout: Duration::from_secs(2),
         seed: 7,
+        timeline: false,
     }
 }
 

@@ -26,6 +26,7 @@ fn http(target: SocketAddrV4, connections: usize, mode: Mode, secs: f64) -> Load
         drain: Duration::from_millis(500),
         connect_timeout: Duration::from_secs(2),
         seed: 42,
+        timeline: false,
     }
 }
 

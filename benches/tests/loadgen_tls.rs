@@ -88,6 +88,7 @@ fn https(target: SocketAddrV4) -> LoadConfig {
         drain: Duration::from_millis(500),
         connect_timeout: Duration::from_secs(2),
         seed: 7,
+        timeline: false,
     }
 }
 

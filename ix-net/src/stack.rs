@@ -196,6 +196,29 @@ pub(crate) struct SocketEntry {
     pub(crate) timer: Option<(TimerKey, Instant)>,
 }
 
+impl SocketEntry {
+    /// Queues this entry's `handle` in `dirty` for the next egress, once.
+    fn mark_dirty(&mut self, handle: SocketHandle, dirty: &mut Vec<SocketHandle>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(handle);
+        }
+    }
+
+    /// Adds readiness changes, and queues this entry's `handle` in `events`
+    /// when none were pending and the application still holds it.
+    fn add_events(&mut self, handle: SocketHandle, readiness: Readiness, events: &mut VecDeque<SocketHandle>) {
+        if readiness.is_empty() {
+            return;
+        }
+        let was = self.pending_events;
+        self.pending_events |= readiness;
+        if was.is_empty() && !self.released {
+            events.push_back(handle);
+        }
+    }
+}
+
 /// What a timer of the wheel is for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum TimerTarget {
@@ -626,24 +649,14 @@ impl Stack {
 
     /// Adds readiness changes for `handle` and queues an event.
     pub(crate) fn notify(&mut self, handle: SocketHandle, readiness: Readiness) {
-        if readiness.is_empty() {
-            return;
-        }
-        if let Some(entry) = self.entry_mut(handle) {
-            let was = entry.pending_events;
-            entry.pending_events |= readiness;
-            if was.is_empty() && !entry.released {
-                self.events.push_back(handle);
-            }
+        if let Some(entry) = live_entry(&mut self.sockets, handle) {
+            entry.add_events(handle, readiness, &mut self.events);
         }
     }
 
     pub(crate) fn mark_dirty(&mut self, handle: SocketHandle) {
-        if let Some(entry) = self.entry_mut(handle) {
-            if !entry.dirty {
-                entry.dirty = true;
-                self.dirty.push(handle);
-            }
+        if let Some(entry) = live_entry(&mut self.sockets, handle) {
+            entry.mark_dirty(handle, &mut self.dirty);
         }
     }
 
@@ -657,8 +670,13 @@ impl Stack {
         std::mem::swap(&mut handles, &mut *self.released_credit.borrow_mut());
         for handle in handles.drain(..) {
             if let Ok(conn) = self.conn_mut(handle) {
+                // A reopened window changes only what the connection may send
+                // (a window update): no event, deadline or state to refresh, so
+                // the full `after_conn` is left to this round's output pass.
                 conn.on_credit_released();
-                self.after_conn(handle);
+                if conn.wants_output() {
+                    self.mark_dirty(handle);
+                }
             }
         }
         self.release_scratch = handles;
@@ -667,7 +685,9 @@ impl Stack {
     /// Brings a socket's events, timer and output mark up to date after its
     /// connection was touched, and reclaims it when it is done.
     pub(crate) fn after_conn(&mut self, handle: SocketHandle) {
-        let Some(entry) = self.entry_mut(handle) else { return };
+        // One look-up: the entry is updated in place below, beside the
+        // stack's other fields.
+        let Some(entry) = live_entry(&mut self.sockets, handle) else { return };
         let SocketKind::Tcp(conn) = &mut entry.kind else { return };
         let bits = conn.take_events();
         let wants_output = conn.wants_output();
@@ -687,19 +707,16 @@ impl Stack {
                 self.timers.cancel(key);
             }
             if let Some(at) = deadline {
-                let key = self.timers.insert(at, TimerTarget::Socket(handle));
-                if let Some(entry) = self.entry_mut(handle) {
-                    entry.timer = Some((key, at));
-                }
+                entry.timer = Some((self.timers.insert(at, TimerTarget::Socket(handle)), at));
             }
         }
         if wants_output {
-            self.mark_dirty(handle);
+            entry.mark_dirty(handle, &mut self.dirty);
         }
         if let Some(listener) = parent {
             self.update_passive(handle, listener, bits, state);
         } else {
-            self.notify(handle, bits);
+            entry.add_events(handle, bits, &mut self.events);
         }
         if state == State::Closed {
             // Segments for a closed connection get a RST from now on, even while
@@ -933,7 +950,10 @@ impl Stack {
         let conn = self.conn_mut(handle)?;
         let n = conn.send(chunk)?;
         if n > 0 {
-            self.after_conn(handle);
+            // Queuing data changes no event, deadline or state, only what the
+            // connection may send: the output pass of the next `egress` runs
+            // `after_conn` for it.
+            self.mark_dirty(handle);
         }
         Ok(n)
     }

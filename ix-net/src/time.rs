@@ -35,6 +35,12 @@ impl Instant {
         Instant { micros: millis.saturating_mul(1_000) }
     }
 
+    /// The instant `micros` microseconds later, saturating at [`Instant::MAX`]
+    /// (adding a `Duration` does the same after truncating it to microseconds).
+    pub const fn saturating_add_micros(self, micros: u64) -> Instant {
+        Instant { micros: self.micros.saturating_add(micros) }
+    }
+
     /// Microseconds since the origin.
     pub const fn as_micros(self) -> u64 {
         self.micros
@@ -58,7 +64,7 @@ impl Instant {
 }
 
 /// Whole microseconds in `duration`, saturating at `u64::MAX`.
-fn duration_micros(duration: Duration) -> u64 {
+pub(crate) fn duration_micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
@@ -66,7 +72,7 @@ impl Add<Duration> for Instant {
     type Output = Instant;
 
     fn add(self, rhs: Duration) -> Instant {
-        Instant { micros: self.micros.saturating_add(duration_micros(rhs)) }
+        self.saturating_add_micros(duration_micros(rhs))
     }
 }
 

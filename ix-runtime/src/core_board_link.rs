@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ix_driver::ixcp::core_board::current_thread_id;
+use ix_driver::ixcp::core_board::{current_thread_id, thread_cpu_ns};
 use ix_driver::ixcp::{CoreMode, CoreSample, CoreSlot};
 
 use crate::core::Core;
@@ -13,12 +13,47 @@ use crate::idle::IdlePolicy;
 /// How often a core publishes its counters at most while it runs.
 const PUBLISH_EVERY: Duration = Duration::from_millis(1);
 
+/// A core's busy time: the wall time of rounds that found work, settled at
+/// each publication against the CPU time the thread got meanwhile, so that a
+/// round stretched by a host stall (steal) or by another thread holding the
+/// CPU counts only what the core ran. Pure: the clocks are read by its owner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct BusyTime {
+    /// Settled busy nanoseconds, as published.
+    settled_ns: u64,
+    /// Wall nanoseconds of working rounds since the last settlement.
+    pending_ns: u64,
+    /// The thread's CPU time at the last settlement.
+    cpu_at_settlement_ns: u64,
+}
+
+impl BusyTime {
+    fn starting_at(cpu_ns: u64) -> BusyTime {
+        BusyTime { cpu_at_settlement_ns: cpu_ns, ..BusyTime::default() }
+    }
+
+    /// A round that found work took `wall_ns`.
+    fn worked(&mut self, wall_ns: u64) {
+        self.pending_ns = self.pending_ns.saturating_add(wall_ns);
+    }
+
+    /// Settles the pending wall time against the thread's CPU time `cpu_ns`
+    /// now: at most the CPU time since the last settlement counts.
+    fn settle(&mut self, cpu_ns: u64) -> u64 {
+        let ran = cpu_ns.saturating_sub(self.cpu_at_settlement_ns);
+        self.settled_ns = self.settled_ns.saturating_add(self.pending_ns.min(ran));
+        self.pending_ns = 0;
+        self.cpu_at_settlement_ns = cpu_ns;
+        self.settled_ns
+    }
+}
+
 /// One core's link to its board slot.
 pub(crate) struct CoreBoardLink {
     slot: CoreSlot,
     thread_id: u64,
-    /// Nanoseconds spent in rounds that found work.
-    busy_ns: u64,
+    /// Time spent in rounds that found work.
+    busy: BusyTime,
     /// When the last round ended (or the core woke from a block).
     round_end: Instant,
     published_at: Instant,
@@ -32,7 +67,7 @@ impl CoreBoardLink {
         let link = CoreBoardLink {
             slot,
             thread_id: current_thread_id(),
-            busy_ns: 0,
+            busy: BusyTime::starting_at(thread_cpu_ns()),
             round_end: now,
             published_at: now,
             mode: CoreMode::Block,
@@ -45,7 +80,7 @@ impl CoreBoardLink {
     pub(crate) fn round_done(&mut self, worked: bool, core: &Core) {
         let now = Instant::now();
         if worked {
-            self.busy_ns += now.saturating_duration_since(self.round_end).as_nanos() as u64;
+            self.busy.worked(now.saturating_duration_since(self.round_end).as_nanos() as u64);
         }
         self.round_end = now;
         if now.saturating_duration_since(self.published_at) >= PUBLISH_EVERY {
@@ -80,11 +115,12 @@ impl CoreBoardLink {
         self.published_at = now;
         let stats = core.stats();
         let (r#loop, queue) = (stats.r#loop, stats.queue);
+        let busy_ns = self.busy.settle(thread_cpu_ns());
         self.slot.publish(&CoreSample {
             thread_id: self.thread_id,
             mode_in_effect: self.mode,
             rounds: r#loop.rounds,
-            busy_ns: self.busy_ns,
+            busy_ns,
             batches: r#loop.batches,
             rx_packets: r#loop.rx_packets,
             tx_packets: r#loop.tx_packets,
@@ -95,5 +131,36 @@ impl CoreBoardLink {
             pool_capacity: stats.pool_capacity.into(),
             published: 0,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BusyTime;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn busy_time_is_the_working_rounds_wall_time_when_the_thread_ran_throughout() {
+        let mut busy = BusyTime::starting_at(5 * MS);
+        busy.worked(300_000);
+        busy.worked(200_000);
+        // 1 ms of CPU time: the working rounds and the empty ones between them.
+        assert_eq!(busy.settle(6 * MS), 500_000);
+        busy.worked(MS);
+        assert_eq!(busy.settle(7 * MS), 1_500_000, "settlements add up");
+    }
+
+    #[test]
+    fn a_round_stretched_by_a_stall_counts_only_the_cpu_time_the_thread_got() {
+        let mut busy = BusyTime::starting_at(0);
+        // A 100 ms round during which the host took the CPU away: 0.2 ms ran.
+        busy.worked(100 * MS);
+        assert_eq!(busy.settle(200_000), 200_000);
+        // Blocked since: no CPU time, nothing pending.
+        assert_eq!(busy.settle(200_000), 200_000);
+        // A clock that went back (it cannot; a hostile one) counts nothing.
+        busy.worked(MS);
+        assert_eq!(busy.settle(100_000), 200_000);
     }
 }

@@ -95,6 +95,10 @@ struct Args {
     /// target's IP address).
     #[arg(long, requires = "tls_trust")]
     tls_name: Option<String>,
+    /// Put every request of the window (intended send time and latency) in
+    /// the JSON report's `timeline`, to line latency up with other events.
+    #[arg(long, requires = "json")]
+    timeline: bool,
     /// Write the report as JSON to this file (`-` for stdout).
     #[arg(long)]
     json: Option<String>,
@@ -154,6 +158,7 @@ fn config(args: &Args) -> LoadConfig {
         drain: args.drain,
         connect_timeout: args.connect_timeout,
         seed: args.seed,
+        timeline: args.timeline,
     }
 }
 

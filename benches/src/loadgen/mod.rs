@@ -39,7 +39,7 @@ pub use self::memcache::{MemcacheClient, MemcacheWorkload};
 pub use self::net::{IxNet, KernelNet, Net};
 pub use self::protocol::{Outcome, Parsed, ProtocolClient, ProtocolError};
 use self::report::Recorder;
-pub use self::report::{Bucket, ErrorCounts, Percentiles, Report};
+pub use self::report::{Bucket, ErrorCounts, Percentiles, Report, Timeline};
 pub use self::schedule::PoissonSchedule;
 pub use self::sizes::{KvPreset, SizeDistribution};
 pub use self::tls::TlsNet;
@@ -122,6 +122,8 @@ pub struct LoadConfig {
     pub connect_timeout: Duration,
     /// Seed of the arrival schedule and of each connection's request mix.
     pub seed: u64,
+    /// Keep every request of the window in [`Report::timeline`].
+    pub timeline: bool,
 }
 
 /// Why a run could not take place.
@@ -190,7 +192,7 @@ pub async fn run<N: Net>(net: &N, cfg: &LoadConfig) -> Result<Report, LoadError>
     let start = Instant::now();
     let window_start = start + cfg.warmup;
     let end = window_start + cfg.duration;
-    let shared = Rc::new(RefCell::new(Shared::new(cfg.connections, Recorder::new(window_start, end))));
+    let shared = Rc::new(RefCell::new(Shared::new(cfg.connections, Recorder::new(window_start, end, cfg.timeline))));
     for (i, conn) in conns.iter_mut().enumerate() {
         conn.client = cfg.workload.client(cfg.seed.wrapping_add(1 + i as u64));
     }

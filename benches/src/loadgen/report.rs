@@ -1,7 +1,7 @@
 //! What a run measured: counters, latency from the intended send time in an
 //! HDR histogram, and the JSON form with the raw histogram buckets.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -124,6 +124,23 @@ pub struct Report {
     /// whole life, set by `ixload` (`None` from the library).
     #[serde(default)]
     pub process_cpu_secs: Option<f64>,
+    /// With [`LoadConfig::timeline`](super::LoadConfig::timeline): the
+    /// window's start as microseconds since the Unix epoch, and per request of
+    /// the window, in order of completion, its intended send time in
+    /// microseconds after that start and its latency in microseconds (an
+    /// abandoned request's as recorded in the histogram). Lets a run's latency
+    /// be lined up with what else happened on the machine at the time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
+}
+
+/// Every request of a window, for lining latency up with time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// The window's start, in microseconds since the Unix epoch.
+    pub window_start_unix_us: u64,
+    /// `[intended send time after the window's start, latency]`, both in microseconds.
+    pub requests: Vec<[u64; 2]>,
 }
 
 impl Report {
@@ -178,10 +195,15 @@ pub(crate) struct Recorder {
     misses: u64,
     unsent: u64,
     unanswered: u64,
+    timeline: Option<Timeline>,
 }
 
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_NS, HISTOGRAM_SIGFIG).expect("constant bounds are valid")
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -189,7 +211,15 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl Recorder {
-    pub(crate) fn new(window_start: Instant, window_end: Instant) -> Self {
+    /// Records the requests intended in `[window_start, window_end)`, each
+    /// one in a timeline too when `timeline` is set.
+    pub(crate) fn new(window_start: Instant, window_end: Instant, timeline: bool) -> Self {
+        let timeline = timeline.then(|| {
+            let ahead = window_start.saturating_duration_since(Instant::now());
+            let start = SystemTime::now() + ahead;
+            let since_epoch = start.duration_since(UNIX_EPOCH).unwrap_or_default();
+            Timeline { window_start_unix_us: micros(since_epoch), requests: Vec::new() }
+        });
         Self {
             window_start,
             window_end,
@@ -202,6 +232,16 @@ impl Recorder {
             misses: 0,
             unsent: 0,
             unanswered: 0,
+            timeline,
+        }
+    }
+
+    /// Records one request's latency in the histogram and the timeline.
+    fn record_latency(&mut self, intended: Instant, latency: Duration) {
+        self.latency.saturating_record(nanos(latency));
+        let window_start = self.window_start;
+        if let Some(timeline) = &mut self.timeline {
+            timeline.requests.push([micros(intended.saturating_duration_since(window_start)), micros(latency)]);
         }
     }
 
@@ -225,7 +265,7 @@ impl Recorder {
             self.completed += 1;
         }
         if self.in_window(intended) {
-            self.latency.saturating_record(nanos(done_at.saturating_duration_since(intended)));
+            self.record_latency(intended, done_at.saturating_duration_since(intended));
             match outcome {
                 Outcome::Success => {}
                 Outcome::Miss => self.misses += 1,
@@ -243,7 +283,7 @@ impl Recorder {
             } else {
                 self.unsent += 1
             }
-            self.latency.saturating_record(nanos(stopped_at.saturating_duration_since(intended)));
+            self.record_latency(intended, stopped_at.saturating_duration_since(intended));
         }
     }
 
@@ -273,6 +313,7 @@ impl Recorder {
             send_lag_us: Percentiles::of(&self.send_lag),
             histogram,
             process_cpu_secs: None,
+            timeline: self.timeline.clone(),
         }
     }
 }
@@ -285,7 +326,7 @@ mod tests {
     fn only_the_window_counts_and_abandoned_requests_are_lower_bounds() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let mut r = Recorder::new(t0 + ms(100), t0 + ms(1100));
+        let mut r = Recorder::new(t0 + ms(100), t0 + ms(1100), false);
         r.sent(t0, t0);
         r.answered(t0, t0 + ms(1), Outcome::Success); // warm-up: not counted
         for i in 0..100 {
@@ -299,6 +340,27 @@ mod tests {
         assert!((rep.latency_us.p50 - 2000.0).abs() < 3.0, "{:?}", rep.latency_us);
         assert!((rep.latency_us.max - 500_000.0).abs() < 500.0, "{:?}", rep.latency_us);
         assert_eq!(rep.histogram.iter().map(|b| b.count).sum::<u64>(), 101);
+        let json = serde_json::to_string(&rep).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), rep);
+        assert!(rep.timeline.is_none() && !json.contains("timeline"));
+    }
+
+    #[test]
+    fn the_timeline_holds_each_request_of_the_window_once() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = Recorder::new(t0 + ms(100), t0 + ms(1100), true);
+        r.answered(t0, t0 + ms(1), Outcome::Success); // warm-up: not in the timeline
+        r.answered(t0 + ms(150), t0 + ms(153), Outcome::Success);
+        r.answered(t0 + ms(400), t0 + ms(420), Outcome::Miss);
+        r.abandoned(t0 + ms(1000), true, t0 + ms(1500));
+        r.answered(t0 + ms(1100), t0 + ms(1101), Outcome::Success); // after the window
+        let rep = r.report("http", Some(10.0), 1);
+        let timeline = rep.timeline.as_ref().expect("asked for");
+        assert_eq!(timeline.requests, vec![[50_000, 3_000], [300_000, 20_000], [900_000, 500_000]]);
+        let start = UNIX_EPOCH + Duration::from_micros(timeline.window_start_unix_us);
+        let lead = start.duration_since(SystemTime::now()).unwrap_or_default();
+        assert!(lead <= ms(100), "the window starts 100 ms after the recorder, not {lead:?}");
         let json = serde_json::to_string(&rep).unwrap();
         assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), rep);
     }

@@ -84,7 +84,8 @@ pub struct CoreSample {
     pub mode_in_effect: CoreMode,
     /// Rounds of its loop.
     pub rounds: u64,
-    /// Nanoseconds spent in rounds that found work.
+    /// Nanoseconds spent in rounds that found work (their wall time, at most
+    /// the CPU time the thread got between two publications).
     pub busy_ns: u64,
     /// Receive bursts that returned frames.
     pub batches: u64,
@@ -291,10 +292,35 @@ pub fn current_thread_id() -> u64 {
     u64::try_from(unsafe { libc::gettid() }).unwrap_or(0)
 }
 
+/// Nanoseconds the calling thread has run on a CPU (`CLOCK_THREAD_CPUTIME_ID`):
+/// on a guest with steal accounting, time the host took the virtual CPU away
+/// is not in it, nor time the thread waited for a CPU.
+pub fn thread_cpu_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid, writable timespec; the clock id is a constant
+    // the kernel knows, so the call cannot fail (it would leave `now` at 0).
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    u64::try_from(now.tv_sec).unwrap_or(0).saturating_mul(1_000_000_000).saturating_add(now.tv_nsec as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn thread_cpu_time_grows_while_working_and_not_while_sleeping() {
+        let start = thread_cpu_ns();
+        let wall = std::time::Instant::now();
+        while wall.elapsed() < std::time::Duration::from_millis(20) {
+            std::hint::black_box(thread_cpu_ns());
+        }
+        let worked = thread_cpu_ns();
+        assert!(worked > start, "spinning for 20 ms used no CPU time");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let slept = thread_cpu_ns() - worked;
+        assert!(slept < 20_000_000, "50 ms of sleep counted {slept} ns of CPU time");
+    }
 
     #[test]
     fn both_sides_see_each_others_words() {

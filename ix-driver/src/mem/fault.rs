@@ -31,6 +31,13 @@ impl FaultConfig {
     pub const NONE: Self =
         Self { loss: 0.0, duplicate: 0.0, reorder: 0.0, corrupt: 0.0, delay_micros: 0, jitter_micros: 0 };
 
+    /// Whether every frame is delivered once, intact, in order, after exactly
+    /// `delay_micros`: no probability and no jitter to draw.
+    pub fn is_perfect(&self) -> bool {
+        let chances = [self.loss, self.duplicate, self.reorder, self.corrupt];
+        chances.iter().all(|&p| p <= 0.0) && self.jitter_micros == 0
+    }
+
     /// Checks every probability is a number in `0.0..=1.0`.
     ///
     /// # Errors

@@ -144,6 +144,14 @@ impl Inbox {
         spare: &mut Vec<Vec<u8>>,
     ) {
         let link = &mut self.links[usize::from(src_port)];
+        if faults.is_perfect() && link.held.is_empty() {
+            // What `decide` would say without drawing: delivered once, on
+            // time, and no held frame to release behind it.
+            link.faults.stats.frames += 1;
+            let due_micros = now_micros.saturating_add(faults.delay_micros);
+            self.admit(src_port, due_micros, bytes, false, spare);
+            return;
+        }
         let (delay_micros, duplicate, reorder) = match link.faults.decide(faults, bytes.len()) {
             FrameFate::Lost => {
                 spare.push(bytes);
@@ -275,6 +283,21 @@ mod tests {
         assert_eq!(drain(&mut inbox, 99), []);
         assert_eq!(drain(&mut inbox, 100), [(100, 7)]);
         assert_eq!(inbox.next_due_micros(), None);
+    }
+
+    #[test]
+    fn a_perfect_link_delivers_each_frame_once_after_the_fixed_delay_and_counts_it() {
+        let mut inbox = Inbox::new(16, 1, 0..2);
+        let mut spare = Vec::new();
+        let delayed = FaultConfig { delay_micros: 7, ..FaultConfig::NONE };
+        assert!(delayed.is_perfect() && !FaultConfig { jitter_micros: 1, ..delayed }.is_perfect());
+        for (n, now) in [(1u8, 0), (2, 3), (3, 3)] {
+            inbox.offer(1, vec![n], now, &delayed, &mut spare);
+        }
+        assert_eq!(drain(&mut inbox, 9), [(7, 1)]);
+        assert_eq!(drain(&mut inbox, 10), [(10, 2), (10, 3)]);
+        assert_eq!(inbox.link_stats(1), FaultStats { frames: 3, ..FaultStats::default() });
+        assert!(spare.is_empty());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::seq::SeqNum;
 use super::{FourTuple, TcpError};
 use crate::socket::{Readiness, RxCredit};
 use crate::stats::TcpStats;
-use crate::time::Instant;
+use crate::time::{Instant, duration_micros};
 use crate::wire::{TcpFlags, TcpOptions, TcpRepr};
 
 /// States of RFC 9293 §3.3.2 that a connection object can be in (LISTEN is a
@@ -1611,7 +1611,7 @@ impl Conn {
     }
 
     fn arm_rto(&mut self, now: Instant) {
-        self.rto_deadline = Some(now + self.rtt.rto());
+        self.rto_deadline = Some(now.saturating_add_micros(self.rtt.rto_micros()));
     }
 
     fn arm_keepalive(&mut self, now: Instant) {
@@ -1622,7 +1622,7 @@ impl Conn {
 
     fn arm_persist(&mut self, now: Instant) {
         if self.persist_deadline.is_none() {
-            let base = self.rtt.rto().as_micros() as u64;
+            let base = self.rtt.rto_micros();
             let backoff = base.saturating_mul(1 << self.persist_backoffs.min(16)).min(PERSIST_MAX_MICROS);
             self.persist_deadline = Some(now + Duration::from_micros(backoff));
         }
@@ -2000,10 +2000,10 @@ impl Conn {
             && !self.rto_recovery
             && self.tlp_probe.is_none()
             && self.snd_max > self.snd_una;
-        let Some(srtt) = self.rtt.srtt().filter(|_| usable) else { return };
+        let Some(srtt_micros) = self.rtt.srtt_micros().filter(|_| usable) else { return };
         let one_segment = (self.snd_max - self.snd_una) as usize <= self.payload_mss() + 1;
-        let extra = if one_segment { self.cfg.loss.tlp_ack_delay } else { Duration::from_micros(TLP_SLACK_MICROS) };
-        let at = now + srtt * 2 + extra;
+        let extra_micros = if one_segment { duration_micros(self.cfg.loss.tlp_ack_delay) } else { TLP_SLACK_MICROS };
+        let at = now.saturating_add_micros(srtt_micros.saturating_mul(2).saturating_add(extra_micros));
         if self.rto_deadline.is_none_or(|rto| at < rto) {
             self.tlp_deadline = Some(at);
         }

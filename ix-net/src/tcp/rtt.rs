@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::time::duration_micros;
 use crate::timer::TICK_MICROS;
 
 /// Default lower bound of the retransmission timeout, as Linux (RFC 6298
@@ -70,12 +71,39 @@ struct Smoothed {
 /// does (the comparison is in `docs/loss-recovery.md`).
 ///
 /// [`on_sample_in_flight`]: RttEstimator::on_sample_in_flight
+///
+/// The estimator works in whole microseconds: the bounds are truncated to
+/// microseconds once, and the timeout is derived when a sample or a backoff
+/// changes it, not each time it is read (it is read for every RTO armed).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct RttEstimator {
     config: RttConfig,
+    bounds: BoundsMicros,
     smoothed: Option<Smoothed>,
     /// How many times the timeout doubled since the last sample.
     backoffs: u32,
+    /// The current timeout, backoff included.
+    rto_micros: u64,
+}
+
+/// [`RttConfig`] in whole microseconds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct BoundsMicros {
+    rto_min: u64,
+    rto_max: u64,
+    rto_initial: u64,
+    granularity: u64,
+}
+
+impl BoundsMicros {
+    fn of(config: &RttConfig) -> Self {
+        BoundsMicros {
+            rto_min: duration_micros(config.rto_min),
+            rto_max: duration_micros(config.rto_max),
+            rto_initial: duration_micros(config.rto_initial),
+            granularity: duration_micros(config.granularity),
+        }
+    }
 }
 
 impl Default for RttEstimator {
@@ -87,7 +115,10 @@ impl Default for RttEstimator {
 impl RttEstimator {
     /// An estimator with no sample yet: the RTO is `config.rto_initial`.
     pub fn new(config: RttConfig) -> Self {
-        RttEstimator { config, smoothed: None, backoffs: 0 }
+        let bounds = BoundsMicros::of(&config);
+        let mut estimator = RttEstimator { config, bounds, smoothed: None, backoffs: 0, rto_micros: 0 };
+        estimator.rto_micros = estimator.derive_rto_micros();
+        estimator
     }
 
     /// Takes one round-trip measurement into the estimate and clears any
@@ -103,7 +134,7 @@ impl RttEstimator {
     /// is acknowledged). The first sample of a connection is taken whole.
     /// `expected_samples` of 0 counts as 1.
     pub fn on_sample_in_flight(&mut self, rtt: Duration, expected_samples: u32) {
-        let sample = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        let sample = duration_micros(rtt);
         let divisor = u64::from(expected_samples.max(1));
         self.backoffs = 0;
         self.smoothed = Some(match self.smoothed {
@@ -117,34 +148,49 @@ impl RttEstimator {
                 }
             }
         });
+        self.rto_micros = self.derive_rto_micros();
     }
 
     /// Doubles the timeout after it expired (RFC 6298 §5.5), up to `rto_max`.
     /// The next sample undoes it.
     pub fn backoff(&mut self) {
-        if self.rto() < self.config.rto_max {
+        if self.rto_micros < self.bounds.rto_max {
             self.backoffs += 1;
+            self.rto_micros = self.derive_rto_micros();
         }
     }
 
     /// The current retransmission timeout, backoff included.
     pub fn rto(&self) -> Duration {
+        Duration::from_micros(self.rto_micros)
+    }
+
+    /// [`RttEstimator::rto`] in microseconds.
+    pub fn rto_micros(&self) -> u64 {
+        self.rto_micros
+    }
+
+    fn derive_rto_micros(&self) -> u64 {
+        let bounds = &self.bounds;
         let base = match self.smoothed {
-            None => self.config.rto_initial,
+            None => bounds.rto_initial,
             Some(Smoothed { srtt_micros, rttvar_micros }) => {
-                let variance = Duration::from_micros(rttvar_micros.saturating_mul(4));
-                Duration::from_micros(srtt_micros) + variance.max(self.config.granularity)
+                srtt_micros.saturating_add(rttvar_micros.saturating_mul(4).max(bounds.granularity))
             }
         };
-        let base = base.clamp(self.config.rto_min, self.config.rto_max);
-        base.checked_mul(1u32.checked_shl(self.backoffs).unwrap_or(u32::MAX))
-            .unwrap_or(Duration::MAX)
-            .min(self.config.rto_max)
+        // Not `clamp`: it panics when a configuration has min > max.
+        let base = base.max(bounds.rto_min).min(bounds.rto_max);
+        base.saturating_mul(1u64.checked_shl(self.backoffs).unwrap_or(u64::MAX)).min(bounds.rto_max)
     }
 
     /// The smoothed round-trip time, or `None` before the first sample.
     pub fn srtt(&self) -> Option<Duration> {
-        self.smoothed.map(|smoothed| Duration::from_micros(smoothed.srtt_micros))
+        self.srtt_micros().map(Duration::from_micros)
+    }
+
+    /// [`RttEstimator::srtt`] in microseconds.
+    pub fn srtt_micros(&self) -> Option<u64> {
+        self.smoothed.map(|smoothed| smoothed.srtt_micros)
     }
 
     /// The round-trip time variation, or `None` before the first sample.

@@ -14,6 +14,8 @@ use super::{IpProtocol, WireError, byte_view};
 pub const TCP_HEADER_LEN: usize = 20;
 /// Most option bytes a header can carry (data offset 15 words minus 5).
 pub const TCP_OPTIONS_MAX_LEN: usize = 40;
+/// Option bytes of timestamps alone, NOP-aligned (RFC 7323 Appendix A).
+const TIMESTAMPS_ALIGNED_LEN: usize = 12;
 /// Most SACK blocks one option can carry (RFC 2018: 2 + 8n bytes, n <= 4).
 const SACK_BLOCKS_MAX: usize = 4;
 /// Largest window shift allowed; larger ones are read as 14 (RFC 7323 2.3).
@@ -384,6 +386,13 @@ impl TcpOptions {
     /// timestamps 10, SACK 2 + 8n with n from 1 to 4).
     pub fn parse(mut bytes: &[u8]) -> Result<TcpOptions, WireError> {
         let mut options = TcpOptions::default();
+        // The layout of nearly every segment after the handshake (RFC 7323
+        // Appendix A): NOP, NOP, timestamps. Read at once, the same result as
+        // the loop below would give.
+        if let &[option_kind::NOP, option_kind::NOP, option_kind::TIMESTAMPS, 10, a, b, c, d, e, f, g, h] = bytes {
+            options.timestamps = Some((u32::from_be_bytes([a, b, c, d]), u32::from_be_bytes([e, f, g, h])));
+            return Ok(options);
+        }
         while let [kind, rest @ ..] = bytes {
             match *kind {
                 option_kind::END => break,
@@ -487,7 +496,22 @@ impl TcpOptions {
     /// of 4 and at most [`TCP_OPTIONS_MAX_LEN`].
     #[inline]
     pub fn emitted_len(&self) -> usize {
+        if self.timestamps_only().is_some() {
+            return TIMESTAMPS_ALIGNED_LEN;
+        }
         self.layout().len
+    }
+
+    /// The timestamps, when they are the only option: the options of nearly
+    /// every segment after the handshake, written and read at once.
+    #[inline]
+    fn timestamps_only(&self) -> Option<(u32, u32)> {
+        match self {
+            TcpOptions { mss: None, window_scale: None, sack_permitted: false, timestamps, sack_count: 0, .. } => {
+                *timestamps
+            }
+            _ => None,
+        }
     }
 
     /// Writes the options into the start of `buf` and returns how many bytes
@@ -498,6 +522,18 @@ impl TcpOptions {
     /// # Panics
     /// Panics if `buf` is shorter than [`emitted_len`](Self::emitted_len).
     pub fn emit(&self, buf: &mut [u8]) -> usize {
+        if let Some((value, echo_reply)) = self.timestamps_only() {
+            let out = &mut buf[..TIMESTAMPS_ALIGNED_LEN];
+            out[..4].copy_from_slice(&[option_kind::NOP, option_kind::NOP, option_kind::TIMESTAMPS, 10]);
+            out[4..8].copy_from_slice(&value.to_be_bytes());
+            out[8..].copy_from_slice(&echo_reply.to_be_bytes());
+            return TIMESTAMPS_ALIGNED_LEN;
+        }
+        self.emit_by_layout(buf)
+    }
+
+    /// [`emit`](Self::emit) for any set of options.
+    fn emit_by_layout(&self, buf: &mut [u8]) -> usize {
         let layout = self.layout();
         let mut out = OptionWriter { buf: &mut buf[..layout.len], at: 0, aligned: layout.aligned };
         if let Some(mss) = self.mss {
@@ -935,6 +971,36 @@ mod tests {
             // ... and as many fit as could.
             prop_assert!(kept == usize::from(options.sack_count)
                 || options.packed_len(kept + 1).next_multiple_of(4) > TCP_OPTIONS_MAX_LEN);
+        }
+
+        #[test]
+        fn aligned_timestamps_read_at_once_as_the_general_parser_reads_them(
+            value in any::<[u8; 8]>(),
+            length in prop_oneof![Just(10u8), any::<u8>()],
+        ) {
+            let mut aligned = vec![option_kind::NOP, option_kind::NOP, option_kind::TIMESTAMPS, length];
+            aligned.extend_from_slice(&value);
+            // The same option with its NOPs behind it: only the general loop
+            // reads this layout.
+            let mut trailing = vec![option_kind::TIMESTAMPS, length];
+            trailing.extend_from_slice(&value);
+            trailing.extend_from_slice(&[option_kind::NOP, option_kind::NOP]);
+            prop_assert_eq!(TcpOptions::parse(&aligned), TcpOptions::parse(&trailing));
+        }
+
+        #[test]
+        fn timestamps_alone_are_written_at_once_as_the_general_writer_writes_them(
+            timestamps in any::<(u32, u32)>(),
+            stale_blocks in any::<[(u32, u32); 4]>(),
+        ) {
+            // Blocks beyond `sack_count` are not sent, whatever they hold.
+            let options = TcpOptions { timestamps: Some(timestamps), sack_blocks: stale_blocks, ..TcpOptions::default() };
+            let (mut fast, mut general) = ([0xee; 40], [0xee; 40]);
+            let len = options.emit(&mut fast);
+            prop_assert_eq!(len, options.emit_by_layout(&mut general));
+            prop_assert_eq!(len, options.emitted_len());
+            prop_assert_eq!(len, options.layout().len);
+            prop_assert_eq!(fast, general);
         }
 
         #[test]
