@@ -124,7 +124,7 @@ for conns in "$@"; do
     echo "== $server, $conns connections ($idle idle, $active active), $est established after ${open_s} s:" \
         "server RSS $((rss0 / 1024)) MB before, $((rss / 1024)) MB with them ($(((rss - rss0) * 1024 / (est > 0 ? est : 1))) B per" \
         "connection), $pool"
-    in_cli taskset -c 1 "$load" --target 10.77.0.1:8080 -c "$active" --rate "$rate" -d "${duration}s" \
+    in_cli taskset -c 1 "$load" --target 10.77.0.1:8080 --source 10.77.0.2 -c "$active" --rate "$rate" -d "${duration}s" \
         2>"$out/load" >/dev/null || true
     echo "   active: $active connections, $rate/s offered, ${duration} s; server RSS $(($(rss_kb "${server_pids[@]}") / 1024)) MB;" \
         "$(established) established"

@@ -32,6 +32,8 @@ const HONEST_CONNECTIONS_MAX: usize = 3;
 const BACKLOG: usize = 4;
 const VICTIM_CONNECTIONS_MAX: usize = 32;
 const POOL_FRAMES: u32 = 512;
+/// The attacker's frames: only those in flight.
+const ATTACKER_POOL_FRAMES: u32 = 64;
 /// Operations read from one input at most.
 const OPS_MAX: usize = 512;
 /// Virtual time per busy step.
@@ -64,8 +66,13 @@ struct Host {
 }
 
 impl Host {
-    fn new(wire: &Arc<MemWire>, port: u16, addr: Ipv4Addr, tune: impl FnOnce(&mut StackConfig)) -> Host {
-        let pool = PacketPool::new(PoolConfig { frames: POOL_FRAMES, huge_pages: HugePages::Never }).expect("pool");
+    fn new(
+        wire: &Arc<MemWire>,
+        port: u16,
+        addr: Ipv4Addr,
+        pool: PacketPool,
+        tune: impl FnOnce(&mut StackConfig),
+    ) -> Host {
         let queue = wire.queue(port, 0, pool.clone()).expect("queue");
         let mut config = StackConfig::new(EthernetAddress(queue.mac()), addr, 24, [port as u8 + 1; 16]);
         tune(&mut config);
@@ -275,8 +282,44 @@ struct Session {
     _wire: Arc<MemWire>,
 }
 
+/// The three parties' packet pools, kept from one input to the next: a pool is a populated shared mapping
+/// (2 MiB for [`POOL_FRAMES`]), whose making and unmapping took most of an input's time. A pool goes back
+/// only with every frame free, so each input starts as with fresh pools (frames hold older bytes, as a
+/// dataplane's reused frames do).
+struct SessionPools {
+    victim: PacketPool,
+    honest: PacketPool,
+    attacker: PacketPool,
+}
+
+thread_local! {
+    static SPARE_POOLS: std::cell::RefCell<Option<SessionPools>> = const { std::cell::RefCell::new(None) };
+}
+
+impl SessionPools {
+    /// The pools the last input gave back, or new ones.
+    fn take() -> SessionPools {
+        SPARE_POOLS.with_borrow_mut(Option::take).unwrap_or_else(|| {
+            let pool = |frames| PacketPool::new(PoolConfig { frames, huge_pages: HugePages::Never }).expect("pool");
+            SessionPools { victim: pool(POOL_FRAMES), honest: pool(POOL_FRAMES), attacker: pool(ATTACKER_POOL_FRAMES) }
+        })
+    }
+
+    /// Keeps the pools for the next input. Every party's frames are back once its session is dropped.
+    ///
+    /// # Panics
+    /// When a pool lacks a frame: something outside the session still holds it.
+    fn give_back(self) {
+        for (name, pool) in [("victim", &self.victim), ("honest peer", &self.honest), ("attacker", &self.attacker)] {
+            let (free, capacity) = (pool.available(), pool.capacity());
+            assert_eq!(free, capacity, "the {name}'s pool lost {} frames after the session ended", capacity - free);
+        }
+        SPARE_POOLS.with_borrow_mut(|spare| *spare = Some(self));
+    }
+}
+
 impl Session {
-    fn new() -> Session {
+    fn new(pools: &SessionPools) -> Session {
         let clock = Arc::new(ManualClock::new(0));
         let wire = MemWire::new(MemWireConfig {
             ports: 3,
@@ -285,9 +328,11 @@ impl Session {
             ..MemWireConfig::default()
         })
         .expect("wire");
-        let mut victim = Host::new(&wire, VICTIM_PORT, VICTIM, |c| c.max_connections = VICTIM_CONNECTIONS_MAX);
-        let honest = Host::new(&wire, HONEST_PORT, HONEST, |_| {});
-        let pool = PacketPool::new(PoolConfig { frames: 64, huge_pages: HugePages::Never }).expect("pool");
+        let mut victim = Host::new(&wire, VICTIM_PORT, VICTIM, pools.victim.clone(), |c| {
+            c.max_connections = VICTIM_CONNECTIONS_MAX;
+        });
+        let honest = Host::new(&wire, HONEST_PORT, HONEST, pools.honest.clone(), |_| {});
+        let pool = pools.attacker.clone();
         let queue = wire.queue(ATTACKER_PORT, 0, pool.clone()).expect("queue");
         let attacker = Attacker {
             mac: EthernetAddress(mem_port_mac(ATTACKER_PORT)),
@@ -335,6 +380,12 @@ impl Session {
 
     /// Polls every party once; moves time a step when anything moved, else to the next timer.
     fn step(&mut self) {
+        self.step_until(None);
+    }
+
+    /// Polls every party once; moves time a step when anything moved, else to the next timer, or to
+    /// `horizon` when that comes first (or no timer is set), as a dataplane's idle wait would.
+    fn step_until(&mut self, horizon: Option<u64>) {
         let now = self.now();
         let mut busy = self.victim.poll(now);
         busy |= self.honest.poll(now);
@@ -343,9 +394,17 @@ impl Session {
             self.clock.advance(STEP_MICROS);
             return;
         }
-        let next = [self.victim.stack.poll_timeout(), self.honest.stack.poll_timeout()].into_iter().flatten().min();
-        match next {
-            Some(t) if t > now => self.clock.set(t.as_micros()),
+        let next = [self.victim.stack.poll_timeout(), self.honest.stack.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .map(Instant::as_micros)
+            .min();
+        let idle_until = match (next, horizon) {
+            (Some(t), Some(h)) => Some(t.min(h)),
+            (t, h) => t.or(h),
+        };
+        match idle_until {
+            Some(t) if t > now.as_micros() => self.clock.set(t),
             _ => {
                 self.clock.advance(STEP_MICROS);
             }
@@ -359,7 +418,7 @@ impl Session {
             if self.clock.now_micros() >= until {
                 return;
             }
-            self.step();
+            self.step_until(Some(until));
         }
     }
 
@@ -531,7 +590,8 @@ impl Session {
 /// When an invariant breaks.
 pub fn run(data: &[u8]) {
     let mut input = FuzzInput::new(data);
-    let mut session = Session::new();
+    let pools = SessionPools::take();
+    let mut session = Session::new(&pools);
     for _ in 0..OPS_MAX {
         if input.is_empty() {
             break;
@@ -540,4 +600,6 @@ pub fn run(data: &[u8]) {
     }
     session.deliver_honest_bytes();
     session.tear_down();
+    drop(session);
+    pools.give_back();
 }

@@ -176,7 +176,7 @@ fn config(args: &Args) -> LoadConfig {
 
 fn run_on_kernel(args: &Args, cfg: &LoadConfig) -> anyhow::Result<Report> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
-    let kernel = KernelNet { source: args.source };
+    let kernel = args.source.map_or_else(KernelNet::default, KernelNet::from_source);
     let Some(trusted) = &args.tls_trust else {
         return Ok(rt.block_on(loadgen::run(&kernel, cfg))?);
     };
