@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::Args;
 use crate::on_tokio::{reuseport_listener, run_thread_per_core};
-use crate::service::{App, FileJob, FileJobResult};
+use ix_http::service::{App, FileJob, FileJobResult};
 
 /// Static file reads on a thread of their own (monoio has no blocking pool
 /// enabled here); the request's task awaits the answer on its core.
