@@ -21,6 +21,7 @@ pub type SharedWindow = Arc<OnceLock<(Instant, Instant)>>;
 pub fn run_client(
     wire: Arc<MemWire>,
     idle: IdlePolicy,
+    pin: bool,
     cfg: &LoadConfig,
     window: SharedWindow,
 ) -> Result<Report, String> {
@@ -30,6 +31,7 @@ pub fn run_client(
         .ipv4(CLIENT_IP, PREFIX_LEN)
         .idle(idle)
         .first_cpu(SERVER_CPU + 1)
+        .pin_threads(pin)
         .handle_signals(false)
         .build()
         .map_err(|e| format!("client runtime: {e}"))?;

@@ -50,15 +50,16 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Starts `protocol`'s server on port 0 of `wire` and returns once it
-    /// listens.
-    pub fn start(protocol: Protocol, wire: Arc<MemWire>, idle: IdlePolicy) -> Result<RunningServer, String> {
+    /// Starts `protocol`'s server on port 0 of `wire` (pinned to
+    /// [`SERVER_CPU`] when `pin`) and returns once it listens.
+    pub fn start(protocol: Protocol, wire: Arc<MemWire>, idle: IdlePolicy, pin: bool) -> Result<RunningServer, String> {
         let runtime = Runtime::builder()
             .cores(1)
             .backend(Backend::Mem { wire, port: 0 })
             .ipv4(SERVER_IP, PREFIX_LEN)
             .idle(idle)
             .first_cpu(SERVER_CPU)
+            .pin_threads(pin)
             .handle_signals(false)
             .drain_timeout(DRAIN_LIMIT)
             .build()
