@@ -30,19 +30,9 @@ done
 [ "$n2" -gt "$n1" ] || { echo "instr-count: --n2 must exceed --n1" >&2; exit 2; }
 case "$only" in '' | rr | bulk) ;; *) usage ;; esac
 
-# shellcheck source=scripts/packages.sh
-. scripts/packages.sh
-need_cmd valgrind valgrind
-install_needed
-
-if [ -z "$bench" ]; then
-    bench=$(cargo bench -p ix-net --bench stack --no-run --message-format=json 2>/dev/null |
-        python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "stack" and m.get("executable"):
-        print(m["executable"])')
-fi
+# shellcheck source=scripts/callgrind-setup.sh
+. scripts/callgrind-setup.sh
+[ -n "$bench" ] || bench=$(bench_executable ix-net stack)
 [ -x "$bench" ] || { echo "instr-count: no stack bench binary at '$bench'" >&2; exit 1; }
 
 out=$(mktemp -d)

@@ -49,6 +49,12 @@ cargo test --workspace --release
 # case completes and every echo is checked; it exits non-zero otherwise.
 echo "== cargo bench -p ix-runtime --bench echo -- --quick"
 cargo bench -p ix-runtime --bench echo -- --quick
+# The in-process end-to-end bench's smoke runs (seconds): ix-http and ix-kv on IX
+# with an IX client over the mem wire, every response parsed and checked.
+echo "== cargo bench -p ix-benches --bench inprocess -- --count 300 --connections 1,32"
+cargo bench -p ix-benches --bench inprocess -- --count 300 --connections 1,32
+echo "== cargo bench -p ix-benches --bench inprocess -- --quick --connections 32"
+cargo bench -p ix-benches --bench inprocess -- --quick --connections 32
 # The igb backend end to end: a QEMU guest with an emulated 82576 behind a
 # virtual IOMMU (a few minutes; installs QEMU 10 and a Debian kernel once).
 echo "== scripts/igb-e2e.sh"

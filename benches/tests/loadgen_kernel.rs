@@ -76,6 +76,26 @@ fn memcache_latency_matches_the_service_time_and_prefilled_gets_hit() {
 }
 
 #[test]
+fn a_counted_run_sends_exactly_its_requests_and_window_is_told() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = TestServer::start(Behaviour::HttpServiceTime(Duration::ZERO));
+    // 7 connections share 250 requests: the budget is global, not per connection.
+    let mut cfg = http(server.addr, 7, Mode::Counted { requests: 250 }, 60.0);
+    cfg.warmup = Duration::ZERO;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut told = None;
+    let started = Instant::now();
+    let report = rt
+        .block_on(loadgen::run_with_window(&KernelNet::default(), &cfg, |start, end| told = Some((start, end))))
+        .expect("the run starts");
+    assert_eq!(report.errors.total(), 0, "{:?}", report.errors);
+    assert_eq!((report.sent, report.completed), (250, 250));
+    assert!(started.elapsed() < Duration::from_secs(30), "the run ended with its budget, not its window");
+    let (start, end) = told.expect("the window was told");
+    assert_eq!(end - start, Duration::from_secs(60));
+}
+
+#[test]
 fn open_loop_holds_the_rate_within_two_percent() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = TestServer::start(Behaviour::HttpServiceTime(Duration::ZERO));

@@ -50,6 +50,14 @@ impl Machine {
     }
 }
 
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them
+/// (`unknown` when it cannot be read).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// The jiffies of one CPU line of `/proc/stat`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct CpuTimes {

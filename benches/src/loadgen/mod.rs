@@ -64,6 +64,13 @@ pub enum Mode {
     },
     /// Each connection sends its next request when the last one is answered.
     Closed,
+    /// As `Closed`, until `requests` requests have been sent in all (or the
+    /// window ends): a fixed amount of work, for counting instructions per
+    /// request.
+    Counted {
+        /// Requests to send, over all connections.
+        requests: u64,
+    },
 }
 
 /// How many requests one connection carries.
@@ -200,6 +207,20 @@ impl LoadConfig {
 /// Bad settings, no connection at all, or a failed prefill. Failures of
 /// single requests are counted in the report, not returned.
 pub async fn run<N: Net>(net: &N, cfg: &LoadConfig) -> Result<Report, LoadError> {
+    run_with_window(net, cfg, |_, _| {}).await
+}
+
+/// As [`run`], telling `window_known` the measured window `[start, end)` once
+/// the connections are open and the keys stored, before the load starts (a
+/// caller sampling the server's CPU time over the same window uses it).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_window<N: Net>(
+    net: &N,
+    cfg: &LoadConfig,
+    window_known: impl FnOnce(Instant, Instant),
+) -> Result<Report, LoadError> {
     cfg.validate()?;
     let conns = match cfg.connection_use {
         ConnectionUse::KeepAlive => open_connections(net, cfg).await?,
@@ -212,7 +233,13 @@ pub async fn run<N: Net>(net: &N, cfg: &LoadConfig) -> Result<Report, LoadError>
     let start = Instant::now();
     let window_start = start + cfg.warmup;
     let end = window_start + cfg.duration;
-    let shared = Rc::new(RefCell::new(Shared::new(cfg.connections, Recorder::new(window_start, end, cfg.timeline))));
+    window_known(window_start, end);
+    let budget = match cfg.mode {
+        Mode::Counted { requests } => Some(requests),
+        Mode::Open { .. } | Mode::Closed => None,
+    };
+    let shared =
+        Rc::new(RefCell::new(Shared::new(cfg.connections, Recorder::new(window_start, end, cfg.timeline), budget)));
     for (i, conn) in conns.iter_mut().enumerate() {
         conn.client = cfg.workload.client(cfg.seed.wrapping_add(1 + i as u64));
     }
@@ -230,7 +257,7 @@ pub async fn run<N: Net>(net: &N, cfg: &LoadConfig) -> Result<Report, LoadError>
     shared.abandon_the_rest(stopped_at);
     let offered = match cfg.mode {
         Mode::Open { rate } => Some(rate),
-        Mode::Closed => None,
+        Mode::Closed | Mode::Counted { .. } => None,
     };
     Ok(shared.recorder.report(cfg.workload.name(), offered, cfg.connections))
 }
@@ -392,7 +419,7 @@ where
 async fn next_request(shared: &RefCell<Shared>, index: usize, closed_loop_end: Option<Instant>) -> Option<Instant> {
     if let Some(end) = closed_loop_end {
         let now = Instant::now();
-        return (now < end).then_some(now);
+        return (now < end && shared.borrow_mut().take_from_budget()).then_some(now);
     }
     std::future::poll_fn(|cx| shared.borrow_mut().poll_take(index, cx.waker())).await
 }
@@ -404,7 +431,7 @@ async fn connection_loop<N: Net>(
     shared: &RefCell<Shared>,
     end: Instant,
 ) {
-    let closed_loop_end = matches!(cfg.mode, Mode::Closed).then_some(end);
+    let closed_loop_end = matches!(cfg.mode, Mode::Closed | Mode::Counted { .. }).then_some(end);
     while let Some(intended) = next_request(shared, conn.index, closed_loop_end).await {
         shared.borrow_mut().in_flight[conn.index] = Some((intended, false));
         if conn.stream.is_none() {
@@ -486,11 +513,14 @@ struct Shared {
     in_flight: Vec<Option<(Instant, bool)>>,
     /// No more requests will be offered (the backlog is still served).
     closed: bool,
+    /// Requests left to send in a [`Mode::Counted`] run.
+    budget: Option<u64>,
 }
 
 impl Shared {
-    fn new(connections: usize, recorder: Recorder) -> Self {
+    fn new(connections: usize, recorder: Recorder, budget: Option<u64>) -> Self {
         Self {
+            budget,
             recorder,
             backlog: VecDeque::new(),
             idle: VecDeque::with_capacity(connections),
@@ -510,6 +540,18 @@ impl Shared {
             if let Some(waker) = self.wakers[index].take() {
                 waker.wake();
                 break;
+            }
+        }
+    }
+
+    /// Whether one more request may be sent (always, outside a counted run).
+    fn take_from_budget(&mut self) -> bool {
+        match &mut self.budget {
+            None => true,
+            Some(0) => false,
+            Some(left) => {
+                *left -= 1;
+                true
             }
         }
     }

@@ -6,7 +6,6 @@
 mod on_ix;
 mod on_monoio;
 mod on_tokio;
-mod service;
 mod tls;
 
 use std::net::Ipv4Addr;
@@ -15,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use ix_http::service;
 use ix_hyper_compat::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
@@ -148,7 +148,7 @@ fn main() -> ExitCode {
         .init();
     // The runtime is chosen here, once: how it serves, and how it runs blocking file reads.
     let (serve, offload): (Serve, service::Offload) = match args.runtime {
-        RuntimeKind::Ix => (on_ix::run, on_ix::offload),
+        RuntimeKind::Ix => (on_ix::run, ix_http::offload_on_ix),
         RuntimeKind::Tokio => (on_tokio::run, on_tokio::offload),
         RuntimeKind::Monoio => (on_monoio::run, on_monoio::offload),
     };

@@ -15,18 +15,12 @@ use ix_runtime::{Backend, Runtime};
 use tokio_rustls::TlsAcceptor;
 
 use crate::Args;
-use crate::service::{App, FileJob, FileJobResult};
 use crate::tls::TlsAccept;
+use ix_http::service::App;
 
 /// How long the runtime's graceful shutdown waits after the server's grace
 /// period, for the connections closed at its end to send their FINs.
 const DRAIN_AFTER_GRACE: Duration = Duration::from_secs(1);
-
-/// Static file reads on IX's blocking pool; the request's task resumes on its core.
-pub(crate) fn offload(job: FileJob) -> FileJobResult {
-    let lookup = ix_runtime::spawn_blocking(job);
-    Box::pin(async move { lookup.await.ok() })
-}
 
 pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
     let backend: Backend = args.backend.parse().with_context(|| format!("--backend {}", args.backend))?;

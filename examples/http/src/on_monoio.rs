@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::Args;
 use crate::on_tokio::{bind_core_listeners, run_thread_per_core, stop_requested};
-use crate::service::{App, FileJob, FileJobResult};
+use ix_http::service::{App, FileJob, FileJobResult};
 
 /// Static file reads on a thread of their own (monoio has no blocking pool
 /// enabled here); the request's task awaits the answer on its core.

@@ -17,8 +17,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::Args;
-use crate::service::{App, FileJob, FileJobResult};
 use crate::tls::TlsAccept;
+use ix_http::service::{App, FileJob, FileJobResult};
 
 /// Static file reads on tokio's blocking pool.
 pub(crate) fn offload(job: FileJob) -> FileJobResult {

@@ -120,6 +120,15 @@ pub enum Routed {
     Blocking(Pin<Box<dyn Future<Output = Response<ResponseBody>>>>),
 }
 
+impl std::fmt::Debug for Routed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Routed::Ready(_) => "Routed::Ready",
+            Routed::Blocking(_) => "Routed::Blocking",
+        })
+    }
+}
+
 impl Future for Routed {
     type Output = Result<Response<ResponseBody>, Infallible>;
 

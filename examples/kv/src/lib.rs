@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod handler;
+pub mod on_ix;
 pub mod protocol;
 pub mod server;
 pub mod stats;

@@ -171,17 +171,7 @@ fn run_ix(args: &Args, server: Arc<Server>) -> anyhow::Result<()> {
             if listening.fetch_add(1, Ordering::SeqCst) + 1 == cores {
                 announce(ip, port, RuntimeKind::Ix, &spec, cores);
             }
-            let serving = async {
-                while let Ok((stream, peer)) = listener.accept().await {
-                    tracing::debug!(%peer, "connection accepted");
-                    let addrs = ClientAddrs { peer: stream.peer_addr().into(), local: stream.local_addr().into() };
-                    let served = serve_client(server.clone(), stream, Some(addrs));
-                    drop(ix_runtime::spawn_local(async move {
-                        let outcome = served.await;
-                        tracing::debug!(%peer, ?outcome, "connection closed");
-                    }));
-                }
-            };
+            let serving = ix_kv::on_ix::accept_loop(server, &listener);
             match &board {
                 None => serving.await,
                 Some(board) => board.publish_while(PUBLISH_PERIOD_DEFAULT, Vec::new, serving).await,
