@@ -5,12 +5,11 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use anyhow::Context as _;
 use hyper_util::rt::TokioIo;
 use ix_hyper_compat::{Accept, Server};
 use monoio_compat::TcpStreamCompat;
@@ -18,7 +17,7 @@ use monoio_compat::hyper::{MonoioExecutor, MonoioTimer};
 use tokio_rustls::TlsAcceptor;
 
 use crate::Args;
-use crate::on_tokio::{reuseport_listener, run_thread_per_core};
+use crate::on_tokio::{bind_core_listeners, run_thread_per_core, stop_requested};
 use crate::service::{App, FileJob, FileJobResult};
 
 /// Static file reads on a thread of their own (monoio has no blocking pool
@@ -67,28 +66,18 @@ impl Accept for Listener {
 }
 
 pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
-    if args.metrics.is_some() {
-        anyhow::bail!("--metrics serves IX's per-core counters: use it with --runtime ix");
-    }
     if tls.is_some() {
         anyhow::bail!("--runtime monoio serves plain HTTP only");
     }
-    let ip = addr.map_or(Ipv4Addr::UNSPECIFIED, |(ip, _)| ip);
-    let bind = SocketAddrV4::new(ip, args.port);
-    let listeners = (0..args.cores)
-        .map(|_| reuseport_listener(bind, args.backlog))
-        .collect::<io::Result<Vec<_>>>()
-        .with_context(|| format!("bind {bind}"))?;
+    let (bind, listeners) = bind_core_listeners(args, addr)?;
     let banner = format!("listening on {bind} (monoio, io_uring, {} cores, http)", args.cores);
     let config = args.server_config();
-    run_thread_per_core("monoio", listeners, banner, move |core, std_listener, mut stop_rx, ready| {
+    run_thread_per_core("monoio", listeners, banner, move |core, std_listener, stop_rx, ready| {
         let (app, config) = (app.clone(), config.clone());
         let serve = async move {
             let listener = monoio::net::TcpListener::from_std(std_listener)?;
             ready.listening();
-            let stop = Box::pin(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            });
+            let stop = stop_requested(stop_rx);
             let server = Server::with_runtime(config, MonoioExecutor, MonoioTimer);
             let listener = Listener { listener: Rc::new(listener), accepting: None, stop };
             let counters = server.serve_with(listener, |_peer| app.clone()).await;

@@ -66,7 +66,36 @@ impl Accept for Listener {
     }
 }
 
-pub(crate) fn reuseport_listener(addr: SocketAddrV4, backlog: usize) -> io::Result<std::net::TcpListener> {
+/// The guards every kernel-socket runtime shares, then one `SO_REUSEPORT`
+/// listener per core on `addr` (or every address) and `--port`, bound up front
+/// so that a bad address fails at once.
+///
+/// # Errors
+/// `--metrics` (IX's per-core counters) was asked for, or a bind failed.
+pub(crate) fn bind_core_listeners(
+    args: &Args,
+    addr: Option<(Ipv4Addr, u8)>,
+) -> anyhow::Result<(SocketAddrV4, Vec<std::net::TcpListener>)> {
+    if args.metrics.is_some() {
+        anyhow::bail!("--metrics serves IX's per-core counters: use it with --runtime ix");
+    }
+    let ip = addr.map_or(Ipv4Addr::UNSPECIFIED, |(ip, _)| ip);
+    let bind = SocketAddrV4::new(ip, args.port);
+    let listeners = (0..args.cores)
+        .map(|_| reuseport_listener(bind, args.backlog))
+        .collect::<io::Result<Vec<_>>>()
+        .with_context(|| format!("bind {bind}"))?;
+    Ok((bind, listeners))
+}
+
+/// A future that completes once the shutdown flag turns true (or its sender is gone).
+pub(crate) fn stop_requested(mut stop: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()>>> {
+    Box::pin(async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    })
+}
+
+fn reuseport_listener(addr: SocketAddrV4, backlog: usize) -> io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -77,28 +106,17 @@ pub(crate) fn reuseport_listener(addr: SocketAddrV4, backlog: usize) -> io::Resu
 }
 
 pub(crate) fn run(args: &Args, app: App, addr: Option<(Ipv4Addr, u8)>, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
-    if args.metrics.is_some() {
-        anyhow::bail!("--metrics serves IX's per-core counters: use it with --runtime ix");
-    }
-    let ip = addr.map_or(Ipv4Addr::UNSPECIFIED, |(ip, _)| ip);
-    let bind = SocketAddrV4::new(ip, args.port);
-    // Bind every core's listener up front, so that a bad address fails at once.
-    let listeners = (0..args.cores)
-        .map(|_| reuseport_listener(bind, args.backlog))
-        .collect::<io::Result<Vec<_>>>()
-        .with_context(|| format!("bind {bind}"))?;
+    let (bind, listeners) = bind_core_listeners(args, addr)?;
     let cores = args.cores;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let banner = format!("listening on {bind} (tokio, kernel, {cores} cores, {scheme})");
     let config = args.server_config();
-    run_thread_per_core("tokio", listeners, banner, move |core, std_listener, mut stop_rx, ready| {
+    run_thread_per_core("tokio", listeners, banner, move |core, std_listener, stop_rx, ready| {
         let (app, config, tls) = (app.clone(), config.clone(), tls.clone());
         let serve = async move {
             let listener = tokio::net::TcpListener::from_std(std_listener)?;
             ready.listening();
-            let stop = Box::pin(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            });
+            let stop = stop_requested(stop_rx);
             let server = Server::with_runtime(config, LocalSpawn, TokioTimer::new());
             let listener = Listener { listener, stop };
             let counters = match tls {

@@ -1,5 +1,5 @@
-//! What differs between the NIC families: one register map each ([`Igb`] for
-//! the 82576, [`Ixgbe`] for the 82599) behind [`Family`], and the set-up steps
+//! What differs between the NIC families: one register map each (`igb::Igb` for
+//! the 82576, `ixgbe::Ixgbe` for the 82599) behind [`Family`], and the set-up steps
 //! both share (ring registers, RSS key and redirection table).
 
 use std::time::Duration;
@@ -7,9 +7,6 @@ use std::time::Duration;
 use crate::rss::RedirectionTable;
 
 use super::regs::{QUEUE_ENABLE, Registers, RingRegisters, poll_register};
-
-pub(crate) use super::igb::Igb;
-pub(crate) use super::ixgbe::Ixgbe;
 
 /// Hardware counters of one queue, as deltas since the last read (the
 /// statistics registers clear on read).
@@ -67,17 +64,32 @@ pub(crate) trait Family: Sync + std::fmt::Debug {
     /// Receive filters (own address and broadcast only), RSS over `table`,
     /// receive and transmit enabled globally; queues stay off.
     fn configure(&self, regs: &dyn Registers, key: &[u8; 40], table: &RedirectionTable);
+    /// Where this family's per-queue register blocks sit.
+    fn queue_layout(&self) -> QueueLayout;
     /// The registers of receive ring `queue`.
-    fn rx_ring(&self, queue: u16) -> RingRegisters;
+    fn rx_ring(&self, queue: u16) -> RingRegisters {
+        ring_registers(self.queue_layout().rx_base, queue)
+    }
     /// The registers of transmit ring `queue`.
-    fn tx_ring(&self, queue: u16) -> RingRegisters;
+    fn tx_ring(&self, queue: u16) -> RingRegisters {
+        ring_registers(self.queue_layout().tx_base, queue)
+    }
     /// The split-and-replication control register (SRRCTL) of receive queue
     /// `queue`: buffer size and descriptor type.
-    fn srrctl(&self, queue: u16) -> u32;
+    fn srrctl(&self, queue: u16) -> u32 {
+        self.queue_layout().rx_register(queue, self.queue_layout().srrctl)
+    }
     /// Per-queue receive settings before the ring is enabled: advanced one-buffer
     /// descriptors of [`RX_BUFFER_BYTES`](super::ring::RX_BUFFER_BYTES), drop
-    /// when the ring is empty.
-    fn configure_rx_queue(&self, regs: &dyn Registers, queue: u16);
+    /// when the ring is empty. A family that needs more per queue extends this
+    /// with [`Family::configure_rx_queue_extra`].
+    fn configure_rx_queue(&self, regs: &dyn Registers, queue: u16) {
+        let drop_when_empty = self.queue_layout().srrctl_drop_en;
+        regs.write(self.srrctl(queue), SRRCTL_BSIZEPACKET_2K | SRRCTL_DESCTYPE_ADVANCED_ONE_BUFFER | drop_when_empty);
+        self.configure_rx_queue_extra(regs, queue);
+    }
+    /// Family-specific receive-queue settings after SRRCTL; none by default.
+    fn configure_rx_queue_extra(&self, _regs: &dyn Registers, _queue: u16) {}
     /// Per-queue transmit settings before the ring is enabled.
     fn configure_tx_queue(&self, regs: &dyn Registers, queue: u16);
     /// Points the statistics registers at the queues, where the device
@@ -90,6 +102,32 @@ pub(crate) trait Family: Sync + std::fmt::Debug {
 
 /// Distance between two queues' register blocks, on both families.
 pub(crate) const QUEUE_STRIDE: u32 = 0x40;
+
+/// SRRCTL fields with the same bits on both families: 2 KiB packet buffers,
+/// advanced one-buffer descriptors.
+const SRRCTL_BSIZEPACKET_2K: u32 = 2;
+const SRRCTL_DESCTYPE_ADVANCED_ONE_BUFFER: u32 = 0b001 << 25;
+
+/// Where one family's per-queue register blocks sit: what differs between
+/// the families' otherwise identical queue set-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueLayout {
+    /// Receive queue 0's block; queue `n`'s is [`QUEUE_STRIDE`] `* n` further.
+    pub rx_base: u32,
+    /// Transmit queue 0's block, laid out the same way.
+    pub tx_base: u32,
+    /// SRRCTL's offset inside a receive queue's block.
+    pub srrctl: u32,
+    /// SRRCTL's drop-when-no-descriptor bit.
+    pub srrctl_drop_en: u32,
+}
+
+impl QueueLayout {
+    /// The register at `offset` inside receive queue `queue`'s block.
+    pub(crate) fn rx_register(&self, queue: u16, offset: u32) -> u32 {
+        self.rx_base + QUEUE_STRIDE * u32::from(queue) + offset
+    }
+}
 
 /// The ring registers of queue `queue` when queue 0's block starts at
 /// `first`: both families lay a block out the same way (base low and high,

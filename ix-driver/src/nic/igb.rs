@@ -7,10 +7,10 @@ use std::time::Duration;
 use crate::rss::RedirectionTable;
 
 use super::family::{
-    Family, HardwareCounters, MRQC_HASH_IPV4_TCP_UDP, QUEUE_STRIDE, clear_multicast_table, program_rss,
-    read_split_counter, ring_registers, station_address,
+    Family, HardwareCounters, MRQC_HASH_IPV4_TCP_UDP, QueueLayout, clear_multicast_table, program_rss,
+    read_split_counter, station_address,
 };
-use super::regs::{Registers, RingRegisters, poll_register};
+use super::regs::{Registers, poll_register};
 
 const CTRL: u32 = 0x0000;
 const CTRL_SLU: u32 = 1 << 6;
@@ -61,8 +61,6 @@ const RX_QUEUE_BASE: u32 = 0xC000;
 const TX_QUEUE_BASE: u32 = 0xE000;
 const SRRCTL: u32 = 0x0C;
 const RQDPC: u32 = 0x30;
-const SRRCTL_BSIZEPACKET_2K: u32 = 2;
-const SRRCTL_DESCTYPE_ADVANCED_ONE_BUFFER: u32 = 0b001 << 25;
 const SRRCTL_DROP_EN: u32 = 1 << 31;
 
 const RESET_TIMEOUT: Duration = Duration::from_millis(100);
@@ -140,20 +138,8 @@ impl Family for Igb {
         regs.write(TCTL, TCTL_EN | TCTL_PSP | TCTL_CT_DEFAULT | TCTL_COLD_FULL_DUPLEX);
     }
 
-    fn rx_ring(&self, queue: u16) -> RingRegisters {
-        ring_registers(RX_QUEUE_BASE, queue)
-    }
-
-    fn tx_ring(&self, queue: u16) -> RingRegisters {
-        ring_registers(TX_QUEUE_BASE, queue)
-    }
-
-    fn srrctl(&self, queue: u16) -> u32 {
-        RX_QUEUE_BASE + QUEUE_STRIDE * u32::from(queue) + SRRCTL
-    }
-
-    fn configure_rx_queue(&self, regs: &dyn Registers, queue: u16) {
-        regs.write(self.srrctl(queue), SRRCTL_BSIZEPACKET_2K | SRRCTL_DESCTYPE_ADVANCED_ONE_BUFFER | SRRCTL_DROP_EN);
+    fn queue_layout(&self) -> QueueLayout {
+        QueueLayout { rx_base: RX_QUEUE_BASE, tx_base: TX_QUEUE_BASE, srrctl: SRRCTL, srrctl_drop_en: SRRCTL_DROP_EN }
     }
 
     fn configure_tx_queue(&self, _regs: &dyn Registers, _queue: u16) {
@@ -161,8 +147,7 @@ impl Family for Igb {
     }
 
     fn read_counters(&self, regs: &dyn Registers, queue: u16) -> HardwareCounters {
-        let at = RX_QUEUE_BASE + QUEUE_STRIDE * u32::from(queue);
-        let rx_missed = u64::from(regs.read(at + RQDPC));
+        let rx_missed = u64::from(regs.read(self.queue_layout().rx_register(queue, RQDPC)));
         if queue != 0 {
             return HardwareCounters { rx_missed, ..HardwareCounters::default() };
         }
@@ -182,7 +167,7 @@ impl Family for Igb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nic::model::ModelRegisters;
+    use crate::nic::model_registers::ModelRegisters;
     use crate::rss::RSS_DEFAULT_KEY;
 
     #[test]

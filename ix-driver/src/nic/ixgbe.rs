@@ -8,10 +8,10 @@ use std::time::Duration;
 use crate::rss::RedirectionTable;
 
 use super::family::{
-    Family, HardwareCounters, MRQC_HASH_IPV4_TCP_UDP, QUEUE_STRIDE, clear_multicast_table, program_rss,
-    read_split_counter, ring_registers, station_address,
+    Family, HardwareCounters, MRQC_HASH_IPV4_TCP_UDP, QUEUE_STRIDE, QueueLayout, clear_multicast_table, program_rss,
+    read_split_counter, station_address,
 };
-use super::regs::{Registers, RingRegisters, poll_register};
+use super::regs::{Registers, poll_register};
 
 const CTRL: u32 = 0x0000;
 /// CTRL: device reset and link reset, set together for a software reset.
@@ -61,8 +61,6 @@ const TX_QUEUE_BASE: u32 = 0x6000;
 const DCA_RXCTRL: u32 = 0x0C;
 const DCA_RXCTRL_DESC_RRO_EN: u32 = 1 << 12;
 const SRRCTL: u32 = 0x14;
-const SRRCTL_BSIZEPACKET_2K: u32 = 2;
-const SRRCTL_DESCTYPE_ADVANCED_ONE_BUFFER: u32 = 0b001 << 25;
 const SRRCTL_DROP_EN: u32 = 1 << 28;
 /// Per-queue receive drop counters, 0x40 apart from here.
 const QPRDC_BASE: u32 = 0x1430;
@@ -156,23 +154,13 @@ impl Family for Ixgbe {
         regs.set_bits(RXCTRL, RXCTRL_RXEN);
     }
 
-    fn rx_ring(&self, queue: u16) -> RingRegisters {
-        ring_registers(RX_QUEUE_BASE, queue)
+    fn queue_layout(&self) -> QueueLayout {
+        QueueLayout { rx_base: RX_QUEUE_BASE, tx_base: TX_QUEUE_BASE, srrctl: SRRCTL, srrctl_drop_en: SRRCTL_DROP_EN }
     }
 
-    fn tx_ring(&self, queue: u16) -> RingRegisters {
-        ring_registers(TX_QUEUE_BASE, queue)
-    }
-
-    fn srrctl(&self, queue: u16) -> u32 {
-        RX_QUEUE_BASE + QUEUE_STRIDE * u32::from(queue) + SRRCTL
-    }
-
-    fn configure_rx_queue(&self, regs: &dyn Registers, queue: u16) {
-        let at = RX_QUEUE_BASE + QUEUE_STRIDE * u32::from(queue);
-        regs.write(self.srrctl(queue), SRRCTL_BSIZEPACKET_2K | SRRCTL_DESCTYPE_ADVANCED_ONE_BUFFER | SRRCTL_DROP_EN);
+    fn configure_rx_queue_extra(&self, regs: &dyn Registers, queue: u16) {
         // Descriptor write-backs in order (relaxed ordering off).
-        regs.clear_bits(at + DCA_RXCTRL, DCA_RXCTRL_DESC_RRO_EN);
+        regs.clear_bits(self.queue_layout().rx_register(queue, DCA_RXCTRL), DCA_RXCTRL_DESC_RRO_EN);
     }
 
     fn configure_tx_queue(&self, regs: &dyn Registers, queue: u16) {
@@ -209,7 +197,7 @@ impl Family for Ixgbe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nic::model::ModelRegisters;
+    use crate::nic::model_registers::ModelRegisters;
     use crate::rss::RSS_DEFAULT_KEY;
 
     #[test]

@@ -31,6 +31,8 @@ mod vfio;
 
 #[cfg(test)]
 mod model;
+#[cfg(test)]
+mod model_registers;
 
 use std::cell::Cell;
 use std::os::fd::BorrowedFd;
@@ -46,7 +48,9 @@ use crate::pool::{PacketBuf, PacketPool};
 use crate::queue::{NetQueue, QueueStats};
 use crate::region::HugePages;
 use crate::rss::{RSS_DEFAULT_KEY, RedirectionTable, Toeplitz};
-use family::{Family, Igb, Ixgbe, disable_ring, enable_ring};
+use family::{Family, disable_ring, enable_ring};
+use igb::Igb;
+use ixgbe::Ixgbe;
 use ring::{DescriptorRing, RxRing, TxRing};
 use vfio::VfioDevice;
 

@@ -2,10 +2,10 @@
 //! a small in-memory model: a register file, and a device that fills receive
 //! descriptors and consumes transmit descriptors as the 82576 and 82599 do.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use super::family::{Family, Igb, Ixgbe, enable_ring, program_rss};
+use super::family::{Family, enable_ring, program_rss};
+use super::igb::Igb;
+use super::ixgbe::Ixgbe;
+use super::model_registers::ModelRegisters;
 use super::regs::{QUEUE_ENABLE, Registers};
 use super::ring::{DescriptorRing, RX_BUFFER_BYTES, RX_REPLENISH_MIN_DESCS, RxRing, TxRing};
 use crate::pool::{PacketBuf, PacketPool, PoolConfig};
@@ -19,37 +19,6 @@ const DESCS: u16 = 64;
 /// Where the model's pool region starts in the device's address space.
 const POOL_IOVA: u64 = 0x8000_0000;
 const MAX_FRAME: usize = 1514;
-
-/// A register file that remembers every write.
-#[derive(Default)]
-pub(super) struct ModelRegisters {
-    values: Mutex<HashMap<u32, u32>>,
-    writes: Mutex<Vec<(u32, u32)>>,
-}
-
-impl Registers for ModelRegisters {
-    fn read(&self, offset: u32) -> u32 {
-        self.values.lock().unwrap().get(&offset).copied().unwrap_or(0)
-    }
-
-    fn write(&self, offset: u32, value: u32) {
-        self.values.lock().unwrap().insert(offset, value);
-        self.writes.lock().unwrap().push((offset, value));
-    }
-}
-
-impl ModelRegisters {
-    /// A register file whose every register reads `value` until written.
-    pub(super) fn filled(offsets: &[u32], value: u32) -> Self {
-        let regs = Self::default();
-        regs.values.lock().unwrap().extend(offsets.iter().map(|&o| (o, value)));
-        regs
-    }
-
-    fn writes_to(&self, offset: u32) -> usize {
-        self.writes.lock().unwrap().iter().filter(|(o, _)| *o == offset).count()
-    }
-}
 
 /// The device side of one queue.
 struct ModelDevice {

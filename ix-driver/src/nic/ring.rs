@@ -48,11 +48,11 @@ impl DescriptorRing {
     /// Allocates zeroed memory for `count` descriptors.
     ///
     /// # Errors
-    /// [`DriverError::Config`](crate::DriverError::Config) for a count that is
+    /// [`DriverError::Config`](crate::error::DriverError::Config) for a count that is
     /// not a power of two of at least [`RING_DESCS_MIN`]; the region's errors.
-    pub(crate) fn new(count: u16) -> Result<Self, crate::DriverError> {
+    pub(crate) fn new(count: u16) -> Result<Self, crate::error::DriverError> {
         if !count.is_power_of_two() || count < RING_DESCS_MIN {
-            return Err(crate::DriverError::Config(format!(
+            return Err(crate::error::DriverError::Config(format!(
                 "a descriptor ring needs a power of two of at least {RING_DESCS_MIN} descriptors, not {count}"
             )));
         }
