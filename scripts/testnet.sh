@@ -3,6 +3,7 @@
 #
 #   scripts/testnet.sh up   [-p PREFIX] [-q QUEUES]
 #   scripts/testnet.sh loss [-p PREFIX] -l PERCENT
+#   scripts/testnet.sh relay [-p PREFIX]
 #   scripts/testnet.sh down [-p PREFIX]
 #
 # `up` creates namespaces PREFIX-srv and PREFIX-cli (PREFIX defaults to ixt), a
@@ -27,10 +28,22 @@
 # PREFIX-s, so that Linux's TCP builds one segment per packet and the rate
 # applies per segment (GSO builds multi-segment packets even with offloads
 # off). 0 removes the drops and keeps the bridge. Needs nft (Debian: nftables).
+#
+# `relay` (after `up`, instead of `loss`) makes room for a user-space relay and
+# for two dataplanes side by side (the soak test, scripts/soak.sh):
+#
+#   PREFIX-cli: kernel 10.77.0.2 on PREFIX-l <-> PREFIX-w ~ relay ~ PREFIX-c
+#   PREFIX-srv: PREFIX-s, PREFIX-D and PREFIX-E bridged (PREFIX-B);
+#               PREFIX-D <-> PREFIX-d and PREFIX-E <-> PREFIX-e, one queue each,
+#               for two dataplanes (each on its own address)
+#
+# Nothing joins PREFIX-w and PREFIX-c until a relay (benches' `wire-relay
+# --a PREFIX-w --b PREFIX-c`, run in PREFIX-cli) copies frames between them.
+# The server namespace's kernel keeps no address on the path.
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 up|loss|down [-p PREFIX] [-q QUEUES] [-l PERCENT]" >&2
+    echo "usage: $0 up|loss|relay|down [-p PREFIX] [-q QUEUES] [-l PERCENT]" >&2
     exit 2
 }
 
@@ -110,6 +123,32 @@ client_bridge() {
     done
 }
 
+relay() {
+    ip -n "$cli" link add "$prefix-l" type veth peer name "$prefix-w"
+    ip -n "$cli" addr del 10.77.0.2/24 dev "$prefix-c"
+    ip -n "$cli" addr add 10.77.0.2/24 dev "$prefix-l"
+    ip -n "$srv" addr del 10.77.0.1/24 dev "$prefix-s"
+    ip -n "$srv" link add "$prefix-B" type bridge
+    ip -n "$srv" link set "$prefix-s" master "$prefix-B"
+    for port in D E; do
+        local dataplane
+        dataplane=$prefix-$(echo "$port" | tr DE de)
+        ip -n "$srv" link add "$prefix-$port" numtxqueues 1 numrxqueues 1 type veth \
+            peer name "$dataplane" numtxqueues 1 numrxqueues 1
+        ip -n "$srv" link set "$prefix-$port" master "$prefix-B"
+        offloads_off "$srv" "$prefix-$port"
+        offloads_off "$srv" "$dataplane"
+        ip -n "$srv" link set "$prefix-$port" up
+        ip -n "$srv" link set "$dataplane" up
+    done
+    ip -n "$srv" link set "$prefix-B" up
+    for dev in "$prefix-l" "$prefix-w"; do
+        offloads_off "$cli" "$dev"
+        ip -n "$cli" link set "$dev" gso_max_segs 1
+        ip -n "$cli" link set "$dev" up
+    done
+}
+
 loss() {
     if ! [[ $loss_percent =~ ^[0-9]+$ ]] || [ "$loss_percent" -gt 100 ]; then
         echo "$0: loss needs -l PERCENT, an integer from 0 to 100, not '$loss_percent'" >&2
@@ -137,6 +176,7 @@ EOF
 
 case $action in
     loss) loss ;;
+    relay) relay ;;
     up)
         # A failure half-way leaves nothing behind.
         trap 'down' ERR

@@ -4,6 +4,8 @@
 
 pub mod harness;
 pub mod loadgen;
+pub mod relay;
+pub mod soak;
 
 /// Logging for this crate's binaries: `tracing` to stderr, filtered by
 /// `RUST_LOG` (warnings only when unset).

@@ -449,7 +449,7 @@ impl Stack {
             IpProtocol::Tcp if unicast => self.ingress_tcp(frame, src, dst, l4_start, l4_end, now),
             IpProtocol::Udp => self.ingress_udp(frame, src, dst, l4_start, l4_end, unicast),
             IpProtocol::Icmp => self.ingress_icmp(frame, src, l4_start, l4_end, unicast),
-            IpProtocol::Tcp => {}
+            IpProtocol::Tcp => self.stats.ip.in_tcp_not_unicast += 1,
             _ => self.stats.ip.in_unknown_protos += 1,
         }
     }

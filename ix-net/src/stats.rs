@@ -70,6 +70,8 @@ counters! {
         in_addr_errors,
         /// Fragments (dropped: no reassembly).
         in_fragments_dropped,
+        /// TCP segments to a broadcast address (dropped: TCP is unicast).
+        in_tcp_not_unicast,
         /// Unknown transport protocols.
         in_unknown_protos,
         /// Datagrams delivered to a transport.
@@ -114,6 +116,15 @@ counters! {
     TcpStats {
         /// Segments received.
         in_segs,
+        /// Segments handed to a connection's state machine, which may still
+        /// discard them for a counted cause (out of window, PAWS, ...).
+        in_to_conn,
+        /// Segments that reached a listener: SYNs, handshake ACKs (SYN
+        /// cookies), and what a listener refuses or ignores.
+        in_to_listener,
+        /// Segments for no connection and no listener (answered with RST;
+        /// also in `no_socket`).
+        in_no_listener,
         /// Malformed segments (bad header length or options).
         in_errs,
         /// Bad checksums.
@@ -246,7 +257,63 @@ pub struct StackStats {
     pub tcp: TcpStats,
 }
 
+/// What a received frame's count must equal: each identity's name, the
+/// count in, and the sum of where those went.
+pub type Identity = (&'static str, u64, u64);
+
 impl StackStats {
+    /// The identities by which every frame handed to the stack is accounted
+    /// for, layer by layer: what came in equals what was passed up plus what
+    /// was dropped, by cause. Each holds after every call of the stack.
+    pub fn identities(&self) -> [Identity; 4] {
+        let (link, ip, udp, tcp) = (&self.link, &self.ip, &self.udp, &self.tcp);
+        [
+            (
+                "link.frames_in",
+                link.frames_in,
+                link.malformed
+                    + link.not_for_us
+                    + link.unknown_ethertype
+                    + link.arp_requests_in
+                    + link.arp_replies_in
+                    + link.arp_malformed
+                    + ip.in_receives,
+            ),
+            (
+                "ip.in_receives",
+                ip.in_receives,
+                ip.in_hdr_errors + ip.in_csum_errors + ip.in_addr_errors + ip.in_fragments_dropped + ip.in_delivers,
+            ),
+            (
+                "ip.in_delivers",
+                ip.in_delivers,
+                tcp.in_segs
+                    + ip.in_tcp_not_unicast
+                    + udp.in_errors
+                    + udp.no_ports
+                    + udp.rcvbuf_errors
+                    + udp.in_datagrams
+                    + ip.icmp_in_msgs
+                    + ip.in_unknown_protos,
+            ),
+            (
+                "tcp.in_segs",
+                tcp.in_segs,
+                tcp.in_csum_errors
+                    + tcp.in_errs
+                    + tcp.handed_over
+                    + tcp.in_to_conn
+                    + tcp.in_to_listener
+                    + tcp.in_no_listener,
+            ),
+        ]
+    }
+
+    /// The identities of [`StackStats::identities`] that do not hold.
+    pub fn unaccounted(&self) -> Vec<Identity> {
+        self.identities().into_iter().filter(|(_, total, parts)| total != parts).collect()
+    }
+
     /// Calls `f` with `Layer.counter` names (as `nstat` prints them) and values.
     pub fn for_each(&self, mut f: impl FnMut(&str, &'static str, u64)) {
         self.link.for_each(|n, v| f("Link", n, v));

@@ -57,7 +57,10 @@ impl Stack {
         };
         let payload = frame.slice(start + UDP_HEADER_LEN..start + udp_len);
         let from = SocketAddrV4::new(src, repr.src_port);
-        let Some(SocketEntry { kind: SocketKind::Udp(socket), .. }) = self.entry_mut(handle) else { return };
+        let Some(SocketEntry { kind: SocketKind::Udp(socket), .. }) = self.entry_mut(handle) else {
+            self.stats.udp.no_ports += 1;
+            return;
+        };
         if socket.queue.len() >= socket.limit {
             self.stats.udp.rcvbuf_errors += 1;
             return;

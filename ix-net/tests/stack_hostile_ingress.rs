@@ -536,6 +536,9 @@ fn a_million_hostile_frames_neither_panic_nor_leak_nor_disturb_quiet_connections
         assert!(count > 0, "no {what}: the mutations do not reach the protocols");
     }
     assert!(victim.datagrams > 0, "no datagram reached the UDP socket");
+    // Every frame is accounted for, layer by layer, by counted causes.
+    assert_eq!(stats.unaccounted(), vec![], "frames that no counter accounts for (in, sum of where they went)");
+    assert!(stats.link.frames_in >= sent, "{} frames counted in, {sent} hostile ones sent", stats.link.frames_in);
 
     check_quiet_connections(&mut sim, &mut victim, &quiet);
     close_and_drain(&mut sim, &mut victim, &peer_sockets);

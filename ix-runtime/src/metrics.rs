@@ -192,6 +192,12 @@ impl PrometheusText {
             let labels = [("core", core.as_str()), ("layer", layer.as_str()), ("counter", counter)];
             self.sample("ix_stack_events_total", "The TCP/IP stack's counters.", Counter, &labels, value);
         });
+        for (identity, total, parts) in stats.stack.identities() {
+            let labels = [("core", core.as_str()), ("identity", identity)];
+            let help =
+                "Received frames or segments a stack's counters do not account for (|in - sum of fates|; 0 always).";
+            self.sample("ix_stack_unaccounted", help, Gauge, &labels, total.abs_diff(parts));
+        }
     }
 
     /// An application's own counters of one core, labelled `core="N"`.
@@ -446,11 +452,16 @@ mod tests {
             let mut stats = CoreStats { core, ..CoreStats::default() };
             stats.r#loop.rounds = 10 + core as u64;
             stats.stack.tcp.fast_retransmits = 3;
+            // Core 1 received two segments and accounted for one.
+            stats.stack.tcp.in_segs = 2 * core as u64;
+            stats.stack.tcp.in_to_conn = core as u64;
             text.core_stats(&stats);
         }
         let out = text.render();
         assert!(out.contains("ix_loop_rounds_total{core=\"0\"} 10\nix_loop_rounds_total{core=\"1\"} 11\n"), "{out}");
         assert!(out.contains("ix_stack_events_total{core=\"1\",layer=\"tcp\",counter=\"fast_retransmits\"} 3\n"));
         assert_eq!(out.matches("# TYPE ix_stack_events_total counter").count(), 1);
+        assert!(out.contains("ix_stack_unaccounted{core=\"0\",identity=\"tcp.in_segs\"} 0\n"), "{out}");
+        assert!(out.contains("ix_stack_unaccounted{core=\"1\",identity=\"tcp.in_segs\"} 1\n"), "{out}");
     }
 }

@@ -51,6 +51,7 @@ impl Stack {
             } else if self.cookie_supersedes(handle, &tuple, &repr, now) {
                 self.drop_half_open(handle);
             } else {
+                self.stats.tcp.in_to_conn += 1;
                 self.segment_to_conn(handle, &repr, payload, now);
                 return;
             }
@@ -64,8 +65,12 @@ impl Stack {
             }
         }
         match self.listeners.get(&repr.dst_port).copied() {
-            Some(listener) => self.segment_to_listener(listener, tuple, &repr, payload, now),
+            Some(listener) => {
+                self.stats.tcp.in_to_listener += 1;
+                self.segment_to_listener(listener, tuple, &repr, payload, now);
+            }
             None => {
+                self.stats.tcp.in_no_listener += 1;
                 self.stats.tcp.no_socket += 1;
                 self.reset_for(&tuple, &repr, payload.as_ref().map_or(0, |p| p.len()));
             }
