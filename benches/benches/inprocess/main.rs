@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ix_benches::harness::machine::{CpuSnapshot, Disturbance, Machine, load_average, process_cpu_secs};
 use ix_benches::harness::stats::Spread;
-use ix_benches::loadgen::{LoadConfig, MemcacheWorkload, Mode, Report, Workload};
+use ix_benches::loadgen::{ConnectionUse, LoadConfig, MemcacheWorkload, Mode, Report, Workload};
 use ix_driver::mem::{MemWire, MemWireConfig};
 use ix_runtime::IdlePolicy;
 
@@ -163,6 +163,8 @@ impl Options {
             drain: DRAIN,
             connect_timeout,
             seed: 1,
+            timeline: false,
+            connection_use: ConnectionUse::KeepAlive,
         }
     }
 }
