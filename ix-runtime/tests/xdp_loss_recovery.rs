@@ -35,8 +35,10 @@ const BOUND_SLACK: Duration = Duration::from_secs(1);
 const TIMEOUTS_LINUX_TIMES: u64 = 3;
 /// ...plus this many.
 const TIMEOUTS_SLACK: u64 = 3;
-/// Linux-to-Linux transfers fail the test beyond this.
-const LINUX_LIMIT: Duration = Duration::from_secs(60);
+/// Linux-to-Linux transfers fail the test beyond this: a broken path, not a
+/// slow one. Linux's own 20 MB at 10% loss took 14 to 53 s in runs of this
+/// test, and once (CI on 2026-12-05) went past 60 s with 18.75 MB done.
+const LINUX_LIMIT: Duration = Duration::from_secs(180);
 /// Pattern salt of the transferred bytes.
 const SALT: usize = 13;
 /// Bytes handed to one send or write.
