@@ -13,8 +13,6 @@ fn workspace_root() -> PathBuf {
 }
 
 #[test]
-#[ignore = "its stall and slow-reader checks failed in every run on the loaded shared VM (second-long latencies even \
-            without faults, not yet diagnosed: docs/reliability.md); run with --ignored"]
 fn two_minutes_of_mixed_load_through_faults_lose_nothing_stall_nothing_and_leak_nothing() {
     if !require("the soak test (network namespaces, AF_XDP, AF_PACKET)", has_net_admin() && netns_available()) {
         return;
