@@ -28,7 +28,8 @@
 # the machine's TCP buffer pages (/proc/net/sockstat), and the machine's slab
 # growth (both namespaces' sockets, and whatever else the machine did). For
 # IX, the core's counters after the set-up and after the load, and the
-# server veth's XDP counters. CAPTURE=FILE (environment) records the client
+# server veth's XDP counters with the AF_XDP socket's own (receive ring full,
+# fill ring empty: scripts/xdp-socket-stats.py). CAPTURE=FILE (environment) records the client
 # veth's traffic (headers only) to FILE with tcpdump, for CAPTURE_S seconds
 # (default 5) from the start of the set-up.
 set -euo pipefail
@@ -77,6 +78,14 @@ established() { in_cli ss -s | sed -n 's/.*estab \([0-9]*\).*/\1/p'; }
 slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
 # TCP sockets in use and their buffer pages, in the server namespace.
 server_sockstat() { ip netns exec "$prefix-srv" awk '/^TCP:/ {print "inuse " $3 ", " $11 * 4 " KiB of TCP buffers machine-wide"}' /proc/net/sockstat; }
+# The kernel's counters of ix-http's AF_XDP sockets, on one line.
+xdp_socket_counters() {
+    local pid
+    for pid in $(tree "${server_pids[@]}"); do
+        [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = ix-http ] && scripts/xdp-socket-stats.py "$pid" | tr '\n' ' '
+    done
+    echo
+}
 rss_kb() {
     local kb=0 pid
     for pid in $(tree "$@"); do kb=$((kb + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0))); done
@@ -132,6 +141,7 @@ for conns in "$@"; do
             if [ "$now" -eq "$last" ]; then still=$((still + 1)); else still=0 last=$now; fi
             sleep 2
         done
+        echo "   holder $h ($source): $now of $want established after $(($(date +%s) - started)) s"
     done
     open_s=$(($(date +%s) - started))
     rss=$(rss_kb "${server_pids[@]}")
@@ -143,7 +153,10 @@ for conns in "$@"; do
         "connection), $pool"
     echo "   kernel: server namespace TCP $(server_sockstat); slab +$(((slab - slab0) / 1024)) MB" \
         "($(((slab - slab0) * 1024 / (est > 0 ? est : 1))) B per connection, both namespaces)"
-    grep "^stats" "$out/server0" | tail -1 | sed 's/^/   after set-up: /' || true
+    if [ "$server" = ix ]; then
+        grep "^stats" "$out/server0" | tail -1 | sed 's/^/   after set-up: /' || true
+        echo "   after set-up, AF_XDP socket: $(xdp_socket_counters)"
+    fi
     in_cli taskset -c 1 "$load" --target 10.77.0.1:8080 --source 10.77.0.2 -c "$active" --rate "$rate" -d "${duration}s" \
         2>"$out/load" >/dev/null || true
     echo "   active: $active connections, $rate/s offered, ${duration} s; server RSS $(($(rss_kb "${server_pids[@]}") / 1024)) MB;" \
@@ -151,7 +164,8 @@ for conns in "$@"; do
     grep -v WARN "$out/load" | tail -4
     grep "^stats" "$out/server0" | tail -1 || true
     if [ "$server" = ix ]; then
-        echo "   server veth XDP counters: $(ip netns exec "$prefix-srv" ethtool -S "$prefix-s" | awk '$2 != 0 && /xdp/' | tr -s ' \n' ' ')"
+        echo "   server veth XDP counters: $(ip netns exec "$prefix-srv" ethtool -S "$prefix-s" | awk '$2 != 0 && /xdp|drops/' | tr -s ' \n' ' ')"
+        echo "   AF_XDP socket: $(xdp_socket_counters)"
     fi
     stop_all
     scripts/testnet.sh down -p "$prefix"
