@@ -128,7 +128,7 @@ for conns in "$@"; do
     fi
     # Holders start one after the other (a burst of 19,000 SYNs is a flood of
     # its own): each waits until its connections are established, or until
-    # 60 s pass without progress.
+    # STALL_S seconds (environment, default 60) pass without progress.
     left=$idle want=0 started=$(date +%s)
     for h in $(seq 0 $((holders - 1))); do
         n=$((left < HOLDER_CONNS ? left : HOLDER_CONNS)) left=$((left - n)) want=$((want + n))
@@ -137,11 +137,12 @@ for conns in "$@"; do
             --connect-timeout 130s >/dev/null 2>"$out/holder$h" &
         pids+=($!)
         last=-1 still=0
-        while now=$(established) && [ "$now" -lt "$want" ] && [ "$still" -lt 30 ]; do
+        while now=$(established) && [ "$now" -lt "$want" ] && [ "$still" -lt $((${STALL_S:-60} / 2)) ]; do
             if [ "$now" -eq "$last" ]; then still=$((still + 1)); else still=0 last=$now; fi
             sleep 2
         done
-        echo "   holder $h ($source): $now of $want established after $(($(date +%s) - started)) s"
+        echo "   holder $h ($source): $now of $want established after $(($(date +%s) - started)) s" \
+            "$([ "$server" = ix ] && xdp_socket_counters | grep -o 'rx_ring_full=[0-9]*')"
     done
     open_s=$(($(date +%s) - started))
     rss=$(rss_kb "${server_pids[@]}")
@@ -161,7 +162,7 @@ for conns in "$@"; do
         2>"$out/load" >/dev/null || true
     echo "   active: $active connections, $rate/s offered, ${duration} s; server RSS $(($(rss_kb "${server_pids[@]}") / 1024)) MB;" \
         "$(established) established"
-    grep -v WARN "$out/load" | tail -4
+    grep -v WARN "$out/load" | tail -5
     grep "^stats" "$out/server0" | tail -1 || true
     if [ "$server" = ix ]; then
         echo "   server veth XDP counters: $(ip netns exec "$prefix-srv" ethtool -S "$prefix-s" | awk '$2 != 0 && /xdp|drops/' | tr -s ' \n' ' ')"
