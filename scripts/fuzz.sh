@@ -12,7 +12,7 @@
 #   scripts/fuzz.sh --list                       the targets
 #
 # Without the sanitizer the harnesses' own invariants (panics) and libFuzzer's coverage guidance stay; only
-# memory errors in unsafe code go unseen. The stateful targets run many times faster so (docs/fuzzing.md).
+# memory errors in unsafe code go unseen: meant for the slow stateful targets (docs/fuzzing.md).
 # Each sanitizer builds into a target directory of its own, so switching does not rebuild the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
