@@ -29,9 +29,7 @@
 # growth (both namespaces' sockets, and whatever else the machine did). For
 # IX, the core's counters after the set-up and after the load, and the
 # server veth's XDP counters with the AF_XDP socket's own (receive ring full,
-# fill ring empty: scripts/xdp-socket-stats.py). CAPTURE=FILE (environment) records the client
-# veth's traffic (headers only) to FILE with tcpdump, for CAPTURE_S seconds
-# (default 5) from the start of the set-up.
+# fill ring empty: scripts/xdp-socket-stats.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -122,10 +120,6 @@ for conns in "$@"; do
     for _ in $(seq 100); do grep -q "^listening" "$out/server0" && break; sleep 0.1; done
     sleep 1
     rss0=$(rss_kb "${server_pids[@]}") slab0=$(slab_kb)
-    if [ -n "${CAPTURE:-}" ]; then
-        in_cli timeout "${CAPTURE_S:-5}" tcpdump -q -n -s 96 -i "$prefix-c" -w "$CAPTURE" 2>"$out/tcpdump" &
-        pids+=($!)
-    fi
     # Holders start one after the other (a burst of 19,000 SYNs is a flood of
     # its own): each waits until its connections are established, or until
     # STALL_S seconds (environment, default 60) pass without progress.
