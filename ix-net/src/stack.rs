@@ -12,7 +12,7 @@ use bytes::Bytes;
 use ix_driver::{PacketBuf, PacketPool, TxBuf};
 use slab::Slab;
 
-use crate::egress::Egress;
+use crate::egress::{Egress, HeaderTemplate};
 use crate::iface::{ArpCache, ArpConfig, Route, RouteTable, SharedNeighbors};
 use crate::socket::{Readiness, ReleaseQueue, RxChunk, SocketHandle};
 use crate::stats::StackStats;
@@ -45,6 +45,7 @@ macro_rules! egress_of {
             now: $now,
             arp_requested: false,
             neighbors: $stack.config.neighbors.as_deref(),
+            header_template: None,
         }
     };
 }
@@ -194,6 +195,9 @@ pub(crate) struct SocketEntry {
     /// Readiness changes not yet reported.
     pub(crate) pending_events: Readiness,
     pub(crate) timer: Option<(TimerKey, Instant)>,
+    /// A TCP connection's prebuilt Ethernet and IPv4 headers, made by its
+    /// first segment sent through a resolved neighbour.
+    pub(crate) header_template: Option<HeaderTemplate>,
 }
 
 impl SocketEntry {
@@ -614,6 +618,7 @@ impl Stack {
             dirty: false,
             pending_events: Readiness::EMPTY,
             timer: None,
+            header_template: None,
         });
         let handle = SocketHandle { index: index as u32, generation };
         if let Some(SocketEntry { kind: SocketKind::Tcp(conn), .. }) = self.sockets.get_mut(index) {
@@ -814,8 +819,9 @@ impl Stack {
         if entry.generation != handle.generation {
             return;
         }
-        let SocketKind::Tcp(conn) = &mut entry.kind else { return };
+        let SocketEntry { kind: SocketKind::Tcp(conn), header_template, .. } = entry else { return };
         let mut egress = egress_of!(self, now);
+        egress.header_template = Some(header_template);
         conn.poll_transmit(now, &mut egress, &mut self.stats.tcp);
         let arp_requested = egress.arp_requested;
         if arp_requested {
