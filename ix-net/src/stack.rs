@@ -696,24 +696,23 @@ impl Stack {
         let SocketKind::Tcp(conn) = &mut entry.kind else { return };
         let bits = conn.take_events();
         let wants_output = conn.wants_output();
-        let deadline = conn.poll_timeout();
+        let new_deadline = conn.take_new_deadline();
         let state = conn.state();
         let parent = entry.parent;
         let released = entry.released;
         let current = entry.timer.map(|(_, at)| at);
 
-        // A timer armed no later than the connection's deadline stays: when it
-        // fires early, `on_timeout` finds nothing due and this re-arms it. Only
-        // a deadline that came earlier moves it, so the RTO pushed back by
-        // every ACK costs no cancel and insert (4% of a request/response).
-        let armed_in_time = deadline.is_none_or(|due| current.is_some_and(|armed| armed <= due));
-        if !armed_in_time {
+        // The timer stays armed no later than every deadline of the
+        // connection: only a deadline set earlier than it moves it. One that
+        // was cleared or pushed back (the RTO, by every ACK) leaves it to fire
+        // early, when `on_timeout` finds nothing due and the remaining
+        // deadlines re-arm it; so an ACK costs no cancel and insert (4% of a
+        // request/response) and no walk over the seven deadlines.
+        if let Some(due) = new_deadline.filter(|due| current.is_none_or(|armed| *due < armed)) {
             if let Some((key, _)) = entry.timer.take() {
                 self.timers.cancel(key);
             }
-            if let Some(at) = deadline {
-                entry.timer = Some((self.timers.insert(at, TimerTarget::Socket(handle)), at));
-            }
+            entry.timer = Some((self.timers.insert(due, TimerTarget::Socket(handle)), due));
         }
         if wants_output {
             entry.mark_dirty(handle, &mut self.dirty);
@@ -810,6 +809,7 @@ impl Stack {
         entry.timer = None;
         if let SocketKind::Tcp(conn) = &mut entry.kind {
             conn.on_timeout(now, &mut self.stats.tcp);
+            conn.renew_deadlines();
             self.after_conn(handle);
         }
     }
