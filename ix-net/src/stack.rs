@@ -695,9 +695,12 @@ impl Stack {
         let Some(entry) = live_entry(&mut self.sockets, handle) else { return };
         let SocketKind::Tcp(conn) = &mut entry.kind else { return };
         let bits = conn.take_events();
-        let wants_output = conn.wants_output();
         let new_deadline = conn.take_new_deadline();
         let state = conn.state();
+        // A socket already queued for this round's output pass (the one being
+        // visited by it, or touched since it was queued) needs no second
+        // look, except to decide below whether a closed one may be reclaimed.
+        let wants_output = (entry.dirty && state != State::Closed) || conn.wants_output();
         let parent = entry.parent;
         let released = entry.released;
         let current = entry.timer.map(|(_, at)| at);
