@@ -1761,6 +1761,7 @@ impl Conn {
             self.snd_max = self.snd_max.max(self.snd_nxt);
             if self.backoffs > 0 {
                 stats.retransmitted_segments += 1;
+                stats.syn_retransmits += 1;
             }
             self.sent.on_send(self.iss, self.iss + 1u32, now);
             if self.rto_deadline.is_none() {
