@@ -163,3 +163,25 @@ fn a_tokio_read_initialises_only_the_bytes_it_copies() {
         assert_eq!(*initialised, filled.len(), "a read initialised more than it filled");
     }
 }
+
+/// The round's clock is read once per round: constant while a task runs,
+/// never ahead of the true time, and fresh in the next round.
+#[test]
+fn the_round_clock_holds_still_within_a_round_and_moves_between_rounds() {
+    use ix_runtime::time::round_instant;
+
+    let wire = MemWire::new(MemWireConfig::default()).unwrap();
+    single_core(&wire, 0, Ipv4Addr::new(10, 0, 0, 1))
+        .run(|_| async {
+            let first = round_instant();
+            // Blocks the core: the round lasts at least this long.
+            std::thread::sleep(Duration::from_millis(3));
+            assert_eq!(round_instant(), first, "the clock moved within a round");
+            assert!(first <= std::time::Instant::now());
+            sleep(Duration::from_millis(1)).await;
+            let later = round_instant();
+            assert!(later >= first + Duration::from_millis(4), "a later round saw {:?}", later - first);
+            assert!(later <= std::time::Instant::now());
+        })
+        .unwrap();
+}
