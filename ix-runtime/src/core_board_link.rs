@@ -59,8 +59,10 @@ pub(crate) struct CoreBoardLink {
     thread_id: u64,
     /// Time spent in rounds that found work.
     busy: BusyTime,
-    /// When the last round ended (or the core woke from a block).
-    round_end: Instant,
+    /// When the current round began.
+    round_start: Instant,
+    /// Whether the last round that ended found work.
+    last_round_worked: bool,
     published_at: Instant,
     mode: CoreMode,
 }
@@ -73,7 +75,8 @@ impl CoreBoardLink {
             slot,
             thread_id: current_thread_id(),
             busy: BusyTime::starting_at(thread_cpu_ns()),
-            round_end: now,
+            round_start: now,
+            last_round_worked: false,
             published_at: now,
             mode: CoreMode::Block,
         };
@@ -81,16 +84,23 @@ impl CoreBoardLink {
         link
     }
 
-    /// Counts a round that just ended, and publishes when it is time.
-    pub(crate) fn round_done(&mut self, worked: bool, core: &Core) {
-        let now = Instant::now();
-        if worked {
-            self.busy.worked(now.saturating_duration_since(self.round_end).as_nanos() as u64);
+    /// A round begins at `now` (the core's clock as the loop read it for the
+    /// round): the previous round, which lasted until now, counts as busy if it
+    /// found work (a round that found none, and the block that may have
+    /// followed it, do not). Publishes when it is time.
+    pub(crate) fn round_began(&mut self, now: Instant, core: &Core) {
+        if std::mem::take(&mut self.last_round_worked) {
+            self.busy.worked(now.saturating_duration_since(self.round_start).as_nanos() as u64);
         }
-        self.round_end = now;
+        self.round_start = now;
         if publication_due(self.published_at, now) {
             self.publish(core, now);
         }
+    }
+
+    /// The current round ended; `worked` says whether it found work.
+    pub(crate) fn round_ended(&mut self, worked: bool) {
+        self.last_round_worked = worked;
     }
 
     /// Publishes before the core blocks, so that `ixcp` sees an idle core's
@@ -99,17 +109,13 @@ impl CoreBoardLink {
     /// otherwise pay a system call (its thread's CPU time) per request. What
     /// is left unpublished is at most that much busy time, published at the
     /// first round that finds it due (an idle core wakes at least every
-    /// `IDLE_BLOCK_MAX_MS`).
+    /// `IDLE_BLOCK_MAX_MS`). Reads the clock (the round's reading may be a
+    /// whole round old, and a block costs a system call anyway).
     pub(crate) fn blocking(&mut self, core: &Core) {
         let now = Instant::now();
         if publication_due(self.published_at, now) {
             self.publish(core, now);
         }
-    }
-
-    /// The core woke from a block: the time blocked was not busy.
-    pub(crate) fn woke(&mut self) {
-        self.round_end = Instant::now();
     }
 
     /// The idle policy the mode `ixcp` asks for means: busy-polling, or
