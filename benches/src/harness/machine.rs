@@ -112,6 +112,11 @@ impl CpuSnapshot {
         )
     }
 
+    /// Each CPU's steal counter, in `/proc/stat` ticks.
+    pub fn steal_ticks(&self) -> Vec<u64> {
+        self.0.iter().map(|c| c.steal).collect()
+    }
+
     /// Each CPU's load from `self` (earlier) to `later`.
     pub fn load_until(&self, later: &CpuSnapshot) -> Vec<CpuLoad> {
         let pct = |part: u64, total: u64| if total == 0 { 0.0 } else { 100.0 * part as f64 / total as f64 };
@@ -188,6 +193,10 @@ pub struct Disturbance {
     /// CPUs' worth of process time (user + system) taken by processes other
     /// than the ones measured.
     pub others_cpus: f64,
+    /// Requests whose life a host stall touched, percent (0 when stalls were
+    /// not sampled; see [`crate::harness::stalls`]).
+    #[serde(default)]
+    pub stalled_pct: f64,
 }
 
 impl Disturbance {
@@ -201,12 +210,15 @@ impl Disturbance {
         Disturbance {
             steal_pct: if total > 0.0 { 100.0 * delta(|c| c.steal) / total } else { 0.0 },
             others_cpus: if wall_secs > 0.0 { ((process_secs - own_cpu_secs) / wall_secs).max(0.0) } else { 0.0 },
+            stalled_pct: 0.0,
         }
     }
 
-    /// Whether either figure passed its limit.
+    /// Whether any figure passed its limit.
     pub fn exceeds(&self, limits: &Disturbance) -> bool {
-        self.steal_pct > limits.steal_pct || self.others_cpus > limits.others_cpus
+        self.steal_pct > limits.steal_pct
+            || self.others_cpus > limits.others_cpus
+            || self.stalled_pct > limits.stalled_pct
     }
 }
 
@@ -246,7 +258,9 @@ mod tests {
         assert!((d.steal_pct - 100.0 * 10.0 / 400.0).abs() < 1e-9, "{d:?}");
         // 1.5 s of process time, 1 s of it ours: 0.25 CPUs of others.
         assert!((d.others_cpus - 0.25).abs() < 1e-9, "{d:?}");
-        assert!(d.exceeds(&Disturbance { steal_pct: 5.0, others_cpus: 0.2 }));
-        assert!(!d.exceeds(&Disturbance { steal_pct: 5.0, others_cpus: 0.3 }));
+        let limits = |others_cpus, stalled_pct| Disturbance { steal_pct: 5.0, others_cpus, stalled_pct };
+        assert!(d.exceeds(&limits(0.2, 20.0)));
+        assert!(!d.exceeds(&limits(0.3, 20.0)));
+        assert!(Disturbance { stalled_pct: 20.5, ..d }.exceeds(&limits(0.3, 20.0)), "too many stalled requests");
     }
 }
