@@ -72,16 +72,20 @@ struct Args {
     /// connection counts (connection scalability), comma-separated.
     #[arg(long, value_delimiter = ',')]
     scaling: Option<Vec<usize>>,
-    /// Run a point again when other processes took more than this many CPUs during it.
-    #[arg(long, default_value_t = 0.25)]
-    max_others_cpus: f64,
-    /// ... or the host stole more than this share of the CPUs' time, percent.
-    #[arg(long, default_value_t = 5.0)]
-    max_steal_pct: f64,
-    /// ... or host stalls touched more than this share of its requests,
-    /// percent (too few requests left for the p99 without stalls).
+    /// Run a point again when stalls (the host's steal, other processes'
+    /// time slices on the measured threads' CPUs) touched more than this share
+    /// of its requests, percent: too few left for the p99 without stalls.
     #[arg(long, default_value_t = 20.0)]
     max_stalled_pct: f64,
+    /// ... or other processes took more than this many CPUs during it
+    /// (default: off, as what they took from the measured threads is in the
+    /// stalls; `0.25` for the rule before stalls were sampled).
+    #[arg(long, default_value_t = f64::INFINITY)]
+    max_others_cpus: f64,
+    /// ... or the host stole more than this share of the CPUs' time, percent
+    /// (default: off, as the steal is in the stalls; `5` for the earlier rule).
+    #[arg(long, default_value_t = f64::INFINITY)]
+    max_steal_pct: f64,
     /// Times a disturbed point is run again (default: 0 quick, to stay under two
     /// minutes, where disturbed points are only counted; 2 full).
     #[arg(long)]

@@ -153,9 +153,9 @@ pub fn process_cpu_secs(pid: u32) -> Option<f64> {
     Some(ticks as f64 / PROC_TICKS_PER_SEC)
 }
 
-/// Seconds of CPU that process `pid` and all its descendants (nginx's
-/// workers, say) have used; `None` when `pid` is gone.
-pub fn process_tree_cpu_secs(pid: u32) -> Option<f64> {
+/// Process `pid` and all its descendants (nginx's workers, say), `pid` first;
+/// `None` when `/proc` cannot be read.
+pub fn process_tree(pid: u32) -> Option<Vec<u32>> {
     let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
         .ok()?
         .filter_map(Result::ok)
@@ -168,8 +168,30 @@ pub fn process_tree_cpu_secs(pid: u32) -> Option<f64> {
         tree.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
         i += 1;
     }
+    Some(tree)
+}
+
+/// Seconds of CPU that process `pid` and all its descendants have used;
+/// `None` when `pid` is gone.
+pub fn process_tree_cpu_secs(pid: u32) -> Option<f64> {
+    let tree = process_tree(pid)?;
     let own = process_cpu_secs(pid)?;
     Some(own + tree[1..].iter().filter_map(|&p| process_cpu_secs(p)).sum::<f64>())
+}
+
+/// Each thread of process `pid` with the nanoseconds it has waited, runnable,
+/// for a CPU (`run_delay`, the second field of `/proc/PID/task/TID/schedstat`);
+/// empty when the process is gone.
+pub fn thread_run_delays_ns(pid: u32) -> Vec<(u32, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            let schedstat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            Some((tid, schedstat.split_whitespace().nth(1)?.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The parent pid of one `/proc/PID/stat` line.
@@ -244,6 +266,9 @@ mod tests {
         assert_eq!(stat_cpu_ticks(stat), Some(325));
         assert_eq!(stat_cpu_ticks("42 (x) S 1"), None);
         assert_eq!(stat_parent(stat), Some(1));
+        let delays = thread_run_delays_ns(std::process::id());
+        assert!(delays.iter().any(|&(tid, _)| tid == std::process::id()), "the main thread: {delays:?}");
+        assert_eq!(process_tree(std::process::id()).map(|t| t[0]), Some(std::process::id()));
         let mine = process_cpu_secs(std::process::id()).expect("own process");
         let tree = process_tree_cpu_secs(std::process::id()).expect("own process");
         assert!(mine >= 0.0 && tree >= mine, "{mine} {tree}");

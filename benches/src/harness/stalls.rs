@@ -1,12 +1,15 @@
-//! Host stalls: a sampler of every CPU's steal counter each few milliseconds,
-//! the intervals when a CPU was away, and the split of a run's requests into
-//! those whose life overlapped such an interval and those that did not.
+//! Stalls of the measurement: a sampler of every CPU's steal counter (and of
+//! the measured processes' run-queue waits) each few milliseconds, the
+//! intervals when a CPU was away, and the split of a run's requests into those
+//! whose life overlapped such an interval and those that did not.
 //!
 //! Why: on a shared VM the host takes a vCPU away for about 100 ms at a time,
-//! several times in a few seconds. One such stall in a 3 s point at rate R
-//! delays about 0.1 R requests, over 1% of them, so it alone sets the point's
-//! p99 whatever the server does. The p99 of the requests that no stall touched
-//! is the server's own tail; the share left out says how much was set aside.
+//! several times in a few seconds, and other processes' time slices keep a
+//! server waiting for its CPU for 1-5 ms many times a second. One 100 ms stall
+//! in a 3 s point at rate R delays about 0.1 R requests, over 1% of them, so it
+//! alone sets the point's p99 whatever the server does. The p99 of the requests
+//! that no stall touched is the server's own tail; the share left out says how
+//! much was set aside.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,13 +18,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::harness::machine::{CpuSnapshot, PROC_TICKS_PER_SEC};
+use crate::harness::machine::{CpuSnapshot, PROC_TICKS_PER_SEC, process_tree, thread_run_delays_ns};
 use crate::loadgen::Timeline;
 use crate::loadgen::report::{Percentiles, latency_histogram, record_latency_us};
 
-/// How often the sampler reads `/proc/stat`: a few milliseconds, well under
-/// one stall (about 100 ms) and cheap (one read of a small file).
-pub const STEAL_SAMPLE_PERIOD: Duration = Duration::from_millis(5);
+/// How often the sampler reads `/proc`: a few milliseconds, well under one
+/// host stall (about 100 ms) and cheap (a few reads of small files).
+pub const STALL_SAMPLE_PERIOD: Duration = Duration::from_millis(5);
 
 /// How long after a stall requests still count as touched by it, in
 /// multiples of its length: the backlog a stall of S leaves takes
@@ -29,23 +32,44 @@ pub const STEAL_SAMPLE_PERIOD: Duration = Duration::from_millis(5);
 /// drain is counted against the server (its spare capacity is its own).
 pub const STALL_RECOVERY: f64 = 1.0;
 
+/// A measured thread's run-queue wait counts as a stall from this long up (in
+/// one sample period): another process's time slice. Shorter waits (kernel
+/// threads, softirq work, the sampler itself) stay counted against the server.
+pub const RUN_DELAY_STALL_MIN_US: u64 = 1_000;
+
 /// Microseconds of one `/proc/stat` tick (USER_HZ 100).
-const PROC_TICK_US: i64 = (1e6 / PROC_TICKS_PER_SEC) as i64;
+const PROC_TICK_US: u64 = (1e6 / PROC_TICKS_PER_SEC) as u64;
 /// The kernel accounts steal at the stolen CPU's next scheduler tick after it
 /// runs again: at most one tick late. 10 ms covers every CONFIG_HZ from 100 up
 /// (this VM's kernel has 250, 4 ms).
-const STEAL_ACCOUNTING_LAG_US: i64 = 10_000;
+const STEAL_ACCOUNTING_LAG_US: u64 = 10_000;
 
-/// A rise of one CPU's steal counter between two samples.
+/// What took the CPU away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StealRise {
-    /// The CPU.
-    pub cpu: usize,
-    /// By how many `/proc/stat` ticks (10 ms each) it rose.
-    pub ticks: u64,
-    /// When the sample before the rise was read, microseconds since the Unix epoch.
+#[serde(rename_all = "snake_case")]
+pub enum StallSource {
+    /// The host: a rise of this CPU's steal counter.
+    Steal {
+        /// The CPU.
+        cpu: usize,
+    },
+    /// Another process: this measured thread waited for its CPU.
+    RunDelay {
+        /// The thread.
+        tid: u32,
+    },
+}
+
+/// A stall seen between two samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StallEvent {
+    /// What took the CPU.
+    pub source: StallSource,
+    /// For how long, microseconds (steal: its ticks, 10 ms each).
+    pub length_us: u64,
+    /// When the sample before it was read, microseconds since the Unix epoch.
     pub before_unix_us: u64,
-    /// When the rise was seen.
+    /// When it was seen.
     pub seen_unix_us: u64,
 }
 
@@ -59,72 +83,122 @@ pub struct Stall {
     pub end_unix_us: i64,
 }
 
-impl StealRise {
-    /// The interval the stall behind this rise may have covered, widened by
-    /// `recovery` times its length after it (the backlog it left behind):
-    /// - it ended before the rise was seen, and at most the accounting lag
-    ///   (one scheduler tick) before the earlier sample;
-    /// - it lasted at most `ticks + 1` ticks (`/proc/stat` truncates).
-    ///
-    /// So `[before - lag - (ticks + 1) tick, seen + recovery * ticks tick)`.
+impl StallEvent {
+    /// The interval the stall may have covered, widened by `recovery` times
+    /// its length after it (the backlog it left behind). It ended before it
+    /// was seen:
+    /// - a run-queue wait is added to `run_delay` when the thread runs again,
+    ///   so it ended after the earlier sample: `[before - length, seen)`;
+    /// - steal is accounted at the CPU's next scheduler tick, so it ended at
+    ///   most that lag before the earlier sample, and `/proc/stat` truncates
+    ///   to ticks: `[before - lag - length - 1 tick, seen)`.
     pub fn stall(&self, recovery: f64) -> Stall {
-        let length_us = self.ticks as i64 * PROC_TICK_US;
-        let start = self.before_unix_us as i64 - STEAL_ACCOUNTING_LAG_US - length_us - PROC_TICK_US;
-        let end = self.seen_unix_us as i64 + (recovery.max(0.0) * length_us as f64) as i64;
+        let slack_us = match self.source {
+            StallSource::Steal { .. } => STEAL_ACCOUNTING_LAG_US + PROC_TICK_US,
+            StallSource::RunDelay { .. } => 0,
+        };
+        let start = self.before_unix_us as i64 - (slack_us + self.length_us) as i64;
+        let end = self.seen_unix_us as i64 + (recovery.max(0.0) * self.length_us as f64) as i64;
         Stall { start_unix_us: start, end_unix_us: end }
     }
 }
 
-/// A thread that reads every CPU's steal counter each [`STEAL_SAMPLE_PERIOD`]
-/// and keeps each rise, until stopped.
+/// A thread that reads every CPU's steal counter, and the run-queue wait of
+/// every thread of the measured processes, each [`STALL_SAMPLE_PERIOD`] and
+/// keeps each stall, until stopped.
 #[derive(Debug)]
-pub struct StealSampler {
+pub struct StallSampler {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<StealRise>>,
+    thread: JoinHandle<Vec<StallEvent>>,
 }
 
 fn unix_us_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-impl StealSampler {
-    /// Starts sampling (the thread inherits the caller's CPU affinity).
+/// What one sample read.
+#[derive(Debug, Default)]
+struct Sample {
+    at_unix_us: u64,
+    steal_ticks: Vec<u64>,
+    run_delays_ns: Vec<(u32, u64)>,
+}
+
+impl Sample {
+    fn take(pids: &[u32], sampler_tid: Option<u32>) -> Self {
+        let run_delays_ns = pids
+            .iter()
+            .flat_map(|&pid| thread_run_delays_ns(pid))
+            .filter(|&(tid, _)| Some(tid) != sampler_tid)
+            .collect();
+        Sample { at_unix_us: unix_us_now(), steal_ticks: CpuSnapshot::take().steal_ticks(), run_delays_ns }
+    }
+}
+
+/// This thread's id, from `/proc/thread-self` (`PID/task/TID`).
+fn own_tid() -> Option<u32> {
+    std::fs::read_link("/proc/thread-self").ok()?.file_name()?.to_str()?.parse().ok()
+}
+
+impl StallSampler {
+    /// Starts sampling steal; with `pids`, also the run-queue waits of every
+    /// thread of those processes, of their descendants and of this process
+    /// (but the sampler's own). The thread inherits the caller's CPU affinity.
     ///
     /// # Errors
     /// The thread could not be spawned.
-    pub fn start() -> std::io::Result<Self> {
+    pub fn start(pids: Option<&[u32]>) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
-        let thread = std::thread::Builder::new().name("steal-sampler".into()).spawn(move || {
-            let mut rises = Vec::new();
-            let (mut last, mut last_at) = (CpuSnapshot::take().steal_ticks(), unix_us_now());
+        let mut measured: Vec<u32> =
+            pids.unwrap_or_default().iter().flat_map(|&pid| process_tree(pid).unwrap_or_else(|| vec![pid])).collect();
+        if pids.is_some() {
+            measured.push(std::process::id());
+        }
+        let thread = std::thread::Builder::new().name("stall-sampler".into()).spawn(move || {
+            let own = own_tid();
+            let mut events = Vec::new();
+            let mut last = Sample::take(&measured, own);
             while !stopping.load(Ordering::Relaxed) {
-                std::thread::sleep(STEAL_SAMPLE_PERIOD);
-                let (now, now_at) = (CpuSnapshot::take().steal_ticks(), unix_us_now());
-                rises.extend(rises_between(&last, &now, last_at, now_at));
-                (last, last_at) = (now, now_at);
+                std::thread::sleep(STALL_SAMPLE_PERIOD);
+                let now = Sample::take(&measured, own);
+                events.extend(stalls_between(&last, &now));
+                last = now;
             }
-            rises
+            events
         })?;
         Ok(Self { stop, thread })
     }
 
-    /// Stops the thread and returns every rise it saw, in order.
-    pub fn stop(self) -> Vec<StealRise> {
+    /// Stops the thread and returns every stall it saw, in order.
+    pub fn stop(self) -> Vec<StallEvent> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap_or_default()
     }
 }
 
-/// The rises from the per-CPU steal counters `before` (read at `before_at`) to `now`.
-fn rises_between(before: &[u64], now: &[u64], before_at: u64, now_at: u64) -> Vec<StealRise> {
-    before
+/// The stalls from sample `before` to `now`: each CPU's steal rise, and each
+/// thread's run-queue wait of at least [`RUN_DELAY_STALL_MIN_US`].
+fn stalls_between(before: &Sample, now: &Sample) -> Vec<StallEvent> {
+    let event = |source, length_us| StallEvent {
+        source,
+        length_us,
+        before_unix_us: before.at_unix_us,
+        seen_unix_us: now.at_unix_us,
+    };
+    let steal = before
+        .steal_ticks
         .iter()
-        .zip(now)
+        .zip(&now.steal_ticks)
         .enumerate()
         .filter(|(_, (b, n))| n > b)
-        .map(|(cpu, (b, n))| StealRise { cpu, ticks: n - b, before_unix_us: before_at, seen_unix_us: now_at })
-        .collect()
+        .map(|(cpu, (b, n))| event(StallSource::Steal { cpu }, (n - b) * PROC_TICK_US));
+    let waits = now.run_delays_ns.iter().filter_map(|&(tid, ns)| {
+        let (_, was) = before.run_delays_ns.iter().find(|(t, _)| *t == tid)?;
+        let waited_us = ns.saturating_sub(*was) / 1000;
+        (waited_us >= RUN_DELAY_STALL_MIN_US).then(|| event(StallSource::RunDelay { tid }, waited_us))
+    });
+    steal.chain(waits).collect()
 }
 
 /// A run's requests split by whether a stall touched them.
@@ -204,27 +278,41 @@ mod tests {
     }
 
     #[test]
-    fn a_rise_covers_its_ticks_before_the_earlier_sample_and_its_recovery_after() {
-        let rise = StealRise { cpu: 1, ticks: 10, before_unix_us: T0, seen_unix_us: T0 + 5_000 };
+    fn a_stall_covers_its_length_before_the_earlier_sample_and_its_recovery_after() {
+        let event = |source, length_us| StallEvent { source, length_us, before_unix_us: T0, seen_unix_us: T0 + 5_000 };
         // 100 ms of steal, seen between T0 and T0 + 5 ms: it may have started up to
         // 10 ms (lag) + 110 ms (ticks + 1) before T0.
-        assert_eq!(rise.stall(0.0), stall(-120, 5));
+        let steal = event(StallSource::Steal { cpu: 1 }, 100_000);
+        assert_eq!(steal.stall(0.0), stall(-120, 5));
         // With recovery 1: the backlog of 100 ms is given another 100 ms to drain.
-        assert_eq!(rise.stall(1.0), stall(-120, 105));
-        assert_eq!(rise.stall(-3.0), stall(-120, 5), "a negative recovery is none");
+        assert_eq!(steal.stall(1.0), stall(-120, 105));
+        assert_eq!(steal.stall(-3.0), stall(-120, 5), "a negative recovery is none");
+        // A run-queue wait of 3 ms ended after T0: it started at most 3 ms before.
+        assert_eq!(event(StallSource::RunDelay { tid: 7 }, 3_000).stall(1.0), stall(-3, 8));
     }
 
     #[test]
-    fn only_rising_counters_are_rises() {
-        let rises = rises_between(&[5, 7, 9], &[5, 17, 10], T0, T0 + 5_000);
+    fn rising_steal_and_long_waits_are_stalls() {
+        let before =
+            Sample { at_unix_us: T0, steal_ticks: vec![5, 7, 9], run_delays_ns: vec![(10, 0), (11, 5_000_000)] };
+        let now = Sample {
+            at_unix_us: T0 + 5_000,
+            steal_ticks: vec![5, 17, 10],
+            // Thread 10 waited 999 us (not a stall), 11 waited 2 ms; 12 is new (no earlier figure).
+            run_delays_ns: vec![(10, 999_000), (11, 7_000_000), (12, 9_000_000)],
+        };
+        let event = |source, length_us| StallEvent { source, length_us, before_unix_us: T0, seen_unix_us: T0 + 5_000 };
         assert_eq!(
-            rises,
+            stalls_between(&before, &now),
             vec![
-                StealRise { cpu: 1, ticks: 10, before_unix_us: T0, seen_unix_us: T0 + 5_000 },
-                StealRise { cpu: 2, ticks: 1, before_unix_us: T0, seen_unix_us: T0 + 5_000 },
+                event(StallSource::Steal { cpu: 1 }, 100_000),
+                event(StallSource::Steal { cpu: 2 }, 10_000),
+                event(StallSource::RunDelay { tid: 11 }, 2_000),
             ]
         );
-        assert!(rises_between(&[3, 3], &[3, 2], T0, T0 + 1).is_empty(), "a counter that fell is no rise");
+        let fell = Sample { at_unix_us: T0 + 1, steal_ticks: vec![3, 3], run_delays_ns: vec![] };
+        let after = Sample { at_unix_us: T0 + 2, steal_ticks: vec![3, 2], run_delays_ns: vec![] };
+        assert!(stalls_between(&fell, &after).is_empty(), "a counter that fell is no rise");
     }
 
     #[test]
@@ -274,9 +362,10 @@ mod tests {
 
     #[test]
     fn the_sampler_stops_and_returns_what_it_saw() {
-        let sampler = StealSampler::start().expect("a thread");
-        std::thread::sleep(3 * STEAL_SAMPLE_PERIOD);
-        let rises = sampler.stop();
-        assert!(rises.iter().all(|r| r.ticks > 0 && r.seen_unix_us > r.before_unix_us), "{rises:?}");
+        let sampler = StallSampler::start(Some(&[std::process::id()])).expect("a thread");
+        std::thread::sleep(3 * STALL_SAMPLE_PERIOD);
+        let events = sampler.stop();
+        assert!(events.iter().all(|e| e.length_us > 0 && e.seen_unix_us > e.before_unix_us), "{events:?}");
+        assert!(own_tid().is_some(), "/proc/thread-self names this thread");
     }
 }

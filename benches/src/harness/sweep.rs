@@ -215,6 +215,7 @@ fn load_command(target: &Target<'_>, plan: &Plan, rate: f64, json: &Path) -> std
     }
     cmd.args(["--duration", &format!("{}s", plan.duration.as_secs_f64())]);
     cmd.args(["--warmup", &format!("{}s", plan.warmup.as_secs_f64()), "--drain", "1s", "--quiet", "--stalls"]);
+    cmd.args(["--stall-pids", &target.running.pid().to_string()]);
     cmd.arg("--json").arg(json);
     match target.server.workload() {
         WorkloadKind::Http => cmd.args(["--protocol", "http", "--path", "/"]),

@@ -190,21 +190,21 @@ pub fn procedure(plan: &Plan) -> String {
          and repetition: open-loop Poisson load, {conns} connections, {warm:.1} s warm-up + {dur:.1} s measured per \
          point, on an ascending grid of rates up to the first not kept up (< 95% completed, > 1% abandoned, or \
          errors), then {steps} bisection step(s) per p99 objective ({slas}) between the highest rate that met it and \
-         the lowest that did not. Host stalls: a thread of the load generator reads every CPU's steal counter \
+         the lowest that did not. Stalls: a thread of the load generator reads every CPU's steal counter \
          (/proc/stat) each 5 ms; a rise of d ticks (10 ms each) marks the interval from d + 1 ticks and one \
          scheduler tick before the earlier sample to {recovery} times the stall's length after the rise was seen \
-         (its backlog draining), and a request whose life (intended send to response) overlaps such an interval is \
-         \"stalled\". The search follows the p99 of the other requests: the server's own tail, since one 100 ms \
+         (its backlog draining); so does each wait of {run_delay} us or more for a CPU by a thread of the server \
+         or the generator (/proc/PID/task/TID/schedstat: another process's time slice). A request whose life \
+         (intended send to response) overlaps such an interval is \"stalled\". The search follows the p99 of the other requests: the server's own tail, since one 100 ms \
          stall of the VM's host in a point of a few seconds sets the p99 of all requests by itself. \"req/s at p99 \
          <= X\": that highest rate (0 if none; \">=\" when no rate tried failed); \"by p99 of all\": the same read \
          off the same points by the p99 of all requests, stalls included (no bisection of its own). \"stalled %\": \
          the share of requests stalls touched per search point. Peak: the highest throughput measured. Server CPU: user + system time of the server's own \
          processes and threads (/proc/PID/task/*/stat) per completed request at {cost:.0} req/s, IX with --idle block. \
          Every figure is median [min-max] over the repetitions; \"x tokio\" is the median [min-max] of the \
-         per-repetition ratios. A point is run again (up to {reruns} times) when the host stole more than {steal}% \
-         of the CPUs, other processes took more than {others} CPUs during it (/proc/stat), or stalls touched more \
-         than {stalled}% of its requests; \"re-run / disturbed\" counts the re-runs and the points still disturbed \
-         in their last run.",
+         per-repetition ratios. A point is run again (up to {reruns} times) when stalls touched more than \
+         {stalled}% of its requests{steal}{others}; \"re-run / disturbed\" counts the re-runs and the points still \
+         disturbed in their last run.",
         reps = plan.repetitions,
         conns = plan.connections,
         warm = plan.warmup.as_secs_f64(),
@@ -213,10 +213,19 @@ pub fn procedure(plan: &Plan) -> String {
         slas = slas.join(", "),
         cost = plan.cost_rate,
         reruns = plan.max_reruns,
-        steal = l.steal_pct,
-        others = l.others_cpus,
+        steal = if l.steal_pct.is_finite() {
+            format!(", the host stole more than {}% of the CPUs", l.steal_pct)
+        } else {
+            String::new()
+        },
+        others = if l.others_cpus.is_finite() {
+            format!(", other processes took more than {} CPUs", l.others_cpus)
+        } else {
+            String::new()
+        },
         stalled = l.stalled_pct,
         recovery = crate::harness::stalls::STALL_RECOVERY,
+        run_delay = crate::harness::stalls::RUN_DELAY_STALL_MIN_US,
     )
 }
 
