@@ -216,6 +216,14 @@ pub struct StallSplit {
     pub unstalled_latency_us: Percentiles,
 }
 
+impl StallSplit {
+    /// The p99 of the unstalled requests, microseconds; `None` when a stall
+    /// touched every request (there is no tail of the server's own to give).
+    pub fn unstalled_p99_us(&self) -> Option<f64> {
+        (self.stalled_requests < self.requests).then_some(self.unstalled_latency_us.p99)
+    }
+}
+
 /// Sorted, disjoint intervals covering `stalls`.
 fn merged(stalls: &[Stall]) -> Vec<Stall> {
     let mut sorted = stalls.to_vec();
@@ -358,6 +366,18 @@ mod tests {
         let s = split(&Timeline { window_start_unix_us: T0, requests: vec![] }, &[stall(0, 1)]);
         assert_eq!((s.stalls, s.requests, s.stalled_requests, s.stalled_pct), (0, 0, 0, 0.0));
         assert_eq!(s.unstalled_latency_us, Percentiles::default());
+        assert_eq!(s.unstalled_p99_us(), None);
+    }
+
+    #[test]
+    fn a_run_every_request_of_which_a_stall_touched_has_no_unstalled_p99() {
+        // Seen at 00:20 on 2026-12-06: tokio-http at 80k req/s, 100% stalled, showed "p99 0 us unstalled".
+        let timeline = Timeline { window_start_unix_us: T0, requests: vec![[0, 200_000], [1_000, 150_000]] };
+        let s = split(&timeline, &[stall(50, 60)]);
+        assert_eq!((s.requests, s.stalled_requests), (2, 2));
+        assert_eq!(s.unstalled_p99_us(), None);
+        let s = split(&timeline, &[stall(500, 600)]);
+        assert_eq!(s.unstalled_p99_us().map(|p| (p / 1000.0).round()), Some(200.0));
     }
 
     #[test]

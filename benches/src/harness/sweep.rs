@@ -142,11 +142,11 @@ impl Point {
         }
     }
 
-    /// The p99 of the requests no host stall touched (of all requests when
-    /// stalls were not sampled), microseconds.
+    /// The p99 of the requests no stall touched (of all requests when stalls
+    /// were not sampled, or touched every request), microseconds.
     pub fn p99_unstalled_us(&self) -> Option<f64> {
         let r = self.report.as_ref()?;
-        Some(r.stalls.map_or(r.latency_us.p99, |s| s.unstalled_latency_us.p99))
+        Some(r.stalls.and_then(|s| s.unstalled_p99_us()).unwrap_or(r.latency_us.p99))
     }
 
     /// CPUs' worth of time the server's threads used over the run.
