@@ -22,6 +22,14 @@
 # added to the server's arguments. Needs root, ethtool, iproute2; builds
 # nothing (cargo build --release -p ix-example-http -p ix-benches first; IXLOAD
 # names another ixload binary).
+#
+# Besides the server's RSS it prints the kernel's share, which tokio-http's
+# connections cost outside its RSS: the server namespace's TCP sockets with
+# the machine's TCP buffer pages (/proc/net/sockstat), and the machine's slab
+# growth (both namespaces' sockets, and whatever else the machine did). For
+# IX, the core's counters after the set-up and after the load, and the
+# server veth's XDP counters with the AF_XDP socket's own (receive ring full,
+# fill ring empty: scripts/xdp-socket-stats.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,6 +73,17 @@ trap cleanup EXIT
 ulimit -n 20000
 in_cli() { ip netns exec "$prefix-cli" "$@"; }
 established() { in_cli ss -s | sed -n 's/.*estab \([0-9]*\).*/\1/p'; }
+slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
+# TCP sockets in use and their buffer pages, in the server namespace.
+server_sockstat() { ip netns exec "$prefix-srv" awk '/^TCP:/ {print "inuse " $3 ", " $11 * 4 " KiB of TCP buffers machine-wide"}' /proc/net/sockstat; }
+# The kernel's counters of ix-http's AF_XDP sockets, on one line.
+xdp_socket_counters() {
+    local pid
+    for pid in $(tree "${server_pids[@]}"); do
+        [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = ix-http ] && scripts/xdp-socket-stats.py "$pid" | tr '\n' ' '
+    done
+    echo
+}
 rss_kb() {
     local kb=0 pid
     for pid in $(tree "$@"); do kb=$((kb + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0))); done
@@ -100,10 +119,10 @@ for conns in "$@"; do
     pids+=("${server_pids[@]}")
     for _ in $(seq 100); do grep -q "^listening" "$out/server0" && break; sleep 0.1; done
     sleep 1
-    rss0=$(rss_kb "${server_pids[@]}")
+    rss0=$(rss_kb "${server_pids[@]}") slab0=$(slab_kb)
     # Holders start one after the other (a burst of 19,000 SYNs is a flood of
     # its own): each waits until its connections are established, or until
-    # 60 s pass without progress.
+    # STALL_S seconds (environment, default 60) pass without progress.
     left=$idle want=0 started=$(date +%s)
     for h in $(seq 0 $((holders - 1))); do
         n=$((left < HOLDER_CONNS ? left : HOLDER_CONNS)) left=$((left - n)) want=$((want + n))
@@ -112,24 +131,37 @@ for conns in "$@"; do
             --connect-timeout 130s >/dev/null 2>"$out/holder$h" &
         pids+=($!)
         last=-1 still=0
-        while now=$(established) && [ "$now" -lt "$want" ] && [ "$still" -lt 30 ]; do
+        while now=$(established) && [ "$now" -lt "$want" ] && [ "$still" -lt $((${STALL_S:-60} / 2)) ]; do
             if [ "$now" -eq "$last" ]; then still=$((still + 1)); else still=0 last=$now; fi
             sleep 2
         done
+        echo "   holder $h ($source): $now of $want established after $(($(date +%s) - started)) s" \
+            "$([ "$server" = ix ] && xdp_socket_counters | grep -o 'rx_ring_full=[0-9]*')"
     done
     open_s=$(($(date +%s) - started))
     rss=$(rss_kb "${server_pids[@]}")
     pool=$(grep "^stats" "$out/server0" | tail -1 | grep -o "pool_free=[0-9/]*" || echo "pool_free=-")
     est=$(established)
+    slab=$(slab_kb)
     echo "== $server, $conns connections ($idle idle, $active active), $est established after ${open_s} s:" \
         "server RSS $((rss0 / 1024)) MB before, $((rss / 1024)) MB with them ($(((rss - rss0) * 1024 / (est > 0 ? est : 1))) B per" \
         "connection), $pool"
+    echo "   kernel: server namespace TCP $(server_sockstat); slab +$(((slab - slab0) / 1024)) MB" \
+        "($(((slab - slab0) * 1024 / (est > 0 ? est : 1))) B per connection, both namespaces)"
+    if [ "$server" = ix ]; then
+        grep "^stats" "$out/server0" | tail -1 | sed 's/^/   after set-up: /' || true
+        echo "   after set-up, AF_XDP socket: $(xdp_socket_counters)"
+    fi
     in_cli taskset -c 1 "$load" --target 10.77.0.1:8080 --source 10.77.0.2 -c "$active" --rate "$rate" -d "${duration}s" \
         2>"$out/load" >/dev/null || true
     echo "   active: $active connections, $rate/s offered, ${duration} s; server RSS $(($(rss_kb "${server_pids[@]}") / 1024)) MB;" \
         "$(established) established"
-    grep -v WARN "$out/load" | tail -4
+    grep -v WARN "$out/load" | tail -5
     grep "^stats" "$out/server0" | tail -1 || true
+    if [ "$server" = ix ]; then
+        echo "   server veth XDP counters: $(ip netns exec "$prefix-srv" ethtool -S "$prefix-s" | awk '$2 != 0 && /xdp|drops/' | tr -s ' \n' ' ')"
+        echo "   AF_XDP socket: $(xdp_socket_counters)"
+    fi
     stop_all
     scripts/testnet.sh down -p "$prefix"
 done

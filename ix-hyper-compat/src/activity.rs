@@ -1,6 +1,11 @@
 //! What a connection is doing, for its watchdog: requests in flight, when the
 //! current request head began, when bytes last moved out, whether a write is
 //! stuck. Fed by an IO wrapper ([`Tracked`]) and a service wrapper ([`TrackedService`]).
+//!
+//! Times are the core's round clock (`ix_runtime::time::round_instant`), which
+//! costs no clock read: an event is stamped with the start of the round it
+//! happened in, so a timeout counted from it may end up to that round's
+//! length (microseconds, at most milliseconds) short of its full length.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -9,6 +14,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
+
+use ix_runtime::time::round_instant;
 
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::rt::ReadBufCursor;
@@ -75,7 +82,7 @@ impl Activity {
     /// A read completed: data, or the end of the stream (which ends the
     /// connection anyway, so it needs no telling apart).
     fn on_read(&self) {
-        let now = Instant::now();
+        let now = round_instant();
         self.last_read.set(now);
         if self.track_heads.get() && self.in_flight.get() == 0 && self.head_started.get().is_none() {
             self.head_started.set(Some(now));
@@ -85,11 +92,11 @@ impl Activity {
     fn on_write(&self, result: &Poll<io::Result<usize>>) {
         match result {
             Poll::Ready(Ok(n)) if *n > 0 => {
-                self.last_progress.set(Instant::now());
+                self.last_progress.set(round_instant());
                 self.write_blocked_since.set(None);
             }
             Poll::Pending if self.write_blocked_since.get().is_none() => {
-                self.write_blocked_since.set(Some(Instant::now()));
+                self.write_blocked_since.set(Some(round_instant()));
             }
             _ => {}
         }
@@ -98,7 +105,7 @@ impl Activity {
     fn request_started(self: &Rc<Self>) -> InFlight {
         self.in_flight.set(self.in_flight.get() + 1);
         self.head_started.set(None);
-        self.last_progress.set(Instant::now());
+        self.last_progress.set(round_instant());
         InFlight { activity: self.clone() }
     }
 }
@@ -113,7 +120,7 @@ pub(crate) struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.activity.in_flight.set(self.activity.in_flight.get() - 1);
-        self.activity.last_progress.set(Instant::now());
+        self.activity.last_progress.set(round_instant());
     }
 }
 

@@ -14,6 +14,7 @@ use hyper::rt::Timer;
 use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
 use hyper::{Request, Response};
+use ix_runtime::time::round_instant;
 
 use crate::activity::{Activity, ReturnedIo, Tracked, TrackedBody, TrackedFuture, TrackedService};
 use crate::h2c::{H2_PREFACE, H2cIo, SWITCHING_PROTOCOLS, upgrade_frame};
@@ -196,7 +197,8 @@ enum Verdict {
 
 /// Enforces the timeouts of one connection with one timer, armed for the
 /// earliest deadline that applies; deadlines only move later as the
-/// connection works, so a timer that fires early is simply re-armed.
+/// connection works, so a timer that fires early is simply re-armed. It reads
+/// the round's clock, as [`Activity`] stamps its events (see there for the bound).
 struct Watchdog<T> {
     timer: T,
     config: Rc<ServerConfig>,
@@ -211,11 +213,11 @@ impl<T: Timer> Watchdog<T> {
     /// - `Pending`: none has; the task is woken at the next one.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Verdict> {
         loop {
-            let next = match self.check(Instant::now()) {
+            let now = round_instant();
+            let next = match self.check(now) {
                 Ok(next) => next,
                 Err(verdict) => return Poll::Ready(verdict),
             };
-            let now = Instant::now();
             match &mut self.sleep {
                 // Armed no later than needed and not yet fired: it will do.
                 Some((_, armed)) if *armed <= next && *armed > now => {}
@@ -279,7 +281,7 @@ where
     T: Timer + Clone + 'static,
 {
     let ConnectionContext { config, protocols, timer, mut shutdown } = ctx;
-    let activity = Activity::new(Instant::now());
+    let activity = Activity::new(round_instant());
     let returned = ReturnedIo::default();
     let mut io = Tracked::new(io, activity.clone(), returned.clone());
     let timer_for_linger = timer.clone();
@@ -382,7 +384,7 @@ where
         loop {
             if dog.graceful_since.is_none() && shutdown.poll_triggered(cx) {
                 graceful(conn.as_mut());
-                dog.graceful_since = Some(Instant::now());
+                dog.graceful_since = Some(round_instant());
             }
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                 return Poll::Ready(match result {
@@ -395,7 +397,7 @@ where
                 Verdict::Idle => {
                     idled = true;
                     graceful(conn.as_mut());
-                    dog.graceful_since = Some(Instant::now());
+                    dog.graceful_since = Some(round_instant());
                 }
                 Verdict::Abort(end) => return Poll::Ready(end),
             }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use ix_driver::{PacketBuf, PacketPool, TxBuf};
 use slab::Slab;
 
-use crate::egress::Egress;
+use crate::egress::{Egress, HeaderTemplate};
 use crate::iface::{ArpCache, ArpConfig, Route, RouteTable, SharedNeighbors};
 use crate::socket::{Readiness, ReleaseQueue, RxChunk, SocketHandle};
 use crate::stats::StackStats;
@@ -45,6 +45,7 @@ macro_rules! egress_of {
             now: $now,
             arp_requested: false,
             neighbors: $stack.config.neighbors.as_deref(),
+            header_template: None,
         }
     };
 }
@@ -194,6 +195,9 @@ pub(crate) struct SocketEntry {
     /// Readiness changes not yet reported.
     pub(crate) pending_events: Readiness,
     pub(crate) timer: Option<(TimerKey, Instant)>,
+    /// A TCP connection's prebuilt Ethernet and IPv4 headers, made by its
+    /// first segment sent through a resolved neighbour.
+    pub(crate) header_template: Option<HeaderTemplate>,
 }
 
 impl SocketEntry {
@@ -614,6 +618,7 @@ impl Stack {
             dirty: false,
             pending_events: Readiness::EMPTY,
             timer: None,
+            header_template: None,
         });
         let handle = SocketHandle { index: index as u32, generation };
         if let Some(SocketEntry { kind: SocketKind::Tcp(conn), .. }) = self.sockets.get_mut(index) {
@@ -690,25 +695,27 @@ impl Stack {
         let Some(entry) = live_entry(&mut self.sockets, handle) else { return };
         let SocketKind::Tcp(conn) = &mut entry.kind else { return };
         let bits = conn.take_events();
-        let wants_output = conn.wants_output();
-        let deadline = conn.poll_timeout();
+        let new_deadline = conn.take_new_deadline();
         let state = conn.state();
+        // A socket already queued for this round's output pass (the one being
+        // visited by it, or touched since it was queued) needs no second
+        // look, except to decide below whether a closed one may be reclaimed.
+        let wants_output = (entry.dirty && state != State::Closed) || conn.wants_output();
         let parent = entry.parent;
         let released = entry.released;
         let current = entry.timer.map(|(_, at)| at);
 
-        // A timer armed no later than the connection's deadline stays: when it
-        // fires early, `on_timeout` finds nothing due and this re-arms it. Only
-        // a deadline that came earlier moves it, so the RTO pushed back by
-        // every ACK costs no cancel and insert (4% of a request/response).
-        let armed_in_time = deadline.is_none_or(|due| current.is_some_and(|armed| armed <= due));
-        if !armed_in_time {
+        // The timer stays armed no later than every deadline of the
+        // connection: only a deadline set earlier than it moves it. One that
+        // was cleared or pushed back (the RTO, by every ACK) leaves it to fire
+        // early, when `on_timeout` finds nothing due and the remaining
+        // deadlines re-arm it; so an ACK costs no cancel and insert (4% of a
+        // request/response) and no walk over the seven deadlines.
+        if let Some(due) = new_deadline.filter(|due| current.is_none_or(|armed| *due < armed)) {
             if let Some((key, _)) = entry.timer.take() {
                 self.timers.cancel(key);
             }
-            if let Some(at) = deadline {
-                entry.timer = Some((self.timers.insert(at, TimerTarget::Socket(handle)), at));
-            }
+            entry.timer = Some((self.timers.insert(due, TimerTarget::Socket(handle)), due));
         }
         if wants_output {
             entry.mark_dirty(handle, &mut self.dirty);
@@ -805,6 +812,7 @@ impl Stack {
         entry.timer = None;
         if let SocketKind::Tcp(conn) = &mut entry.kind {
             conn.on_timeout(now, &mut self.stats.tcp);
+            conn.renew_deadlines();
             self.after_conn(handle);
         }
     }
@@ -814,8 +822,9 @@ impl Stack {
         if entry.generation != handle.generation {
             return;
         }
-        let SocketKind::Tcp(conn) = &mut entry.kind else { return };
+        let SocketEntry { kind: SocketKind::Tcp(conn), header_template, .. } = entry else { return };
         let mut egress = egress_of!(self, now);
+        egress.header_template = Some(header_template);
         conn.poll_transmit(now, &mut egress, &mut self.stats.tcp);
         let arp_requested = egress.arp_requested;
         if arp_requested {

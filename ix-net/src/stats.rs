@@ -137,6 +137,9 @@ counters! {
         retransmitted_segments,
         /// Payload bytes retransmitted.
         retransmitted_bytes,
+        /// SYNs and SYN-ACKs retransmitted because their timer fired (also in
+        /// `retransmitted_segments`; Linux's `TCPSynRetrans`).
+        syn_retransmits,
         /// Connections opened by us.
         active_opens,
         /// Connections accepted from a listener.

@@ -114,6 +114,8 @@ fn syn_ack_is_retransmitted_with_exponential_backoff() {
         assert!(s.has(TcpFlags::SYN | TcpFlags::ACK));
         assert_eq!((s.repr.seq, s.repr.ack), (first.repr.seq, PEER_ISN + 1));
     }
+    let tcp = h.stack.stats().tcp;
+    assert_eq!((tcp.syn_retransmits, tcp.retransmitted_segments), (3, 3), "{tcp:?}");
 }
 
 /// RFC 9293 §3.8.1 and §3.10.7.4: a retransmitted SYN (our SYN-ACK was lost)

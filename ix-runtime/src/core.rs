@@ -1,7 +1,7 @@
 //! The per-core context that socket and timer futures reach through a
 //! thread-local: the core's network (its backend's state, chosen once), the
-//! tasks waiting for packet buffers, the sleeps on its timer wheel, its clock,
-//! its drain flag and its counters.
+//! tasks waiting for packet buffers, the sleeps on its timer wheel, its clock
+//! (read once per round of its loop), its drain flag and its counters.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -40,8 +40,19 @@ pub(crate) struct Core {
     queue_stats: Cell<QueueStats>,
     sleeps: RefCell<TimerWheel<Waker>>,
     start: std::time::Instant,
+    /// The clock as the loop read it when the current round began.
+    round_clock: Cell<RoundClock>,
     /// Set once a graceful shutdown began: listeners stop accepting.
     draining: Cell<bool>,
+}
+
+/// One reading of the clock, in both units the core uses: the monotonic
+/// clock's, for adapters that speak `std::time::Instant` (hyper), and the
+/// stack's microseconds since the core started.
+#[derive(Debug, Clone, Copy)]
+struct RoundClock {
+    at: std::time::Instant,
+    stack: Instant,
 }
 
 thread_local! {
@@ -71,6 +82,12 @@ pub(crate) fn try_current() -> Option<Rc<Core>> {
     CURRENT.try_with(|current| current.try_borrow().ok().and_then(|c| c.clone())).ok().flatten()
 }
 
+/// Runs `f` with the current core, or returns `None` on a thread that is not
+/// an IX core (as [`try_current`], without taking a reference).
+pub(crate) fn try_with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
+    CURRENT.try_with(|current| current.try_borrow().ok().and_then(|c| c.as_deref().map(f))).ok().flatten()
+}
+
 /// Source of [`Core::id`].
 static NEXT_CORE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -88,6 +105,7 @@ impl Core {
             queue_stats: Cell::new(QueueStats::default()),
             sleeps: RefCell::new(TimerWheel::with_capacity(Instant::ZERO, 256)),
             start,
+            round_clock: Cell::new(RoundClock { at: start, stack: Instant::ZERO }),
             draining: Cell::new(false),
         });
         CURRENT.with(|current| *current.borrow_mut() = Some(core.clone()));
@@ -115,9 +133,31 @@ impl Core {
         Instant::from_micros(since.as_nanos().div_ceil(1000) as u64)
     }
 
-    /// Microseconds since the core started, as the stack's clock.
+    /// Microseconds since the core started, as the stack's clock: a fresh
+    /// reading (for deadlines a caller sets, which must not come early).
     pub(crate) fn now(&self) -> Instant {
         Instant::from_micros(self.start.elapsed().as_micros() as u64)
+    }
+
+    /// Reads the clock for the round that begins: the one reading the round's
+    /// I/O, timers, idle policy and tasks share. Returns it.
+    pub(crate) fn start_round(&self) -> std::time::Instant {
+        let at = std::time::Instant::now();
+        let stack = Instant::from_micros(at.saturating_duration_since(self.start).as_micros() as u64);
+        self.round_clock.set(RoundClock { at, stack });
+        at
+    }
+
+    /// When the current round began, on the stack's clock: behind the true
+    /// time by at most the time the round has run so far.
+    pub(crate) fn round_now(&self) -> Instant {
+        self.round_clock.get().stack
+    }
+
+    /// When the current round began, on the monotonic clock (as
+    /// [`Core::round_now`]).
+    pub(crate) fn round_instant(&self) -> std::time::Instant {
+        self.round_clock.get().at
     }
 
     /// The core's network, as its backend made it.
@@ -220,9 +260,11 @@ impl Core {
     }
 
     /// How long the core may block before a timer (of the stack or a sleep) is
-    /// due; `None` when nothing is armed.
+    /// due, counted from the round's clock (so a block that follows a round
+    /// may end that round's length after the timer: late, never early);
+    /// `None` when nothing is armed.
     pub(crate) fn time_to_next_timer(&self) -> Option<Duration> {
-        let now = self.now();
+        let now = self.round_now();
         let stack = match &self.net {
             CoreNet::Dataplane(net) => net.poll_timeout(),
             CoreNet::Kernel(_) => None,

@@ -48,14 +48,21 @@ impl BusyTime {
     }
 }
 
+/// Whether a core that last published at `published_at` publishes at `now`.
+fn publication_due(published_at: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(published_at) >= PUBLISH_EVERY
+}
+
 /// One core's link to its board slot.
 pub(crate) struct CoreBoardLink {
     slot: CoreSlot,
     thread_id: u64,
     /// Time spent in rounds that found work.
     busy: BusyTime,
-    /// When the last round ended (or the core woke from a block).
-    round_end: Instant,
+    /// When the current round began.
+    round_start: Instant,
+    /// Whether the last round that ended found work.
+    last_round_worked: bool,
     published_at: Instant,
     mode: CoreMode,
 }
@@ -68,7 +75,8 @@ impl CoreBoardLink {
             slot,
             thread_id: current_thread_id(),
             busy: BusyTime::starting_at(thread_cpu_ns()),
-            round_end: now,
+            round_start: now,
+            last_round_worked: false,
             published_at: now,
             mode: CoreMode::Block,
         };
@@ -76,27 +84,38 @@ impl CoreBoardLink {
         link
     }
 
-    /// Counts a round that just ended, and publishes when it is time.
-    pub(crate) fn round_done(&mut self, worked: bool, core: &Core) {
-        let now = Instant::now();
-        if worked {
-            self.busy.worked(now.saturating_duration_since(self.round_end).as_nanos() as u64);
+    /// A round begins at `now` (the core's clock as the loop read it for the
+    /// round): the previous round, which lasted until now, counts as busy if it
+    /// found work (a round that found none, and the block that may have
+    /// followed it, do not). Publishes when it is time.
+    pub(crate) fn round_began(&mut self, now: Instant, core: &Core) {
+        if std::mem::take(&mut self.last_round_worked) {
+            self.busy.worked(now.saturating_duration_since(self.round_start).as_nanos() as u64);
         }
-        self.round_end = now;
-        if now.saturating_duration_since(self.published_at) >= PUBLISH_EVERY {
+        self.round_start = now;
+        if publication_due(self.published_at, now) {
             self.publish(core, now);
         }
     }
 
-    /// Publishes before the core blocks, so that `ixcp` sees an idle core's
-    /// last counters.
-    pub(crate) fn blocking(&mut self, core: &Core) {
-        self.publish(core, Instant::now());
+    /// The current round ended; `worked` says whether it found work.
+    pub(crate) fn round_ended(&mut self, worked: bool) {
+        self.last_round_worked = worked;
     }
 
-    /// The core woke from a block: the time blocked was not busy.
-    pub(crate) fn woke(&mut self) {
-        self.round_end = Instant::now();
+    /// Publishes before the core blocks, so that `ixcp` sees an idle core's
+    /// last counters, unless the last publication is less than
+    /// [`PUBLISH_EVERY`] old: a core blocking after each request would
+    /// otherwise pay a system call (its thread's CPU time) per request. What
+    /// is left unpublished is at most that much busy time, published at the
+    /// first round that finds it due (an idle core wakes at least every
+    /// `IDLE_BLOCK_MAX_MS`). Reads the clock (the round's reading may be a
+    /// whole round old, and a block costs a system call anyway).
+    pub(crate) fn blocking(&mut self, core: &Core) {
+        let now = Instant::now();
+        if publication_due(self.published_at, now) {
+            self.publish(core, now);
+        }
     }
 
     /// The idle policy the mode `ixcp` asks for means: busy-polling, or
@@ -136,7 +155,9 @@ impl CoreBoardLink {
 
 #[cfg(test)]
 mod tests {
-    use super::BusyTime;
+    use std::time::{Duration, Instant};
+
+    use super::{BusyTime, PUBLISH_EVERY, publication_due};
 
     const MS: u64 = 1_000_000;
 
@@ -162,5 +183,29 @@ mod tests {
         // A clock that went back (it cannot; a hostile one) counts nothing.
         busy.worked(MS);
         assert_eq!(busy.settle(100_000), 200_000);
+    }
+
+    #[test]
+    fn a_core_publishes_at_most_once_per_period_even_when_it_blocks_after_every_request() {
+        let published = Instant::now();
+        // A core blocking every 100 us (a request each) publishes once a period, not at each block.
+        let blocks: Vec<bool> =
+            (1..=20).map(|i| publication_due(published, published + Duration::from_micros(100 * i))).collect();
+        assert_eq!(blocks.iter().filter(|&&due| due).count(), 11, "from 1 ms on: {blocks:?}");
+        assert!(!publication_due(published, published + PUBLISH_EVERY - Duration::from_nanos(1)));
+        assert!(publication_due(published, published + PUBLISH_EVERY));
+        // A clock read before the publication (it cannot happen; a hostile one) is not due.
+        assert!(!publication_due(published + PUBLISH_EVERY, published));
+    }
+
+    #[test]
+    fn busy_time_left_unpublished_at_a_block_is_counted_at_the_next_settlement() {
+        let mut busy = BusyTime::starting_at(0);
+        busy.worked(300_000);
+        assert_eq!(busy.settle(MS), 300_000);
+        // Work, then a block within the period (no settlement), then work after the wake-up.
+        busy.worked(200_000);
+        busy.worked(100_000);
+        assert_eq!(busy.settle(2 * MS), 600_000, "nothing lost by skipping the publication at the block");
     }
 }

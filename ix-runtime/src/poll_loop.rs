@@ -26,9 +26,10 @@ pub(crate) const TASK_POLLS_PER_ROUND: usize = 256;
 /// A core's I/O as its backend made it, chosen once when the core starts:
 /// what one round does, and what the core waits on when idle.
 pub(crate) trait CoreIo {
-    /// One round: cross-core work, the network, timers, tasks (at most
-    /// [`TASK_POLLS_PER_ROUND`] polls). True when anything moved.
-    fn round(&mut self, core: &Core, executor: &Executor, stats: &mut LoopStats) -> bool;
+    /// One round at `now` (the core's clock as read when the round began, see
+    /// [`Core::start_round`]): cross-core work, the network, timers, tasks (at
+    /// most [`TASK_POLLS_PER_ROUND`] polls). True when anything moved.
+    fn round(&mut self, core: &Core, executor: &Executor, stats: &mut LoopStats, now: ix_net::Instant) -> bool;
 
     /// Whether frames are waiting to be transmitted (the core does not stop
     /// before they are out).
@@ -114,9 +115,15 @@ impl<Io: CoreIo> PollLoop<'_, Io> {
         let mut idle = IdleSpin::new(self.settings.idle);
         let mut drain_deadline = None;
         loop {
-            let worked = self.io.round(self.core, self.executor, &mut self.stats);
+            // The round's one clock reading: its I/O, timers and tasks, the
+            // board's busy time and the idle policy all use it.
+            let now = self.core.start_round();
             if let Some(board) = &mut self.board {
-                board.round_done(worked, self.core);
+                board.round_began(now, self.core);
+            }
+            let worked = self.io.round(self.core, self.executor, &mut self.stats, self.core.round_now());
+            if let Some(board) = &mut self.board {
+                board.round_ended(worked);
             }
             // In a graceful shutdown every task gets the drain timeout, not
             // only the first: the connection handlers a finished accept loop
@@ -131,10 +138,10 @@ impl<Io: CoreIo> PollLoop<'_, Io> {
             // signals heed it, not others that share the process.
             if drain_deadline.is_none() && shutdown.requested() {
                 self.core.start_draining();
-                drain_deadline = Some(std::time::Instant::now() + self.settings.drain_timeout);
+                drain_deadline = Some(now + self.settings.drain_timeout);
                 tracing::info!("graceful shutdown: listeners closed, draining");
             }
-            if drain_deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            if drain_deadline.is_some_and(|d| now >= d) {
                 tracing::warn!("drain timeout reached; stopping the core with tasks still running");
                 break;
             }
@@ -148,7 +155,7 @@ impl<Io: CoreIo> PollLoop<'_, Io> {
             if let Some(board) = &mut self.board {
                 idle.set_policy(board.idle_policy(self.settings.idle));
             }
-            if idle.should_block(std::time::Instant::now()) {
+            if idle.should_block(now) {
                 self.block();
             }
         }
@@ -184,8 +191,5 @@ impl<Io: CoreIo> PollLoop<'_, Io> {
         // stay open for the call (the executor's, and the backend's that the
         // loop owns); `wait` is a valid timespec; a null signal mask leaves it unchanged.
         unsafe { libc::ppoll(fds.as_mut_ptr(), n as libc::nfds_t, &wait, std::ptr::null()) };
-        if let Some(board) = &mut self.board {
-            board.woke();
-        }
     }
 }

@@ -1,6 +1,6 @@
 //! Time on the current core's timer wheel (16 µs ticks): `sleep`,
-//! `sleep_until`, `timeout`, `interval`, and `SyncSleep` for adapters whose
-//! timers must be `Send + Sync`.
+//! `sleep_until`, `timeout`, `interval`, `SyncSleep` for adapters whose
+//! timers must be `Send + Sync`, and the round's clock (`round_instant`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use ix_net::Instant as StackInstant;
 use ix_net::timer::TimerKey;
 
-use crate::core::{Core, current, try_current};
+use crate::core::{Core, current, try_current, try_with_core};
 
 /// A point in time on the current core's clock.
 pub type Instant = StackInstant;
@@ -22,6 +22,21 @@ pub type Instant = StackInstant;
 /// Outside a task of an IX runtime.
 pub fn now() -> Instant {
     current().now()
+}
+
+/// When the current round of this core's loop began: the clock reading that
+/// the round's timers, stack and idle policy use, read once per round, so it
+/// costs no clock read. It is behind the true time by at most the time the
+/// round has run so far (the tasks polled before the caller in this round).
+///
+/// For time stamps of events, where one round of error is harmless (a
+/// connection's last read, for a timeout of seconds). A deadline computed from
+/// it comes early by as much; for a deadline that must not, read
+/// `std::time::Instant::now()` (or use [`sleep`], which does).
+///
+/// Off an IX core it reads the clock.
+pub fn round_instant() -> std::time::Instant {
+    try_with_core(|core| core.round_instant()).unwrap_or_else(std::time::Instant::now)
 }
 
 /// Completes at or after `deadline` (rounded up to the wheel's 16 µs tick).
@@ -243,13 +258,16 @@ impl SyncSleep {
 impl Future for SyncSleep {
     type Output = ();
 
-    /// - `Ready(())`: the deadline has passed.
+    /// - `Ready(())`: the deadline has passed by the round's clock
+    ///   ([`round_instant`]), which is never ahead of the true time, so the
+    ///   sleep never ends early; a deadline that passed during the round is
+    ///   seen by the next one.
     /// - `Pending`: an entry on this core's wheel will wake the task.
     ///
     /// # Panics
     /// On a thread that is not an IX core (there is no wheel to arm).
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if std::time::Instant::now() >= self.deadline {
+        if round_instant() >= self.deadline {
             self.disarm();
             return Poll::Ready(());
         }

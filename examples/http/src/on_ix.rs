@@ -102,8 +102,9 @@ async fn print_stats(every: Duration) {
         eprintln!(
             "stats core={} conns={} pool_free={}/{} pool_exhausted={} buffer_waits={} rx={} tx={} \
              passive_opens={} syncookies_sent={} syncookies_recv={} syncookies_failed={} listen_overflows={} \
-             resets_sent={} retransmits={} fast_retransmits={} rack_lost_marks={} tlp_probes={} rtos={} \
-             spurious_rtos_undone={} dsacks_received={} abort_on_data={} pool_pressure_drops={} packed_chunks={}",
+             resets_sent={} retransmits={} syn_retransmits={} fast_retransmits={} rack_lost_marks={} tlp_probes={} \
+             rtos={} spurious_rtos_undone={} dsacks_received={} abort_on_data={} pool_pressure_drops={} \
+             packed_chunks={}",
             s.core,
             s.connections,
             s.pool_free,
@@ -119,6 +120,7 @@ async fn print_stats(every: Duration) {
             tcp.listen_overflows,
             tcp.resets_sent,
             tcp.retransmitted_segments,
+            tcp.syn_retransmits,
             tcp.fast_retransmits,
             tcp.rack_lost_marks,
             tcp.tlp_probes,

@@ -218,6 +218,10 @@ pub struct Conn {
     keepalive_deadline: Option<Instant>,
     keepalive_probes: u32,
     timewait_deadline: Option<Instant>,
+    /// The earliest of the deadlines set since the stack last took it
+    /// ([`Conn::take_new_deadline`]): all it needs to keep the socket's timer
+    /// no later than every deadline, without re-deriving the seven.
+    new_deadline: Option<Instant>,
 
     // Congestion and recovery.
     cc: CongestionControl,
@@ -310,6 +314,7 @@ impl Conn {
             keepalive_deadline: None,
             keepalive_probes: 0,
             timewait_deadline: None,
+            new_deadline: None,
             cc: CongestionControl::new(cfg.congestion, u32::from(DEFAULT_PEER_MSS), now.as_micros()),
             dupacks: 0,
             in_recovery: false,
@@ -936,7 +941,7 @@ impl Conn {
         if seg.flags.contains(TcpFlags::FIN) {
             // The peer did not get our last ACK: acknowledge again, restart 2·MSL.
             self.ack_now = true;
-            self.timewait_deadline = Some(now + self.cfg.time_wait);
+            self.timewait_deadline = self.deadline_at(now + self.cfg.time_wait);
         }
     }
 
@@ -1148,7 +1153,7 @@ impl Conn {
         let srtt = self.rtt.srtt().unwrap_or_default();
         let reo_wnd = self.rack.reo_wnd(self.in_recovery, srtt);
         let (marked, next) = self.rack.detect_loss(&mut self.sent, reo_wnd, now);
-        self.rack_deadline = next;
+        self.rack_deadline = next.and_then(|at| self.deadline_at(at));
         stats.rack_lost_marks += u64::from(marked);
         marked
     }
@@ -1351,7 +1356,7 @@ impl Conn {
                 if self.unacked_segments >= 2 {
                     self.ack_now = true;
                 } else if self.delack_deadline.is_none() {
-                    self.delack_deadline = Some(now + self.cfg.delayed_ack);
+                    self.delack_deadline = self.deadline_at(now + self.cfg.delayed_ack);
                 }
             }
             if !self.ooo.is_empty() {
@@ -1462,7 +1467,7 @@ impl Conn {
         self.persist_deadline = None;
         self.keepalive_deadline = None;
         self.delack_deadline = None;
-        self.timewait_deadline = Some(now + self.cfg.time_wait);
+        self.timewait_deadline = self.deadline_at(now + self.cfg.time_wait);
         self.rack_deadline = None;
         self.tlp_deadline = None;
         self.events |= Readiness::READABLE | Readiness::WRITABLE;
@@ -1508,6 +1513,30 @@ impl Conn {
         let timers = earlier(timers, self.persist_deadline);
         let timers = earlier(timers, earlier(self.rack_deadline, self.tlp_deadline));
         earlier(earlier(timers, self.keepalive_deadline), self.timewait_deadline)
+    }
+
+    /// Records `at` as a deadline just set and returns it, for the field.
+    fn deadline_at(&mut self, at: Instant) -> Option<Instant> {
+        if self.new_deadline.is_none_or(|earliest| at < earliest) {
+            self.new_deadline = Some(at);
+        }
+        Some(at)
+    }
+
+    /// The earliest deadline set since the last call, if any. A timer armed
+    /// no later than every deadline stays so while this returns `None` or a
+    /// later instant: deadlines that are cleared or pushed back only make it
+    /// fire early. After a timer fired, [`Conn::renew_deadlines`] reports
+    /// every remaining deadline again.
+    pub(crate) fn take_new_deadline(&mut self) -> Option<Instant> {
+        self.new_deadline.take()
+    }
+
+    /// Makes the next [`Conn::take_new_deadline`] report the earliest of all
+    /// deadlines ([`Conn::poll_timeout`]): for the stack whose timer for this
+    /// connection fired and is no longer armed.
+    pub(crate) fn renew_deadlines(&mut self) {
+        self.new_deadline = self.poll_timeout();
     }
 
     /// Runs every timer due at `now`.
@@ -1607,16 +1636,16 @@ impl Conn {
         self.keepalive_probes += 1;
         self.probe_pending = true;
         stats.keepalive_probes += 1;
-        self.keepalive_deadline = Some(now + ka.interval);
+        self.keepalive_deadline = self.deadline_at(now + ka.interval);
     }
 
     fn arm_rto(&mut self, now: Instant) {
-        self.rto_deadline = Some(now.saturating_add_micros(self.rtt.rto_micros()));
+        self.rto_deadline = self.deadline_at(now.saturating_add_micros(self.rtt.rto_micros()));
     }
 
     fn arm_keepalive(&mut self, now: Instant) {
         if let Some(ka) = self.cfg.keepalive {
-            self.keepalive_deadline = Some(now + ka.idle);
+            self.keepalive_deadline = self.deadline_at(now + ka.idle);
         }
     }
 
@@ -1624,7 +1653,7 @@ impl Conn {
         if self.persist_deadline.is_none() {
             let base = self.rtt.rto_micros();
             let backoff = base.saturating_mul(1 << self.persist_backoffs.min(16)).min(PERSIST_MAX_MICROS);
-            self.persist_deadline = Some(now + Duration::from_micros(backoff));
+            self.persist_deadline = self.deadline_at(now + Duration::from_micros(backoff));
         }
     }
 
@@ -1732,6 +1761,7 @@ impl Conn {
             self.snd_max = self.snd_max.max(self.snd_nxt);
             if self.backoffs > 0 {
                 stats.retransmitted_segments += 1;
+                stats.syn_retransmits += 1;
             }
             self.sent.on_send(self.iss, self.iss + 1u32, now);
             if self.rto_deadline.is_none() {
@@ -2005,7 +2035,7 @@ impl Conn {
         let extra_micros = if one_segment { duration_micros(self.cfg.loss.tlp_ack_delay) } else { TLP_SLACK_MICROS };
         let at = now.saturating_add_micros(srtt_micros.saturating_mul(2).saturating_add(extra_micros));
         if self.rto_deadline.is_none_or(|rto| at < rto) {
-            self.tlp_deadline = Some(at);
+            self.tlp_deadline = self.deadline_at(at);
         }
     }
 

@@ -6,6 +6,7 @@ use std::os::fd::BorrowedFd;
 use std::rc::Rc;
 
 use ix_driver::{NetQueue, PacketBuf, QueueStats};
+use ix_net::Instant;
 
 use crate::core::Core;
 use crate::dataplane::DataplaneNet;
@@ -43,10 +44,9 @@ impl DataplaneIo {
 }
 
 impl CoreIo for DataplaneIo {
-    fn round(&mut self, core: &Core, executor: &Executor, stats: &mut LoopStats) -> bool {
+    fn round(&mut self, core: &Core, executor: &Executor, stats: &mut LoopStats, now: Instant) -> bool {
         stats.rounds += 1;
         let remote = executor.drain_remote();
-        let now = core.now();
         let received = self.queue.rx_burst(&mut self.rx, self.batch);
         if received > 0 {
             stats.batches += 1;
@@ -68,7 +68,9 @@ impl CoreIo for DataplaneIo {
         let polled = executor.run_ready(TASK_POLLS_PER_ROUND);
         stats.tasks_polled += polled as u64;
         let buffers = core.wake_buffer_waiters();
-        let now = core.now();
+        // The round's clock, not a fresh reading: segments are stamped (and
+        // their retransmission timers armed) up to the round's length early,
+        // which an RTO of at least 200 ms does not notice.
         self.net.stack(|s| s.egress(now, &mut self.tx));
         let events = events + self.net.dispatch_events();
         let queued = self.tx.len();

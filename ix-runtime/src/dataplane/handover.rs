@@ -31,7 +31,7 @@ async fn ingress_handed_over(frames: Vec<Box<[u8]>>) {
         // Every core of a runtime runs the same backend, and only dataplane
         // cores hand frames over.
         let CoreNet::Dataplane(net) = core.net() else { return };
-        let now = core.now();
+        let now = core.round_now();
         net.stack(|stack| {
             for bytes in frames {
                 let Ok(mut frame) = stack.alloc_tx() else {

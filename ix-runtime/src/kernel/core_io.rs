@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ix_driver::QueueStats;
+use ix_net::Instant;
 
 use crate::core::Core;
 use crate::executor::Executor;
@@ -25,10 +26,10 @@ impl KernelIo {
 }
 
 impl CoreIo for KernelIo {
-    fn round(&mut self, core: &Core, executor: &Executor, stats: &mut LoopStats) -> bool {
+    fn round(&mut self, core: &Core, executor: &Executor, stats: &mut LoopStats, now: Instant) -> bool {
         stats.rounds += 1;
         let remote = executor.drain_remote();
-        let fired = core.fire_sleeps(core.now());
+        let fired = core.fire_sleeps(now);
         let events = self.net.reactor.poll(Duration::ZERO).unwrap_or_else(|e| {
             tracing::error!(error = %e, "epoll_wait failed");
             0

@@ -418,19 +418,34 @@ impl TcpStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        if let (None, StreamInner::Kernel(k)) = (&self.read_partial, &self.inner) {
+            ready!(coop::poll_proceed(cx));
+            return k.poll_read(cx, buf);
+        }
+        self.poll_read_received(cx, buf.len(), |bytes| buf[..bytes.len()].copy_from_slice(bytes))
+    }
+
+    /// The dataplane's copying read: hands `put` the next at most `room`
+    /// (non-zero) received bytes, keeping the rest of their chunk for the next
+    /// read, and returns how many it handed (0: end of stream). Writing into
+    /// the caller's memory is `put`'s, so a caller with uninitialised memory
+    /// (tokio's `ReadBuf`) need not zero it first. As [`TcpStream::poll_read`]
+    /// otherwise.
+    fn poll_read_received(
+        &mut self,
+        cx: &mut Context<'_>,
+        room: usize,
+        put: impl FnOnce(&[u8]),
+    ) -> Poll<io::Result<usize>> {
         if self.read_partial.is_none() {
-            if let StreamInner::Kernel(k) = &self.inner {
-                ready!(coop::poll_proceed(cx));
-                return k.poll_read(cx, buf);
-            }
             match ready!(self.poll_recv(cx))? {
                 Some(chunk) => self.read_partial = Some(chunk),
                 None => return Poll::Ready(Ok(0)),
             }
         }
         let chunk = self.read_partial.as_mut().expect("filled above");
-        let n = chunk.len().min(buf.len());
-        buf[..n].copy_from_slice(&chunk[..n]);
+        let n = chunk.len().min(room);
+        put(&chunk[..n]);
         if n == chunk.len() {
             self.read_partial = None;
         } else {
@@ -553,9 +568,21 @@ impl futures::io::AsyncWrite for TcpStream {
 
 #[cfg(feature = "tokio-io")]
 impl tokio::io::AsyncRead for TcpStream {
+    /// On the dataplane the received bytes are copied into `buf`'s unfilled
+    /// part without zeroing it first (tokio-util's codecs hand over
+    /// uninitialised spare capacity, 8 KiB and more, on every read); the
+    /// `kernel` backend's `read(2)` needs initialised memory, so it zeroes.
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let n = ready!(TcpStream::poll_read(self.get_mut(), cx, buf.initialize_unfilled()))?;
-        buf.advance(n);
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if let (None, StreamInner::Kernel(_)) = (&this.read_partial, &this.inner) {
+            let n = ready!(TcpStream::poll_read(this, cx, buf.initialize_unfilled()))?;
+            buf.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        ready!(this.poll_read_received(cx, buf.remaining(), |bytes| buf.put_slice(bytes)))?;
         Poll::Ready(Ok(()))
     }
 }
