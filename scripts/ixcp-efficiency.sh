@@ -27,11 +27,12 @@
 # Host stalls: on the shared VM the host deschedules a virtual CPU for about
 # 100 ms at a time (steal time in /proc/stat, in 10-tick steps, several times a
 # second), which puts a 100 ms floor under every p99 of a few seconds' window.
-# So a sampler reads each CPU's steal counter every 5 ms, and each p99 is given
-# twice: of every request (p99_us), and of the requests whose life (intended send
-# to response) overlapped no steal on either CPU (p99_unstalled_us; the share
-# left out is stalled_pct). The second is the servers' own tail; the tables
-# compare the cases by it.
+# So ixload --stalls reads each CPU's steal counter every 5 ms during its run,
+# and each p99 is given twice: of every request (p99_us), and of the requests
+# whose life (intended send to response) overlapped no stall on either CPU, nor
+# the stall's length after it (p99_unstalled_us; the share left out is
+# stalled_pct). The second is the servers' own tail; the tables compare the
+# cases by it. ix-bench uses the same code (benches/src/harness/stalls.rs).
 #
 #   cargo build --release -p ix-driver -p ix-example-http -p ix-benches --bins
 #   scripts/ixcp-efficiency.sh [-r REPEATS] [-d SECONDS]     (root; iproute2, ethtool, setpriv, python3)
@@ -68,35 +69,17 @@ SERVER=10.77.0.1
 "$W/scripts/testnet.sh" up -p $P -q 1 >/dev/null
 ip netns exec $P-cli ethtool -K $P-c gro on >/dev/null
 BATCH=
-STEAL=
 SERVER_PID=
 CP_PID=
 cleanup() {
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
     [ -n "$CP_PID" ] && kill "$CP_PID" 2>/dev/null
     [ -n "$BATCH" ] && kill "$BATCH" 2>/dev/null
-    [ -n "$STEAL" ] && kill "$STEAL" 2>/dev/null
     wait 2>/dev/null
     "$W/scripts/testnet.sh" down -p $P >/dev/null
     if [ -n "${KEEP:-}" ]; then echo "results and logs kept in $D"; else rm -rf "$D"; fi
 }
 trap cleanup EXIT
-
-# The steal sampler: "unix_seconds cpu ticks" for each rise of a CPU's steal counter.
-taskset -c 0 python3 - "$D/steal.log" <<'PY' &
-import sys, time
-def steal():
-    return {f[0]: int(f[8]) for f in (l.split() for l in open("/proc/stat")) if f[0].startswith("cpu") and f[0] != "cpu"}
-out, last = open(sys.argv[1], "w", buffering=1), steal()
-while True:
-    time.sleep(0.005)
-    now, cur = time.time(), steal()
-    for cpu, ticks in cur.items():
-        if ticks > last.get(cpu, ticks):
-            out.write(f"{now:.6f} {cpu} {ticks - last[cpu]}\n")
-    last = cur
-PY
-STEAL=$!
 
 # The batch job: counts, and writes its count to a file every 50 ms.
 taskset -c 1 nice -n -10 python3 - "$D/count" <<'PY' &
@@ -198,34 +181,14 @@ load() {
     local mode=(--rate "$1")
     [ "$1" = closed ] && mode=(--closed)
     nice -n -20 ip netns exec $P-cli taskset -c 0 "$B/ixload" --target $SERVER:8080 -c 32 "${mode[@]}" \
-        --warmup "$2" -d "$3" --drain 0.5s --json "$4" --timeline -q
+        --warmup "$2" -d "$3" --drain 0.5s --json "$4" --stalls -q
 }
 
 # "p99_unstalled_us stalled_pct" of the run in JSON file $1: the p99 of the
-# requests whose life overlapped no host stall. A rise of d ticks seen at t
-# means the CPU was away for d ticks ending at most one tick before the
-# sampler, itself at most 5 ms late, saw it: [t - d ticks - 15 ms, t + 5 ms].
+# requests whose life overlapped no host stall, and the share that did.
 unstalled() {
-    python3 - "$1" "$D/steal.log" "$(getconf CLK_TCK)" <<'PY'
-import json, sys
-report, tick = json.load(open(sys.argv[1])), 1 / float(sys.argv[3])
-timeline = report["timeline"]
-start = timeline["window_start_unix_us"] / 1e6
-stalls = []
-for line in open(sys.argv[2]):
-    t, _, d = line.split()
-    t = float(t) - start
-    stalls.append((t - int(d) * tick - 0.015, t + 0.005))
-kept = []
-for sent_us, latency_us in timeline["requests"]:
-    a, b = sent_us / 1e6, (sent_us + latency_us) / 1e6
-    if not any(s < b and a < e for s, e in stalls):
-        kept.append(latency_us)
-kept.sort()
-total = len(timeline["requests"])
-p99 = kept[min(len(kept) - 1, int(0.99 * len(kept)))] if kept else float("nan")
-print(f"{p99:.0f} {100 * (total - len(kept)) / max(total, 1):.1f}")
-PY
+    python3 -c "import json; s = json.load(open('$1'))['stalls']
+print(f\"{s['unstalled_latency_us']['p99']:.0f} {s['stalled_pct']:.1f}\")"
 }
 
 field() { python3 -c "import json; r = json.load(open('$1')); print(f\"{$2:.0f}\")"; }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use ix_benches::harness::machine::process_cpu_secs;
+use ix_benches::harness::stalls::{self, StallSampler};
 use ix_benches::loadgen::{
     self, ConnectionUse, KernelNet, KvPreset, LoadConfig, MemcacheWorkload, Mode, Report, TlsNet, Workload,
 };
@@ -106,6 +107,20 @@ struct Args {
     /// the JSON report's `timeline`, to line latency up with other events.
     #[arg(long, requires = "json")]
     timeline: bool,
+    /// Sample every CPU's steal counter each 5 ms during the run and report,
+    /// beside the latency of all requests, the latency of the requests whose
+    /// life overlapped no host stall and the share that did (`stalls` in JSON).
+    #[arg(long)]
+    stalls: bool,
+    /// With `--stalls`: also count as stalls the run-queue waits of 1 ms or
+    /// more of these processes' threads (with their descendants) and of
+    /// ixload's own: time another process took their CPU. Comma-separated PIDs.
+    #[arg(long, value_delimiter = ',', requires = "stalls")]
+    stall_pids: Option<Vec<u32>>,
+    /// With `--stalls`: how long after a stall requests still count as
+    /// touched by it, in multiples of the stall's length (the backlog it left).
+    #[arg(long, default_value_t = stalls::STALL_RECOVERY, requires = "stalls")]
+    stall_recovery: f64,
     /// Write the report as JSON to this file (`-` for stdout).
     #[arg(long)]
     json: Option<String>,
@@ -215,7 +230,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let cfg = config(args);
+    let mut cfg = config(args);
+    cfg.timeline |= args.stalls;
+    let sampler = args
+        .stalls
+        .then(|| StallSampler::start(args.stall_pids.as_deref()))
+        .transpose()
+        .context("starting the stall sampler")?;
     let mut report = match args.runtime {
         RuntimeKind::Tokio => run_on_kernel(args, &cfg)?,
         RuntimeKind::Ix => {
@@ -223,6 +244,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
             run_on_ix(args, &cfg)?
         }
     };
+    if let Some(sampler) = sampler {
+        let stalls: Vec<_> = sampler.stop().iter().map(|event| event.stall(args.stall_recovery)).collect();
+        report.stalls = report.timeline.as_ref().map(|t| stalls::split(t, &stalls));
+        if !args.timeline {
+            report.timeline = None;
+        }
+    }
     report.process_cpu_secs = process_cpu_secs(std::process::id());
     if !args.quiet {
         eprintln!("{}", report.summary());

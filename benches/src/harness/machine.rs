@@ -112,6 +112,11 @@ impl CpuSnapshot {
         )
     }
 
+    /// Each CPU's steal counter, in `/proc/stat` ticks.
+    pub fn steal_ticks(&self) -> Vec<u64> {
+        self.0.iter().map(|c| c.steal).collect()
+    }
+
     /// Each CPU's load from `self` (earlier) to `later`.
     pub fn load_until(&self, later: &CpuSnapshot) -> Vec<CpuLoad> {
         let pct = |part: u64, total: u64| if total == 0 { 0.0 } else { 100.0 * part as f64 / total as f64 };
@@ -148,9 +153,9 @@ pub fn process_cpu_secs(pid: u32) -> Option<f64> {
     Some(ticks as f64 / PROC_TICKS_PER_SEC)
 }
 
-/// Seconds of CPU that process `pid` and all its descendants (nginx's
-/// workers, say) have used; `None` when `pid` is gone.
-pub fn process_tree_cpu_secs(pid: u32) -> Option<f64> {
+/// Process `pid` and all its descendants (nginx's workers, say), `pid` first;
+/// `None` when `/proc` cannot be read.
+pub fn process_tree(pid: u32) -> Option<Vec<u32>> {
     let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
         .ok()?
         .filter_map(Result::ok)
@@ -163,8 +168,30 @@ pub fn process_tree_cpu_secs(pid: u32) -> Option<f64> {
         tree.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
         i += 1;
     }
+    Some(tree)
+}
+
+/// Seconds of CPU that process `pid` and all its descendants have used;
+/// `None` when `pid` is gone.
+pub fn process_tree_cpu_secs(pid: u32) -> Option<f64> {
+    let tree = process_tree(pid)?;
     let own = process_cpu_secs(pid)?;
     Some(own + tree[1..].iter().filter_map(|&p| process_cpu_secs(p)).sum::<f64>())
+}
+
+/// Each thread of process `pid` with the nanoseconds it has waited, runnable,
+/// for a CPU (`run_delay`, the second field of `/proc/PID/task/TID/schedstat`);
+/// empty when the process is gone.
+pub fn thread_run_delays_ns(pid: u32) -> Vec<(u32, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            let schedstat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            Some((tid, schedstat.split_whitespace().nth(1)?.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The parent pid of one `/proc/PID/stat` line.
@@ -188,6 +215,10 @@ pub struct Disturbance {
     /// CPUs' worth of process time (user + system) taken by processes other
     /// than the ones measured.
     pub others_cpus: f64,
+    /// Requests whose life a host stall touched, percent (0 when stalls were
+    /// not sampled; see [`crate::harness::stalls`]).
+    #[serde(default)]
+    pub stalled_pct: f64,
 }
 
 impl Disturbance {
@@ -201,12 +232,15 @@ impl Disturbance {
         Disturbance {
             steal_pct: if total > 0.0 { 100.0 * delta(|c| c.steal) / total } else { 0.0 },
             others_cpus: if wall_secs > 0.0 { ((process_secs - own_cpu_secs) / wall_secs).max(0.0) } else { 0.0 },
+            stalled_pct: 0.0,
         }
     }
 
-    /// Whether either figure passed its limit.
+    /// Whether any figure passed its limit.
     pub fn exceeds(&self, limits: &Disturbance) -> bool {
-        self.steal_pct > limits.steal_pct || self.others_cpus > limits.others_cpus
+        self.steal_pct > limits.steal_pct
+            || self.others_cpus > limits.others_cpus
+            || self.stalled_pct > limits.stalled_pct
     }
 }
 
@@ -232,6 +266,9 @@ mod tests {
         assert_eq!(stat_cpu_ticks(stat), Some(325));
         assert_eq!(stat_cpu_ticks("42 (x) S 1"), None);
         assert_eq!(stat_parent(stat), Some(1));
+        let delays = thread_run_delays_ns(std::process::id());
+        assert!(delays.iter().any(|&(tid, _)| tid == std::process::id()), "the main thread: {delays:?}");
+        assert_eq!(process_tree(std::process::id()).map(|t| t[0]), Some(std::process::id()));
         let mine = process_cpu_secs(std::process::id()).expect("own process");
         let tree = process_tree_cpu_secs(std::process::id()).expect("own process");
         assert!(mine >= 0.0 && tree >= mine, "{mine} {tree}");
@@ -246,7 +283,9 @@ mod tests {
         assert!((d.steal_pct - 100.0 * 10.0 / 400.0).abs() < 1e-9, "{d:?}");
         // 1.5 s of process time, 1 s of it ours: 0.25 CPUs of others.
         assert!((d.others_cpus - 0.25).abs() < 1e-9, "{d:?}");
-        assert!(d.exceeds(&Disturbance { steal_pct: 5.0, others_cpus: 0.2 }));
-        assert!(!d.exceeds(&Disturbance { steal_pct: 5.0, others_cpus: 0.3 }));
+        let limits = |others_cpus, stalled_pct| Disturbance { steal_pct: 5.0, others_cpus, stalled_pct };
+        assert!(d.exceeds(&limits(0.2, 20.0)));
+        assert!(!d.exceeds(&limits(0.3, 20.0)));
+        assert!(Disturbance { stalled_pct: 20.5, ..d }.exceeds(&limits(0.3, 20.0)), "too many stalled requests");
     }
 }

@@ -7,6 +7,7 @@ pub mod network;
 pub mod plot;
 pub mod search;
 pub mod servers;
+pub mod stalls;
 pub mod stats;
 pub mod sweep;
 pub mod table;

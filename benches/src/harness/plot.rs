@@ -47,7 +47,7 @@ fn series(workload: WorkloadKind, points: &[Point]) -> Vec<Series> {
             let dots: Vec<(f64, f64)> = points
                 .iter()
                 .filter(|p| p.server == s && p.purpose == Purpose::Search)
-                .filter_map(|p| p.report.as_ref().map(|r| (p.offered, r.latency_us.p99.max(1.0))))
+                .filter_map(|p| p.p99_unstalled_us().map(|p99| (p.offered, p99.max(1.0))))
                 .collect();
             let mut rates: Vec<f64> = dots.iter().map(|d| d.0).collect();
             rates.sort_by(f64::total_cmp);
@@ -99,7 +99,7 @@ pub fn p99_vs_load(
             .configure_mesh()
             .light_line_style(WHITE)
             .x_desc("offered load (requests/s)")
-            .y_desc("99th percentile latency")
+            .y_desc("99th percentile latency, requests no host stall touched")
             .x_label_formatter(&|x| format!("{:.0}k", x / 1000.0))
             .y_label_formatter(&|y| human_us(*y))
             .draw()?;

@@ -1,7 +1,9 @@
 //! The search for the highest load a server sustains within a p99 objective
 //! (the IX paper's "throughput at SLA"): an ascending grid up to saturation,
 //! then bisection between the highest rate that met the objective and the
-//! lowest that did not. Pure logic over a `measure` callback.
+//! lowest that did not. The search follows the p99 of the requests no host
+//! stall touched; the rate by the p99 of all requests is read off the same
+//! points. Pure logic over a `measure` callback.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,14 +14,22 @@ pub struct Probe {
     pub rate: f64,
     /// Whether the server completed the offered load without failures.
     pub kept_up: bool,
-    /// The measured 99th percentile, microseconds.
+    /// The 99th percentile the search follows, microseconds: of the requests
+    /// no host stall touched (of all requests when stalls were not sampled).
     pub p99_us: f64,
+    /// The 99th percentile of all requests, microseconds.
+    pub p99_all_us: f64,
 }
 
 impl Probe {
     /// Whether the point meets a p99 objective of `sla_us`.
     pub fn meets(&self, sla_us: f64) -> bool {
         self.kept_up && self.p99_us <= sla_us
+    }
+
+    /// Whether it meets the objective by the p99 of all requests.
+    pub fn meets_by_all(&self, sla_us: f64) -> bool {
+        self.kept_up && self.p99_all_us <= sla_us
     }
 }
 
@@ -45,6 +55,10 @@ pub struct SlaRate {
     /// Whether a failing rate above was found; when not, the server met the
     /// objective at every rate tried and the true figure may be higher.
     pub bounded: bool,
+    /// The same read off the search's points by the p99 of all requests,
+    /// host stalls included (no bisection of its own).
+    #[serde(default)]
+    pub rate_all: Option<f64>,
 }
 
 /// Runs the search; `measure(rate)` runs one point (`None`: it failed to run,
@@ -52,7 +66,8 @@ pub struct SlaRate {
 /// the order measured.
 pub fn search(plan: &SearchPlan, mut measure: impl FnMut(f64) -> Option<Probe>) -> (Vec<SlaRate>, Vec<Probe>) {
     let mut probe = |rate: f64, probes: &mut Vec<Probe>| {
-        let p = measure(rate).unwrap_or(Probe { rate, kept_up: false, p99_us: f64::INFINITY });
+        let failed = Probe { rate, kept_up: false, p99_us: f64::INFINITY, p99_all_us: f64::INFINITY };
+        let p = measure(rate).unwrap_or(failed);
         probes.push(Probe { rate, ..p });
         probes[probes.len() - 1]
     };
@@ -62,11 +77,11 @@ pub fn search(plan: &SearchPlan, mut measure: impl FnMut(f64) -> Option<Probe>) 
             break;
         }
     }
-    let results = plan
+    let mut results: Vec<SlaRate> = plan
         .slas_us
         .iter()
         .map(|&sla_us| {
-            let (mut lo, mut hi) = bracket(&probes, sla_us);
+            let (mut lo, mut hi) = bracket(&probes, |p| p.meets(sla_us));
             for _ in 0..plan.bisect_steps {
                 let Some(high) = hi else { break };
                 let mid = (lo.unwrap_or(0.0) + high) / 2.0;
@@ -76,17 +91,19 @@ pub fn search(plan: &SearchPlan, mut measure: impl FnMut(f64) -> Option<Probe>) 
                     hi = Some(mid);
                 }
             }
-            SlaRate { sla_us, rate: lo, bounded: hi.is_some() }
+            SlaRate { sla_us, rate: lo, bounded: hi.is_some(), rate_all: None }
         })
         .collect();
+    for r in &mut results {
+        r.rate_all = bracket(&probes, |p| p.meets_by_all(r.sla_us)).0;
+    }
     (results, probes)
 }
 
-/// The lowest rate that failed `sla_us`, and the highest below it that met it.
-fn bracket(probes: &[Probe], sla_us: f64) -> (Option<f64>, Option<f64>) {
-    let hi = probes.iter().filter(|p| !p.meets(sla_us)).map(|p| p.rate).reduce(f64::min);
-    let lo =
-        probes.iter().filter(|p| p.meets(sla_us) && hi.is_none_or(|h| p.rate < h)).map(|p| p.rate).reduce(f64::max);
+/// The lowest rate that failed `meets`, and the highest below it that met it.
+fn bracket(probes: &[Probe], meets: impl Fn(&Probe) -> bool) -> (Option<f64>, Option<f64>) {
+    let hi = probes.iter().filter(|p| !meets(p)).map(|p| p.rate).reduce(f64::min);
+    let lo = probes.iter().filter(|p| meets(p) && hi.is_none_or(|h| p.rate < h)).map(|p| p.rate).reduce(f64::max);
     (lo, hi)
 }
 
@@ -99,7 +116,7 @@ mod tests {
         move |rate| {
             let load = rate / capacity;
             let p99_us = if load < 1.0 { 50.0 / (1.0 - load) } else { 1e6 };
-            Some(Probe { rate, kept_up: load < 1.0, p99_us })
+            Some(Probe { rate, kept_up: load < 1.0, p99_us, p99_all_us: p99_us })
         }
     }
 
@@ -137,8 +154,9 @@ mod tests {
 
     #[test]
     fn a_failed_run_counts_as_not_kept_up() {
-        let (rates, probes) =
-            search(&plan(0), |rate| (rate < 30e3).then_some(Probe { rate, kept_up: true, p99_us: 1.0 }));
+        let (rates, probes) = search(&plan(0), |rate| {
+            (rate < 30e3).then_some(Probe { rate, kept_up: true, p99_us: 1.0, p99_all_us: 1.0 })
+        });
         assert_eq!(probes.len(), 3);
         assert_eq!(rates[0].rate, Some(20e3));
     }
@@ -146,10 +164,29 @@ mod tests {
     #[test]
     fn a_noisy_pass_above_a_failure_does_not_count() {
         // 40k failed the objective (a stall), 80k met it: the result stays below 40k.
-        let measure =
-            |rate: f64| Some(Probe { rate, kept_up: rate < 150e3, p99_us: if rate == 40e3 { 900.0 } else { 100.0 } });
+        let measure = |rate: f64| {
+            let p99_us = if rate == 40e3 { 900.0 } else { 100.0 };
+            Some(Probe { rate, kept_up: rate < 150e3, p99_us, p99_all_us: p99_us })
+        };
         let (rates, _) = search(&plan(0), measure);
         assert_eq!(rates[0].rate, Some(20e3));
         assert_eq!(rates[1].rate, Some(80e3));
+    }
+
+    #[test]
+    fn the_search_follows_the_unstalled_p99_and_reads_the_rate_by_all_requests_off_its_points() {
+        // A 100k server whose unstalled p99 is the model's; a host stall puts
+        // every point's p99 of all requests at 70 ms except at 10k and 20k.
+        let mut server = model(100e3);
+        let measure = |rate: f64| {
+            let p = server(rate)?;
+            Some(Probe { p99_all_us: if rate <= 20e3 { p.p99_us } else { 70e3 }, ..p })
+        };
+        let (rates, _) = search(&plan(6), measure);
+        let r500 = rates[0];
+        assert!((88.75e3..=90e3).contains(&r500.rate.unwrap()), "{r500:?}");
+        assert_eq!(r500.rate_all, Some(20e3), "{r500:?}");
+        let (rates, _) = search(&plan(0), model(10e6));
+        assert!(rates.iter().all(|r| r.rate_all == Some(160e3)), "unbounded: every point met it: {rates:?}");
     }
 }

@@ -244,6 +244,11 @@ impl RunningServer {
     pub fn cpu_secs(&self) -> Option<f64> {
         process_tree_cpu_secs(self.child.id())
     }
+
+    /// The server's process id (its descendants are its workers, if any).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for RunningServer {

@@ -1,6 +1,7 @@
 //! One measured point against one server: an `ixload` run on the client side
-//! (pinned to its CPU), with the CPUs' load, the server's own CPU time and what
-//! disturbed the machine around it; a disturbed point is run again.
+//! (pinned to its CPU), with the CPUs' load, the server's own CPU time, the
+//! requests host stalls touched and what disturbed the machine around it; a
+//! disturbed point is run again.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -47,7 +48,8 @@ pub struct Plan {
     /// server's CPU per request is measured (IX not spinning).
     pub cost_rate: f64,
     /// A point is run again when the host or other processes took more than
-    /// this during it.
+    /// this during it, or host stalls touched more than this share of its
+    /// requests.
     pub disturbance_limits: Disturbance,
     /// ... at most this many times (the last run is kept, marked).
     pub max_reruns: u32,
@@ -135,8 +137,16 @@ impl Point {
         Probe {
             rate: self.offered,
             kept_up: self.kept_up(),
-            p99_us: self.report.as_ref().map_or(f64::INFINITY, |r| r.latency_us.p99),
+            p99_us: self.p99_unstalled_us().unwrap_or(f64::INFINITY),
+            p99_all_us: self.report.as_ref().map_or(f64::INFINITY, |r| r.latency_us.p99),
         }
+    }
+
+    /// The p99 of the requests no stall touched (of all requests when stalls
+    /// were not sampled, or touched every request), microseconds.
+    pub fn p99_unstalled_us(&self) -> Option<f64> {
+        let r = self.report.as_ref()?;
+        Some(r.stalls.and_then(|s| s.unstalled_p99_us()).unwrap_or(r.latency_us.p99))
     }
 
     /// CPUs' worth of time the server's threads used over the run.
@@ -204,7 +214,8 @@ fn load_command(target: &Target<'_>, plan: &Plan, rate: f64, json: &Path) -> std
         cmd.args(["--rate", &rate.to_string()]);
     }
     cmd.args(["--duration", &format!("{}s", plan.duration.as_secs_f64())]);
-    cmd.args(["--warmup", &format!("{}s", plan.warmup.as_secs_f64()), "--drain", "1s", "--quiet"]);
+    cmd.args(["--warmup", &format!("{}s", plan.warmup.as_secs_f64()), "--drain", "1s", "--quiet", "--stalls"]);
+    cmd.args(["--stall-pids", &target.running.pid().to_string()]);
     cmd.arg("--json").arg(json);
     match target.server.workload() {
         WorkloadKind::Http => cmd.args(["--protocol", "http", "--path", "/"]),
@@ -261,6 +272,7 @@ fn run_once(target: &Target<'_>, plan: &Plan, rate: f64, json: &Path) -> Point {
     let client_cpu = report.as_ref().ok().and_then(|r| r.process_cpu_secs).unwrap_or(0.0);
     let own = server_cpu_secs.unwrap_or(0.0) + client_cpu;
     point.disturbance = Disturbance::between(&before, &after, wall.as_secs_f64(), own);
+    point.disturbance.stalled_pct = report.as_ref().ok().and_then(|r| r.stalls).map_or(0.0, |s| s.stalled_pct);
     match report {
         Ok(r) => point.report = Some(r),
         Err(e) => point.error = Some(e),

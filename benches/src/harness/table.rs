@@ -1,7 +1,8 @@
 //! The summary of a run: per server and objective, the highest load held with
-//! p99 within it, the peak throughput and the server's CPU per request, each as
-//! median and range over the repetitions, with the ratios to the tokio server
-//! of the same workload taken repetition by repetition.
+//! p99 within it (of the requests no host stall touched, and of all), the peak
+//! throughput and the server's CPU per request, each as median and range over
+//! the repetitions, with the ratios to the tokio server of the same workload
+//! taken repetition by repetition.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +24,11 @@ pub struct Figure {
 pub struct SlaFigure {
     /// The objective, microseconds of p99.
     pub sla_us: f64,
-    /// Requests per second (0 in a repetition where no rate tried met it).
+    /// Requests per second by the p99 of the requests no host stall touched
+    /// (0 in a repetition where no rate tried met it): the headline.
     pub rate: Figure,
+    /// Requests per second by the p99 of all requests, read off the same points.
+    pub rate_all: Figure,
     /// Whether, in some repetition, the server met it at every rate tried
     /// (the figure is then a lower bound).
     pub unbounded: bool,
@@ -45,6 +49,8 @@ pub struct Row {
     pub peak: Figure,
     /// The server's CPU time per request at the plan's cost rate, microseconds.
     pub cpu_us_per_request: Figure,
+    /// The share of requests host stalls touched, percent, over the search's points.
+    pub stalled_pct: Option<Spread>,
     /// Points run again for being disturbed.
     pub reruns: u32,
     /// Points disturbed even in their last run.
@@ -70,7 +76,7 @@ pub fn rows(workload: WorkloadKind, points: &[Point], searches: &[Searched]) -> 
             of(Purpose::Search, r).filter_map(|p| p.report.as_ref()).map(|r| r.throughput).reduce(f64::max)
         });
         let cpu = per_repetition(reps, |r| of(Purpose::Cost, r).find_map(Point::server_cpu_us_per_request));
-        let slas: Vec<(f64, Vec<f64>, bool)> = searches
+        let slas: Vec<(f64, [Vec<f64>; 2], bool)> = searches
             .iter()
             .find(|x| x.server == s)
             .map(|first| first.rates.iter().map(|r| r.sla_us).collect::<Vec<_>>())
@@ -87,8 +93,9 @@ pub fn rows(workload: WorkloadKind, points: &[Point], searches: &[Searched]) -> 
                         .copied()
                 };
                 let rates = per_repetition(reps, |r| found(r).map(|x| x.rate.unwrap_or(0.0)));
+                let rates_all = per_repetition(reps, |r| found(r).map(|x| x.rate_all.unwrap_or(0.0)));
                 let unbounded = (0..reps).any(|r| found(r).is_some_and(|x| !x.bounded));
-                (sla_us, rates, unbounded)
+                (sla_us, [rates, rates_all], unbounded)
             })
             .collect();
         (peak, cpu, slas)
@@ -101,7 +108,8 @@ pub fn rows(workload: WorkloadKind, points: &[Point], searches: &[Searched]) -> 
     servers
         .map(|server| {
             let (peak, cpu, slas) = figures(server);
-            let theirs_sla = |sla: f64| base.as_ref().and_then(|b| b.2.iter().find(|x| x.0 == sla).map(|x| &x.1));
+            let theirs_sla =
+                |sla: f64, by: usize| base.as_ref().and_then(|b| b.2.iter().find(|x| x.0 == sla).map(|x| &x.1[by]));
             let mine = points.iter().filter(|p| p.server == server);
             Row {
                 workload,
@@ -109,14 +117,20 @@ pub fn rows(workload: WorkloadKind, points: &[Point], searches: &[Searched]) -> 
                 backend: mine.clone().find_map(|p| p.backend.clone()),
                 slas: slas
                     .iter()
-                    .map(|(sla_us, rates, unbounded)| SlaFigure {
+                    .map(|(sla_us, [rates, rates_all], unbounded)| SlaFigure {
                         sla_us: *sla_us,
-                        rate: figure(rates, theirs_sla(*sla_us)),
+                        rate: figure(rates, theirs_sla(*sla_us, 0)),
+                        rate_all: figure(rates_all, theirs_sla(*sla_us, 1)),
                         unbounded: *unbounded,
                     })
                     .collect(),
                 peak: figure(&peak, base.as_ref().map(|b| &b.0)),
                 cpu_us_per_request: figure(&cpu, base.as_ref().map(|b| &b.1)),
+                stalled_pct: Spread::of(
+                    mine.clone()
+                        .filter(|p| p.purpose == Purpose::Search && p.report.is_some())
+                        .map(|p| p.disturbance.stalled_pct),
+                ),
                 reruns: mine.clone().map(|p| p.reruns).sum(),
                 disturbed: mine.filter(|p| p.disturbed).count(),
             }
@@ -140,10 +154,10 @@ pub fn markdown(rows: &[Row]) -> String {
     let slas: Vec<f64> = rows.first().map(|r| r.slas.iter().map(|s| s.sla_us).collect()).unwrap_or_default();
     let mut head = "| workload | server | backend |".to_string();
     for &sla in &slas {
-        head += &format!(" req/s at p99 <= {} | x tokio |", sla_label(sla));
+        head += &format!(" req/s at p99 <= {} | x tokio | by p99 of all | x tokio |", sla_label(sla));
     }
-    head += " peak req/s | x tokio | server CPU us/req | x tokio | re-run / disturbed |\n|---|---|---|";
-    head += &"---:|".repeat(2 * slas.len() + 5);
+    head += " peak req/s | x tokio | server CPU us/req | x tokio | stalled % | re-run / disturbed |\n|---|---|---|";
+    head += &"---:|".repeat(4 * slas.len() + 6);
     let mut out = head + "\n";
     let rate = |v: f64| format!("{:.1}k", v / 1000.0);
     for r in rows {
@@ -154,12 +168,15 @@ pub fn markdown(rows: &[Row]) -> String {
             r.backend.as_deref().unwrap_or("kernel TCP")
         );
         for s in &r.slas {
+            let at_least = if s.unbounded { ">= " } else { "" };
             let [v, x] = cell(&s.rate, rate);
-            out += &format!(" {}{v} | {x} |", if s.unbounded { ">= " } else { "" });
+            let [va, xa] = cell(&s.rate_all, rate);
+            out += &format!(" {at_least}{v} | {x} | {at_least}{va} | {xa} |");
         }
         let [pv, px] = cell(&r.peak, rate);
         let [cv, cx] = cell(&r.cpu_us_per_request, |v| format!("{v:.1}"));
-        out += &format!(" {pv} | {px} | {cv} | {cx} | {} / {} |\n", r.reruns, r.disturbed);
+        let stalled = r.stalled_pct.map_or_else(|| "-".to_string(), |s| s.show(|v| format!("{v:.0}")));
+        out += &format!(" {pv} | {px} | {cv} | {cx} | {stalled} | {} / {} |\n", r.reruns, r.disturbed);
     }
     out
 }
@@ -173,13 +190,21 @@ pub fn procedure(plan: &Plan) -> String {
          and repetition: open-loop Poisson load, {conns} connections, {warm:.1} s warm-up + {dur:.1} s measured per \
          point, on an ascending grid of rates up to the first not kept up (< 95% completed, > 1% abandoned, or \
          errors), then {steps} bisection step(s) per p99 objective ({slas}) between the highest rate that met it and \
-         the lowest that did not. \"req/s at p99 <= X\": that highest rate (0 if none; \">=\" when no rate tried \
-         failed). Peak: the highest throughput measured. Server CPU: user + system time of the server's own \
+         the lowest that did not. Stalls: a thread of the load generator reads every CPU's steal counter \
+         (/proc/stat) each 5 ms; a rise of d ticks (10 ms each) marks the interval from d + 1 ticks and one \
+         scheduler tick before the earlier sample to {recovery} times the stall's length after the rise was seen \
+         (its backlog draining); so does each wait of {run_delay} us or more for a CPU by a thread of the server \
+         or the generator (/proc/PID/task/TID/schedstat: another process's time slice). A request whose life \
+         (intended send to response) overlaps such an interval is \"stalled\". The search follows the p99 of the other requests: the server's own tail, since one 100 ms \
+         stall of the VM's host in a point of a few seconds sets the p99 of all requests by itself. \"req/s at p99 \
+         <= X\": that highest rate (0 if none; \">=\" when no rate tried failed); \"by p99 of all\": the same read \
+         off the same points by the p99 of all requests, stalls included (no bisection of its own). \"stalled %\": \
+         the share of requests stalls touched per search point. Peak: the highest throughput measured. Server CPU: user + system time of the server's own \
          processes and threads (/proc/PID/task/*/stat) per completed request at {cost:.0} req/s, IX with --idle block. \
          Every figure is median [min-max] over the repetitions; \"x tokio\" is the median [min-max] of the \
-         per-repetition ratios. A point is run again (up to {reruns} times) when the host stole more than {steal}% \
-         of the CPUs or other processes took more than {others} CPUs during it (/proc/stat); \"re-run / disturbed\" \
-         counts the re-runs and the points still disturbed in their last run.",
+         per-repetition ratios. A point is run again (up to {reruns} times) when stalls touched more than \
+         {stalled}% of its requests{steal}{others}; \"re-run / disturbed\" counts the re-runs and the points still \
+         disturbed in their last run.",
         reps = plan.repetitions,
         conns = plan.connections,
         warm = plan.warmup.as_secs_f64(),
@@ -188,8 +213,19 @@ pub fn procedure(plan: &Plan) -> String {
         slas = slas.join(", "),
         cost = plan.cost_rate,
         reruns = plan.max_reruns,
-        steal = l.steal_pct,
-        others = l.others_cpus,
+        steal = if l.steal_pct.is_finite() {
+            format!(", the host stole more than {}% of the CPUs", l.steal_pct)
+        } else {
+            String::new()
+        },
+        others = if l.others_cpus.is_finite() {
+            format!(", other processes took more than {} CPUs", l.others_cpus)
+        } else {
+            String::new()
+        },
+        stalled = l.stalled_pct,
+        recovery = crate::harness::stalls::STALL_RECOVERY,
+        run_delay = crate::harness::stalls::RUN_DELAY_STALL_MIN_US,
     )
 }
 
@@ -206,8 +242,12 @@ pub struct ClosedRow {
     pub throughput: Option<Spread>,
     /// Latency percentiles, microseconds.
     pub p50_us: Option<Spread>,
-    /// ...
+    /// ... p99 of the requests no host stall touched.
     pub p99_us: Option<Spread>,
+    /// ... p99 of all requests.
+    pub p99_all_us: Option<Spread>,
+    /// The share of requests host stalls touched, percent.
+    pub stalled_pct: Option<Spread>,
     /// CPUs' worth of time the server's threads used.
     pub server_cpus: Option<Spread>,
     /// Points run again for being disturbed, and points still disturbed.
@@ -242,7 +282,9 @@ pub fn closed_rows(points: &[Point]) -> Vec<ClosedRow> {
                 connections,
                 throughput: report(|r| r.throughput),
                 p50_us: report(|r| r.latency_us.p50),
-                p99_us: report(|r| r.latency_us.p99),
+                p99_us: Spread::of(mine.iter().filter_map(|p| p.p99_unstalled_us())),
+                p99_all_us: report(|r| r.latency_us.p99),
+                stalled_pct: report(|r| r.stalls.map_or(0.0, |s| s.stalled_pct)),
                 server_cpus: Spread::of(mine.iter().filter_map(|p| p.server_cpus())),
                 reruns: mine.iter().map(|p| p.reruns).sum(),
                 disturbed: mine.iter().filter(|p| p.disturbed).count(),
@@ -253,19 +295,21 @@ pub fn closed_rows(points: &[Point]) -> Vec<ClosedRow> {
 
 /// The closed-loop table as Markdown; figures are median [min-max].
 pub fn closed_markdown(rows: &[ClosedRow]) -> String {
-    let mut out = "| server | backend, idle | connections | req/s | p50 | p99 | server CPUs | re-run / disturbed |\n\
-                   |---|---|---:|---:|---:|---:|---:|---:|\n"
+    let mut out = "| server | backend, idle | connections | req/s | p50 | p99 unstalled | p99 all | stalled % | \
+                   server CPUs | re-run / disturbed |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         .to_string();
     let show = |s: &Option<Spread>, n: fn(f64) -> String| s.map_or_else(|| "-".to_string(), |s| s.show(n));
     for r in rows {
         out += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} / {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |\n",
             r.server.name(),
             r.backend.as_deref().unwrap_or("kernel TCP"),
             r.connections,
             show(&r.throughput, |v| format!("{:.1}k", v / 1000.0)),
             show(&r.p50_us, crate::harness::plot::human_us),
             show(&r.p99_us, crate::harness::plot::human_us),
+            show(&r.p99_all_us, crate::harness::plot::human_us),
+            show(&r.stalled_pct, |v| format!("{v:.0}")),
             show(&r.server_cpus, |v| format!("{v:.2}")),
             r.reruns,
             r.disturbed,

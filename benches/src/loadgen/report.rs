@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::harness::stalls::StallSplit;
 use crate::loadgen::protocol::Outcome;
 
 /// Highest latency the histograms track, in nanoseconds (larger values are
@@ -53,7 +54,8 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
+    /// The percentiles of `h`, whose values are nanoseconds.
+    pub(crate) fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return Self::default();
         }
@@ -146,6 +148,10 @@ pub struct Report {
     /// be lined up with what else happened on the machine at the time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+    /// With host stalls sampled during the run (`ixload --stalls`): the
+    /// requests that a stall touched, and the latency of the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalls: Option<StallSplit>,
 }
 
 /// Every request of a window, for lining latency up with time.
@@ -160,6 +166,14 @@ pub struct Timeline {
 impl Report {
     /// A short human-readable summary.
     pub fn summary(&self) -> String {
+        let stalls = self.stalls.map_or_else(String::new, |s| {
+            let l = &s.unstalled_latency_us;
+            format!(
+                "\nhost stalls: {} touched {} of {} requests ({:.1}%); the others' latency us: p50 {:.1}  p99 {:.1}  \
+                 max {:.1}",
+                s.stalls, s.stalled_requests, s.requests, s.stalled_pct, l.p50, l.p99, l.max
+            )
+        });
         let l = &self.latency_us;
         let e = &self.errors;
         let offered = self.offered_rate.map_or_else(|| "closed loop".to_string(), |r| format!("offered {r:.0}/s"));
@@ -168,7 +182,7 @@ impl Report {
              latency us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}\n\
              send lag us: p50 {:.1}  p99 {:.1}  max {:.1}\n\
              connect us: p50 {:.1}  p99 {:.1}  max {:.1} ({} connects); succeeded {} of {} scheduled\n\
-             errors: connect {}  io {}  protocol {}  error replies {}; misses {}; unsent {}  unanswered {}",
+             errors: connect {}  io {}  protocol {}  error replies {}; misses {}; unsent {}  unanswered {}{stalls}",
             self.protocol,
             offered,
             self.connections,
@@ -221,8 +235,14 @@ pub(crate) struct Recorder {
     timeline: Option<Timeline>,
 }
 
-fn new_histogram() -> Histogram<u64> {
+/// An empty histogram of nanoseconds, as the report's.
+pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_NS, HISTOGRAM_SIGFIG).expect("constant bounds are valid")
+}
+
+/// Records a latency of `us` microseconds in a histogram of [`latency_histogram`].
+pub(crate) fn record_latency_us(h: &mut Histogram<u64>, us: u64) {
+    h.saturating_record(nanos(Duration::from_micros(us)));
 }
 
 fn micros(d: Duration) -> u64 {
@@ -246,9 +266,9 @@ impl Recorder {
         Self {
             window_start,
             window_end,
-            latency: new_histogram(),
-            send_lag: new_histogram(),
-            connect: new_histogram(),
+            latency: latency_histogram(),
+            send_lag: latency_histogram(),
+            connect: latency_histogram(),
             scheduled: 0,
             sent: 0,
             completed: 0,
@@ -349,6 +369,7 @@ impl Recorder {
             histogram,
             process_cpu_secs: None,
             timeline: self.timeline.clone(),
+            stalls: None,
         }
     }
 }
