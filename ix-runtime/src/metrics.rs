@@ -128,7 +128,7 @@ impl PrometheusText {
         let q = &stats.queue;
         let e = &stats.executor;
         let r = &stats.reactor;
-        let rows: [(&str, &str, MetricKind, u64); 36] = [
+        let rows: [(&str, &str, MetricKind, u64); 37] = [
             ("ix_loop_rounds_total", "Rounds of the core's loop.", Counter, l.rounds),
             ("ix_loop_batches_total", "Receive bursts that returned frames.", Counter, l.batches),
             ("ix_loop_rx_packets_total", "Frames the loop received.", Counter, l.rx_packets),
@@ -142,6 +142,12 @@ impl PrometheusText {
                 "Hand-overs dropped: the owner's queue was full.",
                 Counter,
                 l.handover_dropped,
+            ),
+            (
+                "ix_loop_handover_owner_stopped_total",
+                "Hand-overs dropped: the owner core had stopped.",
+                Counter,
+                l.handover_owner_stopped,
             ),
             ("ix_queue_rx_packets_total", "Frames the NIC queue received.", Counter, q.rx_packets),
             ("ix_queue_rx_bytes_total", "Bytes the NIC queue received.", Counter, q.rx_bytes),

@@ -29,6 +29,9 @@ pub struct LoopStats {
     /// Of those, frames dropped because the owner's inbound queue was full
     /// (TCP retransmits them).
     pub handover_dropped: u64,
+    /// Of those, frames dropped because the owner core had already stopped
+    /// (its runtime shutting down; late segments of its closed connections).
+    pub handover_owner_stopped: u64,
 }
 
 impl LoopStats {

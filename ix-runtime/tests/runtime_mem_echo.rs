@@ -137,6 +137,9 @@ fn replies_reaching_the_wrong_core_are_handed_over_to_the_connection_owner() {
     assert_eq!(handed, set_aside, "every frame set aside by a stack was sent to its owner");
     for s in &client_stats {
         assert_eq!(s.stack.tcp.no_socket, 0, "core {} answered another core's segment with a RST", s.core);
-        assert_eq!(s.r#loop.handover_dropped + s.handover_lost, 0);
+        // Frames for a core that has already stopped (the last segments of
+        // its finished connections, while the other core still runs) are
+        // counted apart and allowed; a full queue or pool is not.
+        assert_eq!(s.r#loop.handover_dropped + s.handover_lost, 0, "core {}: {s:#?}", s.core);
     }
 }

@@ -5,7 +5,7 @@
 use ix_driver::PacketBuf;
 
 use crate::core::{CoreNet, with_core};
-use crate::executor::Executor;
+use crate::executor::{Executor, SpawnError};
 use crate::stats::LoopStats;
 
 /// Sends the frames of other cores' connections to their owners: copied
@@ -18,8 +18,10 @@ pub(crate) fn hand_over(handover: &mut Vec<(usize, PacketBuf)>, executor: &Execu
         let frames: Vec<Box<[u8]>> = handover.drain(..split).map(|(_, f)| Box::from(&f[..])).collect();
         let n = frames.len() as u64;
         stats.handed_over += n;
-        if executor.handle().spawn_on(owner, ingress_handed_over(frames)).is_err() {
-            stats.handover_dropped += n;
+        match executor.handle().spawn_on(owner, ingress_handed_over(frames)) {
+            Ok(_) => {}
+            Err(SpawnError::Closed { .. }) => stats.handover_owner_stopped += n,
+            Err(_) => stats.handover_dropped += n,
         }
     }
 }
