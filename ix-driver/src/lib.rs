@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod eventfd;
+mod frame_table;
 pub mod ixcp;
 pub mod mem;
 mod netdev;

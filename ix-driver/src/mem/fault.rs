@@ -38,6 +38,12 @@ impl FaultConfig {
         chances.iter().all(|&p| p <= 0.0) && self.jitter_micros == 0
     }
 
+    /// Whether a frame arrives, untouched, the instant it is sent: a perfect
+    /// link with no delay.
+    pub fn is_instant(&self) -> bool {
+        self.is_perfect() && self.delay_micros == 0
+    }
+
     /// Checks every probability is a number in `0.0..=1.0`.
     ///
     /// # Errors

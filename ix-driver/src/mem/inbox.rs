@@ -1,11 +1,24 @@
 //! The inbox of one mem queue: frames in flight ordered by (due time, arrival
-//! number), the fault state of every link that ends here, and the bounded depth
-//! that stands in for a full receive ring.
+//! number), the fault state of every link that ends here, the bounded depth
+//! that stands in for a full receive ring, and the frames its queue posted.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
 
 use super::fault::{FaultConfig, FaultStats, FrameFate, LinkFaults};
+use super::posted::PostedFrame;
+
+/// Where the bytes of a frame waiting in an inbox are.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Carried {
+    /// In a buffer of the wire, recycled through it: a frame still in flight
+    /// (delayed, held back, duplicated or corrupted on its way), or one that
+    /// found no posted frame. The receiver copies it into its pool.
+    Wire(Vec<u8>),
+    /// Already in frame `frame` of the receiver's pool, which the receiver
+    /// posted: `len` bytes at the start of its data area.
+    Posted { frame: u32, len: u32 },
+}
 
 /// A frame waiting in an inbox.
 #[derive(Debug)]
@@ -14,8 +27,8 @@ pub(crate) struct Pending {
     pub(crate) due_micros: u64,
     /// Arrival number in this inbox: breaks ties between equal due times.
     seq: u64,
-    /// The frame's bytes, in a buffer recycled through the wire.
-    pub(crate) bytes: Vec<u8>,
+    /// The frame's bytes.
+    pub(crate) carried: Carried,
 }
 
 impl PartialEq for Pending {
@@ -55,8 +68,9 @@ impl ReadyFrames {
         self.in_order.len() + self.out_of_order.len()
     }
 
-    fn push(&mut self, due_micros: u64, bytes: Vec<u8>) {
-        let pending = Pending { due_micros, seq: self.next_seq, bytes };
+    #[inline]
+    fn push(&mut self, due_micros: u64, carried: Carried) {
+        let pending = Pending { due_micros, seq: self.next_seq, carried };
         self.next_seq += 1;
         if self.in_order.back().is_none_or(|last| last.due_micros <= due_micros) {
             self.in_order.push_back(pending);
@@ -75,12 +89,38 @@ impl ReadyFrames {
         }
     }
 
-    fn pop_due(&mut self, now_micros: u64) -> Option<Pending> {
-        match self.first() {
-            Some((first, true)) if first.due_micros <= now_micros => self.in_order.pop_front(),
-            Some((first, false)) if first.due_micros <= now_micros => self.out_of_order.pop().map(|r| r.0),
-            _ => None,
+    /// The first frame if it is due by `now_micros`, and, when it travelled
+    /// in a wire buffer, only while `wire_room` (frames of the receiver's pool
+    /// left to copy such frames into) is not used up; counts it off.
+    #[inline]
+    fn pop_due(&mut self, now_micros: u64, wire_room: &mut usize) -> Option<Pending> {
+        let (first, in_order) = self.first()?;
+        let needs_room = matches!(first.carried, Carried::Wire(_));
+        if first.due_micros > now_micros || (needs_room && *wire_room == 0) {
+            return None;
         }
+        if needs_room {
+            *wire_room -= 1;
+        }
+        if in_order { self.in_order.pop_front() } else { self.out_of_order.pop().map(|r| r.0) }
+    }
+
+    /// Moves every frame carried in a posted frame into a wire buffer, its
+    /// bytes given by `copy_out(frame, len)`; order and due times stay.
+    fn unpost(&mut self, copy_out: &mut impl FnMut(u32, u32) -> Vec<u8>) {
+        let unpost = |pending: &mut Pending, copy_out: &mut dyn FnMut(u32, u32) -> Vec<u8>| {
+            if let Carried::Posted { frame, len } = pending.carried {
+                pending.carried = Carried::Wire(copy_out(frame, len));
+            }
+        };
+        for pending in self.in_order.iter_mut() {
+            unpost(pending, copy_out);
+        }
+        let mut heap = std::mem::take(&mut self.out_of_order).into_vec();
+        for Reverse(pending) in heap.iter_mut() {
+            unpost(pending, copy_out);
+        }
+        self.out_of_order = heap.into();
     }
 }
 
@@ -109,6 +149,8 @@ pub(crate) struct Inbox {
     depth: usize,
     /// Frames dropped because the inbox was full.
     pub(crate) overflow_drops: u64,
+    /// Frames of the receiving queue's pool ready for arriving frames.
+    posted: Vec<PostedFrame>,
 }
 
 impl Inbox {
@@ -116,7 +158,14 @@ impl Inbox {
     /// (indexed by source port), each drawing its faults from `(seed, link id)`.
     pub(crate) fn new(depth: usize, seed: u64, link_ids: impl Iterator<Item = u64>) -> Self {
         let links = link_ids.map(|id| Link { faults: LinkFaults::new(seed, id), held: Vec::new() });
-        Self { ready: ReadyFrames::default(), links: links.collect(), held_frames: 0, depth, overflow_drops: 0 }
+        Self {
+            ready: ReadyFrames::default(),
+            links: links.collect(),
+            held_frames: 0,
+            depth,
+            overflow_drops: 0,
+            posted: Vec::new(),
+        }
     }
 
     /// Frames in the inbox, held ones included.
@@ -127,6 +176,54 @@ impl Inbox {
     /// Whether no frame waits, held or not.
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Frames of the receiving queue's pool posted and not yet written.
+    pub(crate) fn posted_len(&self) -> usize {
+        self.posted.len()
+    }
+
+    /// Adds a frame of the receiving queue's pool for an arriving frame.
+    pub(crate) fn post(&mut self, frame: PostedFrame) {
+        self.posted.push(frame);
+    }
+
+    /// Takes back the posted frames when no frame waits here (so none was
+    /// written into); none otherwise.
+    pub(crate) fn take_back_unwritten(&mut self) -> Vec<PostedFrame> {
+        if self.is_empty() { std::mem::take(&mut self.posted) } else { Vec::new() }
+    }
+
+    /// Takes back every posted frame, written or not: the unwritten ones are
+    /// returned, and each frame waiting in one is moved into a wire buffer
+    /// filled by `copy_out(frame, len)`. Afterwards no sender writes into the
+    /// receiving queue's pool.
+    pub(crate) fn revoke_posted(&mut self, mut copy_out: impl FnMut(u32, u32) -> Vec<u8>) -> Vec<PostedFrame> {
+        self.ready.unpost(&mut copy_out);
+        std::mem::take(&mut self.posted)
+    }
+
+    /// Takes a frame sent from `src_port` at `now_micros` straight into a
+    /// frame the receiver posted, as a NIC writes into its receive ring: when
+    /// the link is `instant` (no fault, no delay: see
+    /// [`FaultConfig::is_instant`]), no frame is held back on it, the inbox
+    /// has room and a posted frame is free. Returns false, having done
+    /// nothing, otherwise; the frame then goes through [`Inbox::offer`] in a
+    /// wire buffer.
+    #[inline]
+    pub(crate) fn offer_into_posted(&mut self, src_port: u16, frame: &[u8], now_micros: u64, instant: bool) -> bool {
+        let link = &mut self.links[usize::from(src_port)];
+        if !instant || !link.held.is_empty() || self.ready.len() + self.held_frames >= self.depth {
+            return false;
+        }
+        let Some(posted) = self.posted.pop() else { return false };
+        let Some(len) = posted.fill(frame) else {
+            self.posted.push(posted);
+            return false;
+        };
+        link.faults.stats.frames += 1;
+        self.ready.push(now_micros, Carried::Posted { frame: posted.frame(), len });
+        true
     }
 
     /// Takes a frame sent from `src_port` at `now_micros` through the link's
@@ -179,7 +276,7 @@ impl Inbox {
             self.held_frames -= link.held.len();
             for held in link.held.drain(..) {
                 let due = held.due_micros.max(due_micros);
-                self.ready.push(due, held.bytes);
+                self.ready.push(due, Carried::Wire(held.bytes));
             }
         }
     }
@@ -193,7 +290,7 @@ impl Inbox {
             self.links[usize::from(src_port)].held.push(Held { due_micros, bytes });
             self.held_frames += 1;
         } else {
-            self.ready.push(due_micros, bytes);
+            self.ready.push(due_micros, Carried::Wire(bytes));
         }
     }
 
@@ -208,7 +305,7 @@ impl Inbox {
             while i < link.held.len() {
                 if link.held[i].due_micros <= now_micros {
                     let held = link.held.remove(i);
-                    self.ready.push(held.due_micros, held.bytes);
+                    self.ready.push(held.due_micros, Carried::Wire(held.bytes));
                     self.held_frames -= 1;
                 } else {
                     i += 1;
@@ -217,9 +314,11 @@ impl Inbox {
         }
     }
 
-    /// Takes the earliest frame if it is due by `now_micros`.
-    pub(crate) fn pop_due(&mut self, now_micros: u64) -> Option<Pending> {
-        self.ready.pop_due(now_micros)
+    /// Takes the earliest frame if it is due by `now_micros`; one carried in
+    /// a wire buffer only while `wire_room` is not used up (it counts such
+    /// frames off: each needs a frame of the receiver's pool).
+    pub(crate) fn pop_due(&mut self, now_micros: u64, wire_room: &mut usize) -> Option<Pending> {
+        self.ready.pop_due(now_micros, wire_room)
     }
 
     /// Whether a frame is due by `now_micros` (held ones not counted: they
@@ -255,7 +354,12 @@ mod tests {
 
     fn drain(inbox: &mut Inbox, now: u64) -> Vec<(u64, u8)> {
         inbox.release_due_held(now);
-        std::iter::from_fn(|| inbox.pop_due(now)).map(|p| (p.due_micros, p.bytes[0])).collect()
+        let mut room = usize::MAX;
+        let first_byte = |p: Pending| match p.carried {
+            Carried::Wire(bytes) => (p.due_micros, bytes[0]),
+            Carried::Posted { .. } => panic!("no frame was posted"),
+        };
+        std::iter::from_fn(|| inbox.pop_due(now, &mut room)).map(first_byte).collect()
     }
 
     #[test]
@@ -266,7 +370,7 @@ mod tests {
         inbox.offer(0, vec![1], 0, &always, &mut spare);
         inbox.offer(0, vec![2], 0, &always, &mut spare);
         assert_eq!(inbox.len(), 2);
-        assert_eq!(inbox.pop_due(0).map(|p| p.bytes), None, "both held");
+        assert_eq!(inbox.pop_due(0, &mut 1).map(|p| p.carried), None, "both held");
         inbox.offer(0, vec![3], 5, &FaultConfig::NONE, &mut spare);
         // Held frames follow the frame that passed them and are due with it.
         assert_eq!(drain(&mut inbox, 10), [(5, 3), (5, 1), (5, 2)]);

@@ -18,13 +18,26 @@
 //! Each destination queue has an inbox behind a `Mutex`. This is a test
 //! backend, not the fast path: a sender locks each destination inbox once per
 //! burst and a receiver its own inbox once per burst, never once per frame.
-//! Frame bytes travel in `Vec<u8>` buffers recycled through a free list of the
-//! wire (and a small cache per queue), so the steady state allocates nothing.
-//! [`NetQueue::rx_burst`](crate::NetQueue::rx_burst) copies each frame into a frame of the *receiving*
-//! queue's pool, as a NIC's DMA would. If that pool runs dry the burst stops
-//! (counted in `pool_exhausted`) and the rest waits; an inbox holds at most
-//! [`MemWireConfig::inbox_depth`] frames, beyond which arriving frames are
-//! dropped and counted in the receiver's `rx_drops`, like a full receive ring.
+//!
+//! As a NIC's driver stocks its receive ring (AF_XDP's fill ring), each
+//! receive burst that took frames posts free frames of the *receiving* queue's
+//! pool to its inbox, up to 1/64 of the pool and at most 128, and only while the
+//! pool is under no pressure; a burst that finds the inbox empty takes them back,
+//! so an idle queue holds none of its pool. A frame that arrives the instant it is sent (no fault, no delay)
+//! is written by the sender straight into a posted frame: one copy, as a NIC's
+//! DMA makes, and the frame belongs to the wire until the receiver takes it
+//! back. Every other frame (delayed, faulty, or finding no posted frame)
+//! travels in a `Vec<u8>` buffer recycled through a free list of the wire (and
+//! a small cache per queue), and [`NetQueue::rx_burst`](crate::NetQueue::rx_burst)
+//! copies it into a frame of the receiving pool. Where a NIC would drop a frame
+//! that finds no posted buffer, this wire keeps it in such a buffer: a core
+//! slow to post loses nothing. If the pool runs dry the burst stops before
+//! the frames that still need a frame of it (counted in `pool_exhausted`) and
+//! the rest waits; an inbox holds at most [`MemWireConfig::inbox_depth`]
+//! frames, beyond which arriving frames are dropped and counted in the
+//! receiver's `rx_drops`, like a full receive ring. Dropping a queue takes its
+//! posted frames back; frames that had landed in them are copied into wire
+//! buffers and wait for the queue's next owner.
 //!
 //! # Time and faults
 //!
@@ -50,6 +63,7 @@
 mod clock;
 mod fault;
 mod inbox;
+mod posted;
 pub(crate) mod queue;
 mod switch;
 
@@ -293,7 +307,8 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     use super::*;
-    use crate::pool::{PacketBuf, PacketPool, PoolConfig};
+    use super::queue::MemQueue;
+    use crate::pool::{PacketBuf, PacketPool, PoolConfig, PoolPressure, TxBuf};
     use crate::queue::NetQueue;
     use crate::region::HugePages;
 
@@ -427,6 +442,100 @@ mod tests {
         assert_eq!(tags(&mut q1, 64), [2, 3]);
         let stats = q1.stats();
         assert_eq!((stats.rx_packets, stats.rx_drops, stats.empty_polls), (4, 0, 1));
+    }
+
+    /// Sends one frame tagged `tag` from `from` to port `to` and receives it,
+    /// so that the receiver posts frames afterwards.
+    fn warm_up(from: &mut MemQueue, to: &mut MemQueue, tag: u8) {
+        let p = from.pool().clone();
+        send(from, vec![frame(&p, mem_port_mac(to.port()), tag, 60)]);
+        assert_eq!(tags(to, 64), [tag]);
+    }
+
+    #[test]
+    fn frames_land_in_frames_the_receiver_posted_then_in_wire_buffers() {
+        let wire = wire(2, 1);
+        let mut q0 = wire.queue(0, 0, pool(8)).unwrap();
+        let mut q1 = wire.queue(1, 0, pool(256)).unwrap();
+        assert_eq!(tags(&mut q1, 64), []);
+        assert_eq!(q1.posted_frames(), 0, "an idle queue posts nothing");
+        warm_up(&mut q0, &mut q1, 100);
+        assert_eq!((q1.posted_frames(), q1.pool().available()), (4, 252), "1/64 of the pool is posted");
+        let p = q0.pool().clone();
+        send(&mut q0, (0..6).map(|t| frame(&p, mem_port_mac(1), t, 60 + usize::from(t))).collect());
+        assert_eq!(p.available(), 8, "the sender's frames are released once delivered");
+        let mut batch = Vec::new();
+        assert_eq!(q1.rx_burst(&mut batch, 64), 6);
+        // Four went straight into the posted frames, the two after them in
+        // wire buffers; order and bytes are kept either way.
+        assert_eq!(q1.received_into_posted(), 4);
+        for (tag, received) in batch.iter().enumerate() {
+            assert_eq!(received.len(), 60 + tag);
+            assert!(received[14..].iter().all(|&b| usize::from(b) == tag), "frame {tag} changed");
+            assert!(q1.pool().same_pool(received));
+        }
+        assert_eq!((q1.posted_frames(), q1.pool().available()), (4, 246), "four posted again, six held");
+        assert_eq!(q1.stats().rx_packets, 7);
+        drop(batch);
+        assert_eq!(tags(&mut q1, 64), []);
+        assert_eq!((q1.posted_frames(), q1.pool().available()), (0, 256), "idle again: every frame is back");
+    }
+
+    #[test]
+    fn a_pool_under_pressure_posts_nothing_and_frames_still_arrive() {
+        let wire = wire(2, 1);
+        let mut q0 = wire.queue(0, 0, pool(8)).unwrap();
+        let mut q1 = wire.queue(1, 0, pool(128)).unwrap();
+        let held: Vec<TxBuf> = (0..100).map(|_| q1.pool().alloc().unwrap()).collect();
+        assert_eq!(q1.pool().pressure(), PoolPressure::Tight);
+        let p = q0.pool().clone();
+        send(&mut q0, (0..3).map(|t| frame(&p, mem_port_mac(1), t, 60)).collect());
+        assert_eq!(tags(&mut q1, 64), [0, 1, 2]);
+        assert_eq!((q1.posted_frames(), q1.received_into_posted()), (0, 0));
+        drop(held);
+        warm_up(&mut q0, &mut q1, 3);
+        assert_eq!(q1.posted_frames(), 2, "posting resumes once the pressure is gone");
+    }
+
+    #[test]
+    fn a_dropped_queue_takes_back_its_posted_frames_and_keeps_what_arrived() {
+        let wire = wire(2, 1);
+        let mut q0 = wire.queue(0, 0, pool(8)).unwrap();
+        let mut q1 = wire.queue(1, 0, pool(256)).unwrap();
+        warm_up(&mut q0, &mut q1, 0);
+        let p = q0.pool().clone();
+        send(&mut q0, (1..3).map(|t| frame(&p, mem_port_mac(1), t, 70)).collect());
+        let old_pool = q1.pool().clone();
+        drop(q1);
+        assert_eq!(old_pool.available(), 256, "every posted frame went back to its pool");
+        // The next owner gets the frames that had landed in the old pool.
+        let mut q1 = wire.queue(1, 0, pool(256)).unwrap();
+        let mut batch = Vec::new();
+        assert_eq!(q1.rx_burst(&mut batch, 64), 2);
+        assert_eq!(batch.iter().map(|f| (f[20], f.len())).collect::<Vec<_>>(), [(1, 70), (2, 70)]);
+        assert_eq!(q1.received_into_posted(), 0);
+        // Sent after it posted: into its own frames.
+        send(&mut q0, vec![frame(&p, mem_port_mac(1), 3, 60)]);
+        assert_eq!(tags(&mut q1, 64), [3]);
+        assert_eq!(q1.received_into_posted(), 1);
+    }
+
+    #[test]
+    fn a_delayed_frame_travels_in_a_wire_buffer_not_a_posted_frame() {
+        let clock = Arc::new(ManualClock::new(0));
+        let faults = FaultConfig { delay_micros: 5, ..FaultConfig::NONE };
+        let config = MemWireConfig { faults, clock: clock.clone(), ..MemWireConfig::default() };
+        let wire = MemWire::new(config).unwrap();
+        let mut q0 = wire.queue(0, 0, pool(8)).unwrap();
+        let mut q1 = wire.queue(1, 0, pool(256)).unwrap();
+        let p = q0.pool().clone();
+        for tag in [8, 9] {
+            send(&mut q0, vec![frame(&p, mem_port_mac(1), tag, 60)]);
+            assert_eq!(tags(&mut q1, 64), [], "not due yet");
+            clock.advance(5);
+            assert_eq!(tags(&mut q1, 64), [tag]);
+        }
+        assert_eq!((q1.received_into_posted(), q1.posted_frames()), (0, 4));
     }
 
     #[test]

@@ -1,22 +1,30 @@
 //! One queue of a mem wire as a core sees it: taken from the wire
 //! ([`MemWire::queue`]), burst transmit through the switch into the destination
-//! inboxes, burst receive from its own inbox into its pool.
+//! inboxes, burst receive from its own inbox into its pool, and the frames of
+//! its pool it posts for senders to write into.
 
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::inbox::Pending;
+use super::inbox::{Carried, Inbox, Pending};
+use super::posted::PostedFrame;
 use super::switch::{Forward, forward, mem_port_mac, select_queue};
 use super::{ETHERNET_HEADER_BYTES, MemWire, lock, read};
 use crate::error::DriverError;
-use crate::pool::{PacketBuf, PacketPool};
+use crate::frame_table::FrameTable;
+use crate::pool::{PacketBuf, PacketPool, PoolPressure, TxBuf};
 use crate::queue::{NetQueue, QueueStats};
 
 /// Buffers a queue takes from the wire's free list at once.
 const REFILL_BUFFERS: usize = 64;
 /// Buffers a queue keeps for itself; more go back to the wire's free list.
 const SPARE_MAX_BUFFERS: usize = 256;
+/// Frames a queue keeps posted at most: two receive bursts of 64.
+const POSTED_FRAMES_MAX: u32 = 128;
+/// A queue posts at most 1/N of its pool's frames, so that a small pool keeps
+/// nearly all of its frames for the stack (a pool of fewer than N posts none).
+const POSTED_POOL_DIVISOR: u32 = 64;
 
 /// A queue of a [`MemWire`], owned by one core. Made by [`MemWire::queue`];
 /// dropping it gives the queue back (frames in its inbox stay there).
@@ -31,9 +39,16 @@ pub struct MemQueue {
     /// Empty byte buffers ready for frames.
     spare: Vec<Vec<u8>>,
     /// Frames of the current transmit burst, per destination slot.
-    staged: Vec<Vec<Vec<u8>>>,
+    staged: Vec<Vec<PacketBuf>>,
     /// Frames taken from the inbox in the current receive burst.
     received: Vec<Pending>,
+    /// Frames of the pool posted to the inbox, by frame index: senders may
+    /// write into them, so no handle on them is used until they come back.
+    lent: FrameTable<TxBuf>,
+    /// Frames to keep posted (see [`POSTED_FRAMES_MAX`]).
+    posted_target: u32,
+    /// Frames received that a sender wrote into a posted frame.
+    received_into_posted: u64,
 }
 
 impl MemWire {
@@ -61,17 +76,32 @@ impl MemQueue {
             port,
             index,
             slot,
-            pool,
             stats: QueueStats::default(),
             spare: Vec::with_capacity(SPARE_MAX_BUFFERS + REFILL_BUFFERS),
             staged: (0..slots).map(|_| Vec::new()).collect(),
             received: Vec::new(),
+            lent: FrameTable::new(pool.capacity()),
+            posted_target: (pool.capacity() / POSTED_POOL_DIVISOR).min(POSTED_FRAMES_MAX),
+            received_into_posted: 0,
+            pool,
         }
     }
 
     /// This queue's port on the wire.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Frames of this queue's pool posted to the wire now, for senders to
+    /// write arriving frames into.
+    pub fn posted_frames(&self) -> u32 {
+        self.lent.held()
+    }
+
+    /// Frames received so far that a sender wrote straight into a posted
+    /// frame (the others were copied from a wire buffer on receipt).
+    pub fn received_into_posted(&self) -> u64 {
+        self.received_into_posted
     }
 
     /// When the earliest frame waiting for this queue comes due, in wire-clock
@@ -89,16 +119,23 @@ impl MemQueue {
     fn receive(&mut self, batch: &mut Vec<PacketBuf>, mut due_out: Option<&mut Vec<u64>>, max: usize) -> usize {
         let wire = &*self.wire;
         let now = wire.config.clock.now_micros();
-        // Take no more frames than the pool can hold: the rest stay queued.
-        let limit = max.min(self.pool.available() as usize);
         let slot = &wire.slots[self.slot];
         let due_left = {
             let mut inbox = lock(&slot.inbox);
             inbox.release_due_held(now);
-            while self.received.len() < limit {
-                match inbox.pop_due(now) {
+            // A frame in a wire buffer needs a free frame of the pool: take no
+            // more of those than the pool holds, the rest stay queued.
+            let mut wire_room = self.pool.available() as usize;
+            while self.received.len() < max {
+                match inbox.pop_due(now, &mut wire_room) {
                     Some(pending) => self.received.push(pending),
                     None => break,
+                }
+            }
+            if self.received.is_empty() {
+                // Idle: the frames posted for traffic go back to the pool.
+                for posted in inbox.take_back_unwritten() {
+                    self.lent.take(posted.frame());
                 }
             }
             inbox.has_due(now)
@@ -112,58 +149,78 @@ impl MemQueue {
         }
         let mut taken = 0;
         for pending in self.received.drain(..) {
-            // Cannot fail: the pool had `limit` free frames and only this thread
-            // allocates from it; every frame fits (max_frame_len was checked).
-            match self.pool.alloc().map(|mut tx| tx.extend_from_slice(&pending.bytes).map(|()| tx)) {
-                Ok(Ok(tx)) => {
-                    self.stats.rx_packets += 1;
-                    self.stats.rx_bytes += pending.bytes.len() as u64;
-                    batch.push(tx.freeze());
-                    if let Some(out) = due_out.as_deref_mut() {
-                        out.push(pending.due_micros);
-                    }
-                    taken += 1;
+            let frame = match pending.carried {
+                Carried::Posted { frame, len } => {
+                    self.received_into_posted += 1;
+                    // Always held: the inbox returns each posted frame once.
+                    self.lent.take(frame).map(|mut buf| {
+                        buf.commit(len as usize);
+                        buf
+                    })
                 }
-                Ok(Err(_)) | Err(_) => self.stats.rx_drops += 1,
+                Carried::Wire(bytes) => {
+                    // Cannot fail: the pool had a free frame for each such
+                    // frame and only this thread allocates from it; every
+                    // frame fits (max_frame_len was checked).
+                    let copy =
+                        self.pool.alloc().ok().and_then(|mut buf| buf.extend_from_slice(&bytes).ok().map(|()| buf));
+                    self.spare.push(bytes);
+                    copy
+                }
+            };
+            let Some(frame) = frame else {
+                self.stats.rx_drops += 1;
+                continue;
+            };
+            self.stats.rx_packets += 1;
+            self.stats.rx_bytes += frame.len() as u64;
+            batch.push(frame.freeze());
+            if let Some(out) = due_out.as_deref_mut() {
+                out.push(pending.due_micros);
             }
-            self.spare.push(pending.bytes);
+            taken += 1;
         }
         if taken == 0 {
             self.stats.empty_polls += 1;
+        } else {
+            post_frames(&mut lock(&slot.inbox), &self.pool, &mut self.lent, self.posted_target);
         }
         self.trim_spare();
         taken
     }
 
-    /// Copies `frame` into a buffer staged for each destination queue.
-    fn stage(&mut self, frame: &[u8], tables: &[crate::rss::RedirectionTable]) -> (u64, u64) {
+    /// Stages `frame` for each destination queue.
+    fn stage(&mut self, frame: PacketBuf, tables: &[crate::rss::RedirectionTable]) -> (u64, u64) {
         let wire = &*self.wire;
         let queues = usize::from(wire.config.queues_per_port);
-        let stage_to = |port: u16, spare: &mut Vec<Vec<u8>>, staged: &mut Vec<Vec<Vec<u8>>>| {
+        let slot_of = |port: u16| {
             // One queue per port: nothing to steer, no Toeplitz hash to compute.
-            let queue = if queues == 1 { 0 } else { select_queue(frame, &wire.toeplitz, &tables[usize::from(port)]) };
-            let mut buf = take_buffer(spare, wire);
-            buf.extend_from_slice(frame);
-            staged[usize::from(port) * queues + usize::from(queue)].push(buf);
+            let queue = if queues == 1 { 0 } else { select_queue(&frame, &wire.toeplitz, &tables[usize::from(port)]) };
+            usize::from(port) * queues + usize::from(queue)
         };
-        match forward(frame, wire.config.ports) {
+        match forward(&frame, wire.config.ports) {
             Forward::Port(port) if port != self.port => {
-                stage_to(port, &mut self.spare, &mut self.staged);
+                let slot = slot_of(port);
+                self.staged[slot].push(frame);
                 (0, 0)
             }
             Forward::Port(_) | Forward::Unknown => (0, 1),
             Forward::Flood => {
                 for port in (0..wire.config.ports).filter(|&p| p != self.port) {
-                    stage_to(port, &mut self.spare, &mut self.staged);
+                    let slot = slot_of(port);
+                    self.staged[slot].push(frame.clone());
                 }
                 (1, 0)
             }
         }
     }
 
-    /// Hands the staged frames to their inboxes, one lock per destination.
+    /// Hands the staged frames to their inboxes, one lock per destination:
+    /// into a frame the receiver posted when the link delivers at once and
+    /// one is free (the only copy), else copied into a wire buffer.
     fn deliver_staged(&mut self, now: u64) {
         let wire = &*self.wire;
+        let instant = wire.config.faults.is_instant();
         for (slot, frames) in wire.slots.iter().zip(self.staged.iter_mut()) {
             if frames.is_empty() {
                 continue;
@@ -171,8 +228,12 @@ impl MemQueue {
             let landed_in_empty = {
                 let mut inbox = lock(&slot.inbox);
                 let was_empty = inbox.is_empty();
-                for bytes in frames.drain(..) {
-                    inbox.offer(self.port, bytes, now, &wire.config.faults, &mut self.spare);
+                for frame in frames.drain(..) {
+                    if !inbox.offer_into_posted(self.port, &frame, now, instant) {
+                        let mut bytes = take_buffer(&mut self.spare, wire);
+                        bytes.extend_from_slice(&frame);
+                        inbox.offer(self.port, bytes, now, &wire.config.faults, &mut self.spare);
+                    }
                 }
                 was_empty && !inbox.is_empty()
             };
@@ -188,6 +249,25 @@ impl MemQueue {
             let mut free = lock(&self.wire.free_buffers);
             free.extend(self.spare.drain(SPARE_MAX_BUFFERS..));
         }
+    }
+}
+
+/// Tops up the frames `inbox` holds posted to `target`, from `pool` while it is
+/// under no pressure, keeping each in `lent` until it comes back.
+fn post_frames(inbox: &mut Inbox, pool: &PacketPool, lent: &mut FrameTable<TxBuf>, target: u32) {
+    let wanted = (target as usize).saturating_sub(inbox.posted_len());
+    if wanted == 0 || pool.pressure() != PoolPressure::Normal {
+        return;
+    }
+    for _ in 0..wanted {
+        let Ok(mut buf) = pool.alloc() else { return };
+        // SAFETY: the frame stays in `lent`, out of the pool and untouched,
+        // until the inbox hands it back (`MemQueue::receive`) or the queue
+        // revokes its postings (`Drop for MemQueue`), both under the inbox's
+        // lock after which no sender writes into it.
+        let posted = unsafe { PostedFrame::lend(&mut buf) };
+        lent.put(buf.frame_index(), buf);
+        inbox.post(posted);
     }
 }
 
@@ -230,7 +310,7 @@ impl NetQueue for MemQueue {
                 }
                 self.stats.tx_packets += 1;
                 self.stats.tx_bytes += frame.len() as u64;
-                let (f, u) = self.stage(&frame, &tables);
+                let (f, u) = self.stage(frame, &tables);
                 flooded += f;
                 unicast_drops += u;
             }
@@ -279,7 +359,19 @@ impl NetQueue for MemQueue {
 }
 
 impl Drop for MemQueue {
+    /// Revokes the posted frames first: frames that arrived in them are copied
+    /// into wire buffers (and stay in the inbox for the next owner), so no
+    /// sender writes into this pool once the queue is gone.
     fn drop(&mut self) {
+        let lent = &mut self.lent;
+        let unwritten = lock(&self.wire.slots[self.slot].inbox).revoke_posted(|frame, len| {
+            let written = lent.take(frame).map(|mut buf| {
+                buf.commit(len as usize);
+                buf.to_vec()
+            });
+            written.unwrap_or_default()
+        });
+        drop(unwritten);
         lock(&self.wire.free_buffers).append(&mut self.spare);
         self.wire.slots[self.slot].taken.store(false, Ordering::Release);
         tracing::debug!(port = self.port, queue = self.index, "mem queue released");

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::device::{Attachment, ETHERNET_HEADER_BYTES, XdpQueueSource};
 use super::socket::{Kick, SocketParams, XdpSocket, XdpSocketStats};
 use crate::error::DriverError;
+use crate::frame_table::FrameTable;
 use crate::pool::{FRAME_STRIDE_BYTES, PacketBuf, PacketPool, TxBuf};
 use crate::queue::{NetQueue, QueueStats};
 
@@ -50,45 +51,6 @@ pub struct XdpQueue {
     index: u16,
     max_frame_len: usize,
     stats: QueueStats,
-}
-
-/// Frames held for the kernel, indexed by frame.
-#[derive(Debug)]
-struct FrameTable<T> {
-    slots: Vec<Option<T>>,
-    held: u32,
-}
-
-impl<T> FrameTable<T> {
-    fn new(frames: u32) -> Self {
-        Self { slots: (0..frames).map(|_| None).collect(), held: 0 }
-    }
-
-    fn is_free(&self, index: u32) -> bool {
-        self.slots.get(index as usize).is_some_and(Option::is_none)
-    }
-
-    fn put(&mut self, index: u32, value: T) {
-        let slot = &mut self.slots[index as usize];
-        debug_assert!(slot.is_none(), "frame {index} held twice");
-        if slot.replace(value).is_none() {
-            self.held += 1;
-        }
-    }
-
-    /// The frame at a UMEM address the kernel returned, if this table holds it.
-    fn take_at(&mut self, addr: u64) -> Option<T> {
-        let taken = self.slots.get_mut((addr / u64::from(FRAME_STRIDE_BYTES)) as usize)?.take();
-        if taken.is_some() {
-            self.held -= 1;
-        }
-        taken
-    }
-
-    fn clear(&mut self) {
-        self.slots.iter_mut().for_each(|slot| *slot = None);
-        self.held = 0;
-    }
 }
 
 impl XdpQueue {
@@ -473,18 +435,5 @@ mod tests {
         let mut ipv6_arp = request;
         ipv6_arp[16] = 0x86;
         assert_eq!(arp_operation(&ipv6_arp), None);
-    }
-
-    #[test]
-    fn a_frame_table_holds_each_frame_once() {
-        let mut table: FrameTable<u32> = FrameTable::new(4);
-        table.put(2, 7);
-        assert!(!table.is_free(2));
-        assert!(table.is_free(1));
-        assert!(!table.is_free(9), "out of range is never free");
-        assert_eq!(table.take_at(2 * 4096 + 256), Some(7));
-        assert_eq!(table.take_at(2 * 4096), None);
-        assert_eq!(table.take_at(99 * 4096), None, "an address past the region is ignored");
-        assert_eq!(table.held, 0);
     }
 }

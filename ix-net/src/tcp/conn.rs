@@ -870,9 +870,9 @@ impl Conn {
             }
         }
 
-        if let Some(mut data) = payload {
+        if let Some(data) = payload {
             if self.state.can_receive() && !data.is_empty() {
-                self.receive_data(seq, &mut data, now, stats);
+                self.receive_data(seq, data, now, stats);
             } else if !data.is_empty() {
                 stats.data_after_close += 1;
             }
@@ -1326,7 +1326,7 @@ impl Conn {
         self.rtt.on_sample(now.saturating_duration_since(sent_at));
     }
 
-    fn receive_data(&mut self, seq: SeqNum, data: &mut PacketBuf, now: Instant, stats: &mut TcpStats) {
+    fn receive_data(&mut self, seq: SeqNum, mut data: PacketBuf, now: Instant, stats: &mut TcpStats) {
         // Trim what was already received.
         let mut seq = seq;
         if seq < self.rcv_nxt {
@@ -1369,10 +1369,15 @@ impl Conn {
         }
         if seq == self.rcv_nxt {
             let had_holes = !self.ooo.is_empty();
-            self.push_ready(data.clone(), stats);
+            // Chunks held out of order follow this one into the read queue
+            // each in the frame it arrived in: this frame stays shared while
+            // they do, so none is copied into it (`push_ready`).
+            let shared_while_draining = had_holes.then(|| data.clone());
+            self.push_ready(data, stats);
             while let Some(next) = self.ooo.pop_contiguous(self.rcv_nxt.0) {
                 self.push_ready(next, stats);
             }
+            drop(shared_while_draining);
             self.events |= Readiness::READABLE;
             if had_holes || self.quick_acks > 0 {
                 self.quick_acks = self.quick_acks.saturating_sub(1);
@@ -1393,8 +1398,9 @@ impl Conn {
         } else {
             // Out of order: hold it and acknowledge at once (RFC 5681 §4.2).
             stats.out_of_order_segments += 1;
-            let end = seq + data.len();
-            match self.ooo.insert(seq.0, data.clone(), self.rcv_nxt.0, wnd_end.0) {
+            let data_len = data.len();
+            let end = seq + data_len;
+            match self.ooo.insert(seq.0, data, self.rcv_nxt.0, wnd_end.0) {
                 InsertOutcome::Stored { .. } => self.sack_blocks.on_segment(seq.0, end.0, self.ooo.ranges()),
                 InsertOutcome::Full => stats.ooo_queue_full += 1,
                 InsertOutcome::Duplicate => {
@@ -1403,7 +1409,7 @@ impl Conn {
                     self.note_duplicate(seq.0, end.0);
                     self.sack_blocks.on_segment(seq.0, end.0, self.ooo.ranges());
                 }
-                InsertOutcome::OutsideWindow => stats.beyond_window_bytes += data.len() as u64,
+                InsertOutcome::OutsideWindow => stats.beyond_window_bytes += data_len as u64,
             }
             self.ack_now = true;
         }

@@ -41,7 +41,6 @@ impl Stack {
             return;
         }
         let payload_start = start + repr.payload_offset;
-        let payload = (payload_start < end).then(|| frame.slice(payload_start..end));
         let tuple =
             FourTuple { local: SocketAddrV4::new(dst, repr.dst_port), remote: SocketAddrV4::new(src, repr.src_port) };
 
@@ -52,10 +51,19 @@ impl Stack {
                 self.drop_half_open(handle);
             } else {
                 self.stats.tcp.in_to_conn += 1;
+                // The frame itself becomes the payload's view: no second
+                // handle on it to take and drop.
+                let payload = (payload_start < end).then(|| {
+                    let mut payload = frame;
+                    payload.truncate(end);
+                    payload.advance(payload_start);
+                    payload
+                });
                 self.segment_to_conn(handle, &repr, payload, now);
                 return;
             }
         }
+        let payload = (payload_start < end).then(|| frame.slice(payload_start..end));
         if let Some((directory, core)) = &self.config.directory {
             if let Some(owner) = directory.owner(&tuple).filter(|owner| owner != core) {
                 self.stats.tcp.handed_over += 1;

@@ -183,7 +183,10 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn verify_checksum(&self) -> bool {
         let header = &self.buffer.as_ref()[..self.header_len()];
-        checksum::is_valid(checksum::accumulate(0, header))
+        match <&[u8; IPV4_HEADER_LEN]>::try_from(header) {
+            Ok(without_options) => checksum::is_valid(checksum::accumulate_ipv4_header(without_options)),
+            Err(_) => checksum::is_valid(checksum::accumulate(0, header)),
+        }
     }
 
     /// The option bytes between the fixed header and the payload; not
