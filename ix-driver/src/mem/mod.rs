@@ -307,7 +307,7 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     use super::*;
-    use super::queue::MemQueue;
+    use crate::MemQueue;
     use crate::pool::{PacketBuf, PacketPool, PoolConfig, PoolPressure, TxBuf};
     use crate::queue::NetQueue;
     use crate::region::HugePages;
