@@ -6,7 +6,8 @@
 # pool), the active client's summary (throughput, latency percentiles,
 # errors), and for IX the last counter line.
 #
-#   scripts/conn-scale.sh [-r RATE] [-d SECONDS] [-a PERCENT] [-p PREFIX] [-s ix|tokio] [-b IX_HTTP] [--] N...
+#   scripts/conn-scale.sh [-r RATE] [-d SECONDS] [-a PERCENT] [-R CONNECT_RATE] [-p PREFIX] [-s ix|tokio]
+#                         [-b IX_HTTP] [--] N...
 #
 # One process holds at most 20,000 descriptors here (a hard limit), so the
 # idle connections come from several `ixload` processes of at most
@@ -15,7 +16,10 @@
 # the holders use extra client addresses 10.77.0.10 and up, three holders
 # each. The active connections (at most 19,000) come from one ixload on
 # 10.77.0.2, started once the idle ones are established. -a 100 (default) is
-# one ixload with all N connections active (N <= 19,000).
+# one ixload with all N connections active (N <= 19,000). Every ixload opens
+# its connections at CONNECT_RATE per second (`ixload --connect-rate`,
+# default 10,000), as a population of clients would; -R 0 opens each
+# ixload's connections all at once (a burst of up to 19,000 SYNs).
 #
 # ix-http's header and idle timeouts are raised to an hour (an idle
 # connection is not closed during the run); SERVER_ARGS (environment) are
@@ -33,16 +37,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rate=10000 duration=6 percent=100 prefix=ixcs server=ix bin=$PWD/target/release/ix-http
-while getopts "r:d:a:p:s:b:" opt; do
+rate=10000 duration=6 percent=100 prefix=ixcs server=ix bin=$PWD/target/release/ix-http connect_rate=10000
+while getopts "r:d:a:R:p:s:b:" opt; do
     case $opt in
         r) rate=$OPTARG ;;
         d) duration=$OPTARG ;;
         a) percent=$OPTARG ;;
+        R) connect_rate=$OPTARG ;;
         p) prefix=$OPTARG ;;
         s) server=$OPTARG ;;
         b) bin=$OPTARG ;;
-        *) echo "usage: $0 [-r RATE] [-d SECONDS] [-a PERCENT] [-p PREFIX] [-s ix|tokio] [-b IX_HTTP] N..." >&2; exit 2 ;;
+        *) echo "usage: $0 [-r RATE] [-d SECONDS] [-a PERCENT] [-R CONNECT_RATE] [-p PREFIX] [-s ix|tokio] [-b IX_HTTP] N..." >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -52,6 +57,8 @@ case $server in ix | tokio) ;; *) echo "$0: -s ix or tokio" >&2; exit 2 ;; esac
 
 readonly HOLDER_CONNS=19000 TOKIO_CONNS_PER_PROCESS=15000 HOLDERS_PER_ADDRESS=3
 load=${IXLOAD:-$PWD/target/release/ixload}
+pacing=()
+[ "$connect_rate" = 0 ] || pacing=(--connect-rate "$connect_rate")
 out=$(mktemp -d)
 pids=()
 # A started process and its descendants (`ip netns exec` and `taskset` may
@@ -128,7 +135,7 @@ for conns in "$@"; do
         n=$((left < HOLDER_CONNS ? left : HOLDER_CONNS)) left=$((left - n)) want=$((want + n))
         source=10.77.0.$((10 + h / HOLDERS_PER_ADDRESS))
         in_cli taskset -c 1 "$load" --target 10.77.0.1:8080 --source "$source" -c "$n" --rate 1 -d 3600s \
-            --connect-timeout 130s >/dev/null 2>"$out/holder$h" &
+            --connect-timeout 130s "${pacing[@]}" >/dev/null 2>"$out/holder$h" &
         pids+=($!)
         last=-1 still=0
         while now=$(established) && [ "$now" -lt "$want" ] && [ "$still" -lt $((${STALL_S:-60} / 2)) ]; do
@@ -153,7 +160,7 @@ for conns in "$@"; do
         echo "   after set-up, AF_XDP socket: $(xdp_socket_counters)"
     fi
     in_cli taskset -c 1 "$load" --target 10.77.0.1:8080 --source 10.77.0.2 -c "$active" --rate "$rate" -d "${duration}s" \
-        2>"$out/load" >/dev/null || true
+        "${pacing[@]}" 2>"$out/load" >/dev/null || true
     echo "   active: $active connections, $rate/s offered, ${duration} s; server RSS $(($(rss_kb "${server_pids[@]}") / 1024)) MB;" \
         "$(established) established"
     grep -v WARN "$out/load" | tail -5

@@ -8,6 +8,8 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]        SECONDS per target (default 60), every target by default
 #   scripts/fuzz.sh --runs N [TARGET...]         N executions per target instead of a time budget
+#   scripts/fuzz.sh --runs N SECONDS [TARGET...] whichever comes first
+#   scripts/fuzz.sh --to-total N [SECONDS] ...   each target until fuzz/runs.tsv's total for it reaches N
 #   scripts/fuzz.sh --sanitizer none ...         without AddressSanitizer (default: address)
 #   scripts/fuzz.sh --list                       the targets
 #
@@ -19,17 +21,19 @@ cd "$(dirname "$0")/.."
 
 targets_all() { sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^ix-fuzz-targets$'; }
 
-budget=(-max_total_time=60)
+runs=() seconds=() to_total=
 sanitizer=address
 while [ $# -gt 0 ]; do
     case $1 in
         --list) targets_all; exit 0 ;;
-        --runs) budget=("-runs=${2:?--runs needs a count}"); shift 2 ;;
+        --runs) runs=("-runs=${2:?--runs needs a count}"); shift 2 ;;
+        --to-total) to_total=${2:?--to-total needs a count}; shift 2 ;;
         --sanitizer) sanitizer=${2:?--sanitizer needs a name: address, none, ...}; shift 2 ;;
         '' | -* | *[!0-9]*) break ;;
-        *) budget=("-max_total_time=$1"); shift ;;
+        *) seconds=("-max_total_time=$1"); shift ;;
     esac
 done
+[ "${#runs[@]}" -gt 0 ] || [ -n "$to_total" ] || [ "${#seconds[@]}" -gt 0 ] || seconds=(-max_total_time=60)
 build=(-O -s "$sanitizer")
 [ "$sanitizer" = address ] || build+=(--target-dir "target/sanitizer-$sanitizer")
 targets=("$@")
@@ -51,7 +55,15 @@ commit=$(git rev-parse --short HEAD)
 failed=()
 cd fuzz
 CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} nice -n 19 cargo +nightly fuzz build "${build[@]}"
+# Executions of TARGET over every run so far.
+total_of() { awk -F'\t' -v t="$1" 'NR > 1 && $3 == t && $4 ~ /^[0-9]+$/ { n += $4 } END { printf "%d", n }' runs.tsv; }
 for target in "${targets[@]}"; do
+    budget=("${runs[@]}" "${seconds[@]}")
+    if [ -n "$to_total" ]; then
+        need=$((to_total - $(total_of "$target")))
+        [ "$need" -gt 0 ] || { echo "== $target: $(total_of "$target") executions already"; continue; }
+        budget=("-runs=$need" "${seconds[@]}")
+    fi
     mkdir -p "work/$target" "artifacts/$target" "corpus/$target"
     log="work/$target.log"
     echo "== $target (${budget[*]})"

@@ -26,6 +26,7 @@ fn http(target: SocketAddrV4, rate: f64) -> LoadConfig {
         duration: Duration::from_secs(2),
         drain: Duration::from_millis(500),
         connect_timeout: Duration::from_secs(2),
+        connect_rate: None,
         seed: 7,
         timeline: false,
         connection_use: ConnectionUse::KeepAlive,

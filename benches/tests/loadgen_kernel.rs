@@ -47,6 +47,7 @@ fn http(target: SocketAddrV4, connections: usize, mode: Mode, secs: f64) -> Load
         duration: Duration::from_secs_f64(secs),
         drain: Duration::from_millis(500),
         connect_timeout: Duration::from_secs(2),
+        connect_rate: None,
         seed: 42,
         timeline: false,
         connection_use: ConnectionUse::KeepAlive,
@@ -277,4 +278,24 @@ fn no_server_is_a_connect_error() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let err = rt.block_on(loadgen::run(&KernelNet::default(), &cfg)).unwrap_err();
     assert!(err.to_string().contains("could not connect"), "{err}");
+}
+
+#[test]
+fn a_connect_rate_spreads_the_opening_over_time() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = TestServer::start(Behaviour::HttpServiceTime(Duration::ZERO));
+    // 41 connections at 200 per second: the last attempt starts 200 ms after the first.
+    let cfg = LoadConfig { connect_rate: Some(200.0), ..http(server.addr, 41, Mode::Open { rate: 100.0 }, 0.5) };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let started = Instant::now();
+    let mut opened_after = None;
+    let report = rt
+        .block_on(loadgen::run_with_window(&KernelNet::default(), &cfg, |_, _| opened_after = Some(started.elapsed())))
+        .expect("the run starts");
+    let opened_after = opened_after.expect("the window was told");
+    assert!(opened_after >= Duration::from_millis(200), "41 connects at 200/s took only {opened_after:?}");
+    assert_eq!(report.errors.total(), 0, "{:?}", report.errors);
+    assert_eq!(server.accepted.load(std::sync::atomic::Ordering::Relaxed), 41, "every connection opened once");
+    let bad = LoadConfig { connect_rate: Some(0.0), ..cfg };
+    assert!(bad.validate().unwrap_err().to_string().contains("connect rate"));
 }

@@ -87,6 +87,7 @@ fn https(target: SocketAddrV4) -> LoadConfig {
         duration: Duration::from_millis(800),
         drain: Duration::from_millis(500),
         connect_timeout: Duration::from_secs(2),
+        connect_rate: None,
         seed: 7,
         timeline: false,
         connection_use: ConnectionUse::KeepAlive,

@@ -1,9 +1,11 @@
-//! How fast each harness runs its committed corpus (no sanitizer, no coverage): executions per second per
-//! target, to find the slow harnesses. `cargo run --release -p ix-fuzz --example corpus_rate [-- TARGET...]`.
+//! How fast each harness runs its committed corpus (no sanitizer, no coverage): executions per second of wall
+//! clock and per CPU second (this process's), per target, to find the slow harnesses.
+//! `cargo run --release -p ix-fuzz --example corpus_rate [-- TARGET...]`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use ix_benches::harness::machine::process_cpu_secs;
 use ix_fuzz::TARGETS;
 
 /// Each target runs its corpus again until this much time has passed.
@@ -23,7 +25,8 @@ fn main() {
             eprintln!("{}: empty corpus", target.name);
             continue;
         }
-        let started = Instant::now();
+        let cpu = || process_cpu_secs(std::process::id()).unwrap_or(f64::NAN);
+        let (started, cpu_started) = (Instant::now(), cpu());
         let mut executions = 0u64;
         for input in inputs.iter().cycle() {
             if started.elapsed() >= MEASURE_FOR {
@@ -32,14 +35,16 @@ fn main() {
             (target.run)(input);
             executions += 1;
         }
-        let secs = started.elapsed().as_secs_f64();
+        let (secs, cpu_secs) = (started.elapsed().as_secs_f64(), cpu() - cpu_started);
         println!(
-            "{:<12} {:>6} inputs {:>10} execs {:>7.2} s {:>12.0} exec/s",
+            "{:<12} {:>6} inputs {:>10} execs {:>7.2} s {:>12.0} exec/s {:>7.2} CPU s {:>12.0} exec/CPU s",
             target.name,
             inputs.len(),
             executions,
             secs,
-            executions as f64 / secs
+            executions as f64 / secs,
+            cpu_secs,
+            executions as f64 / cpu_secs
         );
     }
 }

@@ -42,7 +42,8 @@ crate::forward_write_to_io!(Replay);
 
 /// Reads once more into the end of `buf` (at most `want` bytes, at most 4 KiB).
 /// The read lands in a stack buffer first, so a connection that has sent
-/// nothing yet holds no heap memory for it.
+/// nothing yet holds no heap memory for it; the buffer is left uninitialised
+/// (hyper's `ReadBuf` tracks what was written), not zeroed on every call.
 ///
 /// - `Ready(Ok(n))`: `n` bytes appended; `0` is the end of the stream.
 /// - `Ready(Err(_))`: the read failed.
@@ -54,8 +55,8 @@ pub(crate) fn poll_read_into_vec<I: hyper::rt::Read + Unpin>(
     want: usize,
 ) -> Poll<io::Result<usize>> {
     const STEP_BYTES: usize = 4096;
-    let mut landing = [0u8; STEP_BYTES];
-    let mut read = hyper::rt::ReadBuf::new(&mut landing[..want.min(STEP_BYTES)]);
+    let mut landing = [std::mem::MaybeUninit::<u8>::uninit(); STEP_BYTES];
+    let mut read = hyper::rt::ReadBuf::uninit(&mut landing[..want.min(STEP_BYTES)]);
     let result = Pin::new(io).poll_read(cx, read.unfilled());
     buf.extend_from_slice(read.filled());
     result.map_ok(|()| read.filled().len())

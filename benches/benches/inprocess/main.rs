@@ -162,6 +162,7 @@ impl Options {
             duration,
             drain: DRAIN,
             connect_timeout,
+            connect_rate: None,
             seed: 1,
             timeline: false,
             connection_use: ConnectionUse::KeepAlive,

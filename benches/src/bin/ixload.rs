@@ -51,6 +51,10 @@ struct Args {
     /// Bound on one connection attempt.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     connect_timeout: Duration,
+    /// Open the connections at this many per second (one attempt every
+    /// 1/RATE s) instead of all at once, as a population of clients would.
+    #[arg(long, value_name = "RATE")]
+    connect_rate: Option<f64>,
     /// A new connection for every request, closed once it is answered
     /// (`-c` bounds how many are in progress); the report adds the connect
     /// time's percentiles.
@@ -179,6 +183,7 @@ fn config(args: &Args) -> LoadConfig {
         duration: args.duration,
         drain: args.drain,
         connect_timeout: args.connect_timeout,
+        connect_rate: args.connect_rate,
         seed: args.seed,
         timeline: args.timeline,
         connection_use: if args.connection_per_request {

@@ -142,6 +142,10 @@ pub struct LoadConfig {
     pub drain: Duration,
     /// Bound on one connection attempt.
     pub connect_timeout: Duration,
+    /// Keep-alive: connection attempts started per second while the connections open (one every
+    /// `1 / rate`), or `None` for all at once. A population of clients does not connect in one instant: a
+    /// burst of thousands of SYNs measures the server's receive ring more than how many connections it holds.
+    pub connect_rate: Option<f64>,
     /// Seed of the arrival schedule and of each connection's request mix.
     pub seed: u64,
     /// Keep every request of the window in [`Report::timeline`].
@@ -186,6 +190,11 @@ impl LoadConfig {
             && !(rate.is_finite() && rate > 0.0)
         {
             return bad(format!("rate {rate} is not a positive number"));
+        }
+        if let Some(rate) = self.connect_rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return bad(format!("connect rate {rate} is not a positive number"));
         }
         if self.duration.is_zero() {
             return bad("the measured window must be longer than zero".into());
@@ -315,8 +324,16 @@ impl<S> Connection<S> {
     }
 }
 
+/// Opens `cfg.connections` connections, all at once or paced at `cfg.connect_rate`; a connection that fails
+/// is left unconnected (it retries during the run).
 async fn open_connections<N: Net>(net: &N, cfg: &LoadConfig) -> Result<Vec<Connection<N::Stream>>, LoadError> {
-    let attempts = (0..cfg.connections).map(|_| connect(net, cfg.target, cfg.connect_timeout));
+    let ramp_start = Instant::now();
+    let attempts = (0..cfg.connections).map(|index| async move {
+        if let Some(rate) = cfg.connect_rate {
+            net.sleep_until(ramp_start + Duration::from_secs_f64(index as f64 / rate)).await;
+        }
+        connect(net, cfg.target, cfg.connect_timeout).await
+    });
     let results = futures::future::join_all(attempts).await;
     let mut last_error = None;
     let mut conns = Vec::with_capacity(cfg.connections);
