@@ -8,9 +8,14 @@
 # system calls run, such as the client's TCP receive behind a veth transmit,
 # is its own) with its blocks (voluntary context switches); its system calls
 # per request (perf's syscall tracepoints); and, with -p, a call-graph profile
-# of CPU 0 or, with -t, strace's counts.
+# of CPU 0 or, with -t, strace's counts. With -S the test network is steered
+# (`testnet.sh steer -s 0 -c 1`, again once the server listens: an XDP attach
+# brings a NAPI thread to pin), so that everything on CPU 0 is the server's
+# work; -p then also splits all of CPU 0's samples by what ran: the server's
+# user space, its sendto, its blocking and wake-up (ppoll, epoll_wait), its
+# other system calls, softirq, the NAPI thread, other processes, idle.
 #
-#   scripts/idle-cost.sh [-s SERVER] [-i IDLE] [-r RATE] [-d SECONDS] [-p] [-t]   (root)
+#   scripts/idle-cost.sh [-s SERVER] [-i IDLE] [-r RATE] [-d SECONDS] [-S] [-p] [-t]   (root)
 #
 # SERVER: `xdp` (ix-http on the xdp backend, as ix-bench runs it), `ixcp`
 # (ix-http as nobody under ixcp on a virtual port, as scripts/ixcp-efficiency.sh
@@ -29,15 +34,17 @@ RATE=10000
 SECS=5
 PROFILE=
 STRACE=
-while getopts "s:i:r:d:pt" opt; do
+STEER=
+while getopts "s:i:r:d:Spt" opt; do
     case $opt in
         s) SERVER_KIND=$OPTARG ;;
         i) IDLE=$OPTARG ;;
         r) RATE=$OPTARG ;;
         d) SECS=$OPTARG ;;
+        S) STEER=1 ;;
         p) PROFILE=1 ;;
         t) STRACE=1 ;;
-        *) echo "usage: $0 [-s xdp|ixcp|tokio] [-i IDLE] [-r RATE] [-d SECONDS] [-p] [-t]" >&2; exit 2 ;;
+        *) echo "usage: $0 [-s xdp|ixcp|tokio] [-i IDLE] [-r RATE] [-d SECONDS] [-S] [-p] [-t]" >&2; exit 2 ;;
     esac
 done
 W=$(cd "$(dirname "$0")/.." && pwd)
@@ -104,6 +111,7 @@ for _ in $(seq 100); do
     ip netns exec $P-cli curl -s -m 1 -o /dev/null http://$SERVER:8080/ && break
     sleep 0.1
 done
+[ -n "$STEER" ] && "$W/scripts/testnet.sh" steer -p $P -s 0 -c 1
 # "cpu_ns voluntary_switches involuntary_switches" of the server's threads now.
 server_counters() {
     local cpu=0 vol=0 invol=0 t
@@ -160,4 +168,47 @@ if [ -n "$PROFILE" ]; then
     echo "the server thread's ($server_tid) samples, share of its own, with callees (children):"
     perf report -i "$D/perf.data" --children --tid "$server_tid" --percentage relative --sort symbol --stdio -g none \
         2>/dev/null | grep -E '^ +[0-9]' | head -n 60 | cut -c1-120 | tee "$D/top.txt"
+    # All of CPU 0's samples (cpu-clock: idle is sampled too), each put in one
+    # class by its thread and call chain, as time per request.
+    perf script -i "$D/perf.data" -F comm,tid,ip,sym 2>/dev/null | python3 - "$server_tid" "$RATE" "$SECS" "$D/load.json" <<'PY'
+import json, sys
+server_tid, secs = sys.argv[1], float(sys.argv[3])
+rate = json.load(open(sys.argv[4]))["throughput"]
+classes = {}
+def classify(comm, tid, frames):
+    if any(f in ("handle_softirqs", "__do_softirq", "net_rx_action") for f in frames):
+        where = "in the server's thread" if tid == server_tid else "elsewhere"
+        return f"softirq ({where})"
+    if comm.startswith("napi/"):
+        return "NAPI thread (receive: XDP, AF_XDP copy)"
+    if tid == server_tid:
+        kernel = [f for f in frames if f.startswith(("__x64_sys_", "__se_sys_", "__do_sys_"))]
+        if not kernel:
+            return "server: user space"
+        call = kernel[-1].split("sys_", 1)[1]
+        if call in ("sendto", "writev", "write"):
+            return f"server: {call} (transmit)"
+        if call in ("ppoll", "epoll_wait", "epoll_pwait", "epoll_pwait2"):
+            return f"server: {call} (block and wake-up)"
+        return f"server: other system calls ({call} ...)"
+    if comm == "swapper" or tid == "0":
+        return "idle"
+    return f"other processes and kernel threads"
+samples = []
+for block in sys.stdin.read().split("\n\n"):
+    lines = [l for l in block.splitlines() if l.strip()]
+    if not lines:
+        continue
+    head = lines[0].split()
+    comm, tid = " ".join(head[:-1]), head[-1].rstrip(":")
+    frames = [l.split()[1] if len(l.split()) > 1 else "" for l in lines[1:]]
+    frames = [f.split("+")[0] for f in frames]
+    samples.append(classify(comm, tid, frames))
+total = len(samples) or 1
+for c in samples:
+    classes[c] = classes.get(c, 0) + 1
+print(f"CPU 0, all {len(samples)} samples over {secs:.0f} s at {rate:.0f} req/s (share of CPU 0, us per request):")
+for c, n in sorted(classes.items(), key=lambda kv: -kv[1]):
+    print(f"  {c:<52} {100 * n / total:5.1f}%  {1e6 * secs * n / total / (rate * secs):6.2f}")
+PY
 fi

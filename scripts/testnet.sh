@@ -66,7 +66,9 @@
 #     the sending CPU whatever rps_cpus says (the XDP program and the AF_XDP
 #     copy run before RPS). `steer` turns on threaded NAPI
 #     (/sys/class/net/DEV/threaded): each NAPI instance gets a kernel thread,
-#     `napi/DEV-ID`, which `steer` pins to the side's CPU. veth creates its
+#     `napi/DEV-ID`, which `steer` pins to the side's CPU and makes SCHED_FIFO
+#     (priority 1), so that, like softirq, it runs before any process: at nice
+#     0 a loaded machine's builds held it off for whole time slices. veth creates its
 #     NAPI instances when an XDP program is attached and deletes them when the
 #     last one goes (GRO off), and the kernel refuses `threaded` on a device
 #     with none; the setting then stays on the device, and each new instance
@@ -76,7 +78,9 @@
 #     softirq: IX's receive on `xdp:` (native mode) pays that switch, and on
 #     `xdp:IFACE,mode=generic` it goes through the backlog (and RPS) instead.
 # It prints, per device, the mask written and the NAPI threads pinned.
-# `unsteer` puts every device back: rps_cpus 0, threaded NAPI off.
+# `unsteer` puts every device back: rps_cpus 0, threaded NAPI off (where the
+# kernel refuses that for want of a NAPI instance, with GRO on for the moment
+# of the write).
 set -euo pipefail
 
 usage() {
@@ -225,6 +229,11 @@ cpu_mask() {
     echo "$mask"
 }
 
+# Writes $3 to the threaded NAPI setting of device $2 in namespace $1.
+set_threaded() {
+    ip netns exec "$1" sh -c 'echo "$2" > "/sys/class/net/$1/threaded"' set_threaded "$2" "$3" 2>/dev/null
+}
+
 # Steers the receive work of every device of namespace $1 but lo to CPU $2
 # (an empty CPU: back to the default, where it was sent).
 steer_namespace() {
@@ -239,12 +248,24 @@ steer_namespace() {
         ip netns exec "$ns" sh -c 'for queue in /sys/class/net/$1/queues/rx-*; do echo "$2" > "$queue/rps_cpus"; done' \
             steer "$dev" "$mask"
         # Refused (EOPNOTSUPP) while the device has no NAPI instance: see the header.
-        ip netns exec "$ns" sh -c 'echo "$2" > "/sys/class/net/$1/threaded"' steer "$dev" "$threaded" 2>/dev/null || true
+        if ! set_threaded "$ns" "$dev" "$threaded" && [ "$threaded" = 0 ] &&
+            [ "$(ip netns exec "$ns" cat "/sys/class/net/$dev/threaded")" != 0 ]; then
+            # Left on by an XDP program gone since: the next one's NAPI thread
+            # would be unpinned. GRO on gives veth a NAPI instance for the time
+            # of the write.
+            ip netns exec "$ns" ethtool -K "$dev" gro on >/dev/null
+            set_threaded "$ns" "$dev" 0 || true
+            ip netns exec "$ns" ethtool -K "$dev" gro off >/dev/null
+        fi
         pinned=
         if [ -n "$cpu" ]; then
             # Kernel threads show their whole name in comm (not cut at 15 bytes).
+            # SCHED_FIFO: like the softirq a NIC's interrupt runs, the poll
+            # goes before every process (other processes' work would
+            # otherwise delay it by whole time slices).
             for pid in $(pgrep -x "napi/${dev//./\\.}-[0-9]+" 2>/dev/null || true); do
                 taskset -p -c "$cpu" "$pid" >/dev/null
+                chrt -f -p 1 "$pid"
                 name=$(cat "/proc/$pid/comm" 2>/dev/null || echo "$pid")
                 pinned="$pinned $name"
             done

@@ -1,10 +1,11 @@
 //! `ix-bench --quick` end to end with short windows: every server answered,
-//! and the table, a plot per workload and the JSON were written. With root it
-//! runs on its own namespaces (removed afterwards); without, on loopback.
+//! and the table, a plot per workload and the JSON were written; and
+//! `ix-bench --cost-only`, steered and unsteered. With root they run on their
+//! own namespaces (removed afterwards); without, on loopback.
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -24,37 +25,46 @@ impl Drop for Cleanup {
     }
 }
 
-#[test]
-fn quick_mode_measures_every_server_and_writes_table_plots_and_json() {
-    // The harness starts the example servers from beside its own binary.
+/// Builds the servers (the harness starts them from beside its own binary)
+/// and returns the workspace root, a namespace prefix and an output folder of
+/// this test's own, removed however it ends.
+fn prepare(tag: &str) -> (PathBuf, String, PathBuf, Cleanup) {
     let root = build_release_binaries();
-    let prefix = format!("ixq{}", std::process::id() % 100_000);
-    let out = std::env::temp_dir().join(format!("ix-bench-quick-{}", std::process::id()));
-    let _cleanup = Cleanup { root: root.clone(), prefix: prefix.clone(), out: out.clone() };
+    let prefix = format!("ix{tag}{}", std::process::id() % 100_000);
+    let out = std::env::temp_dir().join(format!("ix-bench-{tag}-{}", std::process::id()));
+    let cleanup = Cleanup { root: root.clone(), prefix: prefix.clone(), out: out.clone() };
+    (root, prefix, out, cleanup)
+}
+
+/// Runs `ix-bench ARGS MORE --out OUT` from the workspace root, requires
+/// success and returns its `results.json` and its standard error.
+fn run_bench(root: &Path, args: &[&str], more: &[&str], out: &Path) -> (Value, String) {
     let run = Command::new(env!("CARGO_BIN_EXE_ix-bench"))
-        .current_dir(&root)
-        .args([
-            "--quick",
-            "--duration",
-            "0.3",
-            "--http-rates",
-            "2000,8000",
-            "--kv-rates",
-            "2000,8000",
-            "--cost-rate",
-            "2000",
-        ])
-        .args(["--prefix", &prefix, "--out"])
-        .arg(&out)
+        .current_dir(root)
+        .args(args)
+        .args(more)
+        .arg("--out")
+        .arg(out)
         .output()
         .expect("ix-bench runs");
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
     eprintln!("{stderr}\n{}", String::from_utf8_lossy(&run.stdout));
     assert!(run.status.success(), "ix-bench failed");
+    let results = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    (results, stderr)
+}
 
-    let results: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+fn namespaces(root: &Path) -> bool {
+    ix_driver::privilege::netns_available() && root.join("scripts/testnet.sh").is_file()
+}
+
+#[test]
+fn quick_mode_measures_every_server_and_writes_table_plots_and_json() {
+    let (root, prefix, out, _cleanup) = prepare("q");
+    let args = ["--quick", "--duration", "0.3", "--http-rates", "2000,8000", "--kv-rates", "2000,8000"];
+    let (results, stderr) = run_bench(&root, &args, &["--cost-rate", "2000", "--prefix", &prefix], &out);
     // Without namespaces (not root) the harness says so and measures on loopback.
-    if ix_driver::privilege::netns_available() && root.join("scripts/testnet.sh").is_file() {
+    if namespaces(&root) {
         assert_eq!(results["namespaces"], true, "root with namespaces must not fall back");
     } else {
         assert!(stderr.contains("falling back to the in-process comparison"), "no fallback reason printed");
@@ -103,4 +113,45 @@ fn quick_mode_measures_every_server_and_writes_table_plots_and_json() {
         assert_eq!(row["slas"].as_array().unwrap().len(), 2, "{row}");
     }
     assert!(table.contains("Procedure:"), "the table does not state its procedure");
+    // The cost points ran on the steered network (the default there).
+    let steered = namespaces(&root);
+    let cost = results["cost"].as_array().unwrap();
+    assert!(!cost.is_empty() && cost.iter().all(|r| r["steered"] == steered), "{cost:?}");
+    assert!(std::fs::read_to_string(out.join("cost.md")).unwrap().contains("server CPU us/req"));
+}
+
+#[test]
+fn cost_only_measures_each_servers_cpu_per_request_steered_and_unsteered() {
+    let (root, prefix, out, _cleanup) = prepare("c");
+    if !namespaces(&root) {
+        // Steering needs the namespace network; on loopback only unsteered is measured.
+        eprintln!("skipped: ix-bench --cost-steering steered needs network namespaces (root)");
+        return;
+    }
+    let args = ["--cost-only", "--servers", "ix-http,tokio-http", "--cost-steering", "steered,unsteered"];
+    let more = ["--repetitions", "1", "--duration", "0.5", "--cost-rate", "2000", "--prefix", &prefix];
+    let (results, _) = run_bench(&root, &args, &more, &out);
+    let points = results["points"].as_array().unwrap();
+    assert_eq!(points.len(), 4, "two servers, two networks each: {points:?}");
+    assert!(points.iter().all(|p| p["purpose"] == "cost"), "only cost points");
+    for p in points {
+        let cost = &p["cost"];
+        assert!(cost["requests"].as_u64().is_some_and(|n| n > 0), "{p}");
+        assert!(cost["threads_secs"].as_f64().is_some_and(|s| s > 0.0), "the server's threads ran: {p}");
+        assert!(cost["busy_secs"].as_f64().is_some_and(|s| s > 0.0), "its CPU was busy: {p}");
+        assert!(cost["window_secs"].as_f64().is_some_and(|s| (s - 0.5).abs() < 0.1), "the window alone: {p}");
+    }
+    // Steered, the IX server's XDP program brought a NAPI thread, pinned
+    // after the server started, whose run time counts as the server's.
+    let ix_steered = points.iter().find(|p| p["server"] == "IxHttp" && p["steering"].is_string()).unwrap();
+    let account = ix_steered["steering"].as_str().unwrap();
+    if ix_steered["backend"].as_str().is_some_and(|b| b.starts_with("xdp")) {
+        assert!(account.contains(&format!("napi/{prefix}-s-")) && account.contains("to CPU 0"), "{account}");
+        assert!(ix_steered["cost"]["receive_threads_secs"].as_f64().is_some_and(|s| s > 0.0), "{ix_steered}");
+    }
+    let unsteered = points.iter().filter(|p| p["steering"].is_null()).count();
+    assert_eq!(unsteered, 2, "one unsteered point per server");
+    let table = std::fs::read_to_string(out.join("cost.md")).unwrap();
+    assert_eq!(table.lines().filter(|l| l.starts_with("| steered |")).count(), 2, "{table}");
+    assert_eq!(table.lines().filter(|l| l.starts_with("| unsteered |")).count(), 2, "{table}");
 }

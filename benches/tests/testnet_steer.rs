@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc;
 
+use ix_benches::harness::machine::processes_named;
 use ix_benches::harness::network::{NETNS_SERVER_IP, Network};
 use ix_benches::harness::receive_trace::{ReceiveCpus, ReceiveTrace};
 use ix_driver::{XdpConfig, XdpDevice, netns, privilege};
@@ -61,19 +62,11 @@ fn steer_moves_each_sides_receive_to_its_own_cpu_and_unsteer_undoes_it() {
     // An XDP program (a dataplane at another address, so that the ping stays
     // the kernel's) gives the server's veth a NAPI instance: its poll ran on
     // the sender's CPU until `steer` pins the thread it gets.
-    let (attached_tx, attached) = mpsc::channel();
-    let (release, released) = mpsc::channel::<()>();
-    let xdp_iface = server.clone();
-    let holder = netns::spawn_in(&format!("{prefix}-srv"), move || {
-        let config: XdpConfig = xdp_iface.parse().expect("xdp config");
-        let device = XdpDevice::open(&config, 1, std::net::Ipv4Addr::new(10, 77, 0, 3)).expect("attaching XDP");
-        attached_tx.send(()).unwrap();
-        let _ = released.recv();
-        drop(device);
-    });
-    attached.recv().expect("the XDP program attached");
+    let first = XdpHolder::attach(&prefix, &server);
     let account = net.steer(SERVER_CPU, CLIENT_CPU).expect("steer after the XDP attach");
     assert!(account.contains(&format!("napi/{server}-")), "no NAPI thread pinned: {account}");
+    let threads = processes_named(&format!("napi/{server}-"));
+    assert!(!threads.is_empty() && threads.iter().all(|&pid| sched_policy(pid) == Some(SCHED_FIFO)), "{threads:?}");
     let with_xdp = ping_traced(&net, &prefix);
     assert!(with_xdp.only_on(&server, SERVER_CPU), "steered, XDP's NAPI poll: {:?}", with_xdp.of(&server));
     assert!(with_xdp.only_on(&client, CLIENT_CPU), "steered, the client side's receive: {:?}", with_xdp.of(&client));
@@ -85,6 +78,61 @@ fn steer_moves_each_sides_receive_to_its_own_cpu_and_unsteer_undoes_it() {
         "unsteered again, the server side's receive: {:?}",
         after.of(&server)
     );
-    release.send(()).unwrap();
-    holder.join().expect("the XDP holder thread");
+
+    // Steered, then the XDP program goes (and its NAPI instance with it):
+    // `unsteer` must still turn threaded NAPI off, or the next program's
+    // NAPI thread would run unpinned (seen in ix-bench's cost points).
+    net.steer(SERVER_CPU, CLIENT_CPU).expect("steer");
+    first.release();
+    let account = net.unsteer().expect("unsteer without a NAPI instance");
+    assert!(account.contains(&format!("{server}: rps_cpus 0, threaded NAPI 0")), "{account}");
+    let second = XdpHolder::attach(&prefix, &server);
+    assert!(processes_named(&format!("napi/{server}-")).is_empty(), "a NAPI thread after unsteer");
+    let unsteered = ping_traced(&net, &prefix);
+    assert!(
+        unsteered.share_on(&server, CLIENT_CPU) > 0.9,
+        "unsteered, the next XDP program's NAPI poll: {:?}",
+        unsteered.of(&server)
+    );
+    second.release();
+}
+
+/// `SCHED_FIFO` in `/proc/PID/stat`'s policy field.
+const SCHED_FIFO: u32 = 1;
+
+/// The scheduling policy of process `pid` (field 41 of `/proc/PID/stat`).
+fn sched_policy(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields counted after the command name's closing parenthesis, from 3 (state).
+    stat.rsplit_once(')')?.1.split_whitespace().nth(41 - 3)?.parse().ok()
+}
+
+/// A thread in the server namespace holding an XDP program on its veth (a
+/// dataplane at 10.77.0.3) until released.
+struct XdpHolder {
+    release: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl XdpHolder {
+    fn attach(prefix: &str, iface: &str) -> Self {
+        let (attached_tx, attached) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let iface = iface.to_string();
+        let thread = netns::spawn_in(&format!("{prefix}-srv"), move || {
+            let config: XdpConfig = iface.parse().expect("xdp config");
+            let device = XdpDevice::open(&config, 1, std::net::Ipv4Addr::new(10, 77, 0, 3)).expect("attaching XDP");
+            attached_tx.send(()).unwrap();
+            let _ = released.recv();
+            drop(device);
+        });
+        attached.recv().expect("the XDP program attached");
+        Self { release, thread }
+    }
+
+    /// Detaches the program and waits until it is gone.
+    fn release(self) {
+        self.release.send(()).unwrap();
+        self.thread.join().expect("the XDP holder thread");
+    }
 }

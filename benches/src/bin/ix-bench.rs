@@ -3,12 +3,13 @@
 //! table and writes it with a p99-vs-load plot per workload and the raw JSON.
 #![forbid(unsafe_code)]
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use ix_benches::harness::machine::Disturbance;
 use ix_benches::harness::machine::Machine;
 use ix_benches::harness::network::{NETNS_CLIENT_IP, NETNS_PREFIX_LEN, Network};
@@ -56,6 +57,22 @@ struct Args {
     /// below every server's saturation (default: 10000 quick, 20000 full).
     #[arg(long)]
     cost_rate: Option<f64>,
+    /// Instead of the search: only the CPU-per-request point of each server
+    /// (one per `--cost-steering`), a minute or two for a rerun.
+    #[arg(long, conflicts_with_all = ["unloaded", "scaling"])]
+    cost_only: bool,
+    /// The network of the CPU-per-request point, one point per entry in this
+    /// order: `steered` (`testnet.sh steer`: each side's receive work on its
+    /// own CPU, so the server's CPU holds the server's work alone) or
+    /// `unsteered` (veth's default: a receiver's work runs on the sender's
+    /// CPU). Default `steered`; `unsteered` with `--client-backend` (its XDP
+    /// program attaches after steering could pin its NAPI thread) or on
+    /// loopback.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    cost_steering: Option<Vec<Steering>>,
+    /// Run the search steered too (default: unsteered, veth's default).
+    #[arg(long)]
+    steer_search: bool,
     /// The IX servers' idle policy in the search (`busy`, `adaptive[:US]`,
     /// `block`); the CPU-per-request point always runs them with `block`.
     #[arg(long, default_value_t = IdlePolicy::default())]
@@ -115,6 +132,16 @@ struct Args {
     loopback: bool,
 }
 
+/// Where each side's receive work runs on the test network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Steering {
+    /// On its own side's CPU (`testnet.sh steer`).
+    Steered,
+    /// On the sender's CPU (veth's default).
+    Unsteered,
+}
+
 /// Everything a run produced, as written to `results.json`.
 #[derive(Debug, Serialize)]
 struct Results {
@@ -132,6 +159,7 @@ struct Results {
     points: Vec<Point>,
     searches: Vec<Searched>,
     table: Vec<table::Row>,
+    cost: Vec<table::CostRow>,
     closed: Vec<table::ClosedRow>,
     elapsed_secs: f64,
 }
@@ -266,6 +294,21 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let client_ix = args.client_backend.as_ref().map(|b| (b.clone(), format!("{NETNS_CLIENT_IP}/{NETNS_PREFIX_LEN}")));
     let client = Client { cpu: client_cpu, ix: client_ix };
     let plan = plan(args);
+    let namespaces = matches!(net, Network::Namespaces { .. });
+    let cost_steering = args.cost_steering.clone().unwrap_or_else(|| {
+        vec![if namespaces && client.ix.is_none() { Steering::Steered } else { Steering::Unsteered }]
+    });
+    let steers = args.steer_search || cost_steering.contains(&Steering::Steered);
+    if steers && client.ix.is_some() {
+        anyhow::bail!(
+            "steering pins the NAPI threads XDP brings before the load generator starts, and an IX load generator \
+             attaches its XDP program after: drop --client-backend, or use --cost-steering unsteered without \
+             --steer-search"
+        );
+    }
+    if steers && !namespaces {
+        anyhow::bail!("steering needs the namespace network (loopback has no veth): use --cost-steering unsteered");
+    }
     std::fs::create_dir_all(args.out.join("runs")).with_context(|| format!("creating {}", args.out.display()))?;
     let wanted = |s: ServerKind| args.servers.as_ref().is_none_or(|names| names.iter().any(|n| n == s.name()));
     let (mut points, mut searches, mut skipped, mut notes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -284,13 +327,24 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             skipped.push(Skipped { server, reason: reason.to_string() });
         }
     }
-    let setup = Setup { net: &net, programs: &programs, client: &client, plan: &plan, args, cpu: server_cpu };
+    let setup = Setup {
+        net: &net,
+        programs: &programs,
+        client: &client,
+        plan: &plan,
+        args,
+        cpu: server_cpu,
+        cost_steering: &cost_steering,
+        steering: RefCell::new(None),
+    };
     let mut closed_rows = Vec::new();
     // Interleaved: each repetition visits every server once (A B C, A B C, ...).
     for repetition in 0..plan.repetitions {
         eprintln!("repetition {} of {}", repetition + 1, plan.repetitions);
         servers.retain(|&server| {
-            let measured = if args.unloaded {
+            let measured = if args.cost_only {
+                setup.cost_points(server, repetition, &mut points, &mut notes)
+            } else if args.unloaded {
                 setup.unloaded(server, repetition, &mut points, &mut notes)
             } else if let Some(counts) = &args.scaling {
                 setup.scaling(server, counts, repetition, &mut points, &mut notes)
@@ -314,16 +368,23 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         std::fs::write(args.out.join("closed.md"), &markdown)?;
     }
     let mut rows = Vec::new();
-    if closed_rows.is_empty() {
+    if closed_rows.is_empty() && !args.cost_only {
         rows = WorkloadKind::ALL.iter().flat_map(|&w| table::rows(w, &points, &searches)).collect();
         let markdown = table::markdown(&rows);
         println!("\n{markdown}");
         println!("{}", table::procedure(&plan));
         std::fs::write(args.out.join("table.md"), format!("{markdown}\n{}\n", table::procedure(&plan)))?;
     }
+    let cost_rows = table::cost_rows(&points);
+    if !cost_rows.is_empty() {
+        let markdown = table::cost_markdown(&cost_rows);
+        let procedure = table::cost_procedure(&plan);
+        println!("\n{markdown}\n{procedure}");
+        std::fs::write(args.out.join("cost.md"), format!("{markdown}\n{procedure}\n"))?;
+    }
     let machine = Machine::describe(&workspace);
     for workload in WorkloadKind::ALL {
-        if !points.iter().any(|p| p.server.workload() == workload && p.report.is_some()) {
+        if args.cost_only || !points.iter().any(|p| p.server.workload() == workload && p.report.is_some()) {
             continue;
         }
         let title =
@@ -350,6 +411,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         points,
         searches,
         table: rows,
+        cost: cost_rows,
         closed: closed_rows,
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
@@ -376,12 +438,81 @@ struct Setup<'a> {
     plan: &'a Plan,
     args: &'a Args,
     cpu: usize,
+    /// The networks of the cost point, in order.
+    cost_steering: &'a [Steering],
+    /// `testnet.sh steer`'s latest account while the network is steered.
+    steering: RefCell<Option<String>>,
 }
 
 impl Setup<'_> {
+    /// Steers the network, or undoes it.
+    ///
+    /// # Errors
+    /// The script's message.
+    fn set_steering(&self, steering: Steering) -> Result<(), String> {
+        let mut current = self.steering.borrow_mut();
+        match steering {
+            Steering::Steered => *current = Some(self.net.steer(self.cpu, self.client.cpu)?),
+            Steering::Unsteered if current.is_some() => {
+                self.net.unsteer()?;
+                *current = None;
+            }
+            Steering::Unsteered => {}
+        }
+        Ok(())
+    }
+
+    fn target<'b>(
+        &'b self,
+        server: ServerKind,
+        running: &'b servers::RunningServer,
+        label: Option<String>,
+    ) -> Target<'b> {
+        Target {
+            net: self.net,
+            programs: self.programs,
+            client: self.client,
+            server,
+            running,
+            label,
+            server_cpu: self.cpu,
+            steering: self.steering.borrow().clone(),
+        }
+    }
+
+    /// The CPU-per-request points of `server` in one repetition, one per
+    /// network of `--cost-steering`, each on a freshly started server (IX
+    /// with `--idle block`, so that spinning is not counted).
+    ///
+    /// # Errors
+    /// Why the server could not be started or the network steered.
+    fn cost_points(
+        &self,
+        server: ServerKind,
+        repetition: usize,
+        points: &mut Vec<Point>,
+        notes: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let idle = if server.is_ix() { IdlePolicy::Block } else { IdlePolicy::default() };
+        for &steering in self.cost_steering {
+            self.set_steering(steering)?;
+            let (running, label) = self.start(server, idle, notes)?;
+            let target = self.target(server, &running, label);
+            let what = match steering {
+                Steering::Steered => "cost-steered",
+                Steering::Unsteered => "cost",
+            };
+            let json = self.json(server, repetition, what);
+            let point = sweep::run_point(&target, self.plan, (repetition, Purpose::Cost), self.plan.cost_rate, &json);
+            show(&point);
+            points.push(point);
+        }
+        Ok(())
+    }
+
     /// One repetition of `server`: the search for its rate within each p99
-    /// objective, then its CPU per request at the plan's cost rate (IX servers
-    /// restarted with `--idle block` for it, so that spinning is not counted).
+    /// objective (steered with `--steer-search`), then its CPU per request at
+    /// the plan's cost rate ([`Setup::cost_points`]).
     ///
     /// # Errors
     /// Why the server could not be started.
@@ -393,10 +524,10 @@ impl Setup<'_> {
         searches: &mut Vec<Searched>,
         notes: &mut Vec<String>,
     ) -> Result<(), String> {
+        self.set_steering(if self.args.steer_search { Steering::Steered } else { Steering::Unsteered })?;
         let (running, label) = self.start(server, self.args.ix_idle, notes)?;
         let plan = self.plan;
-        let target =
-            Target { net: self.net, programs: self.programs, client: self.client, server, running: &running, label };
+        let target = self.target(server, &running, label);
         let (rates, _) = search::search(plan.search(server.workload()), |rate| {
             let json = self.json(server, repetition, &format!("{rate:.0}"));
             let point = sweep::run_point(&target, plan, (repetition, Purpose::Search), rate, &json);
@@ -406,20 +537,8 @@ impl Setup<'_> {
             probe
         });
         searches.push(Searched { server, repetition, rates });
-        let label = target.label;
-        let (running, label) = if server.is_ix() {
-            drop(running);
-            self.start(server, IdlePolicy::Block, notes)?
-        } else {
-            (running, label)
-        };
-        let target =
-            Target { net: self.net, programs: self.programs, client: self.client, server, running: &running, label };
-        let json = self.json(server, repetition, "cost");
-        let point = sweep::run_point(&target, plan, (repetition, Purpose::Cost), plan.cost_rate, &json);
-        show(&point);
-        points.push(point);
-        Ok(())
+        drop(running);
+        self.cost_points(server, repetition, points, notes)
     }
 
     /// One repetition of the unloaded latency: one closed-loop connection,
@@ -471,8 +590,7 @@ impl Setup<'_> {
         notes: &mut Vec<String>,
     ) -> Result<(), String> {
         let (running, label) = self.start(server, idle, notes)?;
-        let target =
-            Target { net: self.net, programs: self.programs, client: self.client, server, running: &running, label };
+        let target = self.target(server, &running, label);
         let what = format!("closed-{}-{}", plan.connections, idle);
         let point =
             sweep::run_point(&target, plan, (repetition, Purpose::Closed), 0.0, &self.json(server, repetition, &what));
@@ -488,7 +606,22 @@ impl Setup<'_> {
     /// Starts `server`; an IX server whose default backend (XDP on the test
     /// network) does not start is retried on the kernel backend, with a note.
     /// Returns it with its label (backend and idle policy) for IX servers.
+    /// On a steered network it steers again once the server listens: an XDP
+    /// program brings a NAPI thread to pin.
     fn start(
+        &self,
+        server: ServerKind,
+        idle: IdlePolicy,
+        notes: &mut Vec<String>,
+    ) -> Result<(servers::RunningServer, Option<String>), String> {
+        let started = self.start_unsteered(server, idle, notes)?;
+        if self.steering.borrow().is_some() {
+            self.set_steering(Steering::Steered)?;
+        }
+        Ok(started)
+    }
+
+    fn start_unsteered(
         &self,
         server: ServerKind,
         idle: IdlePolicy,
@@ -536,10 +669,21 @@ fn show(point: &Point) {
             point.connections,
             point.server_cpus().map_or_else(|| "-".into(), |v| format!("{v:.2}"))
         ),
-        Purpose::Cost => format!(
-            "  server CPU {} us/req",
-            point.server_cpu_us_per_request().map_or_else(|| "-".into(), |v| format!("{v:.1}"))
-        ),
+        Purpose::Cost => {
+            let us = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1}"));
+            let cost = point.cost.as_ref();
+            format!(
+                "  {}: server CPU {} us/req (its threads {}, softirq {}, NAPI threads {}; others {:.0}% of its CPU; \
+                 before: {})",
+                if point.steering.is_some() { "steered" } else { "unsteered" },
+                us(point.server_cpu_us_per_request()),
+                us(cost.and_then(|c| c.threads_us_per_request())),
+                us(cost.and_then(|c| c.softirq_us_per_request())),
+                us(cost.and_then(|c| c.receive_threads_us_per_request())),
+                cost.map_or(0.0, |c| c.others_pct()),
+                us(point.threads_cpu_over_run_us_per_request()),
+            )
+        }
     };
     match (&point.report, &point.error) {
         (Some(r), _) => eprintln!(

@@ -113,12 +113,14 @@ struct Args {
     timeline: bool,
     /// Sample every CPU's steal counter each 5 ms during the run and report,
     /// beside the latency of all requests, the latency of the requests whose
-    /// life overlapped no host stall and the share that did (`stalls` in JSON).
+    /// life overlapped no host stall and the share that did (`stalls` in JSON),
+    /// and each CPU's time over the measured window (`window_cpu`).
     #[arg(long)]
     stalls: bool,
     /// With `--stalls`: also count as stalls the run-queue waits of 1 ms or
     /// more of these processes' threads (with their descendants) and of
     /// ixload's own: time another process took their CPU. Comma-separated PIDs.
+    /// How long their threads ran over the window is in `window_cpu`.
     #[arg(long, value_delimiter = ',', requires = "stalls")]
     stall_pids: Option<Vec<u32>>,
     /// With `--stalls`: how long after a stall requests still count as
@@ -250,8 +252,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     };
     if let Some(sampler) = sampler {
-        let stalls: Vec<_> = sampler.stop().iter().map(|event| event.stall(args.stall_recovery)).collect();
+        let window = report.timeline.as_ref().map(|t| {
+            (t.window_start_unix_us, t.window_start_unix_us.saturating_add((report.window_secs * 1e6) as u64))
+        });
+        let (events, window_cpu) = sampler.stop_with_window(window);
+        let stalls: Vec<_> = events.iter().map(|event| event.stall(args.stall_recovery)).collect();
         report.stalls = report.timeline.as_ref().map(|t| stalls::split(t, &stalls));
+        report.window_cpu = window_cpu;
         if !args.timeline {
             report.timeline = None;
         }

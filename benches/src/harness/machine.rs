@@ -59,7 +59,7 @@ pub fn load_average() -> String {
 }
 
 /// The jiffies of one CPU line of `/proc/stat`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct CpuTimes {
     busy: u64,
     /// user + nice + system: time charged to processes.
@@ -70,8 +70,25 @@ struct CpuTimes {
 }
 
 /// Every CPU's counters at one moment.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CpuSnapshot(Vec<CpuTimes>);
+
+/// One CPU's time between two snapshots, seconds (`/proc/stat` counts it in
+/// ticks of 10 ms, sampled by the scheduler tick: exact over many ticks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpuSecs {
+    /// Neither idle nor stolen: processes, interrupts and softirq.
+    pub busy: f64,
+    /// Of which in processes' own context (user, nice, system), kernel
+    /// threads included. Without IRQ time accounting (this kernel) a task's
+    /// own CPU time also holds the softirq ticks that landed while it ran,
+    /// which `/proc/stat` puts in `softirq` instead.
+    pub process: f64,
+    /// Of which softirq (the kernel's network receive work, among others).
+    pub softirq: f64,
+    /// Stolen by the host (not in `busy`).
+    pub steal: f64,
+}
 
 /// One CPU's load between two snapshots, in percent of wall time.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -92,7 +109,7 @@ impl CpuSnapshot {
         std::fs::read_to_string("/proc/stat").map(|s| Self::parse(&s)).unwrap_or_default()
     }
 
-    fn parse(stat: &str) -> Self {
+    pub(crate) fn parse(stat: &str) -> Self {
         let cpus = stat.lines().filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit));
         Self(
             cpus.map(|line| {
@@ -115,6 +132,24 @@ impl CpuSnapshot {
     /// Each CPU's steal counter, in `/proc/stat` ticks.
     pub fn steal_ticks(&self) -> Vec<u64> {
         self.0.iter().map(|c| c.steal).collect()
+    }
+
+    /// Each CPU's time from `self` (earlier) to `later`, in seconds.
+    pub fn secs_until(&self, later: &CpuSnapshot) -> Vec<CpuSecs> {
+        let secs = |ticks: u64| ticks as f64 / PROC_TICKS_PER_SEC;
+        self.0
+            .iter()
+            .zip(&later.0)
+            .map(|(a, b)| {
+                let steal = b.steal.saturating_sub(a.steal);
+                CpuSecs {
+                    busy: secs(b.busy.saturating_sub(a.busy).saturating_sub(steal)),
+                    process: secs(b.process.saturating_sub(a.process)),
+                    softirq: secs(b.softirq.saturating_sub(a.softirq)),
+                    steal: secs(steal),
+                }
+            })
+            .collect()
     }
 
     /// Each CPU's load from `self` (earlier) to `later`.
@@ -179,18 +214,40 @@ pub fn process_tree_cpu_secs(pid: u32) -> Option<f64> {
     Some(own + tree[1..].iter().filter_map(|&p| process_cpu_secs(p)).sum::<f64>())
 }
 
-/// Each thread of process `pid` with the nanoseconds it has waited, runnable,
-/// for a CPU (`run_delay`, the second field of `/proc/PID/task/TID/schedstat`);
-/// empty when the process is gone.
-pub fn thread_run_delays_ns(pid: u32) -> Vec<(u32, u64)> {
+/// One thread's scheduler times, from `/proc/PID/task/TID/schedstat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadSchedTimes {
+    /// The thread.
+    pub tid: u32,
+    /// Nanoseconds it has run on a CPU (exact, not sampled by ticks).
+    pub run_ns: u64,
+    /// Nanoseconds it has waited, runnable, for a CPU (`run_delay`).
+    pub wait_ns: u64,
+}
+
+/// Each thread of process `pid` with its scheduler times; empty when the
+/// process is gone.
+pub fn thread_sched_times(pid: u32) -> Vec<ThreadSchedTimes> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
     tasks
         .filter_map(Result::ok)
         .filter_map(|t| {
             let tid = t.file_name().to_str()?.parse().ok()?;
             let schedstat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
-            Some((tid, schedstat.split_whitespace().nth(1)?.parse().ok()?))
+            let mut fields = schedstat.split_whitespace().map(|f| f.parse().ok());
+            Some(ThreadSchedTimes { tid, run_ns: fields.next()??, wait_ns: fields.next()?? })
         })
+        .collect()
+}
+
+/// The processes whose name (`/proc/PID/comm`, whole for kernel threads)
+/// starts with `prefix`: the NAPI threads of a device are `napi/DEV-ID`.
+pub fn processes_named(prefix: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with(prefix)))
         .collect()
 }
 
@@ -258,6 +315,13 @@ mod tests {
         assert!((load[0].busy_pct - 90.0).abs() < 1e-9, "{load:?}");
         assert!((load[0].softirq_pct - 20.0).abs() < 1e-9);
         assert_eq!(load[1].busy_pct, 0.0);
+        let c = CpuSnapshot::parse("cpu0 150 0 70 810 50 0 20 5\ncpu1 0 0 0 1100 0 0 0 0\n");
+        let secs = b.secs_until(&c);
+        // cpu0: 5 ticks stolen, which are not busy.
+        assert_eq!(secs[0], CpuSecs { busy: 0.0, process: 0.0, softirq: 0.0, steal: 0.05 });
+        let secs = a.secs_until(&b);
+        assert!((secs[0].busy - 0.9).abs() < 1e-9 && (secs[0].process - 0.7).abs() < 1e-9, "{secs:?}");
+        assert!((secs[0].softirq - 0.2).abs() < 1e-9 && secs[0].steal == 0.0, "{secs:?}");
     }
 
     #[test]
@@ -266,8 +330,11 @@ mod tests {
         assert_eq!(stat_cpu_ticks(stat), Some(325));
         assert_eq!(stat_cpu_ticks("42 (x) S 1"), None);
         assert_eq!(stat_parent(stat), Some(1));
-        let delays = thread_run_delays_ns(std::process::id());
-        assert!(delays.iter().any(|&(tid, _)| tid == std::process::id()), "the main thread: {delays:?}");
+        let times = thread_sched_times(std::process::id());
+        assert!(times.iter().any(|t| t.tid == std::process::id() && t.run_ns > 0), "the main thread: {times:?}");
+        let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert!(processes_named(me.trim()).contains(&std::process::id()), "{me}");
+        assert!(processes_named("no process is named like this").is_empty());
         assert_eq!(process_tree(std::process::id()).map(|t| t[0]), Some(std::process::id()));
         let mine = process_cpu_secs(std::process::id()).expect("own process");
         let tree = process_tree_cpu_secs(std::process::id()).expect("own process");

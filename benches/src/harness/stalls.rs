@@ -9,7 +9,8 @@
 //! in a 3 s point at rate R delays about 0.1 R requests, over 1% of them, so it
 //! alone sets the point's p99 whatever the server does. The p99 of the requests
 //! that no stall touched is the server's own tail; the share left out says how
-//! much was set aside.
+//! much was set aside. The same readings, kept, give the CPU time the CPUs and
+//! the measured processes spent over the measured window alone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::harness::machine::{CpuSnapshot, PROC_TICKS_PER_SEC, process_tree, thread_run_delays_ns};
+use crate::harness::machine::{CpuSecs, CpuSnapshot, PROC_TICKS_PER_SEC, process_tree, thread_sched_times};
 use crate::loadgen::Timeline;
 use crate::loadgen::report::{Percentiles, latency_histogram, record_latency_us};
 
@@ -109,7 +110,75 @@ impl StallEvent {
 #[derive(Debug)]
 pub struct StallSampler {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<StallEvent>>,
+    pids: Vec<u32>,
+    thread: JoinHandle<(Vec<StallEvent>, Vec<CpuMark>)>,
+}
+
+/// What the sampler read of the CPUs and of the measured processes at one
+/// moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CpuMark {
+    /// When, microseconds since the Unix epoch.
+    pub at_unix_us: u64,
+    /// Every CPU's counters.
+    pub cpus: CpuSnapshot,
+    /// Per measured process, in the order given to [`StallSampler::start`]:
+    /// nanoseconds the threads of it and of its descendants have run.
+    pub run_ns: Vec<u64>,
+}
+
+/// The CPU time spent over a load generator's measured window, from the
+/// sampler's readings nearest its start and its end (within one
+/// [`STALL_SAMPLE_PERIOD`] of each).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowCpu {
+    /// Seconds between the two readings.
+    pub secs: f64,
+    /// Each CPU's time between them (`/proc/stat`).
+    pub cpus: Vec<CpuSecs>,
+    /// Each measured process with its descendants: how long their threads
+    /// ran between them (`/proc/PID/task/TID/schedstat`).
+    pub processes: Vec<ProcessRun>,
+}
+
+/// How long one measured process's threads ran.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ProcessRun {
+    /// The process given (its descendants' threads count in it).
+    pub pid: u32,
+    /// Seconds its threads ran.
+    pub run_secs: f64,
+}
+
+impl WindowCpu {
+    /// From `marks` (in time order, each with one `run_ns` per `pids`), the
+    /// time between the readings nearest `start_unix_us` and `end_unix_us`;
+    /// `None` when no two distinct readings are there.
+    pub fn between(marks: &[CpuMark], pids: &[u32], start_unix_us: u64, end_unix_us: u64) -> Option<Self> {
+        let nearest = |t: u64| marks.iter().min_by_key(|m| m.at_unix_us.abs_diff(t));
+        let (first, last) = (nearest(start_unix_us)?, nearest(end_unix_us)?);
+        if last.at_unix_us <= first.at_unix_us {
+            return None;
+        }
+        let processes = pids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &pid)| {
+                let ran = last.run_ns.get(i)?.saturating_sub(*first.run_ns.get(i)?);
+                Some(ProcessRun { pid, run_secs: ran as f64 / 1e9 })
+            })
+            .collect();
+        Some(Self {
+            secs: (last.at_unix_us - first.at_unix_us) as f64 / 1e6,
+            cpus: first.cpus.secs_until(&last.cpus),
+            processes,
+        })
+    }
+
+    /// Seconds the threads of measured process `pid` ran (0 when not measured).
+    pub fn run_secs_of(&self, pid: u32) -> f64 {
+        self.processes.iter().filter(|p| p.pid == pid).map(|p| p.run_secs).sum()
+    }
 }
 
 fn unix_us_now() -> u64 {
@@ -125,13 +194,20 @@ struct Sample {
 }
 
 impl Sample {
-    fn take(pids: &[u32], sampler_tid: Option<u32>) -> Self {
-        let run_delays_ns = pids
-            .iter()
-            .flat_map(|&pid| thread_run_delays_ns(pid))
-            .filter(|&(tid, _)| Some(tid) != sampler_tid)
-            .collect();
-        Sample { at_unix_us: unix_us_now(), steal_ticks: CpuSnapshot::take().steal_ticks(), run_delays_ns }
+    /// Reads the stall counters and, with them, the CPU mark: `trees` are
+    /// the measured processes, each with its descendants.
+    fn take(trees: &[Vec<u32>], sampler_tid: Option<u32>) -> (Self, CpuMark) {
+        let at_unix_us = unix_us_now();
+        let cpus = CpuSnapshot::take();
+        let mut run_delays_ns = Vec::new();
+        let mut run_ns = Vec::with_capacity(trees.len());
+        for tree in trees {
+            let threads: Vec<_> = tree.iter().flat_map(|&pid| thread_sched_times(pid)).collect();
+            run_ns.push(threads.iter().map(|t| t.run_ns).sum());
+            run_delays_ns.extend(threads.iter().filter(|t| Some(t.tid) != sampler_tid).map(|t| (t.tid, t.wait_ns)));
+        }
+        let sample = Sample { at_unix_us, steal_ticks: cpus.steal_ticks(), run_delays_ns };
+        (sample, CpuMark { at_unix_us, cpus, run_ns })
     }
 }
 
@@ -150,30 +226,42 @@ impl StallSampler {
     pub fn start(pids: Option<&[u32]>) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
-        let mut measured: Vec<u32> =
-            pids.unwrap_or_default().iter().flat_map(|&pid| process_tree(pid).unwrap_or_else(|| vec![pid])).collect();
+        let pids = pids.map(<[u32]>::to_vec);
+        let mut trees: Vec<Vec<u32>> =
+            pids.iter().flatten().map(|&pid| process_tree(pid).unwrap_or_else(|| vec![pid])).collect();
         if pids.is_some() {
-            measured.push(std::process::id());
+            trees.push(vec![std::process::id()]);
         }
         let thread = std::thread::Builder::new().name("stall-sampler".into()).spawn(move || {
             let own = own_tid();
             let mut events = Vec::new();
-            let mut last = Sample::take(&measured, own);
+            let (mut last, mark) = Sample::take(&trees, own);
+            let mut marks = vec![mark];
             while !stopping.load(Ordering::Relaxed) {
                 std::thread::sleep(STALL_SAMPLE_PERIOD);
-                let now = Sample::take(&measured, own);
+                let (now, mark) = Sample::take(&trees, own);
                 events.extend(stalls_between(&last, &now));
+                marks.push(mark);
                 last = now;
             }
-            events
+            (events, marks)
         })?;
-        Ok(Self { stop, thread })
+        Ok(Self { stop, pids: pids.unwrap_or_default(), thread })
     }
 
     /// Stops the thread and returns every stall it saw, in order.
     pub fn stop(self) -> Vec<StallEvent> {
+        self.stop_with_window(None).0
+    }
+
+    /// Stops the thread and returns every stall it saw, in order, and the CPU
+    /// time spent over `window` (`[start, end)`, microseconds since the Unix
+    /// epoch) by every CPU and every measured process.
+    pub fn stop_with_window(self, window: Option<(u64, u64)>) -> (Vec<StallEvent>, Option<WindowCpu>) {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or_default()
+        let (events, marks) = self.thread.join().unwrap_or_default();
+        let cpu = window.and_then(|(start, end)| WindowCpu::between(&marks, &self.pids, start, end));
+        (events, cpu)
     }
 }
 
@@ -387,5 +475,38 @@ mod tests {
         let events = sampler.stop();
         assert!(events.iter().all(|e| e.length_us > 0 && e.seen_unix_us > e.before_unix_us), "{events:?}");
         assert!(own_tid().is_some(), "/proc/thread-self names this thread");
+    }
+
+    #[test]
+    fn the_window_cpu_is_read_between_the_marks_nearest_its_ends() {
+        let cpus = |user: u64, softirq: u64| CpuSnapshot::parse(&format!("cpu0 {user} 0 0 100 0 0 {softirq} 0\n"));
+        let mark = |ms: u64, user, softirq, run_ns: Vec<u64>| CpuMark {
+            at_unix_us: T0 + ms * 1000,
+            cpus: cpus(user, softirq),
+            run_ns,
+        };
+        let marks = [
+            mark(0, 0, 0, vec![0, 0]),
+            mark(5, 1, 0, vec![10_000_000, 1]),
+            mark(1005, 61, 20, vec![510_000_000, 2]),
+            mark(1010, 62, 20, vec![520_000_000, 3]),
+        ];
+        // The window [4 ms, 1006 ms) is read from the marks at 5 and 1005 ms.
+        let w = WindowCpu::between(&marks, &[42, 7], T0 + 4_000, T0 + 1_006_000).expect("two marks");
+        assert!((w.secs - 1.0).abs() < 1e-9, "{w:?}");
+        assert!((w.cpus[0].busy - 0.8).abs() < 1e-9 && (w.cpus[0].softirq - 0.2).abs() < 1e-9, "{w:?}");
+        assert!((w.run_secs_of(42) - 0.5).abs() < 1e-9 && w.run_secs_of(99) == 0.0, "{w:?}");
+        assert_eq!(WindowCpu::between(&marks[..1], &[42], T0, T0 + 1_000_000), None, "one mark is no window");
+
+        // A live sampler: this process ran, and the window has the CPUs' time.
+        let sampler = StallSampler::start(Some(&[std::process::id()])).expect("a thread");
+        let start = unix_us_now();
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < 4 * STALL_SAMPLE_PERIOD {
+            std::hint::black_box(0u64);
+        }
+        let (_, cpu) = sampler.stop_with_window(Some((start, unix_us_now())));
+        let cpu = cpu.expect("marks around the window");
+        assert!(cpu.run_secs_of(std::process::id()) > 0.0 && !cpu.cpus.is_empty(), "{cpu:?}");
     }
 }

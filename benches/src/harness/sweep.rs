@@ -1,7 +1,8 @@
 //! One measured point against one server: an `ixload` run on the client side
-//! (pinned to its CPU), with the CPUs' load, the server's own CPU time, the
-//! requests host stalls touched and what disturbed the machine around it; a
-//! disturbed point is run again.
+//! (pinned to its CPU), with the CPUs' load, the server's own CPU time and
+//! its CPU's busy time over the measured window, the requests host stalls
+//! touched and what disturbed the machine around it; a disturbed point is run
+//! again.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::harness::machine::{CpuLoad, CpuSnapshot, Disturbance};
+use crate::harness::machine::{CpuLoad, CpuSnapshot, Disturbance, processes_named};
 use crate::harness::network::Network;
 use crate::harness::search::{Probe, SearchPlan};
 use crate::harness::servers::{Programs, RunningServer, ServerKind, WorkloadKind};
@@ -106,8 +107,16 @@ pub struct Point {
     pub error: Option<String>,
     /// Every CPU's load during the run.
     pub cpu: Vec<CpuLoad>,
-    /// CPU seconds the server's own threads used during the run.
+    /// CPU seconds the server's own threads used during the run (warm-up,
+    /// window and drain, from `/proc/PID/task/*/stat`).
     pub server_cpu_secs: Option<f64>,
+    /// What the server's CPU did over the measured window alone.
+    #[serde(default)]
+    pub cost: Option<ServerCost>,
+    /// `testnet.sh steer`'s account when each side's receive work ran on its
+    /// own CPU; `None` when it ran where veth put it (the sender's CPU).
+    #[serde(default)]
+    pub steering: Option<String>,
     /// How long the run took (warm-up, window and drain).
     pub wall_secs: f64,
     /// Connections the generator opened.
@@ -154,11 +163,113 @@ impl Point {
         self.server_cpu_secs.filter(|_| self.wall_secs > 0.0).map(|s| s / self.wall_secs)
     }
 
-    /// The server's CPU time per completed request, microseconds.
+    /// The server's CPU per request: its CPU's busy time over the window,
+    /// less what other processes took there, per request completed in it,
+    /// microseconds (see [`ServerCost`]).
     pub fn server_cpu_us_per_request(&self) -> Option<f64> {
+        self.cost.as_ref()?.server_cpu_us_per_request()
+    }
+
+    /// The figure before [`ServerCost`]: CPU time of the server's threads
+    /// over the whole `ixload` run (connecting, warm-up, window and drain) per
+    /// request completed in the window, microseconds. On veth unsteered it
+    /// holds the client's receive work behind the server's sends and misses
+    /// the server's own receive; the whole run's time over the window's
+    /// requests also inflates it by about (warm-up + window) / window.
+    pub fn threads_cpu_over_run_us_per_request(&self) -> Option<f64> {
         let completed = self.report.as_ref()?.completed;
         let secs = self.server_cpu_secs?;
         (completed > 0).then(|| 1e6 * secs / completed as f64)
+    }
+}
+
+/// What the server's CPU did over a point's measured window, read by the
+/// load generator's sampler within 5 ms of the window's start and end.
+///
+/// The server's CPU per request is that CPU's busy time (neither idle nor
+/// stolen: processes, interrupts, softirq) less the time other processes took
+/// there, over the requests completed. With the test network steered
+/// (`testnet.sh steer`) everything else on that CPU is the server's work: its
+/// threads, its system calls, its receive softirq or NAPI thread. Other
+/// processes' time is the CPU's process time (user, nice, system in
+/// `/proc/stat`) less the run time of the server's threads and of the server
+/// side's NAPI threads. A task's run time also holds the softirq that ran
+/// while it was current, which `/proc/stat` counts as softirq, not process
+/// time: when other processes ran on the CPU too, the softirq in the server's
+/// own threads is counted twice (an upper bound, exact when no other process
+/// ran there; `others_secs` says how much was taken off).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ServerCost {
+    /// The server's CPU.
+    pub cpu: usize,
+    /// Seconds between the two readings.
+    pub window_secs: f64,
+    /// The server CPU's busy time (not idle, not stolen), seconds.
+    pub busy_secs: f64,
+    /// Of which softirq.
+    pub softirq_secs: f64,
+    /// Of which stolen by the host (not in `busy_secs`).
+    pub steal_secs: f64,
+    /// How long the server's threads ran (`schedstat`), seconds.
+    pub threads_secs: f64,
+    /// How long the server side's NAPI threads (`napi/IFACE-ID`, steered
+    /// XDP only) ran, seconds.
+    pub receive_threads_secs: f64,
+    /// Other processes' time on the server's CPU, seconds (at least 0).
+    pub others_secs: f64,
+    /// Requests completed in the window.
+    pub requests: u64,
+}
+
+impl ServerCost {
+    /// The server's CPU per request, microseconds.
+    pub fn server_cpu_us_per_request(&self) -> Option<f64> {
+        self.per_request(self.busy_secs - self.others_secs)
+    }
+
+    /// The server's threads' run time per request, microseconds.
+    pub fn threads_us_per_request(&self) -> Option<f64> {
+        self.per_request(self.threads_secs)
+    }
+
+    /// The server CPU's softirq time per request, microseconds.
+    pub fn softirq_us_per_request(&self) -> Option<f64> {
+        self.per_request(self.softirq_secs)
+    }
+
+    /// The server side's NAPI threads' run time per request, microseconds.
+    pub fn receive_threads_us_per_request(&self) -> Option<f64> {
+        self.per_request(self.receive_threads_secs)
+    }
+
+    /// Other processes' share of the server CPU's time, percent.
+    pub fn others_pct(&self) -> f64 {
+        if self.window_secs > 0.0 { 100.0 * self.others_secs / self.window_secs } else { 0.0 }
+    }
+
+    fn per_request(&self, secs: f64) -> Option<f64> {
+        (self.requests > 0).then(|| 1e6 * secs.max(0.0) / self.requests as f64)
+    }
+
+    /// From the load generator's report: the window's CPU time of CPU `cpu`,
+    /// of the server (the first measured process) and of the receive threads
+    /// (`receive_threads`, also measured).
+    pub fn from_report(report: &Report, cpu: usize, server_pid: u32, receive_threads: &[u32]) -> Option<Self> {
+        let window = report.window_cpu.as_ref()?;
+        let on_cpu = window.cpus.get(cpu)?;
+        let threads_secs = window.run_secs_of(server_pid);
+        let receive_threads_secs: f64 = receive_threads.iter().map(|&pid| window.run_secs_of(pid)).sum();
+        Some(Self {
+            cpu,
+            window_secs: window.secs,
+            busy_secs: on_cpu.busy,
+            softirq_secs: on_cpu.softirq,
+            steal_secs: on_cpu.steal,
+            threads_secs,
+            receive_threads_secs,
+            others_secs: (on_cpu.process - threads_secs - receive_threads_secs).max(0.0),
+            requests: report.completed,
+        })
     }
 }
 
@@ -177,6 +288,10 @@ pub struct Target<'a> {
     pub running: &'a RunningServer,
     /// Its label (backend, idle policy) for IX servers.
     pub label: Option<String>,
+    /// The CPU the server is pinned to.
+    pub server_cpu: usize,
+    /// `testnet.sh steer`'s account if the network is steered.
+    pub steering: Option<String>,
 }
 
 /// Runs one point at `rate`, again (up to the plan's limit) while the host or
@@ -203,8 +318,15 @@ pub fn run_point(
     }
 }
 
-/// The `ixload` command line of one point.
-fn load_command(target: &Target<'_>, plan: &Plan, rate: f64, json: &Path) -> std::process::Command {
+/// The `ixload` command line of one point; `receive_threads` are measured
+/// with the server.
+fn load_command(
+    target: &Target<'_>,
+    plan: &Plan,
+    rate: f64,
+    json: &Path,
+    receive_threads: &[u32],
+) -> std::process::Command {
     let addr = format!("{}:{}", target.net.server_ip(), target.server.port());
     let mut cmd = target.net.client_command(target.client.cpu, &target.programs.ixload);
     cmd.args(["--target", &addr, "--connections", &plan.connections.to_string()]);
@@ -215,7 +337,9 @@ fn load_command(target: &Target<'_>, plan: &Plan, rate: f64, json: &Path) -> std
     }
     cmd.args(["--duration", &format!("{}s", plan.duration.as_secs_f64())]);
     cmd.args(["--warmup", &format!("{}s", plan.warmup.as_secs_f64()), "--drain", "1s", "--quiet", "--stalls"]);
-    cmd.args(["--stall-pids", &target.running.pid().to_string()]);
+    let measured: Vec<String> =
+        std::iter::once(target.running.pid()).chain(receive_threads.iter().copied()).map(|p| p.to_string()).collect();
+    cmd.args(["--stall-pids", &measured.join(",")]);
     cmd.arg("--json").arg(json);
     match target.server.workload() {
         WorkloadKind::Http => cmd.args(["--protocol", "http", "--path", "/"]),
@@ -241,7 +365,11 @@ fn load_command(target: &Target<'_>, plan: &Plan, rate: f64, json: &Path) -> std
 }
 
 fn run_once(target: &Target<'_>, plan: &Plan, rate: f64, json: &Path) -> Point {
-    let mut cmd = load_command(target, plan, rate, json);
+    // The server side's NAPI threads (threaded NAPI: steered, with XDP):
+    // their run time is the server's receive work.
+    let receive_threads =
+        target.net.server_iface().map(|iface| processes_named(&format!("napi/{iface}-"))).unwrap_or_default();
+    let mut cmd = load_command(target, plan, rate, json, &receive_threads);
     let (before, server_before, started) = (CpuSnapshot::take(), target.running.cpu_secs(), Instant::now());
     let output = cmd.stdin(Stdio::null()).output();
     let (after, server_after, wall) = (CpuSnapshot::take(), target.running.cpu_secs(), started.elapsed());
@@ -256,6 +384,8 @@ fn run_once(target: &Target<'_>, plan: &Plan, rate: f64, json: &Path) -> Point {
         error: None,
         cpu: before.load_until(&after),
         server_cpu_secs,
+        cost: None,
+        steering: target.steering.clone(),
         wall_secs: wall.as_secs_f64(),
         connections: plan.connections,
         disturbance: Disturbance::default(),
@@ -274,7 +404,10 @@ fn run_once(target: &Target<'_>, plan: &Plan, rate: f64, json: &Path) -> Point {
     point.disturbance = Disturbance::between(&before, &after, wall.as_secs_f64(), own);
     point.disturbance.stalled_pct = report.as_ref().ok().and_then(|r| r.stalls).map_or(0.0, |s| s.stalled_pct);
     match report {
-        Ok(r) => point.report = Some(r),
+        Ok(r) => {
+            point.cost = ServerCost::from_report(&r, target.server_cpu, target.running.pid(), &receive_threads);
+            point.report = Some(r);
+        }
         Err(e) => point.error = Some(e),
     }
     point

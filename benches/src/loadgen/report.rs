@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::harness::stalls::StallSplit;
+use crate::harness::stalls::{StallSplit, WindowCpu};
 use crate::loadgen::protocol::Outcome;
 
 /// Highest latency the histograms track, in nanoseconds (larger values are
@@ -152,6 +152,10 @@ pub struct Report {
     /// requests that a stall touched, and the latency of the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalls: Option<StallSplit>,
+    /// With stalls sampled (`ixload --stalls`): every CPU's time and the
+    /// measured processes' (`--stall-pids`) over the measured window alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_cpu: Option<WindowCpu>,
 }
 
 /// Every request of a window, for lining latency up with time.
@@ -370,6 +374,7 @@ impl Recorder {
             process_cpu_secs: None,
             timeline: self.timeline.clone(),
             stalls: None,
+            window_cpu: None,
         }
     }
 }
