@@ -46,6 +46,7 @@ IX_HTTP=${IX_HTTP:-$B/ix-http}
 for bin in ixcp ix-http ixload; do
     [ -x "$B/$bin" ] || { echo "$B/$bin missing: cargo build --release -p ix-driver -p ix-example-http -p ix-benches --bins" >&2; exit 1; }
 done
+. "$W/scripts/ixcp-config.sh"
 P=ixic$$
 SERVER=10.77.0.1
 D=$(mktemp -d); chmod 755 "$D"
@@ -70,22 +71,8 @@ case $SERVER_KIND in
         ;;
     ixcp)
         ip netns exec $P-cli ethtool -K $P-c gro on >/dev/null
-        cat > "$D/ixcp.toml" <<TOML
-socket = "$D/ixcp.sock"
-[[interface]]
-name = "$P-s"
-[[grant]]
-uid = 65534
-interface = "$P-s"
-addresses = ["$SERVER"]
-ports = [8080]
-[cpus]
-polling = [0]
-shared = [0]
-[policy]
-poll_above = 1.0
-block_below = 0.0
-TOML
+        # ixcp told never to poll: the server blocks whenever a round finds nothing.
+        ixcp_config "$D/ixcp.toml" "$D/ixcp.sock" $P-s $SERVER 8080 0 0 $'poll_above = 1.0\nblock_below = 0.0'
         RUST_LOG=warn taskset -c 1 ip netns exec $P-srv "$B/ixcp" --config "$D/ixcp.toml" 2>"$D/ixcp.log" &
         CP_PID=$!
         for _ in $(seq 50); do [ -S "$D/ixcp.sock" ] && break; sleep 0.1; done

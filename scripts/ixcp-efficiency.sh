@@ -120,22 +120,10 @@ SOLO=$(batch_over "$SECS")
 SOLO_RATE=${SOLO#* }
 echo "batch job alone on CPU 1: ${SOLO% *}% of a CPU, $SOLO_RATE counts/s"
 
-ixcp_config() { # $1: extra [policy] lines
-    cat > "$D/ixcp.toml" <<TOML
-socket = "$D/ixcp.sock"
-[[interface]]
-name = "$P-s"
-[[grant]]
-uid = 65534
-interface = "$P-s"
-addresses = ["$SERVER"]
-ports = [8080]
-[cpus]
-polling = [1]
-shared = [1]
-[policy]
-$1
-TOML
+. "$W/scripts/ixcp-config.sh"
+# The ixcp configuration of a case: $1, its [policy] lines.
+case_config() {
+    ixcp_config "$D/ixcp.toml" "$D/ixcp.sock" $P-s $SERVER 8080 1 1 "$1"
 }
 
 start_case() {
@@ -144,9 +132,9 @@ start_case() {
             local idle=()
             [ "$1" = ixcp ] && idle=(--idle "${IDLE:-block}")
             if [ "$1" = static ]; then
-                ixcp_config $'poll_above = 0.0001\nblock_below = 0.0'
+                case_config $'poll_above = 0.0001\nblock_below = 0.0'
             else
-                ixcp_config "poll_above = ${POLL_ABOVE:-0.6}"$'\n'"block_below = ${BLOCK_BELOW:-0.25}"$'\n'"period_ms = ${PERIOD_MS:-100}"$'\n'"block_after_periods = ${BLOCK_AFTER:-10}"
+                case_config "poll_above = ${POLL_ABOVE:-0.6}"$'\n'"block_below = ${BLOCK_BELOW:-0.25}"$'\n'"period_ms = ${PERIOD_MS:-100}"$'\n'"block_after_periods = ${BLOCK_AFTER:-10}"
             fi
             rm -f "$D/ixcp.sock"
             RUST_LOG=${IXCP_LOG:-warn} nice -n -20 taskset -c 0 ip netns exec $P-srv "$B/ixcp" --config "$D/ixcp.toml" 2>>"$D/ixcp.log" &
