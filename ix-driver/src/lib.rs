@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod eventfd;
+pub mod huge_text;
 pub mod ixcp;
 pub mod mem;
 mod netdev;
