@@ -4,6 +4,8 @@
 #   scripts/testnet.sh up   [-p PREFIX] [-q QUEUES]
 #   scripts/testnet.sh loss [-p PREFIX] -l PERCENT
 #   scripts/testnet.sh relay [-p PREFIX]
+#   scripts/testnet.sh steer [-p PREFIX] -s SERVER_CPU -c CLIENT_CPU
+#   scripts/testnet.sh unsteer [-p PREFIX]
 #   scripts/testnet.sh down [-p PREFIX]
 #
 # `up` creates namespaces PREFIX-srv and PREFIX-cli (PREFIX defaults to ixt), a
@@ -40,10 +42,45 @@
 # Nothing joins PREFIX-w and PREFIX-c until a relay (benches' `wire-relay
 # --a PREFIX-w --b PREFIX-c`, run in PREFIX-cli) copies frames between them.
 # The server namespace's kernel keeps no address on the path.
+#
+# `steer` (after `up`, `loss` or `relay`) makes each side's receive work run on
+# that side's CPU: what PREFIX-srv's devices receive on SERVER_CPU, what
+# PREFIX-cli's receive on CLIENT_CPU. Without it, veth does the receiver's work
+# in the sender's context: veth_xmit hands the frame to the peer device at
+# once, on the sending CPU, so the client's whole TCP receive runs in softirq
+# on the CPU of the server that transmitted (and is charged to the server),
+# and the server's receive runs on the client's CPU. A real NIC interrupts the
+# receiving host's CPU instead. veth passes a frame one of two ways (Linux
+# 6.18, drivers/net/veth.c, veth_xmit and veth_forward_skb):
+#   - the backlog (__netif_rx), when the receiving device has no NAPI
+#     instance: no XDP program and GRO off, as `up` leaves it, so tokio's,
+#     monoio's, nginx's, memcached's and the load generator's receive.
+#     `steer` sets every receive queue's rps_cpus to the side's CPU: Receive
+#     Packet Steering queues the frame to that CPU's backlog and wakes it with
+#     an interprocessor interrupt; the whole receive (IP, TCP, the socket's
+#     wake-up) then runs in that CPU's softirq. The sender keeps only the
+#     enqueue and the interrupt.
+#   - the device's NAPI instance, when an XDP program is attached (an IX
+#     dataplane on `xdp:`) or GRO is on: veth_xdp_rx puts the frame on the
+#     receive queue's ring and schedules the NAPI poll, which in softirq runs on
+#     the sending CPU whatever rps_cpus says (the XDP program and the AF_XDP
+#     copy run before RPS). `steer` turns on threaded NAPI
+#     (/sys/class/net/DEV/threaded): each NAPI instance gets a kernel thread,
+#     `napi/DEV-ID`, which `steer` pins to the side's CPU. veth creates its
+#     NAPI instances when an XDP program is attached and deletes them when the
+#     last one goes (GRO off), and the kernel refuses `threaded` on a device
+#     with none; the setting then stays on the device, and each new instance
+#     gets an unpinned thread. So run `steer` again after each XDP attach (the
+#     harness does it after starting each server). A NAPI thread costs a
+#     context switch per wake-up where a NIC's interrupt runs the poll in
+#     softirq: IX's receive on `xdp:` (native mode) pays that switch, and on
+#     `xdp:IFACE,mode=generic` it goes through the backlog (and RPS) instead.
+# It prints, per device, the mask written and the NAPI threads pinned.
+# `unsteer` puts every device back: rps_cpus 0, threaded NAPI off.
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 up|loss|relay|down [-p PREFIX] [-q QUEUES] [-l PERCENT]" >&2
+    echo "usage: $0 up|loss|relay|steer|unsteer|down [-p PREFIX] [-q QUEUES] [-l PERCENT] [-s CPU -c CPU]" >&2
     exit 2
 }
 
@@ -53,11 +90,15 @@ shift
 prefix=ixt
 queues=2
 loss_percent=
-while getopts "p:q:l:" opt; do
+server_cpu=
+client_cpu=
+while getopts "p:q:l:s:c:" opt; do
     case $opt in
         p) prefix=$OPTARG ;;
         q) queues=$OPTARG ;;
         l) loss_percent=$OPTARG ;;
+        s) server_cpu=$OPTARG ;;
+        c) client_cpu=$OPTARG ;;
         *) usage ;;
     esac
 done
@@ -174,8 +215,66 @@ table netdev testnet_loss {
 EOF
 }
 
+# The rps_cpus bitmap of CPU $1: hexadecimal, in comma-separated 32-bit words.
+cpu_mask() {
+    local cpu=$1 mask i
+    mask=$(printf '%x' $((1 << (cpu % 32))))
+    for ((i = 0; i < cpu / 32; i++)); do
+        mask=$mask,00000000
+    done
+    echo "$mask"
+}
+
+# Steers the receive work of every device of namespace $1 but lo to CPU $2
+# (an empty CPU: back to the default, where it was sent).
+steer_namespace() {
+    local ns=$1 cpu=$2 mask=0 threaded=0 dev queue pid pinned name
+    if [ -n "$cpu" ]; then
+        mask=$(cpu_mask "$cpu")
+        threaded=1
+    fi
+    for dev in $(ip -n "$ns" -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'); do
+        [ "$dev" = lo ] && continue
+        # sysfs shows the devices of the namespace it is mounted in: `ip netns exec` mounts the right one.
+        ip netns exec "$ns" sh -c 'for queue in /sys/class/net/$1/queues/rx-*; do echo "$2" > "$queue/rps_cpus"; done' \
+            steer "$dev" "$mask"
+        # Refused (EOPNOTSUPP) while the device has no NAPI instance: see the header.
+        ip netns exec "$ns" sh -c 'echo "$2" > "/sys/class/net/$1/threaded"' steer "$dev" "$threaded" 2>/dev/null || true
+        pinned=
+        if [ -n "$cpu" ]; then
+            # Kernel threads show their whole name in comm (not cut at 15 bytes).
+            for pid in $(pgrep -x "napi/${dev//./\\.}-[0-9]+" 2>/dev/null || true); do
+                taskset -p -c "$cpu" "$pid" >/dev/null
+                name=$(cat "/proc/$pid/comm" 2>/dev/null || echo "$pid")
+                pinned="$pinned $name"
+            done
+        fi
+        echo "$ns $dev: rps_cpus $mask, threaded NAPI $(ip netns exec "$ns" cat "/sys/class/net/$dev/threaded"),${pinned:- no} NAPI thread pinned${cpu:+ to CPU $cpu}"
+    done
+}
+
+steer() {
+    local cpus
+    cpus=$(nproc --all)
+    for cpu in "$server_cpu" "$client_cpu"; do
+        if ! [[ $cpu =~ ^[0-9]+$ ]] || [ "$cpu" -ge "$cpus" ]; then
+            echo "$0: steer needs -s SERVER_CPU -c CLIENT_CPU, CPUs from 0 to $((cpus - 1)), not '$cpu'" >&2
+            exit 2
+        fi
+    done
+    steer_namespace "$srv" "$server_cpu"
+    steer_namespace "$cli" "$client_cpu"
+}
+
+unsteer() {
+    steer_namespace "$srv" ""
+    steer_namespace "$cli" ""
+}
+
 case $action in
     loss) loss ;;
+    steer) steer ;;
+    unsteer) unsteer ;;
     relay) relay ;;
     up)
         # A failure half-way leaves nothing behind.

@@ -197,6 +197,10 @@ counters! {
         tlp_probes,
         /// Tail loss probes that repaired a loss (the window was reduced).
         tlp_recoveries,
+        /// Tail loss probes the peer reported as duplicates (a D-SACK): the
+        /// original had arrived, its ACK was delayed; each doubles the
+        /// connection's delayed-ACK allowance.
+        tlp_spurious,
         /// Retransmission timeouts found spurious by timestamps (Eifel, RFC
         /// 3522) and undone.
         spurious_timeouts_undone,

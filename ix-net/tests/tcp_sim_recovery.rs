@@ -380,6 +380,62 @@ fn a_lost_single_segment_reply_is_recovered_within_three_srtt_and_a_millisecond(
     }
 }
 
+/// A client that sometimes answers a reply late (its next request, carrying
+/// the ACK, 5 ms after the reply, where most come in 100 us: a loaded load
+/// generator) draws a tail loss probe for each late one while the probe
+/// timeout's delayed-ACK allowance is the default 500 us; each probe comes back
+/// as a D-SACK. The allowance doubles with each, so after a few the late
+/// answers draw none: at most 5 needless probes in 200 exchanges (each tenth
+/// late), where a fixed allowance drew one per late answer (20). A reply lost
+/// afterwards is still repaired by a probe, not the 200 ms timeout.
+#[test]
+fn a_peer_that_delays_its_acks_stops_drawing_needless_probes() {
+    const LATE_MICROS: u64 = 5_000;
+    let armed = Rc::new(Cell::new(false));
+    let trigger = armed.clone();
+    let drop = move |from: usize, _: u64, len: usize, _: Instant| from == 0 && len > 200 && trigger.replace(false);
+    let mut link = Link::new(7, drop, 256);
+    let (server, client) = link.connect();
+    // Replies of 100 bytes; the lost one is longer, to be told from ACKs.
+    let exchange = |link: &mut Link<_>, reply_len: usize, turnaround: Duration| -> Duration {
+        link.stacks[1].tcp_send(client, Bytes::from_static(b"GET")).unwrap();
+        let (mut replied_at, mut got) = (None, 0);
+        while got < reply_len {
+            link.poll();
+            if replied_at.is_none() && link.drain(0, server) > 0 {
+                replied_at = Some(link.now);
+                link.stacks[0].tcp_send(server, Bytes::from(vec![7u8; reply_len])).unwrap();
+            }
+            got += link.drain(1, client);
+            assert!(link.now.as_micros() < STALL_MICROS, "stalled");
+            link.advance();
+        }
+        let took = link.now - replied_at.expect("request served");
+        // The client thinks for `turnaround` before its next request; its
+        // delayed-ACK timer (40 ms) has not fired by then.
+        let until = link.now + turnaround;
+        while link.now < until {
+            link.poll();
+            link.advance();
+            link.now = link.now.min(until);
+        }
+        took
+    };
+    for round in 0..200 {
+        let late = round % 10 == 9;
+        exchange(&mut link, 100, Duration::from_micros(if late { LATE_MICROS } else { 100 }));
+    }
+    let stats = link.stacks[0].stats().tcp;
+    assert!(stats.tlp_spurious >= 1, "no late ACK drew a probe: the test measures nothing: {stats:?}");
+    assert!(stats.tlp_probes <= 5 && stats.tlp_spurious <= 5, "needless probes kept coming: {stats:?}");
+    armed.set(true);
+    let took = exchange(&mut link, 300, Duration::from_micros(100));
+    let stats_after = link.stacks[0].stats().tcp;
+    assert_eq!(stats_after.retransmit_timeouts, 0, "{stats_after:?}");
+    assert!(stats_after.tlp_probes > stats.tlp_probes, "the lost reply was not probed: {stats_after:?}");
+    assert!(took < Duration::from_millis(50), "lost reply took {took:?}");
+}
+
 /// Lost ACKs followed by D-SACKs: for 400 ms every ACK from the receiver is
 /// lost, so the sender times out and retransmits what had arrived; the
 /// receiver answers with D-SACKs echoing old timestamps. None of that may

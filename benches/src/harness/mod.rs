@@ -5,6 +5,7 @@
 pub mod machine;
 pub mod network;
 pub mod plot;
+pub mod receive_trace;
 pub mod search;
 pub mod servers;
 pub mod stalls;

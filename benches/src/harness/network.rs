@@ -1,6 +1,6 @@
 //! Where the servers and the load generator run: two network namespaces
-//! joined by a veth pair (made and removed with `scripts/testnet.sh`), or plain
-//! loopback when namespaces are not available.
+//! joined by a veth pair (made, steered and removed with `scripts/testnet.sh`),
+//! or plain loopback when namespaces are not available.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -35,15 +35,59 @@ impl Network {
     pub fn namespaces(script: &Path, prefix: &str) -> Result<Self, String> {
         let net = Network::Namespaces { prefix: prefix.to_string(), script: script.to_path_buf() };
         // One queue pair: the server's dataplane runs one core.
+        net.run_script("up", &["-q", "1"])?;
+        Ok(net)
+    }
+
+    /// Makes each side's receive work run on its own CPU (`script steer`, whose
+    /// header says how): frames for the server side on `server_cpu`, frames
+    /// for the client side on `client_cpu`. Run it again after a server
+    /// attaches an XDP program: veth then makes a new NAPI thread to pin.
+    /// Returns the script's account, one line per device; on loopback there
+    /// is nothing to steer and it says so.
+    ///
+    /// # Errors
+    /// The script's own message when it fails.
+    pub fn steer(&self, server_cpu: usize, client_cpu: usize) -> Result<String, String> {
+        match self {
+            Network::Namespaces { .. } => {
+                self.run_script("steer", &["-s", &server_cpu.to_string(), "-c", &client_cpu.to_string()])
+            }
+            Network::Loopback => Ok("loopback: nothing to steer".into()),
+        }
+    }
+
+    /// Undoes [`Network::steer`]: receive work runs where veth sends it again,
+    /// in the sender's context.
+    ///
+    /// # Errors
+    /// The script's own message when it fails.
+    pub fn unsteer(&self) -> Result<String, String> {
+        match self {
+            Network::Namespaces { .. } => self.run_script("unsteer", &[]),
+            Network::Loopback => Ok("loopback: nothing to steer".into()),
+        }
+    }
+
+    /// Runs `script ACTION -p PREFIX ARGS` and returns its standard output.
+    fn run_script(&self, action: &str, args: &[&str]) -> Result<String, String> {
+        let Network::Namespaces { prefix, script } = self else {
+            return Err(format!("testnet.sh {action}: not on the namespace network"));
+        };
         let out = Command::new(script)
-            .args(["up", "-p", prefix, "-q", "1"])
+            .args([action, "-p", prefix])
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("{}: {e}", script.display()))?;
         if !out.status.success() {
-            return Err(format!("{} up failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!(
+                "{} {action} failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
-        Ok(net)
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     /// The servers' address.
@@ -58,6 +102,14 @@ impl Network {
     pub fn server_iface(&self) -> Option<String> {
         match self {
             Network::Namespaces { prefix, .. } => Some(format!("{prefix}-s")),
+            Network::Loopback => None,
+        }
+    }
+
+    /// The client side's interface.
+    pub fn client_iface(&self) -> Option<String> {
+        match self {
+            Network::Namespaces { prefix, .. } => Some(format!("{prefix}-c")),
             Network::Loopback => None,
         }
     }
@@ -120,11 +172,9 @@ impl Network {
 
 impl Drop for Network {
     fn drop(&mut self) {
-        if let Network::Namespaces { prefix, script } = self {
-            let done = Command::new(&*script).args(["down", "-p", prefix]).stdin(Stdio::null()).output();
-            if !done.is_ok_and(|o| o.status.success()) {
-                tracing::warn!(prefix = %prefix, "removing the test network failed; run `{} down -p {prefix}`", script.display());
-            }
+        let Network::Namespaces { prefix, script } = &*self else { return };
+        if let Err(e) = self.run_script("down", &[]) {
+            tracing::warn!(prefix = %prefix, "removing the test network failed ({e}); run `{} down -p {prefix}`", script.display());
         }
     }
 }

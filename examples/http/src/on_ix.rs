@@ -103,7 +103,7 @@ async fn print_stats(every: Duration) {
             "stats core={} conns={} pool_free={}/{} pool_exhausted={} buffer_waits={} rx={} tx={} \
              passive_opens={} syncookies_sent={} syncookies_recv={} syncookies_failed={} listen_overflows={} \
              resets_sent={} retransmits={} syn_retransmits={} fast_retransmits={} rack_lost_marks={} tlp_probes={} \
-             rtos={} spurious_rtos_undone={} dsacks_received={} abort_on_data={} pool_pressure_drops={} \
+             tlp_spurious={} rtos={} spurious_rtos_undone={} dsacks_received={} abort_on_data={} pool_pressure_drops={} \
              packed_chunks={}",
             s.core,
             s.connections,
@@ -124,6 +124,7 @@ async fn print_stats(every: Duration) {
             tcp.fast_retransmits,
             tcp.rack_lost_marks,
             tcp.tlp_probes,
+            tcp.tlp_spurious,
             tcp.retransmit_timeouts,
             tcp.spurious_timeouts_undone,
             tcp.dsacks_received,

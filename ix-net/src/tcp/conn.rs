@@ -15,7 +15,7 @@ use ix_driver::{PacketBuf, PacketPool, PoolPressure};
 use super::assembler::{Assembler, InsertOutcome};
 use super::cc::CongestionControl;
 use super::config::TcpConfig;
-use super::recovery::{Delivery, LossDetection, Prr, Rack, SentLog, TLP_SLACK_MICROS};
+use super::recovery::{Delivery, LossDetection, Prr, Rack, SentLog, TLP_ACK_DELAY_MAX_MICROS, TLP_SLACK_MICROS};
 use super::rtt::RttEstimator;
 use super::sack::{DUP_THRESH, SackBlockList, SackScoreboard};
 use super::sendbuf::{SendBuffer, SendChunk};
@@ -238,6 +238,14 @@ pub struct Conn {
     tlp_probe: Option<(SeqNum, bool)>,
     /// A tail loss probe is due on the next output.
     tlp_pending: bool,
+    /// What the probe timeout adds for a peer's delayed ACK when one segment
+    /// is in flight, microseconds: [`LossConfig::tlp_ack_delay`] at first,
+    /// doubled by each probe the peer reports as a duplicate, up to
+    /// [`TLP_ACK_DELAY_MAX_MICROS`] (see [`Conn::on_dsack`]).
+    tlp_ack_allowance_micros: u32,
+    /// The range the last retransmitting probe sent again, until a D-SACK
+    /// of it arrives or another probe replaces it.
+    tlp_retransmitted: Option<(SeqNum, SeqNum)>,
     /// The window before the current episode's reduction, to restore if the
     /// episode proves spurious.
     undo: Option<Undo>,
@@ -323,6 +331,8 @@ impl Conn {
             prr: Prr::default(),
             tlp_probe: None,
             tlp_pending: false,
+            tlp_ack_allowance_micros: duration_micros(cfg.loss.tlp_ack_delay).min(TLP_ACK_DELAY_MAX_MICROS) as u32,
+            tlp_retransmitted: None,
             undo: None,
             recover: iss,
             retransmit_head: false,
@@ -1214,8 +1224,24 @@ impl Conn {
     /// A D-SACK: the peer received `block` twice. When every retransmission
     /// of the current episode was so reported, the episode was spurious
     /// (RFC 3708 §3.2) and its reduction is undone.
+    ///
+    /// A D-SACK of the last retransmitting tail loss probe says the original
+    /// had arrived and only its ACK was late: the peer delays its ACKs longer
+    /// than the probe timeout allowed. The allowance doubles (up to RFC 8985's
+    /// WCDelAckT, 200 ms, what Linux always adds), so a peer that keeps
+    /// delaying stops drawing a probe and a D-SACK per reply, the feedback
+    /// that cost a loaded server half its rate (docs/loss-recovery.md).
     fn on_dsack(&mut self, block: (u32, u32), stats: &mut TcpStats) {
         self.rack.on_dsack(self.snd_una, self.snd_max);
+        if let Some((start, end)) = self.tlp_retransmitted
+            && SeqNum(block.0) < end
+            && start < SeqNum(block.1)
+        {
+            self.tlp_retransmitted = None;
+            self.tlp_ack_allowance_micros =
+                (u64::from(self.tlp_ack_allowance_micros) * 2).clamp(1, TLP_ACK_DELAY_MAX_MICROS) as u32;
+            stats.tlp_spurious += 1;
+        }
         let segments = ((SeqNum(block.1) - SeqNum(block.0)).max(1) as usize).div_ceil(self.payload_mss().max(1));
         let Some(undo) = self.undo.as_mut() else { return };
         if SeqNum(block.0) < undo.marker || undo.retransmissions == 0 {
@@ -2032,7 +2058,7 @@ impl Conn {
             && self.snd_max > self.snd_una;
         let Some(srtt_micros) = self.rtt.srtt_micros().filter(|_| usable) else { return };
         let one_segment = (self.snd_max - self.snd_una) as usize <= self.payload_mss() + 1;
-        let extra_micros = if one_segment { duration_micros(self.cfg.loss.tlp_ack_delay) } else { TLP_SLACK_MICROS };
+        let extra_micros = if one_segment { u64::from(self.tlp_ack_allowance_micros) } else { TLP_SLACK_MICROS };
         let at = now.saturating_add_micros(srtt_micros.saturating_mul(2).saturating_add(extra_micros));
         if self.rto_deadline.is_none_or(|rto| at < rto) {
             self.tlp_deadline = self.deadline_at(at);
@@ -2060,7 +2086,9 @@ impl Conn {
         if !self.send_segment(seq, len, now, sink, stats) {
             return false;
         }
-        if !retransmission {
+        if retransmission {
+            self.tlp_retransmitted = Some((seq, seq + len.max(1) as u32));
+        } else {
             self.snd_nxt = self.snd_max;
         }
         self.tlp_probe = Some((self.snd_max, retransmission));

@@ -32,13 +32,18 @@ pub struct LossConfig {
     /// flight, so that a peer delaying its ACK of that segment is not probed
     /// needlessly. RFC 8985 §7.2 calls it WCDelAckT and suggests 200 ms; Linux
     /// adds its RTO minimum (200 ms). Default [`TLP_ACK_DELAY_MICROS`]: a
-    /// needless probe costs one segment, answered by a D-SACK that undoes
-    /// nothing, while a lost reply would otherwise wait 200 ms.
+    /// lost reply is probed within a millisecond of 2·SRTT rather than 200 ms.
+    /// This is where each connection starts: every probe its peer reports
+    /// as needless (a D-SACK of it) doubles the connection's allowance, up to
+    /// [`TLP_ACK_DELAY_MAX_MICROS`].
     pub tlp_ack_delay: Duration,
 }
 
 /// Default [`LossConfig::tlp_ack_delay`].
 pub const TLP_ACK_DELAY_MICROS: u64 = 500;
+/// The most a connection's delayed-ACK allowance grows to: RFC 8985's
+/// WCDelAckT, Linux's 200 ms.
+pub const TLP_ACK_DELAY_MAX_MICROS: u64 = 200_000;
 /// Added to the probe timeout when several segments are in flight: two timer
 /// ticks, as Linux adds two jiffies (`TCP_TIMEOUT_MIN`).
 pub const TLP_SLACK_MICROS: u64 = 2 * crate::timer::TICK_MICROS;
