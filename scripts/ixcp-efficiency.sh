@@ -38,7 +38,12 @@
 #   scripts/ixcp-efficiency.sh [-r REPEATS] [-d SECONDS]     (root; iproute2, ethtool, setpriv, python3)
 #
 # BIN=DIR runs the binaries of DIR instead of target/release (a before/after);
-# CASES="ixcp static" runs only those cases.
+# CASES="ixcp static" runs only those cases. STEER=1 steers each side's kernel
+# receive work to its own side's CPU (`testnet.sh steer -s 1 -c 0`, run again
+# after each server starts): unsteered, veth runs a receiver's work in the
+# sender's context, so the server's CPU pays for the client's TCP receive of
+# its responses and the client's CPU for the server's receive (the IX paper's
+# clients were other machines).
 set -u
 CPU_CGROUP=$(awk -F: '$2 ~ /(^|,)cpu(,|$)/ {print $3}' /proc/self/cgroup)
 if [ -n "$CPU_CGROUP" ] && [ "$CPU_CGROUP" != / ]; then
@@ -50,7 +55,10 @@ elif [ -z "${IXCP_EFFICIENCY_SESSION:-}" ]; then
 else
     echo -20 > /proc/$$/autogroup || echo "the autogroup's nice was not set: other sessions compete at equal weight" >&2
 fi
-echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg); $(lscpu | grep 'Model name' | tr -s ' ')" >&2
+STEERING="not steered"
+[ -n "${STEER:-}" ] && STEERING="steered (server CPU 1, client CPU 0)"
+echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg); $(lscpu | grep 'Model name' | tr -s ' ');" \
+    "receive work $STEERING" >&2
 REPEATS=3
 SECS=5
 while getopts "r:d:" opt; do
@@ -154,7 +162,12 @@ start_case() {
             ;;
     esac
     for _ in $(seq 100); do
-        ip netns exec $P-cli curl -s -m 1 -o /dev/null http://$SERVER:8080/ && return 0
+        if ip netns exec $P-cli curl -s -m 1 -o /dev/null http://$SERVER:8080/; then
+            # After ixcp's XDP attaches and its virtual port: veth makes new
+            # NAPI instances then, whose threads steering pins.
+            [ -n "${STEER:-}" ] && "$W/scripts/testnet.sh" steer -p $P -s 1 -c 0 >/dev/null
+            return 0
+        fi
         sleep 0.1
     done
     echo "$1: the server did not answer; its log:" >&2; tail -n 5 "$D/server.log" "$D/ixcp.log" >&2
