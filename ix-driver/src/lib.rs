@@ -5,7 +5,6 @@
 
 pub mod error;
 pub mod eventfd;
-pub mod huge_text;
 pub mod ixcp;
 pub mod mem;
 mod netdev;

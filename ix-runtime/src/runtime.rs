@@ -93,12 +93,6 @@ impl Runtime {
                 libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
             }
         }
-        if std::env::var_os("IX_HUGE_TEXT").is_some() {
-            match ix_driver::huge_text::back_text_with_huge_pages() {
-                Ok(moved) => tracing::info!(?moved, "text on huge pages"),
-                Err(error) => tracing::warn!(%error, "text not moved to huge pages"),
-            }
-        }
         let cores = settings.cores;
         let handle = Handle::new(cores).map_err(|e| RuntimeError::Core { core: 0, message: e.to_string() })?;
         let shared = SharedState {
