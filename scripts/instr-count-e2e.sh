@@ -15,26 +15,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bench='' n1=2000 n2=10000 only='' connections=32
-usage() {
-    echo "usage: $0 [--bench BINARY] [--n1 N1] [--n2 N2] [--only http|kv] [--connections C]" >&2
-    exit 2
-}
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --bench) bench=$2; shift 2 ;;
-        --n1) n1=$2; shift 2 ;;
-        --n2) n2=$2; shift 2 ;;
-        --only) only=$2; shift 2 ;;
-        --connections) connections=$2; shift 2 ;;
-        *) usage ;;
-    esac
-done
-[ "$n2" -gt "$n1" ] || { echo "instr-count-e2e: --n2 must exceed --n1" >&2; exit 2; }
-case "$only" in '' | http | kv) ;; *) usage ;; esac
-
 # shellcheck source=scripts/callgrind-setup.sh
 . scripts/callgrind-setup.sh
+bench='' n1=2000 n2=10000 only='' connections=32
+count_options "$0" 'http|kv' '--connections:connections' "$@"
+need_valgrind
 [ -n "$bench" ] || bench=$(bench_executable ix-benches inprocess)
 [ -x "$bench" ] || { echo "instr-count-e2e: no inprocess bench binary at '$bench'" >&2; exit 1; }
 

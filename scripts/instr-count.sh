@@ -13,25 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bench='' n1=10000 n2=50000 only=''
-usage() {
-    echo "usage: $0 [--bench BINARY] [--n1 N1] [--n2 N2] [--only rr|bulk]" >&2
-    exit 2
-}
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --bench) bench=$2; shift 2 ;;
-        --n1) n1=$2; shift 2 ;;
-        --n2) n2=$2; shift 2 ;;
-        --only) only=$2; shift 2 ;;
-        *) usage ;;
-    esac
-done
-[ "$n2" -gt "$n1" ] || { echo "instr-count: --n2 must exceed --n1" >&2; exit 2; }
-case "$only" in '' | rr | bulk) ;; *) usage ;; esac
-
 # shellcheck source=scripts/callgrind-setup.sh
 . scripts/callgrind-setup.sh
+bench='' n1=10000 n2=50000 only=''
+count_options "$0" 'rr|bulk' '' "$@"
+need_valgrind
 [ -n "$bench" ] || bench=$(bench_executable ix-net stack)
 [ -x "$bench" ] || { echo "instr-count: no stack bench binary at '$bench'" >&2; exit 1; }
 

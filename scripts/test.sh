@@ -39,8 +39,9 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== import circles in ix-runtime"
+echo "== import circles in ix-runtime and ix-driver"
 python3 scripts/module-cycles.py ix-runtime/src
+python3 scripts/module-cycles.py ix-driver/src
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
 echo "== cargo test (release)"

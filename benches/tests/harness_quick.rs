@@ -2,10 +2,13 @@
 //! and the table, a plot per workload and the JSON were written. With root it
 //! runs on its own namespaces (removed afterwards); without, on loopback.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
+use support::workspace::build_release_binaries;
 
 /// Removes the test network and the output folder however the test ends.
 struct Cleanup {
@@ -21,21 +24,10 @@ impl Drop for Cleanup {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("benches/ is in the workspace").to_path_buf()
-}
-
 #[test]
 fn quick_mode_measures_every_server_and_writes_table_plots_and_json() {
-    let root = workspace_root();
     // The harness starts the example servers from beside its own binary.
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "--bins", "-p", "ix-benches", "-p", "ix-example-http", "-p", "ix-example-kv"])
-        .status()
-        .expect("cargo runs");
-    assert!(built.success(), "building the servers failed");
+    let root = build_release_binaries();
     let prefix = format!("ixq{}", std::process::id() % 100_000);
     let out = std::env::temp_dir().join(format!("ix-bench-quick-{}", std::process::id()));
     let _cleanup = Cleanup { root: root.clone(), prefix: prefix.clone(), out: out.clone() };

@@ -2,29 +2,21 @@
 //! checked load through the fault-injecting relay) must pass every check.
 //! Needs root (namespaces, AF_XDP, AF_PACKET): skips outside CI without it.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::process::Command;
 use std::time::Instant;
 
 use ix_driver::privilege::{has_net_admin, netns_available, require};
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("benches/ is in the workspace").to_path_buf()
-}
+use support::workspace::build_release_binaries;
 
 #[test]
 fn two_minutes_of_mixed_load_through_faults_lose_nothing_stall_nothing_and_leak_nothing() {
     if !require("the soak test (network namespaces, AF_XDP, AF_PACKET)", has_net_admin() && netns_available()) {
         return;
     }
-    let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "--bins", "-p", "ix-benches", "-p", "ix-example-http", "-p", "ix-example-kv"])
-        .status()
-        .expect("cargo runs");
-    assert!(built.success(), "building the servers, the relay and the client failed");
+    // The script runs the servers, the relay and the client from target/release.
+    let root = build_release_binaries();
     // Unique per process: other test runs may use the machine at the same time.
     let prefix = format!("ixsk{}", std::process::id() % 100_000);
     let started = Instant::now();

@@ -21,7 +21,8 @@ pub mod xdp;
 
 pub use error::{DriverError, FrameFull, PoolExhausted};
 pub use eventfd::EventFd;
-pub use mem::{MemQueue, MemWire, MemWireConfig};
+pub use mem::queue::MemQueue;
+pub use mem::{MemWire, MemWireConfig};
 pub use nic::{NicConfig, NicDevice, NicFamily, NicQueue, NicQueueSource};
 pub use packet_socket::PacketSocket;
 pub use pool::{PacketBuf, PacketPool, PoolConfig, PoolPressure, PoolStats, TxBuf};

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ix_driver::mem::{FaultConfig, FaultStats, ManualClock, MemQueue, MemWire, MemWireConfig, mem_port_mac};
+use ix_driver::MemQueue;
+use ix_driver::mem::{FaultConfig, FaultStats, ManualClock, MemWire, MemWireConfig, mem_port_mac};
 use ix_driver::region::HugePages;
 use ix_driver::{NetQueue, PacketBuf, PacketPool, PoolConfig, find_port_for_queue};
 

@@ -7,7 +7,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ix_driver::mem::{FaultConfig, ManualClock, MemQueue, MemWire, MemWireConfig, WireClock, mem_port_mac};
+use ix_driver::MemQueue;
+use ix_driver::mem::{FaultConfig, ManualClock, MemWire, MemWireConfig, WireClock, mem_port_mac};
 use ix_driver::{HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig};
 use ix_net::wire::checksum::{checksum, transport_checksum};
 use ix_net::wire::{

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant};
 
 use bytes::Bytes;
-use ix_driver::mem::{ManualClock, MemQueue, MemWire, MemWireConfig, MonotonicClock, WireClock};
+use ix_driver::MemQueue;
+use ix_driver::mem::{ManualClock, MemWire, MemWireConfig, MonotonicClock, WireClock};
 use ix_driver::{HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig};
 use ix_net::wire::EthernetAddress;
 use ix_net::{Instant, Readiness, SocketHandle, Stack, StackConfig};

@@ -9,6 +9,7 @@ use ix_net::TcpConfig;
 
 use crate::backend::Backend;
 use crate::blocking::{BlockingConfig, BlockingPool};
+use crate::cpu_placement::CorePlacement;
 use crate::error::RuntimeError;
 use crate::idle::IdlePolicy;
 
@@ -37,11 +38,12 @@ pub(crate) struct Settings {
     pub(crate) blocking_pool: Option<BlockingConfig>,
 }
 
-/// A checked configuration: the backend and the settings.
+/// A checked configuration: the backend, the settings and where the cores run.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) backend: Backend,
     pub(crate) settings: Settings,
+    pub(crate) placement: CorePlacement,
 }
 
 impl Default for Settings {
@@ -116,15 +118,22 @@ impl Builder {
         self
     }
 
-    /// Pin core `i` to CPU `first_cpu + i` (modulo the CPUs; default on).
+    /// Pin each core's thread to one CPU (default on): core `i` to the
+    /// `(first_cpu + i)`-th of the CPUs the thread calling [`Builder::build`]
+    /// may run on, counting modulo their number. For a program's main thread
+    /// those are the process's CPUs, so `taskset -c 2,3 PROGRAM` puts core 0 on
+    /// CPU 2 and core 1 on CPU 3, and a core never runs outside the set. Off,
+    /// the cores run where the scheduler puts them, within the same set.
+    /// Cores whose queues `ixcp` hands out are placed by `ixcp`, not pinned.
     pub fn pin_threads(mut self, pin: bool) -> Self {
         self.settings.pin_threads = pin;
         self
     }
 
-    /// The CPU that core 0 is pinned to (default 0), so that two runtimes in
-    /// one process, such as a server and its load generator, can take
-    /// different CPUs.
+    /// Which of the allowed CPUs core 0 is pinned to (default 0: the first;
+    /// see [`Builder::pin_threads`]), so that two runtimes in one process, such
+    /// as a server and its load generator, can take different CPUs. With
+    /// every CPU allowed, this is the CPU's number.
     pub fn first_cpu(mut self, cpu: usize) -> Self {
         self.settings.first_cpu = cpu;
         self
@@ -167,13 +176,15 @@ impl Builder {
         self
     }
 
-    /// Checks the configuration, and makes the process-wide blocking pool
-    /// when [`Builder::blocking_pool`] asked for a shape.
+    /// Checks the configuration, reads the CPUs the cores will take, and makes
+    /// the process-wide blocking pool when [`Builder::blocking_pool`] asked for
+    /// a shape.
     ///
     /// # Errors
     /// [`RuntimeError::Config`] for a missing backend or address or zero cores,
-    /// or a blocking pool of zero threads; [`RuntimeError::BlockingPool`] when
-    /// the process's blocking pool already exists with another shape.
+    /// a blocking pool of zero threads, or an affinity mask that cannot be
+    /// read; [`RuntimeError::BlockingPool`] when the process's blocking pool
+    /// already exists with another shape.
     pub(crate) fn check(self) -> Result<Config, RuntimeError> {
         if self.settings.cores == 0 {
             return Err(RuntimeError::Config("at least one core".into()));
@@ -182,12 +193,18 @@ impl Builder {
             return Err(RuntimeError::Config("no backend: set one with Builder::backend".into()));
         };
         backend.check(self.settings.addr)?;
+        let placement = if self.settings.pin_threads {
+            CorePlacement::of_calling_thread(self.settings.first_cpu)
+                .map_err(|e| RuntimeError::Config(format!("the CPUs this thread may run on: {e}")))?
+        } else {
+            CorePlacement::Unpinned
+        };
         if let Some(pool) = &self.settings.blocking_pool {
             if pool.max_threads == 0 {
                 return Err(RuntimeError::Config("a blocking pool of at least one thread".into()));
             }
             BlockingPool::configure_global(pool.clone())?;
         }
-        Ok(Config { backend, settings: self.settings })
+        Ok(Config { backend, settings: self.settings, placement })
     }
 }

@@ -2,8 +2,6 @@
 //! (opening the queue and the stack, or the reactor), running its poll loop,
 //! and closing: dropping the tasks left and flushing their sockets' closes.
 
-#![allow(unsafe_code)] // pinning a thread (sched_setaffinity)
-
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,6 +17,7 @@ use crate::backend::{CoreSource, QueueSource};
 use crate::config::Settings;
 use crate::core::{Core, CoreNet};
 use crate::core_board_link::CoreBoardLink;
+use crate::cpu_placement::CorePlacement;
 use crate::dataplane::DataplaneNet;
 use crate::dataplane::core_io::DataplaneIo;
 use crate::error::RuntimeError;
@@ -41,11 +40,12 @@ pub(crate) struct SharedState {
     pub(crate) running: Arc<AtomicUsize>,
 }
 
-/// What a core thread needs besides its source: the settings, what its
-/// runtime's cores share, the executor handle, the first task's maker and
+/// What a core thread needs besides its source: the settings, its CPU, what
+/// its runtime's cores share, the executor handle, the first task's maker and
 /// the shutdown requests.
 pub(crate) struct CoreContext<F> {
     pub(crate) settings: Settings,
+    pub(crate) placement: CorePlacement,
     pub(crate) shared: SharedState,
     pub(crate) handle: Handle,
     pub(crate) main: F,
@@ -72,9 +72,10 @@ where
         CoreSource::Dataplane { queue, .. } => queue.core_slot(),
         CoreSource::Kernel { .. } => None,
     };
-    if cx.settings.pin_threads && slot.is_none() {
-        if let Err(error) = pin_current_thread(cx.settings.first_cpu + index) {
-            tracing::warn!(core = index, %error, "could not pin the core's thread");
+    if slot.is_none() {
+        if let Err(error) = cx.placement.pin_calling_thread(index) {
+            let cpu = cx.placement.cpu_of(index);
+            tracing::warn!(core = index, ?cpu, %error, "could not pin the core's thread");
         }
     }
     let board = slot.map(CoreBoardLink::new);
@@ -187,23 +188,4 @@ where
     io.close(&core);
     Core::uninstall();
     Ok(stats)
-}
-
-/// Pins the calling thread to one CPU (`cpu` modulo the CPUs available), as
-/// the runtime pins its cores; for threads that live beside a runtime, such
-/// as another runtime's workers in a benchmark.
-///
-/// # Errors
-/// The `sched_setaffinity` error (for example, a CPU outside the process's
-/// allowed set).
-pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it;
-    // sched_setaffinity reads it for the calling thread (pid 0).
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu % cpus, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }

@@ -23,8 +23,9 @@ impl Builder {
     /// [`Builder::blocking_pool`] set its shape).
     ///
     /// # Errors
-    /// [`RuntimeError::Config`] for a missing backend or address, zero cores
-    /// or a blocking pool of zero threads; [`RuntimeError::BlockingPool`] when
+    /// [`RuntimeError::Config`] for a missing backend or address, zero cores,
+    /// a blocking pool of zero threads, or (with [`Builder::pin_threads`]) an
+    /// affinity mask that cannot be read; [`RuntimeError::BlockingPool`] when
     /// the process's blocking pool already has another shape.
     pub fn build(self) -> Result<Runtime, RuntimeError> {
         Ok(Runtime { config: self.check()?, shutdown: Arc::new(AtomicBool::new(false)) })
@@ -84,7 +85,7 @@ impl Runtime {
         F: Fn(usize) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        let Config { backend, settings } = self.config;
+        let Config { backend, settings, placement } = self.config;
         if settings.handle_signals {
             // SAFETY: the handler only stores to an atomic, which is
             // async-signal-safe; installing it has no other effect.
@@ -103,7 +104,7 @@ impl Runtime {
         let sources = backend.open(cores, settings.addr, settings.pool_frames)?;
         let shutdown =
             ShutdownRequests { handle: self.shutdown.clone(), signal: settings.handle_signals.then_some(&SIGNALLED) };
-        let context = Arc::new(CoreContext { settings, shared, handle, main, shutdown });
+        let context = Arc::new(CoreContext { settings, placement, shared, handle, main, shutdown });
         let mut threads = Vec::with_capacity(cores);
         for (core, source) in sources.into_iter().enumerate() {
             let context = context.clone();

@@ -2,64 +2,37 @@
 //! the core's timers: sleeps fire in deadline order, timeouts and intervals.
 
 use std::cell::RefCell;
-use std::net::{Ipv4Addr, SocketAddrV4};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ix_driver::mem::{MemWire, MemWireConfig};
-use ix_runtime::net::TcpListener;
 use ix_runtime::time::{interval, sleep, timeout};
-use ix_runtime::{Backend, Runtime, spawn_local};
+use ix_runtime::{Runtime, spawn_local};
 
 mod runtime_support;
+use runtime_support::pair::{Backing, Pair, Report, Signal, accept_single};
 use runtime_support::{framed_line_client, framed_line_echo};
 
-fn single_core(wire: &Arc<MemWire>, port: u16, addr: Ipv4Addr) -> Runtime {
-    Runtime::builder()
-        .backend(Backend::Mem { wire: wire.clone(), port })
-        .ipv4(addr, 24)
-        .pool_frames(4096)
-        .handle_signals(false)
-        .build()
-        .unwrap()
+/// A one-core runtime on a `mem` wire of its own, for what needs no peer.
+fn single_core() -> Runtime {
+    Pair::new(Backing::Mem).server().build().unwrap()
 }
 
 #[test]
 fn a_framed_line_echo_works_over_an_ix_stream() {
-    let wire = MemWire::new(MemWireConfig::default()).unwrap();
-    let server_rt = single_core(&wire, 0, Ipv4Addr::new(10, 0, 0, 1));
-    let shutdown = server_rt.shutdown_handle();
-    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || {
-        server_rt
-            .run(move |_| {
-                let bound_tx = bound_tx.clone();
-                async move {
-                    let listener = TcpListener::bind(4000).unwrap();
-                    bound_tx.send(()).unwrap();
-                    while let Ok((stream, _)) = listener.accept().await {
-                        spawn_local(framed_line_echo(stream));
-                    }
-                }
-            })
-            .unwrap()
-    });
-    bound_rx.recv_timeout(Duration::from_secs(10)).expect("the server did not start listening");
-    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let out = got.clone();
-    single_core(&wire, 1, Ipv4Addr::new(10, 0, 0, 2))
-        .run(move |_| {
-            let out = out.clone();
-            async move {
-                let server = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 4000);
-                *out.lock().unwrap() = framed_line_client(server, 100).await;
-            }
-        })
-        .unwrap();
-    shutdown.shutdown();
-    server.join().unwrap();
-    let got = got.lock().unwrap();
+    let pair = Pair::new(Backing::Mem);
+    let (listening, lines) = (Signal::default(), Report::default());
+    let (announced, out) = (listening.clone(), lines.clone());
+    pair.run(
+        pair.server(),
+        move || async move { framed_line_echo(accept_single(Backing::Mem, &listening).await).await },
+        pair.client(),
+        move || async move {
+            let port = announced.wait("the server to listen").await;
+            out.put(framed_line_client(Backing::Mem.server_addr(port), 100).await);
+        },
+    );
+    let got = lines.take("the echoed lines");
     assert_eq!(got.len(), 100);
     for (i, line) in got.iter().enumerate() {
         assert_eq!(line, &format!("echo: line {i}"));
@@ -68,10 +41,9 @@ fn a_framed_line_echo_works_over_an_ix_stream() {
 
 #[test]
 fn sleeps_fire_in_deadline_order_and_timeouts_and_intervals_work() {
-    let wire = MemWire::new(MemWireConfig::default()).unwrap();
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
     let out = order.clone();
-    single_core(&wire, 0, Ipv4Addr::new(10, 0, 0, 1))
+    single_core()
         .run(move |_| {
             let out = out.clone();
             async move {
@@ -116,47 +88,32 @@ fn a_tokio_read_initialises_only_the_bytes_it_copies() {
     use std::mem::MaybeUninit;
     use tokio::io::{AsyncRead, ReadBuf};
 
-    let wire = MemWire::new(MemWireConfig::default()).unwrap();
-    let server_rt = single_core(&wire, 0, Ipv4Addr::new(10, 0, 0, 1));
-    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || {
-        server_rt
-            .run(move |_| {
-                let bound_tx = bound_tx.clone();
-                async move {
-                    let listener = TcpListener::bind(4000).unwrap();
-                    bound_tx.send(()).unwrap();
-                    let (stream, _) = listener.accept().await.unwrap();
-                    stream.send(bytes::Bytes::from_static(b"hello")).await.unwrap();
-                    stream.shutdown().unwrap();
-                    while stream.recv().await.is_ok_and(|chunk| chunk.is_some()) {}
-                }
-            })
-            .unwrap()
-    });
-    bound_rx.recv_timeout(Duration::from_secs(10)).expect("the server did not start listening");
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let out = seen.clone();
-    single_core(&wire, 1, Ipv4Addr::new(10, 0, 0, 2))
-        .run(move |_| {
-            let out = out.clone();
-            async move {
-                let server = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 4000);
-                let mut stream = ix_runtime::net::TcpStream::connect(server).await.unwrap();
-                let mut memory = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
-                loop {
-                    let mut buf = ReadBuf::uninit(&mut memory);
-                    std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_read(cx, &mut buf)).await.unwrap();
-                    if buf.filled().is_empty() {
-                        break;
-                    }
-                    out.lock().unwrap().push((buf.filled().to_vec(), buf.initialized().len()));
-                }
+    let pair = Pair::new(Backing::Mem);
+    let (listening, reads) = (Signal::default(), Report::default());
+    let (announced, out) = (listening.clone(), reads.clone());
+    let serve = move || async move {
+        let stream = accept_single(Backing::Mem, &listening).await;
+        stream.send(bytes::Bytes::from_static(b"hello")).await.unwrap();
+        stream.shutdown().unwrap();
+        while stream.recv().await.is_ok_and(|chunk| chunk.is_some()) {}
+    };
+    let talk = move || async move {
+        let server = Backing::Mem.server_addr(announced.wait("the server to listen").await);
+        let mut stream = ix_runtime::net::TcpStream::connect(server).await.unwrap();
+        let mut memory = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
+        let mut seen = Vec::new();
+        loop {
+            let mut buf = ReadBuf::uninit(&mut memory);
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_read(cx, &mut buf)).await.unwrap();
+            if buf.filled().is_empty() {
+                break;
             }
-        })
-        .unwrap();
-    server.join().unwrap();
-    let seen = seen.lock().unwrap();
+            seen.push((buf.filled().to_vec(), buf.initialized().len()));
+        }
+        out.put(seen);
+    };
+    pair.run(pair.server(), serve, pair.client(), talk);
+    let seen = reads.take("the reads");
     let bytes: Vec<u8> = seen.iter().flat_map(|(filled, _)| filled.clone()).collect();
     assert_eq!(bytes, b"hello");
     for (filled, initialised) in seen.iter() {
@@ -170,8 +127,7 @@ fn a_tokio_read_initialises_only_the_bytes_it_copies() {
 fn the_round_clock_holds_still_within_a_round_and_moves_between_rounds() {
     use ix_runtime::time::round_instant;
 
-    let wire = MemWire::new(MemWireConfig::default()).unwrap();
-    single_core(&wire, 0, Ipv4Addr::new(10, 0, 0, 1))
+    single_core()
         .run(|_| async {
             let first = round_instant();
             // Blocks the core: the round lasts at least this long.

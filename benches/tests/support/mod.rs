@@ -1,7 +1,10 @@
 //! Test servers of known behaviour for the load generator's tests: blocking,
-//! one thread per connection, on loopback, stopped when dropped.
+//! one thread per connection, on loopback, stopped when dropped; and
+//! (`workspace`) the release binaries the end-to-end tests run.
 // Each test binary that includes this module uses a part of it.
 #![allow(dead_code)]
+
+pub mod workspace;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

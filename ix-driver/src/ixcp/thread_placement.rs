@@ -1,5 +1,6 @@
-//! Moving a dataplane's core threads between CPUs: checking that a thread id a
-//! dataplane published is one of its own threads, and setting its affinity.
+//! Moving threads between CPUs: the CPUs a thread may run on, checking that a
+//! thread id a dataplane published is one of its own threads, and setting a
+//! thread's affinity (for `ixcp`, and for a runtime placing its cores).
 
 use std::io;
 
@@ -19,6 +20,27 @@ pub fn all_cpus() -> Vec<usize> {
     // SAFETY: sysconf has no preconditions.
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     (0..usize::try_from(online).unwrap_or(1).max(1)).collect()
+}
+
+/// The CPUs the calling thread may run on, by number, in increasing order: its
+/// affinity mask, which a new thread inherits from the thread that made it (so
+/// for a program's main thread, the mask `taskset` gave the process).
+///
+/// # Errors
+/// The OS error of `sched_getaffinity`.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: plain data; all zero is a valid, empty CPU set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live cpu_set_t of the size given; the call only writes it.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let cpus = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` < CPU_SETSIZE: the bit is inside `set`.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect();
+    Ok(cpus)
 }
 
 /// Lets thread `tid` run on `cpus` only.
@@ -72,6 +94,21 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(seen, every, "the CPUs of the machine, not of the caller's affinity");
+    }
+
+    #[test]
+    fn a_moved_thread_is_allowed_the_cpus_it_was_moved_to() {
+        let before = allowed_cpus().unwrap();
+        assert!(!before.is_empty() && before.windows(2).all(|w| w[0] < w[1]), "{before:?}");
+        let last = *before.last().unwrap();
+        let seen = std::thread::spawn(move || {
+            move_thread(current_thread_id(), &[last]).unwrap();
+            allowed_cpus().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, vec![last]);
+        assert_eq!(allowed_cpus().unwrap(), before, "only the moved thread changed");
     }
 
     #[test]

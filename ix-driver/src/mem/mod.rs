@@ -5,8 +5,8 @@
 //! # Model
 //!
 //! A [`MemWire`] has `ports` ports with `queues_per_port` queues each; every
-//! queue is taken once, as a [`MemQueue`], by the core thread that owns it. A
-//! frame sent on a queue is switched by destination MAC (port `p` is
+//! queue is taken once, as a [`MemQueue`](crate::MemQueue), by the core thread
+//! that owns it. A frame sent on a queue is switched by destination MAC (port `p` is
 //! [`mem_port_mac`]`(p)`): to that port, to every other port for broadcast and
 //! multicast, nowhere for unknown unicast (counted in [`SwitchStats`]). At the
 //! destination port, the queue is chosen as a NIC's RSS would: the Toeplitz
@@ -35,20 +35,22 @@
 //! decisions on a link depend only on the seed and the order of the frames on
 //! it, never on thread timing. A frame is not handed out before its due time
 //! (send time + delay + jitter); inboxes keep frames ordered by (due time,
-//! arrival), so jitter reorders deterministically. [`MemQueue::next_due_micros`]
-//! tells an idle runtime how long it may sleep.
+//! arrival), so jitter reorders deterministically.
+//! [`MemQueue::next_due_micros`](crate::MemQueue::next_due_micros) tells an
+//! idle runtime how long it may sleep.
 //!
 //! # Wake-ups
 //!
 //! Each queue has a non-blocking eventfd ([`NetQueue::wait_fd`](crate::NetQueue::wait_fd)), signalled when
 //! a frame lands in its empty inbox and again after a receive burst that left
 //! due frames behind; [`NetQueue::ack_wakeup`](crate::NetQueue::ack_wakeup) clears it. Frames that are not
-//! yet due do not keep it readable: sleep until [`MemQueue::next_due_micros`].
+//! yet due do not keep it readable: sleep until
+//! [`MemQueue::next_due_micros`](crate::MemQueue::next_due_micros).
 
 mod clock;
 mod fault;
 mod inbox;
-mod queue;
+pub(crate) mod queue;
 mod switch;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,12 +58,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 pub use clock::{ManualClock, MonotonicClock, WireClock};
 pub use fault::{FaultConfig, FaultStats};
-pub use queue::MemQueue;
 pub use switch::{ETHERNET_HEADER_BYTES, mem_port_mac};
 
 use crate::error::DriverError;
 use crate::eventfd::EventFd;
-use crate::pool::{FRAME_DATA_BYTES, PacketPool};
+use crate::pool::FRAME_DATA_BYTES;
 use crate::rss::{DEFAULT_RETA_ENTRIES, RSS_DEFAULT_KEY, RSS_KEY_BYTES, RedirectionTable, Toeplitz};
 use inbox::Inbox;
 
@@ -205,21 +206,6 @@ impl MemWire {
         }))
     }
 
-    /// Takes queue `queue` of port `port`, receiving into `pool`. The queue is
-    /// the caller's until the returned value drops.
-    ///
-    /// # Errors
-    /// [`DriverError::Config`] when the port or queue does not exist;
-    /// [`DriverError::QueueTaken`] when the queue is already taken.
-    pub fn queue(self: &Arc<Self>, port: u16, queue: u16, pool: PacketPool) -> Result<MemQueue, DriverError> {
-        let slot = self.slot_index(port, queue)?;
-        if self.slots[slot].taken.swap(true, Ordering::AcqRel) {
-            return Err(DriverError::QueueTaken { backend: "mem", port, queue });
-        }
-        tracing::debug!(port, queue, "mem queue taken");
-        Ok(MemQueue::new(Arc::clone(self), port, queue, slot, pool))
-    }
-
     /// The wire's configuration.
     pub fn config(&self) -> &MemWireConfig {
         &self.config
@@ -307,7 +293,7 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     use super::*;
-    use crate::pool::{PacketBuf, PoolConfig};
+    use crate::pool::{PacketBuf, PacketPool, PoolConfig};
     use crate::queue::NetQueue;
     use crate::region::HugePages;
 
@@ -329,20 +315,20 @@ mod tests {
         tx.freeze()
     }
 
-    fn send(queue: &mut MemQueue, frames: Vec<PacketBuf>) -> usize {
+    fn send(queue: &mut impl NetQueue, frames: Vec<PacketBuf>) -> usize {
         let mut batch = frames;
         let taken = queue.tx_burst(&mut batch);
         assert!(batch.is_empty());
         taken
     }
 
-    fn tags(queue: &mut MemQueue, max: usize) -> Vec<u8> {
+    fn tags(queue: &mut impl NetQueue, max: usize) -> Vec<u8> {
         let mut batch = Vec::new();
         queue.rx_burst(&mut batch, max);
         batch.iter().map(|f| f[20]).collect()
     }
 
-    fn readable(queue: &MemQueue) -> bool {
+    fn readable(queue: &impl NetQueue) -> bool {
         let mut pfd = libc::pollfd { fd: queue.wait_fd().unwrap().as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd for the duration of the call; zero timeout.
         let n = unsafe { libc::poll(&mut pfd, 1, 0) };
@@ -353,7 +339,7 @@ mod tests {
     #[test]
     fn broadcast_reaches_every_other_port_only() {
         let wire = wire(3, 2);
-        let mut queues: Vec<MemQueue> = (0..3).map(|p| wire.queue(p, 0, pool(8)).unwrap()).collect();
+        let mut queues: Vec<_> = (0..3).map(|p| wire.queue(p, 0, pool(8)).unwrap()).collect();
         let tx_pool = queues[0].pool().clone();
         send(&mut queues[0], vec![frame(&tx_pool, [0xff; 6], 7, 60)]);
         assert_eq!(tags(&mut queues[0], 8), []);

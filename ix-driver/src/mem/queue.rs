@@ -1,5 +1,6 @@
-//! One queue of a mem wire as a core sees it: burst transmit through the switch
-//! into the destination inboxes, burst receive from its own inbox into its pool.
+//! One queue of a mem wire as a core sees it: taken from the wire
+//! ([`MemWire::queue`]), burst transmit through the switch into the destination
+//! inboxes, burst receive from its own inbox into its pool.
 
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::atomic::Ordering;
 use super::inbox::Pending;
 use super::switch::{Forward, forward, mem_port_mac, select_queue};
 use super::{ETHERNET_HEADER_BYTES, MemWire, lock, read};
+use crate::error::DriverError;
 use crate::pool::{PacketBuf, PacketPool};
 use crate::queue::{NetQueue, QueueStats};
 
@@ -34,8 +36,25 @@ pub struct MemQueue {
     received: Vec<Pending>,
 }
 
+impl MemWire {
+    /// Takes queue `queue` of port `port`, receiving into `pool`. The queue is
+    /// the caller's until the returned value drops.
+    ///
+    /// # Errors
+    /// [`DriverError::Config`] when the port or queue does not exist;
+    /// [`DriverError::QueueTaken`] when the queue is already taken.
+    pub fn queue(self: &Arc<Self>, port: u16, queue: u16, pool: PacketPool) -> Result<MemQueue, DriverError> {
+        let slot = self.slot_index(port, queue)?;
+        if self.slots[slot].taken.swap(true, Ordering::AcqRel) {
+            return Err(DriverError::QueueTaken { backend: "mem", port, queue });
+        }
+        tracing::debug!(port, queue, "mem queue taken");
+        Ok(MemQueue::new(Arc::clone(self), port, queue, slot, pool))
+    }
+}
+
 impl MemQueue {
-    pub(super) fn new(wire: Arc<MemWire>, port: u16, index: u16, slot: usize, pool: PacketPool) -> Self {
+    fn new(wire: Arc<MemWire>, port: u16, index: u16, slot: usize, pool: PacketPool) -> Self {
         let slots = wire.slots.len();
         Self {
             wire,

@@ -5,8 +5,8 @@
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
+use super::device::{Attachment, ETHERNET_HEADER_BYTES, XdpQueueSource};
 use super::socket::{Kick, SocketParams, XdpSocket, XdpSocketStats};
-use super::{Attachment, ETHERNET_HEADER_BYTES, XdpQueueSource};
 use crate::error::DriverError;
 use crate::pool::{FRAME_STRIDE_BYTES, PacketBuf, PacketPool, TxBuf};
 use crate::queue::{NetQueue, QueueStats};

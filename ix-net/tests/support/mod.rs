@@ -6,7 +6,8 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use ix_driver::mem::{FaultConfig, ManualClock, MemQueue, MemWire, MemWireConfig};
+use ix_driver::MemQueue;
+use ix_driver::mem::{FaultConfig, ManualClock, MemWire, MemWireConfig};
 use ix_driver::{HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig};
 use ix_net::wire::EthernetAddress;
 use ix_net::{Instant, Stack, StackConfig};

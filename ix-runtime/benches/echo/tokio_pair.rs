@@ -24,8 +24,9 @@ impl Flavor {
     fn runtime(self, cpu: usize) -> Result<tokio::runtime::Runtime, String> {
         let built = match self {
             Flavor::CurrentThread => {
-                // As the IX runtime does: a CPU the process may not use is
-                // reported, and the thread runs where the kernel puts it.
+                // As the IX runtime does: the `cpu`-th CPU the process may
+                // use; a failure is reported, and the thread runs where the
+                // kernel puts it.
                 if let Err(e) = ix_runtime::pin_current_thread(cpu) {
                     eprintln!("echo bench: could not pin a tokio thread to CPU {cpu}: {e}");
                 }
