@@ -24,7 +24,9 @@
 # CPU 0 (report in the output directory, top entries printed); -t runs
 # `strace -c -f` on the server (slows it: its counts, not its times, mean
 # something). Run it under `bench-prio` on the shared machine. KEEP=1 keeps
-# the output directory; IX_HTTP=PATH runs another ix-http build (a before/after).
+# the output directory; IX_HTTP=PATH runs another ix-http build (a before/after);
+# SERVER_ENV="NAME=VALUE ..." sets variables for the server alone (for example
+# GLIBC_TUNABLES=glibc.malloc.hugetlb=1).
 #
 #   cargo build --release -p ix-driver -p ix-example-http -p ix-benches --bins
 set -u
@@ -53,6 +55,7 @@ IX_HTTP=${IX_HTTP:-$B/ix-http}
 for bin in ixcp ix-http ixload; do
     [ -x "$B/$bin" ] || { echo "$B/$bin missing: cargo build --release -p ix-driver -p ix-example-http -p ix-benches --bins" >&2; exit 1; }
 done
+. "$W/scripts/ixcp-config.sh"
 P=ixic$$
 SERVER=10.77.0.1
 D=$(mktemp -d); chmod 755 "$D"
@@ -71,37 +74,23 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(lscpu | grep 'Mod
 
 case $SERVER_KIND in
     xdp)
-        nice -n -20 ip netns exec $P-srv taskset -c 0 "$IX_HTTP" --runtime ix --idle "$IDLE" \
+        nice -n -20 ip netns exec $P-srv taskset -c 0 env ${SERVER_ENV:-} "$IX_HTTP" --runtime ix --idle "$IDLE" \
             --backend "xdp:$P-s" --addr $SERVER/24 --port 8080 >"$D/server.log" 2>&1 &
         SERVER_PID=$!
         ;;
     ixcp)
         ip netns exec $P-cli ethtool -K $P-c gro on >/dev/null
-        cat > "$D/ixcp.toml" <<TOML
-socket = "$D/ixcp.sock"
-[[interface]]
-name = "$P-s"
-[[grant]]
-uid = 65534
-interface = "$P-s"
-addresses = ["$SERVER"]
-ports = [8080]
-[cpus]
-polling = [0]
-shared = [0]
-[policy]
-poll_above = 1.0
-block_below = 0.0
-TOML
+        # No polling CPU: ixcp never asks the server to poll.
+        ixcp_config "$D/ixcp.toml" "$D/ixcp.sock" $P-s $SERVER 8080 "" 0
         RUST_LOG=warn taskset -c 1 ip netns exec $P-srv "$B/ixcp" --config "$D/ixcp.toml" 2>"$D/ixcp.log" &
         CP_PID=$!
         for _ in $(seq 50); do [ -S "$D/ixcp.sock" ] && break; sleep 0.1; done
-        nice -n -20 taskset -c 0 setpriv --reuid=65534 --regid=65534 --clear-groups "$IX_HTTP" --runtime ix \
+        nice -n -20 taskset -c 0 setpriv --reuid=65534 --regid=65534 --clear-groups env ${SERVER_ENV:-} "$IX_HTTP" --runtime ix \
             --idle "$IDLE" --backend "ixcp:$D/ixcp.sock,ports=8080" --addr $SERVER/24 --port 8080 >"$D/server.log" 2>&1 &
         SERVER_PID=$!
         ;;
     tokio)
-        nice -n -20 ip netns exec $P-srv taskset -c 0 "$IX_HTTP" --runtime tokio --addr $SERVER/24 --port 8080 \
+        nice -n -20 ip netns exec $P-srv taskset -c 0 env ${SERVER_ENV:-} "$IX_HTTP" --runtime tokio --addr $SERVER/24 --port 8080 \
             >"$D/server.log" 2>&1 &
         SERVER_PID=$!
         ;;

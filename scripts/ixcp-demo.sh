@@ -14,18 +14,8 @@ cd "$W"
 scripts/testnet.sh up -p $P -q 1 >/dev/null
 ip netns exec $P-cli ethtool -K $P-c gro on >/dev/null
 D=$(mktemp -d); chmod 755 $D
-cat > $D/ixcp.toml <<TOML
-socket = "$D/ixcp.sock"
-[[interface]]
-name = "$P-s"
-[[grant]]
-uid = 65534
-interface = "$P-s"
-addresses = ["10.77.0.1"]
-ports = [8080, 11211]
-[cpus]
-polling = [1]
-TOML
+. "$W/scripts/ixcp-config.sh"
+ixcp_config $D/ixcp.toml $D/ixcp.sock $P-s 10.77.0.1 "8080, 11211" 1 ""
 RUST_LOG_STYLE=never ip netns exec $P-srv $W/target/release/ixcp --config $D/ixcp.toml 2>$D/ixcp.log &
 CP=$!
 sleep 1

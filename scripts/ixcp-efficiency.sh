@@ -36,6 +36,14 @@
 #
 #   cargo build --release -p ix-driver -p ix-example-http -p ix-benches --bins
 #   scripts/ixcp-efficiency.sh [-r REPEATS] [-d SECONDS]     (root; iproute2, ethtool, setpriv, python3)
+#
+# BIN=DIR runs the binaries of DIR instead of target/release (a before/after);
+# CASES="ixcp static" runs only those cases. STEER=1 steers each side's kernel
+# receive work to its own side's CPU (`testnet.sh steer -s 1 -c 0`, run again
+# after each server starts): unsteered, veth runs a receiver's work in the
+# sender's context, so the server's CPU pays for the client's TCP receive of
+# its responses and the client's CPU for the server's receive (the IX paper's
+# clients were other machines).
 set -u
 CPU_CGROUP=$(awk -F: '$2 ~ /(^|,)cpu(,|$)/ {print $3}' /proc/self/cgroup)
 if [ -n "$CPU_CGROUP" ] && [ "$CPU_CGROUP" != / ]; then
@@ -47,7 +55,10 @@ elif [ -z "${IXCP_EFFICIENCY_SESSION:-}" ]; then
 else
     echo -20 > /proc/$$/autogroup || echo "the autogroup's nice was not set: other sessions compete at equal weight" >&2
 fi
-echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg); $(lscpu | grep 'Model name' | tr -s ' ')" >&2
+STEERING="not steered"
+[ -n "${STEER:-}" ] && STEERING="steered (server CPU 1, client CPU 0)"
+echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg); $(lscpu | grep 'Model name' | tr -s ' ');" \
+    "receive work $STEERING" >&2
 REPEATS=3
 SECS=5
 while getopts "r:d:" opt; do
@@ -59,8 +70,8 @@ while getopts "r:d:" opt; do
 done
 P=ixeff$$
 W=$(cd "$(dirname "$0")/.." && pwd)
-B=$W/target/release
-for bin in ixcp ix-http ixload; do
+B=${BIN:-$W/target/release}
+for bin in ixcp ixctl ix-http ixload; do
     [ -x "$B/$bin" ] || { echo "$B/$bin missing: cargo build --release -p ix-driver -p ix-example-http -p ix-benches --bins" >&2; exit 1; }
 done
 D=$(mktemp -d); chmod 755 "$D"
@@ -120,22 +131,10 @@ SOLO=$(batch_over "$SECS")
 SOLO_RATE=${SOLO#* }
 echo "batch job alone on CPU 1: ${SOLO% *}% of a CPU, $SOLO_RATE counts/s"
 
-ixcp_config() { # $1: extra [policy] lines
-    cat > "$D/ixcp.toml" <<TOML
-socket = "$D/ixcp.sock"
-[[interface]]
-name = "$P-s"
-[[grant]]
-uid = 65534
-interface = "$P-s"
-addresses = ["$SERVER"]
-ports = [8080]
-[cpus]
-polling = [1]
-shared = [1]
-[policy]
-$1
-TOML
+. "$W/scripts/ixcp-config.sh"
+# The ixcp configuration of a case: $1, its [policy] lines.
+case_config() {
+    ixcp_config "$D/ixcp.toml" "$D/ixcp.sock" $P-s $SERVER 8080 1 1 "$1"
 }
 
 start_case() {
@@ -144,12 +143,12 @@ start_case() {
             local idle=()
             [ "$1" = ixcp ] && idle=(--idle "${IDLE:-block}")
             if [ "$1" = static ]; then
-                ixcp_config $'poll_above = 0.0001\nblock_below = 0.0'
+                case_config $'poll_above = 0.0001\nblock_below = 0.0'
             else
-                ixcp_config "poll_above = ${POLL_ABOVE:-0.6}"$'\n'"block_below = ${BLOCK_BELOW:-0.25}"$'\n'"period_ms = ${PERIOD_MS:-100}"$'\n'"block_after_periods = ${BLOCK_AFTER:-10}"
+                case_config "poll_above = ${POLL_ABOVE:-0.6}"$'\n'"block_below = ${BLOCK_BELOW:-0.25}"$'\n'"period_ms = ${PERIOD_MS:-100}"$'\n'"block_after_periods = ${BLOCK_AFTER:-10}"
             fi
             rm -f "$D/ixcp.sock"
-            RUST_LOG=${IXCP_LOG:-warn} nice -n -20 taskset -c 0 ip netns exec $P-srv "$B/ixcp" --config "$D/ixcp.toml" 2>>"$D/ixcp.log" &
+            RUST_LOG=${IXCP_LOG:-warn,ix_driver::ixcp::daemon=debug} nice -n -20 taskset -c 0 ip netns exec $P-srv "$B/ixcp" --config "$D/ixcp.toml" 2>>"$D/ixcp.log" &
             CP_PID=$!
             for _ in $(seq 50); do [ -S "$D/ixcp.sock" ] && break; sleep 0.1; done
             nice -n -20 setpriv --reuid=65534 --regid=65534 --clear-groups "$B/ix-http" --runtime ix \
@@ -163,7 +162,12 @@ start_case() {
             ;;
     esac
     for _ in $(seq 100); do
-        ip netns exec $P-cli curl -s -m 1 -o /dev/null http://$SERVER:8080/ && return 0
+        if ip netns exec $P-cli curl -s -m 1 -o /dev/null http://$SERVER:8080/; then
+            # After ixcp's XDP attaches and its virtual port: veth makes new
+            # NAPI instances then, whose threads steering pins.
+            [ -n "${STEER:-}" ] && "$W/scripts/testnet.sh" steer -p $P -s 1 -c 0 >/dev/null
+            return 0
+        fi
         sleep 0.1
     done
     echo "$1: the server did not answer; its log:" >&2; tail -n 5 "$D/server.log" "$D/ixcp.log" >&2
@@ -191,6 +195,57 @@ unstalled() {
 print(f\"{s['unstalled_latency_us']['p99']:.0f} {s['stalled_pct']:.1f}\")"
 }
 
+# "to_polling to_blocking mode busy_ns seconds" of ixcp's decisions so far,
+# the mode it asks of the core now, the busy time the core published and the
+# time of day ("- - - - -" for a case without ixcp).
+decisions() {
+    [ -n "$CP_PID" ] || { echo "- - - - -"; return; }
+    "$B/ixctl" --socket "$D/ixcp.sock" list --json 2>/dev/null | python3 -c "import json, sys, time
+listing = json.load(sys.stdin)
+cores = [core for dataplane in listing['dataplanes'] for core in dataplane['cores']]
+mode, busy = (cores[0]['mode'], cores[0]['sample']['busy_ns']) if cores else ('-', 0)
+print(listing['stats']['to_polling'], listing['stats']['to_blocking'], mode, busy, time.time())" \
+        || echo "- - - - -"
+}
+
+# "flips mode load" between two readings of decisions: how many times ixcp
+# moved the core meanwhile, the mode asked at the second reading, and the
+# core's load (busy share) between them, as ixcp measures it.
+flips() {
+    python3 -c "
+a, b = '$1'.split(), '$2'.split()
+if '-' in a[:2] + b[:2]:
+    print('- - -')
+else:
+    load = (int(b[3]) - int(a[3])) / 1e9 / (float(b[4]) - float(a[4]))
+    print(f'{int(b[0]) - int(a[0]) + int(b[1]) - int(a[1])} {b[2]} {load:.3f}')"
+}
+
+# Milliseconds from the step (date +%s.%N in $1) to ixcp's first move of the
+# core to polling in its log, "polling" when it already polled, "-" when it
+# did not move within the step's second or the case has no ixcp.
+reaction_ms() {
+    [ -n "$CP_PID" ] || { echo -; return; }
+    [ "$2" = busy-poll ] && { echo polling; return; }
+    python3 - "$1" "$D/ixcp.log" <<'PY'
+import datetime, sys
+step = float(sys.argv[1])
+for line in open(sys.argv[2], errors="replace"):
+    if "core moved" not in line or "BusyPoll" not in line:
+        continue
+    stamp = line.split()[0].rstrip("Z")
+    try:
+        at = datetime.datetime.fromisoformat(stamp).replace(tzinfo=datetime.timezone.utc).timestamp()
+    except ValueError:
+        continue
+    if at >= step:
+        print(f"{1000 * (at - step):.0f}")
+        break
+else:
+    print("-")
+PY
+}
+
 field() { python3 -c "import json; r = json.load(open('$1')); print(f\"{$2:.0f}\")"; }
 
 start_case static
@@ -199,7 +254,7 @@ stop_case
 PEAK=$(field "$D/peak.json" "r['throughput']")
 echo "peak (static busy-poll, closed loop, 32 connections): $PEAK req/s"
 
-printf 'case\trepeat\tload\trate\tthroughput\tp99_us\tbatch_cpu\tbatch_progress\tsend_lag_p99_us\tp99_unstalled_us\tstalled_pct\n' > "$RESULTS"
+printf 'case\trepeat\tload\trate\tthroughput\tp99_us\tbatch_cpu\tbatch_progress\tsend_lag_p99_us\tp99_unstalled_us\tstalled_pct\tflips\tmode_end\tcore_load\tto_poll_ms\n' > "$RESULTS"
 read -ra CASES <<< "${CASES:-ixcp ixcp-adaptive static tokio}"
 for repeat in $(seq "$REPEATS"); do
     for k in "${!CASES[@]}"; do
@@ -211,21 +266,31 @@ for repeat in $(seq "$REPEATS"); do
             load "$rate" 1s "${SECS}s" "$json" &
             LOAD=$!
             sleep 1.1
+            before=$(decisions)
             batch=$(batch_over "$SECS")
+            after=$(decisions)
             wait $LOAD
             progress=$(python3 -c "print(f'{100 * ${batch#* } / $SOLO_RATE:.1f}')")
             clean=$(unstalled "$json")
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$repeat" "$pct" "$rate" \
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$case" "$repeat" "$pct" "$rate" \
                 "$(field "$json" "r['throughput']")" "$(field "$json" "r['latency_us']['p99']")" \
-                "${batch% *}" "$progress" "$(field "$json" "r['send_lag_us']['p99']")" ${clean} | tee -a "$RESULTS"
+                "${batch% *}" "$progress" "$(field "$json" "r['send_lag_us']['p99']")" ${clean} \
+                $(flips "$before" "$after") | tee -a "$RESULTS"
         done
         # The step: 10% for 3 s, then the first second of 90%.
-        load $(( PEAK / 10 )) 2s 1s "$D/before-step.json"
+        load $(( PEAK / 10 )) 2s 1s "$D/before-step.json" &
+        LOAD=$!
+        sleep 2.8
+        before=$(decisions)
+        wait $LOAD
+        step_at=$(date +%s.%N)
         load $(( PEAK * 9 / 10 )) 0s 1s "$D/$case-$repeat-step.json"
+        after=$(decisions)
         step=$D/$case-$repeat-step.json
-        printf '%s\t%s\tstep\t%s\t%s\t%s\t-\t-\t%s\t%s\t%s\n' "$case" "$repeat" $(( PEAK * 9 / 10 )) \
+        printf '%s\t%s\tstep\t%s\t%s\t%s\t-\t-\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$repeat" $(( PEAK * 9 / 10 )) \
             "$(field "$step" "r['throughput']")" "$(field "$step" "r['latency_us']['p99']")" \
-            "$(field "$step" "r['send_lag_us']['p99']")" $(unstalled "$step") | tee -a "$RESULTS"
+            "$(field "$step" "r['send_lag_us']['p99']")" $(unstalled "$step") $(flips "$before" "$after") \
+            "$(reaction_ms "$step_at" "$(echo "$before" | cut -d' ' -f3)")" | tee -a "$RESULTS"
         stop_case
     done
 done
@@ -239,10 +304,14 @@ rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 def cell(case, load, key):
     values = [float(r[key]) for r in rows if r["case"] == case and r["load"] == load and r[key] not in ("-", "nan")]
     return (statistics.median(values), min(values), max(values)) if values else None
+def decisions(case, load):
+    mine = [r for r in rows if r["case"] == case and r["load"] == load and r["flips"] != "-"]
+    keys = ["flips", "mode_end", "core_load"] + (["to_poll_ms"] if load == "step" else [])
+    return " ".join("/".join(r[k] for k in keys) for r in mine)
 def text(c, digits=0):
     return "-" if c is None else f"{c[0]:.{digits}f} [{c[1]:.{digits}f}-{c[2]:.{digits}f}]"
 print(f"{'load':>5} {'case':>7} {'p99 unstalled us':>22} {'vs static':>9} {'stalled %':>16} {'p99 all us':>26}"
-      f" {'batch % CPU':>18} {'batch progress %':>18}")
+      f" {'batch % CPU':>18} {'batch progress %':>18}  ixcp: flips/mode at the end/core load (/ms to polling), per repeat")
 for load in ["1", "10", "50", "90", "step"]:
     static = cell("static", load, "p99_unstalled_us")
     for case in ["ixcp", "ixcp-adaptive", "static", "tokio"]:
@@ -252,5 +321,5 @@ for load in ["1", "10", "50", "90", "step"]:
         ratio = f"{p99[0] / static[0]:.2f}x" if static and static[0] > 0 else "-"
         print(f"{load:>5} {case:>7} {text(p99):>22} {ratio:>9} {text(cell(case, load, 'stalled_pct'), 1):>16}"
               f" {text(cell(case, load, 'p99_us')):>26} {text(cell(case, load, 'batch_cpu'), 1):>18}"
-              f" {text(cell(case, load, 'batch_progress'), 1):>18}")
+              f" {text(cell(case, load, 'batch_progress'), 1):>18}  {decisions(case, load)}")
 PY

@@ -1,46 +1,21 @@
 //! Executor micro benchmarks, IX against tokio current_thread and multi_thread
 //! in one run: spawn + join per task, and a two-task wake ping-pong.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::Poll;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::FutureExt;
-use futures::task::AtomicWaker;
 use ix_runtime::executor::{Executor, Handle, spawn_local};
+
+#[path = "support/ping_pong.rs"]
+mod ping_pong;
+use ping_pong::PingPong;
 
 const SPAWN_BATCH_TASKS: u64 = 1_000;
 const PING_PONG_ROUND_TRIPS: u64 = 1_000;
 const TOKIO_WORKER_THREADS: usize = 2;
-
-/// Two sides taking turns: side `s` acts when `turn` is `2 * round + s`, then hands over.
-struct PingPong {
-    turn: AtomicU64,
-    wakers: [AtomicWaker; 2],
-}
-
-impl PingPong {
-    fn new() -> Arc<Self> {
-        Arc::new(Self { turn: AtomicU64::new(0), wakers: [AtomicWaker::new(), AtomicWaker::new()] })
-    }
-
-    /// Plays `rounds` turns as `side` (0 or 1).
-    async fn play(self: Arc<Self>, side: u64, rounds: u64) {
-        for round in 0..rounds {
-            let mine = 2 * round + side;
-            poll_fn(|cx| {
-                self.wakers[side as usize].register(cx.waker());
-                if self.turn.load(Ordering::Acquire) == mine { Poll::Ready(()) } else { Poll::Pending }
-            })
-            .await;
-            self.turn.store(mine + 1, Ordering::Release);
-            self.wakers[1 - side as usize].wake();
-        }
-    }
-}
 
 fn ix_run_to_end<T>(executor: &Executor, root: impl Future<Output = T> + 'static) -> T {
     let handle = executor.spawn_local(root);
@@ -106,9 +81,9 @@ fn ping_pong(c: &mut Criterion) {
     group.bench_function("ix", |b| {
         b.iter(|| {
             let game = PingPong::new();
-            let first = spawn_local(Arc::clone(&game).play(0, PING_PONG_ROUND_TRIPS));
+            let first = spawn_local(Arc::clone(&game).play(0, 0..PING_PONG_ROUND_TRIPS));
             ix_run_to_end(&executor, async move {
-                game.play(1, PING_PONG_ROUND_TRIPS).await;
+                game.play(1, 0..PING_PONG_ROUND_TRIPS).await;
                 first.await.expect("side 0 completes");
             });
         });
@@ -119,8 +94,8 @@ fn ping_pong(c: &mut Criterion) {
             b.iter(|| {
                 runtime.block_on(async {
                     let game = PingPong::new();
-                    let first = tokio::spawn(Arc::clone(&game).play(0, PING_PONG_ROUND_TRIPS));
-                    let second = tokio::spawn(game.play(1, PING_PONG_ROUND_TRIPS));
+                    let first = tokio::spawn(Arc::clone(&game).play(0, 0..PING_PONG_ROUND_TRIPS));
+                    let second = tokio::spawn(game.play(1, 0..PING_PONG_ROUND_TRIPS));
                     first.await.expect("side 0 completes");
                     second.await.expect("side 1 completes");
                 });

@@ -22,6 +22,7 @@ use crate::dataplane::DataplaneNet;
 use crate::dataplane::core_io::DataplaneIo;
 use crate::error::RuntimeError;
 use crate::executor::{Executor, Handle};
+use crate::idle_wait::IdleWait;
 use crate::kernel::KernelNet;
 use crate::kernel::core_io::KernelIo;
 use crate::kernel::reactor::Reactor;
@@ -81,13 +82,13 @@ where
     match source {
         CoreSource::Dataplane { queue, addr } => {
             let (io, net) = open_dataplane(index, queue, addr, cx)?;
-            Ok(run_loop(index, (io, board), CoreNet::Dataplane(net), cx, &running))
+            run_loop(index, (io, board), CoreNet::Dataplane(net), cx, &running)
         }
         CoreSource::Kernel { addr } => {
             let pool = new_pool(&cx.settings, HugePages::Auto)?;
             let reactor = Reactor::new().map_err(|e| core_error(index, &e))?;
             let net = Rc::new(KernelNet { reactor, pool, addr });
-            Ok(run_loop(index, (KernelIo::new(net.clone()), board), CoreNet::Kernel(net), cx, &running))
+            run_loop(index, (KernelIo::new(net.clone()), board), CoreNet::Kernel(net), cx, &running)
         }
     }
 }
@@ -151,22 +152,33 @@ fn draw_secret() -> [u8; 16] {
 /// Installs the core, runs its first task and loop, then closes: the tasks
 /// left are dropped (cut off at the drain timeout, or detached ones when the
 /// first task returned), and their sockets' closes flushed.
+///
+/// # Errors
+/// When the epoll instance the core blocks on cannot be made.
 fn run_loop<F, Fut, Io: CoreIo>(
     index: usize,
     (io, board): (Io, Option<CoreBoardLink>),
     net: CoreNet,
     cx: &CoreContext<F>,
     running: &RunningCore<'_>,
-) -> CoreStats
+) -> Result<CoreStats, RuntimeError>
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = ()> + 'static,
 {
     let executor = Executor::new(index, &cx.handle);
+    let idle_wait = IdleWait::new(executor.wake_fd(), io.wait_fd()).map_err(|e| core_error(index, &e))?;
     let core = Core::install(index, net);
     let root = executor.spawn_local((cx.main)(index));
-    let mut lp =
-        PollLoop { core: &core, executor: &executor, io, settings: &cx.settings, stats: LoopStats::default(), board };
+    let mut lp = PollLoop {
+        core: &core,
+        executor: &executor,
+        io,
+        settings: &cx.settings,
+        stats: LoopStats::default(),
+        board,
+        idle_wait,
+    };
     lp.run(&root, &cx.shutdown, running);
     lp.publish_stats();
     let stats = core.stats();
@@ -175,5 +187,5 @@ where
     drop(executor);
     io.close(&core);
     Core::uninstall();
-    stats
+    Ok(stats)
 }

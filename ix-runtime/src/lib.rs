@@ -41,6 +41,7 @@ mod dataplane;
 mod error;
 pub mod executor;
 mod idle;
+mod idle_wait;
 mod kernel;
 pub mod metrics;
 pub mod net;

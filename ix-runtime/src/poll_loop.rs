@@ -2,9 +2,7 @@
 //! core's work is done or a graceful shutdown has drained, spinning or blocking
 //! when a round finds nothing to do.
 
-#![allow(unsafe_code)] // the idle block (ppoll)
-
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,6 +14,7 @@ use crate::core::Core;
 use crate::core_board_link::CoreBoardLink;
 use crate::executor::{Executor, JoinHandle};
 use crate::idle::IdleSpin;
+use crate::idle_wait::IdleWait;
 use crate::stats::LoopStats;
 
 /// Upper bound on one idle block, so that a shutdown request is seen quickly.
@@ -35,10 +34,13 @@ pub(crate) trait CoreIo {
     /// before they are out).
     fn has_unsent(&self) -> bool;
 
-    /// Re-arms the backend's wake-up before the core blocks, and returns the
-    /// descriptor that becomes readable when the backend has work (`None`:
-    /// only the executor's eventfd and the timers wake the core).
-    fn prepare_to_block(&mut self) -> Option<BorrowedFd<'_>>;
+    /// The descriptor that becomes readable when the backend has work
+    /// (`None`: only the executor's eventfd and the timers wake the core);
+    /// the same for the core's whole life, registered once in its [`IdleWait`].
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>>;
+
+    /// Re-arms the backend's wake-up before the core blocks.
+    fn prepare_to_block(&mut self);
 
     /// The queue's counters (zero without a queue).
     fn queue_stats(&self) -> QueueStats;
@@ -106,6 +108,8 @@ pub(crate) struct PollLoop<'a, Io: CoreIo> {
     /// The core's slot on the board it shares with `ixcp`, when it has one:
     /// its counters go there, and its idle policy follows the mode asked there.
     pub(crate) board: Option<CoreBoardLink>,
+    /// What the core sleeps on when it blocks.
+    pub(crate) idle_wait: IdleWait,
 }
 
 impl<Io: CoreIo> PollLoop<'_, Io> {
@@ -172,24 +176,12 @@ impl<Io: CoreIo> PollLoop<'_, Io> {
         if let Some(board) = &mut self.board {
             board.blocking(self.core);
         }
-        let wait_fd = self.io.prepare_to_block().map(|fd| fd.as_raw_fd());
+        self.io.prepare_to_block();
         let timeout = self
             .core
             .time_to_next_timer()
             .unwrap_or(Duration::from_millis(IDLE_BLOCK_MAX_MS))
             .min(Duration::from_millis(IDLE_BLOCK_MAX_MS));
-        let exec_fd: BorrowedFd<'_> = self.executor.wake_fd();
-        let mut fds = [libc::pollfd { fd: exec_fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }; 2];
-        let mut n = 1;
-        if let Some(fd) = wait_fd {
-            fds[1] = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-            n = 2;
-        }
-        // ppoll, not poll: a timer due in 300 µs must not sleep a whole millisecond.
-        let wait = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos().into() };
-        // SAFETY: `fds` holds `n` initialised pollfd entries whose descriptors
-        // stay open for the call (the executor's, and the backend's that the
-        // loop owns); `wait` is a valid timespec; a null signal mask leaves it unchanged.
-        unsafe { libc::ppoll(fds.as_mut_ptr(), n as libc::nfds_t, &wait, std::ptr::null()) };
+        self.idle_wait.wait(timeout);
     }
 }

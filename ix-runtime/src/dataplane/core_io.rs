@@ -92,9 +92,12 @@ impl CoreIo for DataplaneIo {
         !self.tx.is_empty()
     }
 
-    fn prepare_to_block(&mut self) -> Option<BorrowedFd<'_>> {
-        self.queue.ack_wakeup();
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
         self.queue.wait_fd()
+    }
+
+    fn prepare_to_block(&mut self) {
+        self.queue.ack_wakeup();
     }
 
     fn queue_stats(&self) -> QueueStats {

@@ -45,9 +45,13 @@ impl CoreIo for KernelIo {
         false
     }
 
-    fn prepare_to_block(&mut self) -> Option<BorrowedFd<'_>> {
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.net.reactor.fd())
     }
+
+    /// Nothing to re-arm: the reactor's epoll descriptor is readable while
+    /// any registered socket has an event.
+    fn prepare_to_block(&mut self) {}
 
     fn queue_stats(&self) -> QueueStats {
         QueueStats::default()
