@@ -72,7 +72,7 @@ for target in "${targets[@]}"; do
         "work/$target" "corpus/$target" -- "${budget[@]}" -max_len="$(max_len "$target")" -timeout=20 \
         -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="artifacts/$target/" >"$log" 2>&1 || result=crash
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-    seconds=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
+    took=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
     if [ "$result" = crash ]; then
         failed+=("$target")
         grep -E '^(==[0-9]+==|thread|SUMMARY|artifact_prefix|Test unit written)' "$log" | head -20 || true
@@ -80,9 +80,9 @@ for target in "${targets[@]}"; do
     # CPU seconds the fuzzer got (user + system, cargo's share included): on a shared machine at nice 19 the
     # wall-clock seconds say little about its speed.
     cpu=$(awk 'END { if (NF == 2) printf "%.0f", $1 + $2 }' "work/$target.cpu" 2>/dev/null || true)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$commit" "$target" "${execs:-?}" "${seconds:-?}" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$commit" "$target" "${execs:-?}" "${took:-?}" \
         "$result" "${cpu:-?}" "$sanitizer" >> runs.tsv
-    echo "   $target: ${execs:-?} executions in ${seconds:-?} s (${cpu:-?} s of CPU), $result"
+    echo "   $target: ${execs:-?} executions in ${took:-?} s (${cpu:-?} s of CPU), $result"
     # Minimise: the committed corpus becomes the smallest set covering what both directories cover.
     rm -rf "work/$target.min" && mkdir -p "work/$target.min"
     nice -n 19 cargo +nightly fuzz run "${build[@]}" "$target" "work/$target.min" "corpus/$target" "work/$target" -- \
