@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Class, Outcome, SoakConfig, SoakStats, body, connect, timed};
+use super::{Class, Outcome, SoakConfig, SoakStats, body, connect, local_port, timed};
 
 /// Receive buffer of a slow reader's socket, small so that the server's send
 /// side backs up at once.
@@ -103,6 +103,7 @@ pub async fn http1_worker(target: SocketAddrV4, cfg: Arc<SoakConfig>, stats: Soa
     let mut rng = SmallRng::seed_from_u64(seed);
     while Instant::now() < end {
         let Some(stream) = connect(target, &cfg, &stats, Class::Http1, None).await else { continue };
+        let port = local_port(&stream);
         let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(pair) => pair,
             Err(e) => {
@@ -117,7 +118,7 @@ pub async fn http1_worker(target: SocketAddrV4, cfg: Arc<SoakConfig>, stats: Soa
             }
             let (request, expected) = random_request(&mut rng, &cfg);
             let exchange = exchange_h1(&mut sender, request, &expected);
-            if !timed(&stats, Class::Http1, cfg.request_timeout, exchange).await || sender.is_closed() {
+            if !timed(&stats, Class::Http1, port, cfg.request_timeout, exchange).await || sender.is_closed() {
                 break;
             }
             tokio::time::sleep(cfg.think).await;
@@ -134,6 +135,7 @@ pub async fn http2_worker(target: SocketAddrV4, cfg: Arc<SoakConfig>, stats: Soa
     let mut rng = SmallRng::seed_from_u64(seed);
     while Instant::now() < end {
         let Some(stream) = connect(target, &cfg, &stats, Class::Http2, None).await else { continue };
+        let port = local_port(&stream);
         let (sender, conn) =
             match hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await {
                 Ok(pair) => pair,
@@ -154,7 +156,7 @@ pub async fn http2_worker(target: SocketAddrV4, cfg: Arc<SoakConfig>, stats: Soa
                         }
                         let (request, expected) = random_request(&mut rng, &cfg);
                         let exchange = exchange_h2(sender.clone(), request, &expected);
-                        timed(&stats, Class::Http2, cfg.request_timeout, exchange).await;
+                        timed(&stats, Class::Http2, port, cfg.request_timeout, exchange).await;
                         tokio::time::sleep(cfg.think).await;
                     }
                 })
@@ -176,6 +178,7 @@ pub async fn slow_reader(target: SocketAddrV4, cfg: Arc<SoakConfig>, stats: Soak
         else {
             continue;
         };
+        let port = local_port(&stream);
         let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(pair) => pair,
             Err(e) => {
@@ -200,7 +203,7 @@ pub async fn slow_reader(target: SocketAddrV4, cfg: Arc<SoakConfig>, stats: Soak
                 Err(e) => Outcome::Error(format!("slow reader: {e}")),
             }
         };
-        timed(&stats, Class::SlowReader, bound, read).await;
+        timed(&stats, Class::SlowReader, port, bound, read).await;
         drop(sender);
         let _ = conn.await;
     }

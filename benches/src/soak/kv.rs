@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::{Class, Outcome, SoakConfig, SoakStats, body, connect, timed};
+use super::{Class, Outcome, SoakConfig, SoakStats, body, connect, local_port, timed};
 
 /// Keys per worker (few enough that the store never evicts one).
 const KEYS_PER_WORKER: u32 = 64;
@@ -112,6 +112,7 @@ pub async fn kv_worker(
     let value_max = cfg.body_max_bytes.clamp(1, VALUE_MAX_BYTES);
     while Instant::now() < end {
         let Some(stream) = connect(target, &cfg, &stats, Class::Kv, None).await else { continue };
+        let port = local_port(&stream);
         let mut conn = KvConn::new(stream);
         for _ in 0..rng.random_range(1..=cfg.requests_per_conn_max) {
             if Instant::now() >= end {
@@ -123,14 +124,15 @@ pub async fn kv_worker(
             let failed = match known {
                 Some((value_seed, len)) if rng.random_bool(0.6) => {
                     let expected = body(value_seed, len);
-                    !timed(&stats, Class::Kv, cfg.request_timeout, conn.get(&key, &expected)).await
+                    !timed(&stats, Class::Kv, port, cfg.request_timeout, conn.get(&key, &expected)).await
                 }
                 _ => {
                     let (value_seed, len) = (rng.random(), rng.random_range(1..=value_max));
                     // Unknown until the server says STORED.
                     stored.remove(&k);
                     let failed =
-                        !timed(&stats, Class::Kv, cfg.request_timeout, conn.set(&key, &body(value_seed, len))).await;
+                        !timed(&stats, Class::Kv, port, cfg.request_timeout, conn.set(&key, &body(value_seed, len)))
+                            .await;
                     if !failed {
                         stored.insert(k, (value_seed, len));
                     }

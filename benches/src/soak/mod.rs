@@ -6,7 +6,7 @@ pub mod kv;
 
 use std::net::SocketAddrV4;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
@@ -71,7 +71,24 @@ pub struct ClassStats {
     pub latency_us: Histogram<u64>,
     /// The first few failures, for the report.
     pub first_failures: Vec<String>,
+    /// The slowest requests, slowest first: what a stall's investigation
+    /// needs to find the connection in a capture.
+    pub slowest: Vec<SlowRequest>,
 }
+
+/// One of a class's slowest requests.
+#[derive(Debug, Clone, Copy)]
+pub struct SlowRequest {
+    /// How long it took.
+    pub elapsed: Duration,
+    /// The client's local port of its connection.
+    pub local_port: u16,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_unix_ms: u128,
+}
+
+/// Slowest requests kept per class.
+const SLOWEST_KEPT: usize = 3;
 
 /// Failures kept verbatim per class.
 const FAILURES_KEPT: usize = 5;
@@ -88,12 +105,22 @@ impl ClassStats {
             connect_errors: 0,
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
             first_failures: Vec::new(),
+            slowest: Vec::new(),
         }
     }
 
     /// Failures of any kind.
     pub fn failures(&self) -> u64 {
         self.mismatches + self.errors + self.timeouts + self.connect_errors
+    }
+
+    fn note_duration(&mut self, slow: SlowRequest) {
+        if self.slowest.len() == SLOWEST_KEPT && self.slowest.last().is_some_and(|s| s.elapsed >= slow.elapsed) {
+            return;
+        }
+        let at = self.slowest.partition_point(|s| s.elapsed >= slow.elapsed);
+        self.slowest.insert(at, slow);
+        self.slowest.truncate(SLOWEST_KEPT);
     }
 
     fn note(&mut self, what: String) {
@@ -162,13 +189,22 @@ impl SoakStats {
 
     /// Records a request that took `elapsed`, or `None` when it timed out.
     pub fn request(&self, class: Class, elapsed: Option<Duration>, outcome: Outcome) {
+        self.request_on(class, 0, elapsed, outcome);
+    }
+
+    /// [`request`](Self::request) on a connection whose client port is
+    /// `local_port`, kept among the slowest if it is one.
+    pub fn request_on(&self, class: Class, local_port: u16, elapsed: Option<Duration>, outcome: Outcome) {
         self.with(class, |s| {
             let Some(elapsed) = elapsed else {
                 s.timeouts += 1;
-                s.note("request timed out".into());
+                s.note(format!("request timed out (local port {local_port})"));
                 return;
             };
             let _ = s.latency_us.record((elapsed.as_micros() as u64).max(1));
+            let started = SystemTime::now().checked_sub(elapsed).unwrap_or(UNIX_EPOCH);
+            let started_unix_ms = started.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+            s.note_duration(SlowRequest { elapsed, local_port, started_unix_ms });
             match outcome {
                 Outcome::Ok(bytes) => {
                     s.ok += 1;
@@ -228,15 +264,24 @@ impl SoakStats {
                 for failure in &s.first_failures {
                     out.push_str(&format!("soak {} failure: {failure}\n", class.name()));
                 }
+                for slow in &s.slowest {
+                    out.push_str(&format!(
+                        "soak {} slow: took_ms={:.2} local_port={} started_unix_ms={}\n",
+                        class.name(),
+                        slow.elapsed.as_secs_f64() * 1000.0,
+                        slow.local_port,
+                        slow.started_unix_ms
+                    ));
+                }
             });
         }
         out
     }
 }
 
-/// Runs `request` under `timeout` and records it in `class`; whether it
-/// succeeded.
-pub async fn timed<F>(stats: &SoakStats, class: Class, timeout: Duration, request: F) -> bool
+/// Runs `request` under `timeout` on the connection whose client port is
+/// `local_port` and records it in `class`; whether it succeeded.
+pub async fn timed<F>(stats: &SoakStats, class: Class, local_port: u16, timeout: Duration, request: F) -> bool
 where
     F: Future<Output = Outcome>,
 {
@@ -244,14 +289,19 @@ where
     match tokio::time::timeout(timeout, request).await {
         Ok(outcome) => {
             let ok = matches!(outcome, Outcome::Ok(_));
-            stats.request(class, Some(start.elapsed()), outcome);
+            stats.request_on(class, local_port, Some(start.elapsed()), outcome);
             ok
         }
         Err(_) => {
-            stats.request(class, None, Outcome::Error(String::new()));
+            stats.request_on(class, local_port, None, Outcome::Error(String::new()));
             false
         }
     }
+}
+
+/// The client port of `stream` (0 if the kernel cannot say).
+pub fn local_port(stream: &tokio::net::TcpStream) -> u16 {
+    stream.local_addr().map_or(0, |a| a.port())
 }
 
 /// Byte `i` of a body derived from `seed`: a cheap pattern that differs
