@@ -567,6 +567,25 @@ mod tests {
         assert!(!readable(&q1));
     }
 
+    /// The runtime's idle path: a receive burst finds nothing, a frame lands
+    /// (raising the eventfd), then the core clears the eventfd just before it
+    /// blocks. The frame is waiting, so the descriptor must stay readable, or
+    /// the core sleeps through it until its next timer.
+    #[test]
+    fn a_frame_that_lands_just_before_the_wakeup_is_cleared_keeps_the_eventfd_readable() {
+        let wire = wire(2, 1);
+        let mut q0 = wire.queue(0, 0, pool(8)).unwrap();
+        let mut q1 = wire.queue(1, 0, pool(8)).unwrap();
+        let p = q0.pool().clone();
+        assert_eq!(tags(&mut q1, 64), []);
+        send(&mut q0, vec![frame(&p, mem_port_mac(1), 7, 60)]);
+        q1.ack_wakeup();
+        assert!(readable(&q1), "a due frame waits: blocking now would miss it");
+        assert_eq!(tags(&mut q1, 64), [7]);
+        q1.ack_wakeup();
+        assert!(!readable(&q1));
+    }
+
     #[test]
     fn the_control_plane_rewrites_a_ports_redirection() {
         let wire = wire(2, 4);
