@@ -543,13 +543,16 @@ impl Conn {
     /// options it will carry now (timestamps, SACK blocks while data is held
     /// out of order, a D-SACK after a duplicate).
     fn segment_payload_limit(&self) -> usize {
-        let mut opts = TcpOptions::default();
-        if self.ts_enabled {
-            opts.timestamps = Some((0, 0));
+        let sack_count = if self.sack_enabled { self.sack_blocks.report_len(!self.ooo.is_empty()) } else { 0 };
+        if sack_count == 0 {
+            // Nearly every segment: no option but the timestamps, if on.
+            return self.payload_mss();
         }
-        if self.sack_enabled {
-            opts.sack_count = self.sack_blocks.report(!self.ooo.is_empty()).1 as u8;
-        }
+        let opts = TcpOptions {
+            timestamps: self.ts_enabled.then_some((0, 0)),
+            sack_count: sack_count as u8,
+            ..TcpOptions::default()
+        };
         self.send_mss - opts.emitted_len()
     }
 
@@ -1896,8 +1899,9 @@ impl Conn {
         if self.ts_enabled {
             options.timestamps = Some((self.ts_now(now), self.ts_recent));
         }
-        if self.sack_enabled && flags.contains(TcpFlags::ACK) {
-            let (blocks, n) = self.sack_blocks.report(!self.ooo.is_empty());
+        let holding = !self.ooo.is_empty();
+        if self.sack_enabled && flags.contains(TcpFlags::ACK) && self.sack_blocks.report_len(holding) > 0 {
+            let (blocks, n) = self.sack_blocks.report(holding);
             options.sack_blocks = blocks;
             options.sack_count = n as u8;
         }
