@@ -1457,8 +1457,10 @@ impl Conn {
             // they do, so none is copied into it (`push_ready`).
             let shared_while_draining = had_holes.then(|| data.clone());
             self.push_ready(data, stats);
-            while let Some(next) = self.ooo.pop_contiguous(self.rcv_nxt.0) {
-                self.push_ready(next, stats);
+            if had_holes {
+                while let Some(next) = self.ooo.pop_contiguous(self.rcv_nxt.0) {
+                    self.push_ready(next, stats);
+                }
             }
             drop(shared_while_draining);
             self.events |= Readiness::READABLE;
@@ -2076,7 +2078,9 @@ impl Conn {
             sent = true;
             let fin_now = self.fin_queued && seq + len == data_end;
             self.snd_nxt = seq + len + usize::from(fin_now);
-            if fin_now {
+            // Everything queued is out and no FIN is to follow: the next
+            // round of the loop would find nothing to send.
+            if fin_now || (!self.fin_queued && self.snd_nxt == data_end) {
                 break;
             }
         }
