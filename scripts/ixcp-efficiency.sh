@@ -76,6 +76,11 @@ for bin in ixcp ixctl ix-http ixload; do
 done
 D=$(mktemp -d); chmod 755 "$D"
 RESULTS=$D/results.tsv
+# When each window's load started, its measurement began and ended (ixcp's
+# readings; "-" without ixcp) and its load ended, in seconds since the epoch:
+# to line ixcp's decision log (KEEP=1) up with the windows.
+WINDOWS=$D/windows.tsv
+printf 'case\trepeat\tload\tload_start\tmeasure_start\tmeasure_end\tload_end\n' > "$WINDOWS"
 SERVER=10.77.0.1
 "$W/scripts/testnet.sh" up -p $P -q 1 >/dev/null
 ip netns exec $P-cli ethtool -K $P-c gro on >/dev/null
@@ -147,13 +152,10 @@ start_case() {
             else
                 case_config "poll_above = ${POLL_ABOVE:-0.6}"$'\n'"block_below = ${BLOCK_BELOW:-0.25}"$'\n'"period_ms = ${PERIOD_MS:-100}"$'\n'"block_after_periods = ${BLOCK_AFTER:-10}"
             fi
-            rm -f "$D/ixcp.sock"
-            RUST_LOG=${IXCP_LOG:-warn,ix_driver::ixcp::daemon=debug} nice -n -20 taskset -c 0 ip netns exec $P-srv "$B/ixcp" --config "$D/ixcp.toml" 2>>"$D/ixcp.log" &
-            CP_PID=$!
-            for _ in $(seq 50); do [ -S "$D/ixcp.sock" ] && break; sleep 0.1; done
-            nice -n -20 setpriv --reuid=65534 --regid=65534 --clear-groups "$B/ix-http" --runtime ix \
-                "${idle[@]}" --backend "ixcp:$D/ixcp.sock,ports=8080" --addr $SERVER/24 --port 8080 >>"$D/server.log" 2>&1 &
-            SERVER_PID=$!
+            RUST_LOG=${IXCP_LOG:-warn,ix_driver::ixcp::daemon=debug} ixcp_start "$B/ixcp" $P-srv "$D/ixcp.toml" "$D/ixcp.sock" "$D/ixcp.log" 0
+            CP_PID=$IXCP_PID
+            ixcp_dataplane "$D/ixcp.sock" $SERVER 8080 "$D/server.log" "$B/ix-http" --runtime ix "${idle[@]}"
+            SERVER_PID=$DATAPLANE_PID
             ;;
         tokio)
             nice -n -20 ip netns exec $P-srv taskset -c 1 "$B/ix-http" --runtime tokio --addr $SERVER/24 --port 8080 \
@@ -263,6 +265,7 @@ for repeat in $(seq "$REPEATS"); do
         for pct in 1 10 50 90; do
             rate=$(( PEAK * pct / 100 ))
             json=$D/$case-$repeat-$pct.json
+            load_start=$(date +%s.%N)
             load "$rate" 1s "${SECS}s" "$json" &
             LOAD=$!
             sleep 1.1
@@ -270,6 +273,8 @@ for repeat in $(seq "$REPEATS"); do
             batch=$(batch_over "$SECS")
             after=$(decisions)
             wait $LOAD
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$repeat" "$pct" "$load_start" \
+                "$(echo "$before" | cut -d' ' -f5)" "$(echo "$after" | cut -d' ' -f5)" "$(date +%s.%N)" >> "$WINDOWS"
             progress=$(python3 -c "print(f'{100 * ${batch#* } / $SOLO_RATE:.1f}')")
             clean=$(unstalled "$json")
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$case" "$repeat" "$pct" "$rate" \
