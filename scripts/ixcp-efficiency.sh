@@ -20,7 +20,8 @@
 #           (poll_above 0.0001, block_below 0): the same data path, statically busy-polling CPU 1
 #   tokio   ix-http --runtime tokio on kernel sockets, on CPU 1
 # Prints, per case and load, the server's p99 and the batch job's share of a CPU
-# (its CPU time from /proc, and its count rate against a solo run), then the
+# (its CPU time from /proc, and its count rate against a solo run), the server's
+# own CPU time (schedstat of its threads) and, under ixcp, its decisions, then the
 # medians over the repeats with their spread; and the p99 of the first second
 # after a step from 10% to 90% of the peak.
 #
@@ -114,14 +115,22 @@ PY
 BATCH=$!
 for _ in $(seq 100); do [ -f "$D/count" ] && break; sleep 0.1; done
 
-# "count cpu_ticks monotonic_seconds" of the batch job now.
+# "count cpu_ticks monotonic_seconds server_cpu_ns" of the batch job now, and
+# the CPU time of the server's threads (their schedstat; 0 without a server).
 batch_now() {
-    local ticks
+    local ticks server=0 task
     ticks=$(awk '{print $14 + $15}' /proc/$BATCH/stat)
-    echo "$(cat "$D/count") $ticks $(awk '{print $1}' /proc/uptime)"
+    if [ -n "$SERVER_PID" ]; then
+        for task in /proc/"$SERVER_PID"/task/*; do
+            server=$((server + $(cut -d' ' -f1 "$task/schedstat" 2>/dev/null || echo 0)))
+        done
+    fi
+    echo "$(cat "$D/count") $ticks $(awk '{print $1}' /proc/uptime) $server"
 }
 
-# Measures the batch job over SECONDS from now: "cpu_percent counts_per_second".
+# Measures the batch job over SECONDS from now: "cpu_percent counts_per_second
+# server_cpu_percent" (the server's threads' CPU time over the window, softirq
+# work its system calls ran included: this kernel has no IRQ time accounting).
 batch_over() {
     local a b
     a=$(batch_now); sleep "$1"; b=$(batch_now)
@@ -129,12 +138,12 @@ batch_over() {
 a, b = [list(map(float, s.split())) for s in ('$a', '$b')]
 wall = b[2] - a[2]
 tick = $(getconf CLK_TCK)
-print(f'{100 * (b[1] - a[1]) / tick / wall:.1f} {(b[0] - a[0]) / wall:.0f}')"
+print(f'{100 * (b[1] - a[1]) / tick / wall:.1f} {(b[0] - a[0]) / wall:.0f} {100 * (b[3] - a[3]) / 1e9 / wall:.1f}')"
 }
 
 SOLO=$(batch_over "$SECS")
-SOLO_RATE=${SOLO#* }
-echo "batch job alone on CPU 1: ${SOLO% *}% of a CPU, $SOLO_RATE counts/s"
+SOLO_RATE=$(echo "$SOLO" | cut -d' ' -f2)
+echo "batch job alone on CPU 1: $(echo "$SOLO" | cut -d' ' -f1)% of a CPU, $SOLO_RATE counts/s"
 
 . "$W/scripts/ixcp-config.sh"
 # The ixcp configuration of a case: $1, its [policy] lines.
@@ -256,7 +265,7 @@ stop_case
 PEAK=$(field "$D/peak.json" "r['throughput']")
 echo "peak (static busy-poll, closed loop, 32 connections): $PEAK req/s"
 
-printf 'case\trepeat\tload\trate\tthroughput\tp99_us\tbatch_cpu\tbatch_progress\tsend_lag_p99_us\tp99_unstalled_us\tstalled_pct\tflips\tmode_end\tcore_load\tto_poll_ms\n' > "$RESULTS"
+printf 'case\trepeat\tload\trate\tthroughput\tp99_us\tbatch_cpu\tbatch_progress\tsend_lag_p99_us\tp99_unstalled_us\tstalled_pct\tflips\tmode_end\tcore_load\tto_poll_ms\tserver_cpu\n' > "$RESULTS"
 read -ra CASES <<< "${CASES:-ixcp ixcp-adaptive static tokio}"
 for repeat in $(seq "$REPEATS"); do
     for k in "${!CASES[@]}"; do
@@ -275,12 +284,13 @@ for repeat in $(seq "$REPEATS"); do
             wait $LOAD
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$repeat" "$pct" "$load_start" \
                 "$(echo "$before" | cut -d' ' -f5)" "$(echo "$after" | cut -d' ' -f5)" "$(date +%s.%N)" >> "$WINDOWS"
-            progress=$(python3 -c "print(f'{100 * ${batch#* } / $SOLO_RATE:.1f}')")
+            read -r batch_cpu batch_rate server_cpu <<< "$batch"
+            progress=$(python3 -c "print(f'{100 * $batch_rate / $SOLO_RATE:.1f}')")
             clean=$(unstalled "$json")
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$case" "$repeat" "$pct" "$rate" \
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t%s\n' "$case" "$repeat" "$pct" "$rate" \
                 "$(field "$json" "r['throughput']")" "$(field "$json" "r['latency_us']['p99']")" \
-                "${batch% *}" "$progress" "$(field "$json" "r['send_lag_us']['p99']")" ${clean} \
-                $(flips "$before" "$after") | tee -a "$RESULTS"
+                "$batch_cpu" "$progress" "$(field "$json" "r['send_lag_us']['p99']")" ${clean} \
+                $(flips "$before" "$after") "$server_cpu" | tee -a "$RESULTS"
         done
         # The step: 10% for 3 s, then the first second of 90%.
         load $(( PEAK / 10 )) 2s 1s "$D/before-step.json" &
@@ -292,7 +302,7 @@ for repeat in $(seq "$REPEATS"); do
         load $(( PEAK * 9 / 10 )) 0s 1s "$D/$case-$repeat-step.json"
         after=$(decisions)
         step=$D/$case-$repeat-step.json
-        printf '%s\t%s\tstep\t%s\t%s\t%s\t-\t-\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$repeat" $(( PEAK * 9 / 10 )) \
+        printf '%s\t%s\tstep\t%s\t%s\t%s\t-\t-\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$case" "$repeat" $(( PEAK * 9 / 10 )) \
             "$(field "$step" "r['throughput']")" "$(field "$step" "r['latency_us']['p99']")" \
             "$(field "$step" "r['send_lag_us']['p99']")" $(unstalled "$step") $(flips "$before" "$after") \
             "$(reaction_ms "$step_at" "$(echo "$before" | cut -d' ' -f3)")" | tee -a "$RESULTS"
@@ -316,7 +326,7 @@ def decisions(case, load):
 def text(c, digits=0):
     return "-" if c is None else f"{c[0]:.{digits}f} [{c[1]:.{digits}f}-{c[2]:.{digits}f}]"
 print(f"{'load':>5} {'case':>7} {'p99 unstalled us':>22} {'vs static':>9} {'stalled %':>16} {'p99 all us':>26}"
-      f" {'batch % CPU':>18} {'batch progress %':>18}  ixcp: flips/mode at the end/core load (/ms to polling), per repeat")
+      f" {'batch % CPU':>18} {'batch progress %':>18} {'server % CPU':>18}  ixcp: flips/mode at the end/core load (/ms to polling), per repeat")
 for load in ["1", "10", "50", "90", "step"]:
     static = cell("static", load, "p99_unstalled_us")
     for case in ["ixcp", "ixcp-adaptive", "static", "tokio"]:
@@ -326,5 +336,6 @@ for load in ["1", "10", "50", "90", "step"]:
         ratio = f"{p99[0] / static[0]:.2f}x" if static and static[0] > 0 else "-"
         print(f"{load:>5} {case:>7} {text(p99):>22} {ratio:>9} {text(cell(case, load, 'stalled_pct'), 1):>16}"
               f" {text(cell(case, load, 'p99_us')):>26} {text(cell(case, load, 'batch_cpu'), 1):>18}"
-              f" {text(cell(case, load, 'batch_progress'), 1):>18}  {decisions(case, load)}")
+              f" {text(cell(case, load, 'batch_progress'), 1):>18} {text(cell(case, load, 'server_cpu'), 1):>18}"
+              f"  {decisions(case, load)}")
 PY
