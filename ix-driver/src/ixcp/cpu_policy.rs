@@ -16,10 +16,11 @@ use super::core_board::{CoreMode, CoreSample};
 pub struct CpuPolicy {
     /// How often `ixcp` decides, in milliseconds.
     pub period_ms: u64,
-    /// A blocking core whose load reaches this share (0 to 1) of one period
-    /// gets a polling CPU, if its dataplane's share and a free CPU allow.
+    /// A blocking core whose load ([`core_load`], 0 to 1) over one period
+    /// reaches this gets a polling CPU, if its dataplane's share and a free
+    /// CPU allow.
     pub poll_above: f64,
-    /// A polling core whose load stays below this share ...
+    /// A polling core whose load stays below this ...
     pub block_below: f64,
     /// ... for this many periods in a row goes back to blocking.
     pub block_after_periods: u32,
