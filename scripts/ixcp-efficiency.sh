@@ -79,10 +79,10 @@ done
 D=$(mktemp -d); chmod 755 "$D"
 RESULTS=$D/results.tsv
 # When each window's load started, its measurement began and ended (ixcp's
-# readings; "-" without ixcp) and its load ended, in seconds since the epoch:
-# to line ixcp's decision log (KEEP=1) up with the windows.
+# readings; "-" without ixcp) and the script saw ixload exit, in seconds since
+# the epoch: to line ixcp's decision log (KEEP=1) up with the windows.
 WINDOWS=$D/windows.tsv
-printf 'case\trepeat\tload\tload_start\tmeasure_start\tmeasure_end\tload_end\n' > "$WINDOWS"
+printf 'case\trepeat\tload\tload_start\tmeasure_start\tmeasure_end\tload_exited\n' > "$WINDOWS"
 SERVER=10.77.0.1
 "$W/scripts/testnet.sh" up -p $P -q 1 >/dev/null
 ip netns exec $P-cli ethtool -K $P-c gro on >/dev/null
@@ -115,6 +115,15 @@ while True:
 PY
 BATCH=$!
 for _ in $(seq 100); do [ -f "$D/count" ] && break; sleep 0.1; done
+# This shell and the helpers it runs from now on (ixctl, awk, python: the
+# windows' readings) at nice -20 beside ixload on CPU 0. At nice 0 they got
+# about 1% of a CPU against the nice -20 load and server: at 50% and 90% of
+# the peak a window's first reading came 4 s late, when the load had nearly
+# ended, so the batch job's share, the decisions and the core load of those
+# windows were measured with the server idle (windows.tsv shows each window's
+# start against its load's). `nice -n -20` below stays -20.
+renice -n -20 -p $$ >/dev/null
+taskset -pc 0 $$ >/dev/null
 
 # "count cpu_ticks monotonic_seconds server_cpu_ns" of the batch job now, and
 # the CPU time of the server's threads (their schedstat; 0 without a server).
@@ -164,7 +173,7 @@ start_case() {
             fi
             RUST_LOG=${IXCP_LOG:-warn,ix_driver::ixcp::daemon=debug} ixcp_start "$B/ixcp" $P-srv "$D/ixcp.toml" "$D/ixcp.sock" "$D/ixcp.log" 0
             CP_PID=$IXCP_PID
-            ixcp_dataplane "$D/ixcp.sock" $SERVER 8080 "$D/server.log" "$B/ix-http" --runtime ix "${idle[@]}"
+            ixcp_dataplane "$D/ixcp.sock" $SERVER 8080 "$D/server.log" taskset -c 1 "$B/ix-http" --runtime ix "${idle[@]}"
             SERVER_PID=$DATAPLANE_PID
             ;;
         tokio)
@@ -212,11 +221,12 @@ print(f\"{s['unstalled_latency_us']['p99']:.0f} {s['stalled_pct']:.1f}\")"
 # time of day ("- - - - -" for a case without ixcp).
 decisions() {
     [ -n "$CP_PID" ] || { echo "- - - - -"; return; }
-    "$B/ixctl" --socket "$D/ixcp.sock" list --json 2>/dev/null | python3 -c "import json, sys, time
+    local at=$EPOCHREALTIME
+    "$B/ixctl" --socket "$D/ixcp.sock" list --json 2>/dev/null | python3 -c "import json, sys
 listing = json.load(sys.stdin)
 cores = [core for dataplane in listing['dataplanes'] for core in dataplane['cores']]
 mode, busy = (cores[0]['mode'], cores[0]['sample']['busy_ns']) if cores else ('-', 0)
-print(listing['stats']['to_polling'], listing['stats']['to_blocking'], mode, busy, time.time())" \
+print(listing['stats']['to_polling'], listing['stats']['to_blocking'], mode, busy, $at)" \
         || echo "- - - - -"
 }
 
@@ -275,7 +285,7 @@ for repeat in $(seq "$REPEATS"); do
         for pct in 1 10 50 90; do
             rate=$(( PEAK * pct / 100 ))
             json=$D/$case-$repeat-$pct.json
-            load_start=$(date +%s.%N)
+            load_start=$EPOCHREALTIME
             load "$rate" 1s "${SECS}s" "$json" &
             LOAD=$!
             sleep 1.1
@@ -284,7 +294,9 @@ for repeat in $(seq "$REPEATS"); do
             after=$(decisions)
             wait $LOAD
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$repeat" "$pct" "$load_start" \
-                "$(echo "$before" | cut -d' ' -f5)" "$(echo "$after" | cut -d' ' -f5)" "$(date +%s.%N)" >> "$WINDOWS"
+                "$(echo "$before" | cut -d' ' -f5)" "$(echo "$after" | cut -d' ' -f5)" "$EPOCHREALTIME" >> "$WINDOWS"
+            late=$(echo "$before" | awk -v start="$load_start" '$5 != "-" && $5 - start > 1.6 {printf "%.1f", $5 - start}')
+            [ -n "$late" ] && echo "warning: $case $pct%: the window's first reading came ${late} s after the load started" >&2
             read -r batch_cpu batch_rate server_cpu <<< "$batch"
             progress=$(python3 -c "print(f'{100 * $batch_rate / $SOLO_RATE:.1f}')")
             clean=$(unstalled "$json")
@@ -299,7 +311,7 @@ for repeat in $(seq "$REPEATS"); do
         sleep 2.8
         before=$(decisions)
         wait $LOAD
-        step_at=$(date +%s.%N)
+        step_at=$EPOCHREALTIME
         load $(( PEAK * 9 / 10 )) 0s 1s "$D/$case-$repeat-step.json"
         after=$(decisions)
         step=$D/$case-$repeat-step.json
