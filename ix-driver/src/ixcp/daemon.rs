@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::config::DaemonConfig;
 use super::core_board::{CoreBoard, CoreMode, CoreSample};
-use super::cpu_policy::{CoreState, core_load, core_period, decide};
+use super::cpu_policy::{CoreState, core_load, decide};
 use super::protocol::{
     AdmitRequest, CoreEntry, DaemonStats, DataplaneEntry, Grant, LISTING_CORES_MAX, Listing, Message, Refusal,
     RefusalCode, Share,
@@ -258,8 +258,7 @@ impl Daemon {
                 let polling_elsewhere =
                     dataplane.cores.iter().enumerate().filter(|(i, c)| *i != index && c.cpu.is_some()).count();
                 let core = &mut dataplane.cores[index];
-                let period = core_period(&core.last, &sample, wall);
-                core.load = core_load(&core.state, &period);
+                core.load = core_load(&core.last, &sample, wall);
                 core.last = sample;
                 if core.named_thread != sample.thread_id {
                     core.named_thread = sample.thread_id;
@@ -289,22 +288,7 @@ impl Daemon {
                 let may_poll = core.thread.is_some()
                     && polling_elsewhere < usize::from(dataplane.share)
                     && (core.cpu.is_some() || free_cpu.is_some());
-                let next = decide(&policy, core.state, &period, may_poll);
-                tracing::trace!(
-                    pid,
-                    core = index,
-                    load = core.load,
-                    busy = period.busy,
-                    rx = period.rx_frames,
-                    wall_ms = wall.as_millis() as u64,
-                    polled = period.polled,
-                    published = period.published,
-                    mode = ?core.state.mode,
-                    may_poll,
-                    calm = next.calm_periods,
-                    capacity_fps = next.capacity_fps,
-                    "ixcp: period"
-                );
+                let next = decide(&policy, core.state, core.load, may_poll);
                 let (Some(tid), true) = (core.thread, next.mode != core.state.mode) else {
                     core.state = next;
                     continue;
@@ -329,17 +313,7 @@ impl Daemon {
                         self.stats.to_blocking += 1;
                     }
                 }
-                tracing::debug!(
-                    pid,
-                    core = index,
-                    load = core.load,
-                    busy = period.busy,
-                    rx = period.rx_frames,
-                    capacity_fps = next.capacity_fps,
-                    mode = ?next.mode,
-                    cpu = ?core.cpu,
-                    "ixcp: core moved"
-                );
+                tracing::debug!(pid, core = index, load = core.load, mode = ?next.mode, cpu = ?core.cpu, "ixcp: core moved");
                 core.state = next;
             }
         }
