@@ -742,13 +742,7 @@ impl Conn {
 
     /// A segment [`Conn::is_predicted`] accepted: the general path's steps
     /// that can still change something, in its order, and nothing else.
-    fn on_predicted_segment(
-        &mut self,
-        seg: &TcpRepr,
-        payload: Option<PacketBuf>,
-        now: Instant,
-        stats: &mut TcpStats,
-    ) {
+    fn on_predicted_segment(&mut self, seg: &TcpRepr, payload: Option<PacketBuf>, now: Instant, stats: &mut TcpStats) {
         stats.header_predicted += 1;
         let seq = SeqNum(seg.seq);
         let ack = SeqNum(seg.ack);
