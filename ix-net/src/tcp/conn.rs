@@ -769,6 +769,16 @@ impl Conn {
             && flags.contains(TcpFlags::SYN)
             && !flags.intersects(TcpFlags::ACK | TcpFlags::RST)
         {
+            // RFC 7323 §4.3: the SYN lies before Last.ACK.sent, so a newer
+            // TSval becomes TS.Recent and the SYN-ACK sent again echoes it
+            // (echoing the first SYN's would give the peer an RTT sample as
+            // long as its SYN timeout).
+            if let (true, Some((ts_val, _))) = (self.ts_enabled, seg.options.timestamps) {
+                if (ts_val.wrapping_sub(self.ts_recent) as i32) > 0 {
+                    self.ts_recent = ts_val;
+                    self.ts_recent_at = now;
+                }
+            }
             self.snd_nxt = self.iss;
             return;
         }
