@@ -87,7 +87,9 @@ lat, stalls = r['latency_us'], r.get('stalls') or {}
 unstalled = (stalls.get('unstalled_latency_us') or {}).get('p99')
 line = f"{label} {conns:>5} conns {r['throughput']:>9.0f} req/s  p50 {lat['p50']:8.0f} us  p99 {lat['p99']:8.0f} us"
 if unstalled is not None:
-    line += f"  p99 unstalled {unstalled:8.0f} us ({stalls.get('stalled_pct', 0):.0f}% stalled)"
+    # Every request stalled: no unstalled p99 to show.
+    shown = 'n/a' if stalls.get('stalled_requests') == stalls.get('requests') else f"{unstalled:.0f} us"
+    line += f"  p99 unstalled {shown:>11} ({stalls.get('stalled_pct', 0):.0f}% stalled)"
 read = lambda path: {l.split()[0]: [int(x) for x in l.split()[1:]] for l in open(path)}
 b, a = read(before), read(after)
 for cpu in ('cpu0', 'cpu1'):
@@ -100,8 +102,9 @@ print(line)
 PY
     done
     if [ "$server" = ix-http ]; then
-        grep '^stats' "$D/server.log" | tail -1 | grep -oE '(tx|retransmits|tlp_probes|tlp_spurious|dsacks_received)=[0-9]+' |
-            tr '\n' ' ' | sed "s/^/$1 counters: /"
+        grep '^stats' "$D/server.log" | tail -1 | tr ' ' '\n' |
+            grep -E '^(tx|retransmits|tlp_probes|tlp_spurious|dsacks_received)=[0-9]+$' | tr '\n' ' ' |
+            sed "s/^/$1 counters: /"
     else
         ip netns exec $P-srv curl -s -m 2 http://127.0.0.1:9464/metrics |
             grep -E '^ix_loop_tx_packets_total|counter="(retransmits|tlp_probes|tlp_spurious|dsacks_received)"' |
