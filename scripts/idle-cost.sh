@@ -82,12 +82,10 @@ case $SERVER_KIND in
         ip netns exec $P-cli ethtool -K $P-c gro on >/dev/null
         # No polling CPU: ixcp never asks the server to poll.
         ixcp_config "$D/ixcp.toml" "$D/ixcp.sock" $P-s $SERVER 8080 "" 0
-        RUST_LOG=warn taskset -c 1 ip netns exec $P-srv "$B/ixcp" --config "$D/ixcp.toml" 2>"$D/ixcp.log" &
-        CP_PID=$!
-        for _ in $(seq 50); do [ -S "$D/ixcp.sock" ] && break; sleep 0.1; done
-        nice -n -20 taskset -c 0 setpriv --reuid=65534 --regid=65534 --clear-groups env ${SERVER_ENV:-} "$IX_HTTP" --runtime ix \
-            --idle "$IDLE" --backend "ixcp:$D/ixcp.sock,ports=8080" --addr $SERVER/24 --port 8080 >"$D/server.log" 2>&1 &
-        SERVER_PID=$!
+        RUST_LOG=warn ixcp_start "$B/ixcp" $P-srv "$D/ixcp.toml" "$D/ixcp.sock" "$D/ixcp.log" 1
+        CP_PID=$IXCP_PID
+        ixcp_dataplane "$D/ixcp.sock" $SERVER 8080 "$D/server.log" taskset -c 0 env ${SERVER_ENV:-} "$IX_HTTP" --runtime ix --idle "$IDLE"
+        SERVER_PID=$DATAPLANE_PID
         ;;
     tokio)
         nice -n -20 ip netns exec $P-srv taskset -c 0 env ${SERVER_ENV:-} "$IX_HTTP" --runtime tokio --addr $SERVER/24 --port 8080 \

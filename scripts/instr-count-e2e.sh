@@ -7,8 +7,10 @@
 # (connections, the KV prefill) and shutdown. Both cores block when idle (the
 # bench's --count default), so a spinning core's empty rounds are not counted.
 #
-#   scripts/instr-count-e2e.sh [--bench BINARY] [--n1 N1] [--n2 N2] [--only http|kv] [--connections C]
+#   scripts/instr-count-e2e.sh [--bench BINARY] [--n1 N1] [--n2 N2] [--only http|kv|etc] [--connections C]
 #
+# `kv` is 90% `get` of 32-byte values; `etc` (only with `--only etc`) is ix-kv on the ETC mix, whose seeded
+# draws make the same requests in every run, so two builds' counts compare.
 # BINARY defaults to the bench built from this checkout (`cargo bench -p
 # ix-benches --bench inprocess --no-run`); pass another build's to compare
 # commits. Needs valgrind (Debian package `valgrind`).
@@ -18,7 +20,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/callgrind-setup.sh
 . scripts/callgrind-setup.sh
 bench='' n1=2000 n2=10000 only='' connections=32
-count_options "$0" 'http|kv' '--connections:connections' "$@"
+count_options "$0" 'http|kv|etc' '--connections:connections' "$@"
 need_valgrind
 [ -n "$bench" ] || bench=$(bench_executable ix-benches inprocess)
 [ -x "$bench" ] || { echo "instr-count-e2e: no inprocess bench binary at '$bench'" >&2; exit 1; }
@@ -39,7 +41,7 @@ instructions() {
         { echo "instr-count-e2e: unexpected run:" >&2; cat "$dir/log" >&2; exit 1; }
     case $protocol in
         http) server_symbol='ix_hyper_compat::server::Server::serve' ;;
-        kv) server_symbol='ix_kv::on_ix::accept_loop' ;;
+        kv | etc) server_symbol='ix_kv::on_ix::accept_loop' ;;
     esac
     local server=0 client=0 total=0 file ir
     for file in "$dir"/callgrind.out-*; do
@@ -58,8 +60,8 @@ echo "in-process end to end: instructions counted with callgrind, (Ir(N2) - Ir(N
     "N1 = $n1, N2 = $n2, $connections connections"
 echo "binary: $bench"
 printf '%-6s %14s %14s %14s\n' "" "server core" "client core" "process"
-for protocol in http kv; do
-    [ -z "$only" ] || [ "$only" = "$protocol" ] || continue
+for protocol in http kv etc; do
+    if [ -z "$only" ]; then [ "$protocol" != etc ] || continue; else [ "$only" = "$protocol" ] || continue; fi
     read -r s1 c1 t1 < <(instructions "$protocol" "$n1")
     read -r s2 c2 t2 < <(instructions "$protocol" "$n2")
     awk -v p="$protocol" -v s1="$s1" -v s2="$s2" -v c1="$c1" -v c2="$c2" -v t1="$t1" -v t2="$t2" \

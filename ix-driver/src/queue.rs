@@ -59,7 +59,10 @@ pub trait NetQueue {
     fn wait_fd(&self) -> Option<BorrowedFd<'_>>;
 
     /// Clears the readiness of [`NetQueue::wait_fd`] after a wake-up, where the
-    /// descriptor needs it (an eventfd). A no-op by default.
+    /// descriptor needs it (an eventfd), and leaves it readable when frames
+    /// are already waiting: the idle path calls it just before it blocks, and
+    /// a frame that arrived since the last burst must still wake it. A no-op
+    /// by default.
     fn ack_wakeup(&mut self) {}
 
     /// The pool receive frames are taken from.

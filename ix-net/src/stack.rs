@@ -674,14 +674,16 @@ impl Stack {
         let mut handles = std::mem::take(&mut self.release_scratch);
         std::mem::swap(&mut handles, &mut *self.released_credit.borrow_mut());
         for handle in handles.drain(..) {
-            if let Ok(conn) = self.conn_mut(handle) {
-                // A reopened window changes only what the connection may send
-                // (a window update): no event, deadline or state to refresh, so
-                // the full `after_conn` is left to this round's output pass.
-                conn.on_credit_released();
-                if conn.wants_output() {
-                    self.mark_dirty(handle);
-                }
+            let Some(entry) = live_entry(&mut self.sockets, handle) else { continue };
+            let SocketKind::Tcp(conn) = &mut entry.kind else { continue };
+            // A reopened window changes only what the connection may send
+            // (a window update): no event, deadline or state to refresh, so
+            // the full `after_conn` is left to this round's output pass. A
+            // socket already queued for it (the application sent too) needs
+            // no second look.
+            conn.on_credit_released();
+            if !entry.dirty && conn.wants_output() {
+                entry.mark_dirty(handle, &mut self.dirty);
             }
         }
         self.release_scratch = handles;

@@ -119,6 +119,10 @@ counters! {
         /// Segments handed to a connection's state machine, which may still
         /// discard them for a counted cause (out of window, PAWS, ...).
         in_to_conn,
+        /// Of those, segments taken by header prediction: the one an
+        /// established connection expected next (see
+        /// [`TcpConfig::header_prediction`](crate::TcpConfig::header_prediction)).
+        header_predicted,
         /// Segments that reached a listener: SYNs, handshake ACKs (SYN
         /// cookies), and what a listener refuses or ignores.
         in_to_listener,

@@ -133,6 +133,29 @@ fn retransmitted_syn_gets_the_syn_ack_again() {
     assert_eq!((again.repr.seq, again.repr.ack), (first.repr.seq, PEER_ISN + 1));
 }
 
+/// RFC 7323 §4.3: a retransmitted SYN carries a newer TSval and lies at or
+/// before Last.ACK.sent, so it updates TS.Recent, and the SYN-ACK sent again
+/// echoes it. Echoing the first SYN's TSval instead hands the peer an RTT
+/// sample as long as its own SYN timeout (1 s), and Linux then starts the
+/// connection with an RTO near 3 s: a lost request segment later stalled 1-5 s
+/// in the soak test's captures.
+#[test]
+fn a_retransmitted_syn_s_timestamp_is_echoed_in_the_syn_ack_sent_again() {
+    let mut h = Harness::new();
+    h.listen(16);
+    h.send(h.syn(PEER_ISN, full_options(7, 1_000)));
+    assert_eq!(h.out_one().repr.options.timestamps.map(|(_, ecr)| ecr), Some(1_000));
+    h.advance(Duration::from_millis(900));
+    h.send(h.syn(PEER_ISN, full_options(7, 2_000)));
+    let again = h.out_one();
+    assert!(again.has(TcpFlags::SYN | TcpFlags::ACK), "{again:?}");
+    assert_eq!(again.repr.options.timestamps.map(|(_, ecr)| ecr), Some(2_000), "{again:?}");
+    // An older TSval (a duplicate of the first SYN, delayed) does not move it back.
+    h.send(h.syn(PEER_ISN, full_options(7, 1_000)));
+    let third = h.out_one();
+    assert_eq!(third.repr.options.timestamps.map(|(_, ecr)| ecr), Some(2_000), "{third:?}");
+}
+
 /// RFC 9293 §3.8.3 (R2 for SYNs): after `syn_retries` retransmissions the
 /// connection attempt fails with a timeout, without a RST.
 #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ix_benches::harness::machine::{CpuSnapshot, Disturbance, Machine, load_average, process_cpu_secs};
 use ix_benches::harness::stats::Spread;
-use ix_benches::loadgen::{ConnectionUse, LoadConfig, MemcacheWorkload, Mode, Report, Workload};
+use ix_benches::loadgen::{ConnectionUse, KvPreset, LoadConfig, MemcacheWorkload, Mode, Report, Workload};
 use ix_driver::mem::{MemWire, MemWireConfig};
 use ix_runtime::IdlePolicy;
 
@@ -27,15 +27,22 @@ pub enum Protocol {
     /// `ix-kv`, memcached text protocol: 90% `get`, 10% `set`, as `ixload`'s
     /// defaults (10,000 keys of 16 bytes, 32-byte values, stored before the run).
     Kv,
+    /// `ix-kv` on Facebook's ETC mix as `ixload --workload etc` draws it (75%
+    /// `get`, key and value sizes from mutilate's distributions, values up to
+    /// 500,000 bytes) over the same 10,000 keys: only with `--only etc`.
+    KvEtc,
 }
 
 impl Protocol {
-    const ALL: [Protocol; 2] = [Protocol::Http, Protocol::Kv];
+    /// What runs when `--only` does not choose.
+    const DEFAULT: [Protocol; 2] = [Protocol::Http, Protocol::Kv];
+    const ALL: [Protocol; 3] = [Protocol::Http, Protocol::Kv, Protocol::KvEtc];
 
     fn name(self) -> &'static str {
         match self {
             Protocol::Http => "http",
             Protocol::Kv => "kv",
+            Protocol::KvEtc => "etc",
         }
     }
 
@@ -46,6 +53,9 @@ impl Protocol {
                 workload: MemcacheWorkload::fixed(KV_GET_RATIO, KV_KEYS, KV_KEY_BYTES, KV_VALUE_BYTES),
                 prefill: true,
             },
+            Protocol::KvEtc => {
+                Workload::Memcache { workload: MemcacheWorkload::preset(KvPreset::Etc, KV_KEYS), prefill: true }
+            }
         }
     }
 }
@@ -63,13 +73,13 @@ const COUNTED_RUN_LIMIT: Duration = Duration::from_secs(240);
 
 const USAGE: &str = "\
 usage: cargo bench -p ix-benches --bench inprocess -- [--quick] [--reps N] [--duration-ms MS]
-           [--warmup-ms MS] [--connections N,N,..] [--only http|kv] [--idle POLICY] [--count N]
+           [--warmup-ms MS] [--connections N,N,..] [--only http|kv|etc] [--idle POLICY] [--count N]
   --quick           one repetition of 300 ms per case after 100 ms of warm-up
   --reps N          repetitions, visiting every case in turn each time (default 5)
   --duration-ms MS  measured window per case and repetition (default 2000)
   --warmup-ms MS    closed-loop load before each window, not measured (default 300)
   --connections     connections per case, each with one request in flight (default 1,32,256)
-  --only PROTOCOL   http or kv (default both)
+  --only PROTOCOL   http, kv (90% get of 32-byte values) or etc (the ETC mix); default http and kv
   --idle POLICY     both cores' idle policy: busy, block, adaptive[:US] (default busy; with
                     --count, block: a spinning core's empty rounds would count as work)
   --count N         instead of timing: each case sends exactly N requests (after the
@@ -96,7 +106,7 @@ impl Options {
             warmup: Duration::from_millis(300),
             duration: Duration::from_millis(2000),
             connections: vec![1, 32, 256],
-            protocols: Protocol::ALL.to_vec(),
+            protocols: Protocol::DEFAULT.to_vec(),
             idle: None,
             count: None,
         };
@@ -125,7 +135,7 @@ impl Options {
                 "--only" => {
                     let name = value(&arg)?;
                     let protocol = Protocol::ALL.into_iter().find(|p| p.name() == name);
-                    options.protocols = vec![protocol.ok_or_else(|| format!("--only {name}: http or kv"))?];
+                    options.protocols = vec![protocol.ok_or_else(|| format!("--only {name}: http, kv or etc"))?];
                 }
                 "--idle" => {
                     let text = value(&arg)?;

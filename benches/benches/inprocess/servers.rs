@@ -35,7 +35,7 @@ impl Protocol {
     pub fn port(self) -> u16 {
         match self {
             Protocol::Http => 8080,
-            Protocol::Kv => 11211,
+            Protocol::Kv | Protocol::KvEtc => 11211,
         }
     }
 }
@@ -117,7 +117,7 @@ impl Service {
             Protocol::Http => Service::Http(
                 ix_http::service::App::new(None, ix_http::offload_on_ix).map_err(|e| format!("ix-http: {e}"))?,
             ),
-            Protocol::Kv => Service::Kv(KvServer::new(Settings {
+            Protocol::Kv | Protocol::KvEtc => Service::Kv(KvServer::new(Settings {
                 port: protocol.port(),
                 listen_ip: None,
                 max_connections: KV_MAX_CONNECTIONS,

@@ -56,7 +56,9 @@
 //!
 //! Each queue has a non-blocking eventfd ([`NetQueue::wait_fd`](crate::NetQueue::wait_fd)), signalled when
 //! a frame lands in its empty inbox and again after a receive burst that left
-//! due frames behind; [`NetQueue::ack_wakeup`](crate::NetQueue::ack_wakeup) clears it. Frames that are not
+//! due frames behind; [`NetQueue::ack_wakeup`](crate::NetQueue::ack_wakeup) clears it unless a frame is
+//! already due, so a core that clears it just before blocking cannot sleep
+//! through a frame that landed after its last burst. Frames that are not
 //! yet due do not keep it readable: sleep until
 //! [`MemQueue::next_due_micros`](crate::MemQueue::next_due_micros).
 
@@ -559,11 +561,31 @@ mod tests {
         send(&mut q0, (0..3).map(|t| frame(&p, mem_port_mac(1), t, 60)).collect());
         assert!(readable(&q1));
         q1.ack_wakeup();
-        assert!(!readable(&q1));
+        assert!(readable(&q1), "three frames are due: clearing keeps it up");
         assert_eq!(tags(&mut q1, 2), [0, 1]);
-        assert!(readable(&q1), "a frame is still due");
         q1.ack_wakeup();
+        assert!(readable(&q1), "a frame is still due");
         assert_eq!(tags(&mut q1, 2), [2]);
+        q1.ack_wakeup();
+        assert!(!readable(&q1));
+    }
+
+    /// The runtime's idle path: a receive burst finds nothing, a frame lands
+    /// (raising the eventfd), then the core clears the eventfd just before it
+    /// blocks. The frame is waiting, so the descriptor must stay readable, or
+    /// the core sleeps through it until its next timer.
+    #[test]
+    fn a_frame_that_lands_just_before_the_wakeup_is_cleared_keeps_the_eventfd_readable() {
+        let wire = wire(2, 1);
+        let mut q0 = wire.queue(0, 0, pool(8)).unwrap();
+        let mut q1 = wire.queue(1, 0, pool(8)).unwrap();
+        let p = q0.pool().clone();
+        assert_eq!(tags(&mut q1, 64), []);
+        send(&mut q0, vec![frame(&p, mem_port_mac(1), 7, 60)]);
+        q1.ack_wakeup();
+        assert!(readable(&q1), "a due frame waits: blocking now would miss it");
+        assert_eq!(tags(&mut q1, 64), [7]);
+        q1.ack_wakeup();
         assert!(!readable(&q1));
     }
 

@@ -330,8 +330,18 @@ impl NetQueue for MemQueue {
         Some(self.wire.slots[self.slot].wakeup.as_fd())
     }
 
+    /// Clears the eventfd, then looks at the inbox: a frame already due
+    /// raises it again. A frame that lands in an empty inbox after the last
+    /// receive burst has signalled it, and a core clears it just before it
+    /// blocks: without the second look that frame waited for the core's next
+    /// timer. A frame a sender adds after the look signals after the clear.
     fn ack_wakeup(&mut self) {
-        self.wire.slots[self.slot].wakeup.clear();
+        let slot = &self.wire.slots[self.slot];
+        slot.wakeup.clear();
+        let now = self.wire.config.clock.now_micros();
+        if lock(&slot.inbox).next_due_micros().is_some_and(|due| due <= now) {
+            slot.wakeup.signal();
+        }
     }
 
     fn pool(&self) -> &PacketPool {

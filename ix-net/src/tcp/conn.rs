@@ -543,13 +543,16 @@ impl Conn {
     /// options it will carry now (timestamps, SACK blocks while data is held
     /// out of order, a D-SACK after a duplicate).
     fn segment_payload_limit(&self) -> usize {
-        let mut opts = TcpOptions::default();
-        if self.ts_enabled {
-            opts.timestamps = Some((0, 0));
+        let sack_count = if self.sack_enabled { self.sack_blocks.report_len(!self.ooo.is_empty()) } else { 0 };
+        if sack_count == 0 {
+            // Nearly every segment: no option but the timestamps, if on.
+            return self.payload_mss();
         }
-        if self.sack_enabled {
-            opts.sack_count = self.sack_blocks.report(!self.ooo.is_empty()).1 as u8;
-        }
+        let opts = TcpOptions {
+            timestamps: self.ts_enabled.then_some((0, 0)),
+            sack_count: sack_count as u8,
+            ..TcpOptions::default()
+        };
         self.send_mss - opts.emitted_len()
     }
 
@@ -694,7 +697,87 @@ impl Conn {
         match self.state {
             State::Closed => {}
             State::SynSent => self.on_segment_syn_sent(seg, now, stats),
+            State::Established
+                if self.cfg.header_prediction && self.is_predicted(seg, payload.as_ref().map_or(0, |p| p.len())) =>
+            {
+                self.on_predicted_segment(seg, payload, now, stats);
+            }
             _ => self.on_segment_synchronized(seg, payload, now, stats),
+        }
+    }
+
+    /// Header prediction (Van Jacobson's, as Linux's `tcp_rcv_established`
+    /// fast path): whether `seg`, carrying `data_len` bytes, is what an
+    /// established connection expects next: flags ACK (and PSH) only, at
+    /// RCV.NXT, its data within the window, no SACK blocks, a timestamp that
+    /// passes PAWS when timestamps are on, an ACK that is new (or, with data,
+    /// the same), the peer's window open before and after, and no recovery
+    /// under way. For such a segment the general path's checks (PAWS,
+    /// acceptability, RST, SYN, the ACK's range, SACK, D-SACK, duplicate
+    /// ACKs, a window closing or reopening) all come out as
+    /// [`Conn::on_predicted_segment`] assumes. Unlike Van Jacobson's, the
+    /// window may change: a receiver's advertised window shrinks with every
+    /// segment it has not yet read, so requiring it unchanged would leave
+    /// request/response traffic to the general path.
+    fn is_predicted(&self, seg: &TcpRepr, data_len: usize) -> bool {
+        let ack = SeqNum(seg.ack);
+        let flags = seg.flags.bits() & !TcpFlags::PSH.bits();
+        let timestamp_ok = match (self.ts_enabled, seg.options.timestamps) {
+            (false, _) => true,
+            (true, Some((ts_val, _))) => (ts_val.wrapping_sub(self.ts_recent) as i32) >= 0,
+            (true, None) => false,
+        };
+        let ack_ok = (self.snd_una < ack && ack <= self.snd_max) || (ack == self.snd_una && data_len > 0);
+        flags == TcpFlags::ACK.bits()
+            && SeqNum(seg.seq) == self.rcv_nxt
+            && data_len <= self.rcv_wnd() as usize
+            && seg.options.sack_count == 0
+            && timestamp_ok
+            && self.snd_wnd != 0
+            && seg.window != 0
+            && ack_ok
+            && !self.in_recovery
+            && !self.rto_recovery
+    }
+
+    /// A segment [`Conn::is_predicted`] accepted: the general path's steps
+    /// that can still change something, in its order, and nothing else.
+    fn on_predicted_segment(&mut self, seg: &TcpRepr, payload: Option<PacketBuf>, now: Instant, stats: &mut TcpStats) {
+        stats.header_predicted += 1;
+        let seq = SeqNum(seg.seq);
+        let ack = SeqNum(seg.ack);
+        let mut delivery = Delivery::default();
+        if ack > self.snd_una {
+            self.sent.on_cumulative_ack(ack, &mut delivery);
+            self.on_new_ack(seg, ack, &delivery, false, now, stats);
+        }
+        if self.sack_enabled && self.snd_max > self.snd_una {
+            self.detect_losses(&delivery, now, stats);
+        }
+        // Window update (RFC 9293 §3.10.7.4: SND.WL1 / SND.WL2 rule); open
+        // before and after, so no probe to start or stop.
+        if self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack) {
+            self.snd_wnd = u32::from(seg.window) << self.snd_wscale;
+            self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+            self.snd_wl1 = seq;
+            self.snd_wl2 = ack;
+        }
+        self.take_ts_recent(seg, seq, now);
+        if let Some(data) = payload.filter(|data| !data.is_empty()) {
+            self.receive_data(seq, data, now, stats);
+        }
+        self.try_consume_fin(now);
+        self.last_rx_activity(now);
+    }
+
+    /// RFC 7323 §4.3: a segment that covers the last ACK sent and whose
+    /// timestamp is not older than `ts_recent` updates it.
+    fn take_ts_recent(&mut self, seg: &TcpRepr, seq: SeqNum, now: Instant) {
+        if let (true, Some((ts_val, _))) = (self.ts_enabled, seg.options.timestamps) {
+            if seq <= self.last_ack_sent && (ts_val.wrapping_sub(self.ts_recent) as i32) >= 0 {
+                self.ts_recent = ts_val;
+                self.ts_recent_at = now;
+            }
         }
     }
 
@@ -769,6 +852,16 @@ impl Conn {
             && flags.contains(TcpFlags::SYN)
             && !flags.intersects(TcpFlags::ACK | TcpFlags::RST)
         {
+            // RFC 7323 §4.3: the SYN lies before Last.ACK.sent, so a newer
+            // TSval becomes TS.Recent and the SYN-ACK sent again echoes it
+            // (echoing the first SYN's would give the peer an RTT sample as
+            // long as its SYN timeout).
+            if let (true, Some((ts_val, _))) = (self.ts_enabled, seg.options.timestamps) {
+                if (ts_val.wrapping_sub(self.ts_recent) as i32) > 0 {
+                    self.ts_recent = ts_val;
+                    self.ts_recent_at = now;
+                }
+            }
             self.snd_nxt = self.iss;
             return;
         }
@@ -862,13 +955,7 @@ impl Conn {
             return;
         }
 
-        // Timestamp update (RFC 7323 §4.3): the segment covers last_ack_sent.
-        if let (true, Some((ts_val, _))) = (self.ts_enabled, seg.options.timestamps) {
-            if seq <= self.last_ack_sent && (ts_val.wrapping_sub(self.ts_recent) as i32) >= 0 {
-                self.ts_recent = ts_val;
-                self.ts_recent_at = now;
-            }
-        }
+        self.take_ts_recent(seg, seq, now);
 
         if let Some(data) = payload {
             if self.state.can_receive() && !data.is_empty() {
@@ -1374,8 +1461,10 @@ impl Conn {
             // they do, so none is copied into it (`push_ready`).
             let shared_while_draining = had_holes.then(|| data.clone());
             self.push_ready(data, stats);
-            while let Some(next) = self.ooo.pop_contiguous(self.rcv_nxt.0) {
-                self.push_ready(next, stats);
+            if had_holes {
+                while let Some(next) = self.ooo.pop_contiguous(self.rcv_nxt.0) {
+                    self.push_ready(next, stats);
+                }
             }
             drop(shared_while_draining);
             self.events |= Readiness::READABLE;
@@ -1816,8 +1905,9 @@ impl Conn {
         if self.ts_enabled {
             options.timestamps = Some((self.ts_now(now), self.ts_recent));
         }
-        if self.sack_enabled && flags.contains(TcpFlags::ACK) {
-            let (blocks, n) = self.sack_blocks.report(!self.ooo.is_empty());
+        let holding = !self.ooo.is_empty();
+        if self.sack_enabled && flags.contains(TcpFlags::ACK) && self.sack_blocks.report_len(holding) > 0 {
+            let (blocks, n) = self.sack_blocks.report(holding);
             options.sack_blocks = blocks;
             options.sack_count = n as u8;
         }
@@ -1992,7 +2082,9 @@ impl Conn {
             sent = true;
             let fin_now = self.fin_queued && seq + len == data_end;
             self.snd_nxt = seq + len + usize::from(fin_now);
-            if fin_now {
+            // Everything queued is out and no FIN is to follow: the next
+            // round of the loop would find nothing to send.
+            if fin_now || (!self.fin_queued && self.snd_nxt == data_end) {
                 break;
             }
         }

@@ -45,9 +45,18 @@ impl Stack {
             FourTuple { local: SocketAddrV4::new(dst, repr.dst_port), remote: SocketAddrV4::new(src, repr.src_port) };
 
         if let Some(handle) = self.flows.get(&tuple) {
-            if self.time_wait_reuse(handle, &repr) {
+            // One look at the connection says whether the rare cases below
+            // can apply: a new SYN in TIME-WAIT, or the handshake of a
+            // connection not yet accepted.
+            let (time_wait, handshake) = match self.entry(handle) {
+                Some(SocketEntry { kind: SocketKind::Tcp(conn), parent, .. }) => {
+                    (conn.state() == State::TimeWait, conn.state() == State::SynReceived && parent.is_some())
+                }
+                _ => (false, false),
+            };
+            if time_wait && self.time_wait_reuse(handle, &repr) {
                 self.reclaim(handle);
-            } else if self.cookie_supersedes(handle, &tuple, &repr, now) {
+            } else if handshake && self.cookie_supersedes(handle, &tuple, &repr, now) {
                 self.drop_half_open(handle);
             } else {
                 self.stats.tcp.in_to_conn += 1;
@@ -59,7 +68,7 @@ impl Stack {
                     payload.advance(payload_start);
                     payload
                 });
-                self.segment_to_conn(handle, &repr, payload, now);
+                self.segment_to_conn(handle, &repr, payload, handshake, now);
                 return;
             }
         }
@@ -85,8 +94,18 @@ impl Stack {
         }
     }
 
-    fn segment_to_conn(&mut self, handle: SocketHandle, repr: &TcpRepr, payload: Option<PacketBuf>, now: Instant) {
-        if self.accept_queue_full_for(handle, repr) {
+    /// Hands a segment to its connection; `handshake` says whether it is a
+    /// passive connection in SYN-RECEIVED, whose listener's accept queue may
+    /// have no room for it.
+    fn segment_to_conn(
+        &mut self,
+        handle: SocketHandle,
+        repr: &TcpRepr,
+        payload: Option<PacketBuf>,
+        handshake: bool,
+        now: Instant,
+    ) {
+        if handshake && self.accept_queue_full_for(handle, repr) {
             // As Linux does (tcp_abort_on_overflow off): the handshake's last
             // ACK is dropped, the connection stays half-open, and the peer's
             // next segment completes it once the application made room.
@@ -307,7 +326,8 @@ impl Stack {
         }
         if payload.is_some() {
             // The ACK may carry data: hand the segment to the connection too.
-            self.segment_to_conn(handle, &TcpRepr { flags: ack.flags, ..*ack }, payload, now);
+            // Rebuilt established: no handshake left to complete.
+            self.segment_to_conn(handle, &TcpRepr { flags: ack.flags, ..*ack }, payload, false, now);
         } else {
             self.after_conn(handle);
         }

@@ -76,7 +76,8 @@ impl SackScoreboard {
     /// Moves the cumulative ACK point to `snd_una`: drops ranges at or below it
     /// and trims one that straddles it.
     pub fn advance_una(&mut self, snd_una: u32) {
-        if seq_le(snd_una, self.una) {
+        // Nothing recorded (every ACK of a clean path): only the point moves.
+        if self.len == 0 || seq_le(snd_una, self.una) {
             self.una = snd_una;
             return;
         }
@@ -258,6 +259,13 @@ impl SackBlockList {
             n += take;
         }
         (out, n)
+    }
+
+    /// How many blocks [`report`](Self::report) gives now, without building
+    /// them.
+    pub fn report_len(&self, holding: bool) -> usize {
+        let dsack = usize::from(self.duplicate.is_some());
+        if holding { dsack + self.len.min(SACK_BLOCKS_MAX - dsack) } else { dsack }
     }
 
     /// An ACK carried the blocks of [`report`](Self::report): the D-SACK was
@@ -488,6 +496,25 @@ mod tests {
             assert_eq!(&blocks[..n], &[(at(base, 5), at(base, 6))]);
             list.on_duplicate(at(base, 4), at(base, 4));
             assert_eq!(list.report(false).1, 0, "an empty range is no duplicate");
+        }
+    }
+
+    #[test]
+    fn report_len_counts_what_report_gives() {
+        for base in BASES {
+            let r = |k: u32| (at(base, 2 * k), at(base, 2 * k + 1));
+            let mut list = SackBlockList::new();
+            let mut held = Vec::new();
+            let counts = |list: &SackBlockList| [false, true].map(|h| (list.report_len(h), list.report(h).1));
+            assert!(counts(&list).iter().all(|(len, n)| len == n));
+            for k in 1..=6 {
+                held.push(r(k));
+                list.on_segment(r(k).0, r(k).1, held.iter().copied());
+                assert!(counts(&list).iter().all(|(len, n)| len == n), "{k} held");
+                list.on_duplicate(at(base, 1), at(base, 2));
+                assert!(counts(&list).iter().all(|(len, n)| len == n), "{k} held and a duplicate");
+                list.on_reported();
+            }
         }
     }
 

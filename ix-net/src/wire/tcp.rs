@@ -661,6 +661,36 @@ impl TcpRepr {
     /// # Panics
     /// Panics if `buf` is shorter than [`header_len`](Self::header_len).
     pub fn emit(&self, buf: &mut [u8]) {
+        if let Some((value, echo_reply)) = self.options.timestamps_only() {
+            self.emit_with_timestamps_only(buf, value, echo_reply);
+            return;
+        }
+        self.emit_by_fields(buf);
+    }
+
+    /// [`emit`](Self::emit) for the header of nearly every segment after the
+    /// handshake, whose only option is timestamps: the 32 bytes composed in
+    /// one array and stored at once, the same bytes the field setters write.
+    fn emit_with_timestamps_only(&self, buf: &mut [u8], value: u32, echo_reply: u32) {
+        const LEN: usize = TCP_HEADER_LEN + TIMESTAMPS_ALIGNED_LEN;
+        let mut header = [0u8; LEN];
+        header[fields::SOURCE_PORT].copy_from_slice(&self.src_port.to_be_bytes());
+        header[fields::DESTINATION_PORT].copy_from_slice(&self.dst_port.to_be_bytes());
+        header[fields::SEQ_NUMBER].copy_from_slice(&self.seq.to_be_bytes());
+        header[fields::ACK_NUMBER].copy_from_slice(&self.ack.to_be_bytes());
+        header[fields::DATA_OFFSET] = ((LEN / 4) as u8) << 4;
+        header[fields::FLAGS] = self.flags.0;
+        header[fields::WINDOW].copy_from_slice(&self.window.to_be_bytes());
+        header[fields::URGENT_POINTER].copy_from_slice(&self.urgent.to_be_bytes());
+        let options = &mut header[TCP_HEADER_LEN..];
+        options[..4].copy_from_slice(&[option_kind::NOP, option_kind::NOP, option_kind::TIMESTAMPS, 10]);
+        options[4..8].copy_from_slice(&value.to_be_bytes());
+        options[8..].copy_from_slice(&echo_reply.to_be_bytes());
+        buf[..LEN].copy_from_slice(&header);
+    }
+
+    /// [`emit`](Self::emit) field by field, for any options.
+    fn emit_by_fields(&self, buf: &mut [u8]) {
         let header_len = self.header_len();
         let mut packet = TcpPacket::new_unchecked(&mut buf[..header_len]);
         packet.set_src_port(self.src_port);
@@ -756,6 +786,37 @@ mod tests {
         let mut bytes = [0u8; 12];
         assert_eq!(options.emit(&mut bytes), 12);
         assert_eq!(bytes, [2, 4, 0x05, 0xb4, 1, 1, 4, 2, 1, 3, 3, 7]);
+    }
+
+    proptest! {
+        /// The header of a segment whose only option is timestamps, composed
+        /// at once, is the one the field setters write.
+        #[test]
+        fn a_timestamps_only_header_is_written_as_field_by_field(
+            ports in any::<(u16, u16)>(),
+            seq in any::<u32>(),
+            ack in any::<u32>(),
+            flags in any::<u8>(),
+            window in any::<u16>(),
+            urgent in any::<u16>(),
+            timestamps in any::<(u32, u32)>(),
+        ) {
+            let repr = TcpRepr {
+                src_port: ports.0,
+                dst_port: ports.1,
+                seq,
+                ack,
+                flags: TcpFlags::from_bits(flags),
+                window,
+                urgent,
+                options: TcpOptions { timestamps: Some(timestamps), ..TcpOptions::default() },
+                payload_offset: 0,
+            };
+            let (mut at_once, mut by_fields) = ([0xa5u8; 40], [0xa5u8; 40]);
+            repr.emit(&mut at_once);
+            repr.emit_by_fields(&mut by_fields);
+            prop_assert_eq!(at_once, by_fields);
+        }
     }
 
     #[test]

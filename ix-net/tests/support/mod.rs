@@ -19,6 +19,9 @@ pub const STEP_MICROS: u64 = 5;
 pub struct Node {
     pub stack: Stack,
     pub queue: MemQueue,
+    /// When set, every frame the node sends is recorded here as (virtual
+    /// time in microseconds, hash of its bytes), in order.
+    pub sent_trace: Option<Vec<(u64, u64)>>,
     rx: Vec<PacketBuf>,
     tx: Vec<PacketBuf>,
 }
@@ -32,6 +35,13 @@ impl Node {
         }
         self.stack.on_timers(now);
         self.stack.egress(now, &mut self.tx);
+        if let Some(trace) = &mut self.sent_trace {
+            for frame in &self.tx {
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&frame[..], &mut hasher);
+                trace.push((now.as_micros(), std::hash::Hasher::finish(&hasher)));
+            }
+        }
         let sent = self.tx.len();
         while !self.tx.is_empty() {
             if self.queue.tx_burst(&mut self.tx) == 0 {
@@ -76,7 +86,7 @@ impl Sim {
                 let mut cfg = StackConfig::new(EthernetAddress(queue.mac()), addr(i), 24, secret);
                 tune(&mut cfg);
                 let stack = Stack::new(cfg, pool, Instant::ZERO).expect("stack");
-                Node { stack, queue, rx: Vec::with_capacity(64), tx: Vec::with_capacity(256) }
+                Node { stack, queue, sent_trace: None, rx: Vec::with_capacity(64), tx: Vec::with_capacity(256) }
             })
             .collect();
         Self { wire, clock, nodes }

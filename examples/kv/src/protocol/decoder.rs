@@ -62,7 +62,7 @@ impl CommandDecoder {
     }
 
     fn decode_line(&mut self, buf: &mut BytesMut) -> Result<Option<Command>, ProtocolError> {
-        let Some(pos) = buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+        let Some(pos) = memchr::memchr(b'\n', &buf[self.scanned..]) else {
             self.scanned = buf.len();
             let limit = if is_get_line(buf) { GET_LINE_MAX_BYTES } else { LINE_MAX_BYTES };
             return if buf.len() > limit { Err(ProtocolError::LineTooLong(limit)) } else { Ok(None) };
@@ -73,7 +73,7 @@ impl CommandDecoder {
         // memcached strips the `\r` only when something precedes it, and its
         // C string ends at the first NUL.
         line.truncate(if end > 1 && line[end - 1] == b'\r' { end - 1 } else { end });
-        if let Some(nul) = line.iter().position(|&b| b == 0) {
+        if let Some(nul) = memchr::memchr(0, &line) {
             line.truncate(nul);
         }
         tokenize(&line, &mut self.tokens);

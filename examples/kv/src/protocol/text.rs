@@ -51,19 +51,17 @@ impl PendingData {
 /// Splits `line` on spaces into `tokens` (ranges into `line`), skipping empty ones.
 pub(crate) fn tokenize(line: &[u8], tokens: &mut Vec<Range<usize>>) {
     tokens.clear();
-    let mut start = None;
-    for (i, &b) in line.iter().enumerate() {
-        match (b == b' ', start) {
-            (true, Some(s)) => {
-                tokens.push(s..i);
-                start = None;
-            }
-            (false, None) => start = Some(i),
-            _ => {}
+    // Each token runs from past the last space to the next one (memchr finds
+    // them a word at a time rather than a byte at a time).
+    let mut start = 0;
+    for space in memchr::memchr_iter(b' ', line) {
+        if space > start {
+            tokens.push(start..space);
         }
+        start = space + 1;
     }
-    if let Some(s) = start {
-        tokens.push(s..line.len());
+    if start < line.len() {
+        tokens.push(start..line.len());
     }
 }
 
@@ -289,4 +287,36 @@ fn parse_stats(line: &Bytes, tokens: &[Range<usize>]) -> LineOutcome {
         Some(_) => return invalid(ErrorReply::Error),
     };
     LineOutcome::Command(Command::Stats(group))
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::tokenize;
+
+    /// The definition: the non-empty pieces between spaces.
+    fn pieces(line: &[u8]) -> Vec<&[u8]> {
+        line.split(|&b| b == b' ').filter(|piece| !piece.is_empty()).collect()
+    }
+
+    fn tokens_of(line: &[u8]) -> Vec<&[u8]> {
+        let mut tokens = Vec::new();
+        tokenize(line, &mut tokens);
+        tokens.into_iter().map(|range| &line[range]).collect()
+    }
+
+    #[test]
+    fn tokens_are_the_non_empty_pieces_between_spaces() {
+        for line in [&b""[..], b" ", b"   ", b"get", b"get k", b" get  k ", b"set k 0 0 5 noreply", b"a\tb c", b"  x"] {
+            assert_eq!(tokens_of(line), pieces(line), "{:?}", String::from_utf8_lossy(line));
+        }
+        let mut rng = SmallRng::seed_from_u64(19);
+        for _ in 0..2_000 {
+            let len = rng.random_range(0..80);
+            let line: Vec<u8> = (0..len).map(|_| if rng.random_bool(0.3) { b' ' } else { rng.random() }).collect();
+            assert_eq!(tokens_of(&line), pieces(&line), "{line:?}");
+        }
+    }
 }
