@@ -229,3 +229,21 @@ fn sigterm_mid_run_stops_the_servers_and_removes_the_namespaces() {
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert!(results["points"].as_array().unwrap().len() <= 1, "{}", results["points"]);
 }
+
+#[test]
+fn an_ix_server_with_busy_polling_serves_the_cost_point() {
+    let (root, prefix, out, _cleanup) = prepare("b");
+    if !ix_driver::privilege::require("network namespaces (XDP on the test network)", namespaces(&root)) {
+        return;
+    }
+    let backend = format!("xdp:{prefix}-s,busy_poll=64:100");
+    let args = ["--cost-only", "--servers", "ix-http", "--cost-steering", "steered", "--ix-backend", &backend];
+    let more = ["--repetitions", "1", "--duration", "0.5", "--cost-rate", "2000", "--prefix", &prefix];
+    let (results, _) = run_bench(&root, &args, &more, &out);
+    let point = &results["points"].as_array().unwrap()[0];
+    assert!(point["backend"].as_str().is_some_and(|b| b.contains("busy_poll=64:100")), "{point}");
+    let report = &point["report"];
+    assert!(report["completed"].as_u64().is_some_and(|n| n > 500), "answered every request: {point}");
+    assert_eq!(report["errors"]["connect"], 0, "{point}");
+    assert_eq!(report["errors"]["io"], 0, "{point}");
+}

@@ -68,4 +68,3 @@ async fn watch(mut interrupt: Signal, mut terminate: Signal, raised: &AtomicBool
         );
     }
 }
-

@@ -192,7 +192,9 @@ fn parse_busy_poll(spec: &str, value: &str) -> Result<BusyPoll, DriverError> {
     let budget = budget.trim().parse::<u16>().ok().filter(|&b| b > 0).ok_or_else(|| bad(spec, why))?;
     let hold_us = match hold {
         None => BusyPoll::DEFAULT_HOLD_US,
-        Some(h) => h.trim().parse::<u32>().ok().filter(|h| (1..=1_000_000).contains(h)).ok_or_else(|| bad(spec, why))?,
+        Some(h) => {
+            h.trim().parse::<u32>().ok().filter(|h| (1..=1_000_000).contains(h)).ok_or_else(|| bad(spec, why))?
+        }
     };
     Ok(BusyPoll { budget, hold_us })
 }

@@ -102,7 +102,8 @@ impl XdpDevice {
         let program = BpfProgram::load_xdp("ix_steer", &program::steering_program(maps.fds()), PROGRAM_LICENSE)?;
         let link = attach(&program, ifindex, config)?;
         // After the attach: veth makes its NAPI instances then.
-        let napi_deferral = config.busy_poll.map(|busy_poll| NapiDeferral::apply(&config.iface, busy_poll)).transpose()?;
+        let napi_deferral =
+            config.busy_poll.map(|busy_poll| NapiDeferral::apply(&config.iface, busy_poll)).transpose()?;
         tracing::info!(
             iface = %config.iface,
             ifindex,

@@ -14,6 +14,11 @@ const DEFER_HARD_IRQS: u32 = 2;
 
 /// The interface's deferral settings as the dataplane set them, and the
 /// values it found, written back on drop.
+///
+/// sysfs shows the interfaces of the network namespace it was mounted in, not
+/// the calling thread's: a process in the interface's namespace needs that
+/// namespace's sysfs (`ip netns exec` mounts it); a thread that only entered
+/// the namespace (`setns`) finds no such interface and gets the error.
 #[derive(Debug)]
 pub(super) struct NapiDeferral {
     iface: String,
@@ -30,7 +35,8 @@ impl NapiDeferral {
     /// be read or written (not root, or no such attribute on this kernel).
     pub(super) fn apply(iface: &str, busy_poll: BusyPoll) -> Result<NapiDeferral, DriverError> {
         let hold_ns = u64::from(busy_poll.hold_us) * 1_000;
-        let wanted = [("napi_defer_hard_irqs", DEFER_HARD_IRQS.to_string()), ("gro_flush_timeout", hold_ns.to_string())];
+        let wanted =
+            [("napi_defer_hard_irqs", DEFER_HARD_IRQS.to_string()), ("gro_flush_timeout", hold_ns.to_string())];
         let mut before = [("napi_defer_hard_irqs", String::new()), ("gro_flush_timeout", String::new())];
         for (slot, (name, _)) in before.iter_mut().zip(&wanted) {
             slot.1 = read(iface, name)?;

@@ -389,13 +389,7 @@ fn set_option_at<T>(
     // SAFETY: `value` is a live `T` and its exact size is passed; the kernel
     // only reads it.
     let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            option,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
+        libc::setsockopt(fd.as_raw_fd(), level, option, (value as *const T).cast(), size_of::<T>() as libc::socklen_t)
     };
     if rc != 0 {
         let error = io::Error::last_os_error();
