@@ -1,12 +1,14 @@
 //! `ix-bench --quick` end to end with short windows: every server answered,
 //! and the table, a plot per workload and the JSON were written; and
-//! `ix-bench --cost-only`, steered and unsteered. With root they run on their
-//! own namespaces (removed afterwards); without, on loopback.
+//! `ix-bench --cost-only`, steered and unsteered; and SIGTERM in the middle of
+//! a run, after which no server and no namespace is left. With root they run
+//! on their own namespaces (removed afterwards); without, on loopback.
 
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::workspace::build_release_binaries;
@@ -154,4 +156,94 @@ fn cost_only_measures_each_servers_cpu_per_request_steered_and_unsteered() {
     let table = std::fs::read_to_string(out.join("cost.md")).unwrap();
     assert_eq!(table.lines().filter(|l| l.starts_with("| steered |")).count(), 2, "{table}");
     assert_eq!(table.lines().filter(|l| l.starts_with("| unsteered |")).count(), 2, "{table}");
+}
+
+/// The processes in namespace `name` (`ip netns pids`), each with its command
+/// line; none when the namespace does not exist.
+fn namespace_processes(name: &str) -> Vec<(String, Vec<u8>)> {
+    let out = Command::new("ip").args(["netns", "pids", name]).stderr(Stdio::null()).output().expect("ip runs");
+    let pids = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    pids.into_iter().filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok().map(|c| (pid, c))).collect()
+}
+
+fn namespace_exists(name: &str) -> bool {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip runs");
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| l.split_whitespace().next() == Some(name))
+}
+
+#[test]
+fn sigterm_mid_run_stops_the_servers_and_removes_the_namespaces() {
+    let (root, prefix, out, _cleanup) = prepare("i");
+    if !ix_driver::privilege::require("network namespaces (ix-bench's test network)", namespaces(&root)) {
+        return;
+    }
+    std::fs::create_dir_all(&out).unwrap();
+    let log = std::fs::File::create(out.join("stderr.log")).unwrap();
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_ix-bench"))
+        .current_dir(&root)
+        .args(["--cost-only", "--servers", "ix-http,tokio-http", "--cost-steering", "unsteered"])
+        .args(["--repetitions", "3", "--duration", "1", "--cost-rate", "2000", "--prefix", &prefix, "--out"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("ix-bench starts");
+    let (server_ns, client_ns) = (format!("{prefix}-srv"), format!("{prefix}-cli"));
+    // Wait for a point to be under way: a server and the load generator run.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let running = loop {
+        let running: Vec<_> = [&server_ns, &client_ns].iter().flat_map(|ns| namespace_processes(ns)).collect();
+        if running.len() >= 2 {
+            break running;
+        }
+        assert!(Instant::now() < deadline, "no server and load generator running after 120 s");
+        assert!(bench.try_wait().unwrap().is_none(), "ix-bench ended before its first point");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let pid = bench.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    // It finishes the point under way (a few seconds), then tears down.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = bench.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = bench.kill();
+            panic!("ix-bench still running 60 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(out.join("stderr.log")).unwrap();
+    eprintln!("{stderr}");
+    assert!(!status.success(), "an interrupted run reports failure");
+    assert!(stderr.contains("SIGTERM") && stderr.contains("interrupted"), "it says why it stopped");
+    assert!(!namespace_exists(&server_ns) && !namespace_exists(&client_ns), "a namespace was left behind");
+    for (pid, cmdline) in running {
+        let now = std::fs::read(format!("/proc/{pid}/cmdline")).ok();
+        assert_ne!(now.as_ref(), Some(&cmdline), "process {pid} ({}) left running", String::from_utf8_lossy(&cmdline));
+    }
+    // It measured no further server after the signal: at most the point under way.
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert!(results["points"].as_array().unwrap().len() <= 1, "{}", results["points"]);
+}
+
+#[test]
+fn an_ix_server_with_busy_polling_serves_the_cost_point() {
+    let (root, prefix, out, _cleanup) = prepare("b");
+    if !ix_driver::privilege::require("network namespaces (XDP on the test network)", namespaces(&root)) {
+        return;
+    }
+    let backend = format!("xdp:{prefix}-s,busy_poll=64:100");
+    let args = ["--cost-only", "--servers", "ix-http", "--cost-steering", "steered", "--ix-backend", &backend];
+    let more = ["--repetitions", "1", "--duration", "0.5", "--cost-rate", "2000", "--prefix", &prefix];
+    let (results, _) = run_bench(&root, &args, &more, &out);
+    let point = &results["points"].as_array().unwrap()[0];
+    assert!(point["backend"].as_str().is_some_and(|b| b.contains("busy_poll=64:100")), "{point}");
+    let report = &point["report"];
+    assert!(report["completed"].as_u64().is_some_and(|n| n > 500), "answered every request: {point}");
+    assert_eq!(report["errors"]["connect"], 0, "{point}");
+    assert_eq!(report["errors"]["io"], 0, "{point}");
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use ix_benches::harness::interrupt::Interrupt;
 use ix_benches::harness::machine::Disturbance;
 use ix_benches::harness::machine::Machine;
 use ix_benches::harness::network::{NETNS_CLIENT_IP, NETNS_PREFIX_LEN, Network};
@@ -23,6 +24,9 @@ use serde::Serialize;
 
 /// Compares IX with tokio (the same hyper and KV services), nginx and
 /// memcached under the same open-loop load, and draws p99 against load.
+///
+/// SIGINT or SIGTERM stops it after the point under way: the servers are
+/// stopped, the test network removed and what was measured written out.
 #[derive(Debug, Parser)]
 #[command(name = "ix-bench", version)]
 struct Args {
@@ -255,6 +259,7 @@ fn preflight(args: &Args, programs: &Programs) -> Vec<Check> {
 
 fn run(args: &Args) -> anyhow::Result<bool> {
     let started = Instant::now();
+    let interrupt = Interrupt::install().context("installing the SIGINT and SIGTERM handler")?;
     let workspace = std::env::current_dir().context("current directory")?;
     let programs = Programs::beside_current_exe();
     let checks = preflight(args, &programs);
@@ -336,12 +341,19 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         cpu: server_cpu,
         cost_steering: &cost_steering,
         steering: RefCell::new(None),
+        interrupt: &interrupt,
     };
     let mut closed_rows = Vec::new();
     // Interleaved: each repetition visits every server once (A B C, A B C, ...).
     for repetition in 0..plan.repetitions {
+        if interrupt.is_raised() {
+            break;
+        }
         eprintln!("repetition {} of {}", repetition + 1, plan.repetitions);
         servers.retain(|&server| {
+            if interrupt.is_raised() {
+                return true;
+            }
             let measured = if args.cost_only {
                 setup.cost_points(server, repetition, &mut points, &mut notes)
             } else if args.unloaded {
@@ -420,6 +432,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .with_context(|| format!("writing {}", json.display()))?;
     eprintln!("results: {} ({:.0} s)", args.out.display(), results.elapsed_secs);
     drop(net);
+    if interrupt.is_raised() {
+        anyhow::bail!("interrupted: servers stopped and test network removed; what was measured is in the results");
+    }
     Ok(measured)
 }
 
@@ -442,6 +457,8 @@ struct Setup<'a> {
     cost_steering: &'a [Steering],
     /// `testnet.sh steer`'s latest account while the network is steered.
     steering: RefCell<Option<String>>,
+    /// Set by SIGINT or SIGTERM: measure nothing more.
+    interrupt: &'a Interrupt,
 }
 
 impl Setup<'_> {
@@ -495,6 +512,9 @@ impl Setup<'_> {
     ) -> Result<(), String> {
         let idle = if server.is_ix() { IdlePolicy::Block } else { IdlePolicy::default() };
         for &steering in self.cost_steering {
+            if self.interrupt.is_raised() {
+                break;
+            }
             self.set_steering(steering)?;
             let (running, label) = self.start(server, idle, notes)?;
             let target = self.target(server, &running, label);
@@ -529,6 +549,9 @@ impl Setup<'_> {
         let plan = self.plan;
         let target = self.target(server, &running, label);
         let (rates, _) = search::search(plan.search(server.workload()), |rate| {
+            if self.interrupt.is_raised() {
+                return None;
+            }
             let json = self.json(server, repetition, &format!("{rate:.0}"));
             let point = sweep::run_point(&target, plan, (repetition, Purpose::Search), rate, &json);
             show(&point);
@@ -536,6 +559,10 @@ impl Setup<'_> {
             points.push(point);
             probe
         });
+        if self.interrupt.is_raised() {
+            // Cut short: its rates are not a search result.
+            return Ok(());
+        }
         searches.push(Searched { server, repetition, rates });
         drop(running);
         self.cost_points(server, repetition, points, notes)
@@ -555,7 +582,7 @@ impl Setup<'_> {
     ) -> Result<(), String> {
         let plan = Plan { connections: 1, closed_loop: true, ..self.plan.clone() };
         let policies = if server.is_ix() { self.args.unloaded_idle.clone() } else { vec![IdlePolicy::default()] };
-        for idle in policies {
+        for idle in policies.into_iter().take_while(|_| !self.interrupt.is_raised()) {
             self.closed_point(server, idle, &plan, repetition, points, notes)?;
         }
         Ok(())
@@ -573,7 +600,7 @@ impl Setup<'_> {
         points: &mut Vec<Point>,
         notes: &mut Vec<String>,
     ) -> Result<(), String> {
-        for &connections in counts {
+        for &connections in counts.iter().take_while(|_| !self.interrupt.is_raised()) {
             let plan = Plan { connections, closed_loop: true, ..self.plan.clone() };
             self.closed_point(server, self.args.ix_idle, &plan, repetition, points, notes)?;
         }

@@ -2,6 +2,7 @@
 //! sweep of offered load per server with `ixload`, then a table, a plot per
 //! workload and the raw data as JSON.
 
+pub mod interrupt;
 pub mod machine;
 pub mod network;
 pub mod plot;

@@ -1,5 +1,6 @@
 //! The XDP backend's settings and their text form,
-//! `IFACE[,queues=N][,mode=native|generic][,bind=zerocopy|copy|auto][,ports=P1+P2][,hugepages=auto|require|never]`.
+//! `IFACE[,queues=N][,mode=native|generic][,bind=zerocopy|copy|auto][,ports=P1+P2][,hugepages=auto|require|never]
+//! [,busy_poll=BUDGET[:HOLD_US]]`.
 
 use std::str::FromStr;
 
@@ -32,6 +33,26 @@ pub enum BindMode {
     Auto,
 }
 
+/// NAPI busy polling of the queues' sockets: the dataplane's own calls run the
+/// device's receive poll (the XDP program and the copy into the UMEM) in its
+/// thread, and the kernel holds back its own poll (an interrupt, a NAPI thread)
+/// for a while after each of them. See `docs/backends.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// Frames one busy poll takes at most (`SO_BUSY_POLL_BUDGET`).
+    pub budget: u16,
+    /// How long after the dataplane's last poll the kernel defers its own,
+    /// microseconds: the device's `gro_flush_timeout` while the dataplane runs
+    /// (with `napi_defer_hard_irqs`), restored when it stops.
+    pub hold_us: u32,
+}
+
+impl BusyPoll {
+    /// The hold when none is given: the kernel's AF_XDP documentation's
+    /// example (`gro_flush_timeout` 200000 ns).
+    pub const DEFAULT_HOLD_US: u32 = 200;
+}
+
 /// Settings of the XDP backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XdpConfig {
@@ -51,6 +72,8 @@ pub struct XdpConfig {
     /// when available (default), always (an error that says how to reserve
     /// them otherwise), or never.
     pub huge_pages: HugePages,
+    /// NAPI busy polling (`busy_poll=`), off by default.
+    pub busy_poll: Option<BusyPoll>,
 }
 
 impl XdpConfig {
@@ -64,6 +87,7 @@ impl XdpConfig {
             bind: BindMode::Auto,
             ports: Vec::new(),
             huge_pages: HugePages::Auto,
+            busy_poll: None,
         }
     }
 
@@ -139,6 +163,7 @@ impl FromStr for XdpConfig {
                         _ => return Err(bad(spec, "hugepages= is auto, require or never")),
                     }
                 }
+                "busy_poll" => config.busy_poll = Some(parse_busy_poll(spec, value)?),
                 other => return Err(bad(spec, &format!("unknown option {other:?}"))),
             }
         }
@@ -161,10 +186,23 @@ fn parse_ports(spec: &str, value: &str) -> Result<Vec<u16>, DriverError> {
     Ok(ports)
 }
 
+fn parse_busy_poll(spec: &str, value: &str) -> Result<BusyPoll, DriverError> {
+    let why = "busy_poll= takes BUDGET[:HOLD_US], a budget of 1-65535 frames and a hold of 1-1000000 us";
+    let (budget, hold) = value.split_once(':').map_or((value, None), |(b, h)| (b, Some(h)));
+    let budget = budget.trim().parse::<u16>().ok().filter(|&b| b > 0).ok_or_else(|| bad(spec, why))?;
+    let hold_us = match hold {
+        None => BusyPoll::DEFAULT_HOLD_US,
+        Some(h) => {
+            h.trim().parse::<u32>().ok().filter(|h| (1..=1_000_000).contains(h)).ok_or_else(|| bad(spec, why))?
+        }
+    };
+    Ok(BusyPoll { budget, hold_us })
+}
+
 fn bad(spec: &str, why: &str) -> DriverError {
     DriverError::Config(format!(
         "xdp:{spec}: {why} (expected xdp:IFACE[,queues=N][,mode=native|generic][,bind=zerocopy|copy|auto]\
-         [,ports=P1+P2][,hugepages=auto|require|never])"
+         [,ports=P1+P2][,hugepages=auto|require|never][,busy_poll=BUDGET[:HOLD_US]])"
     ))
 }
 
@@ -192,6 +230,11 @@ mod tests {
         assert_eq!(config.ports, vec![8080, 11211], "duplicates are merged");
         let generic: XdpConfig = "eth1,mode=generic,bind=zerocopy".parse().unwrap();
         assert_eq!((generic.mode, generic.bind), (XdpMode::Generic, BindMode::ZeroCopy));
+        assert_eq!(config.busy_poll, None, "busy polling is off unless asked for");
+        let polled: XdpConfig = "eth1,busy_poll=64".parse().unwrap();
+        assert_eq!(polled.busy_poll, Some(BusyPoll { budget: 64, hold_us: BusyPoll::DEFAULT_HOLD_US }));
+        let held: XdpConfig = "eth1,busy_poll=16:50".parse().unwrap();
+        assert_eq!(held.busy_poll, Some(BusyPoll { budget: 16, hold_us: 50 }));
     }
 
     #[test]
@@ -209,6 +252,11 @@ mod tests {
             ("eth0,colour=blue", "unknown option"),
             ("eth0,hugepages=yes", "hugepages="),
             ("eth0,queues", "key=value"),
+            ("eth0,busy_poll=0", "busy_poll="),
+            ("eth0,busy_poll=70000", "busy_poll="),
+            ("eth0,busy_poll=64:0", "busy_poll="),
+            ("eth0,busy_poll=64:", "busy_poll="),
+            ("eth0,busy_poll=64:2000000", "busy_poll="),
         ] {
             match spec.parse::<XdpConfig>() {
                 Err(DriverError::Config(message)) => assert!(message.contains(expect), "{spec}: {message}"),

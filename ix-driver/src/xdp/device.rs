@@ -7,7 +7,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use super::bpf::{AttachMode, BpfMap, BpfProgram, MapType, bpf_error, privilege_error};
-use super::config::{BindMode, XdpConfig, XdpMode};
+use super::config::{BindMode, BusyPoll, XdpConfig, XdpMode};
+use super::napi_deferral::NapiDeferral;
 use super::program::{self, ProgramMaps};
 use crate::error::DriverError;
 use crate::netdev::InterfaceControl;
@@ -35,6 +36,8 @@ const PROGRAM_LICENSE: &std::ffi::CStr = c"MIT OR Apache-2.0";
 #[derive(Debug)]
 pub(super) struct Attachment {
     _link: OwnedFd,
+    /// The interface's NAPI deferral while busy polling, restored on drop.
+    _napi_deferral: Option<NapiDeferral>,
     program: BpfProgram,
     xsks: BpfMap,
     arp_pending: BpfMap,
@@ -47,6 +50,8 @@ pub(super) struct Attachment {
     pub(super) mtu: u32,
     pub(super) bind: BindMode,
     pub(super) shared_address: bool,
+    /// Busy polling of the queues' sockets, when configured.
+    pub(super) busy_poll: Option<BusyPoll>,
 }
 
 /// An interface with the steering program attached, and its queues not yet
@@ -67,7 +72,8 @@ impl XdpDevice {
     /// root's capabilities; [`DriverError::NoSuchInterface`];
     /// [`DriverError::TooManyQueues`]; [`DriverError::XdpUnsupported`] when the
     /// driver has no native XDP or another program is attached;
-    /// [`DriverError::Config`] for an MTU larger than a pool frame holds.
+    /// [`DriverError::Config`] for an MTU larger than a pool frame holds, or
+    /// for busy polling in generic mode or where sysfs cannot be written.
     pub fn open(config: &XdpConfig, queues: u16, addr: Ipv4Addr) -> Result<Self, DriverError> {
         let control = InterfaceControl::new(&config.iface, privilege_error)?;
         let ifindex = control.index()?;
@@ -81,6 +87,13 @@ impl XdpDevice {
             )));
         }
         check_queue_count(&control, &config.iface, queues)?;
+        if config.busy_poll.is_some() && config.mode == XdpMode::Generic {
+            return Err(DriverError::Config(format!(
+                "xdp:{}: busy_poll needs mode=native: generic XDP runs in the kernel's backlog, which has no NAPI \
+                 instance for a socket to poll",
+                config.iface
+            )));
+        }
         let shared_address = !config.ports.is_empty();
         if shared_address {
             warn_if_kernel_ports_overlap();
@@ -88,6 +101,9 @@ impl XdpDevice {
         let maps = Maps::create(addr, &config.ports, queues)?;
         let program = BpfProgram::load_xdp("ix_steer", &program::steering_program(maps.fds()), PROGRAM_LICENSE)?;
         let link = attach(&program, ifindex, config)?;
+        // After the attach: veth makes its NAPI instances then.
+        let napi_deferral =
+            config.busy_poll.map(|busy_poll| NapiDeferral::apply(&config.iface, busy_poll)).transpose()?;
         tracing::info!(
             iface = %config.iface,
             ifindex,
@@ -99,6 +115,7 @@ impl XdpDevice {
         );
         let attachment = Attachment {
             _link: link,
+            _napi_deferral: napi_deferral,
             program,
             xsks: maps.xsks,
             arp_pending: maps.arp_pending,
@@ -110,6 +127,7 @@ impl XdpDevice {
             mtu,
             bind: config.bind,
             shared_address,
+            busy_poll: config.busy_poll,
         };
         Ok(Self { attachment: Arc::new(attachment), taken: vec![false; usize::from(queues)] })
     }

@@ -29,12 +29,13 @@
 pub(crate) mod bpf;
 mod config;
 mod device;
+mod napi_deferral;
 pub(crate) mod program;
 pub(crate) mod queue;
 mod ring;
 pub(crate) mod socket;
 
-pub use config::{BindMode, XdpConfig, XdpMode};
+pub use config::{BindMode, BusyPoll, XdpConfig, XdpMode};
 pub use device::{SHARED_EPHEMERAL_PORTS, XdpDevice, XdpQueueSource};
 pub use program::{XDP_DROP, XDP_PASS, XDP_REDIRECT};
 pub use queue::XdpQueue;

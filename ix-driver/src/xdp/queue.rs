@@ -54,6 +54,9 @@ pub struct XdpQueue {
     mac: [u8; 6],
     index: u16,
     max_frame_len: usize,
+    /// Whether each receive burst busy-polls the device (a `recvfrom` that
+    /// runs its receive poll in this thread) before reading the ring.
+    busy_poll: bool,
     stats: QueueStats,
 }
 
@@ -86,6 +89,9 @@ impl XdpQueue {
             lent.clear();
             refill(socket, &mut lent, &pool, &mut stats);
         })?;
+        if let Some(busy_poll) = attachment.busy_poll {
+            socket.set_busy_poll(busy_poll)?;
+        }
         attachment.register_socket(source.index, socket.fd())?;
         tracing::info!(
             iface = %attachment.iface,
@@ -93,6 +99,7 @@ impl XdpQueue {
             zero_copy = socket.is_zero_copy(),
             ring_size,
             huge_pages = pool.region().is_huge(),
+            busy_poll = ?attachment.busy_poll,
             "AF_XDP queue bound"
         );
         Ok(Self {
@@ -100,6 +107,7 @@ impl XdpQueue {
             lent,
             in_flight: FrameTable::new(frames),
             max_frame_len: (attachment.mtu + ETHERNET_HEADER_BYTES) as usize,
+            busy_poll: attachment.busy_poll.is_some(),
             pool,
             mac: attachment.mac,
             attachment: Some(attachment),
@@ -133,6 +141,7 @@ impl XdpQueue {
             lent,
             in_flight: FrameTable::new(frames),
             max_frame_len: (mtu + ETHERNET_HEADER_BYTES) as usize,
+            busy_poll: false,
             pool,
             attachment: None,
             _lease: Some(lease),
@@ -289,9 +298,13 @@ fn refill(socket: &mut XdpSocket, lent: &mut FrameTable<TxBuf>, pool: &PacketPoo
 impl NetQueue for XdpQueue {
     /// Takes up to `max` frames off the receive ring (no copy: each is the
     /// pool frame the kernel wrote), tops up the fill ring, and returns
-    /// completed transmit frames to the pool.
+    /// completed transmit frames to the pool. With busy polling it first runs
+    /// the device's receive poll in this thread (one `recvfrom`).
     fn rx_burst(&mut self, batch: &mut Vec<PacketBuf>, max: usize) -> usize {
         self.reclaim_completed();
+        if self.busy_poll {
+            self.socket.kick_rx();
+        }
         let ready = self.socket.rx.available(u32::try_from(max).unwrap_or(u32::MAX));
         let mut received = 0;
         for i in 0..ready {

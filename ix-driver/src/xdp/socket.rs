@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::bpf::privilege_error;
-use super::config::BindMode;
+use super::config::{BindMode, BusyPoll};
 use super::ring::{ConsumerRing, ProducerRing, RingMap};
 use crate::error::DriverError;
 use crate::pool::FRAME_STRIDE_BYTES;
@@ -17,6 +17,15 @@ use crate::pool::FRAME_STRIDE_BYTES;
 const BIND_BUSY_RETRIES: u32 = 40;
 /// Pause between those tries.
 const BIND_BUSY_PAUSE_MS: u64 = 25;
+/// `SO_BUSY_POLL`, `SO_PREFER_BUSY_POLL` and `SO_BUSY_POLL_BUDGET`
+/// (asm-generic/socket.h; the libc crate has only the first for this target).
+const SO_BUSY_POLL: libc::c_int = 46;
+const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+/// The socket's busy-poll time (`SO_BUSY_POLL`), microseconds. Only its being
+/// non-zero matters here: the dataplane never blocks on the socket, and a
+/// non-blocking call polls the device once whatever the time.
+const BUSY_POLL_SOCKET_US: libc::c_int = 20;
 
 /// Where the socket goes and what it registers.
 #[derive(Debug, Clone, Copy)]
@@ -211,6 +220,27 @@ impl XdpSocket {
     pub(crate) fn kernel_stats(&self) -> Result<XdpSocketStats, DriverError> {
         socket_stats(self.fd.as_fd())
     }
+
+    /// Makes the socket's non-blocking calls poll the device's receive queue
+    /// in the caller's thread (`SO_BUSY_POLL`), taking up to `busy_poll.budget`
+    /// frames (`SO_BUSY_POLL_BUDGET`), and asks the kernel to leave that poll
+    /// to them (`SO_PREFER_BUSY_POLL`) while the device defers its own.
+    ///
+    /// # Errors
+    /// [`DriverError::Privilege`] without `CAP_NET_ADMIN` (which the kernel
+    /// requires for all three); [`DriverError::Os`] for a kernel without busy
+    /// polling (`CONFIG_NET_RX_BUSY_POLL`) or the two newer options (Linux 5.11).
+    pub(crate) fn set_busy_poll(&self, busy_poll: BusyPoll) -> Result<(), DriverError> {
+        let budget = libc::c_int::from(busy_poll.budget);
+        for (option, value, call) in [
+            (SO_PREFER_BUSY_POLL, 1, "setsockopt(SO_PREFER_BUSY_POLL)"),
+            (SO_BUSY_POLL, BUSY_POLL_SOCKET_US, "setsockopt(SO_BUSY_POLL)"),
+            (SO_BUSY_POLL_BUDGET, budget, "setsockopt(SO_BUSY_POLL_BUDGET)"),
+        ] {
+            set_option_at(self.fd.as_fd(), libc::SOL_SOCKET, option, &value, call)?;
+        }
+        Ok(())
+    }
 }
 
 /// The kernel's counters of the AF_XDP socket `fd`.
@@ -345,16 +375,21 @@ fn register_umem(fd: BorrowedFd<'_>, params: &SocketParams<'_>) -> Result<(), Dr
 }
 
 fn set_option<T>(fd: BorrowedFd<'_>, option: libc::c_int, value: &T, call: &'static str) -> Result<(), DriverError> {
+    set_option_at(fd, libc::SOL_XDP, option, value, call)
+}
+
+/// `setsockopt(fd, level, option, value)`; EPERM and EACCES are a privilege error.
+fn set_option_at<T>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: &T,
+    call: &'static str,
+) -> Result<(), DriverError> {
     // SAFETY: `value` is a live `T` and its exact size is passed; the kernel
     // only reads it.
     let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            option,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
+        libc::setsockopt(fd.as_raw_fd(), level, option, (value as *const T).cast(), size_of::<T>() as libc::socklen_t)
     };
     if rc != 0 {
         let error = io::Error::last_os_error();
