@@ -667,10 +667,9 @@ impl Conn {
         if !self.credit.acknowledge_release() || !self.state.can_receive() {
             return;
         }
-        let space = self.rcv_space_rounded();
-        let edge = self.rcv_nxt + space;
-        let grown = edge - self.rcv_adv;
-        if grown > 0 && (grown as usize >= self.window_update_threshold() || self.rcv_adv <= self.rcv_nxt) {
+        if self.window_edge_may_move()
+            && right_edge_moves(self.rcv_nxt, self.rcv_adv, self.window_edge(), self.window_update_threshold())
+        {
             self.ack_now = true;
         }
     }
@@ -696,18 +695,43 @@ impl Conn {
 
     /// Space rounded down to what the window field can say.
     fn rcv_space_rounded(&self) -> u32 {
-        let max = 65_535usize << self.rcv_wscale;
-        let space = self.rcv_space().min(max);
+        let space = self.rcv_space().min(self.rcv_space_max());
         ((space >> self.rcv_wscale) << self.rcv_wscale) as u32
+    }
+
+    /// The most [`Conn::rcv_space_rounded`] can be: the whole receive buffer,
+    /// or what the window field can say.
+    fn rcv_space_max(&self) -> usize {
+        (self.cfg.recv_buffer_bytes as usize).min(65_535usize << self.rcv_wscale)
+    }
+
+    /// The right edge of the window the receive space allows now.
+    fn window_edge(&self) -> SeqNum {
+        self.rcv_nxt + self.rcv_space_rounded()
+    }
+
+    /// Whether the right edge may move at all: it would with the whole
+    /// receive buffer free. When not (nearly every segment of a steady
+    /// exchange: the edge moves by an update's worth at a time), the space,
+    /// which can only be smaller, need not be derived (pool pressure, bytes
+    /// held): [`right_edge_moves`] grows with the edge.
+    fn window_edge_may_move(&self) -> bool {
+        right_edge_moves(
+            self.rcv_nxt,
+            self.rcv_adv,
+            self.rcv_nxt + self.rcv_space_max(),
+            self.window_update_threshold(),
+        )
     }
 
     /// The window field for an outgoing segment; moves `rcv_adv` right when the
     /// space grew by enough (receiver-side silly window avoidance), never left.
     fn window_field(&mut self) -> u16 {
-        let edge = self.rcv_nxt + self.rcv_space_rounded();
-        let grown = edge - self.rcv_adv;
-        if grown > 0 && (grown as usize >= self.window_update_threshold() || self.rcv_adv <= self.rcv_nxt) {
-            self.rcv_adv = edge;
+        if self.window_edge_may_move() {
+            let edge = self.window_edge();
+            if right_edge_moves(self.rcv_nxt, self.rcv_adv, edge, self.window_update_threshold()) {
+                self.rcv_adv = edge;
+            }
         }
         let wnd = (self.rcv_adv - self.rcv_nxt).max(0) as u32;
         (wnd >> self.rcv_wscale).min(65_535) as u16
@@ -2279,6 +2303,15 @@ impl Conn {
     }
 }
 
+/// Whether the right edge of the receive window moves from `adv` to `edge`,
+/// RCV.NXT being `nxt`: by at least `threshold` bytes, or by any amount when
+/// the window is closed (receiver-side silly window avoidance, RFC 9293
+/// §3.8.6.2.2). True for an edge implies true for every edge further right.
+fn right_edge_moves(nxt: SeqNum, adv: SeqNum, edge: SeqNum, threshold: usize) -> bool {
+    let grown = edge - adv;
+    grown > 0 && (grown as usize >= threshold || adv <= nxt)
+}
+
 /// The smallest window shift that lets `buffer` bytes be advertised.
 pub(crate) fn window_shift_for(buffer: u32) -> u8 {
     let mut shift = 0;
@@ -2286,4 +2319,31 @@ pub(crate) fn window_shift_for(buffer: u32) -> u8 {
         shift += 1;
     }
     shift
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// `window_edge_may_move` rests on this: an edge that moves stays
+        /// moving when the edge is further right (both within the span of
+        /// windows a connection can advertise).
+        #[test]
+        fn a_right_edge_that_moves_moves_further_right(
+            nxt in any::<u32>(),
+            adv_offset in -(1i64 << 29)..(1i64 << 30),
+            space in 0u32..(1 << 29),
+            more in 0u32..(1 << 29),
+            threshold in 0usize..(1 << 20),
+        ) {
+            let nxt = SeqNum(nxt);
+            let adv = SeqNum(nxt.0.wrapping_add(adv_offset as u32));
+            if right_edge_moves(nxt, adv, nxt + space, threshold) {
+                prop_assert!(right_edge_moves(nxt, adv, nxt + space + more, threshold));
+            }
+        }
+    }
 }
