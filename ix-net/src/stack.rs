@@ -213,7 +213,7 @@ impl SocketEntry {
     /// caller that holds it already (the paths of every segment: no second
     /// look-up). Returns what is left for [`Stack::settle_rest`] when the
     /// connection awaits `accept` or is closed.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn settle(
         &mut self,
         handle: SocketHandle,
@@ -994,13 +994,15 @@ impl Stack {
     }
 
     fn tcp_send_chunk(&mut self, handle: SocketHandle, chunk: SendChunk) -> Result<usize, SocketError> {
-        let conn = self.conn_mut(handle)?;
+        // One look-up for the connection and its output mark.
+        let Some(entry) = live_entry(&mut self.sockets, handle) else { return Err(SocketError::InvalidHandle) };
+        let SocketKind::Tcp(conn) = &mut entry.kind else { return Err(SocketError::WrongKind("TCP stream")) };
         let n = conn.send(chunk)?;
         if n > 0 {
             // Queuing data changes no event, deadline or state, only what the
             // connection may send: the output pass of the next `egress` runs
             // `after_conn` for it.
-            self.mark_dirty(handle);
+            entry.mark_dirty(handle, &mut self.dirty);
         }
         Ok(n)
     }

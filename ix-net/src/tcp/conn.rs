@@ -89,6 +89,7 @@ enum SegmentHeader {
 
 impl SegmentHeader {
     /// Length of the header, `template` being the connection's.
+    #[inline]
     fn len(&self, template: &TcpHeaderTemplate) -> usize {
         match self {
             SegmentHeader::Templated(_) => template.header_len(),
@@ -97,6 +98,7 @@ impl SegmentHeader {
     }
 
     /// Writes the header into the start of `buf` with a zero checksum.
+    #[inline]
     fn emit(&self, template: &TcpHeaderTemplate, buf: &mut [u8]) {
         match self {
             SegmentHeader::Templated(fields) => template.emit(fields, buf),
@@ -1950,6 +1952,7 @@ impl Conn {
 
     /// The header of a segment at `seq` with `flags`, with the current ACK
     /// (when `with_ack` or `flags` has ACK), window and per-segment options.
+    #[inline]
     fn header(&mut self, now: Instant, seq: SeqNum, flags: TcpFlags, with_ack: bool) -> SegmentHeader {
         let fields = self.header_fields(now, seq, flags, with_ack);
         let holding = !self.ooo.is_empty();
