@@ -97,6 +97,7 @@ impl Stack {
     /// Hands a segment to its connection; `handshake` says whether it is a
     /// passive connection in SYN-RECEIVED, whose listener's accept queue may
     /// have no room for it.
+    #[inline]
     fn segment_to_conn(
         &mut self,
         handle: SocketHandle,
