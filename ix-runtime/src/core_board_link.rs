@@ -53,14 +53,16 @@ impl BusyTime {
 /// receives a burst the board's [`SelfPollRule`] calls large polls from the
 /// next empty round on, without waiting for `ixcp`'s next period, until
 /// `ixcp` answers the switch (it then follows the mode asked with that
-/// answer, which may be block again) or the rule's limit passes unanswered.
-/// Pure: the board's words and the clock are read by its owner.
+/// answer, which may be block again), it finds no work for the rule's idle
+/// time, or the rule's limit passes unanswered. Pure: the board's words and
+/// the clock are read by its owner.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct SelfPoll {
     /// Switches so far (published; `ixcp` answers a count).
     count: u64,
-    /// When the switch under way began.
-    since: Option<Instant>,
+    /// When the switch under way began, and when its last round that found
+    /// work began.
+    since: Option<(Instant, Instant)>,
 }
 
 impl SelfPoll {
@@ -78,16 +80,27 @@ impl SelfPoll {
             return false;
         }
         self.count += 1;
-        self.since = Some(now);
+        self.since = Some((now, now));
         true
+    }
+
+    /// A round begun at `now` found work.
+    fn worked(&mut self, now: Instant) {
+        if let Some((_, worked)) = &mut self.since {
+            *worked = now;
+        }
     }
 
     /// The mode the core follows at `now`, `ixcp` having answered
     /// `answered` switches and asking `asked`: busy-poll while a switch is
-    /// unanswered and younger than `limit`, what `ixcp` asks otherwise.
-    fn mode(&mut self, (answered, asked): (u64, CoreMode), limit: Duration, now: Instant) -> CoreMode {
-        if let Some(since) = self.since {
-            if answered >= self.count || now.saturating_duration_since(since) >= limit {
+    /// unanswered, younger than the rule's limit and has found work within
+    /// the rule's idle time; what `ixcp` asks otherwise.
+    fn mode(&mut self, (answered, asked): (u64, CoreMode), rule: &SelfPollRule, now: Instant) -> CoreMode {
+        if let Some((since, worked)) = self.since {
+            if answered >= self.count
+                || now.saturating_duration_since(since) >= rule.limit
+                || now.saturating_duration_since(worked) >= rule.idle
+            {
                 self.since = None;
             }
         }
@@ -163,6 +176,9 @@ impl CoreBoardLink {
     /// decision sees it.
     pub(crate) fn round_ended(&mut self, worked: bool, received: usize, now: Instant, core: &Core) {
         self.last_round_worked = worked;
+        if worked {
+            self.self_poll.worked(now);
+        }
         if received == 0 || self.asked != CoreMode::Block || self.self_poll.polling() {
             return;
         }
@@ -196,7 +212,7 @@ impl CoreBoardLink {
         let answer = self.slot.answer();
         self.asked = answer.1;
         let mode = if self.self_poll.polling() {
-            self.self_poll.mode(answer, self.slot.self_poll_rule().limit, now)
+            self.self_poll.mode(answer, &self.slot.self_poll_rule(), now)
         } else {
             self.asked
         };
@@ -243,27 +259,28 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
-    const RULE: SelfPollRule = SelfPollRule { batch: 16, limit: Duration::from_millis(200) };
+    const RULE: SelfPollRule =
+        SelfPollRule { batch: 16, limit: Duration::from_millis(200), idle: Duration::from_millis(200) };
 
     #[test]
     fn a_blocking_core_polls_from_the_round_of_a_large_burst_until_ixcp_answers() {
         let t0 = Instant::now();
         let mut switch = SelfPoll::default();
         assert!(!switch.after_burst(&RULE, Block, (15, 64), t0), "a small burst");
-        assert_eq!(switch.mode((0, Block), RULE.limit, t0), Block);
+        assert_eq!(switch.mode((0, Block), &RULE, t0), Block);
         assert!(switch.after_burst(&RULE, Block, (16, 64), t0));
         assert_eq!(switch.count, 1);
         // Polling from the next empty round on, ixcp still asking block and not yet answering.
         let ms = Duration::from_millis(1);
-        assert_eq!(switch.mode((0, Block), RULE.limit, t0 + ms), BusyPoll);
+        assert_eq!(switch.mode((0, Block), &RULE, t0 + ms), BusyPoll);
         assert!(!switch.after_burst(&RULE, Block, (64, 64), t0 + 2 * ms), "one switch at a time");
         assert_eq!(switch.count, 1);
         // ixcp answers with block: the core blocks again...
-        assert_eq!(switch.mode((1, Block), RULE.limit, t0 + 50 * ms), Block);
+        assert_eq!(switch.mode((1, Block), &RULE, t0 + 50 * ms), Block);
         // ... and a later burst switches it again.
         assert!(switch.after_burst(&RULE, Block, (64, 64), t0 + 60 * ms));
         // ixcp answers with busy-poll: the core polls by its word.
-        assert_eq!(switch.mode((2, BusyPoll), RULE.limit, t0 + 70 * ms), BusyPoll);
+        assert_eq!(switch.mode((2, BusyPoll), &RULE, t0 + 70 * ms), BusyPoll);
         assert!(!switch.polling());
     }
 
@@ -273,12 +290,12 @@ mod tests {
         let ms = Duration::from_millis(1);
         let mut switch = SelfPoll::default();
         assert!(switch.after_burst(&RULE, Block, (64, 64), t0));
-        assert_eq!(switch.mode((1, Block), RULE.limit, t0 + ms), Block);
+        assert_eq!(switch.mode((1, Block), &RULE, t0 + ms), Block);
         // The core switches again just after ixcp read its count of 1 ...
         assert!(switch.after_burst(&RULE, Block, (64, 64), t0 + 2 * ms));
         // ... so ixcp's answer of 1 (with block) is not an answer to this one.
-        assert_eq!(switch.mode((1, Block), RULE.limit, t0 + 3 * ms), BusyPoll);
-        assert_eq!(switch.mode((2, Block), RULE.limit, t0 + 4 * ms), Block);
+        assert_eq!(switch.mode((1, Block), &RULE, t0 + 3 * ms), BusyPoll);
+        assert_eq!(switch.mode((2, Block), &RULE, t0 + 4 * ms), Block);
     }
 
     #[test]
@@ -286,8 +303,31 @@ mod tests {
         let t0 = Instant::now();
         let mut switch = SelfPoll::default();
         assert!(switch.after_burst(&RULE, Block, (64, 64), t0));
-        assert_eq!(switch.mode((0, Block), RULE.limit, t0 + RULE.limit - Duration::from_nanos(1)), BusyPoll);
-        assert_eq!(switch.mode((0, Block), RULE.limit, t0 + RULE.limit), Block);
+        let ms = Duration::from_millis(1);
+        // Work keeps coming: only the limit ends the switch.
+        for at in (1..200).map(|i| t0 + i * ms) {
+            switch.worked(at);
+        }
+        assert_eq!(switch.mode((0, Block), &RULE, t0 + RULE.limit - Duration::from_nanos(1)), BusyPoll);
+        assert_eq!(switch.mode((0, Block), &RULE, t0 + RULE.limit), Block);
+    }
+
+    #[test]
+    fn a_switch_ends_once_the_core_found_no_work_for_the_idle_time() {
+        let t0 = Instant::now();
+        let us = Duration::from_micros(1);
+        let rule = SelfPollRule { idle: 200 * us, ..RULE };
+        let mut switch = SelfPoll::default();
+        assert!(switch.after_burst(&rule, Block, (64, 64), t0));
+        // The backlog drains over 5 ms of working rounds: it keeps polling ...
+        for i in 1..=50 {
+            switch.worked(t0 + 100 * i * us);
+            assert_eq!(switch.mode((0, Block), &rule, t0 + (100 * i + 50) * us), BusyPoll);
+        }
+        // ... then finds nothing for 200 us and blocks again, unanswered.
+        assert_eq!(switch.mode((0, Block), &rule, t0 + 5199 * us), BusyPoll);
+        assert_eq!(switch.mode((0, Block), &rule, t0 + 5200 * us), Block);
+        assert!(!switch.polling());
     }
 
     #[test]

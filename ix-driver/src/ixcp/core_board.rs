@@ -5,7 +5,7 @@
 //! # Layout (64-bit words, native byte order, no pointers)
 //! ```text
 //! header (64 bytes)  magic "IXCBOARD" | version | cores | self-poll batch | self-poll limit ns
-//!                    | 3 words reserved                      (ixcp writes the self-poll words)
+//!                    | self-poll idle ns | 2 words reserved    (ixcp writes the self-poll words)
 //! slot i (128 bytes) at 64 + 128 i:
 //!   0 mode asked (ixcp writes: 0 block, 1 busy-poll)  1 mode in effect (the core writes)
 //!   2 thread id      3 rounds     4 busy ns      5 batches      6 rx packets   7 tx packets
@@ -15,8 +15,8 @@
 //! A blocking core that receives a burst of at least the self-poll batch
 //! switches itself to busy-polling and counts it (word 14); it goes back to the
 //! mode asked once `ixcp` has answered that count (word 15, written after the
-//! mode word), or after the self-poll limit without an answer. See
-//! [`SelfPollRule`].
+//! mode word), once it has found no work for the self-poll idle time, or after
+//! the self-poll limit without an answer. See [`SelfPollRule`].
 //! Each side reads the other's words as untrusted numbers: `ixcp` clamps and
 //! checks what it reads (a thread id must be one of the dataplane's threads),
 //! and an unknown mode word reads as [`CoreMode::Block`].
@@ -43,6 +43,7 @@ mod header_word {
     pub(super) const CORES: usize = 2;
     pub(super) const SELF_POLL_BATCH: usize = 3;
     pub(super) const SELF_POLL_LIMIT_NS: usize = 4;
+    pub(super) const SELF_POLL_IDLE_NS: usize = 5;
 }
 
 /// Word indexes in a slot.
@@ -138,6 +139,10 @@ pub struct SelfPollRule {
     pub batch: u32,
     /// How long a core polls on its own at most when `ixcp` does not answer.
     pub limit: std::time::Duration,
+    /// How long a core polling on its own may find no work before it
+    /// follows the mode asked again (the burst drained and the load did not
+    /// stay), answer or not.
+    pub idle: std::time::Duration,
 }
 
 impl SelfPollRule {
@@ -246,18 +251,20 @@ impl CoreBoard {
     /// Sets the rule by which every core of the board switches itself to
     /// busy-polling (`ixcp`'s side; a new board's rule is "never").
     pub fn set_self_poll_rule(&self, rule: SelfPollRule) {
-        let limit_ns = u64::try_from(rule.limit.as_nanos()).unwrap_or(u64::MAX);
-        self.header(header_word::SELF_POLL_LIMIT_NS).store(limit_ns, Ordering::Relaxed);
+        let nanos = |time: std::time::Duration| u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        self.header(header_word::SELF_POLL_LIMIT_NS).store(nanos(rule.limit), Ordering::Relaxed);
+        self.header(header_word::SELF_POLL_IDLE_NS).store(nanos(rule.idle), Ordering::Relaxed);
         self.header(header_word::SELF_POLL_BATCH).store(u64::from(rule.batch), Ordering::Relaxed);
     }
 
     /// The rule by which a core switches itself to busy-polling.
     pub fn self_poll_rule(&self) -> SelfPollRule {
         let batch = self.header(header_word::SELF_POLL_BATCH).load(Ordering::Relaxed);
-        let limit_ns = self.header(header_word::SELF_POLL_LIMIT_NS).load(Ordering::Relaxed);
+        let time = |index| std::time::Duration::from_nanos(self.header(index).load(Ordering::Relaxed));
         SelfPollRule {
             batch: u32::try_from(batch).unwrap_or(u32::MAX),
-            limit: std::time::Duration::from_nanos(limit_ns),
+            limit: time(header_word::SELF_POLL_LIMIT_NS),
+            idle: time(header_word::SELF_POLL_IDLE_NS),
         }
     }
 
@@ -446,7 +453,11 @@ mod tests {
         let ixcp = CoreBoard::create(2).unwrap();
         let dataplane = CoreBoard::from_memfd(ixcp.fd().as_fd().try_clone_to_owned().unwrap(), 2).unwrap();
         assert_eq!(dataplane.self_poll_rule(), SelfPollRule::default(), "a new board never self-polls");
-        let rule = SelfPollRule { batch: 16, limit: std::time::Duration::from_millis(200) };
+        let rule = SelfPollRule {
+            batch: 16,
+            limit: std::time::Duration::from_millis(200),
+            idle: std::time::Duration::from_micros(200),
+        };
         ixcp.set_self_poll_rule(rule);
         assert_eq!(dataplane.self_poll_rule(), rule);
         dataplane.publish(1, &CoreSample { self_polls: 3, mode_in_effect: CoreMode::BusyPoll, ..Default::default() });
@@ -460,7 +471,7 @@ mod tests {
 
     #[test]
     fn a_burst_switches_at_the_rule_s_batch_or_a_full_burst() {
-        let rule = SelfPollRule { batch: 16, limit: std::time::Duration::from_millis(200) };
+        let rule = SelfPollRule { batch: 16, ..SelfPollRule::default() };
         // (frames received, burst bound, switches)
         for (received, burst_max, switches) in [
             (0, 64, false),
