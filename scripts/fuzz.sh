@@ -18,6 +18,11 @@
 # Each sanitizer builds into a target directory of its own, so switching does not rebuild the other.
 # Runs of different targets may go side by side (one script per target, e.g. under `bg-run`, one per CPU):
 # each target has its own directories, and a run's line is appended to runs.tsv in one write.
+# libFuzzer's timeout is wall-clock time: a campaign frozen by `bench-prio` or starved at SCHED_IDLE for longer
+# than it looks like a hang. A timeout is therefore replayed alone under a limit of CPU time (RLIMIT_CPU); a unit
+# that passes there is no finding: it is moved to fuzz/work/TARGET.replayed-timeouts/, the run is recorded as
+# `timeout-replayed-ok`, and the target goes on with what is left of its budget. A unit that fails again is a
+# crash like any other.
 # libFuzzer's -reload=0: a lone job need not list and stat its output directory every second (measured: a
 # few percent of kv_text's CPU once the directory held thousands of new inputs); the directory is emptied
 # once its inputs are merged into the corpus.
@@ -26,19 +31,19 @@ cd "$(dirname "$0")/.."
 
 targets_all() { sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^ix-fuzz-targets$'; }
 
-runs=() seconds=() to_total=
+runs_limit= seconds_limit= to_total=
 sanitizer=address
 while [ $# -gt 0 ]; do
     case $1 in
         --list) targets_all; exit 0 ;;
-        --runs) runs=("-runs=${2:?--runs needs a count}"); shift 2 ;;
+        --runs) runs_limit=${2:?--runs needs a count}; shift 2 ;;
         --to-total) to_total=${2:?--to-total needs a count}; shift 2 ;;
         --sanitizer) sanitizer=${2:?--sanitizer needs a name: address, none, ...}; shift 2 ;;
         '' | -* | *[!0-9]*) break ;;
-        *) seconds=("-max_total_time=$1"); shift ;;
+        *) seconds_limit=$1; shift ;;
     esac
 done
-[ "${#runs[@]}" -gt 0 ] || [ -n "$to_total" ] || [ "${#seconds[@]}" -gt 0 ] || seconds=(-max_total_time=60)
+[ -n "$runs_limit" ] || [ -n "$to_total" ] || [ -n "$seconds_limit" ] || seconds_limit=60
 build=(-O -s "$sanitizer")
 [ "$sanitizer" = address ] || build+=(--target-dir "target/sanitizer-$sanitizer")
 targets=("$@")
@@ -62,33 +67,61 @@ cd fuzz
 CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} nice -n 19 cargo +nightly fuzz build "${build[@]}"
 # Executions of TARGET over every run so far.
 total_of() { awk -F'\t' -v t="$1" 'NR > 1 && $3 == t && $4 ~ /^[0-9]+$/ { n += $4 } END { printf "%d", n }' runs.tsv; }
+# Whether LOG ends in a libFuzzer timeout whose unit passes when replayed alone under a CPU-time limit (then
+# the unit is moved out of artifacts/: the fuzzer was frozen or starved, not hung).
+replayed_timeout_passes() {
+    local log=$1 target=$2 unit
+    grep -q 'ERROR: libFuzzer: timeout' "$log" || return 1
+    unit=$(sed -n 's/^Test unit written to //p' "$log" | tail -1)
+    [ -n "$unit" ] && [ -f "$unit" ] || return 1
+    (ulimit -t 60 && nice -n 19 cargo +nightly fuzz run "${build[@]}" "$target" "$unit" -- -runs=1 -timeout=0) \
+        >"$log.replay" 2>&1 || return 1
+    mkdir -p "work/$target.replayed-timeouts" && mv "$unit" "work/$target.replayed-timeouts/"
+}
 for target in "${targets[@]}"; do
-    budget=("${runs[@]}" "${seconds[@]}")
-    if [ -n "$to_total" ]; then
-        need=$((to_total - $(total_of "$target")))
-        [ "$need" -gt 0 ] || { echo "== $target: $(total_of "$target") executions already"; continue; }
-        budget=("-runs=$need" "${seconds[@]}")
-    fi
-    mkdir -p "work/$target" "artifacts/$target" "corpus/$target"
-    log="work/$target.log"
-    echo "== $target (${budget[*]})"
-    result=ok
-    /usr/bin/time -f '%U %S' -o "work/$target.cpu" nice -n 19 cargo +nightly fuzz run "${build[@]}" "$target" \
-        "work/$target" "corpus/$target" -- "${budget[@]}" -max_len="$(max_len "$target")" -timeout=20 \
-        -rss_limit_mb=2048 -reload=0 -print_final_stats=1 -artifact_prefix="artifacts/$target/" >"$log" 2>&1 ||
-        result=crash
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-    took=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
-    if [ "$result" = crash ]; then
-        failed+=("$target")
-        grep -E '^(==[0-9]+==|thread|SUMMARY|artifact_prefix|Test unit written)' "$log" | head -20 || true
-    fi
-    # CPU seconds the fuzzer got (user + system, cargo's share included): on a shared machine at nice 19 the
-    # wall-clock seconds say little about its speed.
-    cpu=$(awk 'END { if (NF == 2) printf "%.0f", $1 + $2 }' "work/$target.cpu" 2>/dev/null || true)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$commit" "$target" "${execs:-?}" "${took:-?}" \
-        "$result" "${cpu:-?}" "$sanitizer" >> runs.tsv
-    echo "   $target: ${execs:-?} executions in ${took:-?} s (${cpu:-?} s of CPU), $result"
+    started=$SECONDS done_runs=0
+    while :; do
+        budget=()
+        if [ -n "$seconds_limit" ]; then
+            left=$((seconds_limit - (SECONDS - started)))
+            [ "$left" -gt 0 ] || break
+            budget+=("-max_total_time=$left")
+        fi
+        if [ -n "$runs_limit" ] && [ -z "$to_total" ]; then
+            [ $((runs_limit - done_runs)) -gt 0 ] || break
+            budget+=("-runs=$((runs_limit - done_runs))")
+        fi
+        if [ -n "$to_total" ]; then
+            need=$((to_total - $(total_of "$target")))
+            [ "$need" -gt 0 ] || { echo "== $target: $(total_of "$target") executions already"; break; }
+            budget+=("-runs=$need")
+        fi
+        mkdir -p "work/$target" "artifacts/$target" "corpus/$target"
+        log="work/$target.log"
+        echo "== $target (${budget[*]})"
+        result=ok
+        /usr/bin/time -f '%U %S' -o "work/$target.cpu" nice -n 19 cargo +nightly fuzz run "${build[@]}" "$target" \
+            "work/$target" "corpus/$target" -- "${budget[@]}" -max_len="$(max_len "$target")" -timeout=20 \
+            -rss_limit_mb=2048 -reload=0 -print_final_stats=1 -artifact_prefix="artifacts/$target/" >"$log" 2>&1 ||
+            result=crash
+        execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+        took=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
+        if [ "$result" = crash ] && replayed_timeout_passes "$log" "$target"; then
+            result=timeout-replayed-ok
+        fi
+        if [ "$result" = crash ]; then
+            failed+=("$target")
+            grep -E '^(==[0-9]+==|thread|SUMMARY|artifact_prefix|Test unit written)' "$log" | head -20 || true
+        fi
+        # CPU seconds the fuzzer got (user + system, cargo's share included): on a shared machine at nice 19 the
+        # wall-clock seconds say little about its speed.
+        cpu=$(awk 'END { if (NF == 2) printf "%.0f", $1 + $2 }' "work/$target.cpu" 2>/dev/null || true)
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$commit" "$target" "${execs:-?}" \
+            "${took:-?}" "$result" "${cpu:-?}" "$sanitizer" >> runs.tsv
+        echo "   $target: ${execs:-?} executions in ${took:-?} s (${cpu:-?} s of CPU), $result"
+        [ "$result" = timeout-replayed-ok ] || break
+        done_runs=$((done_runs + ${execs:-0}))
+    done
     # Minimise: the committed corpus becomes the smallest set covering what both directories cover.
     rm -rf "work/$target.min" && mkdir -p "work/$target.min"
     nice -n 19 cargo +nightly fuzz run "${build[@]}" "$target" "work/$target.min" "corpus/$target" "work/$target" -- \

@@ -15,7 +15,7 @@
 #   scripts/loss-bench.sh [-r RUNS] [-b BYTES] [-t MAX_TIME] [--rate RATE]
 #                         [-d SECONDS] [-p PREFIX] [--no-build]
 #                         [--losses 0,1,5,10] [--only goodput|rpc]
-#                         [--idle POLICY] [--hogs N]
+#                         [--idle POLICY] [--hogs N] [--bin-dir DIR]
 #
 # --losses picks the goodput levels and --only one half, so that a run fits in
 # the ten minutes a `bench-prio` call may take. --idle is IX's idle policy
@@ -25,15 +25,19 @@
 # most of its work in softirq, ahead of every thread; IX's runs in its thread,
 # which must win its CPU from the busy loops first). Keep N small: under
 # `bench-prio` the loops outrank every other process on the machine.
+# --bin-dir takes ix-http and ixload from DIR (another build's target/release,
+# e.g. a `git worktree` of an older commit) instead of this tree's, and builds
+# nothing: two builds are compared by calling the script in turn with each DIR
+# inside one `bench-prio` call (docs/loss-recovery.md has the command).
 #
 # Needs root (namespaces, XDP), iproute2, ethtool, nftables, curl, taskset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-runs=3 bytes=20000000 max_time=60 rate=1000 seconds=10 prefix=ixlb build=1 losses=0,1,5,10 only= idle= hogs=0
+runs=3 bytes=20000000 max_time=60 rate=1000 seconds=10 prefix=ixlb build=1 losses=0,1,5,10 only= idle= hogs=0 bin_dir=
 usage() {
     echo "usage: $0 [-r RUNS] [-b BYTES] [-t MAX_TIME] [--rate RATE] [-d SECONDS] [-p PREFIX] [--no-build]" \
-        "[--losses 0,1,5,10] [--only goodput|rpc] [--idle POLICY] [--hogs N]" >&2
+        "[--losses 0,1,5,10] [--only goodput|rpc] [--idle POLICY] [--hogs N] [--bin-dir DIR]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -49,6 +53,7 @@ while [ $# -gt 0 ]; do
         --only) only=$2; shift 2 ;;
         --idle) idle=$2; shift 2 ;;
         --hogs) hogs=$2; shift 2 ;;
+        --bin-dir) bin_dir=$(cd "$2" && pwd); build=0; shift 2 ;;
         *) usage ;;
     esac
 done
@@ -64,8 +69,13 @@ need_cmd taskset util-linux
 install_needed
 
 [ "$build" -eq 1 ] && cargo build --release -q -p ix-example-http -p ix-benches --bins
-http=$PWD/target/release/ix-http
-ixload=$PWD/target/release/ixload
+bins=${bin_dir:-$PWD/target/release}
+http=$bins/ix-http ixload=$bins/ixload
+needed=("$http")
+[ "$only" = goodput ] || needed+=("$ixload")
+for bin in "${needed[@]}"; do
+    [ -x "$bin" ] || { echo "loss-bench: no $bin (build it, or pass --bin-dir)" >&2; exit 1; }
+done
 srv=$prefix-srv cli=$prefix-cli
 ix_addr=10.77.0.3 linux_addr=10.77.0.1
 
@@ -195,7 +205,10 @@ print_rpc() {
 [ "$only" = goodput ] || rpc_sweep
 
 echo
-echo "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo '+changes'), $(nproc) CPUs, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+# The commit of the tree the binaries came from (what its checkout says: a build may be older).
+bins_commit=$(git -C "$bins" rev-parse --short HEAD 2>/dev/null || echo unknown)
+bins_changes=$(git -C "$bins" diff --quiet HEAD 2>/dev/null || echo '+changes')
+echo "binaries $bins (commit $bins_commit$bins_changes), $(nproc) CPUs, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "IX idle policy: ${idle:-the default of ix-http}; busy loops per CPU: $hogs"
 if [ "$only" != rpc ]; then
     echo

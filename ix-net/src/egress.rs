@@ -14,7 +14,7 @@ use crate::tcp::conn::SegmentSink;
 use crate::time::Instant;
 use crate::wire::{
     ARP_PACKET_LEN, ArpOperation, ArpRepr, ETHERNET_HEADER_LEN, EtherType, EthernetAddress, EthernetRepr,
-    IPV4_HEADER_LEN, IpProtocol, Ipv4Repr, TcpRepr, checksum, fill_tcp_checksum,
+    IPV4_HEADER_LEN, IpProtocol, Ipv4Repr, checksum, fill_tcp_checksum,
 };
 
 /// Time to live of the datagrams we originate.
@@ -227,20 +227,16 @@ impl Egress<'_> {
         &mut self,
         template: &HeaderTemplate,
         tuple: &FourTuple,
-        repr: &TcpRepr,
-        payload_len: usize,
-        fill: &mut dyn FnMut(&mut [u8]),
+        segment_len: usize,
+        write: &mut dyn FnMut(&mut [u8]),
     ) -> bool {
-        let header_len = repr.header_len();
-        let segment_len = header_len + payload_len;
         let Ok(total_len) = u16::try_from(IPV4_HEADER_LEN + segment_len) else { return false };
         let Some(mut frame) = self.alloc() else { return false };
         let Ok(bytes) = frame.append(TEMPLATE_LEN + segment_len) else { return false };
         *self.ip_ident = self.ip_ident.wrapping_add(1);
         template.emit(bytes, total_len, *self.ip_ident);
         let segment = &mut bytes[TEMPLATE_LEN..];
-        repr.emit(segment);
-        fill(&mut segment[header_len..]);
+        write(segment);
         fill_tcp_checksum(segment, *tuple.local.ip(), *tuple.remote.ip());
         self.ip_stats.out_requests += 1;
         self.tx.push(frame.freeze());
@@ -250,31 +246,19 @@ impl Egress<'_> {
 }
 
 impl SegmentSink for Egress<'_> {
-    fn segment(
-        &mut self,
-        tuple: &FourTuple,
-        repr: &TcpRepr,
-        payload_len: usize,
-        fill: &mut dyn FnMut(&mut [u8]),
-    ) -> bool {
+    fn segment(&mut self, tuple: &FourTuple, len: usize, write: &mut dyn FnMut(&mut [u8])) -> bool {
         if let Some(slot) = self.header_template.take() {
             let sent = self
                 .resolved_template(slot, *tuple.remote.ip())
-                .map(|template| self.templated_segment(template, tuple, repr, payload_len, fill));
+                .map(|template| self.templated_segment(template, tuple, len, write));
             self.header_template = Some(slot);
             if let Some(sent) = sent {
                 return sent;
             }
         }
         let Some(mut frame) = self.alloc() else { return false };
-        let header_len = repr.header_len();
-        if payload_len + header_len + IPV4_HEADER_LEN + ETHERNET_HEADER_LEN > frame.tailroom() + frame.headroom() {
-            return false;
-        }
-        let Ok(payload) = frame.append(payload_len) else { return false };
-        fill(payload);
-        let Ok(hdr) = frame.prepend(header_len) else { return false };
-        repr.emit(hdr);
+        let Ok(segment) = frame.append(len) else { return false };
+        write(segment);
         fill_tcp_checksum(&mut frame, *tuple.local.ip(), *tuple.remote.ip());
         self.ipv4(*tuple.remote.ip(), IpProtocol::Tcp, frame)
     }
@@ -289,7 +273,7 @@ mod tests {
     use super::*;
     use crate::iface::{ArpConfig, Route};
     use crate::stats::{IpStats, LinkStats};
-    use crate::wire::{TcpFlags, TcpOptions};
+    use crate::wire::{TcpFlags, TcpOptions, TcpRepr};
 
     const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
     const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -319,7 +303,7 @@ mod tests {
             Self { pool, arp, routes, tx: Vec::new(), link, ip, ident: 7 }
         }
 
-        /// Sends one segment with `payload`, through `template` when given.
+        /// Sends one segment of `repr` and `payload`, through `template` when given.
         fn send(&mut self, template: Option<&mut Option<HeaderTemplate>>, repr: &TcpRepr, payload: &[u8]) -> bool {
             let mut egress = Egress {
                 pool: &self.pool,
@@ -337,7 +321,11 @@ mod tests {
                 header_template: template,
             };
             let tuple = FourTuple { local: SocketAddrV4::new(LOCAL, 40000), remote: SocketAddrV4::new(REMOTE, 80) };
-            egress.segment(&tuple, repr, payload.len(), &mut |dst| dst.copy_from_slice(payload))
+            let header_len = repr.header_len();
+            egress.segment(&tuple, header_len + payload.len(), &mut |segment| {
+                repr.emit(segment);
+                segment[header_len..].copy_from_slice(payload);
+            })
         }
     }
 

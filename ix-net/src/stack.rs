@@ -209,6 +209,52 @@ impl SocketEntry {
         }
     }
 
+    /// The part of [`Stack::after_conn`] that needs only this entry, for a
+    /// caller that holds it already (the paths of every segment: no second
+    /// look-up). Returns what is left for [`Stack::settle_rest`] when the
+    /// connection awaits `accept` or is closed.
+    #[inline(always)]
+    pub(crate) fn settle(
+        &mut self,
+        handle: SocketHandle,
+        timers: &mut TimerWheel<TimerTarget>,
+        dirty: &mut Vec<SocketHandle>,
+        events: &mut VecDeque<SocketHandle>,
+    ) -> Option<Unsettled> {
+        let SocketKind::Tcp(conn) = &mut self.kind else { return None };
+        let bits = conn.take_events();
+        let new_deadline = conn.take_new_deadline();
+        let state = conn.state();
+        // A socket already queued for this round's output pass (the one being
+        // visited by it, or touched since it was queued) needs no second
+        // look, except to decide whether a closed one may be reclaimed.
+        let wants_output = (self.dirty && state != State::Closed) || conn.wants_output();
+        let current = self.timer.map(|(_, at)| at);
+
+        // The timer stays armed no later than every deadline of the
+        // connection: only a deadline set earlier than it moves it. One that
+        // was cleared or pushed back (the RTO, by every ACK) leaves it to fire
+        // early, when `on_timeout` finds nothing due and the remaining
+        // deadlines re-arm it; so an ACK costs no cancel and insert (4% of a
+        // request/response) and no walk over the seven deadlines.
+        if let Some(due) = new_deadline.filter(|due| current.is_none_or(|armed| *due < armed)) {
+            if let Some((key, _)) = self.timer.take() {
+                timers.cancel(key);
+            }
+            self.timer = Some((timers.insert(due, TimerTarget::Socket(handle)), due));
+        }
+        if wants_output {
+            self.mark_dirty(handle, dirty);
+        }
+        if self.parent.is_none() {
+            self.add_events(handle, bits, events);
+            if state != State::Closed {
+                return None;
+            }
+        }
+        Some(Unsettled { bits, state, parent: self.parent, released: self.released, wants_output })
+    }
+
     /// Adds readiness changes, and queues this entry's `handle` in `events`
     /// when none were pending and the application still holds it.
     fn add_events(&mut self, handle: SocketHandle, readiness: Readiness, events: &mut VecDeque<SocketHandle>) {
@@ -221,6 +267,16 @@ impl SocketEntry {
             events.push_back(handle);
         }
     }
+}
+
+/// What [`SocketEntry::settle`] found and left to [`Stack::settle_rest`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Unsettled {
+    bits: Readiness,
+    state: State,
+    parent: Option<SocketHandle>,
+    released: bool,
+    wants_output: bool,
 }
 
 /// What a timer of the wheel is for.
@@ -692,46 +748,23 @@ impl Stack {
     /// Brings a socket's events, timer and output mark up to date after its
     /// connection was touched, and reclaims it when it is done.
     pub(crate) fn after_conn(&mut self, handle: SocketHandle) {
-        // One look-up: the entry is updated in place below, beside the
-        // stack's other fields.
         let Some(entry) = live_entry(&mut self.sockets, handle) else { return };
-        let SocketKind::Tcp(conn) = &mut entry.kind else { return };
-        let bits = conn.take_events();
-        let new_deadline = conn.take_new_deadline();
-        let state = conn.state();
-        // A socket already queued for this round's output pass (the one being
-        // visited by it, or touched since it was queued) needs no second
-        // look, except to decide below whether a closed one may be reclaimed.
-        let wants_output = (entry.dirty && state != State::Closed) || conn.wants_output();
-        let parent = entry.parent;
-        let released = entry.released;
-        let current = entry.timer.map(|(_, at)| at);
+        if let Some(rest) = entry.settle(handle, &mut self.timers, &mut self.dirty, &mut self.events) {
+            self.settle_rest(handle, rest);
+        }
+    }
 
-        // The timer stays armed no later than every deadline of the
-        // connection: only a deadline set earlier than it moves it. One that
-        // was cleared or pushed back (the RTO, by every ACK) leaves it to fire
-        // early, when `on_timeout` finds nothing due and the remaining
-        // deadlines re-arm it; so an ACK costs no cancel and insert (4% of a
-        // request/response) and no walk over the seven deadlines.
-        if let Some(due) = new_deadline.filter(|due| current.is_none_or(|armed| *due < armed)) {
-            if let Some((key, _)) = entry.timer.take() {
-                self.timers.cancel(key);
-            }
-            entry.timer = Some((self.timers.insert(due, TimerTarget::Socket(handle)), due));
+    /// What [`SocketEntry::settle`] leaves to the stack: a connection's
+    /// report to its listener, and the end of a closed one.
+    pub(crate) fn settle_rest(&mut self, handle: SocketHandle, rest: Unsettled) {
+        if let Some(listener) = rest.parent {
+            self.update_passive(handle, listener, rest.bits, rest.state);
         }
-        if wants_output {
-            entry.mark_dirty(handle, &mut self.dirty);
-        }
-        if let Some(listener) = parent {
-            self.update_passive(handle, listener, bits, state);
-        } else {
-            entry.add_events(handle, bits, &mut self.events);
-        }
-        if state == State::Closed {
+        if rest.state == State::Closed {
             // Segments for a closed connection get a RST from now on, even while
             // the application still holds the handle to read the error.
             self.unlink_flow(handle);
-            if (released || parent.is_some()) && !wants_output {
+            if (rest.released || rest.parent.is_some()) && !rest.wants_output {
                 self.reclaim(handle);
             }
         }
@@ -828,14 +861,17 @@ impl Stack {
         let mut egress = egress_of!(self, now);
         egress.header_template = Some(header_template);
         conn.poll_transmit(now, &mut egress, &mut self.stats.tcp);
-        let arp_requested = egress.arp_requested;
-        if arp_requested {
+        if egress.arp_requested {
             self.schedule_arp_timer();
+            self.after_conn(handle);
+            return;
         }
         // The dirty mark stays set until the round ends, so a connection that
         // still has output it cannot send now (windows closed) is not queued
         // again in this round.
-        self.after_conn(handle);
+        if let Some(rest) = entry.settle(handle, &mut self.timers, &mut self.dirty, &mut self.events) {
+            self.settle_rest(handle, rest);
+        }
     }
 
     // ----- TCP API ---------------------------------------------------------
@@ -958,13 +994,15 @@ impl Stack {
     }
 
     fn tcp_send_chunk(&mut self, handle: SocketHandle, chunk: SendChunk) -> Result<usize, SocketError> {
-        let conn = self.conn_mut(handle)?;
+        // One look-up for the connection and its output mark.
+        let Some(entry) = live_entry(&mut self.sockets, handle) else { return Err(SocketError::InvalidHandle) };
+        let SocketKind::Tcp(conn) = &mut entry.kind else { return Err(SocketError::WrongKind("TCP stream")) };
         let n = conn.send(chunk)?;
         if n > 0 {
             // Queuing data changes no event, deadline or state, only what the
             // connection may send: the output pass of the next `egress` runs
             // `after_conn` for it.
-            self.mark_dirty(handle);
+            entry.mark_dirty(handle, &mut self.dirty);
         }
         Ok(n)
     }

@@ -24,7 +24,7 @@ use super::{FourTuple, TcpError};
 use crate::socket::{Readiness, RxCredit};
 use crate::stats::TcpStats;
 use crate::time::{Instant, duration_micros};
-use crate::wire::{TcpFlags, TcpOptions, TcpRepr};
+use crate::wire::{TcpFlags, TcpHeaderFields, TcpHeaderTemplate, TcpOptions, TcpRepr};
 
 /// States of RFC 9293 §3.3.2 that a connection object can be in (LISTEN is a
 /// listener's, not a connection's).
@@ -68,18 +68,43 @@ impl State {
     }
 }
 
-/// Where a connection's segments go: the stack builds headers and frames.
+/// Where a connection's segments go: the stack builds the frames around them.
 pub trait SegmentSink {
-    /// Builds and queues one segment of `payload_len` payload bytes, written by
-    /// `fill`. Returns false when no frame was available; the connection then
-    /// stops sending this round and tries again on the next.
-    fn segment(
-        &mut self,
-        tuple: &FourTuple,
-        repr: &TcpRepr,
-        payload_len: usize,
-        fill: &mut dyn FnMut(&mut [u8]),
-    ) -> bool;
+    /// Builds and queues one TCP segment of `len` bytes (header and payload)
+    /// for `tuple`, written by `write` into its place in a frame, checksum
+    /// field included; the sink then fills the checksum and the headers
+    /// below TCP. Returns false when no frame was available; the connection
+    /// then stops sending this round and tries again on the next.
+    fn segment(&mut self, tuple: &FourTuple, len: usize, write: &mut dyn FnMut(&mut [u8])) -> bool;
+}
+
+/// The header of one outgoing segment: from the connection's
+/// [`TcpHeaderTemplate`] when it carries no option but the timestamps
+/// negotiated (nearly every segment after the handshake), else in full.
+#[derive(Debug, Clone, Copy)]
+enum SegmentHeader {
+    Templated(TcpHeaderFields),
+    Full(TcpRepr),
+}
+
+impl SegmentHeader {
+    /// Length of the header, `template` being the connection's.
+    #[inline]
+    fn len(&self, template: &TcpHeaderTemplate) -> usize {
+        match self {
+            SegmentHeader::Templated(_) => template.header_len(),
+            SegmentHeader::Full(repr) => repr.header_len(),
+        }
+    }
+
+    /// Writes the header into the start of `buf` with a zero checksum.
+    #[inline]
+    fn emit(&self, template: &TcpHeaderTemplate, buf: &mut [u8]) {
+        match self {
+            SegmentHeader::Templated(fields) => template.emit(fields, buf),
+            SegmentHeader::Full(repr) => repr.emit(buf),
+        }
+    }
 }
 
 /// Options that came with the peer's SYN.
@@ -198,6 +223,9 @@ pub struct Conn {
     ts_offset: u32,
     last_ack_sent: SeqNum,
     sack_enabled: bool,
+    /// The header of the segments without SACK blocks, for the options
+    /// negotiated: ports and option layout written once.
+    tcp_header: TcpHeaderTemplate,
     scoreboard: SackScoreboard,
     sack_blocks: SackBlockList,
 
@@ -308,6 +336,7 @@ impl Conn {
             ts_offset,
             last_ack_sent: SeqNum(0),
             sack_enabled: false,
+            tcp_header: TcpHeaderTemplate::new(tuple.local.port(), tuple.remote.port(), false),
             scoreboard: SackScoreboard::new(),
             sack_blocks: SackBlockList::new(),
             rtt: RttEstimator::new(cfg.rtt),
@@ -431,6 +460,7 @@ impl Conn {
         } else {
             self.ts_enabled = false;
         }
+        self.tcp_header = TcpHeaderTemplate::new(self.tuple.local.port(), self.tuple.remote.port(), self.ts_enabled);
         self.cc = CongestionControl::new(self.cfg.congestion, self.payload_mss() as u32, now.as_micros());
     }
 
@@ -639,10 +669,9 @@ impl Conn {
         if !self.credit.acknowledge_release() || !self.state.can_receive() {
             return;
         }
-        let space = self.rcv_space_rounded();
-        let edge = self.rcv_nxt + space;
-        let grown = edge - self.rcv_adv;
-        if grown > 0 && (grown as usize >= self.window_update_threshold() || self.rcv_adv <= self.rcv_nxt) {
+        if self.window_edge_may_move()
+            && right_edge_moves(self.rcv_nxt, self.rcv_adv, self.window_edge(), self.window_update_threshold())
+        {
             self.ack_now = true;
         }
     }
@@ -668,18 +697,43 @@ impl Conn {
 
     /// Space rounded down to what the window field can say.
     fn rcv_space_rounded(&self) -> u32 {
-        let max = 65_535usize << self.rcv_wscale;
-        let space = self.rcv_space().min(max);
+        let space = self.rcv_space().min(self.rcv_space_max());
         ((space >> self.rcv_wscale) << self.rcv_wscale) as u32
+    }
+
+    /// The most [`Conn::rcv_space_rounded`] can be: the whole receive buffer,
+    /// or what the window field can say.
+    fn rcv_space_max(&self) -> usize {
+        (self.cfg.recv_buffer_bytes as usize).min(65_535usize << self.rcv_wscale)
+    }
+
+    /// The right edge of the window the receive space allows now.
+    fn window_edge(&self) -> SeqNum {
+        self.rcv_nxt + self.rcv_space_rounded()
+    }
+
+    /// Whether the right edge may move at all: it would with the whole
+    /// receive buffer free. When not (nearly every segment of a steady
+    /// exchange: the edge moves by an update's worth at a time), the space,
+    /// which can only be smaller, need not be derived (pool pressure, bytes
+    /// held): [`right_edge_moves`] grows with the edge.
+    fn window_edge_may_move(&self) -> bool {
+        right_edge_moves(
+            self.rcv_nxt,
+            self.rcv_adv,
+            self.rcv_nxt + self.rcv_space_max(),
+            self.window_update_threshold(),
+        )
     }
 
     /// The window field for an outgoing segment; moves `rcv_adv` right when the
     /// space grew by enough (receiver-side silly window avoidance), never left.
     fn window_field(&mut self) -> u16 {
-        let edge = self.rcv_nxt + self.rcv_space_rounded();
-        let grown = edge - self.rcv_adv;
-        if grown > 0 && (grown as usize >= self.window_update_threshold() || self.rcv_adv <= self.rcv_nxt) {
-            self.rcv_adv = edge;
+        if self.window_edge_may_move() {
+            let edge = self.window_edge();
+            if right_edge_moves(self.rcv_nxt, self.rcv_adv, edge, self.window_update_threshold()) {
+                self.rcv_adv = edge;
+            }
         }
         let wnd = (self.rcv_adv - self.rcv_nxt).max(0) as u32;
         (wnd >> self.rcv_wscale).min(65_535) as u16
@@ -1809,8 +1863,8 @@ impl Conn {
     pub fn poll_transmit(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) {
         if self.rst_pending {
             self.rst_pending = false;
-            let repr = self.header(now, self.snd_max, TcpFlags::RST | TcpFlags::ACK, false);
-            if sink.segment(&self.tuple, &repr, 0, &mut |_| {}) {
+            let header = self.header(now, self.snd_max, TcpFlags::RST | TcpFlags::ACK, false);
+            if self.send_header_only(&header, sink) {
                 stats.resets_sent += 1;
             }
             self.enter_closed(self.error.or(Some(TcpError::ConnectionAborted)));
@@ -1850,8 +1904,8 @@ impl Conn {
         if self.ack_now && !sent_any {
             // SND.MAX, not SND.NXT: after a timeout SND.NXT goes back, but the
             // peer may already hold everything up to SND.MAX.
-            let repr = self.header(now, self.snd_max, TcpFlags::ACK, true);
-            if sink.segment(&self.tuple, &repr, 0, &mut |_| {}) {
+            let header = self.header(now, self.snd_max, TcpFlags::ACK, true);
+            if self.send_header_only(&header, sink) {
                 self.after_ack_sent(stats);
                 stats.acks_sent += 1;
             }
@@ -1863,7 +1917,10 @@ impl Conn {
         if self.state == State::SynReceived {
             flags |= TcpFlags::ACK;
         }
-        let mut repr = self.header(now, self.iss, flags, self.state == State::SynReceived);
+        let mut repr = match self.header(now, self.iss, flags, self.state == State::SynReceived) {
+            SegmentHeader::Full(repr) => repr,
+            SegmentHeader::Templated(fields) => self.full_header(&fields),
+        };
         repr.options.mss = Some(self.cfg.mss);
         let offer = self.state == State::SynSent;
         if self.cfg.window_scaling && (offer || self.rcv_wscale != 0 || self.snd_wscale != 0) {
@@ -1877,7 +1934,7 @@ impl Conn {
         if self.cfg.timestamps && offer {
             repr.options.timestamps = Some((self.ts_now(now), 0));
         }
-        if sink.segment(&self.tuple, &repr, 0, &mut |_| {}) {
+        if self.send_header_only(&SegmentHeader::Full(repr), sink) {
             self.snd_nxt = self.iss + 1u32;
             self.snd_max = self.snd_max.max(self.snd_nxt);
             if self.backoffs > 0 {
@@ -1893,35 +1950,53 @@ impl Conn {
         }
     }
 
-    /// Builds a header with the current ACK, window and per-segment options.
-    fn header(&mut self, now: Instant, seq: SeqNum, flags: TcpFlags, with_ack: bool) -> TcpRepr {
-        let mut options = TcpOptions::default();
-        let mut ack = 0;
-        let mut window = 0;
+    /// The header of a segment at `seq` with `flags`, with the current ACK
+    /// (when `with_ack` or `flags` has ACK), window and per-segment options.
+    #[inline]
+    fn header(&mut self, now: Instant, seq: SeqNum, flags: TcpFlags, with_ack: bool) -> SegmentHeader {
+        let fields = self.header_fields(now, seq, flags, with_ack);
+        let holding = !self.ooo.is_empty();
+        if self.sack_enabled && flags.contains(TcpFlags::ACK) && self.sack_blocks.report_len(holding) > 0 {
+            let mut repr = self.full_header(&fields);
+            let (blocks, n) = self.sack_blocks.report(holding);
+            repr.options.sack_blocks = blocks;
+            repr.options.sack_count = n as u8;
+            return SegmentHeader::Full(repr);
+        }
+        SegmentHeader::Templated(fields)
+    }
+
+    /// The fields of a header at `seq` with `flags`: the ACK and window (when
+    /// `with_ack` or `flags` has ACK) and the timestamps (when on).
+    fn header_fields(&mut self, now: Instant, seq: SeqNum, flags: TcpFlags, with_ack: bool) -> TcpHeaderFields {
+        let (mut ack, mut window) = (0, 0);
         if with_ack || flags.contains(TcpFlags::ACK) {
             ack = self.rcv_nxt.0;
             window = self.window_field();
         }
-        if self.ts_enabled {
-            options.timestamps = Some((self.ts_now(now), self.ts_recent));
-        }
-        let holding = !self.ooo.is_empty();
-        if self.sack_enabled && flags.contains(TcpFlags::ACK) && self.sack_blocks.report_len(holding) > 0 {
-            let (blocks, n) = self.sack_blocks.report(holding);
-            options.sack_blocks = blocks;
-            options.sack_count = n as u8;
-        }
+        let timestamps = if self.ts_enabled { (self.ts_now(now), self.ts_recent) } else { (0, 0) };
+        TcpHeaderFields { seq: seq.0, ack, flags, window, timestamps }
+    }
+
+    /// `fields` as a full header, with the timestamps if on and no other option.
+    fn full_header(&self, fields: &TcpHeaderFields) -> TcpRepr {
         TcpRepr {
             src_port: self.tuple.local.port(),
             dst_port: self.tuple.remote.port(),
-            seq: seq.0,
-            ack,
-            flags,
-            window,
+            seq: fields.seq,
+            ack: fields.ack,
+            flags: fields.flags,
+            window: fields.window,
             urgent: 0,
-            options,
+            options: TcpOptions { timestamps: self.ts_enabled.then_some(fields.timestamps), ..TcpOptions::default() },
             payload_offset: 0,
         }
+    }
+
+    /// Sends a segment of `header` and no payload; false when no frame was free.
+    fn send_header_only(&self, header: &SegmentHeader, sink: &mut impl SegmentSink) -> bool {
+        let template = &self.tcp_header;
+        sink.segment(&self.tuple, header.len(template), &mut |segment| header.emit(template, segment))
     }
 
     fn ts_now(&self, now: Instant) -> u32 {
@@ -1957,10 +2032,15 @@ impl Conn {
         if len > 0 && seq + len == data_end {
             flags |= TcpFlags::PSH;
         }
-        let repr = self.header(now, seq, flags, true);
+        let header = self.header(now, seq, flags, true);
         let offset = (seq - self.data_start_seq()) as usize;
-        let sendbuf = &mut self.sendbuf;
-        if !sink.segment(&self.tuple, &repr, len, &mut |dst| sendbuf.copy_out(offset, dst)) {
+        let (template, sendbuf) = (&self.tcp_header, &mut self.sendbuf);
+        let header_len = header.len(template);
+        let mut write = |segment: &mut [u8]| {
+            header.emit(template, segment);
+            sendbuf.copy_out(offset, &mut segment[header_len..]);
+        };
+        if !sink.segment(&self.tuple, header_len + len, &mut write) {
             stats.output_stalled += 1;
             return false;
         }
@@ -2210,8 +2290,8 @@ impl Conn {
             }
             return ok;
         }
-        let repr = self.header(now, self.snd_una - 1u32, TcpFlags::ACK, true);
-        sink.segment(&self.tuple, &repr, 0, &mut |_| {})
+        let header = self.header(now, self.snd_una - 1u32, TcpFlags::ACK, true);
+        self.send_header_only(&header, sink)
     }
 }
 
@@ -2226,6 +2306,15 @@ impl Conn {
     }
 }
 
+/// Whether the right edge of the receive window moves from `adv` to `edge`,
+/// RCV.NXT being `nxt`: by at least `threshold` bytes, or by any amount when
+/// the window is closed (receiver-side silly window avoidance, RFC 9293
+/// §3.8.6.2.2). True for an edge implies true for every edge further right.
+fn right_edge_moves(nxt: SeqNum, adv: SeqNum, edge: SeqNum, threshold: usize) -> bool {
+    let grown = edge - adv;
+    grown > 0 && (grown as usize >= threshold || adv <= nxt)
+}
+
 /// The smallest window shift that lets `buffer` bytes be advertised.
 pub(crate) fn window_shift_for(buffer: u32) -> u8 {
     let mut shift = 0;
@@ -2233,4 +2322,31 @@ pub(crate) fn window_shift_for(buffer: u32) -> u8 {
         shift += 1;
     }
     shift
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// `window_edge_may_move` rests on this: an edge that moves stays
+        /// moving when the edge is further right (both within the span of
+        /// windows a connection can advertise).
+        #[test]
+        fn a_right_edge_that_moves_moves_further_right(
+            nxt in any::<u32>(),
+            adv_offset in -(1i64 << 29)..(1i64 << 30),
+            space in 0u32..(1 << 29),
+            more in 0u32..(1 << 29),
+            threshold in 0usize..(1 << 20),
+        ) {
+            let nxt = SeqNum(nxt);
+            let adv = SeqNum(nxt.0.wrapping_add(adv_offset as u32));
+            if right_edge_moves(nxt, adv, nxt + space, threshold) {
+                prop_assert!(right_edge_moves(nxt, adv, nxt + space + more, threshold));
+            }
+        }
+    }
 }

@@ -97,6 +97,7 @@ impl Stack {
     /// Hands a segment to its connection; `handshake` says whether it is a
     /// passive connection in SYN-RECEIVED, whose listener's accept queue may
     /// have no room for it.
+    #[inline]
     fn segment_to_conn(
         &mut self,
         handle: SocketHandle,
@@ -112,17 +113,15 @@ impl Stack {
             self.stats.tcp.listen_overflows += 1;
             return;
         }
-        let Some(SocketEntry { kind: SocketKind::Tcp(conn), released, .. }) = live_entry(&mut self.sockets, handle)
-        else {
-            return;
-        };
+        let Some(entry) = live_entry(&mut self.sockets, handle) else { return };
+        let SocketKind::Tcp(conn) = &mut entry.kind else { return };
         let before = conn.state();
         let bad_ack_before = self.stats.tcp.bad_ack;
         let payload_len = payload.as_ref().map_or(0, |p| p.len());
         conn.on_segment(repr, payload, now, &mut self.stats.tcp);
         // Nobody can read what arrives once the handle is released (RFC 1122
         // §4.2.2.13): reset rather than pin its frames until TIME-WAIT ends.
-        if *released && conn.recv_queued() > 0 {
+        if entry.released && conn.recv_queued() > 0 {
             conn.abort();
             self.stats.tcp.abort_on_data += 1;
         }
@@ -134,8 +133,14 @@ impl Stack {
         if answer_rst {
             let tuple = *conn.tuple();
             self.reset_for(&tuple, repr, payload_len);
+            self.after_conn(handle);
+            return;
         }
-        self.after_conn(handle);
+        // The entry in hand is brought up to date at once (`after_conn`'s
+        // work without a second look-up).
+        if let Some(rest) = entry.settle(handle, &mut self.timers, &mut self.dirty, &mut self.events) {
+            self.settle_rest(handle, rest);
+        }
     }
 
     /// Whether `seg` acknowledges a SYN cookie we sent for the tuple of a

@@ -85,7 +85,10 @@ pub use arp::{ARP_PACKET_LEN, ArpOperation, ArpPacket, ArpRepr};
 pub use ethernet::{ETHERNET_HEADER_LEN, EtherType, EthernetAddress, EthernetFrame, EthernetRepr};
 pub use icmpv4::{ICMPV4_HEADER_LEN, Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr};
 pub use ipv4::{IPV4_HEADER_LEN, IpProtocol, Ipv4Packet, Ipv4Repr};
-pub use tcp::{TCP_HEADER_LEN, TCP_OPTIONS_MAX_LEN, TcpFlags, TcpOptions, TcpPacket, TcpRepr, fill_tcp_checksum};
+pub use tcp::{
+    TCP_HEADER_LEN, TCP_OPTIONS_MAX_LEN, TcpFlags, TcpHeaderFields, TcpHeaderTemplate, TcpOptions, TcpPacket, TcpRepr,
+    fill_tcp_checksum,
+};
 pub use udp::{UDP_HEADER_LEN, UdpPacket, UdpRepr, fill_udp_checksum};
 
 /// Why a frame was rejected. Each variant is one cause, so that the stack can

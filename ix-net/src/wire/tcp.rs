@@ -656,41 +656,12 @@ impl TcpRepr {
     }
 
     /// Writes the header into the start of `buf` with a zero checksum; call
-    /// [`fill_tcp_checksum`] once the payload is in place.
+    /// [`fill_tcp_checksum`] once the payload is in place. (An established
+    /// connection writes most of its headers from a [`TcpHeaderTemplate`].)
     ///
     /// # Panics
     /// Panics if `buf` is shorter than [`header_len`](Self::header_len).
     pub fn emit(&self, buf: &mut [u8]) {
-        if let Some((value, echo_reply)) = self.options.timestamps_only() {
-            self.emit_with_timestamps_only(buf, value, echo_reply);
-            return;
-        }
-        self.emit_by_fields(buf);
-    }
-
-    /// [`emit`](Self::emit) for the header of nearly every segment after the
-    /// handshake, whose only option is timestamps: the 32 bytes composed in
-    /// one array and stored at once, the same bytes the field setters write.
-    fn emit_with_timestamps_only(&self, buf: &mut [u8], value: u32, echo_reply: u32) {
-        const LEN: usize = TCP_HEADER_LEN + TIMESTAMPS_ALIGNED_LEN;
-        let mut header = [0u8; LEN];
-        header[fields::SOURCE_PORT].copy_from_slice(&self.src_port.to_be_bytes());
-        header[fields::DESTINATION_PORT].copy_from_slice(&self.dst_port.to_be_bytes());
-        header[fields::SEQ_NUMBER].copy_from_slice(&self.seq.to_be_bytes());
-        header[fields::ACK_NUMBER].copy_from_slice(&self.ack.to_be_bytes());
-        header[fields::DATA_OFFSET] = ((LEN / 4) as u8) << 4;
-        header[fields::FLAGS] = self.flags.0;
-        header[fields::WINDOW].copy_from_slice(&self.window.to_be_bytes());
-        header[fields::URGENT_POINTER].copy_from_slice(&self.urgent.to_be_bytes());
-        let options = &mut header[TCP_HEADER_LEN..];
-        options[..4].copy_from_slice(&[option_kind::NOP, option_kind::NOP, option_kind::TIMESTAMPS, 10]);
-        options[4..8].copy_from_slice(&value.to_be_bytes());
-        options[8..].copy_from_slice(&echo_reply.to_be_bytes());
-        buf[..LEN].copy_from_slice(&header);
-    }
-
-    /// [`emit`](Self::emit) field by field, for any options.
-    fn emit_by_fields(&self, buf: &mut [u8]) {
         let header_len = self.header_len();
         let mut packet = TcpPacket::new_unchecked(&mut buf[..header_len]);
         packet.set_src_port(self.src_port);
@@ -703,6 +674,88 @@ impl TcpRepr {
         packet.set_checksum(0);
         packet.set_urgent_at(self.urgent);
         self.options.emit(packet.options_mut());
+    }
+}
+
+/// Bytes of the header a [`TcpHeaderTemplate`] writes at most: timestamps
+/// its only option.
+const TEMPLATE_HEADER_MAX_LEN: usize = TCP_HEADER_LEN + TIMESTAMPS_ALIGNED_LEN;
+
+/// The header of one connection's segments that carry no option but the
+/// timestamps (when the connection uses them): nearly every segment after the
+/// handshake. The ports, the data offset, the urgent pointer and the option
+/// layout are written once; [`emit`](Self::emit) copies them and writes the
+/// fields of one segment ([`TcpHeaderFields`]) over the copy: the bytes
+/// [`TcpRepr::emit`] writes for the same header, checksum zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpHeaderTemplate {
+    bytes: [u8; TEMPLATE_HEADER_MAX_LEN],
+    timestamps: bool,
+}
+
+/// What varies between the headers written from one [`TcpHeaderTemplate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpHeaderFields {
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// Control flags.
+    pub flags: TcpFlags,
+    /// Advertised window, unscaled.
+    pub window: u16,
+    /// (TSval, TSecr); ignored by a template without timestamps.
+    pub timestamps: (u32, u32),
+}
+
+impl TcpHeaderTemplate {
+    /// The template of the segments from `src_port` to `dst_port`, with the
+    /// timestamps option when `timestamps`.
+    pub fn new(src_port: u16, dst_port: u16, timestamps: bool) -> Self {
+        let mut bytes = [0u8; TEMPLATE_HEADER_MAX_LEN];
+        let header_len = if timestamps { TEMPLATE_HEADER_MAX_LEN } else { TCP_HEADER_LEN };
+        write_u16(&mut bytes, fields::SOURCE_PORT, src_port);
+        write_u16(&mut bytes, fields::DESTINATION_PORT, dst_port);
+        bytes[fields::DATA_OFFSET] = ((header_len / 4) as u8) << 4;
+        // The same layout as `TcpOptions::emit` (RFC 7323 Appendix A).
+        bytes[TCP_HEADER_LEN..TCP_HEADER_LEN + 4].copy_from_slice(&[
+            option_kind::NOP,
+            option_kind::NOP,
+            option_kind::TIMESTAMPS,
+            10,
+        ]);
+        Self { bytes, timestamps }
+    }
+
+    /// Length of the headers this template writes: 32 bytes with
+    /// timestamps, 20 without.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        if self.timestamps { TEMPLATE_HEADER_MAX_LEN } else { TCP_HEADER_LEN }
+    }
+
+    /// Writes the header with `header`'s fields into the start of `buf`, with a
+    /// zero checksum; call [`fill_tcp_checksum`] once the payload is in place.
+    ///
+    /// # Panics
+    /// Panics if `buf` is shorter than [`header_len`](Self::header_len).
+    #[inline]
+    pub fn emit(&self, header: &TcpHeaderFields, buf: &mut [u8]) {
+        // Composed in a copy of the template and stored at once: one store
+        // of the whole header instead of one bounds-checked store per field.
+        let mut bytes = self.bytes;
+        write_u32(&mut bytes, fields::SEQ_NUMBER, header.seq);
+        write_u32(&mut bytes, fields::ACK_NUMBER, header.ack);
+        bytes[fields::FLAGS] = header.flags.0;
+        write_u16(&mut bytes, fields::WINDOW, header.window);
+        if self.timestamps {
+            let (value, echo_reply) = header.timestamps;
+            write_u32(&mut bytes, TCP_HEADER_LEN + 4..TCP_HEADER_LEN + 8, value);
+            write_u32(&mut bytes, TCP_HEADER_LEN + 8..TEMPLATE_HEADER_MAX_LEN, echo_reply);
+            buf[..TEMPLATE_HEADER_MAX_LEN].copy_from_slice(&bytes);
+        } else {
+            buf[..TCP_HEADER_LEN].copy_from_slice(&bytes[..TCP_HEADER_LEN]);
+        }
     }
 }
 
@@ -789,17 +842,18 @@ mod tests {
     }
 
     proptest! {
-        /// The header of a segment whose only option is timestamps, composed
-        /// at once, is the one the field setters write.
+        /// A header written from a template, with timestamps or without, is
+        /// the one the repr writes field by field; the bytes after it are
+        /// left alone.
         #[test]
-        fn a_timestamps_only_header_is_written_as_field_by_field(
+        fn a_templated_header_is_the_reprs(
             ports in any::<(u16, u16)>(),
             seq in any::<u32>(),
             ack in any::<u32>(),
             flags in any::<u8>(),
             window in any::<u16>(),
-            urgent in any::<u16>(),
             timestamps in any::<(u32, u32)>(),
+            with_timestamps in any::<bool>(),
         ) {
             let repr = TcpRepr {
                 src_port: ports.0,
@@ -808,14 +862,17 @@ mod tests {
                 ack,
                 flags: TcpFlags::from_bits(flags),
                 window,
-                urgent,
-                options: TcpOptions { timestamps: Some(timestamps), ..TcpOptions::default() },
+                urgent: 0,
+                options: TcpOptions { timestamps: with_timestamps.then_some(timestamps), ..TcpOptions::default() },
                 payload_offset: 0,
             };
-            let (mut at_once, mut by_fields) = ([0xa5u8; 40], [0xa5u8; 40]);
-            repr.emit(&mut at_once);
-            repr.emit_by_fields(&mut by_fields);
-            prop_assert_eq!(at_once, by_fields);
+            let template = TcpHeaderTemplate::new(ports.0, ports.1, with_timestamps);
+            let fields = TcpHeaderFields { seq, ack, flags: TcpFlags::from_bits(flags), window, timestamps };
+            prop_assert_eq!(template.header_len(), repr.header_len());
+            let (mut templated, mut by_fields) = ([0xa5u8; 40], [0xa5u8; 40]);
+            template.emit(&fields, &mut templated);
+            repr.emit(&mut by_fields);
+            prop_assert_eq!(templated, by_fields);
         }
     }
 
