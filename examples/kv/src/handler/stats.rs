@@ -3,7 +3,9 @@
 //! mover, no dumps). Fields for machinery this server does not have carry
 //! the value that is true here, mostly 0 (`docs/kv.md` lists them).
 
+use std::cell::RefCell;
 use std::fmt::Display;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 
@@ -49,18 +51,57 @@ pub(super) fn reply(server: &Server, group: StatsGroup, out: &mut BytesMut) {
     line(out, "END");
 }
 
-/// User and system CPU seconds of this process, from `/proc/self/stat`
-/// (zero where that file is not readable).
+/// How long a reading of `/proc/self/stat` serves `stats` replies: its CPU
+/// times move in steps of one `USER_HZ` tick (10 ms), so a fresher reading
+/// could not differ. Without it every `stats` command (7 bytes from any
+/// client) cost the core a file read and parse, about 20 us.
+const CPU_TIMES_REFRESH: Duration = Duration::from_millis(10);
+
+/// The last reading of this process's CPU times, per thread (each core
+/// answers its own connections).
+struct CpuTimesCache {
+    read_at: Option<Instant>,
+    ticks: (u64, u64),
+}
+
+impl CpuTimesCache {
+    /// User and system ticks as of `now`, from `read` when the last reading
+    /// is [`CPU_TIMES_REFRESH`] old or more (or there is none).
+    fn get(&mut self, now: Instant, read: impl FnOnce() -> (u64, u64)) -> (u64, u64) {
+        if self.read_at.is_none_or(|at| now.saturating_duration_since(at) >= CPU_TIMES_REFRESH) {
+            self.ticks = read();
+            self.read_at = Some(now);
+        }
+        self.ticks
+    }
+}
+
+thread_local! {
+    static CPU_TIMES: RefCell<CpuTimesCache> = const { RefCell::new(CpuTimesCache { read_at: None, ticks: (0, 0) }) };
+}
+
+/// User and system CPU ticks of this process, from `/proc/self/stat` (zero
+/// where that file is not readable).
+fn read_cpu_ticks() -> (u64, u64) {
+    parse_cpu_ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// utime and stime of a `/proc/PID/stat` line: the 12th and 13th fields after
+/// the parenthesised command name (which may hold spaces and parentheses).
+fn parse_cpu_ticks(stat: &str) -> (u64, u64) {
+    let mut fields = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().skip(11);
+    let mut ticks = || fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+    let user = ticks();
+    (user, ticks())
+}
+
+/// User and system CPU seconds of this process, as memcached prints them.
 fn cpu_times() -> (String, String) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 12th and 13th of them.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let seconds = |i: usize| {
-        let ticks: u64 = fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let (user, system) = CPU_TIMES.with_borrow_mut(|cache| cache.get(Instant::now(), read_cpu_ticks));
+    let seconds = |ticks: u64| {
         format!("{}.{:06}", ticks / PROC_TICKS_PER_SEC, ticks % PROC_TICKS_PER_SEC * (1_000_000 / PROC_TICKS_PER_SEC))
     };
-    (seconds(11), seconds(12))
+    (seconds(user), seconds(system))
 }
 
 fn general(server: &Server, out: &mut BytesMut) {
@@ -320,5 +361,45 @@ fn conns(server: &Server, out: &mut BytesMut) {
         }
         stat(out, format_args!("{id}:state"), entry.state());
         stat(out, format_args!("{id}:secs_since_last_cmd"), now.saturating_sub(entry.last_command()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_times_are_read_again_only_after_a_tick() {
+        let mut cache = CpuTimesCache { read_at: None, ticks: (0, 0) };
+        let start = Instant::now();
+        let reads = std::cell::Cell::new(0);
+        let reader = |ticks| {
+            let reads = &reads;
+            move || {
+                reads.set(reads.get() + 1);
+                ticks
+            }
+        };
+        assert_eq!(cache.get(start, reader((1, 2))), (1, 2), "the first call reads");
+        assert_eq!(cache.get(start + Duration::from_millis(9), reader((3, 4))), (1, 2), "within a tick: kept");
+        assert_eq!(reads.get(), 1);
+        assert_eq!(cache.get(start + CPU_TIMES_REFRESH, reader((5, 6))), (5, 6), "a tick later: read again");
+        assert_eq!(reads.get(), 2);
+    }
+
+    #[test]
+    fn cpu_ticks_are_fields_14_and_15_whatever_the_command_name() {
+        let line = "4242 (ix kv) (x)) R 1 4242 4242 0 -1 4194560 4000 0 0 0 1234 567 0 0 20 0 3 0 100 0 0";
+        assert_eq!(parse_cpu_ticks(line), (1234, 567));
+        assert_eq!(parse_cpu_ticks("garbage"), (0, 0));
+        assert_eq!(parse_cpu_ticks("1 (a) R 1 2"), (0, 0), "a short line: zero, no panic");
+    }
+
+    #[test]
+    fn this_process_s_cpu_ticks_are_read() {
+        // Ticks accrue at 100 Hz by sampling: spin on the read until one lands (a bound only for a broken read).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read_cpu_ticks() == (0, 0) && Instant::now() < deadline {}
+        assert_ne!(read_cpu_ticks(), (0, 0), "30 s of reading /proc/self/stat showed no CPU tick");
     }
 }
