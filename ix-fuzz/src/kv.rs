@@ -11,15 +11,21 @@ use tokio_util::codec::Decoder;
 
 use crate::input::{FuzzInput, cut_into_reads};
 
-/// The store's memory (small, so that eviction runs).
-const MEMORY_LIMIT_BYTES: usize = 2 * 1024 * 1024;
+/// The store's memory: small enough that an input of libFuzzer's longest (8 KiB, `max_len` in
+/// `scripts/fuzz.sh`) fills it, so that eviction runs, and a value of a few KiB is refused as out of memory.
+/// (The 2 MiB it was before, 512 KiB per shard, no input could fill: eviction never ran.)
+const MEMORY_LIMIT_BYTES: usize = 8 * 1024;
+/// One shard: which shard a key lands in depends on a hasher seeded at random per store, so with several
+/// shards whether an input evicts would vary from run to run.
+const SHARDS: usize = 1;
 /// The item limit (small, so that "too large" and swallowed blocks happen).
 const ITEM_SIZE_MAX_BYTES: usize = 16 * 1024;
 /// Most bytes one read hands the decoder.
 const READ_CHUNK_MAX_BYTES: usize = 4096;
 
 fn server() -> std::sync::Arc<Server> {
-    let store = StoreConfig { memory_limit_bytes: MEMORY_LIMIT_BYTES, item_size_max: ITEM_SIZE_MAX_BYTES, shards: 4 };
+    let store =
+        StoreConfig { memory_limit_bytes: MEMORY_LIMIT_BYTES, item_size_max: ITEM_SIZE_MAX_BYTES, shards: SHARDS };
     let settings = Settings { port: 11211, listen_ip: None, max_connections: 16, threads: 1, store };
     Server::with_store(settings, Store::with_clock(store, Clock::manual()))
 }
@@ -83,5 +89,41 @@ pub fn run(data: &[u8]) {
     if !cut_failed && !whole_failed {
         let n = cut_commands.len().min(whole_commands.len());
         assert_eq!(cut_commands[..n], whole_commands[..n], "the commands depend on how the stream was cut");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// The longest input libFuzzer makes for this target (`max_len` in `scripts/fuzz.sh`).
+    const INPUT_MAX_BYTES: usize = 8192;
+
+    #[test]
+    fn small_sets_within_the_input_limit_make_the_store_evict() {
+        let mut stream = Vec::new();
+        for n in 0.. {
+            let mut command = Vec::new();
+            write!(command, "set k{n} 0 0 1\r\nx\r\n").expect("writes to a Vec");
+            if stream.len() + command.len() > INPUT_MAX_BYTES {
+                break;
+            }
+            stream.extend_from_slice(&command);
+        }
+        let server = server();
+        let mut out = BytesMut::new();
+        let (commands, failed) =
+            decode_all(&[&stream], |command| execute(&server, command.clone(), &mut out), usize::MAX);
+        assert!(!failed && commands.iter().all(|c| matches!(c, Command::Store(_))), "every line is a set");
+        let stats = server.store().stats();
+        assert!(
+            stats.evictions > 0,
+            "{} sets, {} items held, {} bytes: no eviction",
+            commands.len(),
+            stats.curr_items,
+            stats.bytes
+        );
     }
 }

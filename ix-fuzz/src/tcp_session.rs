@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use ix_driver::MemQueue;
-use ix_driver::mem::{FaultConfig, ManualClock, MemWire, MemWireConfig, WireClock, mem_port_mac};
+use ix_driver::mem::{FaultConfig, ManualClock, MemWire, MemWireConfig, WakeUp, WireClock, mem_port_mac};
 use ix_driver::{HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig};
 use ix_net::wire::checksum::{checksum, transport_checksum};
 use ix_net::wire::{
@@ -358,6 +358,8 @@ impl Session {
             ports: 3,
             faults: FaultConfig::NONE,
             clock: clock.clone(),
+            // The harness polls every queue in turn and never blocks: no eventfd to make, signal and close.
+            wakeup: WakeUp::Polled,
             ..MemWireConfig::default()
         })
         .expect("wire");

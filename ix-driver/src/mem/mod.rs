@@ -54,13 +54,16 @@
 //!
 //! # Wake-ups
 //!
-//! Each queue has a non-blocking eventfd ([`NetQueue::wait_fd`](crate::NetQueue::wait_fd)), signalled when
+//! With [`WakeUp::EventFd`] (the default) each queue has a non-blocking eventfd ([`NetQueue::wait_fd`](crate::NetQueue::wait_fd)), signalled when
 //! a frame lands in its empty inbox and again after a receive burst that left
 //! due frames behind; [`NetQueue::ack_wakeup`](crate::NetQueue::ack_wakeup) clears it unless a frame is
 //! already due, so a core that clears it just before blocking cannot sleep
 //! through a frame that landed after its last burst. Frames that are not
 //! yet due do not keep it readable: sleep until
 //! [`MemQueue::next_due_micros`](crate::MemQueue::next_due_micros).
+//! With [`WakeUp::Polled`] no queue has one: for a simulation that steps every
+//! queue under a [`ManualClock`] and never blocks, it saves a descriptor per
+//! queue and a `write` per frame landing in an empty inbox.
 
 mod clock;
 mod fault;
@@ -70,7 +73,7 @@ pub(crate) mod queue;
 mod switch;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 
 pub use clock::{ManualClock, MonotonicClock, WireClock};
 pub use fault::{FaultConfig, FaultStats};
@@ -111,6 +114,20 @@ pub struct MemWireConfig {
     pub inbox_depth: usize,
     /// The wire's time source.
     pub clock: Arc<dyn WireClock>,
+    /// How a queue's owner learns that frames arrived.
+    pub wakeup: WakeUp,
+}
+
+/// How the owner of a mem queue learns that frames arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WakeUp {
+    /// An eventfd per queue ([`NetQueue::wait_fd`](crate::NetQueue::wait_fd)), for
+    /// a core that blocks when idle.
+    #[default]
+    EventFd,
+    /// None: the owner polls its queue and never blocks (a simulation under a
+    /// virtual clock). `wait_fd` is `None` and nothing is signalled.
+    Polled,
 }
 
 impl Default for MemWireConfig {
@@ -125,6 +142,7 @@ impl Default for MemWireConfig {
             max_frame_len: DEFAULT_MAX_FRAME_BYTES,
             inbox_depth: DEFAULT_INBOX_DEPTH_FRAMES,
             clock: Arc::new(MonotonicClock::new()),
+            wakeup: WakeUp::EventFd,
         }
     }
 }
@@ -164,8 +182,18 @@ pub struct SwitchStats {
 #[derive(Debug)]
 struct QueueSlot {
     inbox: Mutex<Inbox>,
-    wakeup: EventFd,
+    /// `None` on a [`WakeUp::Polled`] wire.
+    wakeup: Option<EventFd>,
     taken: AtomicBool,
+}
+
+impl QueueSlot {
+    /// Makes the queue's wake-up descriptor readable, if it has one.
+    fn signal(&self) {
+        if let Some(wakeup) = &self.wakeup {
+            wakeup.signal();
+        }
+    }
 }
 
 /// An in-process switch joining `ports` ports of `queues_per_port` queues.
@@ -173,7 +201,9 @@ struct QueueSlot {
 #[derive(Debug)]
 pub struct MemWire {
     config: MemWireConfig,
-    toeplitz: Toeplitz,
+    /// Built on first use: a wire of one queue per port never hashes (a
+    /// simulation making a wire per run saves building 12 KiB of tables).
+    toeplitz: OnceLock<Toeplitz>,
     /// One redirection table per port; read once per transmit burst.
     tables: RwLock<Vec<RedirectionTable>>,
     /// Indexed by `port * queues_per_port + queue`.
@@ -189,7 +219,7 @@ impl MemWire {
     /// # Errors
     /// [`DriverError::Config`] for an out-of-range field (ports, queues, frame
     /// length, inbox depth, redirection-table size, a fault probability);
-    /// [`DriverError::Os`] if an eventfd cannot be made.
+    /// [`DriverError::Os`] if an eventfd cannot be made ([`WakeUp::EventFd`]).
     pub fn new(config: MemWireConfig) -> Result<Arc<Self>, DriverError> {
         config.validate()?;
         let table = RedirectionTable::new(config.reta_entries, config.queues_per_port)?;
@@ -200,7 +230,10 @@ impl MemWire {
             let link_ids = (0..ports).map(|src| src * ports * queues + dst);
             slots.push(QueueSlot {
                 inbox: Mutex::new(Inbox::new(config.inbox_depth, config.seed, link_ids)),
-                wakeup: EventFd::new()?,
+                wakeup: match config.wakeup {
+                    WakeUp::EventFd => Some(EventFd::new()?),
+                    WakeUp::Polled => None,
+                },
                 taken: AtomicBool::new(false),
             });
         }
@@ -212,7 +245,7 @@ impl MemWire {
             "mem wire up"
         );
         Ok(Arc::new(Self {
-            toeplitz: Toeplitz::new(config.rss_key),
+            toeplitz: OnceLock::new(),
             tables: RwLock::new(vec![table; usize::from(config.ports)]),
             slots: slots.into_boxed_slice(),
             free_buffers: Mutex::new(Vec::new()),
@@ -229,7 +262,7 @@ impl MemWire {
 
     /// The Toeplitz hash every port uses (for port probing).
     pub fn toeplitz(&self) -> &Toeplitz {
-        &self.toeplitz
+        self.toeplitz.get_or_init(|| Toeplitz::new(self.config.rss_key))
     }
 
     /// A copy of port `port`'s redirection table, `None` if there is no such port.
@@ -587,6 +620,19 @@ mod tests {
         assert_eq!(tags(&mut q1, 64), [7]);
         q1.ack_wakeup();
         assert!(!readable(&q1));
+    }
+
+    #[test]
+    fn a_polled_wire_has_no_wakeup_descriptor_and_still_delivers() {
+        let wire = MemWire::new(MemWireConfig { wakeup: WakeUp::Polled, ..MemWireConfig::default() }).unwrap();
+        let mut q0 = wire.queue(0, 0, pool(8)).unwrap();
+        let mut q1 = wire.queue(1, 0, pool(8)).unwrap();
+        assert!(q0.wait_fd().is_none() && q1.wait_fd().is_none());
+        let p = q0.pool().clone();
+        send(&mut q0, (0..3).map(|t| frame(&p, mem_port_mac(1), t, 60)).collect());
+        q1.ack_wakeup();
+        assert_eq!(tags(&mut q1, 2), [0, 1]);
+        assert_eq!(tags(&mut q1, 2), [2]);
     }
 
     #[test]

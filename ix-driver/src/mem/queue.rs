@@ -12,6 +12,7 @@ use super::posted::PostedFrame;
 use super::switch::{Forward, forward, mem_port_mac, select_queue};
 use super::{ETHERNET_HEADER_BYTES, MemWire, lock, read};
 use crate::error::DriverError;
+use crate::eventfd::EventFd;
 use crate::frame_table::FrameTable;
 use crate::pool::{PacketBuf, PacketPool, PoolPressure, TxBuf};
 use crate::queue::{NetQueue, QueueStats};
@@ -145,7 +146,7 @@ impl MemQueue {
                 self.stats.pool_exhausted += 1;
             }
             // Keep the descriptor readable while due frames remain.
-            slot.wakeup.signal();
+            slot.signal();
         }
         let mut taken = 0;
         for pending in self.received.drain(..) {
@@ -195,7 +196,7 @@ impl MemQueue {
         let queues = usize::from(wire.config.queues_per_port);
         let slot_of = |port: u16| {
             // One queue per port: nothing to steer, no Toeplitz hash to compute.
-            let queue = if queues == 1 { 0 } else { select_queue(&frame, &wire.toeplitz, &tables[usize::from(port)]) };
+            let queue = if queues == 1 { 0 } else { select_queue(&frame, wire.toeplitz(), &tables[usize::from(port)]) };
             usize::from(port) * queues + usize::from(queue)
         };
         match forward(&frame, wire.config.ports) {
@@ -238,7 +239,7 @@ impl MemQueue {
                 was_empty && !inbox.is_empty()
             };
             if landed_in_empty {
-                slot.wakeup.signal();
+                slot.signal();
             }
         }
     }
@@ -327,7 +328,7 @@ impl NetQueue for MemQueue {
     }
 
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.wire.slots[self.slot].wakeup.as_fd())
+        self.wire.slots[self.slot].wakeup.as_ref().map(EventFd::as_fd)
     }
 
     /// Clears the eventfd, then looks at the inbox: a frame already due
@@ -337,10 +338,11 @@ impl NetQueue for MemQueue {
     /// timer. A frame a sender adds after the look signals after the clear.
     fn ack_wakeup(&mut self) {
         let slot = &self.wire.slots[self.slot];
-        slot.wakeup.clear();
+        let Some(wakeup) = &slot.wakeup else { return };
+        wakeup.clear();
         let now = self.wire.config.clock.now_micros();
         if lock(&slot.inbox).next_due_micros().is_some_and(|due| due <= now) {
-            slot.wakeup.signal();
+            wakeup.signal();
         }
     }
 
