@@ -67,6 +67,9 @@ cd fuzz
 CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} nice -n 19 cargo +nightly fuzz build "${build[@]}"
 # Executions of TARGET over every run so far.
 total_of() { awk -F'\t' -v t="$1" 'NR > 1 && $3 == t && $4 ~ /^[0-9]+$/ { n += $4 } END { printf "%d", n }' runs.tsv; }
+# libFuzzer's per-unit timeout, wall-clock seconds: its own default. 20 s, used before, fired on frozen
+# campaigns, and once (2026-12-06) libFuzzer deadlocked in its timeout handler instead of exiting.
+unit_timeout=1200
 # Whether LOG ends in a libFuzzer timeout whose unit passes when replayed alone under a CPU-time limit (then
 # the unit is moved out of artifacts/: the fuzzer was frozen or starved, not hung).
 replayed_timeout_passes() {
@@ -101,7 +104,7 @@ for target in "${targets[@]}"; do
         echo "== $target (${budget[*]})"
         result=ok
         /usr/bin/time -f '%U %S' -o "work/$target.cpu" nice -n 19 cargo +nightly fuzz run "${build[@]}" "$target" \
-            "work/$target" "corpus/$target" -- "${budget[@]}" -max_len="$(max_len "$target")" -timeout=20 \
+            "work/$target" "corpus/$target" -- "${budget[@]}" -max_len="$(max_len "$target")" -timeout="$unit_timeout" \
             -rss_limit_mb=2048 -reload=0 -print_final_stats=1 -artifact_prefix="artifacts/$target/" >"$log" 2>&1 ||
             result=crash
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
@@ -125,7 +128,7 @@ for target in "${targets[@]}"; do
     # Minimise: the committed corpus becomes the smallest set covering what both directories cover.
     rm -rf "work/$target.min" && mkdir -p "work/$target.min"
     nice -n 19 cargo +nightly fuzz run "${build[@]}" "$target" "work/$target.min" "corpus/$target" "work/$target" -- \
-        -merge=1 -max_len="$(max_len "$target")" -timeout=20 -rss_limit_mb=2048 >"work/$target.merge.log" 2>&1 &&
+        -merge=1 -max_len="$(max_len "$target")" -timeout="$unit_timeout" -rss_limit_mb=2048 >"work/$target.merge.log" 2>&1 &&
         [ -n "$(ls -A "work/$target.min")" ] &&
         rm -rf "corpus/$target" && mv "work/$target.min" "corpus/$target" &&
         rm -rf "work/$target"

@@ -14,7 +14,9 @@
 #           POLL_ABOVE and BLOCK_BELOW (default 0.6 and 0.25, not ixcp's 0.3 and 0.1;
 #           PERIOD_MS and BLOCK_AFTER set the period and calm periods, default 100 and 10:
 #           on veth the sender's thread also runs the receiver's softirq, so a polling
-#           server's busy share at 10% of the peak is 0.10-0.14, about ixcp's 0.1)
+#           server's busy share at 10% of the peak is 0.10-0.14, about ixcp's 0.1);
+#           SELF_POLL_BATCH the burst that switches a blocking core to polling on its own
+#           (default ixcp's, 16; binaries before the rule have none)
 #   ixcp-adaptive  the same with the runtime's default idle policy (spin 100 us, then block)
 #   static  ix-http under ixcp with a policy that polls at any load and never blocks
 #           (poll_above 0.0001, block_below 0): the same data path, statically busy-polling CPU 1
@@ -168,7 +170,10 @@ start_case() {
             if [ "$1" = static ]; then
                 case_config $'poll_above = 0.0001\nblock_below = 0.0'
             else
-                case_config "poll_above = ${POLL_ABOVE:-0.6}"$'\n'"block_below = ${BLOCK_BELOW:-0.25}"$'\n'"period_ms = ${PERIOD_MS:-100}"$'\n'"block_after_periods = ${BLOCK_AFTER:-10}"
+                local self_poll=
+                # Unset: ixcp's default (binaries before the self-poll rule refuse the key).
+                [ -n "${SELF_POLL_BATCH:-}" ] && self_poll=$'\n'"self_poll_batch = $SELF_POLL_BATCH"
+                case_config "poll_above = ${POLL_ABOVE:-0.6}"$'\n'"block_below = ${BLOCK_BELOW:-0.25}"$'\n'"period_ms = ${PERIOD_MS:-100}"$'\n'"block_after_periods = ${BLOCK_AFTER:-10}$self_poll"
             fi
             RUST_LOG=${IXCP_LOG:-warn,ix_driver::ixcp::daemon=debug} ixcp_start "$B/ixcp" $P-srv "$D/ixcp.toml" "$D/ixcp.sock" "$D/ixcp.log" 0
             CP_PID=$IXCP_PID
@@ -215,31 +220,34 @@ unstalled() {
 print(f\"{s['unstalled_latency_us']['p99']:.0f} {s['stalled_pct']:.1f}\")"
 }
 
-# "to_polling to_blocking mode busy_ns seconds" of ixcp's decisions so far,
-# the mode it asks of the core now, the busy time the core published and the
-# time of day ("- - - - -" for a case without ixcp).
+# "to_polling to_blocking mode busy_ns seconds self_polls" of ixcp's
+# decisions so far, the mode it asks of the core now, the busy time the core
+# published, the time of day and the core's switches to polling on its own
+# ("-" for binaries without them; "- - - - - -" for a case without ixcp).
 decisions() {
-    [ -n "$CP_PID" ] || { echo "- - - - -"; return; }
+    [ -n "$CP_PID" ] || { echo "- - - - - -"; return; }
     local at=$EPOCHREALTIME
     "$B/ixctl" --socket "$D/ixcp.sock" list --json 2>/dev/null | python3 -c "import json, sys
 listing = json.load(sys.stdin)
 cores = [core for dataplane in listing['dataplanes'] for core in dataplane['cores']]
-mode, busy = (cores[0]['mode'], cores[0]['sample']['busy_ns']) if cores else ('-', 0)
-print(listing['stats']['to_polling'], listing['stats']['to_blocking'], mode, busy, $at)" \
-        || echo "- - - - -"
+mode, busy, own = (cores[0]['mode'], cores[0]['sample']['busy_ns'], cores[0]['sample'].get('self_polls', '-')) if cores else ('-', 0, '-')
+print(listing['stats']['to_polling'], listing['stats']['to_blocking'], mode, busy, $at, own)" \
+        || echo "- - - - - -"
 }
 
-# "flips mode load" between two readings of decisions: how many times ixcp
-# moved the core meanwhile, the mode asked at the second reading, and the
-# core's load (busy share) between them, as ixcp measures it.
+# "flips mode load self_polls" between two readings of decisions: how many
+# times ixcp moved the core meanwhile, the mode asked at the second reading,
+# the core's load (busy share) between them, as ixcp measures it, and how many
+# times the core switched itself to polling.
 flips() {
     python3 -c "
 a, b = '$1'.split(), '$2'.split()
 if '-' in a[:2] + b[:2]:
-    print('- - -')
+    print('- - - -')
 else:
     load = (int(b[3]) - int(a[3])) / 1e9 / (float(b[4]) - float(a[4]))
-    print(f'{int(b[0]) - int(a[0]) + int(b[1]) - int(a[1])} {b[2]} {load:.3f}')"
+    own = '-' if '-' in (a[5], b[5]) else int(b[5]) - int(a[5])
+    print(f'{int(b[0]) - int(a[0]) + int(b[1]) - int(a[1])} {b[2]} {load:.3f} {own}')"
 }
 
 # Milliseconds from the step (date +%s.%N in $1) to ixcp's first move of the
@@ -275,7 +283,7 @@ stop_case
 PEAK=$(field "$D/peak.json" "r['throughput']")
 echo "peak (static busy-poll, closed loop, 32 connections): $PEAK req/s"
 
-printf 'case\trepeat\tload\trate\tthroughput\tp99_us\tbatch_cpu\tbatch_progress\tsend_lag_p99_us\tp99_unstalled_us\tstalled_pct\tflips\tmode_end\tcore_load\tto_poll_ms\tserver_cpu\n' > "$RESULTS"
+printf 'case\trepeat\tload\trate\tthroughput\tp99_us\tbatch_cpu\tbatch_progress\tsend_lag_p99_us\tp99_unstalled_us\tstalled_pct\tflips\tmode_end\tcore_load\tself_polls\tto_poll_ms\tserver_cpu\n' > "$RESULTS"
 read -ra CASES <<< "${CASES:-ixcp ixcp-adaptive static tokio}"
 for repeat in $(seq "$REPEATS"); do
     for k in "${!CASES[@]}"; do
@@ -302,7 +310,7 @@ for repeat in $(seq "$REPEATS"); do
             read -r batch_cpu batch_rate server_cpu <<< "$batch"
             progress=$(python3 -c "print(f'{100 * $batch_rate / $SOLO_RATE:.1f}')")
             clean=$(unstalled "$json")
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t%s\n' "$case" "$repeat" "$pct" "$rate" \
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t%s\n' "$case" "$repeat" "$pct" "$rate" \
                 "$(field "$json" "r['throughput']")" "$(field "$json" "r['latency_us']['p99']")" \
                 "$batch_cpu" "$progress" "$(field "$json" "r['send_lag_us']['p99']")" ${clean} \
                 $(flips "$before" "$after") "$server_cpu" | tee -a "$RESULTS"
@@ -317,7 +325,7 @@ for repeat in $(seq "$REPEATS"); do
         load $(( PEAK * 9 / 10 )) 0s 1s "$D/$case-$repeat-step.json"
         after=$(decisions)
         step=$D/$case-$repeat-step.json
-        printf '%s\t%s\tstep\t%s\t%s\t%s\t-\t-\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$case" "$repeat" $(( PEAK * 9 / 10 )) \
+        printf '%s\t%s\tstep\t%s\t%s\t%s\t-\t-\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$case" "$repeat" $(( PEAK * 9 / 10 )) \
             "$(field "$step" "r['throughput']")" "$(field "$step" "r['latency_us']['p99']")" \
             "$(field "$step" "r['send_lag_us']['p99']")" $(unstalled "$step") $(flips "$before" "$after") \
             "$(reaction_ms "$step_at" "$(echo "$before" | cut -d' ' -f3)")" | tee -a "$RESULTS"
@@ -336,12 +344,12 @@ def cell(case, load, key):
     return (statistics.median(values), min(values), max(values)) if values else None
 def decisions(case, load):
     mine = [r for r in rows if r["case"] == case and r["load"] == load and r["flips"] != "-"]
-    keys = ["flips", "mode_end", "core_load"] + (["to_poll_ms"] if load == "step" else [])
+    keys = ["flips", "mode_end", "core_load"] + (["to_poll_ms"] if load == "step" else []) + ["self_polls"]
     return " ".join("/".join(r[k] for k in keys) for r in mine)
 def text(c, digits=0):
     return "-" if c is None else f"{c[0]:.{digits}f} [{c[1]:.{digits}f}-{c[2]:.{digits}f}]"
 print(f"{'load':>5} {'case':>7} {'p99 unstalled us':>22} {'vs static':>9} {'stalled %':>16} {'p99 all us':>26}"
-      f" {'batch % CPU':>18} {'batch progress %':>18} {'server % CPU':>18}  ixcp: flips/mode at the end/core load (/ms to polling), per repeat")
+      f" {'batch % CPU':>18} {'batch progress %':>18} {'server % CPU':>18}  ixcp: flips/mode at the end/core load (/ms to polling)/self-polls, per repeat")
 for load in ["1", "10", "50", "90", "step"]:
     static = cell("static", load, "p99_unstalled_us")
     for case in ["ixcp", "ixcp-adaptive", "static", "tokio"]:

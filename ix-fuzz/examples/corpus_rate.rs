@@ -99,7 +99,7 @@ fn print_slowest(target: &Target, inputs: &[(PathBuf, Vec<u8>)], count: usize) {
             (fastest, path.as_path(), input.len())
         })
         .collect();
-    timed.sort_by(|a, b| b.0.cmp(&a.0));
+    timed.sort_by_key(|t| std::cmp::Reverse(t.0));
     let total: Duration = timed.iter().map(|t| t.0).sum();
     println!("  {} slowest of {} inputs ({:.1} ms for all):", count.min(timed.len()), timed.len(), ms(total));
     for (took, path, len) in timed.iter().take(count) {

@@ -2,7 +2,10 @@
 //! into a [`Config`] before any core starts.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use ix_driver::ixcp::CoreBoard;
 
 use ix_driver::queue::DEFAULT_BATCH_PACKETS;
 use ix_net::TcpConfig;
@@ -36,6 +39,8 @@ pub(crate) struct Settings {
     pub(crate) handle_signals: bool,
     pub(crate) port_probing: bool,
     pub(crate) blocking_pool: Option<BlockingConfig>,
+    /// The core board of [`Builder::core_board`].
+    pub(crate) core_board: Option<Arc<CoreBoard>>,
 }
 
 /// A checked configuration: the backend, the settings and where the cores run.
@@ -62,6 +67,7 @@ impl Default for Settings {
             handle_signals: true,
             port_probing: true,
             blocking_pool: None,
+            core_board: None,
         }
     }
 }
@@ -176,14 +182,27 @@ impl Builder {
         self
     }
 
+    /// Links core `i` to slot `i` of `board` on a dataplane backend that has
+    /// no board of its own (every one but `ixcp`, whose daemon hands its
+    /// board over): the core publishes its counters there, follows the mode
+    /// asked there, switches itself to busy-polling by the board's rule, and
+    /// is not pinned (whoever writes the board places its thread). For a
+    /// control plane of one's own, and for testing the runtime's side of
+    /// `ixcp`'s over the `mem` wire.
+    pub fn core_board(mut self, board: Arc<CoreBoard>) -> Self {
+        self.settings.core_board = Some(board);
+        self
+    }
+
     /// Checks the configuration, reads the CPUs the cores will take, and makes
     /// the process-wide blocking pool when [`Builder::blocking_pool`] asked for
     /// a shape.
     ///
     /// # Errors
     /// [`RuntimeError::Config`] for a missing backend or address or zero cores,
-    /// a blocking pool of zero threads, or an affinity mask that cannot be
-    /// read; [`RuntimeError::BlockingPool`] when the process's blocking pool
+    /// a core board with fewer slots than cores, a blocking pool of zero
+    /// threads, or an affinity mask that cannot be read;
+    /// [`RuntimeError::BlockingPool`] when the process's blocking pool
     /// already exists with another shape.
     pub(crate) fn check(self) -> Result<Config, RuntimeError> {
         if self.settings.cores == 0 {
@@ -193,6 +212,15 @@ impl Builder {
             return Err(RuntimeError::Config("no backend: set one with Builder::backend".into()));
         };
         backend.check(self.settings.addr)?;
+        if let Some(board) = &self.settings.core_board {
+            if board.cores() < self.settings.cores {
+                return Err(RuntimeError::Config(format!(
+                    "a core board of {} slots for {} cores",
+                    board.cores(),
+                    self.settings.cores
+                )));
+            }
+        }
         let placement = if self.settings.pin_threads {
             CorePlacement::of_calling_thread(self.settings.first_cpu)
                 .map_err(|e| RuntimeError::Config(format!("the CPUs this thread may run on: {e}")))?

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+use ix_driver::ixcp::CoreSlot;
 use ix_driver::{HugePages, PacketPool, PoolConfig};
 use ix_net::iface::SharedNeighbors;
 use ix_net::tcp::FlowDirectory;
@@ -67,9 +68,12 @@ where
     // Counted out however this function returns, so no core waits for a core
     // that failed to start.
     let running = RunningCore::new(&cx.shared.running);
-    // A core on a board is placed on CPUs by `ixcp`, not pinned here.
+    // A core on a board is placed on CPUs by `ixcp` (or whoever writes the
+    // board), not pinned here.
     let slot = match &source {
-        CoreSource::Dataplane { queue, .. } => queue.core_slot(),
+        CoreSource::Dataplane { queue, .. } => queue
+            .core_slot()
+            .or_else(|| cx.settings.core_board.as_ref().map(|board| CoreSlot::new(board.clone(), index))),
         CoreSource::Kernel { .. } => None,
     };
     if slot.is_none() {
@@ -78,7 +82,7 @@ where
             tracing::warn!(core = index, ?cpu, %error, "could not pin the core's thread");
         }
     }
-    let board = slot.map(CoreBoardLink::new);
+    let board = slot.map(|slot| CoreBoardLink::new(slot, cx.settings.batch));
     match source {
         CoreSource::Dataplane { queue, addr } => {
             let (io, net) = open_dataplane(index, queue, addr, cx)?;

@@ -125,9 +125,11 @@ impl<Io: CoreIo> PollLoop<'_, Io> {
             if let Some(board) = &mut self.board {
                 board.round_began(now, self.core);
             }
+            let rx_before = self.stats.rx_packets;
             let worked = self.io.round(self.core, self.executor, &mut self.stats, self.core.round_now());
             if let Some(board) = &mut self.board {
-                board.round_ended(worked);
+                let received = usize::try_from(self.stats.rx_packets - rx_before).unwrap_or(usize::MAX);
+                board.round_ended(worked, received, now, self.core);
             }
             // In a graceful shutdown every task gets the drain timeout, not
             // only the first: the connection handlers a finished accept loop
@@ -155,9 +157,10 @@ impl<Io: CoreIo> PollLoop<'_, Io> {
             }
             self.stats.empty_rounds += 1;
             // Under ixcp the board says, each empty round, whether the core
-            // busy-polls or blocks as configured (see `core_board_link`).
+            // busy-polls or blocks as configured, unless a burst switched it
+            // to polling on its own (see `core_board_link`).
             if let Some(board) = &mut self.board {
-                idle.set_policy(board.idle_policy(self.settings.idle));
+                idle.set_policy(board.idle_policy(self.settings.idle, now));
             }
             if idle.should_block(now) {
                 self.block();

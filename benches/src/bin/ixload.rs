@@ -119,8 +119,10 @@ struct Args {
     stalls: bool,
     /// With `--stalls`: also count as stalls the run-queue waits of 1 ms or
     /// more of these processes' threads (with their descendants) and of
-    /// ixload's own: time another process took their CPU. Comma-separated PIDs.
-    /// How long their threads ran over the window is in `window_cpu`.
+    /// ixload's own (time another process took their CPU), and the absences
+    /// of 250 us or more of ixload's own threads while they stayed runnable
+    /// (time the host took their CPU, to the microsecond). Comma-separated
+    /// PIDs. How long their threads ran over the window is in `window_cpu`.
     #[arg(long, value_delimiter = ',', requires = "stalls")]
     stall_pids: Option<Vec<u32>>,
     /// With `--stalls`: how long after a stall requests still count as
@@ -258,6 +260,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         let (events, window_cpu) = sampler.stop_with_window(window);
         let stalls: Vec<_> = events.iter().map(|event| event.stall(args.stall_recovery)).collect();
         report.stalls = report.timeline.as_ref().map(|t| stalls::split(t, &stalls));
+        report.stall_intervals = Some(stalls::merged(&stalls));
         report.window_cpu = window_cpu;
         if !args.timeline {
             report.timeline = None;

@@ -223,6 +223,11 @@ pub struct ThreadSchedTimes {
     pub run_ns: u64,
     /// Nanoseconds it has waited, runnable, for a CPU (`run_delay`).
     pub wait_ns: u64,
+    /// Its voluntary context switches so far, when it was runnable (state
+    /// `R`, `/proc/PID/task/TID/status`) as read; `None` when it was asleep
+    /// or the status could not be read. Two readings with the same count
+    /// mean that it did not sleep in between.
+    pub runnable_switches: Option<u64>,
 }
 
 /// Each thread of process `pid` with its scheduler times; empty when the
@@ -235,9 +240,22 @@ pub fn thread_sched_times(pid: u32) -> Vec<ThreadSchedTimes> {
             let tid = t.file_name().to_str()?.parse().ok()?;
             let schedstat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
             let mut fields = schedstat.split_whitespace().map(|f| f.parse().ok());
-            Some(ThreadSchedTimes { tid, run_ns: fields.next()??, wait_ns: fields.next()?? })
+            let (run_ns, wait_ns) = (fields.next()??, fields.next()??);
+            let runnable_switches =
+                std::fs::read_to_string(t.path().join("status")).ok().as_deref().and_then(runnable_switches);
+            Some(ThreadSchedTimes { tid, run_ns, wait_ns, runnable_switches })
         })
         .collect()
+}
+
+/// From a thread's `/proc/.../status`: its voluntary context switches when
+/// its state is `R` (running or runnable), else `None`.
+fn runnable_switches(status: &str) -> Option<u64> {
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    if !field("State:")?.starts_with('R') {
+        return None;
+    }
+    field("voluntary_ctxt_switches:")?.parse().ok()
 }
 
 /// The processes whose name (`/proc/PID/comm`, whole for kernel threads)
@@ -339,6 +357,22 @@ mod tests {
         let mine = process_cpu_secs(std::process::id()).expect("own process");
         let tree = process_tree_cpu_secs(std::process::id()).expect("own process");
         assert!(mine >= 0.0 && tree >= mine, "{mine} {tree}");
+    }
+
+    #[test]
+    fn a_thread_counts_its_switches_only_while_runnable() {
+        let status = |state: &str| {
+            format!("Name:\tx\nState:\t{state}\nvoluntary_ctxt_switches:\t17\nnonvoluntary_ctxt_switches:\t3\n")
+        };
+        assert_eq!(runnable_switches(&status("R (running)")), Some(17));
+        assert_eq!(runnable_switches(&status("S (sleeping)")), None);
+        assert_eq!(runnable_switches("State:\tR (running)\n"), None, "no count");
+        // This thread reads its own status while it runs.
+        let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+        let own: u32 = link.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()).expect("a tid");
+        let threads = thread_sched_times(std::process::id());
+        let this = threads.iter().find(|t| t.tid == own).expect("this thread");
+        assert!(this.runnable_switches.is_some(), "{this:?}");
     }
 
     #[test]

@@ -19,7 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::harness::machine::{CpuSecs, CpuSnapshot, PROC_TICKS_PER_SEC, process_tree, thread_sched_times};
+use crate::harness::machine::{
+    CpuSecs, CpuSnapshot, PROC_TICKS_PER_SEC, ThreadSchedTimes, process_tree, thread_sched_times,
+};
 use crate::loadgen::Timeline;
 use crate::loadgen::report::{Percentiles, latency_histogram, record_latency_us};
 
@@ -37,6 +39,16 @@ pub const STALL_RECOVERY: f64 = 1.0;
 /// one sample period): another process's time slice. Shorter waits (kernel
 /// threads, softirq work, the sampler itself) stay counted against the server.
 pub const RUN_DELAY_STALL_MIN_US: u64 = 1_000;
+
+/// A thread of the load generator that stayed runnable between two samples
+/// (it did not sleep) but ran and waited for its CPU for less than the time
+/// between them by at least this much was away: with paravirtual steal
+/// accounting (this VM's kernel) a thread's run time leaves out what the host
+/// stole while it ran, so the gap is steal of its CPU, seen to the microsecond
+/// where `/proc/stat` sees 10 ms ticks. Below this, the sampler's own reading
+/// jitter. The generator's threads only: they spin through a run whatever
+/// the server, while a server that blocks when idle hides its CPU's steal.
+pub const ABSENT_STALL_MIN_US: u64 = 250;
 
 /// Microseconds of one `/proc/stat` tick (USER_HZ 100).
 const PROC_TICK_US: u64 = (1e6 / PROC_TICKS_PER_SEC) as u64;
@@ -56,6 +68,13 @@ pub enum StallSource {
     },
     /// Another process: this measured thread waited for its CPU.
     RunDelay {
+        /// The thread.
+        tid: u32,
+    },
+    /// The host, seen by a thread of the load generator that stayed
+    /// runnable: it neither ran nor waited for part of the time between two
+    /// samples (see [`ABSENT_STALL_MIN_US`]).
+    Absent {
         /// The thread.
         tid: u32,
     },
@@ -92,13 +111,16 @@ impl StallEvent {
     ///   so it ended after the earlier sample: `[before - length, seen)`;
     /// - steal is accounted at the CPU's next scheduler tick, so it ended at
     ///   most that lag before the earlier sample, and `/proc/stat` truncates
-    ///   to ticks: `[before - lag - length - 1 tick, seen)`.
+    ///   to ticks: `[before - lag - length - 1 tick, seen)`;
+    /// - a thread's absence lies between the two samples: `[before, seen)`.
     pub fn stall(&self, recovery: f64) -> Stall {
-        let slack_us = match self.source {
-            StallSource::Steal { .. } => STEAL_ACCOUNTING_LAG_US + PROC_TICK_US,
-            StallSource::RunDelay { .. } => 0,
+        let start = match self.source {
+            StallSource::Steal { .. } => {
+                self.before_unix_us as i64 - (STEAL_ACCOUNTING_LAG_US + PROC_TICK_US + self.length_us) as i64
+            }
+            StallSource::RunDelay { .. } => self.before_unix_us as i64 - self.length_us as i64,
+            StallSource::Absent { .. } => self.before_unix_us as i64,
         };
-        let start = self.before_unix_us as i64 - (slack_us + self.length_us) as i64;
         let end = self.seen_unix_us as i64 + (recovery.max(0.0) * self.length_us as f64) as i64;
         Stall { start_unix_us: start, end_unix_us: end }
     }
@@ -190,23 +212,33 @@ fn unix_us_now() -> u64 {
 struct Sample {
     at_unix_us: u64,
     steal_ticks: Vec<u64>,
-    run_delays_ns: Vec<(u32, u64)>,
+    threads: Vec<ThreadSchedTimes>,
 }
 
 impl Sample {
     /// Reads the stall counters and, with them, the CPU mark: `trees` are
-    /// the measured processes, each with its descendants.
-    fn take(trees: &[Vec<u32>], sampler_tid: Option<u32>) -> (Self, CpuMark) {
+    /// the measured processes, each with its descendants; absences are
+    /// looked for only in the threads of `trees[absence_tree]` (the load
+    /// generator's own: runnable throughout whatever the server, so the same
+    /// for every server measured; a server that blocks when idle would show
+    /// fewer of its absences than one that spins).
+    fn take(trees: &[Vec<u32>], absence_tree: Option<usize>, sampler_tid: Option<u32>) -> (Self, CpuMark) {
         let at_unix_us = unix_us_now();
         let cpus = CpuSnapshot::take();
-        let mut run_delays_ns = Vec::new();
+        let mut measured = Vec::new();
         let mut run_ns = Vec::with_capacity(trees.len());
-        for tree in trees {
+        for (i, tree) in trees.iter().enumerate() {
             let threads: Vec<_> = tree.iter().flat_map(|&pid| thread_sched_times(pid)).collect();
             run_ns.push(threads.iter().map(|t| t.run_ns).sum());
-            run_delays_ns.extend(threads.iter().filter(|t| Some(t.tid) != sampler_tid).map(|t| (t.tid, t.wait_ns)));
+            let absences = absence_tree == Some(i);
+            measured.extend(
+                threads
+                    .into_iter()
+                    .filter(|t| Some(t.tid) != sampler_tid)
+                    .map(|t| ThreadSchedTimes { runnable_switches: t.runnable_switches.filter(|_| absences), ..t }),
+            );
         }
-        let sample = Sample { at_unix_us, steal_ticks: cpus.steal_ticks(), run_delays_ns };
+        let sample = Sample { at_unix_us, steal_ticks: cpus.steal_ticks(), threads: measured };
         (sample, CpuMark { at_unix_us, cpus, run_ns })
     }
 }
@@ -219,7 +251,8 @@ fn own_tid() -> Option<u32> {
 impl StallSampler {
     /// Starts sampling steal; with `pids`, also the run-queue waits of every
     /// thread of those processes, of their descendants and of this process
-    /// (but the sampler's own). The thread inherits the caller's CPU affinity.
+    /// (but the sampler's own), and the absences of this process's threads.
+    /// The thread inherits the caller's CPU affinity.
     ///
     /// # Errors
     /// The thread could not be spawned.
@@ -229,17 +262,18 @@ impl StallSampler {
         let pids = pids.map(<[u32]>::to_vec);
         let mut trees: Vec<Vec<u32>> =
             pids.iter().flatten().map(|&pid| process_tree(pid).unwrap_or_else(|| vec![pid])).collect();
+        let absence_tree = pids.is_some().then_some(trees.len());
         if pids.is_some() {
             trees.push(vec![std::process::id()]);
         }
         let thread = std::thread::Builder::new().name("stall-sampler".into()).spawn(move || {
             let own = own_tid();
             let mut events = Vec::new();
-            let (mut last, mark) = Sample::take(&trees, own);
+            let (mut last, mark) = Sample::take(&trees, absence_tree, own);
             let mut marks = vec![mark];
             while !stopping.load(Ordering::Relaxed) {
                 std::thread::sleep(STALL_SAMPLE_PERIOD);
-                let (now, mark) = Sample::take(&trees, own);
+                let (now, mark) = Sample::take(&trees, absence_tree, own);
                 events.extend(stalls_between(&last, &now));
                 marks.push(mark);
                 last = now;
@@ -265,8 +299,9 @@ impl StallSampler {
     }
 }
 
-/// The stalls from sample `before` to `now`: each CPU's steal rise, and each
-/// thread's run-queue wait of at least [`RUN_DELAY_STALL_MIN_US`].
+/// The stalls from sample `before` to `now`: each CPU's steal rise, each
+/// thread's run-queue wait of at least [`RUN_DELAY_STALL_MIN_US`], and each
+/// absence of at least [`ABSENT_STALL_MIN_US`] of a thread runnable throughout.
 fn stalls_between(before: &Sample, now: &Sample) -> Vec<StallEvent> {
     let event = |source, length_us| StallEvent {
         source,
@@ -281,12 +316,23 @@ fn stalls_between(before: &Sample, now: &Sample) -> Vec<StallEvent> {
         .enumerate()
         .filter(|(_, (b, n))| n > b)
         .map(|(cpu, (b, n))| event(StallSource::Steal { cpu }, (n - b) * PROC_TICK_US));
-    let waits = now.run_delays_ns.iter().filter_map(|&(tid, ns)| {
-        let (_, was) = before.run_delays_ns.iter().find(|(t, _)| *t == tid)?;
-        let waited_us = ns.saturating_sub(*was) / 1000;
-        (waited_us >= RUN_DELAY_STALL_MIN_US).then(|| event(StallSource::RunDelay { tid }, waited_us))
-    });
-    steal.chain(waits).collect()
+    let wall_us = now.at_unix_us.saturating_sub(before.at_unix_us);
+    let threads = now.threads.iter().filter_map(|t| Some((before.threads.iter().find(|b| b.tid == t.tid)?, t)));
+    let mut waits = Vec::new();
+    let mut absences = Vec::new();
+    for (was, is) in threads {
+        let waited_us = is.wait_ns.saturating_sub(was.wait_ns) / 1000;
+        if waited_us >= RUN_DELAY_STALL_MIN_US {
+            waits.push(event(StallSource::RunDelay { tid: is.tid }, waited_us));
+        }
+        let stayed_runnable = was.runnable_switches.is_some() && was.runnable_switches == is.runnable_switches;
+        let ran_us = is.run_ns.saturating_sub(was.run_ns) / 1000;
+        let absent_us = wall_us.saturating_sub(ran_us + waited_us);
+        if stayed_runnable && absent_us >= ABSENT_STALL_MIN_US {
+            absences.push(event(StallSource::Absent { tid: is.tid }, absent_us));
+        }
+    }
+    steal.chain(waits).chain(absences).collect()
 }
 
 /// A run's requests split by whether a stall touched them.
@@ -313,7 +359,7 @@ impl StallSplit {
 }
 
 /// Sorted, disjoint intervals covering `stalls`.
-fn merged(stalls: &[Stall]) -> Vec<Stall> {
+pub fn merged(stalls: &[Stall]) -> Vec<Stall> {
     let mut sorted = stalls.to_vec();
     sorted.sort_by_key(|s| s.start_unix_us);
     let mut out: Vec<Stall> = Vec::with_capacity(sorted.len());
@@ -387,15 +433,23 @@ mod tests {
         assert_eq!(event(StallSource::RunDelay { tid: 7 }, 3_000).stall(1.0), stall(-3, 8));
     }
 
+    /// A thread asleep at the sample that has waited `wait_ns` for its CPU in all.
+    fn waiting(tid: u32, wait_ns: u64) -> ThreadSchedTimes {
+        ThreadSchedTimes { tid, run_ns: 0, wait_ns, runnable_switches: None }
+    }
+
     #[test]
     fn rising_steal_and_long_waits_are_stalls() {
-        let before =
-            Sample { at_unix_us: T0, steal_ticks: vec![5, 7, 9], run_delays_ns: vec![(10, 0), (11, 5_000_000)] };
+        let before = Sample {
+            at_unix_us: T0,
+            steal_ticks: vec![5, 7, 9],
+            threads: vec![waiting(10, 0), waiting(11, 5_000_000)],
+        };
         let now = Sample {
             at_unix_us: T0 + 5_000,
             steal_ticks: vec![5, 17, 10],
             // Thread 10 waited 999 us (not a stall), 11 waited 2 ms; 12 is new (no earlier figure).
-            run_delays_ns: vec![(10, 999_000), (11, 7_000_000), (12, 9_000_000)],
+            threads: vec![waiting(10, 999_000), waiting(11, 7_000_000), waiting(12, 9_000_000)],
         };
         let event = |source, length_us| StallEvent { source, length_us, before_unix_us: T0, seen_unix_us: T0 + 5_000 };
         assert_eq!(
@@ -406,9 +460,56 @@ mod tests {
                 event(StallSource::RunDelay { tid: 11 }, 2_000),
             ]
         );
-        let fell = Sample { at_unix_us: T0 + 1, steal_ticks: vec![3, 3], run_delays_ns: vec![] };
-        let after = Sample { at_unix_us: T0 + 2, steal_ticks: vec![3, 2], run_delays_ns: vec![] };
+        let fell = Sample { at_unix_us: T0 + 1, steal_ticks: vec![3, 3], threads: vec![] };
+        let after = Sample { at_unix_us: T0 + 2, steal_ticks: vec![3, 2], threads: vec![] };
         assert!(stalls_between(&fell, &after).is_empty(), "a counter that fell is no rise");
+    }
+
+    #[test]
+    fn only_the_generators_threads_are_watched_for_absences() {
+        let me = vec![vec![std::process::id()]];
+        let (watched, _) = Sample::take(&me, Some(0), None);
+        assert!(watched.threads.iter().any(|t| t.runnable_switches.is_some()), "this thread runs as it reads");
+        let (unwatched, _) = Sample::take(&me, None, None);
+        assert!(unwatched.threads.iter().all(|t| t.runnable_switches.is_none()), "{:?}", unwatched.threads);
+    }
+
+    #[test]
+    fn a_runnable_thread_that_neither_ran_nor_waited_was_away() {
+        let runnable = |tid, run_us: u64, wait_us: u64, switches| ThreadSchedTimes {
+            tid,
+            run_ns: run_us * 1000,
+            wait_ns: wait_us * 1000,
+            runnable_switches: Some(switches),
+        };
+        let before = Sample {
+            at_unix_us: T0,
+            steal_ticks: vec![],
+            threads: vec![runnable(1, 0, 0, 4), runnable(2, 0, 0, 4), runnable(3, 0, 0, 4), waiting(4, 0)],
+        };
+        let now = Sample {
+            at_unix_us: T0 + 5_000,
+            steal_ticks: vec![],
+            threads: vec![
+                // Ran 4 ms and waited 0.5 ms of 5 ms, never asleep: 0.5 ms away.
+                runnable(1, 4_000, 500, 4),
+                // The same times, but it slept in between: no absence to tell.
+                runnable(2, 4_000, 500, 5),
+                // Away for less than the bound.
+                runnable(3, 4_600, 200, 4),
+                // Asleep when the earlier sample was read.
+                runnable(4, 0, 0, 0),
+            ],
+        };
+        let away = StallEvent {
+            source: StallSource::Absent { tid: 1 },
+            length_us: 500,
+            before_unix_us: T0,
+            seen_unix_us: T0 + 5_000,
+        };
+        assert_eq!(stalls_between(&before, &now), vec![away]);
+        // It lies between the two samples, and its recovery follows.
+        assert_eq!(away.stall(1.0), Stall { start_unix_us: T0 as i64, end_unix_us: T0 as i64 + 5_500 });
     }
 
     #[test]

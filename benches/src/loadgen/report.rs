@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::harness::stalls::{StallSplit, WindowCpu};
+use crate::harness::stalls::{Stall, StallSplit, WindowCpu};
 use crate::loadgen::protocol::Outcome;
 
 /// Highest latency the histograms track, in nanoseconds (larger values are
@@ -152,6 +152,11 @@ pub struct Report {
     /// requests that a stall touched, and the latency of the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalls: Option<StallSplit>,
+    /// With host stalls sampled: the intervals the split set aside (merged,
+    /// in time order, each widened by its recovery), to tell the slow
+    /// requests a stall explains from those it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_intervals: Option<Vec<Stall>>,
     /// With stalls sampled (`ixload --stalls`): every CPU's time and the
     /// measured processes' (`--stall-pids`) over the measured window alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -374,6 +379,7 @@ impl Recorder {
             process_cpu_secs: None,
             timeline: self.timeline.clone(),
             stalls: None,
+            stall_intervals: None,
             window_cpu: None,
         }
     }

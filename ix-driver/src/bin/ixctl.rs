@@ -83,14 +83,17 @@ fn parse(args: &[String]) -> Option<(PathBuf, Command)> {
 fn print_table(listing: &Listing) {
     let stats = listing.stats;
     println!(
-        "ixcp: {} admitted, {} refused ({} malformed), {} released; {} to polling, {} to blocking, {} threads refused",
+        "ixcp: {} admitted, {} refused ({} malformed), {} released; {} to polling, {} to blocking, {} threads refused; \
+         self-polls {} kept, {} ended",
         stats.admitted,
         stats.refused,
         stats.malformed,
         stats.released,
         stats.to_polling,
         stats.to_blocking,
-        stats.threads_refused
+        stats.threads_refused,
+        stats.self_polls_kept,
+        stats.self_polls_ended
     );
     println!(
         "{:>6} {:<15} {:<12} {:<8} {:>7} {:>10} {:>9} {:>10} {:>10} {:>5}  ports",
@@ -114,14 +117,18 @@ fn print_table(listing: &Listing) {
         );
         for core in &d.cores {
             println!(
-                "        core {} {} cpu {} load {:.1}% thread {} to_polling {} to_blocking {}",
+                "        core {} {} cpu {} load {:.1}% thread {} to_polling {} to_blocking {} \
+                 self_polls {} (kept {}, ended {})",
                 core.core,
                 mode_name(core),
                 cpu_name(core),
                 f64::from(core.load_permille) / 10.0,
                 core.sample.thread_id,
                 core.to_polling,
-                core.to_blocking
+                core.to_blocking,
+                core.sample.self_polls,
+                core.self_polls_kept,
+                core.self_polls_ended
             );
         }
     }
@@ -154,15 +161,18 @@ fn top(socket: &std::path::Path, interval: Duration, count: Option<u64>) -> Resu
         print!("\x1b[H\x1b[2J");
         let s = listing.stats;
         println!(
-            "ixcp: {} dataplanes; decisions: {} to polling, {} to blocking; {} threads refused; every {} ms",
+            "ixcp: {} dataplanes; decisions: {} to polling, {} to blocking; self-polls {} kept, {} ended; \
+             {} threads refused; every {} ms",
             listing.dataplanes.len(),
             s.to_polling,
             s.to_blocking,
+            s.self_polls_kept,
+            s.self_polls_ended,
             s.threads_refused,
             interval.as_millis()
         );
         println!(
-            "{:<8} {:>5} {:>4} {:>7} {:>6} {:>6} {:>10} {:>10} {:>7} {:>7} {:>7} {:>11} {:>9}",
+            "{:<8} {:>5} {:>4} {:>7} {:>6} {:>6} {:>10} {:>10} {:>7} {:>7} {:>7} {:>11} {:>9} {:>10}",
             "port",
             "share",
             "core",
@@ -175,7 +185,8 @@ fn top(socket: &std::path::Path, interval: Duration, count: Option<u64>) -> Resu
             "conns",
             "drops",
             "pool used",
-            "blocks/s"
+            "blocks/s",
+            "self-polls"
         );
         let mut next = HashMap::new();
         for d in &listing.dataplanes {
@@ -191,7 +202,7 @@ fn top(socket: &std::path::Path, interval: Duration, count: Option<u64>) -> Resu
                     after.rx_packets.saturating_sub(before.rx_packets) as f64 / batches as f64
                 };
                 println!(
-                    "{:<8} {:>5} {:>4} {:>7} {:>6} {:>6.1} {:>10.0} {:>10.0} {:>7.1} {:>7} {:>7} {:>11} {:>9.0}",
+                    "{:<8} {:>5} {:>4} {:>7} {:>6} {:>6.1} {:>10.0} {:>10.0} {:>7.1} {:>7} {:>7} {:>11} {:>9.0} {:>10}",
                     d.port_name,
                     format!("{}/{}", d.share, d.max_share),
                     core.core,
@@ -205,6 +216,7 @@ fn top(socket: &std::path::Path, interval: Duration, count: Option<u64>) -> Resu
                     after.drops,
                     format!("{}/{}", after.pool_capacity.saturating_sub(after.pool_free), after.pool_capacity),
                     rate(after.blocks, before.blocks),
+                    after.self_polls,
                 );
                 next.insert(key, *core);
             }

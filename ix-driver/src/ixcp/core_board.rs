@@ -4,13 +4,19 @@
 //!
 //! # Layout (64-bit words, native byte order, no pointers)
 //! ```text
-//! header (64 bytes)  magic "IXCBOARD" | version | cores | 5 words reserved
+//! header (64 bytes)  magic "IXCBOARD" | version | cores | self-poll batch | self-poll limit ns
+//!                    | self-poll idle ns | 2 words reserved    (ixcp writes the self-poll words)
 //! slot i (128 bytes) at 64 + 128 i:
 //!   0 mode asked (ixcp writes: 0 block, 1 busy-poll)  1 mode in effect (the core writes)
 //!   2 thread id      3 rounds     4 busy ns      5 batches      6 rx packets   7 tx packets
 //!   8 blocks         9 connections 10 drops      11 pool free   12 pool capacity 13 published (count)
-//!   14-15 reserved
+//!   14 self-polls (the core's count)              15 self-polls answered (ixcp writes)
 //! ```
+//! A blocking core that receives a burst of at least the self-poll batch
+//! switches itself to busy-polling and counts it (word 14); it goes back to the
+//! mode asked once `ixcp` has answered that count (word 15, written after the
+//! mode word), once it has found no work for the self-poll idle time, or after
+//! the self-poll limit without an answer. See [`SelfPollRule`].
 //! Each side reads the other's words as untrusted numbers: `ixcp` clamps and
 //! checks what it reads (a thread id must be one of the dataplane's threads),
 //! and an unknown mode word reads as [`CoreMode::Block`].
@@ -22,13 +28,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::DriverError;
 use crate::region::{HugePages, Region};
 
-/// The layout version this build writes and accepts.
-pub const BOARD_VERSION: u64 = 1;
+/// The layout version this build writes and accepts (2: the self-poll words).
+pub const BOARD_VERSION: u64 = 2;
 /// Cores one board holds at most.
 pub const BOARD_CORES_MAX: usize = 64;
 const BOARD_MAGIC: u64 = u64::from_le_bytes(*b"IXCBOARD");
 const HEADER_WORDS: usize = 8;
 const SLOT_WORDS: usize = 16;
+
+/// Word indexes in the header.
+mod header_word {
+    pub(super) const MAGIC: usize = 0;
+    pub(super) const VERSION: usize = 1;
+    pub(super) const CORES: usize = 2;
+    pub(super) const SELF_POLL_BATCH: usize = 3;
+    pub(super) const SELF_POLL_LIMIT_NS: usize = 4;
+    pub(super) const SELF_POLL_IDLE_NS: usize = 5;
+}
 
 /// Word indexes in a slot.
 mod word {
@@ -46,6 +62,8 @@ mod word {
     pub(super) const POOL_FREE: usize = 11;
     pub(super) const POOL_CAPACITY: usize = 12;
     pub(super) const PUBLISHED: usize = 13;
+    pub(super) const SELF_POLLS: usize = 14;
+    pub(super) const SELF_POLLS_ANSWERED: usize = 15;
 }
 
 /// What a core does when a round finds no work, as `ixcp` asks it.
@@ -105,6 +123,34 @@ pub struct CoreSample {
     pub pool_capacity: u64,
     /// Times the core published (a dataplane that stopped publishing is stuck or gone).
     pub published: u64,
+    /// Times the core switched itself from blocking to busy-polling (see
+    /// [`SelfPollRule`]).
+    pub self_polls: u64,
+}
+
+/// When a blocking core switches itself to busy-polling without waiting for
+/// `ixcp`'s next decision, and for how long at most: `ixcp` writes it in the
+/// board's header, the core reads it at every switch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SelfPollRule {
+    /// A receive burst of at least this many frames (or a full burst of the
+    /// core's own bound, if that is smaller) switches a blocking core to
+    /// busy-polling; 0: never.
+    pub batch: u32,
+    /// How long a core polls on its own at most when `ixcp` does not answer.
+    pub limit: std::time::Duration,
+    /// How long a core polling on its own may find no work before it
+    /// follows the mode asked again (the burst drained and the load did not
+    /// stay), answer or not.
+    pub idle: std::time::Duration,
+}
+
+impl SelfPollRule {
+    /// Whether a burst of `received` frames, of at most `burst_max`, switches
+    /// a blocking core to busy-polling under this rule.
+    pub fn switches(&self, received: usize, burst_max: usize) -> bool {
+        self.batch > 0 && received > 0 && received >= burst_max.min(self.batch as usize)
+    }
 }
 
 /// The board: a sealed memfd mapped in both processes.
@@ -130,9 +176,9 @@ impl CoreBoard {
         let region = Region::new(board_bytes(cores), HugePages::Never)?;
         region.seal_size()?;
         let board = CoreBoard { region, cores };
-        board.header(0).store(BOARD_MAGIC, Ordering::Relaxed);
-        board.header(1).store(BOARD_VERSION, Ordering::Relaxed);
-        board.header(2).store(cores as u64, Ordering::Release);
+        board.header(header_word::MAGIC).store(BOARD_MAGIC, Ordering::Relaxed);
+        board.header(header_word::VERSION).store(BOARD_VERSION, Ordering::Relaxed);
+        board.header(header_word::CORES).store(cores as u64, Ordering::Release);
         Ok(board)
     }
 
@@ -145,7 +191,8 @@ impl CoreBoard {
     pub fn from_memfd(fd: OwnedFd, cores: usize) -> Result<CoreBoard, DriverError> {
         check_cores(cores)?;
         let board = CoreBoard { region: Region::from_memfd(fd, board_bytes(cores))?, cores };
-        let header = [0, 1, 2].map(|i| board.header(i).load(Ordering::Acquire));
+        let header = [header_word::MAGIC, header_word::VERSION, header_word::CORES]
+            .map(|i| board.header(i).load(Ordering::Acquire));
         if header != [BOARD_MAGIC, BOARD_VERSION, cores as u64] {
             return Err(DriverError::Config(format!(
                 "the core board handed over is not a version {BOARD_VERSION} board for {cores} cores"
@@ -201,6 +248,47 @@ impl CoreBoard {
         CoreMode::from_word(self.slot(core, word::MODE_ASKED).load(Ordering::Relaxed))
     }
 
+    /// Sets the rule by which every core of the board switches itself to
+    /// busy-polling (`ixcp`'s side; a new board's rule is "never").
+    pub fn set_self_poll_rule(&self, rule: SelfPollRule) {
+        let nanos = |time: std::time::Duration| u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        self.header(header_word::SELF_POLL_LIMIT_NS).store(nanos(rule.limit), Ordering::Relaxed);
+        self.header(header_word::SELF_POLL_IDLE_NS).store(nanos(rule.idle), Ordering::Relaxed);
+        self.header(header_word::SELF_POLL_BATCH).store(u64::from(rule.batch), Ordering::Relaxed);
+    }
+
+    /// The rule by which a core switches itself to busy-polling.
+    pub fn self_poll_rule(&self) -> SelfPollRule {
+        let batch = self.header(header_word::SELF_POLL_BATCH).load(Ordering::Relaxed);
+        let time = |index| std::time::Duration::from_nanos(self.header(index).load(Ordering::Relaxed));
+        SelfPollRule {
+            batch: u32::try_from(batch).unwrap_or(u32::MAX),
+            limit: time(header_word::SELF_POLL_LIMIT_NS),
+            idle: time(header_word::SELF_POLL_IDLE_NS),
+        }
+    }
+
+    /// Tells `core` that `ixcp`'s decision took its first `self_polls`
+    /// switches into account (`ixcp`'s side): written after the mode word
+    /// ([`CoreBoard::ask_mode`]), so that a core reading this count reads
+    /// that decision's mode too.
+    ///
+    /// # Panics
+    /// When `core` is not on the board.
+    pub fn answer_self_polls(&self, core: usize, self_polls: u64) {
+        self.slot(core, word::SELF_POLLS_ANSWERED).store(self_polls, Ordering::Release);
+    }
+
+    /// The self-polls of `core` that `ixcp` answered, and the mode it asks
+    /// (read in that order: see [`CoreBoard::answer_self_polls`]).
+    ///
+    /// # Panics
+    /// When `core` is not on the board.
+    pub fn answer(&self, core: usize) -> (u64, CoreMode) {
+        let answered = self.slot(core, word::SELF_POLLS_ANSWERED).load(Ordering::Acquire);
+        (answered, self.asked_mode(core))
+    }
+
     /// Publishes `core`'s counters (the dataplane's side).
     ///
     /// # Panics
@@ -219,6 +307,7 @@ impl CoreBoard {
             (word::DROPS, sample.drops),
             (word::POOL_FREE, sample.pool_free),
             (word::POOL_CAPACITY, sample.pool_capacity),
+            (word::SELF_POLLS, sample.self_polls),
         ];
         for (index, value) in words {
             self.slot(core, index).store(value, Ordering::Relaxed);
@@ -247,6 +336,7 @@ impl CoreBoard {
             pool_free: load(word::POOL_FREE),
             pool_capacity: load(word::POOL_CAPACITY),
             published,
+            self_polls: load(word::SELF_POLLS),
         }
     }
 }
@@ -278,6 +368,16 @@ impl CoreSlot {
     /// The mode `ixcp` asks this core to follow.
     pub fn asked_mode(&self) -> CoreMode {
         self.board.asked_mode(self.core)
+    }
+
+    /// The self-polls `ixcp` answered and the mode it asks, in that order.
+    pub fn answer(&self) -> (u64, CoreMode) {
+        self.board.answer(self.core)
+    }
+
+    /// The rule by which this core switches itself to busy-polling.
+    pub fn self_poll_rule(&self) -> SelfPollRule {
+        self.board.self_poll_rule()
     }
 
     /// Publishes this core's counters.
@@ -344,8 +444,47 @@ mod tests {
         assert!(CoreBoard::from_memfd(fd(), 1).is_err(), "fewer cores than made");
         assert!(CoreBoard::create(0).is_err());
         assert!(CoreBoard::create(BOARD_CORES_MAX + 1).is_err());
-        ixcp.header(1).store(BOARD_VERSION + 1, Ordering::Relaxed);
+        ixcp.header(header_word::VERSION).store(BOARD_VERSION + 1, Ordering::Relaxed);
         assert!(CoreBoard::from_memfd(fd(), 2).is_err(), "another version");
+    }
+
+    #[test]
+    fn self_poll_words_cross_between_the_sides() {
+        let ixcp = CoreBoard::create(2).unwrap();
+        let dataplane = CoreBoard::from_memfd(ixcp.fd().as_fd().try_clone_to_owned().unwrap(), 2).unwrap();
+        assert_eq!(dataplane.self_poll_rule(), SelfPollRule::default(), "a new board never self-polls");
+        let rule = SelfPollRule {
+            batch: 16,
+            limit: std::time::Duration::from_millis(200),
+            idle: std::time::Duration::from_micros(200),
+        };
+        ixcp.set_self_poll_rule(rule);
+        assert_eq!(dataplane.self_poll_rule(), rule);
+        dataplane.publish(1, &CoreSample { self_polls: 3, mode_in_effect: CoreMode::BusyPoll, ..Default::default() });
+        assert_eq!(ixcp.read(1).self_polls, 3);
+        assert_eq!(dataplane.answer(1), (0, CoreMode::Block));
+        ixcp.ask_mode(1, CoreMode::BusyPoll);
+        ixcp.answer_self_polls(1, 3);
+        assert_eq!(dataplane.answer(1), (3, CoreMode::BusyPoll));
+        assert_eq!(dataplane.answer(0), (0, CoreMode::Block), "the other core's words are its own");
+    }
+
+    #[test]
+    fn a_burst_switches_at_the_rule_s_batch_or_a_full_burst() {
+        let rule = SelfPollRule { batch: 16, ..SelfPollRule::default() };
+        // (frames received, burst bound, switches)
+        for (received, burst_max, switches) in [
+            (0, 64, false),
+            (15, 64, false),
+            (16, 64, true),
+            (64, 64, true),
+            (4, 4, true),
+            (3, 4, false),
+            (0, 0, false),
+        ] {
+            assert_eq!(rule.switches(received, burst_max), switches, "{received} of {burst_max}");
+        }
+        assert!(!SelfPollRule { batch: 0, ..rule }.switches(64, 64), "0 turns it off");
     }
 
     #[test]

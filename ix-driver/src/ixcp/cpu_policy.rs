@@ -1,13 +1,13 @@
 //! How `ixcp` decides what each dataplane core does: a core's load over one
 //! period (the share of the period its loop spent in rounds that found work)
 //! and a pure decision, busy-poll on a CPU of its own or block sharing one,
-//! with hysteresis.
+//! with hysteresis; and the rule by which a core switches itself to polling.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::core_board::{CoreMode, CoreSample};
+use super::core_board::{CoreMode, CoreSample, SelfPollRule};
 
 /// The thresholds of the decision (the `[policy]` table of the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -22,13 +22,45 @@ pub struct CpuPolicy {
     pub block_below: f64,
     /// ... for this many periods in a row goes back to blocking.
     pub block_after_periods: u32,
+    /// A blocking core that receives a burst of at least this many frames (or
+    /// a full burst of its own bound, if smaller) switches itself to
+    /// busy-polling at once, without waiting for the next decision, which
+    /// then keeps it polling or sends it back (see [`starting_state`]); 0:
+    /// never.
+    pub self_poll_batch: u32,
 }
 
 impl Default for CpuPolicy {
     fn default() -> Self {
-        CpuPolicy { period_ms: 100, poll_above: 0.30, block_below: 0.10, block_after_periods: 10 }
+        CpuPolicy {
+            period_ms: 100,
+            poll_above: 0.30,
+            block_below: 0.10,
+            block_after_periods: 10,
+            self_poll_batch: SELF_POLL_BATCH_DEFAULT,
+        }
     }
 }
+
+/// The default of [`CpuPolicy::self_poll_batch`]: 0, the rule off. Measured in
+/// round 8 (`docs/control-plane.md`), a trigger of 16 frames (a quarter of the
+/// runtime's default burst of 64) fired 12-16 times a second at a tenth of the
+/// load on this VM, where host stalls and the batch job's time slices leave
+/// such bursts, and cost the batch job a third of its CPU; a single burst is
+/// no sign of a step. Set it in `[policy]` to try it.
+pub const SELF_POLL_BATCH_DEFAULT: u32 = 0;
+
+/// Periods a core polls on its own at most when `ixcp` does not answer (a
+/// stalled or stopped daemon): past the next decision, and the one after.
+const SELF_POLL_LIMIT_PERIODS: u32 = 2;
+
+/// How long a core polling on its own may find no work before it blocks
+/// again, in microseconds. Under a load that needs polling the gaps are far
+/// shorter (at 60,000 requests a second, Poisson, a gap of 200 us comes once
+/// in e^12, about 160,000, requests); after a blip (a backlog after a host
+/// stall, at a tenth of the load) the core drains it and blocks within one
+/// such gap, instead of polling until `ixcp`'s next decision.
+pub const SELF_POLL_IDLE_US: u64 = 200;
 
 impl CpuPolicy {
     /// The decision period.
@@ -53,6 +85,19 @@ impl CpuPolicy {
         }
         Ok(())
     }
+
+    /// The self-poll rule of a dataplane's board: switch at
+    /// `self_poll_batch` frames when its cores `may_poll` (its share is not
+    /// 0 and a polling CPU is free or held by it), never otherwise; poll on
+    /// one's own for two periods at most, and no longer than
+    /// [`SELF_POLL_IDLE_US`] without work.
+    pub fn self_poll_rule(&self, may_poll: bool) -> SelfPollRule {
+        SelfPollRule {
+            batch: if may_poll { self.self_poll_batch } else { 0 },
+            limit: self.period() * SELF_POLL_LIMIT_PERIODS,
+            idle: Duration::from_micros(SELF_POLL_IDLE_US),
+        }
+    }
 }
 
 /// What the policy remembers of one core between periods.
@@ -75,6 +120,23 @@ pub fn core_load(before: &CoreSample, after: &CoreSample, wall: Duration) -> f64
     }
     let busy = after.busy_ns.saturating_sub(before.busy_ns) as f64;
     (busy / wall_ns).clamp(0.0, 1.0)
+}
+
+/// The state a decision starts from: `asked`, what `ixcp` asked last, unless
+/// the core `switched_itself` to polling since (it published a self-poll
+/// count `ixcp` has not answered) while asked to block. Then the core polls,
+/// and enters the decision as a polling core with one calm period left: its
+/// load over the period keeps it polling (at least `block_below`, with a
+/// polling CPU free) or sends it back to blocking at once. So a burst that was
+/// a blip (a backlog after a host stall) costs one period of polling at most,
+/// not `block_after_periods`.
+pub fn starting_state(policy: &CpuPolicy, asked: CoreState, switched_itself: bool) -> CoreState {
+    match asked.mode {
+        CoreMode::Block if switched_itself => {
+            CoreState { mode: CoreMode::BusyPoll, calm_periods: policy.block_after_periods.saturating_sub(1) }
+        }
+        _ => asked,
+    }
 }
 
 /// Decides a core's mode for the next period from its `load` over the last
@@ -114,7 +176,13 @@ mod tests {
 
     #[test]
     fn decisions_follow_the_table() {
-        let policy = CpuPolicy { period_ms: 100, poll_above: 0.3, block_below: 0.1, block_after_periods: 3 };
+        let policy = CpuPolicy {
+            period_ms: 100,
+            poll_above: 0.3,
+            block_below: 0.1,
+            block_after_periods: 3,
+            ..Default::default()
+        };
         // (state before, load, may poll, state after)
         let table = [
             (state(Block, 0), 0.0, true, state(Block, 0)),
@@ -137,6 +205,57 @@ mod tests {
                 "{before:?} at load {load}, may poll {may_poll}"
             );
         }
+    }
+
+    #[test]
+    fn a_core_that_switched_itself_is_kept_polling_by_its_load_or_sent_back_at_once() {
+        let policy = CpuPolicy {
+            period_ms: 100,
+            poll_above: 0.6,
+            block_below: 0.25,
+            block_after_periods: 10,
+            ..Default::default()
+        };
+        // (asked before, switched itself, load, may poll, state after)
+        let table = [
+            // The step: busy enough for a polling core, a CPU free: kept.
+            (state(Block, 0), true, 0.4, true, state(BusyPoll, 0)),
+            (state(Block, 0), true, 0.25, true, state(BusyPoll, 0)),
+            // A blip: calm over the period, back to blocking at the first decision.
+            (state(Block, 0), true, 0.1, true, state(Block, 0)),
+            (state(Block, 0), true, 0.0, true, state(Block, 0)),
+            // No CPU free, or a share of 0: back at once, however busy.
+            (state(Block, 0), true, 0.9, false, state(Block, 0)),
+            // Without a switch, a blocking core needs poll_above as before.
+            (state(Block, 0), false, 0.4, true, state(Block, 0)),
+            (state(Block, 0), false, 0.6, true, state(BusyPoll, 0)),
+            // A core polling by ixcp's word that also counted a switch (it
+            // switched just before ixcp asked it to poll) keeps its calm count.
+            (state(BusyPoll, 3), true, 0.1, true, state(BusyPoll, 4)),
+            (state(BusyPoll, 3), true, 0.5, true, state(BusyPoll, 0)),
+        ];
+        for (asked, switched, load, may_poll, after) in table {
+            let start = starting_state(&policy, asked, switched);
+            assert_eq!(
+                decide(&policy, start, load, may_poll),
+                after,
+                "{asked:?}, switched itself {switched}, at load {load}, may poll {may_poll}"
+            );
+        }
+        // With a single calm period configured, a blip is sent back too.
+        let one = CpuPolicy { block_after_periods: 1, ..policy };
+        assert_eq!(decide(&one, starting_state(&one, state(Block, 0), true), 0.1, true), state(Block, 0));
+    }
+
+    #[test]
+    fn the_self_poll_rule_is_off_when_the_core_may_not_poll() {
+        assert_eq!(CpuPolicy::default().self_poll_rule(true).batch, SELF_POLL_BATCH_DEFAULT, "off by default");
+        let policy = CpuPolicy { self_poll_batch: 16, ..CpuPolicy::default() };
+        let on = policy.self_poll_rule(true);
+        assert_eq!(on.batch, 16);
+        assert_eq!(on.limit, Duration::from_millis(200), "two periods");
+        assert_eq!(policy.self_poll_rule(false).batch, 0);
+        assert_eq!(CpuPolicy { self_poll_batch: 0, ..policy }.self_poll_rule(true).batch, 0);
     }
 
     #[test]

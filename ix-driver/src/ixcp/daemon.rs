@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::config::DaemonConfig;
 use super::core_board::{CoreBoard, CoreMode, CoreSample};
-use super::cpu_policy::{CoreState, core_load, decide};
+use super::cpu_policy::{CoreState, core_load, decide, starting_state};
 use super::protocol::{
     AdmitRequest, CoreEntry, DaemonStats, DataplaneEntry, Grant, LISTING_CORES_MAX, Listing, Message, Refusal,
     RefusalCode, Share,
@@ -131,6 +131,12 @@ struct ManagedCore {
     load: f64,
     to_polling: u64,
     to_blocking: u64,
+    /// The core's self-poll count `ixcp` answered last.
+    self_polls_answered: u64,
+    /// Of its switches to polling on its own, those a decision kept (giving
+    /// it a polling CPU) and those it sent back to blocking.
+    self_polls_kept: u64,
+    self_polls_ended: u64,
 }
 
 #[derive(Debug)]
@@ -271,12 +277,15 @@ impl Daemon {
                             "ixcp: a core board names a thread not the dataplane's"
                         );
                     }
-                    // A new thread starts blocking on the shared CPUs.
+                    // A new thread starts blocking on the shared CPUs; what it
+                    // counted so far is answered.
                     core.state = CoreState::default();
                     if let Some(cpu) = core.cpu.take() {
                         held.retain(|&c| c != cpu);
                     }
                     dataplane.board.ask_mode(index, CoreMode::Block);
+                    dataplane.board.answer_self_polls(index, sample.self_polls);
+                    core.self_polls_answered = sample.self_polls;
                     if let Some(tid) = core.thread {
                         place(tid, &self.shared_cpus);
                     }
@@ -288,34 +297,63 @@ impl Daemon {
                 let may_poll = core.thread.is_some()
                     && polling_elsewhere < usize::from(dataplane.share)
                     && (core.cpu.is_some() || free_cpu.is_some());
-                let next = decide(&policy, core.state, core.load, may_poll);
-                let (Some(tid), true) = (core.thread, next.mode != core.state.mode) else {
-                    core.state = next;
-                    continue;
-                };
-                match next.mode {
-                    CoreMode::BusyPoll => {
-                        let cpu = free_cpu.expect("may_poll checked a free CPU");
-                        place(tid, &[cpu]);
-                        held.push(cpu);
-                        core.cpu = Some(cpu);
-                        dataplane.board.ask_mode(index, CoreMode::BusyPoll);
-                        core.to_polling += 1;
-                        self.stats.to_polling += 1;
-                    }
-                    CoreMode::Block => {
-                        dataplane.board.ask_mode(index, CoreMode::Block);
-                        place(tid, &self.shared_cpus);
-                        if let Some(cpu) = core.cpu.take() {
-                            held.retain(|&c| c != cpu);
-                        }
-                        core.to_blocking += 1;
-                        self.stats.to_blocking += 1;
-                    }
+                // A core that switched itself to polling since the last
+                // decision enters it as polling (see `starting_state`); the
+                // answer goes after the mode word, whatever the decision.
+                let switched_itself = sample.self_polls != core.self_polls_answered;
+                let next = decide(&policy, starting_state(&policy, core.state, switched_itself), core.load, may_poll);
+                if switched_itself && core.state.mode == CoreMode::Block {
+                    let kept = next.mode == CoreMode::BusyPoll;
+                    let (mine, total) = if kept {
+                        (&mut core.self_polls_kept, &mut self.stats.self_polls_kept)
+                    } else {
+                        (&mut core.self_polls_ended, &mut self.stats.self_polls_ended)
+                    };
+                    *mine += 1;
+                    *total += 1;
+                    tracing::debug!(
+                        pid,
+                        core = index,
+                        load = core.load,
+                        kept,
+                        "ixcp: a core switched itself to polling"
+                    );
                 }
-                tracing::debug!(pid, core = index, load = core.load, mode = ?next.mode, cpu = ?core.cpu, "ixcp: core moved");
+                if let (Some(tid), true) = (core.thread, next.mode != core.state.mode) {
+                    match next.mode {
+                        CoreMode::BusyPoll => {
+                            let cpu = free_cpu.expect("may_poll checked a free CPU");
+                            place(tid, &[cpu]);
+                            held.push(cpu);
+                            core.cpu = Some(cpu);
+                            dataplane.board.ask_mode(index, CoreMode::BusyPoll);
+                            core.to_polling += 1;
+                            self.stats.to_polling += 1;
+                        }
+                        CoreMode::Block => {
+                            dataplane.board.ask_mode(index, CoreMode::Block);
+                            place(tid, &self.shared_cpus);
+                            if let Some(cpu) = core.cpu.take() {
+                                held.retain(|&c| c != cpu);
+                            }
+                            core.to_blocking += 1;
+                            self.stats.to_blocking += 1;
+                        }
+                    }
+                    tracing::debug!(pid, core = index, load = core.load, mode = ?next.mode, cpu = ?core.cpu, "ixcp: core moved");
+                }
                 core.state = next;
+                if switched_itself {
+                    dataplane.board.answer_self_polls(index, sample.self_polls);
+                    core.self_polls_answered = sample.self_polls;
+                }
             }
+            // Its cores may switch themselves to polling only while one of
+            // them could be given a polling CPU.
+            let cpu_for_it = dataplane.cores.iter().any(|c| c.cpu.is_some())
+                || self.config.cpus.polling.iter().any(|cpu| !held.contains(cpu));
+            let may_poll = dataplane.share > 0 && cpu_for_it;
+            dataplane.board.set_self_poll_rule(policy.self_poll_rule(may_poll));
         }
     }
 
@@ -535,6 +573,8 @@ impl Daemon {
         }
         managed.used_slots[slot as usize] = true;
         let board = CoreBoard::create(1)?;
+        let may_poll = !self.config.cpus.polling.is_empty();
+        board.set_self_poll_rule(self.config.policy.self_poll_rule(may_poll));
         let fds = vec![
             socket.try_clone().map_err(|source| DriverError::Os { call: "dup(AF_XDP socket)", source })?,
             region.fd().try_clone_to_owned().map_err(|source| DriverError::Os { call: "dup(region memfd)", source })?,
@@ -599,6 +639,8 @@ fn core_entry((index, core): (usize, &ManagedCore)) -> CoreEntry {
         sample: core.last,
         to_polling: core.to_polling,
         to_blocking: core.to_blocking,
+        self_polls_kept: core.self_polls_kept,
+        self_polls_ended: core.self_polls_ended,
     }
 }
 

@@ -11,14 +11,14 @@
 //! Refusal (3)  code u16 | message length u16 | message (UTF-8)
 //! List    (4)  (empty): the operator asks for the admitted dataplanes (root only)
 //! Listing (5)  admitted u64 | refused u64 | malformed u64 | released u64 | to polling u64 | to blocking u64
-//!              | threads refused u64 | count u16 | per dataplane:
+//!              | threads refused u64 | self-polls kept u64 | self-polls ended u64 | count u16 | per dataplane:
 //!              uid u32 | address [4] | interface (u8 length, name) | port name (u8 length, name)
 //!              | frames per queue u32 | port count u16 | ports u16... | rx dropped u64 | rx ring full u64
 //!              | rx fill ring empty u64 | tx invalid descriptors u64 | share u16 | max share u16
 //!              | core count u16 (<= 8) | per core: core u16 | mode asked u8 | polling CPU u16 (0xffff: none)
 //!              | load per mille u16 | mode in effect u8 | thread id, rounds, busy ns, batches, rx packets,
-//!              tx packets, blocks, connections, drops, pool free, pool capacity, published, to polling,
-//!              to blocking: u64 each
+//!              tx packets, blocks, connections, drops, pool free, pool capacity, published, self-polls,
+//!              to polling, to blocking, self-polls kept, self-polls ended: u64 each
 //! SetShare (6) port name (u8 length, name) | share u16: the operator sets a dataplane's CPU share (root only)
 //! ShareSet (7) port name (u8 length, name) | share u16: ixcp's answer when it did
 //! ```
@@ -29,7 +29,7 @@ use super::core_board::{CoreMode, CoreSample};
 
 /// The protocol version this build speaks; a message of another version is
 /// refused with [`RefusalCode::UnsupportedVersion`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Largest message in bytes, header included (a listing of 64 dataplanes
 /// with 64 ports and 8 cores each fits).
 pub const MESSAGE_BYTES_MAX: usize = 128 * 1024;
@@ -167,6 +167,12 @@ pub struct DaemonStats {
     /// Thread ids on a core board that were not the dataplane's threads
     /// (ignored: that core is not moved).
     pub threads_refused: u64,
+    /// Cores' switches to polling on their own that a decision kept (giving
+    /// the core a polling CPU).
+    pub self_polls_kept: u64,
+    /// Cores' switches to polling on their own that a decision ended
+    /// (sending the core back to blocking).
+    pub self_polls_ended: u64,
 }
 
 /// One core of an admitted dataplane, as the operator sees it.
@@ -186,6 +192,10 @@ pub struct CoreEntry {
     pub to_polling: u64,
     /// Decisions that sent it back to blocking.
     pub to_blocking: u64,
+    /// Its switches to polling on its own that a decision kept.
+    pub self_polls_kept: u64,
+    /// Its switches to polling on its own that a decision ended.
+    pub self_polls_ended: u64,
 }
 
 /// One admitted dataplane, as the operator sees it.
@@ -438,6 +448,8 @@ fn encode_listing(listing: &Listing, body: &mut Vec<u8>) {
         stats.to_polling,
         stats.to_blocking,
         stats.threads_refused,
+        stats.self_polls_kept,
+        stats.self_polls_ended,
     ] {
         body.extend_from_slice(&value.to_le_bytes());
     }
@@ -483,8 +495,11 @@ fn encode_core(c: &CoreEntry, body: &mut Vec<u8>) {
         s.pool_free,
         s.pool_capacity,
         s.published,
+        s.self_polls,
         c.to_polling,
         c.to_blocking,
+        c.self_polls_kept,
+        c.self_polls_ended,
     ] {
         body.extend_from_slice(&value.to_le_bytes());
     }
@@ -521,8 +536,19 @@ fn decode_core(r: &mut Reader<'_>) -> Result<CoreEntry, ProtocolError> {
         pool_free: r.u64()?,
         pool_capacity: r.u64()?,
         published: r.u64()?,
+        self_polls: r.u64()?,
     };
-    Ok(CoreEntry { core, mode, cpu, load_permille, sample, to_polling: r.u64()?, to_blocking: r.u64()? })
+    Ok(CoreEntry {
+        core,
+        mode,
+        cpu,
+        load_permille,
+        sample,
+        to_polling: r.u64()?,
+        to_blocking: r.u64()?,
+        self_polls_kept: r.u64()?,
+        self_polls_ended: r.u64()?,
+    })
 }
 
 fn decode_listing(r: &mut Reader<'_>) -> Result<Listing, ProtocolError> {
@@ -534,6 +560,8 @@ fn decode_listing(r: &mut Reader<'_>) -> Result<Listing, ProtocolError> {
         to_polling: r.u64()?,
         to_blocking: r.u64()?,
         threads_refused: r.u64()?,
+        self_polls_kept: r.u64()?,
+        self_polls_ended: r.u64()?,
     };
     let count = usize::from(r.u16()?);
     if count > LISTING_ENTRIES_MAX {
@@ -651,6 +679,8 @@ mod tests {
                     to_polling: 5,
                     to_blocking: 4,
                     threads_refused: 1,
+                    self_polls_kept: 6,
+                    self_polls_ended: 7,
                 },
                 dataplanes: vec![DataplaneEntry {
                     uid: 33,
@@ -670,9 +700,17 @@ mod tests {
                         mode: CoreMode::BusyPoll,
                         cpu: Some(1),
                         load_permille: 420,
-                        sample: CoreSample { thread_id: 99, rx_packets: 7, pool_capacity: 4096, ..Default::default() },
+                        sample: CoreSample {
+                            thread_id: 99,
+                            rx_packets: 7,
+                            pool_capacity: 4096,
+                            self_polls: 5,
+                            ..Default::default()
+                        },
                         to_polling: 2,
                         to_blocking: 1,
+                        self_polls_kept: 3,
+                        self_polls_ended: 2,
                     }],
                 }],
             }),
