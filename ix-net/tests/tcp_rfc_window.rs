@@ -97,6 +97,27 @@ fn zero_window_is_probed_with_backoff() {
     assert_eq!(h.stack.stats().tcp.retransmit_timeouts, 0);
 }
 
+/// RFC 9293 §3.8.1 and §3.8.6.1: data the output path refused (the packet pool
+/// empty; the neighbour's ARP queue full, as fuzz input
+/// `fuzz/regressions/tcp_session/honest-byte-stalls-1` found) never left, and
+/// with nothing in flight no ACK or RTO calls it out again: the persist timer
+/// must, or the connection stalls for good with the data queued.
+#[test]
+fn data_the_output_path_refused_goes_out_on_a_timer() {
+    let mut h = Harness::new();
+    let link = h.plain_passive_open();
+    assert!(h.advance(Duration::from_secs(10)).is_empty(), "an idle connection: no timer left from the handshake");
+    let held: Vec<_> = std::iter::from_fn(|| h.pool.alloc().ok()).collect();
+    h.stack.tcp_send(link.handle, Bytes::from(pattern(0, 100))).unwrap();
+    assert!(h.out().is_empty(), "no frame to send it in");
+    assert_eq!(h.stack.stats().tcp.output_stalled, 1);
+    assert!(h.stack.poll_timeout().is_some(), "refused data leaves a timer armed");
+    drop(held);
+    let sent = h.advance(Duration::from_secs(1));
+    let first = data_segments(&sent).first().map(|s| (s.repr.seq, s.payload.clone()));
+    assert_eq!(first, Some((link.our_seq, pattern(0, 100))), "{sent:#?}");
+}
+
 /// RFC 9293 §3.8.6.1: a peer that closes its window while data is in flight
 /// refused that data, it did not lose it: the connection probes for as long as
 /// the peer answers (no timeout), and sends the data again once it reopens.

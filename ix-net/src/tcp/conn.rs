@@ -1208,6 +1208,11 @@ impl Conn {
         }
         self.scoreboard.advance_una(ack.0);
         self.backoffs = 0;
+        if self.snd_wnd > 0 {
+            // An open window: the persist timer's backoff was for a refused
+            // send, which this ACK shows is over.
+            self.persist_backoffs = 0;
+        }
         if data_acked > 0 {
             self.events |= Readiness::WRITABLE;
         }
@@ -1745,7 +1750,10 @@ impl Conn {
             self.persist_deadline = None;
             self.probe_pending = true;
             self.persist_backoffs += 1;
-            stats.window_probes += 1;
+            if self.snd_wnd == 0 {
+                // Else the timer calls out data the output path refused.
+                stats.window_probes += 1;
+            }
         }
         if self.keepalive_deadline.is_some_and(|d| d <= now) {
             self.keepalive_deadline = None;
@@ -1899,7 +1907,10 @@ impl Conn {
         }
         if self.probe_pending {
             self.probe_pending = false;
-            sent_any |= self.send_probe(now, sink, stats);
+            // A segment already sent asks the peer for an ACK as a probe would.
+            if !sent_any {
+                sent_any |= self.send_probe(now, sink, stats);
+            }
         }
         if self.ack_now && !sent_any {
             // SND.MAX, not SND.NXT: after a timeout SND.NXT goes back, but the
@@ -2157,6 +2168,15 @@ impl Conn {
             }
             let seq = self.snd_nxt;
             if !self.send_segment(seq, len, now, sink, stats) {
+                // The output path refused the segment (the packet pool is
+                // empty, or the neighbour's ARP queue is full): it never left.
+                // With nothing in flight no ACK and no RTO (RFC 9293 §3.8.1,
+                // RFC 6298 §5.1: armed by a segment sent) calls the data out
+                // again, so the persist timer does, backing off while the
+                // refusals last (Linux arms its probe timer in this case too).
+                if self.rto_deadline.is_none() {
+                    self.arm_persist(now);
+                }
                 break;
             }
             sent = true;
