@@ -50,16 +50,6 @@ fn every_corpus_and_regression_input_passes() {
     println!("replayed {total} inputs over {} targets", TARGETS.len());
 }
 
-/// `fuzz/open/TARGET/` holds inputs that break a target through a bug not fixed yet (docs/fuzzing.md names
-/// each with what is known of it). This fails while any of them still fails; once it passes, move them to
-/// `fuzz/regressions/TARGET/`. `cargo test --release -p ix-fuzz --test corpus_replay -- --ignored`
-#[test]
-#[ignore = "inputs of open bugs (docs/fuzzing.md, Findings): fails until they are fixed"]
-fn every_open_bug_input_passes() {
-    let (failures, total) = replay(&["open"]);
-    assert!(failures.is_empty(), "{} of {total} open-bug inputs still fail: {failures:#?}", failures.len());
-}
-
 #[test]
 fn every_target_has_a_cargo_fuzz_binary() {
     let manifest = fs::read_to_string(fuzz_dir().join("Cargo.toml")).expect("fuzz/Cargo.toml");
