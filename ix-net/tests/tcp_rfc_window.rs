@@ -6,6 +6,7 @@ mod segment_support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ix_driver::TxBuf;
 use ix_net::Instant;
 use segment_support::{Harness, Link, Seg, data_segments, full_options, mss_only, pattern};
 
@@ -105,17 +106,66 @@ fn zero_window_is_probed_with_backoff() {
 #[test]
 fn data_the_output_path_refused_goes_out_on_a_timer() {
     let mut h = Harness::new();
-    let link = h.plain_passive_open();
-    assert!(h.advance(Duration::from_secs(10)).is_empty(), "an idle connection: no timer left from the handshake");
-    let held: Vec<_> = std::iter::from_fn(|| h.pool.alloc().ok()).collect();
-    h.stack.tcp_send(link.handle, Bytes::from(pattern(0, 100))).unwrap();
-    assert!(h.out().is_empty(), "no frame to send it in");
+    let (link, held) = refused_send(&mut h);
     assert_eq!(h.stack.stats().tcp.output_stalled, 1);
     assert!(h.stack.poll_timeout().is_some(), "refused data leaves a timer armed");
     drop(held);
     let sent = h.advance(Duration::from_secs(1));
     let first = data_segments(&sent).first().map(|s| (s.repr.seq, s.payload.clone()));
     assert_eq!(first, Some((link.our_seq, pattern(0, 100))), "{sent:#?}");
+}
+
+/// A connection left idle past its handshake's timers, then 100 bytes the
+/// application sends while every frame of the pool is held: the frames come
+/// back with the link, for the test to drop when the pool may refill.
+fn refused_send(h: &mut Harness) -> (Link, Vec<TxBuf>) {
+    let link = h.plain_passive_open();
+    assert!(h.advance(Duration::from_secs(10)).is_empty(), "an idle connection: no timer left from the handshake");
+    let held: Vec<_> = std::iter::from_fn(|| h.pool.alloc().ok()).collect();
+    h.stack.tcp_send(link.handle, Bytes::from(pattern(0, 100))).unwrap();
+    assert!(h.out().is_empty(), "no frame to send it in");
+    (link, held)
+}
+
+/// RFC 9293 §3.8.6.1, RFC 6298 §5.1: once data the output path refused leaves
+/// by an ordinary output pass (the application's next send, or an ACK from the
+/// peer), the retransmission timer covers it; the persist timer the refusal
+/// armed has no job left and must not fire a probe of its own.
+#[test]
+fn a_refused_send_leaves_no_persist_timer_once_the_data_is_out() {
+    // What makes an output pass run once the pool has frames again.
+    type PushOut = fn(&mut Harness, &Link);
+    let triggers: [(&str, PushOut); 2] = [
+        ("the application's next send", |h, link| {
+            h.stack.tcp_send(link.handle, Bytes::from(pattern(100, 100))).unwrap();
+        }),
+        ("an ACK from the peer", |h, link| {
+            h.send(h.ack(link.peer_seq, link.our_seq));
+        }),
+    ];
+    for (trigger, push_out) in triggers {
+        let mut h = Harness::new();
+        let (link, held) = refused_send(&mut h);
+        let persist_at = h.stack.poll_timeout().expect("refused data leaves a timer armed");
+        assert!(h.advance(Duration::from_millis(50)).is_empty(), "{trigger}: the persist timer is not due");
+        drop(held);
+        push_out(&mut h, &link);
+        let sent = h.out();
+        let first = data_segments(&sent).first().map(|s| (s.repr.seq, s.payload.len()));
+        assert_eq!(first.map(|(seq, _)| seq), Some(link.our_seq), "{trigger}: {sent:#?}");
+        let rto_at = h.now + Duration::from_millis(200);
+        assert!(persist_at < rto_at);
+        let before = h.stack.stats().tcp;
+        let quiet = h.advance_to(rto_at - Duration::from_millis(1));
+        assert!(quiet.is_empty(), "{trigger}: nothing to send before the RTO, got {quiet:#?}");
+        assert_eq!(h.stack.stats().tcp.window_probes, before.window_probes, "{trigger}");
+        assert_eq!(h.stack.poll_timeout(), Some(rto_at), "{trigger}: the RTO is the next timer");
+        // The RTO calls the unacknowledged data out again, as it should.
+        let resent = h.advance_to(rto_at);
+        let again = data_segments(&resent).first().map(|s| (s.repr.seq, s.payload.len()));
+        assert_eq!(again, first, "{trigger}: {resent:#?}");
+        assert_eq!(h.stack.stats().tcp.retransmit_timeouts, before.retransmit_timeouts + 1, "{trigger}");
+    }
 }
 
 /// RFC 9293 §3.8.6.1: a peer that closes its window while data is in flight
