@@ -5,6 +5,11 @@ use std::os::fd::BorrowedFd;
 
 use crate::pool::{PacketBuf, PacketPool};
 
+/// Bytes of the Ethernet header in front of every frame a queue carries
+/// (destination and source MAC, EtherType; no VLAN tag): the shortest frame,
+/// and what a frame adds to the MTU.
+pub const ETHERNET_HEADER_BYTES: usize = 14;
+
 /// Receive bound per burst unless configured otherwise (IX's B).
 pub const DEFAULT_BATCH_PACKETS: usize = 64;
 

@@ -27,12 +27,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use crate::error::DriverError;
 use crate::netdev::{InterfaceControl, interface_request, name_of, validate_name};
 use crate::pool::{FRAME_DATA_BYTES, PacketBuf, PacketPool};
-use crate::queue::{NetQueue, QueueStats};
+use crate::queue::{ETHERNET_HEADER_BYTES, NetQueue, QueueStats};
 
 /// The clone device every TAP queue is opened from.
 const TUN_DEVICE_PATH: &CStr = c"/dev/net/tun";
-/// Destination and source MAC and EtherType, in front of every frame.
-pub const ETHERNET_HEADER_BYTES: usize = 14;
 /// Queues a TAP device can have (the kernel's `MAX_TAP_QUEUES`).
 pub const MAX_TAP_QUEUES: u16 = 256;
 /// The smallest MTU Linux accepts on an Ethernet device (`ETH_MIN_MTU`).

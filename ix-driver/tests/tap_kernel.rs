@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ix_driver::privilege::{has_net_admin, require};
-use ix_driver::tap::ETHERNET_HEADER_BYTES;
+use ix_driver::queue::ETHERNET_HEADER_BYTES;
 use ix_driver::{DriverError, HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig, TapDevice, TapQueue};
 
 /// Address of the kernel side of the TAP device (link-local, test-only).

@@ -77,11 +77,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 
 pub use clock::{ManualClock, MonotonicClock, WireClock};
 pub use fault::{FaultConfig, FaultStats};
-pub use switch::{ETHERNET_HEADER_BYTES, mem_port_mac};
+pub use switch::mem_port_mac;
 
 use crate::error::DriverError;
 use crate::eventfd::EventFd;
 use crate::pool::FRAME_DATA_BYTES;
+use crate::queue::ETHERNET_HEADER_BYTES;
 use crate::rss::{DEFAULT_RETA_ENTRIES, RSS_DEFAULT_KEY, RSS_KEY_BYTES, RedirectionTable, Toeplitz};
 use inbox::Inbox;
 

@@ -10,12 +10,12 @@ use std::sync::atomic::Ordering;
 use super::inbox::{Carried, Inbox, Pending};
 use super::posted::PostedFrame;
 use super::switch::{Forward, forward, mem_port_mac, select_queue};
-use super::{ETHERNET_HEADER_BYTES, MemWire, lock, read};
+use super::{MemWire, lock, read};
 use crate::error::DriverError;
 use crate::eventfd::EventFd;
 use crate::frame_table::FrameTable;
 use crate::pool::{PacketBuf, PacketPool, PoolPressure, TxBuf};
-use crate::queue::{NetQueue, QueueStats};
+use crate::queue::{ETHERNET_HEADER_BYTES, NetQueue, QueueStats};
 
 /// Buffers a queue takes from the wire's free list at once.
 const REFILL_BUFFERS: usize = 64;

@@ -5,10 +5,8 @@
 use std::net::Ipv4Addr;
 use std::ops::Range;
 
+use crate::queue::ETHERNET_HEADER_BYTES;
 use crate::rss::{RedirectionTable, Toeplitz};
-
-/// Bytes of an Ethernet header without VLAN tag: the shortest frame the wire carries.
-pub const ETHERNET_HEADER_BYTES: usize = 14;
 
 const ETH_DST: Range<usize> = 0..6;
 const ETH_TYPE: Range<usize> = 12..14;

@@ -13,9 +13,7 @@ use super::program::{self, ProgramMaps};
 use crate::error::DriverError;
 use crate::netdev::InterfaceControl;
 use crate::pool::FRAME_DATA_BYTES;
-
-/// Ethernet header in front of every frame.
-pub(super) const ETHERNET_HEADER_BYTES: u32 = 14;
+use crate::queue::ETHERNET_HEADER_BYTES;
 
 /// Local ports of the dataplane's outgoing connections on an address shared
 /// with the kernel: above the kernel's default ephemeral range, so the two
@@ -79,11 +77,11 @@ impl XdpDevice {
         let ifindex = control.index()?;
         let mac = control.hardware_address()?;
         let mtu = control.mtu()?;
-        if mtu + ETHERNET_HEADER_BYTES > FRAME_DATA_BYTES {
+        let mtu_max = FRAME_DATA_BYTES as usize - ETHERNET_HEADER_BYTES;
+        if mtu as usize > mtu_max {
             return Err(DriverError::Config(format!(
-                "MTU {mtu} of {} is too large: pool frames hold an MTU of at most {} bytes",
-                config.iface,
-                FRAME_DATA_BYTES - ETHERNET_HEADER_BYTES
+                "MTU {mtu} of {} is too large: pool frames hold an MTU of at most {mtu_max} bytes",
+                config.iface
             )));
         }
         check_queue_count(&control, &config.iface, queues)?;

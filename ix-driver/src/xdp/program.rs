@@ -43,10 +43,11 @@ mod offset {
     pub(super) const CTX_RX_QUEUE: i16 = 16;
 }
 
-/// Frame lengths the program checks before reading.
-const ETHERNET_HEADER_BYTES: i32 = 14;
-const ETHERNET_IPV4_BYTES: i32 = 14 + 20;
-const ETHERNET_ARP_BYTES: i32 = 14 + 28;
+/// Frame lengths the program checks before reading, as the instructions'
+/// 32-bit immediates (14 fits).
+const ETHERNET_HEADER_BYTES: i32 = crate::queue::ETHERNET_HEADER_BYTES as i32;
+const ETHERNET_IPV4_BYTES: i32 = ETHERNET_HEADER_BYTES + 20;
+const ETHERNET_ARP_BYTES: i32 = ETHERNET_HEADER_BYTES + 28;
 
 /// EtherTypes and ARP operation as a little-endian load of their network-order
 /// bytes sees them.

@@ -5,12 +5,12 @@
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use super::device::{Attachment, ETHERNET_HEADER_BYTES, XdpQueueSource};
+use super::device::{Attachment, XdpQueueSource};
 use super::socket::{Kick, SocketParams, XdpSocket, XdpSocketStats};
 use crate::error::DriverError;
 use crate::frame_table::FrameTable;
 use crate::pool::{FRAME_STRIDE_BYTES, PacketBuf, PacketPool, TxBuf};
-use crate::queue::{NetQueue, QueueStats};
+use crate::queue::{ETHERNET_HEADER_BYTES, NetQueue, QueueStats};
 
 /// Descriptors per ring at most (fill, completion, receive, transmit). A
 /// larger pool buys a deeper receive ring, up to this: 16,384 descriptors
@@ -106,7 +106,7 @@ impl XdpQueue {
             socket,
             lent,
             in_flight: FrameTable::new(frames),
-            max_frame_len: (attachment.mtu + ETHERNET_HEADER_BYTES) as usize,
+            max_frame_len: attachment.mtu as usize + ETHERNET_HEADER_BYTES,
             busy_poll: attachment.busy_poll.is_some(),
             pool,
             mac: attachment.mac,
@@ -140,7 +140,7 @@ impl XdpQueue {
             socket,
             lent,
             in_flight: FrameTable::new(frames),
-            max_frame_len: (mtu + ETHERNET_HEADER_BYTES) as usize,
+            max_frame_len: mtu as usize + ETHERNET_HEADER_BYTES,
             busy_poll: false,
             pool,
             attachment: None,
@@ -182,7 +182,7 @@ impl XdpQueue {
         let start = (desc.addr % u64::from(FRAME_STRIDE_BYTES)) as u32;
         let len = desc.len as usize;
         let end = start as usize + len;
-        if end > FRAME_STRIDE_BYTES as usize || len > self.max_frame_len || len < ETHERNET_HEADER_BYTES as usize {
+        if end > FRAME_STRIDE_BYTES as usize || len > self.max_frame_len || len < ETHERNET_HEADER_BYTES {
             self.stats.rx_drops += 1;
             tracing::debug!(queue = self.index, start, len, "AF_XDP: frame of a bad length dropped");
             return false;
