@@ -236,6 +236,15 @@ impl Stack {
         let iss = self.initial_sequence(&tuple, now);
         let ts_offset = self.ts_offset(&tuple);
         let conn = Conn::accept_syn(&self.config.tcp, tuple, repr, iss, now, ts_offset);
+        let handle = self.insert_passive(conn, listener);
+        self.after_conn(handle);
+    }
+
+    /// Adds a connection `listener` accepted (from a SYN or a SYN cookie) to
+    /// the socket and flow tables, counted half-open: `after_conn` moves it to
+    /// the accept queue once established and lowers the count.
+    fn insert_passive(&mut self, conn: Conn, listener: SocketHandle) -> SocketHandle {
+        let tuple = *conn.tuple();
         let handle = self.insert_socket(SocketKind::Tcp(Box::new(conn)), Some(listener));
         self.flows.insert(tuple, handle);
         self.tcp_connections += 1;
@@ -243,7 +252,7 @@ impl Stack {
         if let Some(SocketEntry { kind: SocketKind::Listener(l), .. }) = self.entry_mut(listener) {
             l.half_open += 1;
         }
-        self.after_conn(handle);
+        handle
     }
 
     /// Answers a SYN statelessly: the ISN encodes what the connection needs.
@@ -320,15 +329,8 @@ impl Stack {
         }
         let ts_offset = self.ts_offset(&tuple);
         let conn = Conn::from_cookie(&self.config.tcp, tuple, ack, peer, now, ts_offset);
-        let handle = self.insert_socket(SocketKind::Tcp(Box::new(conn)), Some(listener));
-        self.flows.insert(tuple, handle);
-        self.tcp_connections += 1;
+        let handle = self.insert_passive(conn, listener);
         self.stats.tcp.syncookies_recv += 1;
-        self.stats.tcp.passive_opens += 1;
-        if let Some(SocketEntry { kind: SocketKind::Listener(l), .. }) = self.entry_mut(listener) {
-            // `after_conn` moves it to the accept queue and lowers the count.
-            l.half_open += 1;
-        }
         if payload.is_some() {
             // The ACK may carry data: hand the segment to the connection too.
             // Rebuilt established: no handshake left to complete.
