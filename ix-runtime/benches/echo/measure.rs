@@ -191,6 +191,10 @@ const PROC_TICKS_PER_SEC: f64 = 100.0;
 /// User-mode CPU time of the whole machine and of this process, to tell how
 /// much of the machine other processes (compilers, say) took during a case,
 /// and this process's user + system time, to tell what the case cost.
+///
+/// `ix-benches` (`benches/src/harness/machine.rs`) reads the same `/proc`
+/// counters per CPU and per process for the harness; this bench cannot use
+/// that crate, which depends on `ix-runtime`.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuTicks {
     machine_user: u64,
