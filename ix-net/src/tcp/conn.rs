@@ -742,15 +742,25 @@ impl Conn {
 
     /// The window field for an outgoing segment; moves `rcv_adv` right when the
     /// space grew by enough (receiver-side silly window avoidance), never left.
+    #[inline]
     fn window_field(&mut self) -> u16 {
         if self.window_edge_may_move() {
-            let edge = self.window_edge();
-            if right_edge_moves(self.rcv_nxt, self.rcv_adv, edge, self.window_update_threshold()) {
-                self.rcv_adv = edge;
-            }
+            self.move_window_edge();
         }
         let wnd = (self.rcv_adv - self.rcv_nxt).max(0) as u32;
         (wnd >> self.rcv_wscale).min(65_535) as u16
+    }
+
+    /// Moves `rcv_adv` to the edge the receive space allows when that moves
+    /// it by enough. Kept out of line: it runs only for a header whose edge
+    /// may move, and inlined it made every header pay for saving the
+    /// registers it needs.
+    #[inline(never)]
+    fn move_window_edge(&mut self) {
+        let edge = self.window_edge();
+        if right_edge_moves(self.rcv_nxt, self.rcv_adv, edge, self.window_update_threshold()) {
+            self.rcv_adv = edge;
+        }
     }
 
     fn rcv_wnd(&self) -> u32 {
@@ -1993,6 +2003,7 @@ impl Conn {
 
     /// The fields of a header at `seq` with `flags`: the ACK and window (when
     /// `with_ack` or `flags` has ACK) and the timestamps (when on).
+    #[inline]
     fn header_fields(&mut self, now: Instant, seq: SeqNum, flags: TcpFlags, with_ack: bool) -> TcpHeaderFields {
         let (mut ack, mut window) = (0, 0);
         if with_ack || flags.contains(TcpFlags::ACK) {
