@@ -1053,9 +1053,9 @@ impl Stack {
     /// [`SocketError::Tcp`] when the connection was reset or timed out.
     pub fn tcp_recv(&mut self, handle: SocketHandle) -> Result<Option<RxChunk>, SocketError> {
         let conn = self.conn_mut(handle)?;
-        let chunk = conn.recv()?;
-        let credit = conn.credit().clone();
-        Ok(chunk.map(|buf| RxChunk::new(buf, credit)))
+        // The credit's handle is taken only for a chunk: the call that finds
+        // nothing (every read loop ends with one) costs no reference count.
+        Ok(conn.recv()?.map(|buf| RxChunk::new(buf, conn.credit().clone())))
     }
 
     /// Whether the peer closed and everything it sent was read.
