@@ -1261,8 +1261,8 @@ impl Conn {
             }
         } else {
             self.dupacks = 0;
-            let rtt = self.rtt.srtt();
-            self.cc.on_ack(now.as_micros(), acked as u32, rtt, flight_before as u32);
+            let rtt_micros = self.rtt.srtt_micros();
+            self.cc.on_ack(now.as_micros(), acked as u32, rtt_micros, flight_before as u32);
         }
 
         // The retransmission timer restarts on new data acknowledged (RFC 6298 §5.3).
