@@ -1867,7 +1867,9 @@ impl Conn {
     // ----- segment output --------------------------------------------------
 
     /// Whether the connection has something to send now (for the stack's list of
-    /// connections to visit in egress).
+    /// connections to visit in egress). Inlined: the stack asks after every
+    /// segment that arrives.
+    #[inline]
     pub fn wants_output(&self) -> bool {
         // A closed connection sends nothing but a pending RST (`poll_transmit`),
         // whatever ACK or probe was owed when it closed.
