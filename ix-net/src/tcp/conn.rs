@@ -2403,17 +2403,23 @@ mod tests {
         }
 
         /// `window_edge_may_move`'s one comparison says what the rule says
-        /// for the edge of a wholly free buffer.
+        /// for the edge of a wholly free buffer: anywhere, and next to where
+        /// the rule turns (RCV.NXT − RCV.ADV = threshold − most, one more for
+        /// a threshold of 0).
         #[test]
         fn the_edge_move_offset_agrees_with_the_rule(
             nxt in any::<u32>(),
-            adv_offset in -(1i64 << 30)..(1i64 << 30),
+            anywhere in -(1i64 << 30)..(1i64 << 30),
+            near_the_turn in any::<bool>(),
+            step in -2i64..=2,
             most in 0usize..(1 << 30),
-            threshold_share in 0.0f64..=1.0,
+            threshold in 0usize..(1 << 20),
+            small_threshold in any::<bool>(),
         ) {
-            let threshold = (most as f64 * threshold_share) as usize;
+            let threshold = if small_threshold { threshold % 3 } else { threshold }.min(most);
+            let distance = if near_the_turn { threshold as i64 - most as i64 + step } else { anywhere };
             let nxt = SeqNum(nxt);
-            let adv = SeqNum(nxt.0.wrapping_add(adv_offset as u32));
+            let adv = SeqNum(nxt.0.wrapping_sub(distance as u32));
             prop_assert_eq!(
                 nxt - adv >= edge_move_offset(most, threshold),
                 right_edge_moves(nxt, adv, nxt + most, threshold)
