@@ -214,12 +214,15 @@ impl PacketPool {
     }
 
     /// Frames free now.
+    #[inline]
     pub fn available(&self) -> u32 {
         self.inner.free.borrow().len() as u32
     }
 
     /// How scarce free frames are now: what holders of frames that can wait
-    /// (received data, application writes) check before taking more.
+    /// (received data, application writes) check before taking more. Inlined
+    /// across crates: the stack asks for every received segment.
+    #[inline]
     pub fn pressure(&self) -> PoolPressure {
         let (free, frames) = (self.available(), self.inner.frames);
         if free <= frames / POOL_CRITICAL_FREE_DIVISOR {

@@ -538,7 +538,7 @@ macro_rules! row {
 /// One table row per test, in the unit of its target; the verdict is on the
 /// wall-clock median.
 fn print_row(label: &str, unit: &str, scale: f64, summary: &Summary, target: f64) {
-    let f = |v: f64| format!("{:.2}", v / scale);
+    let f = |v: f64| format!("{:.3}", v / scale);
     row!(
         label,
         f(summary.rate),

@@ -190,8 +190,9 @@ pub(crate) struct SocketEntry {
     pub(crate) parent: Option<SocketHandle>,
     /// The application closed its handle: reclaim once the protocol is done.
     pub(crate) released: bool,
-    /// Queued in `Stack::dirty`.
-    pub(crate) dirty: bool,
+    /// The output round this entry was last queued for in `Stack::dirty`:
+    /// queued while it names the current one ([`OutputQueue::contains`]).
+    pub(crate) output_mark: u64,
     /// Readiness changes not yet reported.
     pub(crate) pending_events: Readiness,
     pub(crate) timer: Option<(TimerKey, Instant)>,
@@ -202,10 +203,10 @@ pub(crate) struct SocketEntry {
 
 impl SocketEntry {
     /// Queues this entry's `handle` in `dirty` for the next egress, once.
-    fn mark_dirty(&mut self, handle: SocketHandle, dirty: &mut Vec<SocketHandle>) {
-        if !self.dirty {
-            self.dirty = true;
-            dirty.push(handle);
+    fn mark_dirty(&mut self, handle: SocketHandle, dirty: &mut OutputQueue) {
+        if !dirty.contains(self.output_mark) {
+            self.output_mark = dirty.round;
+            dirty.handles.push(handle);
         }
     }
 
@@ -218,7 +219,7 @@ impl SocketEntry {
         &mut self,
         handle: SocketHandle,
         timers: &mut TimerWheel<TimerTarget>,
-        dirty: &mut Vec<SocketHandle>,
+        dirty: &mut OutputQueue,
         events: &mut VecDeque<SocketHandle>,
     ) -> Option<Unsettled> {
         let SocketKind::Tcp(conn) = &mut self.kind else { return None };
@@ -228,7 +229,7 @@ impl SocketEntry {
         // A socket already queued for this round's output pass (the one being
         // visited by it, or touched since it was queued) needs no second
         // look, except to decide whether a closed one may be reclaimed.
-        let wants_output = (self.dirty && state != State::Closed) || conn.wants_output();
+        let wants_output = (dirty.contains(self.output_mark) && state != State::Closed) || conn.wants_output();
         let current = self.timer.map(|(_, at)| at);
 
         // The timer stays armed no later than every deadline of the
@@ -279,6 +280,34 @@ pub(crate) struct Unsettled {
     wants_output: bool,
 }
 
+/// The sockets queued for the next output pass, each once, and the round that
+/// pass is: an entry is queued while its `output_mark` names the round, so the
+/// pass ends by moving to the next round, with no second walk to clear marks.
+#[derive(Debug)]
+pub(crate) struct OutputQueue {
+    handles: Vec<SocketHandle>,
+    /// Starts at 1, above the mark of an entry never queued; 64 bits do not
+    /// wrap in the life of a process.
+    round: u64,
+}
+
+impl OutputQueue {
+    fn new() -> Self {
+        Self { handles: Vec::with_capacity(256), round: 1 }
+    }
+
+    /// Whether an entry with `mark` is queued.
+    fn contains(&self, mark: u64) -> bool {
+        mark == self.round
+    }
+
+    /// Forgets the queued sockets (all visited) and starts the next round.
+    fn finish_round(&mut self) {
+        self.handles.clear();
+        self.round += 1;
+    }
+}
+
 /// What a timer of the wheel is for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum TimerTarget {
@@ -303,7 +332,7 @@ pub struct Stack {
     pub(crate) timers: TimerWheel<TimerTarget>,
     pub(crate) arp_timer: Option<(TimerKey, Instant)>,
     pub(crate) tx: Vec<PacketBuf>,
-    pub(crate) dirty: Vec<SocketHandle>,
+    pub(crate) dirty: OutputQueue,
     pub(crate) events: VecDeque<SocketHandle>,
     pub(crate) released_credit: Rc<ReleaseQueue>,
     /// Kept buffers for the per-round loops over fired timers and released
@@ -356,7 +385,7 @@ impl Stack {
             timers: TimerWheel::with_capacity(now, 1024),
             arp_timer: None,
             tx: Vec::with_capacity(256),
-            dirty: Vec::with_capacity(256),
+            dirty: OutputQueue::new(),
             events: VecDeque::with_capacity(256),
             released_credit: Rc::new(ReleaseQueue::default()),
             fired_scratch: Vec::with_capacity(64),
@@ -539,19 +568,13 @@ impl Stack {
         self.process_released_credit();
         self.pack_under_pressure(now);
         let mut i = 0;
-        while i < self.dirty.len() {
-            let handle = self.dirty[i];
+        while i < self.dirty.handles.len() {
+            let handle = self.dirty.handles[i];
             i += 1;
             self.output_socket(handle, now);
         }
         // Every socket marked during this round was visited by it.
-        for handle in self.dirty.drain(..) {
-            if let Some(entry) = self.sockets.get_mut(handle.index as usize) {
-                if entry.generation == handle.generation {
-                    entry.dirty = false;
-                }
-            }
-        }
+        self.dirty.finish_round();
         out.append(&mut self.tx);
     }
 
@@ -600,7 +623,7 @@ impl Stack {
 
     /// Whether frames or socket work are waiting for the next `egress`.
     pub fn has_pending_output(&self) -> bool {
-        !self.tx.is_empty() || !self.dirty.is_empty() || !self.released_credit.borrow().is_empty()
+        !self.tx.is_empty() || !self.dirty.handles.is_empty() || !self.released_credit.borrow().is_empty()
     }
 
     pub(crate) fn egress_ctx(&mut self) -> Egress<'_> {
@@ -671,7 +694,7 @@ impl Stack {
             kind,
             parent,
             released: false,
-            dirty: false,
+            output_mark: 0,
             pending_events: Readiness::EMPTY,
             timer: None,
             header_template: None,
@@ -738,7 +761,7 @@ impl Stack {
             // socket already queued for it (the application sent too) needs
             // no second look.
             conn.on_credit_released();
-            if !entry.dirty && conn.wants_output() {
+            if !self.dirty.contains(entry.output_mark) && conn.wants_output() {
                 entry.mark_dirty(handle, &mut self.dirty);
             }
         }
@@ -1030,9 +1053,9 @@ impl Stack {
     /// [`SocketError::Tcp`] when the connection was reset or timed out.
     pub fn tcp_recv(&mut self, handle: SocketHandle) -> Result<Option<RxChunk>, SocketError> {
         let conn = self.conn_mut(handle)?;
-        let chunk = conn.recv()?;
-        let credit = conn.credit().clone();
-        Ok(chunk.map(|buf| RxChunk::new(buf, credit)))
+        // The credit's handle is taken only for a chunk: the call that finds
+        // nothing (every read loop ends with one) costs no reference count.
+        Ok(conn.recv()?.map(|buf| RxChunk::new(buf, conn.credit().clone())))
     }
 
     /// Whether the peer closed and everything it sent was read.

@@ -204,6 +204,10 @@ pub struct Conn {
     /// Right edge of the window last advertised; never moved left.
     rcv_adv: SeqNum,
     rcv_wscale: u8,
+    /// RCV.NXT − RCV.ADV from which the right edge may move at all
+    /// ([`Conn::window_edge_may_move`]); fixed by the receive buffer, the
+    /// window scale and the MSS, so set where they are.
+    window_move_offset: i32,
     ready: VecDeque<PacketBuf>,
     ready_bytes: usize,
     ooo: Assembler,
@@ -301,7 +305,7 @@ pub struct Conn {
 impl Conn {
     fn new(cfg: &TcpConfig, tuple: FourTuple, iss: SeqNum, now: Instant, ts_offset: u32) -> Self {
         let rcv_wscale = if cfg.window_scaling { window_shift_for(cfg.recv_buffer_bytes) } else { 0 };
-        Self {
+        let mut conn = Self {
             cfg: cfg.clone(),
             tuple,
             state: State::Closed,
@@ -322,6 +326,7 @@ impl Conn {
             rcv_nxt: SeqNum(0),
             rcv_adv: SeqNum(0),
             rcv_wscale,
+            window_move_offset: 0,
             ready: VecDeque::new(),
             ready_bytes: 0,
             ooo: Assembler::with_limits(cfg.max_ooo_segments, cfg.recv_buffer_bytes as usize),
@@ -373,7 +378,9 @@ impl Conn {
             probe_pending: false,
             error: None,
             events: Readiness::EMPTY,
-        }
+        };
+        conn.window_move_offset = conn.window_move_offset_now();
+        conn
     }
 
     /// An active open: the SYN goes out on the next output.
@@ -461,6 +468,7 @@ impl Conn {
             self.ts_enabled = false;
         }
         self.tcp_header = TcpHeaderTemplate::new(self.tuple.local.port(), self.tuple.remote.port(), self.ts_enabled);
+        self.window_move_offset = self.window_move_offset_now();
         self.cc = CongestionControl::new(self.cfg.congestion, self.payload_mss() as u32, now.as_micros());
     }
 
@@ -717,26 +725,42 @@ impl Conn {
     /// exchange: the edge moves by an update's worth at a time), the space,
     /// which can only be smaller, need not be derived (pool pressure, bytes
     /// held): [`right_edge_moves`] grows with the edge.
+    ///
+    /// With the whole buffer free the edge grows by RCV.NXT − RCV.ADV plus the
+    /// most the window can say, and moves when that reaches the update
+    /// threshold (at least a byte; the threshold is never above that most):
+    /// one comparison against [`Conn::window_move_offset`].
     fn window_edge_may_move(&self) -> bool {
-        right_edge_moves(
-            self.rcv_nxt,
-            self.rcv_adv,
-            self.rcv_nxt + self.rcv_space_max(),
-            self.window_update_threshold(),
-        )
+        self.rcv_nxt - self.rcv_adv >= self.window_move_offset
+    }
+
+    /// The least RCV.NXT − RCV.ADV at which [`right_edge_moves`] holds for
+    /// the edge of a wholly free buffer, for the options in use now.
+    fn window_move_offset_now(&self) -> i32 {
+        edge_move_offset(self.rcv_space_max(), self.window_update_threshold())
     }
 
     /// The window field for an outgoing segment; moves `rcv_adv` right when the
     /// space grew by enough (receiver-side silly window avoidance), never left.
+    #[inline]
     fn window_field(&mut self) -> u16 {
         if self.window_edge_may_move() {
-            let edge = self.window_edge();
-            if right_edge_moves(self.rcv_nxt, self.rcv_adv, edge, self.window_update_threshold()) {
-                self.rcv_adv = edge;
-            }
+            self.move_window_edge();
         }
         let wnd = (self.rcv_adv - self.rcv_nxt).max(0) as u32;
         (wnd >> self.rcv_wscale).min(65_535) as u16
+    }
+
+    /// Moves `rcv_adv` to the edge the receive space allows when that moves
+    /// it by enough. Kept out of line: it runs only for a header whose edge
+    /// may move, and inlined it made every header pay for saving the
+    /// registers it needs.
+    #[inline(never)]
+    fn move_window_edge(&mut self) {
+        let edge = self.window_edge();
+        if right_edge_moves(self.rcv_nxt, self.rcv_adv, edge, self.window_update_threshold()) {
+            self.rcv_adv = edge;
+        }
     }
 
     fn rcv_wnd(&self) -> u32 {
@@ -1237,8 +1261,8 @@ impl Conn {
             }
         } else {
             self.dupacks = 0;
-            let rtt = self.rtt.srtt();
-            self.cc.on_ack(now.as_micros(), acked as u32, rtt, flight_before as u32);
+            let rtt_micros = self.rtt.srtt_micros();
+            self.cc.on_ack(now.as_micros(), acked as u32, rtt_micros, flight_before as u32);
         }
 
         // The retransmission timer restarts on new data acknowledged (RFC 6298 §5.3).
@@ -1843,7 +1867,9 @@ impl Conn {
     // ----- segment output --------------------------------------------------
 
     /// Whether the connection has something to send now (for the stack's list of
-    /// connections to visit in egress).
+    /// connections to visit in egress). Inlined: the stack asks after every
+    /// segment that arrives.
+    #[inline]
     pub fn wants_output(&self) -> bool {
         // A closed connection sends nothing but a pending RST (`poll_transmit`),
         // whatever ACK or probe was owed when it closed.
@@ -1979,6 +2005,7 @@ impl Conn {
 
     /// The fields of a header at `seq` with `flags`: the ACK and window (when
     /// `with_ack` or `flags` has ACK) and the timestamps (when on).
+    #[inline]
     fn header_fields(&mut self, now: Instant, seq: SeqNum, flags: TcpFlags, with_ack: bool) -> TcpHeaderFields {
         let (mut ack, mut window) = (0, 0);
         if with_ack || flags.contains(TcpFlags::ACK) {
@@ -2341,6 +2368,12 @@ fn right_edge_moves(nxt: SeqNum, adv: SeqNum, edge: SeqNum, threshold: usize) ->
     grown > 0 && (grown as usize >= threshold || adv <= nxt)
 }
 
+/// The least RCV.NXT − RCV.ADV at which [`right_edge_moves`] holds for an
+/// edge `most` bytes past RCV.NXT, with `threshold` no larger than `most`.
+fn edge_move_offset(most: usize, threshold: usize) -> i32 {
+    threshold.max(1) as i32 - most as i32
+}
+
 /// The smallest window shift that lets `buffer` bytes be advertised.
 pub(crate) fn window_shift_for(buffer: u32) -> u8 {
     let mut shift = 0;
@@ -2373,6 +2406,30 @@ mod tests {
             if right_edge_moves(nxt, adv, nxt + space, threshold) {
                 prop_assert!(right_edge_moves(nxt, adv, nxt + space + more, threshold));
             }
+        }
+
+        /// `window_edge_may_move`'s one comparison says what the rule says
+        /// for the edge of a wholly free buffer: anywhere, and next to where
+        /// the rule turns (RCV.NXT − RCV.ADV = threshold − most, one more for
+        /// a threshold of 0).
+        #[test]
+        fn the_edge_move_offset_agrees_with_the_rule(
+            nxt in any::<u32>(),
+            anywhere in -(1i64 << 30)..(1i64 << 30),
+            near_the_turn in any::<bool>(),
+            step in -2i64..=2,
+            most in 0usize..(1 << 30),
+            threshold in 0usize..(1 << 20),
+            small_threshold in any::<bool>(),
+        ) {
+            let threshold = if small_threshold { threshold % 3 } else { threshold }.min(most);
+            let distance = if near_the_turn { threshold as i64 - most as i64 + step } else { anywhere };
+            let nxt = SeqNum(nxt);
+            let adv = SeqNum(nxt.0.wrapping_sub(distance as u32));
+            prop_assert_eq!(
+                nxt - adv >= edge_move_offset(most, threshold),
+                right_edge_moves(nxt, adv, nxt + most, threshold)
+            );
         }
     }
 }

@@ -2,8 +2,6 @@
 //! curve of the time since the loss, concave up to the old maximum W_max and
 //! convex past it, never slower than the Reno-friendly estimate W_est.
 
-use std::time::Duration;
-
 use super::Window;
 
 /// β_cubic = 7/10, the multiplicative decrease factor (RFC 9438 §4.6).
@@ -43,8 +41,8 @@ pub struct Cubic {
     /// reaches it (RFC 9438 §4.3).
     cwnd_prior_bytes: u32,
     epoch: Option<Epoch>,
-    /// The latest smoothed RTT the connection gave.
-    rtt: Duration,
+    /// The latest smoothed RTT the connection gave, microseconds.
+    rtt_micros: u64,
     /// When the sender became application limited, if it is.
     app_limited_since_micros: Option<u64>,
 }
@@ -72,7 +70,7 @@ impl Cubic {
             w_max_bytes: 0,
             cwnd_prior_bytes: 0,
             epoch: None,
-            rtt: Duration::ZERO,
+            rtt_micros: 0,
             app_limited_since_micros: None,
         }
     }
@@ -95,9 +93,9 @@ impl Cubic {
 
     /// New data acknowledged outside recovery; see
     /// [`CongestionControl::on_ack`](super::CongestionControl::on_ack).
-    pub fn on_ack(&mut self, now_micros: u64, bytes_acked: u32, rtt: Option<Duration>, bytes_in_flight: u32) {
-        if let Some(rtt) = rtt {
-            self.rtt = rtt;
+    pub fn on_ack(&mut self, now_micros: u64, bytes_acked: u32, rtt_micros: Option<u64>, bytes_in_flight: u32) {
+        if let Some(rtt_micros) = rtt_micros {
+            self.rtt_micros = rtt_micros;
         }
         if self.window.is_app_limited(bytes_in_flight) {
             self.app_limited_since_micros.get_or_insert(now_micros);
@@ -167,8 +165,7 @@ impl Cubic {
             epoch.growth_credit = 0;
         } else {
             // Concave or convex region: close (target − cwnd) per window.
-            let rtt_micros = self.rtt.as_micros() as u64;
-            let target = curve(t_micros + rtt_micros).clamp(cwnd, cwnd + cwnd / 2);
+            let target = curve(t_micros + self.rtt_micros).clamp(cwnd, cwnd + cwnd / 2);
             epoch.growth_credit += (target - cwnd) * acked;
             let growth = epoch.growth_credit / cwnd;
             epoch.growth_credit %= cwnd;
@@ -211,6 +208,8 @@ fn clamp_u32(value: u64) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::{CongestionControl, sim};
     use super::*;
 
@@ -337,7 +336,7 @@ mod tests {
         let mut cc = after_loss_at(100);
         // A long recovery: the first ACK of avoidance comes 30 s after the loss.
         let now = 30_000_000;
-        cc.on_ack(now, MSS, Some(Duration::from_millis(100)), cc.cwnd());
+        cc.on_ack(now, MSS, Some(100_000), cc.cwnd());
         assert!(cc.cwnd() < 71 * MSS, "jumped to {}", cc.cwnd());
     }
 
@@ -369,7 +368,7 @@ mod tests {
         // Ten seconds with one segment in flight: no growth, the clock is stopped.
         let before = paused.cwnd();
         for i in 0..100 {
-            paused.on_ack(now + i * 100_000, MSS, Some(rtt), MSS);
+            paused.on_ack(now + i * 100_000, MSS, Some(rtt.as_micros() as u64), MSS);
         }
         assert_eq!(paused.cwnd(), before);
         let mut later = now + 10_000_000;

@@ -5,8 +5,6 @@
 mod cubic;
 mod newreno;
 
-use std::time::Duration;
-
 pub use cubic::Cubic;
 pub use newreno::NewReno;
 
@@ -105,11 +103,11 @@ impl CongestionControl {
     /// start or congestion avoidance.
     ///
     /// `bytes_in_flight` is what was in flight when the ACK arrived, the bytes
-    /// it acknowledges included; `rtt` is the connection's current smoothed RTT
-    /// when it has one (CUBIC keeps the last one given).
-    pub fn on_ack(&mut self, now_micros: u64, bytes_acked: u32, rtt: Option<Duration>, bytes_in_flight: u32) {
+    /// it acknowledges included; `rtt_micros` is the connection's current
+    /// smoothed RTT when it has one (CUBIC keeps the last one given).
+    pub fn on_ack(&mut self, now_micros: u64, bytes_acked: u32, rtt_micros: Option<u64>, bytes_in_flight: u32) {
         match self {
-            Self::Cubic(c) => c.on_ack(now_micros, bytes_acked, rtt, bytes_in_flight),
+            Self::Cubic(c) => c.on_ack(now_micros, bytes_acked, rtt_micros, bytes_in_flight),
             Self::NewReno(r) => r.on_ack(bytes_acked, bytes_in_flight),
         }
     }
@@ -256,7 +254,7 @@ pub(crate) mod sim {
             let bytes = left.min(ack_bytes);
             left -= bytes;
             let at = now_micros + rtt_micros * u64::from(i) / u64::from(acks);
-            cc.on_ack(at, bytes, Some(rtt), cc.cwnd());
+            cc.on_ack(at, bytes, Some(rtt_micros), cc.cwnd());
         }
         now_micros + rtt_micros
     }
@@ -264,6 +262,8 @@ pub(crate) mod sim {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const MSS: u32 = 1000;
@@ -320,7 +320,7 @@ mod tests {
     fn stretch_ack_counts_at_most_two_segments() {
         for mut cc in both() {
             let before = cc.cwnd();
-            cc.on_ack(1, 5 * MSS, Some(RTT), before);
+            cc.on_ack(1, 5 * MSS, Some(RTT.as_micros() as u64), before);
             assert_eq!(cc.cwnd(), before + ABC_LIMIT_SEGMENTS * MSS);
         }
     }
@@ -343,12 +343,12 @@ mod tests {
             let before = cc.cwnd();
             // Only two segments in flight out of a ten-segment window.
             for i in 0..20 {
-                cc.on_ack(i, MSS, Some(RTT), 2 * MSS);
+                cc.on_ack(i, MSS, Some(RTT.as_micros() as u64), 2 * MSS);
             }
             assert_eq!(cc.cwnd(), before, "{:?}", cc.algorithm());
             // Six in flight: growth allowed, but not past twice the flight.
             for i in 20..40 {
-                cc.on_ack(i, MSS, Some(RTT), 6 * MSS);
+                cc.on_ack(i, MSS, Some(RTT.as_micros() as u64), 6 * MSS);
             }
             assert_eq!(cc.cwnd(), 12 * MSS, "{:?}", cc.algorithm());
         }
