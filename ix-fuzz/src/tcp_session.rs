@@ -9,13 +9,13 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use ix_driver::MemQueue;
 use ix_driver::mem::{FaultConfig, ManualClock, MemWire, MemWireConfig, WakeUp, WireClock, mem_port_mac};
-use ix_driver::{HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig};
+use ix_driver::{HugePages, NetQueue, PacketBuf, PacketPool, PoolConfig, PoolPressure};
 use ix_net::wire::checksum::{checksum, transport_checksum};
 use ix_net::wire::{
     ETHERNET_HEADER_LEN, EtherType, EthernetAddress, EthernetFrame, EthernetRepr, IPV4_HEADER_LEN, IpProtocol,
     Ipv4Packet, Ipv4Repr, TCP_HEADER_LEN, TCP_OPTIONS_MAX_LEN, TcpFlags, TcpPacket, fill_tcp_checksum,
 };
-use ix_net::{Instant, SocketHandle, Stack, StackConfig};
+use ix_net::{Instant, SocketHandle, Stack, StackConfig, StackStats};
 
 use crate::input::FuzzInput;
 
@@ -111,6 +111,13 @@ impl Host {
         tune(&mut config);
         let stack = Stack::new(config, pool.clone(), Instant::ZERO).expect("stack");
         Host { stack, queue, pool, frames: Vec::with_capacity(64) }
+    }
+
+    /// Whether this host will do nothing until a frame arrives or time reaches a timer: nothing waits to be
+    /// sent, and its pool is under no pressure (under pressure the stack repacks received data now and then,
+    /// on the clock, without a timer).
+    fn settled(&self) -> bool {
+        !self.stack.has_pending_output() && self.pool.pressure() == PoolPressure::Normal
     }
 
     /// One round of the dataplane loop; true when anything moved.
@@ -301,6 +308,18 @@ struct HonestConnection {
     delivered: u64,
 }
 
+/// What one step of the three parties did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// A frame was received or sent.
+    Busy,
+    /// Nothing moved; time went to the next timer, or to the horizon.
+    Idle,
+    /// Nothing moved and nothing will until the harness acts: no frame in flight, no timer set on either
+    /// stack, nothing waiting to be sent, no pool pressure. A further step would only move the clock.
+    Quiet,
+}
+
 /// The three parties, the victim's sockets and the clock.
 struct Session {
     clock: Arc<ManualClock>,
@@ -312,6 +331,11 @@ struct Session {
     honest_connections: Vec<HonestConnection>,
     /// The victim's connections from the attacker.
     attacked: Vec<SocketHandle>,
+    /// Whether runs of steps end at the first quiet one ([`Session::steps`]); off only to check that this
+    /// changes nothing.
+    skip_quiet_steps: bool,
+    /// Steps taken so far.
+    steps_taken: u64,
     _wire: Arc<MemWire>,
 }
 
@@ -352,7 +376,7 @@ impl SessionPools {
 }
 
 impl Session {
-    fn new(pools: &SessionPools) -> Session {
+    fn new(pools: &SessionPools, skip_quiet_steps: bool) -> Session {
         let clock = Arc::new(ManualClock::new(0));
         let wire = MemWire::new(MemWireConfig {
             ports: 3,
@@ -388,6 +412,8 @@ impl Session {
             udp,
             honest_connections: Vec::new(),
             attacked: Vec::new(),
+            skip_quiet_steps,
+            steps_taken: 0,
             _wire: wire,
         };
         session.announce_attacker();
@@ -413,21 +439,44 @@ impl Session {
         Instant::from_micros(self.clock.now_micros())
     }
 
-    /// Polls every party once; moves time a step when anything moved, else to the next timer.
-    fn step(&mut self) {
-        self.step_until(None);
+    /// Polls every party once; moves time a step when anything moved, else to the next timer, or a step
+    /// when no timer is set.
+    fn step(&mut self) -> Step {
+        self.step_until(None)
+    }
+
+    /// `count` steps. After a quiet step every further one would only move the clock [`STEP_MICROS`]: those
+    /// are skipped (unless `skip_quiet_steps` is off) but for the last, so that the clock, and every party's
+    /// record of the time it last polled, end as after `count` steps.
+    ///
+    /// # Panics
+    /// When the last step is not quiet: a stack did something with no frame, timer or output to do it for.
+    fn steps(&mut self, count: usize) {
+        for done in 1..=count {
+            if self.step() == Step::Quiet && self.skip_quiet_steps {
+                let left = (count - done) as u64;
+                if left > 0 {
+                    self.clock.advance(STEP_MICROS * (left - 1));
+                    let last = self.step();
+                    assert_eq!(last, Step::Quiet, "a stack moved with no frame, timer or output to move it");
+                }
+                return;
+            }
+        }
     }
 
     /// Polls every party once; moves time a step when anything moved, else to the next timer, or to
-    /// `horizon` when that comes first (or no timer is set), as a dataplane's idle wait would.
-    fn step_until(&mut self, horizon: Option<u64>) {
+    /// `horizon` when that comes first (or no timer is set), as a dataplane's idle wait would, or a step when
+    /// neither is set.
+    fn step_until(&mut self, horizon: Option<u64>) -> Step {
+        self.steps_taken += 1;
         let now = self.now();
         let mut busy = self.victim.poll(now);
         busy |= self.honest.poll(now);
         busy |= self.attacker.drain();
         if busy {
             self.clock.advance(STEP_MICROS);
-            return;
+            return Step::Busy;
         }
         let next = [self.victim.stack.poll_timeout(), self.honest.stack.poll_timeout()]
             .into_iter()
@@ -444,6 +493,7 @@ impl Session {
                 self.clock.advance(STEP_MICROS);
             }
         }
+        if next.is_none() && self.victim.settled() && self.honest.settled() { Step::Quiet } else { Step::Idle }
     }
 
     /// Lets `micros` of virtual time pass (at most [`ADVANCE_STEPS_MAX`] steps).
@@ -548,25 +598,27 @@ impl Session {
                 }
             }
             _ => {
-                for _ in 0..1 + input.below(64) {
-                    self.step();
-                }
+                let count = 1 + input.below(64);
+                self.steps(count);
             }
         }
         let connections = self.victim.stack.tcp_connection_count();
         assert!(connections <= VICTIM_CONNECTIONS_MAX, "the victim holds {connections} connections");
     }
 
-    /// Every byte the honest peer sent arrives, in order, within bounded virtual time.
+    /// Every byte the honest peer sent arrives, in order, within bounded virtual time: stepping ends when all
+    /// of it was read, after [`DELIVERY_LIMIT_MICROS`] or [`PHASE_STEPS_MAX`] steps, or at a quiet step (then
+    /// nothing more can arrive).
     fn deliver_honest_bytes(&mut self) {
         let deadline = self.clock.now_micros() + DELIVERY_LIMIT_MICROS;
+        let mut last = Step::Busy;
         for _ in 0..PHASE_STEPS_MAX {
             self.victim_reads();
             let done = self.honest_connections.iter().all(|h| h.victim.is_some() && h.delivered == h.sent);
-            if done || self.clock.now_micros() > deadline {
+            if done || self.clock.now_micros() > deadline || (last == Step::Quiet && self.skip_quiet_steps) {
                 break;
             }
-            self.step();
+            last = self.step();
         }
         for (index, honest) in self.honest_connections.iter().enumerate() {
             let state = self.honest.stack.tcp_state(honest.peer);
@@ -593,17 +645,17 @@ impl Session {
         self.victim.stack.close(self.listener);
         self.victim.stack.close(self.udp);
         let deadline = self.clock.now_micros() + TEARDOWN_LIMIT_MICROS;
+        let mut last = Step::Busy;
         for _ in 0..PHASE_STEPS_MAX {
-            if self.victim.stack.tcp_connection_count() == 0 || self.clock.now_micros() > deadline {
+            let quiet = last == Step::Quiet && self.skip_quiet_steps;
+            if self.victim.stack.tcp_connection_count() == 0 || self.clock.now_micros() > deadline || quiet {
                 break;
             }
-            self.step();
+            last = self.step();
         }
         let left = self.victim.stack.tcp_connection_count();
-        assert_eq!(left, 0, "{left} connections outlive an hour of virtual time after close");
-        for _ in 0..16 {
-            self.step();
-        }
+        assert_eq!(left, 0, "{left} connections outlive close (an hour of virtual time, or nothing left to end them)");
+        self.steps(16);
         let (free, capacity) = (self.victim.pool.available(), self.victim.pool.capacity());
         assert_eq!(free, capacity, "the victim's pool lost {} frames", capacity - free);
     }
@@ -617,9 +669,24 @@ impl Session {
 /// # Panics
 /// When an invariant breaks.
 pub fn run(data: &[u8]) {
+    run_session(data, true);
+}
+
+/// How a session ended: what the test that skipping quiet steps changes nothing compares.
+#[derive(Debug, PartialEq, Eq)]
+struct Ending {
+    clock_micros: u64,
+    victim: StackStats,
+    honest: StackStats,
+    /// Each honest connection's bytes sent and read by the victim.
+    honest_bytes: Vec<(u64, u64)>,
+}
+
+/// [`run`], with or without skipping the steps after a quiet one; how it ended, and the steps it took.
+fn run_session(data: &[u8], skip_quiet_steps: bool) -> (Ending, u64) {
     let mut input = FuzzInput::new(data);
     let pools = SessionPools::take();
-    let mut session = Session::new(&pools);
+    let mut session = Session::new(&pools, skip_quiet_steps);
     for _ in 0..OPS_MAX {
         if input.is_empty() {
             break;
@@ -628,8 +695,16 @@ pub fn run(data: &[u8]) {
     }
     session.deliver_honest_bytes();
     session.tear_down();
+    let ending = Ending {
+        clock_micros: session.clock.now_micros(),
+        victim: *session.victim.stack.stats(),
+        honest: *session.honest.stack.stats(),
+        honest_bytes: session.honest_connections.iter().map(|h| (h.sent, h.delivered)).collect(),
+    };
+    let steps = session.steps_taken;
     drop(session);
     pools.give_back();
+    (ending, steps)
 }
 
 #[cfg(test)]
@@ -660,5 +735,26 @@ mod tests {
     #[should_panic(expected = "wrong byte at 0")]
     fn another_connections_bytes_do_not_pass() {
         assert_honest_bytes(0, 0, honest_bytes(1, 0, 100));
+    }
+
+    /// Skipping the steps after a quiet one ends every committed input (corpus and regressions) exactly as
+    /// taking them does: the same clock, the same counters of both stacks, the same bytes delivered; and it
+    /// does skip steps.
+    #[test]
+    fn skipping_quiet_steps_changes_no_ending() {
+        let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+        let (mut inputs, mut stepped, mut skipped) = (0, 0, 0);
+        for kind in ["corpus", "regressions"] {
+            let entries = std::fs::read_dir(fuzz.join(kind).join("tcp_session")).expect("tcp_session inputs");
+            for entry in entries {
+                let path = entry.expect("directory entry").path();
+                let data = std::fs::read(&path).expect("readable input");
+                let (every_step, steps) = run_session(&data, false);
+                let (skipping, fewer) = run_session(&data, true);
+                assert_eq!(skipping, every_step, "{} ends otherwise when quiet steps are skipped", path.display());
+                (inputs, stepped, skipped) = (inputs + 1, stepped + steps, skipped + fewer);
+            }
+        }
+        assert!(inputs > 100 && skipped < stepped, "{inputs} inputs: {stepped} steps, {skipped} when skipping");
     }
 }
