@@ -15,7 +15,7 @@ use super::protocol::{
     AdmitRequest, CoreEntry, DaemonStats, DataplaneEntry, Grant, LISTING_CORES_MAX, Listing, Message, Refusal,
     RefusalCode, Share,
 };
-use super::thread_placement::{all_cpus, is_thread_of, move_thread};
+use super::thread_placement::{all_cpus, is_thread_of, move_thread, set_slice};
 use super::transport;
 use super::virtual_port::VirtualPort;
 use crate::error::DriverError;
@@ -287,7 +287,7 @@ impl Daemon {
                     dataplane.board.answer_self_polls(index, sample.self_polls);
                     core.self_polls_answered = sample.self_polls;
                     if let Some(tid) = core.thread {
-                        place(tid, &self.shared_cpus);
+                        place(tid, &self.shared_cpus, policy.slice());
                     }
                     // Its counters so far are not one period's: decide from the next.
                     core.load = 0.0;
@@ -323,7 +323,7 @@ impl Daemon {
                     match next.mode {
                         CoreMode::BusyPoll => {
                             let cpu = free_cpu.expect("may_poll checked a free CPU");
-                            place(tid, &[cpu]);
+                            place(tid, &[cpu], policy.slice());
                             held.push(cpu);
                             core.cpu = Some(cpu);
                             dataplane.board.ask_mode(index, CoreMode::BusyPoll);
@@ -332,7 +332,7 @@ impl Daemon {
                         }
                         CoreMode::Block => {
                             dataplane.board.ask_mode(index, CoreMode::Block);
-                            place(tid, &self.shared_cpus);
+                            place(tid, &self.shared_cpus, policy.slice());
                             if let Some(cpu) = core.cpu.take() {
                                 held.retain(|&c| c != cpu);
                             }
@@ -622,11 +622,15 @@ impl Daemon {
     }
 }
 
-/// Lets thread `tid` run on `cpus` only; a failure (the thread is gone) is
-/// logged: the dataplane's release follows when its connection closes.
-fn place(tid: u64, cpus: &[usize]) {
+/// Lets thread `tid` run on `cpus` only, with `slice` as its scheduler slice
+/// if one is given; a failure (the thread is gone) is logged: the
+/// dataplane's release follows when its connection closes.
+fn place(tid: u64, cpus: &[usize], slice: Option<Duration>) {
     if let Err(error) = move_thread(tid, cpus) {
         tracing::debug!(tid, ?cpus, %error, "ixcp: a core's thread could not be moved");
+    }
+    if let Some(Err(error)) = slice.map(|slice| set_slice(tid, slice)) {
+        tracing::debug!(tid, ?slice, %error, "ixcp: a core's thread's slice was not set");
     }
 }
 
