@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Resource efficiency under ixcp (issue #15), side by side in one run: one
-# ix-http (nice -20) and a CPU-bound batch job (a counting loop, nice -10) share
-# CPU 1; ixload (open loop, nice -20, CPU 0) offers 1%, 10%, 50% and 90% of the
+# ix-http (nice -20) and a CPU-bound batch job (a counting loop) share CPU 1;
+# ixload (open loop, nice -20, CPU 0) offers 1%, 10%, 50% and 90% of the
 # server's peak (measured first, closed loop). Run it under `bench-prio` on a
 # shared machine: its CPU cgroup outweighs other engineers' builds. Outside any
 # CPU cgroup the run takes a session of its own whose autogroup gets nice -20
-# instead (an autogroup counts only in the root CPU cgroup). Either way the nice
-# values make the batch job yield to the server: beside a thread that never
-# sleeps it gets about a tenth of the CPU (weights 9548 : 88761). Three cases,
-# interleaved, REPEATS times:
+# instead (an autogroup counts only in the root CPU cgroup).
+# The batch job runs as SCHED_IDLE (BATCH_SCHED=idle, the default since round
+# 9): it gets what the server leaves, a server that wakes preempts it at once,
+# and a server that never sleeps (static) keeps its CPU. BATCH_SCHED=nice runs
+# it at nice -10 as the rounds before did: beside a thread that never sleeps it
+# then gets about a tenth of the CPU (weights 9548 : 88761) in slices that last
+# to the next tick (4 ms at 250 Hz), which static's p99 pays (see
+# docs/control-plane.md, "Round 9"). Each repeat starts with the batch job alone
+# for one window (its solo share, printed beside its share in the cases).
+# CORE_SLICE_US gives ixcp's policy a `slice_us` for the dataplane's threads,
+# and SERVER_SLICE_US the same slice to tokio's (scripts/with-slice.py).
+# Three cases, interleaved, REPEATS times:
 #   ixcp    ix-http --idle block (IDLE) under ixcp, polling when busy and blocking when not
 #           (a blocking core blocks as soon as a round finds nothing), with thresholds
 #           POLL_ABOVE and BLOCK_BELOW (default 0.6 and 0.25, not ixcp's 0.3 and 0.1;
@@ -100,14 +108,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The batch job: counts, and writes its count to a file every 50 ms. BATCH=nice
-# runs it at nice -10 (the rounds before 9), BATCH=idle as SCHED_IDLE.
-case ${BATCH_SCHED:-nice} in
+# The batch job: counts, and writes its count to a file every 50 ms.
+case ${BATCH_SCHED:-idle} in
     nice) BATCH_RUN=(nice -n -10) ;;
     idle) BATCH_RUN=(chrt -i 0) ;;
     *) echo "BATCH_SCHED is nice or idle" >&2; exit 2 ;;
 esac
-echo "batch job: ${BATCH_RUN[*]}; slices: ixcp's cores ${CORE_SLICE_US:-default}, tokio ${SERVER_SLICE_US:-default}, client ${CLIENT_SLICE_US:-default} us" >&2
+echo "batch job: ${BATCH_RUN[*]}; slices: ixcp's cores ${CORE_SLICE_US:-default}, tokio ${SERVER_SLICE_US:-default} us" >&2
 taskset -c 1 "${BATCH_RUN[@]}" python3 - "$D/count" <<'PY' &
 import os, sys, time
 path, n, due = sys.argv[1], 0, 0.0
@@ -235,9 +242,7 @@ stop_case() {
 load() {
     local mode=(--rate "$1")
     [ "$1" = closed ] && mode=(--closed)
-    local slice=()
-    [ -n "${CLIENT_SLICE_US:-}" ] && slice=("$W/scripts/with-slice.py" "$CLIENT_SLICE_US" --)
-    nice -n -20 ip netns exec $P-cli taskset -c 0 "${slice[@]}" "$B/ixload" --target $SERVER:8080 -c 32 "${mode[@]}" \
+    nice -n -20 ip netns exec $P-cli taskset -c 0 "$B/ixload" --target $SERVER:8080 -c 32 "${mode[@]}" \
         --warmup "$2" -d "$3" --drain 0.5s --json "$4" --stalls -q
 }
 
