@@ -26,6 +26,10 @@
 #           SELF_POLL_BATCH the burst that switches a blocking core to polling on its own
 #           (default ixcp's, 16; binaries before the rule have none)
 #   ixcp-adaptive  the same with the runtime's default idle policy (spin 100 us, then block)
+#   ixcp-step  ixcp with the step rule on: every STEP_WINDOW_MS (default 10) ixcp reads
+#           each blocking core's load, and STEP_WINDOWS (2) windows in a row at
+#           STEP_ABOVE (0.8) or more give it a polling CPU at once (binaries before the
+#           rule refuse the keys)
 #   static  ix-http under ixcp with a policy that polls at any load and never blocks
 #           (poll_above 0.0001, block_below 0): the same data path, statically busy-polling CPU 1
 #   tokio   ix-http --runtime tokio on kernel sockets, on CPU 1
@@ -192,9 +196,9 @@ case_config() {
 
 start_case() {
     case $1 in
-        ixcp | ixcp-adaptive | static)
+        ixcp | ixcp-step | ixcp-adaptive | static)
             local idle=()
-            [ "$1" = ixcp ] && idle=(--idle "${IDLE:-block}")
+            [ "$1" = ixcp ] || [ "$1" = ixcp-step ] && idle=(--idle "${IDLE:-block}")
             # CORE_SLICE_US: ixcp's slice for the dataplane's threads (binaries
             # before it refuse the key); tokio's gets SERVER_SLICE_US.
             local slice=
@@ -205,6 +209,7 @@ start_case() {
                 local self_poll=
                 # Unset: ixcp's default (binaries before the self-poll rule refuse the key).
                 [ -n "${SELF_POLL_BATCH:-}" ] && self_poll=$'\n'"self_poll_batch = $SELF_POLL_BATCH"
+                [ "$1" = ixcp-step ] && self_poll+=$'\n'"step_window_ms = ${STEP_WINDOW_MS:-10}"$'\n'"step_above = ${STEP_ABOVE:-0.8}"$'\n'"step_windows = ${STEP_WINDOWS:-2}"
                 case_config "poll_above = ${POLL_ABOVE:-0.6}"$'\n'"block_below = ${BLOCK_BELOW:-0.25}"$'\n'"period_ms = ${PERIOD_MS:-100}"$'\n'"block_after_periods = ${BLOCK_AFTER:-10}$self_poll$slice"
             fi
             RUST_LOG=${IXCP_LOG:-warn,ix_driver::ixcp::daemon=debug} ixcp_start "$B/ixcp" $P-srv "$D/ixcp.toml" "$D/ixcp.sock" "$D/ixcp.log" 0
@@ -403,7 +408,7 @@ print(f"{'load':>5} {'case':>7} {'p99 unstalled us':>22} {'vs static':>9} {'stal
       f" {'batch % CPU':>18} {'batch progress %':>18} {'batch alone %':>18} {'server % CPU':>18} {'server wait us':>18}  ixcp: flips/mode at the end/core load (/ms to polling)/self-polls, per repeat")
 for load in ["1", "10", "50", "90", "step"]:
     static = cell("static", load, "p99_unstalled_us")
-    for case in ["ixcp", "ixcp-adaptive", "static", "tokio"]:
+    for case in ["ixcp", "ixcp-step", "ixcp-adaptive", "static", "tokio"]:
         p99 = cell(case, load, "p99_unstalled_us")
         if p99 is None:
             continue
