@@ -268,14 +268,13 @@ impl Daemon {
     /// shared CPUs and polling on a CPU of its own.
     fn decide_cpus(&mut self, wall: Duration) {
         let policy = self.config.policy;
-        let mut held: Vec<usize> = self.cores().filter_map(|c| c.cpu).collect();
+        let mut held = self.held_cpus();
         for connection in &mut self.connections {
             let pid = connection.pid;
             let Some(dataplane) = connection.dataplane.as_mut() else { continue };
             for index in 0..dataplane.cores.len() {
                 let sample = dataplane.board.read(index);
-                let polling_elsewhere =
-                    dataplane.cores.iter().enumerate().filter(|(i, c)| *i != index && c.cpu.is_some()).count();
+                let polling_elsewhere = polling_elsewhere(&dataplane.cores, index);
                 let core = &mut dataplane.cores[index];
                 core.load = core_load(&core.last, &sample, wall);
                 core.last = sample;
@@ -373,14 +372,13 @@ impl Daemon {
     /// [`stepped_state`]).
     fn watch_for_steps(&mut self, wall: Duration) {
         let policy = self.config.policy;
-        let mut held: Vec<usize> = self.cores().filter_map(|c| c.cpu).collect();
+        let mut held = self.held_cpus();
         for connection in &mut self.connections {
             let pid = connection.pid;
             let Some(dataplane) = connection.dataplane.as_mut() else { continue };
             for index in 0..dataplane.cores.len() {
                 let sample = dataplane.board.read(index);
-                let polling_elsewhere =
-                    dataplane.cores.iter().enumerate().filter(|(i, c)| *i != index && c.cpu.is_some()).count();
+                let share_left = polling_elsewhere(&dataplane.cores, index) < usize::from(dataplane.share);
                 let core = &mut dataplane.cores[index];
                 let load = core_load(&core.step_last, &sample, wall);
                 core.step_last = sample;
@@ -396,7 +394,7 @@ impl Daemon {
                     continue;
                 }
                 let free_cpu = self.config.cpus.polling.iter().copied().find(|cpu| !held.contains(cpu));
-                let Some(cpu) = free_cpu.filter(|_| polling_elsewhere < usize::from(dataplane.share)) else {
+                let Some(cpu) = free_cpu.filter(|_| share_left) else {
                     continue;
                 };
                 give_polling_cpu(core, &dataplane.board, index, tid, cpu, &policy, &mut self.stats);
@@ -405,6 +403,10 @@ impl Daemon {
                 tracing::debug!(pid, core = index, load, mode = ?core.state.mode, cpu = ?core.cpu, "ixcp: core moved by a step");
             }
         }
+    }
+
+    fn held_cpus(&self) -> Vec<usize> {
+        self.cores().filter_map(|c| c.cpu).collect()
     }
 
     fn cores(&self) -> impl Iterator<Item = &ManagedCore> {
@@ -675,6 +677,11 @@ impl Daemon {
 /// Lets thread `tid` run on `cpus` only, with `slice` as its scheduler slice
 /// if one is given; a failure (the thread is gone) is logged: the
 /// dataplane's release follows when its connection closes.
+/// How many of `cores` other than `index` hold a polling CPU.
+fn polling_elsewhere(cores: &[ManagedCore], index: usize) -> usize {
+    cores.iter().enumerate().filter(|(i, c)| *i != index && c.cpu.is_some()).count()
+}
+
 /// Moves a blocking core to polling on `cpu`: the thread there first, then
 /// the mode asked; counted.
 fn give_polling_cpu(
