@@ -228,7 +228,7 @@ impl Daemon {
         let step_window = self.config.policy.step_window();
         let next_step_check = step_window.map_or(next_decision, |window| self.last_step_check + window);
         let timeout = timeout.min(next_decision.min(next_step_check).saturating_duration_since(Instant::now()));
-        let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        let timeout_ms = poll_timeout_ms(timeout);
         // SAFETY: `fds` is a live array of `fds.len()` pollfd entries.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if rc < 0 {
@@ -677,6 +677,12 @@ impl Daemon {
 /// Lets thread `tid` run on `cpus` only, with `slice` as its scheduler slice
 /// if one is given; a failure (the thread is gone) is logged: the
 /// dataplane's release follows when its connection closes.
+/// `poll`'s timeout for `timeout`, in whole milliseconds rounded up: a
+/// timeout truncated to 0 would make the loop spin until a decision is due.
+fn poll_timeout_ms(timeout: Duration) -> i32 {
+    i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+}
+
 /// How many of `cores` other than `index` hold a polling CPU.
 fn polling_elsewhere(cores: &[ManagedCore], index: usize) -> usize {
     cores.iter().enumerate().filter(|(i, c)| *i != index && c.cpu.is_some()).count()
@@ -745,4 +751,21 @@ pub fn stop_on_signals() -> Result<&'static AtomicBool, DriverError> {
         }
     }
     Ok(&STOP_REQUESTED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_waits_until_the_next_decision_and_not_less() {
+        // Less than a millisecond left must not make a zero timeout: `poll`
+        // would return at once and the loop spin on its CPU until the
+        // decision is due (up to a millisecond every short window).
+        assert_eq!(poll_timeout_ms(Duration::from_micros(900)), 1);
+        assert_eq!(poll_timeout_ms(Duration::from_micros(1_100)), 2);
+        assert_eq!(poll_timeout_ms(Duration::from_millis(10)), 10);
+        assert_eq!(poll_timeout_ms(Duration::ZERO), 0);
+        assert_eq!(poll_timeout_ms(Duration::from_secs(u64::MAX)), i32::MAX);
+    }
 }
