@@ -371,11 +371,9 @@ impl Daemon {
     /// decisions go on as before and judge it at the next one (see
     /// [`stepped_state`]).
     fn watch_for_steps(&mut self, wall: Duration) {
-        let policy = self.config.policy;
-        let mut held = self.held_cpus();
-        for connection in &mut self.connections {
-            let pid = connection.pid;
-            let Some(dataplane) = connection.dataplane.as_mut() else { continue };
+        let (policy, mut held) = (self.config.policy, self.held_cpus());
+        let dataplanes = self.connections.iter_mut().filter_map(|c| Some((c.pid, c.dataplane.as_mut()?)));
+        for (pid, dataplane) in dataplanes {
             for index in 0..dataplane.cores.len() {
                 let sample = dataplane.board.read(index);
                 let share_left = polling_elsewhere(&dataplane.cores, index) < usize::from(dataplane.share);
