@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Resource efficiency under ixcp (issue #15), side by side in one run: one
-# ix-http (nice -20) and a CPU-bound batch job (a counting loop, nice -10) share
-# CPU 1; ixload (open loop, nice -20, CPU 0) offers 1%, 10%, 50% and 90% of the
+# ix-http (nice -20) and a CPU-bound batch job (a counting loop) share CPU 1;
+# ixload (open loop, nice -20, CPU 0) offers 1%, 10%, 50% and 90% of the
 # server's peak (measured first, closed loop). Run it under `bench-prio` on a
 # shared machine: its CPU cgroup outweighs other engineers' builds. Outside any
 # CPU cgroup the run takes a session of its own whose autogroup gets nice -20
-# instead (an autogroup counts only in the root CPU cgroup). Either way the nice
-# values make the batch job yield to the server: beside a thread that never
-# sleeps it gets about a tenth of the CPU (weights 9548 : 88761). Three cases,
-# interleaved, REPEATS times:
+# instead (an autogroup counts only in the root CPU cgroup).
+# The batch job runs as SCHED_IDLE (BATCH_SCHED=idle, the default since round
+# 9): it gets what the server leaves, a server that wakes preempts it at once,
+# and a server that never sleeps (static) keeps its CPU. BATCH_SCHED=nice runs
+# it at nice -10 as the rounds before did: beside a thread that never sleeps it
+# then gets about a tenth of the CPU (weights 9548 : 88761) in slices that last
+# to the next tick (4 ms at 250 Hz), which static's p99 pays (see
+# docs/control-plane.md, "Round 9"). Each repeat starts with the batch job alone
+# for one window (its solo share, printed beside its share in the cases).
+# CORE_SLICE_US gives ixcp's policy a `slice_us` for the dataplane's threads,
+# and SERVER_SLICE_US the same slice to tokio's (scripts/with-slice.py).
+# Three cases, interleaved, REPEATS times:
 #   ixcp    ix-http --idle block (IDLE) under ixcp, polling when busy and blocking when not
 #           (a blocking core blocks as soon as a round finds nothing), with thresholds
 #           POLL_ABOVE and BLOCK_BELOW (default 0.6 and 0.25, not ixcp's 0.3 and 0.1;
@@ -18,6 +26,10 @@
 #           SELF_POLL_BATCH the burst that switches a blocking core to polling on its own
 #           (default ixcp's, 16; binaries before the rule have none)
 #   ixcp-adaptive  the same with the runtime's default idle policy (spin 100 us, then block)
+#   ixcp-step  ixcp with the step rule on: every STEP_WINDOW_MS (default 10) ixcp reads
+#           each blocking core's load, and STEP_WINDOWS (2) windows in a row at
+#           STEP_ABOVE (0.8) or more give it a polling CPU at once (binaries before the
+#           rule refuse the keys)
 #   static  ix-http under ixcp with a policy that polls at any load and never blocks
 #           (poll_above 0.0001, block_below 0): the same data path, statically busy-polling CPU 1
 #   tokio   ix-http --runtime tokio on kernel sockets, on CPU 1
@@ -101,7 +113,13 @@ cleanup() {
 trap cleanup EXIT
 
 # The batch job: counts, and writes its count to a file every 50 ms.
-taskset -c 1 nice -n -10 python3 - "$D/count" <<'PY' &
+case ${BATCH_SCHED:-idle} in
+    nice) BATCH_RUN=(nice -n -10) ;;
+    idle) BATCH_RUN=(chrt -i 0) ;;
+    *) echo "BATCH_SCHED is nice or idle" >&2; exit 2 ;;
+esac
+echo "batch job: ${BATCH_RUN[*]}; slices: ixcp's cores ${CORE_SLICE_US:-default}, tokio ${SERVER_SLICE_US:-default} us" >&2
+taskset -c 1 "${BATCH_RUN[@]}" python3 - "$D/count" <<'PY' &
 import os, sys, time
 path, n, due = sys.argv[1], 0, 0.0
 while True:
@@ -126,35 +144,49 @@ for _ in $(seq 100); do [ -f "$D/count" ] && break; sleep 0.1; done
 renice -n -20 -p $$ >/dev/null
 taskset -pc 0 $$ >/dev/null
 
-# "count cpu_ticks monotonic_seconds server_cpu_ns" of the batch job now, and
-# the CPU time of the server's threads (their schedstat; 0 without a server).
+# "count cpu_ticks monotonic_seconds server_cpu_ns server_wait_ns server_runs"
+# of the batch job now, and the server's threads' schedstat: their CPU time,
+# their time runnable but waiting for a CPU and how many times they got one
+# (0 without a server). Shell builtins only: it runs inside the load's window,
+# on the client's CPU (see `snapshot`).
 batch_now() {
-    local ticks server=0 task
-    ticks=$(awk '{print $14 + $15}' /proc/$BATCH/stat)
+    local stat up count server=0 wait=0 runs=0 task cpu waited ran
+    read -ra stat < /proc/$BATCH/stat
+    read -r up _ < /proc/uptime
+    read -r count < "$D/count"
     if [ -n "$SERVER_PID" ]; then
         for task in /proc/"$SERVER_PID"/task/*; do
-            server=$((server + $(cut -d' ' -f1 "$task/schedstat" 2>/dev/null || echo 0)))
+            read -r cpu waited ran 2>/dev/null < "$task/schedstat" || continue
+            server=$((server + cpu)); wait=$((wait + waited)); runs=$((runs + ran))
         done
     fi
-    echo "$(cat "$D/count") $ticks $(awk '{print $1}' /proc/uptime) $server"
+    echo "$count $((stat[13] + stat[14])) $up $server $wait $runs"
 }
 
-# Measures the batch job over SECONDS from now: "cpu_percent counts_per_second
-# server_cpu_percent" (the server's threads' CPU time over the window, softirq
-# work its system calls ran included: this kernel has no IRQ time accounting).
-batch_over() {
-    local a b
-    a=$(batch_now); sleep "$1"; b=$(batch_now)
+# The batch job between two readings of batch_now: "cpu_percent
+# counts_per_second server_cpu_percent server_wait_us" (the server's threads'
+# CPU time over the window, softirq work its system calls ran included: this
+# kernel has no IRQ time accounting; and their mean wait for a CPU each time
+# they got one).
+batch_between() {
     python3 -c "
-a, b = [list(map(float, s.split())) for s in ('$a', '$b')]
+a, b = [list(map(float, s.split())) for s in ('$1', '$2')]
 wall = b[2] - a[2]
 tick = $(getconf CLK_TCK)
-print(f'{100 * (b[1] - a[1]) / tick / wall:.1f} {(b[0] - a[0]) / wall:.0f} {100 * (b[3] - a[3]) / 1e9 / wall:.1f}')"
+runs = b[5] - a[5]
+waited = f'{(b[4] - a[4]) / 1e3 / runs:.1f}' if runs > 0 else '-'
+print(f'{100 * (b[1] - a[1]) / tick / wall:.1f} {(b[0] - a[0]) / wall:.0f} {100 * (b[3] - a[3]) / 1e9 / wall:.1f} {waited}')"
 }
 
-SOLO=$(batch_over "$SECS")
-SOLO_RATE=$(echo "$SOLO" | cut -d' ' -f2)
-echo "batch job alone on CPU 1: $(echo "$SOLO" | cut -d' ' -f1)% of a CPU, $SOLO_RATE counts/s"
+# The batch job alone (no server, no load) over a window, before each repeat:
+# the share of a CPU the machine leaves it (host steal, other work), beside
+# which its share in that repeat's windows is read. Sets SOLO_CPU, SOLO_RATE.
+batch_solo() {
+    local a
+    a=$(batch_now); sleep "$SECS"
+    read -r SOLO_CPU SOLO_RATE _ <<< "$(batch_between "$a" "$(batch_now)")"
+    echo "batch job alone on CPU 1: $SOLO_CPU% of a CPU, $SOLO_RATE counts/s"
+}
 
 . "$W/scripts/ixcp-config.sh"
 # The ixcp configuration of a case: $1, its [policy] lines.
@@ -164,16 +196,21 @@ case_config() {
 
 start_case() {
     case $1 in
-        ixcp | ixcp-adaptive | static)
+        ixcp | ixcp-step | ixcp-adaptive | static)
             local idle=()
-            [ "$1" = ixcp ] && idle=(--idle "${IDLE:-block}")
+            [ "$1" = ixcp ] || [ "$1" = ixcp-step ] && idle=(--idle "${IDLE:-block}")
+            # CORE_SLICE_US: ixcp's slice for the dataplane's threads (binaries
+            # before it refuse the key); tokio's gets SERVER_SLICE_US.
+            local slice=
+            [ -n "${CORE_SLICE_US:-}" ] && slice=$'\n'"slice_us = $CORE_SLICE_US"
             if [ "$1" = static ]; then
-                case_config $'poll_above = 0.0001\nblock_below = 0.0'
+                case_config $'poll_above = 0.0001\nblock_below = 0.0'"$slice"
             else
                 local self_poll=
                 # Unset: ixcp's default (binaries before the self-poll rule refuse the key).
                 [ -n "${SELF_POLL_BATCH:-}" ] && self_poll=$'\n'"self_poll_batch = $SELF_POLL_BATCH"
-                case_config "poll_above = ${POLL_ABOVE:-0.6}"$'\n'"block_below = ${BLOCK_BELOW:-0.25}"$'\n'"period_ms = ${PERIOD_MS:-100}"$'\n'"block_after_periods = ${BLOCK_AFTER:-10}$self_poll"
+                [ "$1" = ixcp-step ] && self_poll+=$'\n'"step_window_ms = ${STEP_WINDOW_MS:-10}"$'\n'"step_above = ${STEP_ABOVE:-0.8}"$'\n'"step_windows = ${STEP_WINDOWS:-2}"
+                case_config "poll_above = ${POLL_ABOVE:-0.6}"$'\n'"block_below = ${BLOCK_BELOW:-0.25}"$'\n'"period_ms = ${PERIOD_MS:-100}"$'\n'"block_after_periods = ${BLOCK_AFTER:-10}$self_poll$slice"
             fi
             RUST_LOG=${IXCP_LOG:-warn,ix_driver::ixcp::daemon=debug} ixcp_start "$B/ixcp" $P-srv "$D/ixcp.toml" "$D/ixcp.sock" "$D/ixcp.log" 0
             CP_PID=$IXCP_PID
@@ -186,6 +223,7 @@ start_case() {
             SERVER_PID=$!
             ;;
     esac
+    [ -n "${SERVER_SLICE_US:-}" ] && [ "$1" = tokio ] && (sleep 0.5; "$W/scripts/with-slice.py" "$SERVER_SLICE_US" "$SERVER_PID")
     for _ in $(seq 100); do
         if ip netns exec $P-cli curl -s -m 1 -o /dev/null http://$SERVER:8080/; then
             # After ixcp's XDP attaches and its virtual port: veth makes new
@@ -220,19 +258,31 @@ unstalled() {
 print(f\"{s['unstalled_latency_us']['p99']:.0f} {s['stalled_pct']:.1f}\")"
 }
 
-# "to_polling to_blocking mode busy_ns seconds self_polls" of ixcp's
-# decisions so far, the mode it asks of the core now, the busy time the core
-# published, the time of day and the core's switches to polling on its own
-# ("-" for binaries without them; "- - - - - -" for a case without ixcp).
+# Saves ixcp's listing (`ixctl list --json`) and the time of day to file $1:
+# a reading taken inside a load's window, so no Python there. Each Python
+# start costs about 50 ms of CPU 0, where the helpers run at nice -20 beside
+# ixload, which spins before each send: at commit 1ced6c8 the window's Python
+# helpers ran ~0.4 s of each 2.5 s on CPU 0 and delayed ixload's sends by up to
+# 4 ms (a tick at 250 Hz), its send lag's p99 at 1% of the peak.
+snapshot() {
+    echo "$EPOCHREALTIME" > "$1.at"
+    if [ -n "$CP_PID" ]; then "$B/ixctl" --socket "$D/ixcp.sock" list --json > "$1" 2>/dev/null; else : > "$1"; fi
+}
+
+# "to_polling to_blocking mode busy_ns seconds self_polls" of ixcp's decisions
+# up to snapshot $1, the mode it asked of the core then, the busy time the
+# core published, the time of day and the core's switches to polling on its
+# own ("-" for binaries without them; "- - - - - -" for a case without ixcp).
 decisions() {
     [ -n "$CP_PID" ] || { echo "- - - - - -"; return; }
-    local at=$EPOCHREALTIME
-    "$B/ixctl" --socket "$D/ixcp.sock" list --json 2>/dev/null | python3 -c "import json, sys
-listing = json.load(sys.stdin)
+    python3 - "$1" <<'PY' || echo "- - - - - -"
+import json, sys
+listing = json.load(open(sys.argv[1]))
+at = open(sys.argv[1] + ".at").read().strip()
 cores = [core for dataplane in listing['dataplanes'] for core in dataplane['cores']]
 mode, busy, own = (cores[0]['mode'], cores[0]['sample']['busy_ns'], cores[0]['sample'].get('self_polls', '-')) if cores else ('-', 0, '-')
-print(listing['stats']['to_polling'], listing['stats']['to_blocking'], mode, busy, $at, own)" \
-        || echo "- - - - - -"
+print(listing['stats']['to_polling'], listing['stats']['to_blocking'], mode, busy, at, own)
+PY
 }
 
 # "flips mode load self_polls" between two readings of decisions: how many
@@ -282,10 +332,15 @@ load closed 1s "${SECS}s" "$D/peak.json"
 stop_case
 PEAK=$(field "$D/peak.json" "r['throughput']")
 echo "peak (static busy-poll, closed loop, 32 connections): $PEAK req/s"
+# PEAK_RPS: the loads' 100% instead of the peak just measured (a closed loop's
+# peak on a machine that was quiet for its second can exceed what even static
+# serves open loop, and then every case's 90% and step are overloaded).
+if [ -n "${PEAK_RPS:-}" ]; then PEAK=$PEAK_RPS; echo "the loads' 100%: PEAK_RPS, $PEAK req/s"; fi
 
-printf 'case\trepeat\tload\trate\tthroughput\tp99_us\tbatch_cpu\tbatch_progress\tsend_lag_p99_us\tp99_unstalled_us\tstalled_pct\tflips\tmode_end\tcore_load\tself_polls\tto_poll_ms\tserver_cpu\n' > "$RESULTS"
+printf 'case\trepeat\tload\trate\tthroughput\tp99_us\tbatch_cpu\tbatch_progress\tsend_lag_p99_us\tp99_unstalled_us\tstalled_pct\tflips\tmode_end\tcore_load\tself_polls\tto_poll_ms\tserver_cpu\tserver_wait_us\tbatch_solo\n' > "$RESULTS"
 read -ra CASES <<< "${CASES:-ixcp ixcp-adaptive static tokio}"
 for repeat in $(seq "$REPEATS"); do
+    batch_solo
     for k in "${!CASES[@]}"; do
         case=${CASES[$(( (k + repeat - 1) % ${#CASES[@]} ))]}
         start_case "$case"
@@ -299,33 +354,38 @@ for repeat in $(seq "$REPEATS"); do
             load "$rate" 1s "$((SECS + 1))s" "$json" &
             LOAD=$!
             sleep 1.1
-            before=$(decisions)
-            batch=$(batch_over "$SECS")
-            after=$(decisions)
+            snapshot "$D/before"
+            a=$(batch_now); sleep "$SECS"; b=$(batch_now)
+            snapshot "$D/after"
             wait $LOAD
+            before=$(decisions "$D/before")
+            after=$(decisions "$D/after")
+            batch=$(batch_between "$a" "$b")
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$repeat" "$pct" "$load_start" \
                 "$(echo "$before" | cut -d' ' -f5)" "$(echo "$after" | cut -d' ' -f5)" "$EPOCHREALTIME" >> "$WINDOWS"
             late=$(echo "$before" | awk -v start="$load_start" '$5 != "-" && $5 - start > 1.6 {printf "%.1f", $5 - start}')
             [ -n "$late" ] && echo "warning: $case $pct%: the window's first reading came ${late} s after the load started" >&2
-            read -r batch_cpu batch_rate server_cpu <<< "$batch"
+            read -r batch_cpu batch_rate server_cpu server_wait <<< "$batch"
             progress=$(python3 -c "print(f'{100 * $batch_rate / $SOLO_RATE:.1f}')")
             clean=$(unstalled "$json")
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t%s\n' "$case" "$repeat" "$pct" "$rate" \
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t%s\t%s\t%s\n' "$case" "$repeat" "$pct" "$rate" \
                 "$(field "$json" "r['throughput']")" "$(field "$json" "r['latency_us']['p99']")" \
                 "$batch_cpu" "$progress" "$(field "$json" "r['send_lag_us']['p99']")" ${clean} \
-                $(flips "$before" "$after") "$server_cpu" | tee -a "$RESULTS"
+                $(flips "$before" "$after") "$server_cpu" "$server_wait" "$SOLO_CPU" | tee -a "$RESULTS"
         done
         # The step: 10% for 3 s, then the first second of 90%.
         load $(( PEAK / 10 )) 2s 1s "$D/before-step.json" &
         LOAD=$!
         sleep 2.8
-        before=$(decisions)
+        snapshot "$D/before"
         wait $LOAD
         step_at=$EPOCHREALTIME
         load $(( PEAK * 9 / 10 )) 0s 1s "$D/$case-$repeat-step.json"
-        after=$(decisions)
+        snapshot "$D/after"
+        before=$(decisions "$D/before")
+        after=$(decisions "$D/after")
         step=$D/$case-$repeat-step.json
-        printf '%s\t%s\tstep\t%s\t%s\t%s\t-\t-\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$case" "$repeat" $(( PEAK * 9 / 10 )) \
+        printf '%s\t%s\tstep\t%s\t%s\t%s\t-\t-\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\n' "$case" "$repeat" $(( PEAK * 9 / 10 )) \
             "$(field "$step" "r['throughput']")" "$(field "$step" "r['latency_us']['p99']")" \
             "$(field "$step" "r['send_lag_us']['p99']")" $(unstalled "$step") $(flips "$before" "$after") \
             "$(reaction_ms "$step_at" "$(echo "$before" | cut -d' ' -f3)")" | tee -a "$RESULTS"
@@ -349,16 +409,17 @@ def decisions(case, load):
 def text(c, digits=0):
     return "-" if c is None else f"{c[0]:.{digits}f} [{c[1]:.{digits}f}-{c[2]:.{digits}f}]"
 print(f"{'load':>5} {'case':>7} {'p99 unstalled us':>22} {'vs static':>9} {'stalled %':>16} {'p99 all us':>26}"
-      f" {'batch % CPU':>18} {'batch progress %':>18} {'server % CPU':>18}  ixcp: flips/mode at the end/core load (/ms to polling)/self-polls, per repeat")
+      f" {'batch % CPU':>18} {'batch progress %':>18} {'batch alone %':>18} {'server % CPU':>18} {'server wait us':>18}  ixcp: flips/mode at the end/core load (/ms to polling)/self-polls, per repeat")
 for load in ["1", "10", "50", "90", "step"]:
     static = cell("static", load, "p99_unstalled_us")
-    for case in ["ixcp", "ixcp-adaptive", "static", "tokio"]:
+    for case in ["ixcp", "ixcp-step", "ixcp-adaptive", "static", "tokio"]:
         p99 = cell(case, load, "p99_unstalled_us")
         if p99 is None:
             continue
         ratio = f"{p99[0] / static[0]:.2f}x" if static and static[0] > 0 else "-"
         print(f"{load:>5} {case:>7} {text(p99):>22} {ratio:>9} {text(cell(case, load, 'stalled_pct'), 1):>16}"
               f" {text(cell(case, load, 'p99_us')):>26} {text(cell(case, load, 'batch_cpu'), 1):>18}"
-              f" {text(cell(case, load, 'batch_progress'), 1):>18} {text(cell(case, load, 'server_cpu'), 1):>18}"
+              f" {text(cell(case, load, 'batch_progress'), 1):>18} {text(cell(case, load, 'batch_solo'), 1):>18}"
+              f" {text(cell(case, load, 'server_cpu'), 1):>18} {text(cell(case, load, 'server_wait_us'), 1):>18}"
               f"  {decisions(case, load)}")
 PY

@@ -41,6 +41,8 @@ const TEST_NAME: &str = "two_unprivileged_dataplanes_share_an_interface_with_the
 const RELEASE_DEADLINE: Duration = Duration::from_secs(1);
 /// The CPU ixcp may give a polling core.
 const POLLING_CPU: u16 = 1;
+/// The scheduler slice ixcp gives the dataplanes' core threads.
+const CORE_SLICE_US: u64 = 300;
 /// How soon a core's mode must follow its load or its share (the test's
 /// policy decides every 50 ms and blocks after 4 calm periods).
 const MODE_DEADLINE: Duration = Duration::from_secs(5);
@@ -77,6 +79,7 @@ period_ms = 50
 poll_above = 0.2
 block_below = 0.05
 block_after_periods = 4
+slice_us = {CORE_SLICE_US}
 "#,
         socket = socket.display()
     )
@@ -207,6 +210,14 @@ fn allowed_cpus(pid: u32, core: &CoreEntry) -> String {
     status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_owned()
 }
 
+/// The scheduler slice of the echo core's thread, in nanoseconds, as the
+/// kernel says (`se.slice` of its `sched` file).
+fn slice_ns(pid: u32, core: &CoreEntry) -> u64 {
+    let sched = std::fs::read_to_string(format!("/proc/{pid}/task/{}/sched", core.sample.thread_id)).unwrap();
+    let line = sched.lines().find(|l| l.starts_with("se.slice")).expect("a kernel with EEVDF slices");
+    line.rsplit(':').next().unwrap().trim().parse().unwrap()
+}
+
 /// Echo traffic starts: the echo core gets the polling CPU (its thread moved
 /// there); its share set to 0 takes the CPU back under load, 1 gives it back;
 /// the traffic stops: the core blocks again on every CPU. Shares beyond the
@@ -230,6 +241,7 @@ fn cpus_follow_load(socket: &Path, cli: &str, echo_pid: u32) {
     let polling = wait_for_mode(socket, CoreMode::BusyPoll, "load started");
     assert_eq!(polling.cpu, Some(POLLING_CPU));
     assert_eq!(allowed_cpus(echo_pid, &polling), POLLING_CPU.to_string(), "the polling thread is on its CPU");
+    assert_eq!(slice_ns(echo_pid, &polling), CORE_SLICE_US * 1000, "ixcp set the core's slice (policy.slice_us)");
 
     let refused = |share, name: &str| match request_share(socket, name, share) {
         Err(DriverError::Refused(refusal)) => refusal.code,

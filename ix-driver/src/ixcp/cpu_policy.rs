@@ -28,6 +28,25 @@ pub struct CpuPolicy {
     /// then keeps it polling or sends it back (see [`starting_state`]); 0:
     /// never.
     pub self_poll_batch: u32,
+    /// The scheduler slice `ixcp` gives each dataplane core's thread, in
+    /// microseconds (the kernel clamps it to 100-100,000), whenever it places
+    /// the thread; 0 leaves the kernel's (1.4 ms here). A slice shorter than
+    /// that of the task running on a shared CPU lets a blocking core that
+    /// wakes preempt that task at once instead of at its slice's end, which
+    /// with 250 Hz ticks comes up to 4 ms later (see [`set_slice`]).
+    ///
+    /// [`set_slice`]: super::thread_placement::set_slice
+    pub slice_us: u64,
+    /// The short window of the step rule, in milliseconds; 0: the rule is
+    /// off. Every such window `ixcp` also reads the load of each blocking
+    /// core, and one whose load reached `step_above` in `step_windows`
+    /// windows in a row gets a polling CPU at once, without waiting for the
+    /// period's decision (see [`StepWatch`]).
+    pub step_window_ms: u64,
+    /// The load (0 to 1) of one short window that counts towards a step.
+    pub step_above: f64,
+    /// How many short windows in a row at `step_above` or more make a step.
+    pub step_windows: u32,
 }
 
 impl Default for CpuPolicy {
@@ -38,6 +57,10 @@ impl Default for CpuPolicy {
             block_below: 0.10,
             block_after_periods: 10,
             self_poll_batch: SELF_POLL_BATCH_DEFAULT,
+            slice_us: 0,
+            step_window_ms: 0,
+            step_above: 0.8,
+            step_windows: 2,
         }
     }
 }
@@ -83,7 +106,29 @@ impl CpuPolicy {
                 self.block_below, self.poll_above
             ));
         }
+        if self.step_window_ms != 0 && !(2..=self.period_ms).contains(&self.step_window_ms) {
+            return Err(format!(
+                "policy.step_window_ms = {} is neither 0 (off) nor in 2..=period_ms ({})",
+                self.step_window_ms, self.period_ms
+            ));
+        }
+        if self.step_window_ms != 0 && (!(self.step_above > 0.0 && self.step_above <= 1.0) || self.step_windows == 0) {
+            return Err(format!(
+                "policy needs 0 < step_above <= 1 and step_windows >= 1, not {} and {}",
+                self.step_above, self.step_windows
+            ));
+        }
         Ok(())
+    }
+
+    /// The short window of the step rule, if it is on.
+    pub fn step_window(&self) -> Option<Duration> {
+        (self.step_window_ms > 0).then(|| Duration::from_millis(self.step_window_ms))
+    }
+
+    /// The slice to give a core's thread, if any (see [`CpuPolicy::slice_us`]).
+    pub fn slice(&self) -> Option<Duration> {
+        (self.slice_us > 0).then(|| Duration::from_micros(self.slice_us))
     }
 
     /// The self-poll rule of a dataplane's board: switch at
@@ -122,6 +167,51 @@ pub fn core_load(before: &CoreSample, after: &CoreSample, wall: Duration) -> f64
     (busy / wall_ns).clamp(0.0, 1.0)
 }
 
+/// The step rule's memory of one blocking core: how many short windows in a
+/// row its load reached `step_above`.
+///
+/// A step in load (10% to 90% of the peak, say) keeps a blocking core fully
+/// busy from its start until it polls: every short window reads about 1. A
+/// host stall at a low load leaves a backlog that the core drains at full
+/// speed in a few milliseconds, and then it is idle again: one window reads
+/// high, or two read part of it each, and the count starts again. So the rule
+/// asks for `step_windows` windows in a row, each at `step_above`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepWatch {
+    high_windows: u32,
+}
+
+impl StepWatch {
+    /// Counts one short window's `load` of a core that blocks; true when the
+    /// windows make a step (and the count starts again).
+    pub fn observe(&mut self, policy: &CpuPolicy, load: f64) -> bool {
+        if load >= policy.step_above {
+            self.high_windows = self.high_windows.saturating_add(1);
+        } else {
+            self.high_windows = 0;
+        }
+        let step = self.high_windows >= policy.step_windows.max(1);
+        if step {
+            self.high_windows = 0;
+        }
+        step
+    }
+
+    /// Forgets the windows counted (the core polls, or a period's decision
+    /// judged it).
+    pub fn reset(&mut self) {
+        self.high_windows = 0;
+    }
+}
+
+/// The state of a core the step rule moved to polling: polling, with one calm
+/// period left, as a core that switched itself (see [`starting_state`]): the
+/// next period's decision keeps it polling if its load stays at `block_below`
+/// or more, and sends it back at once otherwise.
+pub fn stepped_state(policy: &CpuPolicy) -> CoreState {
+    CoreState { mode: CoreMode::BusyPoll, calm_periods: policy.block_after_periods.saturating_sub(1) }
+}
+
 /// The state a decision starts from: `asked`, what `ixcp` asked last, unless
 /// the core `switched_itself` to polling since (it published a self-poll
 /// count `ixcp` has not answered) while asked to block. Then the core polls,
@@ -132,9 +222,7 @@ pub fn core_load(before: &CoreSample, after: &CoreSample, wall: Duration) -> f64
 /// not `block_after_periods`.
 pub fn starting_state(policy: &CpuPolicy, asked: CoreState, switched_itself: bool) -> CoreState {
     match asked.mode {
-        CoreMode::Block if switched_itself => {
-            CoreState { mode: CoreMode::BusyPoll, calm_periods: policy.block_after_periods.saturating_sub(1) }
-        }
+        CoreMode::Block if switched_itself => stepped_state(policy),
         _ => asked,
     }
 }
@@ -280,15 +368,85 @@ mod tests {
         assert_eq!(core_load(&at(0), &at(100), Duration::ZERO), 0.0);
     }
 
+    /// The loads of a run of short windows, each the share of its window a
+    /// core was busy, for a core busy from `start_ms` for `busy_ms`.
+    fn windows(window_ms: u64, count: u64, start_ms: u64, busy_ms: u64) -> Vec<f64> {
+        (0..count)
+            .map(|i| {
+                let (from, to) = (i * window_ms, (i + 1) * window_ms);
+                let busy = to.min(start_ms + busy_ms).saturating_sub(from.max(start_ms));
+                busy as f64 / window_ms as f64
+            })
+            .collect()
+    }
+
+    /// The first window (from 1) at which the rule sees a step, if any.
+    fn step_at(policy: &CpuPolicy, loads: &[f64]) -> Option<usize> {
+        let mut watch = StepWatch::default();
+        loads.iter().position(|&load| watch.observe(policy, load)).map(|i| i + 1)
+    }
+
+    #[test]
+    fn a_step_is_seen_within_the_short_windows_and_a_stall_s_drain_is_not() {
+        let policy = CpuPolicy { step_window_ms: 10, ..CpuPolicy::default() };
+        assert!(policy.check().is_ok());
+        // A step: fully busy from 3 ms into the first window on; seen at the
+        // end of the third (the first is only part busy), 30 ms.
+        assert_eq!(step_at(&policy, &windows(10, 20, 3, 1_000)), Some(3));
+        // Busy from a window's start: two windows, 20 ms.
+        assert_eq!(step_at(&policy, &windows(10, 20, 0, 1_000)), Some(2));
+        // A step that leaves the core busy 85% of each window is a step too.
+        assert_eq!(step_at(&policy, &[0.1, 0.85, 0.85, 0.1]), Some(3));
+        // A host stall's drain at 10% of the peak: 100 ms of requests at a
+        // tenth of the rate the core serves, about 10 ms at full busy, at any
+        // alignment; and a longer one of 15 ms.
+        for start in 0..10 {
+            assert_eq!(step_at(&policy, &windows(10, 20, start, 10)), None, "a 10 ms drain from {start} ms");
+            assert_eq!(step_at(&policy, &windows(10, 20, start, 15)), None, "a 15 ms drain from {start} ms");
+        }
+        // Two drains with a calm window between them are two blips.
+        assert_eq!(step_at(&policy, &[0.0, 1.0, 0.2, 1.0, 0.0]), None);
+        // Steady 10% and steady half load: nothing.
+        assert_eq!(step_at(&policy, &[0.13; 50]), None);
+        assert_eq!(step_at(&policy, &[0.5; 50]), None);
+        // Three windows asked: a drain of two full windows is not a step.
+        let three = CpuPolicy { step_windows: 3, ..policy };
+        assert_eq!(step_at(&three, &windows(10, 20, 0, 20)), None);
+        assert_eq!(step_at(&three, &windows(10, 20, 0, 30)), Some(3));
+    }
+
+    #[test]
+    fn a_core_moved_by_the_step_rule_stays_polling_only_if_its_period_is_busy() {
+        let policy = CpuPolicy { step_window_ms: 10, poll_above: 0.6, block_below: 0.25, ..CpuPolicy::default() };
+        let moved = stepped_state(&policy);
+        assert_eq!(moved.mode, BusyPoll);
+        assert_eq!(decide(&policy, moved, 0.9, true), state(BusyPoll, 0), "the step held");
+        assert_eq!(decide(&policy, moved, 0.1, true), state(Block, 0), "a blip: back at the next decision");
+        assert_eq!(decide(&policy, moved, 0.9, false), state(Block, 0), "no CPU for it any more");
+    }
+
+    #[test]
+    fn a_slice_is_given_to_core_threads_only_when_set() {
+        assert_eq!(CpuPolicy::default().slice(), None, "the kernel's slice by default");
+        let policy = CpuPolicy { slice_us: 100, ..CpuPolicy::default() };
+        assert_eq!(policy.slice(), Some(Duration::from_micros(100)));
+    }
+
     #[test]
     fn thresholds_are_checked() {
         assert!(CpuPolicy::default().check().is_ok());
+        assert_eq!(CpuPolicy::default().step_window(), None, "the step rule is off by default");
         let bad = [
             CpuPolicy { period_ms: 5, ..Default::default() },
             CpuPolicy { poll_above: 0.1, block_below: 0.1, ..Default::default() },
             CpuPolicy { poll_above: 1.5, ..Default::default() },
             CpuPolicy { block_below: -0.1, ..Default::default() },
             CpuPolicy { poll_above: f64::NAN, ..Default::default() },
+            CpuPolicy { step_window_ms: 1, ..Default::default() },
+            CpuPolicy { step_window_ms: 200, ..Default::default() },
+            CpuPolicy { step_window_ms: 10, step_above: 0.0, ..Default::default() },
+            CpuPolicy { step_window_ms: 10, step_above: f64::NAN, ..Default::default() },
+            CpuPolicy { step_window_ms: 10, step_windows: 0, ..Default::default() },
         ];
         for policy in bad {
             assert!(policy.check().is_err(), "{policy:?}");

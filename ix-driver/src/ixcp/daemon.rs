@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use super::config::DaemonConfig;
 use super::core_board::{CoreBoard, CoreMode, CoreSample};
-use super::cpu_policy::{CoreState, core_load, decide, starting_state};
+use super::cpu_policy::{CoreState, CpuPolicy, StepWatch, core_load, decide, starting_state, stepped_state};
 use super::protocol::{
     AdmitRequest, CoreEntry, DaemonStats, DataplaneEntry, Grant, LISTING_CORES_MAX, Listing, Message, Refusal,
     RefusalCode, Share,
 };
-use super::thread_placement::{all_cpus, is_thread_of, move_thread};
+use super::thread_placement::{all_cpus, is_thread_of, move_thread, set_slice};
 use super::transport;
 use super::virtual_port::VirtualPort;
 use crate::error::DriverError;
@@ -129,6 +129,10 @@ struct ManagedCore {
     thread: Option<u64>,
     last: CoreSample,
     load: f64,
+    /// Its counters at the last short window of the step rule, and the
+    /// rule's count of busy windows.
+    step_last: CoreSample,
+    step: StepWatch,
     to_polling: u64,
     to_blocking: u64,
     /// The core's self-poll count `ixcp` answered last.
@@ -159,6 +163,8 @@ pub struct Daemon {
     /// Where blocking cores run.
     shared_cpus: Vec<usize>,
     last_decision: Instant,
+    /// When the step rule last read the boards (if it is on).
+    last_step_check: Instant,
 }
 
 impl Daemon {
@@ -186,6 +192,7 @@ impl Daemon {
             stats: DaemonStats::default(),
             shared_cpus,
             last_decision: Instant::now(),
+            last_step_check: Instant::now(),
         })
     }
 
@@ -218,8 +225,10 @@ impl Daemon {
             .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
             .collect();
         let next_decision = self.last_decision + self.config.policy.period();
-        let timeout = timeout.min(next_decision.saturating_duration_since(Instant::now()));
-        let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        let step_window = self.config.policy.step_window();
+        let next_step_check = step_window.map_or(next_decision, |window| self.last_step_check + window);
+        let timeout = timeout.min(next_decision.min(next_step_check).saturating_duration_since(Instant::now()));
+        let timeout_ms = poll_timeout_ms(timeout);
         // SAFETY: `fds` is a live array of `fds.len()` pollfd entries.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if rc < 0 {
@@ -246,6 +255,10 @@ impl Daemon {
             let wall = now - self.last_decision;
             self.last_decision = now;
             self.decide_cpus(wall);
+        } else if step_window.is_some() && now >= next_step_check {
+            let wall = now - self.last_step_check;
+            self.last_step_check = now;
+            self.watch_for_steps(wall);
         }
         Ok(())
     }
@@ -255,14 +268,13 @@ impl Daemon {
     /// shared CPUs and polling on a CPU of its own.
     fn decide_cpus(&mut self, wall: Duration) {
         let policy = self.config.policy;
-        let mut held: Vec<usize> = self.cores().filter_map(|c| c.cpu).collect();
+        let mut held = self.held_cpus();
         for connection in &mut self.connections {
             let pid = connection.pid;
             let Some(dataplane) = connection.dataplane.as_mut() else { continue };
             for index in 0..dataplane.cores.len() {
                 let sample = dataplane.board.read(index);
-                let polling_elsewhere =
-                    dataplane.cores.iter().enumerate().filter(|(i, c)| *i != index && c.cpu.is_some()).count();
+                let polling_elsewhere = polling_elsewhere(&dataplane.cores, index);
                 let core = &mut dataplane.cores[index];
                 core.load = core_load(&core.last, &sample, wall);
                 core.last = sample;
@@ -287,7 +299,7 @@ impl Daemon {
                     dataplane.board.answer_self_polls(index, sample.self_polls);
                     core.self_polls_answered = sample.self_polls;
                     if let Some(tid) = core.thread {
-                        place(tid, &self.shared_cpus);
+                        place(tid, &self.shared_cpus, policy.slice());
                     }
                     // Its counters so far are not one period's: decide from the next.
                     core.load = 0.0;
@@ -323,16 +335,12 @@ impl Daemon {
                     match next.mode {
                         CoreMode::BusyPoll => {
                             let cpu = free_cpu.expect("may_poll checked a free CPU");
-                            place(tid, &[cpu]);
+                            give_polling_cpu(core, &dataplane.board, index, tid, cpu, &policy, &mut self.stats);
                             held.push(cpu);
-                            core.cpu = Some(cpu);
-                            dataplane.board.ask_mode(index, CoreMode::BusyPoll);
-                            core.to_polling += 1;
-                            self.stats.to_polling += 1;
                         }
                         CoreMode::Block => {
                             dataplane.board.ask_mode(index, CoreMode::Block);
-                            place(tid, &self.shared_cpus);
+                            place(tid, &self.shared_cpus, policy.slice());
                             if let Some(cpu) = core.cpu.take() {
                                 held.retain(|&c| c != cpu);
                             }
@@ -355,6 +363,48 @@ impl Daemon {
             let may_poll = dataplane.share > 0 && cpu_for_it;
             dataplane.board.set_self_poll_rule(policy.self_poll_rule(may_poll));
         }
+    }
+
+    /// One short window of the step rule (see [`StepWatch`]): reads every
+    /// core's counters, and gives a blocking core whose windows make a step a
+    /// polling CPU at once, if it may poll, as a decision would. The period's
+    /// decisions go on as before and judge it at the next one (see
+    /// [`stepped_state`]).
+    fn watch_for_steps(&mut self, wall: Duration) {
+        let (policy, mut held) = (self.config.policy, self.held_cpus());
+        let dataplanes = self.connections.iter_mut().filter_map(|c| Some((c.pid, c.dataplane.as_mut()?)));
+        for (pid, dataplane) in dataplanes {
+            for index in 0..dataplane.cores.len() {
+                let sample = dataplane.board.read(index);
+                let share_left = polling_elsewhere(&dataplane.cores, index) < usize::from(dataplane.share);
+                let core = &mut dataplane.cores[index];
+                let load = core_load(&core.step_last, &sample, wall);
+                core.step_last = sample;
+                // Only a blocking core of a thread the period's decision
+                // checked; a new thread waits for that decision.
+                let Some(tid) =
+                    core.thread.filter(|_| core.state.mode == CoreMode::Block && core.named_thread == sample.thread_id)
+                else {
+                    core.step.reset();
+                    continue;
+                };
+                if !core.step.observe(&policy, load) {
+                    continue;
+                }
+                let free_cpu = self.config.cpus.polling.iter().copied().find(|cpu| !held.contains(cpu));
+                let Some(cpu) = free_cpu.filter(|_| share_left) else {
+                    continue;
+                };
+                give_polling_cpu(core, &dataplane.board, index, tid, cpu, &policy, &mut self.stats);
+                held.push(cpu);
+                core.state = stepped_state(&policy);
+                tracing::debug!(pid, core = index, load, mode = ?core.state.mode, cpu = ?core.cpu, "ixcp: core moved by a step");
+            }
+        }
+    }
+
+    fn held_cpus(&self) -> Vec<usize> {
+        self.cores().filter_map(|c| c.cpu).collect()
     }
 
     fn cores(&self) -> impl Iterator<Item = &ManagedCore> {
@@ -622,11 +672,44 @@ impl Daemon {
     }
 }
 
-/// Lets thread `tid` run on `cpus` only; a failure (the thread is gone) is
-/// logged: the dataplane's release follows when its connection closes.
-fn place(tid: u64, cpus: &[usize]) {
+/// Lets thread `tid` run on `cpus` only, with `slice` as its scheduler slice
+/// if one is given; a failure (the thread is gone) is logged: the
+/// dataplane's release follows when its connection closes.
+/// `poll`'s timeout for `timeout`, in whole milliseconds rounded up: a
+/// timeout truncated to 0 would make the loop spin until a decision is due.
+fn poll_timeout_ms(timeout: Duration) -> i32 {
+    i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+}
+
+/// How many of `cores` other than `index` hold a polling CPU.
+fn polling_elsewhere(cores: &[ManagedCore], index: usize) -> usize {
+    cores.iter().enumerate().filter(|(i, c)| *i != index && c.cpu.is_some()).count()
+}
+
+/// Moves a blocking core to polling on `cpu`: the thread there first, then
+/// the mode asked; counted.
+fn give_polling_cpu(
+    core: &mut ManagedCore,
+    board: &CoreBoard,
+    index: usize,
+    tid: u64,
+    cpu: usize,
+    policy: &CpuPolicy,
+    stats: &mut DaemonStats,
+) {
+    place(tid, &[cpu], policy.slice());
+    core.cpu = Some(cpu);
+    board.ask_mode(index, CoreMode::BusyPoll);
+    core.to_polling += 1;
+    stats.to_polling += 1;
+}
+
+fn place(tid: u64, cpus: &[usize], slice: Option<Duration>) {
     if let Err(error) = move_thread(tid, cpus) {
         tracing::debug!(tid, ?cpus, %error, "ixcp: a core's thread could not be moved");
+    }
+    if let Some(Err(error)) = slice.map(|slice| set_slice(tid, slice)) {
+        tracing::debug!(tid, ?slice, %error, "ixcp: a core's thread's slice was not set");
     }
 }
 
@@ -666,4 +749,21 @@ pub fn stop_on_signals() -> Result<&'static AtomicBool, DriverError> {
         }
     }
     Ok(&STOP_REQUESTED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_waits_until_the_next_decision_and_not_less() {
+        // Less than a millisecond left must not make a zero timeout: `poll`
+        // would return at once and the loop spin on its CPU until the
+        // decision is due (up to a millisecond every short window).
+        assert_eq!(poll_timeout_ms(Duration::from_micros(900)), 1);
+        assert_eq!(poll_timeout_ms(Duration::from_micros(1_100)), 2);
+        assert_eq!(poll_timeout_ms(Duration::from_millis(10)), 10);
+        assert_eq!(poll_timeout_ms(Duration::ZERO), 0);
+        assert_eq!(poll_timeout_ms(Duration::from_secs(u64::MAX)), i32::MAX);
+    }
 }

@@ -1,6 +1,7 @@
 //! Moving threads between CPUs: the CPUs a thread may run on, checking that a
-//! thread id a dataplane published is one of its own threads, and setting a
-//! thread's affinity (for `ixcp`, and for a runtime placing its cores).
+//! thread id a dataplane published is one of its own threads, setting a
+//! thread's affinity (for `ixcp`, and for a runtime placing its cores) and its
+//! scheduler slice (for `ixcp`).
 
 use std::io;
 
@@ -68,6 +69,60 @@ pub fn move_thread(tid: u64, cpus: &[usize]) -> io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// The fields of `struct sched_attr` up to `sched_period`
+/// (`SCHED_ATTR_SIZE_VER0`, 48 bytes), as `sched_setattr(2)` takes them.
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime_ns: u64,
+    deadline_ns: u64,
+    period_ns: u64,
+}
+
+/// Sets the slice of thread `tid`, an ordinary (`SCHED_OTHER`) thread, to
+/// `slice` (the kernel clamps it to 0.1-100 ms), keeping its nice value: the
+/// time it may run before another task of its CPU's queue is due, and, when
+/// it is shorter than the running task's, what lets it preempt that task as
+/// soon as it wakes (EEVDF, Linux 6.12 and later; earlier kernels ignore
+/// it). A `Duration::ZERO` gives the kernel's default slice back.
+///
+/// # Errors
+/// The OS error of `getpriority` or `sched_setattr` (`ESRCH`: the thread is
+/// gone; `EPERM`: not ours to change), or `InvalidInput` for a thread id out
+/// of range.
+pub fn set_slice(tid: u64, slice: std::time::Duration) -> io::Result<()> {
+    let tid = libc::pid_t::try_from(tid).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "thread id"))?;
+    if tid <= 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no thread"));
+    }
+    // getpriority returns -1 for nice -1 too: errno tells an error apart.
+    // SAFETY: errno is this thread's; writing it has no other effect.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: plain system call on a thread id; no memory is passed.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
+    if nice == -1 && io::Error::last_os_error().raw_os_error() != Some(0) {
+        return Err(io::Error::last_os_error());
+    }
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        flags: 0,
+        nice,
+        priority: 0,
+        runtime_ns: u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX),
+        deadline_ns: 0,
+        period_ns: 0,
+    };
+    // SAFETY: `attr` is a live sched_attr whose size field is its size; the
+    // call only reads it.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, tid, &attr as *const SchedAttr, 0u32) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +164,37 @@ mod tests {
         .unwrap();
         assert_eq!(seen, vec![last]);
         assert_eq!(allowed_cpus().unwrap(), before, "only the moved thread changed");
+    }
+
+    /// The slice the kernel reports for thread `tid` of this process, in
+    /// nanoseconds (`se.slice` of its `sched` file).
+    fn slice_of(tid: u64) -> u64 {
+        let sched = std::fs::read_to_string(format!("/proc/self/task/{tid}/sched")).unwrap();
+        let line = sched.lines().find(|l| l.starts_with("se.slice")).expect("a kernel with EEVDF slices");
+        line.rsplit(':').next().unwrap().trim().parse().unwrap()
+    }
+
+    #[test]
+    fn a_slice_is_set_and_given_back_with_the_nice_value_kept() {
+        std::thread::spawn(|| {
+            let tid = current_thread_id();
+            let default = slice_of(tid);
+            // SAFETY: plain system calls on this thread.
+            let nice = |_: ()| unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
+            // SAFETY: raising one's own nice value needs no privilege.
+            assert_eq!(unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 5) }, 0);
+            set_slice(tid, std::time::Duration::from_micros(300)).unwrap();
+            assert_eq!(slice_of(tid), 300_000);
+            assert_eq!(nice(()), 5, "the nice value is kept");
+            set_slice(tid, std::time::Duration::ZERO).unwrap();
+            assert_eq!(slice_of(tid), default, "zero gives the kernel's slice back");
+            set_slice(tid, std::time::Duration::from_nanos(1)).unwrap();
+            assert_eq!(slice_of(tid), 100_000, "clamped to the kernel's shortest, 0.1 ms");
+        })
+        .join()
+        .unwrap();
+        assert!(set_slice(0, std::time::Duration::ZERO).is_err());
+        assert!(set_slice(u64::MAX, std::time::Duration::ZERO).is_err());
     }
 
     #[test]
