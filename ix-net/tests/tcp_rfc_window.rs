@@ -115,6 +115,45 @@ fn data_the_output_path_refused_goes_out_on_a_timer() {
     assert_eq!(first, Some((link.our_seq, pattern(0, 100))), "{sent:#?}");
 }
 
+/// RFC 9293 §3.8.6.1 and RFC 1122 §4.2.3.5: a connection may probe a closed
+/// window for as long as the peer answers, and no longer. A peer that goes
+/// silent behind a zero window is given up after `max_retransmits` unanswered
+/// probes, as after as many unanswered retransmissions (Linux: `tcp_retries2`
+/// probes), or the connection and its queued data outlive the peer for good.
+#[test]
+fn a_zero_window_whose_peer_goes_silent_times_out() {
+    let mut h = Harness::with(|c| {
+        c.arp.entry_ttl = Duration::from_secs(24 * 3600);
+        c.tcp.max_retransmits = 4;
+    });
+    h.peer_window = 0;
+    let link = h.plain_passive_open();
+    h.stack.tcp_send(link.handle, Bytes::from(pattern(0, 3000))).unwrap();
+    let mut probes = 0;
+    for _ in 0..3600 {
+        probes += h.advance(Duration::from_secs(1)).iter().filter(|s| s.payload.len() == 1).count();
+    }
+    assert_eq!(probes, 4, "four unanswered probes, then no more");
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), ix_net::tcp::State::Closed);
+    assert_eq!(h.stack.tcp_error(link.handle).unwrap(), Some(ix_net::tcp::TcpError::TimedOut));
+    assert_eq!(h.stack.stats().tcp.timeouts, 1);
+}
+
+/// The same bound for data the output path refuses for good (a neighbour that
+/// never answers ARP, as fuzz inputs `fuzz/regressions/tcp_session/
+/// unreachable-peer-outlives-close-*` found: a closed connection whose FIN
+/// could never leave lived on, its persist timer backing off to a minute and
+/// firing for ever): after `max_retransmits` refused attempts it times out.
+#[test]
+fn output_refused_for_good_times_out() {
+    let mut h = Harness::with(|c| c.tcp.max_retransmits = 4);
+    let (link, _held) = refused_send(&mut h);
+    assert!(h.advance(Duration::from_secs(3600)).is_empty(), "the pool stays empty");
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), ix_net::tcp::State::Closed);
+    assert_eq!(h.stack.tcp_error(link.handle).unwrap(), Some(ix_net::tcp::TcpError::TimedOut));
+    assert_eq!(h.stack.stats().tcp.timeouts, 1);
+}
+
 /// A connection left idle past its handshake's timers, then 100 bytes the
 /// application sends while every frame of the pool is held: the frames come
 /// back with the link, for the test to drop when the pool may refill.

@@ -247,6 +247,10 @@ pub struct Conn {
     delack_deadline: Option<Instant>,
     persist_deadline: Option<Instant>,
     persist_backoffs: u32,
+    /// Persist timer firings since the peer last acknowledged anything: the
+    /// probes (or refused sends) it left unanswered. At `max_retransmits` the
+    /// connection gives up, as after as many retransmission timeouts.
+    persist_unanswered: u32,
     keepalive_deadline: Option<Instant>,
     keepalive_probes: u32,
     timewait_deadline: Option<Instant>,
@@ -353,6 +357,7 @@ impl Conn {
             delack_deadline: None,
             persist_deadline: None,
             persist_backoffs: 0,
+            persist_unanswered: 0,
             keepalive_deadline: None,
             keepalive_probes: 0,
             timewait_deadline: None,
@@ -1130,6 +1135,8 @@ impl Conn {
             self.ack_invalid(data_len, now);
             return false;
         }
+        // The peer answers: a probe of its closed window may go on.
+        self.persist_unanswered = 0;
         let window = u32::from(seg.window) << self.snd_wscale;
         let window_changed = window != self.snd_wnd;
 
@@ -1232,6 +1239,7 @@ impl Conn {
         }
         self.scoreboard.advance_una(ack.0);
         self.backoffs = 0;
+        self.persist_unanswered = 0;
         if self.snd_wnd > 0 {
             // An open window: the persist timer's backoff was for a refused
             // send, which this ACK shows is over.
@@ -1772,6 +1780,15 @@ impl Conn {
         }
         if self.persist_deadline.is_some_and(|d| d <= now) {
             self.persist_deadline = None;
+            if self.persist_unanswered >= self.cfg.max_retransmits {
+                // RFC 1122 §4.2.3.5: the peer stopped answering (or, for a
+                // refused send, could never be reached): give up as after
+                // the last retransmission timeout (Linux: `tcp_retries2`
+                // unanswered zero-window probes).
+                self.give_up(stats);
+                return;
+            }
+            self.persist_unanswered += 1;
             self.probe_pending = true;
             self.persist_backoffs += 1;
             if self.snd_wnd == 0 {
@@ -1785,15 +1802,22 @@ impl Conn {
         }
     }
 
+    /// The peer went unanswering for as long as the configuration allows:
+    /// the connection ends with [`TcpError::TimedOut`] (a RST if it was
+    /// synchronized, for a peer that comes back).
+    fn give_up(&mut self, stats: &mut TcpStats) {
+        stats.timeouts += 1;
+        self.rst_pending = self.state.synchronized();
+        self.enter_closed(Some(TcpError::TimedOut));
+    }
+
     fn on_retransmit_timeout(&mut self, now: Instant, stats: &mut TcpStats) {
         let limit = match self.state {
             State::SynSent | State::SynReceived => self.cfg.syn_retries,
             _ => self.cfg.max_retransmits,
         };
         if self.backoffs >= limit {
-            stats.timeouts += 1;
-            self.rst_pending = self.state.synchronized();
-            self.enter_closed(Some(TcpError::TimedOut));
+            self.give_up(stats);
             return;
         }
         self.backoffs += 1;
