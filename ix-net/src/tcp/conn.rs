@@ -2126,12 +2126,13 @@ impl Conn {
         stats.bytes_sent += len as u64;
         if self.rto_deadline.is_none() {
             self.arm_rto(now);
-        }
-        if self.snd_wnd > 0 {
-            // The RTO covers what is in flight now: a persist timer that a
-            // refused send armed has no job left (it is for a zero window
-            // with nothing in flight, RFC 9293 §3.8.6.1).
-            self.persist_deadline = None;
+            if self.snd_wnd > 0 {
+                // The RTO covers what is in flight now: a persist timer that a
+                // refused send armed (only ever with no RTO armed) has no job
+                // left; it is for a zero window with nothing in flight
+                // (RFC 9293 §3.8.6.1).
+                self.persist_deadline = None;
+            }
         }
         self.after_ack_sent(stats);
         if fin && matches!(self.state, State::Established | State::SynReceived) {
