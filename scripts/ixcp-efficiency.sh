@@ -23,7 +23,7 @@
 #           POLL_ABOVE and BLOCK_BELOW (default 0.3, ixcp's, and 0.25, not ixcp's 0.1:
 #           on veth the sender's thread also runs the receiver's softirq, so a polling
 #           server's busy share at 10% of the peak is 0.09-0.14, about ixcp's 0.1; a
-#           blocking core's is 0.10-0.21 at 10% and 0.37-0.51 at 50% of the open-loop
+#           blocking core's is 0.10-0.16 at 10% and 0.37-0.50 at 50% of the open-loop
 #           peak, round 10; 0.6 until round 9, when 10% of the closed-loop peak was
 #           heavier, left the core blocking at 50%); PERIOD_MS and BLOCK_AFTER set the
 #           period and calm periods, default 100 and 10;
@@ -97,7 +97,7 @@ for bin in ixcp ixctl ix-http ixload; do
 done
 # On tmpfs: the batch job writes its count every 50 ms, and on the disk those
 # writes could wait for the journal (state D) while other work wrote.
-D=$(mktemp -d -p /dev/shm); chmod 755 "$D"
+D=$(mktemp -d -p "${WORK_DIR:-/dev/shm}"); chmod 755 "$D"
 RESULTS=$D/results.tsv
 # When each window's load started, its measurement began and ended (the
 # readings) and the script saw ixload exit, in seconds since the epoch (every
