@@ -23,6 +23,8 @@
 # that passes there is no finding: it is moved to fuzz/work/TARGET.replayed-timeouts/, the run is recorded as
 # `timeout-replayed-ok`, and the target goes on with what is left of its budget. A unit that fails again is a
 # crash like any other.
+# A campaign stopped with SIGINT (to the libFuzzer binary) is recorded as `stopped`, with the executions it
+# made, and its corpus is minimised as after a full run.
 # libFuzzer's -reload=0: a lone job need not list and stat its output directory every second (measured: a
 # few percent of kv_text's CPU once the directory held thousands of new inputs); the directory is emptied
 # once its inputs are merged into the corpus.
@@ -109,7 +111,10 @@ for target in "${targets[@]}"; do
             result=crash
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
         took=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
-        if [ "$result" = crash ] && replayed_timeout_passes "$log" "$target"; then
+        # SIGINT (a campaign stopped by hand at a session's end): libFuzzer says so and exits 72.
+        if [ "$result" = crash ] && grep -q 'libFuzzer: run interrupted' "$log"; then
+            result=stopped
+        elif [ "$result" = crash ] && replayed_timeout_passes "$log" "$target"; then
             result=timeout-replayed-ok
         fi
         if [ "$result" = crash ]; then
