@@ -11,6 +11,8 @@
 #   scripts/fuzz.sh --runs N SECONDS [TARGET...] whichever comes first
 #   scripts/fuzz.sh --to-total N [SECONDS] ...   each target until fuzz/runs.tsv's total for it reaches N
 #   scripts/fuzz.sh --sanitizer none ...         without AddressSanitizer (default: address)
+#   scripts/fuzz.sh --no-trace-compares ...      without libFuzzer's comparison tracing (faster, less guided;
+#                                                docs/fuzzing.md round 11: tcp_session gained from it in 25 s runs)
 #   scripts/fuzz.sh --list                       the targets
 #
 # Without the sanitizer the harnesses' own invariants (panics) and libFuzzer's coverage guidance stay; only
@@ -33,7 +35,7 @@ cd "$(dirname "$0")/.."
 
 targets_all() { sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^ix-fuzz-targets$'; }
 
-runs_limit= seconds_limit= to_total=
+runs_limit= seconds_limit= to_total= notc=
 sanitizer=address
 while [ $# -gt 0 ]; do
     case $1 in
@@ -41,13 +43,20 @@ while [ $# -gt 0 ]; do
         --runs) runs_limit=${2:?--runs needs a count}; shift 2 ;;
         --to-total) to_total=${2:?--to-total needs a count}; shift 2 ;;
         --sanitizer) sanitizer=${2:?--sanitizer needs a name: address, none, ...}; shift 2 ;;
+        --no-trace-compares) notc=1; shift ;;
         '' | -* | *[!0-9]*) break ;;
         *) seconds_limit=$1; shift ;;
     esac
 done
 [ -n "$runs_limit" ] || [ -n "$to_total" ] || [ -n "$seconds_limit" ] || seconds_limit=60
 build=(-O -s "$sanitizer")
-[ "$sanitizer" = address ] || build+=(--target-dir "target/sanitizer-$sanitizer")
+# What runs.tsv's last column records: the sanitizer, and whether comparisons were traced.
+build_name=$sanitizer
+if [ -n "$notc" ]; then
+    build+=(--no-trace-compares)
+    build_name+=+no-trace-compares
+fi
+[ "$sanitizer" = address ] && [ -z "$notc" ] || build+=(--target-dir "target/sanitizer-$sanitizer${notc:+-notc}")
 targets=("$@")
 [ "${#targets[@]}" -gt 0 ] || mapfile -t targets < <(targets_all)
 
@@ -125,7 +134,7 @@ for target in "${targets[@]}"; do
         # wall-clock seconds say little about its speed.
         cpu=$(awk 'END { if (NF == 2) printf "%.0f", $1 + $2 }' "work/$target.cpu" 2>/dev/null || true)
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$commit" "$target" "${execs:-?}" \
-            "${took:-?}" "$result" "${cpu:-?}" "$sanitizer" >> runs.tsv
+            "${took:-?}" "$result" "${cpu:-?}" "$build_name" >> runs.tsv
         echo "   $target: ${execs:-?} executions in ${took:-?} s (${cpu:-?} s of CPU), $result"
         [ "$result" = timeout-replayed-ok ] || break
         done_runs=$((done_runs + ${execs:-0}))

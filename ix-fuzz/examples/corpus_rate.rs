@@ -1,7 +1,9 @@
 //! How fast each harness runs its committed corpus (no sanitizer, no coverage): executions per second of wall
 //! clock and per CPU second (this process's), per target, and optionally its slowest inputs, to find the slow
-//! harnesses and the inputs that make them slow.
-//! `cargo run --release -p ix-fuzz --example corpus_rate [-- [--slowest N] TARGET...]`.
+//! harnesses and the inputs that make them slow. With `--once` it runs every input exactly once and prints
+//! nothing else: a fixed amount of work to count with `valgrind --tool=callgrind` (deterministic, where a
+//! timed loop is not).
+//! `cargo run --release -p ix-fuzz --example corpus_rate [-- [--slowest N | --once] TARGET...]`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,6 +31,7 @@ fn main() {
         }
         None => 0,
     };
+    let once = args.iter().position(|a| a == "--once").map(|at| args.remove(at)).is_some();
     let corpus_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
     for target in TARGETS.iter().filter(|t| args.is_empty() || args.iter().any(|w| w == t.name)) {
         let dir = corpus_root.join(target.name);
@@ -45,6 +48,11 @@ fn main() {
             .collect();
         if inputs.is_empty() {
             eprintln!("{}: empty corpus", target.name);
+            continue;
+        }
+        if once {
+            inputs.iter().for_each(|(_, input)| (target.run)(input));
+            println!("{}: {} inputs run once", target.name, inputs.len());
             continue;
         }
         print_rate(target, &inputs);
