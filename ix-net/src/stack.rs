@@ -1131,9 +1131,12 @@ impl Stack {
     /// Releases the application's handle. A stream is closed gracefully (FIN
     /// after queued data) unless received data is left unread, which aborts it
     /// with a RST as Linux does; the stack finishes the protocol and reclaims
-    /// the socket. A connection still in SYN-SENT (its connect abandoned) is
-    /// deleted at once. A listener closes and aborts the connections not accepted.
+    /// the socket (a peer that acknowledged the FIN but sends none of its own
+    /// is waited for `fin_wait_2_timeout`, as Linux's `tcp_fin_timeout`). A
+    /// connection still in SYN-SENT (its connect abandoned) is deleted at
+    /// once. A listener closes and aborts the connections not accepted.
     pub fn close(&mut self, handle: SocketHandle) {
+        let now = self.now;
         let Some(entry) = self.entry_mut(handle) else { return };
         entry.released = true;
         entry.pending_events = Readiness::EMPTY;
@@ -1146,6 +1149,7 @@ impl Stack {
                     conn.abort();
                 } else {
                     conn.shutdown_write();
+                    conn.orphan(now);
                 }
                 self.after_conn(handle);
             }

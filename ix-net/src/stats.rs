@@ -179,6 +179,9 @@ counters! {
         /// Connections reset because data arrived after the application had
         /// closed its handle (RFC 1122 §4.2.2.13; Linux's TCPAbortOnData).
         abort_on_data,
+        /// Connections the application had closed that ended in FIN-WAIT-2,
+        /// the peer's FIN not come within `fin_wait_2_timeout`.
+        fin_wait_2_timeouts,
         /// Received payloads dropped because the packet pool was short of
         /// frames (critical pressure, or out-of-order data under pressure);
         /// the acknowledgement they carried was processed, the peer resends.

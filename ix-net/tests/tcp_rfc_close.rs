@@ -187,3 +187,43 @@ fn data_after_shutdown_is_still_received() {
     assert_eq!(h.read_all(link.handle), pattern(0, 300));
     assert_eq!(h.stack.stats().tcp.abort_on_data, 0);
 }
+
+/// A connection the application closed waits in FIN-WAIT-2 for the peer's FIN
+/// only so long: RFC 9293 sets no limit, and a peer that acknowledged our FIN
+/// and then went silent (or never meant to close) held the connection for
+/// ever, with no timer left to end it (found by the `tcp_session` fuzz target,
+/// fuzz/regressions/tcp_session/orphan-outlives-fin-wait-2-1). As Linux does
+/// (`tcp_fin_timeout`, 60 s), the orphaned connection ends silently after the
+/// FIN-WAIT-2 timeout, counted, and a late segment of the peer's finds no
+/// connection (`no_socket`, the path that answers with a RST). FIN-WAIT-2 is
+/// reached both ways: closed before the peer acknowledged the FIN, and after
+/// (half closed, held for an hour, then closed).
+#[test]
+fn an_orphaned_connection_in_fin_wait_2_times_out() {
+    for close_before_the_ack in [true, false] {
+        let mut h = Harness::new();
+        let link = h.plain_passive_open();
+        if close_before_the_ack {
+            h.stack.close(link.handle);
+        } else {
+            h.stack.tcp_shutdown(link.handle).unwrap();
+        }
+        assert!(h.out_one().has(TcpFlags::FIN));
+        h.send(h.ack(link.peer_seq, link.our_seq + 1));
+        assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::FinWait2);
+        if !close_before_the_ack {
+            // Half closed and still held: the peer may send for as long as it likes.
+            assert!(h.advance(Duration::from_secs(3600)).is_empty());
+            assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::FinWait2);
+            h.stack.close(link.handle);
+        }
+        assert!(h.advance(Duration::from_secs(59)).is_empty(), "FIN-WAIT-2 sends nothing");
+        assert_eq!(h.stack.tcp_connection_count(), 1, "closed {close_before_the_ack}: gone too early");
+        assert!(h.advance(Duration::from_secs(2)).is_empty(), "the timeout ends the connection silently");
+        assert_eq!(h.stack.tcp_connection_count(), 0, "closed {close_before_the_ack}: FIN-WAIT-2 outlives its timeout");
+        assert_eq!(h.stack.stats().tcp.fin_wait_2_timeouts, 1);
+        let no_socket = h.stack.stats().tcp.no_socket;
+        h.send(h.ack(link.peer_seq, link.our_seq + 1));
+        assert_eq!(h.stack.stats().tcp.no_socket, no_socket + 1, "a late segment finds no connection");
+    }
+}

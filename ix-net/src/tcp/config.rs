@@ -64,6 +64,13 @@ pub struct TcpConfig {
     pub keepalive: Option<KeepaliveConfig>,
     /// TIME-WAIT duration (2·MSL).
     pub time_wait: Duration,
+    /// How long a connection whose handle the application released waits in
+    /// FIN-WAIT-2 for the peer's FIN before it ends silently (Linux's
+    /// `tcp_fin_timeout`). RFC 9293 sets no limit, so a peer that acknowledged
+    /// our FIN and then went silent held the connection for ever. A connection
+    /// still held (half closed with `tcp_shutdown`) waits as long as the
+    /// application does.
+    pub fin_wait_2_timeout: Duration,
     /// Accept queue bound per listener unless `listen` says otherwise.
     pub default_backlog: usize,
     /// Header prediction: the segment an established connection expects
@@ -95,6 +102,7 @@ impl Default for TcpConfig {
             syn_retries: 6,
             keepalive: None,
             time_wait: Duration::from_secs(60),
+            fin_wait_2_timeout: Duration::from_secs(60),
             default_backlog: 1024,
             header_prediction: true,
         }

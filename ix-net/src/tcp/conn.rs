@@ -253,7 +253,12 @@ pub struct Conn {
     persist_unanswered: u32,
     keepalive_deadline: Option<Instant>,
     keepalive_probes: u32,
+    /// When the connection ends by itself: TIME-WAIT's 2·MSL, or the
+    /// FIN-WAIT-2 timeout of a connection the application released.
     timewait_deadline: Option<Instant>,
+    /// The application released its handle ([`Conn::orphan`]): nobody waits
+    /// for the rest of the peer's stream.
+    orphaned: bool,
     /// The earliest of the deadlines set since the stack last took it
     /// ([`Conn::take_new_deadline`]): all it needs to keep the socket's timer
     /// no later than every deadline, without re-deriving the seven.
@@ -361,6 +366,7 @@ impl Conn {
             keepalive_deadline: None,
             keepalive_probes: 0,
             timewait_deadline: None,
+            orphaned: false,
             new_deadline: None,
             cc: CongestionControl::new(cfg.congestion, u32::from(DEFAULT_PEER_MSS), now.as_micros()),
             dupacks: 0,
@@ -665,6 +671,15 @@ impl Conn {
         if matches!(self.state, State::SynSent | State::SynReceived | State::Established | State::CloseWait) {
             self.fin_queued = true;
         }
+    }
+
+    /// The application released its handle after [`Conn::shutdown_write`]:
+    /// once in FIN-WAIT-2 the connection waits for the peer's FIN only
+    /// `fin_wait_2_timeout` (a peer that never sends it no longer holds the
+    /// connection for ever).
+    pub fn orphan(&mut self, now: Instant) {
+        self.orphaned = true;
+        self.arm_fin_wait_2(now);
     }
 
     /// Aborts: a RST goes out (if the peer knows of us) and the connection closes.
@@ -1285,7 +1300,10 @@ impl Conn {
 
         if fin_acked {
             match self.state {
-                State::FinWait1 => self.state = State::FinWait2,
+                State::FinWait1 => {
+                    self.state = State::FinWait2;
+                    self.arm_fin_wait_2(now);
+                }
                 State::Closing => self.enter_time_wait(now),
                 State::LastAck => self.enter_closed(None),
                 _ => {}
@@ -1755,6 +1773,11 @@ impl Conn {
     pub fn on_timeout(&mut self, now: Instant, stats: &mut TcpStats) {
         if self.timewait_deadline.is_some_and(|d| d <= now) {
             self.timewait_deadline = None;
+            if self.state == State::FinWait2 {
+                // Silently, as Linux does: a late segment of the peer's finds
+                // no connection.
+                stats.fin_wait_2_timeouts += 1;
+            }
             self.enter_closed(None);
             return;
         }
@@ -1868,6 +1891,12 @@ impl Conn {
         self.probe_pending = true;
         stats.keepalive_probes += 1;
         self.keepalive_deadline = self.deadline_at(now + ka.interval);
+    }
+
+    fn arm_fin_wait_2(&mut self, now: Instant) {
+        if self.orphaned && self.state == State::FinWait2 && self.timewait_deadline.is_none() {
+            self.timewait_deadline = self.deadline_at(now + self.cfg.fin_wait_2_timeout);
+        }
     }
 
     fn arm_rto(&mut self, now: Instant) {
