@@ -139,6 +139,36 @@ fn a_zero_window_whose_peer_goes_silent_times_out() {
     assert_eq!(h.stack.stats().tcp.timeouts, 1);
 }
 
+/// The same bound when the window closes on data already sent (the peer
+/// acknowledges nothing and advertises a zero window, then goes silent): the
+/// persist timer takes over from the RTO (that data was refused, not lost),
+/// and with no new data left to probe with, each firing probes with the first
+/// unacknowledged byte again. Found by fuzz input
+/// `fuzz/regressions/tcp_session/zero-window-on-data-in-flight-outlives-close-1`:
+/// the firing sent a bare ACK and armed nothing, so the connection lived on
+/// with no timer at all.
+#[test]
+fn a_window_closed_on_data_in_flight_whose_peer_goes_silent_times_out() {
+    let mut h = Harness::with(|c| {
+        c.arp.entry_ttl = Duration::from_secs(24 * 3600);
+        c.tcp.max_retransmits = 4;
+    });
+    let link = h.plain_passive_open();
+    h.stack.tcp_send(link.handle, Bytes::from(pattern(0, 1000))).unwrap();
+    let sent = h.out();
+    assert_eq!(sent.iter().map(|s| s.payload.len()).sum::<usize>(), 1000, "all of it goes out at once");
+    h.peer_window = 0;
+    h.send(h.ack(link.peer_seq, link.our_seq));
+    let mut probes = 0;
+    for _ in 0..3600 {
+        probes += h.advance(Duration::from_secs(1)).iter().filter(|s| s.payload.len() == 1).count();
+    }
+    assert_eq!(probes, 4, "four unanswered probes of the first unacknowledged byte, then no more");
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), ix_net::tcp::State::Closed);
+    assert_eq!(h.stack.tcp_error(link.handle).unwrap(), Some(ix_net::tcp::TcpError::TimedOut));
+    assert_eq!(h.stack.stats().tcp.timeouts, 1);
+}
+
 /// The same bound for data the output path refuses for good (a neighbour that
 /// never answers ARP, as fuzz inputs `fuzz/regressions/tcp_session/
 /// unreachable-peer-outlives-close-*` found: a closed connection whose FIN
