@@ -2386,15 +2386,17 @@ impl Conn {
     /// sequence number with no data, eliciting an ACK).
     fn send_probe(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) -> bool {
         let data_end = self.data_end_seq();
-        if self.snd_wnd == 0 && self.snd_nxt < data_end {
-            // Every probe carries the same first unacknowledged byte, and the
+        if self.snd_wnd == 0 && self.snd_una < data_end {
+            // Every probe carries the same first unacknowledged byte (new data,
+            // or data the closed window refused after it was sent), and the
             // persist timer alone repeats it: an answered probe is no loss, and
-            // the connection stays open while the peer answers (RFC 9293 §3.8.6.1).
+            // the connection stays open while the peer answers (RFC 9293
+            // §3.8.6.1). The timer is armed again whether or not the probe
+            // could leave: it is what ends the connection if the peer never
+            // answers (`persist_unanswered`).
             let ok = self.send_segment(self.snd_una, 1, now, sink, stats);
-            if ok {
-                self.rto_deadline = None;
-                self.arm_persist(now);
-            }
+            self.rto_deadline = None;
+            self.arm_persist(now);
             return ok;
         }
         let header = self.header(now, self.snd_una - 1u32, TcpFlags::ACK, true);
