@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ix_driver::TxBuf;
 use ix_net::Instant;
+use ix_net::wire::TcpFlags;
 use segment_support::{Harness, Link, Seg, data_segments, full_options, mss_only, pattern};
 
 /// RFC 9293 §3.10.7.4: in-order data is delivered and acknowledged.
@@ -164,6 +165,31 @@ fn a_window_closed_on_data_in_flight_whose_peer_goes_silent_times_out() {
         probes += h.advance(Duration::from_secs(1)).iter().filter(|s| s.payload.len() == 1).count();
     }
     assert_eq!(probes, 4, "four unanswered probes of the first unacknowledged byte, then no more");
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), ix_net::tcp::State::Closed);
+    assert_eq!(h.stack.tcp_error(link.handle).unwrap(), Some(ix_net::tcp::TcpError::TimedOut));
+    assert_eq!(h.stack.stats().tcp.timeouts, 1);
+}
+
+/// And when the window closes on a FIN alone (no data left unacknowledged):
+/// each persist firing sends the FIN again as the probe. Found by fuzz input
+/// `fuzz/regressions/tcp_session/zero-window-on-fin-outlives-close-1`: the
+/// firing, with no data byte to probe with, sent a bare ACK and armed nothing.
+#[test]
+fn a_window_closed_on_a_fin_whose_peer_goes_silent_times_out() {
+    let mut h = Harness::with(|c| {
+        c.arp.entry_ttl = Duration::from_secs(24 * 3600);
+        c.tcp.max_retransmits = 4;
+    });
+    let link = h.plain_passive_open();
+    h.stack.tcp_shutdown(link.handle).unwrap();
+    assert!(h.out().iter().any(|s| s.has(TcpFlags::FIN)), "the FIN goes out at once");
+    h.peer_window = 0;
+    h.send(h.ack(link.peer_seq, link.our_seq));
+    let mut probes = 0;
+    for _ in 0..3600 {
+        probes += h.advance(Duration::from_secs(1)).iter().filter(|s| s.has(TcpFlags::FIN)).count();
+    }
+    assert_eq!(probes, 4, "four unanswered probes carrying the FIN, then no more");
     assert_eq!(h.stack.tcp_state(link.handle).unwrap(), ix_net::tcp::State::Closed);
     assert_eq!(h.stack.tcp_error(link.handle).unwrap(), Some(ix_net::tcp::TcpError::TimedOut));
     assert_eq!(h.stack.stats().tcp.timeouts, 1);

@@ -2386,15 +2386,16 @@ impl Conn {
     /// sequence number with no data, eliciting an ACK).
     fn send_probe(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) -> bool {
         let data_end = self.data_end_seq();
-        if self.snd_wnd == 0 && self.snd_una < data_end {
+        if self.snd_wnd == 0 && (self.snd_una < data_end || self.snd_una < self.snd_max) {
             // Every probe carries the same first unacknowledged byte (new data,
-            // or data the closed window refused after it was sent), and the
-            // persist timer alone repeats it: an answered probe is no loss, and
-            // the connection stays open while the peer answers (RFC 9293
-            // §3.8.6.1). The timer is armed again whether or not the probe
-            // could leave: it is what ends the connection if the peer never
-            // answers (`persist_unanswered`).
-            let ok = self.send_segment(self.snd_una, 1, now, sink, stats);
+            // or data the closed window refused after it was sent; the FIN when
+            // only the FIN is left), and the persist timer alone repeats it: an
+            // answered probe is no loss, and the connection stays open while the
+            // peer answers (RFC 9293 §3.8.6.1). The timer is armed again whether
+            // or not the probe could leave: it is what ends the connection if
+            // the peer never answers (`persist_unanswered`).
+            let len = usize::from(self.snd_una < data_end);
+            let ok = self.send_segment(self.snd_una, len, now, sink, stats);
             self.rto_deadline = None;
             self.arm_persist(now);
             return ok;
