@@ -116,6 +116,28 @@ fn data_the_output_path_refused_goes_out_on_a_timer() {
     assert_eq!(first, Some((link.our_seq, pattern(0, 100))), "{sent:#?}");
 }
 
+/// A harness whose ARP entries outlive the test and whose connections give up
+/// after four unanswered retransmissions or probes.
+fn silent_peer_harness() -> Harness {
+    Harness::with(|c| {
+        c.arp.entry_ttl = Duration::from_secs(24 * 3600);
+        c.tcp.max_retransmits = 4;
+    })
+}
+
+/// An hour with the peer silent: exactly four segments that `is_probe` picks
+/// leave, then the connection ends timed out.
+fn times_out_after_four_probes(h: &mut Harness, link: &Link, is_probe: fn(&Seg) -> bool, what: &str) {
+    let mut probes = 0;
+    for _ in 0..3600 {
+        probes += h.advance(Duration::from_secs(1)).iter().filter(|s| is_probe(s)).count();
+    }
+    assert_eq!(probes, 4, "{what}");
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), ix_net::tcp::State::Closed);
+    assert_eq!(h.stack.tcp_error(link.handle).unwrap(), Some(ix_net::tcp::TcpError::TimedOut));
+    assert_eq!(h.stack.stats().tcp.timeouts, 1);
+}
+
 /// RFC 9293 §3.8.6.1 and RFC 1122 §4.2.3.5: a connection may probe a closed
 /// window for as long as the peer answers, and no longer. A peer that goes
 /// silent behind a zero window is given up after `max_retransmits` unanswered
@@ -123,21 +145,11 @@ fn data_the_output_path_refused_goes_out_on_a_timer() {
 /// probes), or the connection and its queued data outlive the peer for good.
 #[test]
 fn a_zero_window_whose_peer_goes_silent_times_out() {
-    let mut h = Harness::with(|c| {
-        c.arp.entry_ttl = Duration::from_secs(24 * 3600);
-        c.tcp.max_retransmits = 4;
-    });
+    let mut h = silent_peer_harness();
     h.peer_window = 0;
     let link = h.plain_passive_open();
     h.stack.tcp_send(link.handle, Bytes::from(pattern(0, 3000))).unwrap();
-    let mut probes = 0;
-    for _ in 0..3600 {
-        probes += h.advance(Duration::from_secs(1)).iter().filter(|s| s.payload.len() == 1).count();
-    }
-    assert_eq!(probes, 4, "four unanswered probes, then no more");
-    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), ix_net::tcp::State::Closed);
-    assert_eq!(h.stack.tcp_error(link.handle).unwrap(), Some(ix_net::tcp::TcpError::TimedOut));
-    assert_eq!(h.stack.stats().tcp.timeouts, 1);
+    times_out_after_four_probes(&mut h, &link, |s| s.payload.len() == 1, "four unanswered probes, then no more");
 }
 
 /// The same bound when the window closes on data already sent (the peer
@@ -150,24 +162,19 @@ fn a_zero_window_whose_peer_goes_silent_times_out() {
 /// with no timer at all.
 #[test]
 fn a_window_closed_on_data_in_flight_whose_peer_goes_silent_times_out() {
-    let mut h = Harness::with(|c| {
-        c.arp.entry_ttl = Duration::from_secs(24 * 3600);
-        c.tcp.max_retransmits = 4;
-    });
+    let mut h = silent_peer_harness();
     let link = h.plain_passive_open();
     h.stack.tcp_send(link.handle, Bytes::from(pattern(0, 1000))).unwrap();
     let sent = h.out();
     assert_eq!(sent.iter().map(|s| s.payload.len()).sum::<usize>(), 1000, "all of it goes out at once");
     h.peer_window = 0;
     h.send(h.ack(link.peer_seq, link.our_seq));
-    let mut probes = 0;
-    for _ in 0..3600 {
-        probes += h.advance(Duration::from_secs(1)).iter().filter(|s| s.payload.len() == 1).count();
-    }
-    assert_eq!(probes, 4, "four unanswered probes of the first unacknowledged byte, then no more");
-    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), ix_net::tcp::State::Closed);
-    assert_eq!(h.stack.tcp_error(link.handle).unwrap(), Some(ix_net::tcp::TcpError::TimedOut));
-    assert_eq!(h.stack.stats().tcp.timeouts, 1);
+    times_out_after_four_probes(
+        &mut h,
+        &link,
+        |s| s.payload.len() == 1,
+        "four unanswered probes of the first unacknowledged byte, then no more",
+    );
 }
 
 /// And when the window closes on a FIN alone (no data left unacknowledged):
@@ -176,23 +183,18 @@ fn a_window_closed_on_data_in_flight_whose_peer_goes_silent_times_out() {
 /// firing, with no data byte to probe with, sent a bare ACK and armed nothing.
 #[test]
 fn a_window_closed_on_a_fin_whose_peer_goes_silent_times_out() {
-    let mut h = Harness::with(|c| {
-        c.arp.entry_ttl = Duration::from_secs(24 * 3600);
-        c.tcp.max_retransmits = 4;
-    });
+    let mut h = silent_peer_harness();
     let link = h.plain_passive_open();
     h.stack.tcp_shutdown(link.handle).unwrap();
     assert!(h.out().iter().any(|s| s.has(TcpFlags::FIN)), "the FIN goes out at once");
     h.peer_window = 0;
     h.send(h.ack(link.peer_seq, link.our_seq));
-    let mut probes = 0;
-    for _ in 0..3600 {
-        probes += h.advance(Duration::from_secs(1)).iter().filter(|s| s.has(TcpFlags::FIN)).count();
-    }
-    assert_eq!(probes, 4, "four unanswered probes carrying the FIN, then no more");
-    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), ix_net::tcp::State::Closed);
-    assert_eq!(h.stack.tcp_error(link.handle).unwrap(), Some(ix_net::tcp::TcpError::TimedOut));
-    assert_eq!(h.stack.stats().tcp.timeouts, 1);
+    times_out_after_four_probes(
+        &mut h,
+        &link,
+        |s| s.has(TcpFlags::FIN),
+        "four unanswered probes carrying the FIN, then no more",
+    );
 }
 
 /// The same bound for data the output path refuses for good (a neighbour that
