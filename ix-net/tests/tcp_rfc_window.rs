@@ -299,6 +299,79 @@ fn window_closed_with_data_in_flight_is_probed_not_timed_out() {
     assert_eq!(sent, pattern(1460, 1540));
 }
 
+/// A window that closes on data in flight and reopens with nothing
+/// acknowledged: the refused data is sent again, under a timer. Here the
+/// window closes and reopens twice after a timeout with SACK, so the second
+/// time it closes only retransmissions are out (SND.NXT is back at SND.UNA,
+/// SND.MAX beyond it). Found by fuzz input `fuzz/regressions/tcp_session/
+/// window-reopened-on-retransmissions-outlives-close-1`: the reopening took
+/// SND.NXT > SND.UNA as the sign of refused data, found none, and cleared the
+/// persist timer; the congestion window counted the two refused segments as
+/// still in the network, so nothing was sent and no timer was left.
+#[test]
+fn a_window_reopened_on_retransmissions_sends_them_again_under_a_timer() {
+    let mut h = silent_peer_harness();
+    let link = sack_flight_after_a_timeout(&mut h);
+    for round in 0..2 {
+        h.peer_window = 0;
+        h.send(h.ack(link.peer_seq, link.our_seq));
+        assert!(data_segments(&h.out()).is_empty(), "round {round}: the window is closed");
+        h.peer_window = 65_535;
+        h.send(h.ack(link.peer_seq, link.our_seq));
+        let again = data_segments(&h.out()).iter().map(|s| s.repr.seq).collect::<Vec<_>>();
+        assert_eq!(again.first(), Some(&link.our_seq), "round {round}: the refused data goes out again");
+    }
+    retransmits_then_times_out(&mut h, &link);
+}
+
+/// The same when the output path refuses those retransmissions as the window
+/// reopens (the pool is empty): a timer still calls them out. Before the fix,
+/// a refused retransmission armed nothing (only refused new data did).
+#[test]
+fn retransmissions_refused_as_the_window_reopens_go_out_on_a_timer() {
+    let mut h = silent_peer_harness();
+    let link = sack_flight_after_a_timeout(&mut h);
+    h.peer_window = 0;
+    h.send(h.ack(link.peer_seq, link.our_seq));
+    assert!(data_segments(&h.out()).is_empty(), "the window is closed");
+    // Every frame but the one the window update arrives in, and that one too
+    // once the stack has taken it in (egress runs in `out`).
+    let mut held: Vec<_> = std::iter::from_fn(|| h.pool.alloc().ok()).collect();
+    held.pop();
+    h.peer_window = 65_535;
+    h.send(h.ack(link.peer_seq, link.our_seq));
+    held.extend(h.pool.alloc().ok());
+    assert!(h.out().is_empty(), "no frame to send them in");
+    assert!(h.stack.stats().tcp.output_stalled > 0, "the retransmission was refused");
+    // A second without frames: whatever timer fires meanwhile is refused too.
+    assert!(h.advance(Duration::from_secs(1)).is_empty());
+    drop(held);
+    retransmits_then_times_out(&mut h, &link);
+}
+
+/// A SACK connection with eight segments sent and unacknowledged, past its
+/// first retransmission timeout (recovery after a timeout is under way).
+fn sack_flight_after_a_timeout(h: &mut Harness) -> Link {
+    let (link, _) = h.passive_open(full_options(0, 1));
+    h.stack.tcp_send(link.handle, Bytes::from(pattern(0, 8 * 1448))).unwrap();
+    assert_eq!(data_segments(&h.out()).len(), 8, "the data goes out at once");
+    // Silence until the first timeout (a tail loss probe may come before it).
+    while h.stack.stats().tcp.retransmit_timeouts == 0 {
+        let next = h.stack.poll_timeout().expect("a timer covers the data in flight");
+        h.advance_to(next);
+    }
+    link
+}
+
+/// The peer is silent for an hour: the first unacknowledged segment is sent
+/// again, and the connection ends timed out at `max_retransmits`.
+fn retransmits_then_times_out(h: &mut Harness, link: &Link) {
+    let later = h.advance(Duration::from_secs(3600));
+    assert!(data_segments(&later).iter().any(|s| s.repr.seq == link.our_seq), "{later:#?}");
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), ix_net::tcp::State::Closed);
+    assert_eq!(h.stack.tcp_error(link.handle).unwrap(), Some(ix_net::tcp::TcpError::TimedOut));
+}
+
 /// RFC 9293 §3.8.6.2.2 and IX's `recv_done`: chunks the application holds keep
 /// the window shut; dropping them reopens it with a window update.
 #[test]

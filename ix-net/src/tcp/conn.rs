@@ -1216,9 +1216,11 @@ impl Conn {
             if was_zero && window > 0 {
                 self.persist_deadline = None;
                 self.persist_backoffs = 0;
-                if self.snd_nxt > self.snd_una && self.rto_deadline.is_none() {
+                if self.snd_max > self.snd_una && self.rto_deadline.is_none() {
                     // Send again what the closed window refused: it left the
-                    // network.
+                    // network. SND.MAX, not SND.NXT: after a timeout with SACK
+                    // only retransmissions may be out, with SND.NXT back at
+                    // SND.UNA, and they count in the pipe until marked lost.
                     self.snd_nxt = self.snd_una;
                     self.sent.mark_all_lost();
                 }
@@ -2132,7 +2134,18 @@ impl Conn {
             sendbuf.copy_out(offset, &mut segment[header_len..]);
         };
         if !sink.segment(&self.tuple, header_len + len, &mut write) {
+            // The output path refused the segment (the packet pool is empty,
+            // or the neighbour's ARP queue is full): it never left. With no
+            // RTO armed, no ACK and no timeout (RFC 9293 §3.8.1, RFC 6298
+            // §5.1: armed by a segment sent) calls it out again, so the
+            // persist timer does, backing off while the refusals last and
+            // ending the connection at `max_retransmits` (Linux arms its
+            // probe timer in this case too). Here, not at each caller: new
+            // data, retransmissions and probes are all refused the same way.
             stats.output_stalled += 1;
+            if self.rto_deadline.is_none() {
+                self.arm_persist(now);
+            }
             return false;
         }
         let end = seq + len + usize::from(fin);
@@ -2255,16 +2268,7 @@ impl Conn {
             }
             let seq = self.snd_nxt;
             if !self.send_segment(seq, len, now, sink, stats) {
-                // The output path refused the segment (the packet pool is
-                // empty, or the neighbour's ARP queue is full): it never left.
-                // With nothing in flight no ACK and no RTO (RFC 9293 §3.8.1,
-                // RFC 6298 §5.1: armed by a segment sent) calls the data out
-                // again, so the persist timer does, backing off while the
-                // refusals last (Linux arms its probe timer in this case too).
-                if self.rto_deadline.is_none() {
-                    self.arm_persist(now);
-                }
-                break;
+                break; // refused: `send_segment` left a timer
             }
             sent = true;
             let fin_now = self.fin_queued && seq + len == data_end;
