@@ -201,7 +201,9 @@ fn data_after_shutdown_is_still_received() {
 #[test]
 fn an_orphaned_connection_in_fin_wait_2_times_out() {
     for close_before_the_ack in [true, false] {
-        let mut h = Harness::new();
+        // The scripted peer does not answer ARP: its entry must outlive the
+        // hour, or the RST at the end would wait for an answer.
+        let mut h = Harness::with(|c| c.arp.entry_ttl = Duration::from_secs(24 * 3600));
         let link = h.plain_passive_open();
         if close_before_the_ack {
             h.stack.close(link.handle);
@@ -225,5 +227,10 @@ fn an_orphaned_connection_in_fin_wait_2_times_out() {
         let no_socket = h.stack.stats().tcp.no_socket;
         h.send(h.ack(link.peer_seq, link.our_seq + 1));
         assert_eq!(h.stack.stats().tcp.no_socket, no_socket + 1, "a late segment finds no connection");
+        let reply = h.out_one();
+        assert!(
+            reply.has(TcpFlags::RST) && reply.repr.seq == link.our_seq + 1,
+            "and is answered with a RST: {reply:?}"
+        );
     }
 }

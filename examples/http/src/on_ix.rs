@@ -103,8 +103,8 @@ async fn print_stats(every: Duration) {
             "stats core={} conns={} pool_free={}/{} pool_exhausted={} buffer_waits={} rx={} tx={} \
              passive_opens={} syncookies_sent={} syncookies_recv={} syncookies_failed={} listen_overflows={} \
              resets_sent={} retransmits={} syn_retransmits={} fast_retransmits={} rack_lost_marks={} tlp_probes={} \
-             tlp_spurious={} rtos={} spurious_rtos_undone={} dsacks_received={} abort_on_data={} pool_pressure_drops={} \
-             packed_chunks={}",
+             tlp_spurious={} rtos={} spurious_rtos_undone={} dsacks_received={} timeouts={} window_probes={} \
+             fin_wait_2_timeouts={} abort_on_data={} pool_pressure_drops={} packed_chunks={}",
             s.core,
             s.connections,
             s.pool_free,
@@ -128,6 +128,9 @@ async fn print_stats(every: Duration) {
             tcp.retransmit_timeouts,
             tcp.spurious_timeouts_undone,
             tcp.dsacks_received,
+            tcp.timeouts,
+            tcp.window_probes,
+            tcp.fin_wait_2_timeouts,
             tcp.abort_on_data,
             tcp.rx_pool_pressure_drops,
             tcp.rx_packed_chunks,
