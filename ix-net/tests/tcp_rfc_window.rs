@@ -391,6 +391,42 @@ fn window_reopens_when_the_application_drops_held_chunks() {
     assert_eq!((update.repr.ack, update.repr.window), (link.peer_seq + 3020, 4096 - 100));
 }
 
+/// Data dropped because the packet pool is critically low is answered at once
+/// with a zero window (the window shrinks, as Linux's `tcp_shrink_window`
+/// lets it), so that the sender probes for as long as it likes instead of
+/// retransmitting into an open window until it gives up. Once the pool
+/// recovers, the next probe's ACK opens the window and the data is taken.
+/// Found by fuzz input `fuzz/regressions/tcp_session/
+/// pool-critical-drops-outlive-the-sender-1`: an application that did not read
+/// for minutes held the pool critical; the data of a connection it had not yet
+/// accepted was dropped silently within the window advertised before, the
+/// sender's fifteen retransmissions all went unanswered, and it gave up.
+#[test]
+fn data_dropped_for_a_critical_pool_is_answered_with_a_zero_window() {
+    let mut h = Harness::new();
+    let link = h.plain_passive_open();
+    let mut held = Vec::new();
+    while h.pool.pressure() != ix_driver::PoolPressure::Critical {
+        held.push(h.pool.alloc().expect("a frame"));
+    }
+    h.data(link.peer_seq, link.our_seq, &pattern(0, 1000));
+    assert_eq!(h.stack.stats().tcp.rx_pool_pressure_drops, 1, "no frame to keep the data in");
+    let ack = h.out_one();
+    assert_eq!((ack.repr.ack, ack.repr.window), (link.peer_seq, 0), "the drop is answered with a zero window");
+    // A probe while the pool is still short: the window stays shut.
+    h.data(link.peer_seq, link.our_seq, &pattern(0, 1));
+    let ack = h.out_one();
+    assert_eq!((ack.repr.ack, ack.repr.window), (link.peer_seq, 0));
+    drop(held);
+    h.data(link.peer_seq, link.our_seq, &pattern(0, 1));
+    let ack = h.out_one();
+    assert!(ack.repr.window > 0, "the pool recovered: the probe's ACK opens the window: {ack:?}");
+    // The probe found the window shut: its byte was not taken; all of it comes again.
+    h.data(link.peer_seq, link.our_seq, &pattern(0, 1000));
+    assert_eq!(h.out_one().repr.ack, link.peer_seq + 1000);
+    assert_eq!(h.read_all(link.handle), pattern(0, 1000), "every byte arrives");
+}
+
 /// Sends `n` full in-order segments from `from`, each followed by an egress;
 /// returns the next sequence number and the ACKs that went out.
 fn send_segments(h: &mut Harness, link: &Link, from: u32, n: u32) -> (u32, Vec<Seg>) {

@@ -712,12 +712,14 @@ impl Conn {
 
     /// Room for more received data. Under pool pressure a connection that
     /// already pins frames gets no more, one that pins none gets a segment's
-    /// worth: the sum over connections cannot take the frames the core needs
-    /// to keep receiving.
+    /// worth (none while the pool is critical): the sum over connections
+    /// cannot take the frames the core needs to keep receiving.
     fn rcv_space(&self) -> usize {
         let space = (self.cfg.recv_buffer_bytes as usize).saturating_sub(self.ready_bytes + self.credit.held());
         match self.pool_pressure() {
             PoolPressure::Normal => space,
+            // Every segment would be dropped (`receive_data`).
+            PoolPressure::Critical => 0,
             _ if self.holds_frames() => 0,
             _ => space.min(self.payload_mss()),
         }
@@ -1551,11 +1553,22 @@ impl Conn {
             return;
         }
         // Under pool pressure: nothing is held when frames are critical, and
-        // nothing out of order when they are tight. Not acknowledged: the peer
-        // resends once the pool recovers.
+        // nothing out of order when they are tight; the peer resends it.
         let pressure = self.pool_pressure();
         if pressure == PoolPressure::Critical || (pressure == PoolPressure::Tight && seq != self.rcv_nxt) {
             stats.rx_pool_pressure_drops += 1;
+            if pressure == PoolPressure::Critical {
+                // The window advertised before the pool ran short is more than
+                // the pool can take: shrink it to zero and say so at once
+                // (RFC 9293 §3.8.6.2.2 lets a receiver short of buffers do so;
+                // Linux: `tcp_shrink_window`). A sender that kept
+                // retransmitting into the old window, unanswered, would give
+                // up while the application is slow to read; told of a zero
+                // window it probes, and each probe's ACK says when the pool
+                // has room again (`rcv_space` is zero while it is critical).
+                self.rcv_adv = self.rcv_nxt;
+                self.ack_now = true;
+            }
             return;
         }
         if seq == self.rcv_nxt && !self.ready_has_room() {
