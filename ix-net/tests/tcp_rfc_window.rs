@@ -349,6 +349,42 @@ fn retransmissions_refused_as_the_window_reopens_go_out_on_a_timer() {
     retransmits_then_times_out(&mut h, &link);
 }
 
+/// The same in a fast recovery with SACK: the window closes and reopens on
+/// the recovery's flight. Found by fuzz input `fuzz/regressions/tcp_session/
+/// window-reopened-in-fast-recovery-outlives-close-1`: the refused data was
+/// marked lost, but proportional rate reduction, which lets data out only as
+/// ACKs report deliveries, allowed nothing on the ACK that reopened the window
+/// (it delivered nothing), and no timer was left.
+#[test]
+fn a_window_reopened_in_fast_recovery_sends_the_refused_data_again() {
+    let mut h = silent_peer_harness();
+    let (link, _) = h.passive_open(full_options(0, 1));
+    let mss = 1448;
+    // More than the initial window: the recovery's rate reduction spends its
+    // allowance on the fast retransmit, and more would wait for deliveries.
+    h.stack.tcp_send(link.handle, Bytes::from(pattern(0, 16 * mss as usize))).unwrap();
+    let flight: Vec<u32> = data_segments(&h.out()).iter().map(|s| s.repr.seq).collect();
+    assert_eq!(flight.len(), 10, "the initial window");
+    let end = flight[9] + mss;
+    // Segment 0 is lost; the peer SACKs three segments after it: a fast retransmit.
+    for last in 2..5 {
+        h.send(h.sack(link.peer_seq, flight[0], &[(flight[1], flight[last])]));
+    }
+    let rtx = data_segments(&h.out()).iter().map(|s| s.repr.seq).collect::<Vec<_>>();
+    assert_eq!(rtx, [flight[0]], "the fast retransmit, and nothing more before deliveries");
+    assert_eq!(h.stack.stats().tcp.fast_retransmits, 1);
+    h.peer_window = 0;
+    h.send(h.sack(link.peer_seq, flight[0], &[(flight[1], flight[4])]));
+    assert!(data_segments(&h.out()).is_empty(), "the window is closed");
+    h.peer_window = 65_535;
+    h.send(h.sack(link.peer_seq, flight[0], &[(flight[1], flight[4])]));
+    let again = data_segments(&h.out()).iter().map(|s| s.repr.seq).collect::<Vec<_>>();
+    assert_eq!(again.first(), Some(&flight[0]), "the refused data goes out again");
+    assert!(again.iter().all(|&seq| seq < flight[1] || seq >= flight[4]), "not what the peer SACKed: {again:?}");
+    assert!(again.iter().all(|&seq| seq < end), "the flight first: {again:?}");
+    retransmits_then_times_out(&mut h, &link);
+}
+
 /// A SACK connection with eight segments sent and unacknowledged, past its
 /// first retransmission timeout (recovery after a timeout is under way).
 fn sack_flight_after_a_timeout(h: &mut Harness) -> Link {

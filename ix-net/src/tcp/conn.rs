@@ -1225,6 +1225,20 @@ impl Conn {
                     // SND.UNA, and they count in the pipe until marked lost.
                     self.snd_nxt = self.snd_una;
                     self.sent.mark_all_lost();
+                    if self.sack_enabled {
+                        // It goes out again from the loss marks within the
+                        // congestion window, as after a timeout but with no
+                        // congestion to answer: a fast recovery's rate
+                        // reduction would wait for deliveries, and this ACK
+                        // reported none.
+                        self.in_recovery = false;
+                        self.dupacks = 0;
+                        self.recover = self.snd_max;
+                        self.rto_recovery = true;
+                    }
+                    // And under the retransmission timer, whatever the output
+                    // pass can send now.
+                    self.arm_rto(now);
                 }
             }
         }
