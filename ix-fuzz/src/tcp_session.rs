@@ -656,6 +656,10 @@ impl Session {
         let left = self.victim.stack.tcp_connection_count();
         assert_eq!(left, 0, "{left} connections outlive close (an hour of virtual time, or nothing left to end them)");
         self.steps(16);
+        for (name, host) in [("victim", &self.victim), ("honest peer", &self.honest)] {
+            let rearms = host.stack.stats().tcp.missing_timer_rearms;
+            assert_eq!(rearms, 0, "the {name} found {rearms} connections with data outstanding and no timer");
+        }
         let (free, capacity) = (self.victim.pool.available(), self.victim.pool.capacity());
         assert_eq!(free, capacity, "the victim's pool lost {} frames", capacity - free);
     }

@@ -182,6 +182,12 @@ counters! {
         /// Connections the application had closed that ended in FIN-WAIT-2,
         /// the peer's FIN not come within `fin_wait_2_timeout`.
         fin_wait_2_timeouts,
+        /// Connections found, after a segment, a timer or an output pass,
+        /// with data or a FIN outstanding and no timer to move them (no RTO,
+        /// no persist timer), and given one. A stack bug when not zero: the
+        /// rules that arm the timers missed a path (the fuzz harness fails on
+        /// it); the connection goes on instead of hanging for good.
+        missing_timer_rearms,
         /// Received payloads dropped because the packet pool was short of
         /// frames (critical pressure, or out-of-order data under pressure);
         /// the acknowledgement they carried was processed, the peer resends.

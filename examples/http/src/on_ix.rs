@@ -104,7 +104,7 @@ async fn print_stats(every: Duration) {
              passive_opens={} syncookies_sent={} syncookies_recv={} syncookies_failed={} listen_overflows={} \
              resets_sent={} retransmits={} syn_retransmits={} fast_retransmits={} rack_lost_marks={} tlp_probes={} \
              tlp_spurious={} rtos={} spurious_rtos_undone={} dsacks_received={} timeouts={} window_probes={} \
-             fin_wait_2_timeouts={} abort_on_data={} pool_pressure_drops={} packed_chunks={}",
+             fin_wait_2_timeouts={} missing_timer_rearms={} abort_on_data={} pool_pressure_drops={} packed_chunks={}",
             s.core,
             s.connections,
             s.pool_free,
@@ -131,6 +131,7 @@ async fn print_stats(every: Duration) {
             tcp.timeouts,
             tcp.window_probes,
             tcp.fin_wait_2_timeouts,
+            tcp.missing_timer_rearms,
             tcp.abort_on_data,
             tcp.rx_pool_pressure_drops,
             tcp.rx_packed_chunks,

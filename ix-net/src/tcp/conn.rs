@@ -802,7 +802,12 @@ impl Conn {
             {
                 self.on_predicted_segment(seg, payload, now, stats);
             }
-            _ => self.on_segment_synchronized(seg, payload, now, stats),
+            _ => {
+                self.on_segment_synchronized(seg, payload, now, stats);
+                // Not after a predicted segment: an ACK of new data there
+                // re-arms the RTO or finds nothing outstanding.
+                self.ensure_timer(false, now, stats);
+            }
         }
     }
 
@@ -1800,6 +1805,11 @@ impl Conn {
 
     /// Runs every timer due at `now`.
     pub fn on_timeout(&mut self, now: Instant, stats: &mut TcpStats) {
+        self.run_due_timers(now, stats);
+        self.ensure_timer(false, now, stats);
+    }
+
+    fn run_due_timers(&mut self, now: Instant, stats: &mut TcpStats) {
         if self.timewait_deadline.is_some_and(|d| d <= now) {
             self.timewait_deadline = None;
             if self.state == State::FinWait2 {
@@ -1946,6 +1956,47 @@ impl Conn {
         }
     }
 
+    /// Defence in depth for the rules above: a connection with data or a FIN
+    /// outstanding must have the RTO or the persist timer armed, or nothing
+    /// will ever move it (no ACK is owed to it, and it sends nothing of its
+    /// own). Checked after every output pass (`after_output`), and after every
+    /// segment and timer unless an output pass is due (it sends, or arms a
+    /// timer for what it cannot send, and is checked after). Finding
+    /// none is a bug of those rules, counted in `missing_timer_rearms` (the
+    /// fuzz harness fails on it); the connection gets the timer that fits and
+    /// goes on, as Linux re-arms its retransmission timer on every ACK while
+    /// anything is in flight. Cheap on the common path: the first test fails
+    /// while the RTO is armed.
+    #[inline]
+    fn ensure_timer(&mut self, after_output: bool, now: Instant, stats: &mut TcpStats) {
+        if self.rto_deadline.is_some() || self.persist_deadline.is_some() {
+            return;
+        }
+        if !matches!(
+            self.state,
+            State::Established | State::CloseWait | State::FinWait1 | State::Closing | State::LastAck
+        ) {
+            return;
+        }
+        let in_flight = self.snd_max > self.snd_una;
+        let fin_outstanding = self.fin_queued && !self.fin_acked();
+        if !(in_flight || fin_outstanding || self.has_unsent_data()) || !after_output && self.wants_output() {
+            return;
+        }
+        self.rearm_missing_timer(in_flight, now, stats);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn rearm_missing_timer(&mut self, in_flight: bool, now: Instant, stats: &mut TcpStats) {
+        stats.missing_timer_rearms += 1;
+        if in_flight && self.snd_wnd > 0 {
+            self.arm_rto(now);
+        } else {
+            self.arm_persist(now);
+        }
+    }
+
     // ----- segment output --------------------------------------------------
 
     /// Whether the connection has something to send now (for the stack's list of
@@ -1977,6 +2028,11 @@ impl Conn {
     /// SYN-ACK, retransmissions, new data within the windows, a FIN, a probe,
     /// or a bare ACK.
     pub fn poll_transmit(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) {
+        self.transmit(now, sink, stats);
+        self.ensure_timer(true, now, stats);
+    }
+
+    fn transmit(&mut self, now: Instant, sink: &mut impl SegmentSink, stats: &mut TcpStats) {
         if self.rst_pending {
             self.rst_pending = false;
             let header = self.header(now, self.snd_max, TcpFlags::RST | TcpFlags::ACK, false);
@@ -2473,9 +2529,72 @@ pub(crate) fn window_shift_for(buffer: u32) -> u8 {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
     use proptest::prelude::*;
 
     use super::*;
+
+    /// Keeps the segments a connection sends.
+    struct Capture(Vec<Vec<u8>>);
+
+    impl SegmentSink for Capture {
+        fn segment(&mut self, _tuple: &FourTuple, len: usize, write: &mut dyn FnMut(&mut [u8])) -> bool {
+            let mut segment = vec![0; len];
+            write(&mut segment);
+            self.0.push(segment);
+            true
+        }
+    }
+
+    /// `ensure_timer`, the net under the timer rules: a connection with data
+    /// in flight whose timers were all lost (no rule of this file does that
+    /// any more; this test clears the RTO by hand) gets the RTO back after its
+    /// next segment, the loss is counted, and the data is sent again when it
+    /// fires.
+    #[test]
+    fn a_connection_left_without_a_timer_gets_one_back_and_is_counted() {
+        let tuple = FourTuple {
+            local: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 40_000),
+            remote: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80),
+        };
+        let cfg = TcpConfig { timestamps: false, sack: false, window_scaling: false, ..TcpConfig::default() };
+        let (iss, irs) = (1_000u32, 5_000u32);
+        let mut now = Instant::ZERO;
+        let mut conn = Conn::connect(&cfg, tuple, SeqNum(iss), now, 0);
+        let (mut stats, mut wire) = (TcpStats::default(), Capture(Vec::new()));
+        conn.poll_transmit(now, &mut wire, &mut stats);
+        let segment = |seq: u32, ack: u32, flags: TcpFlags| TcpRepr {
+            src_port: 80,
+            dst_port: 40_000,
+            seq,
+            ack,
+            flags,
+            window: 65_535,
+            urgent: 0,
+            options: TcpOptions { mss: Some(1460), ..TcpOptions::default() },
+            payload_offset: 0,
+        };
+        conn.on_segment(&segment(irs, iss + 1, TcpFlags::SYN | TcpFlags::ACK), None, now, &mut stats);
+        assert_eq!(conn.state(), State::Established);
+        conn.send_bytes(Bytes::from_static(&[7; 100])).unwrap();
+        conn.poll_transmit(now, &mut wire, &mut stats);
+        assert!(conn.rto_deadline.is_some(), "the data in flight is under the RTO");
+        conn.rto_deadline = None;
+        now = now.saturating_add_micros(10_000);
+        // A pure ACK of nothing new, with another window: the general path.
+        let mut ack = segment(irs + 1, iss + 1, TcpFlags::ACK);
+        ack.window = 30_000;
+        conn.on_segment(&ack, None, now, &mut stats);
+        assert_eq!(stats.missing_timer_rearms, 1);
+        let rto = conn.rto_deadline.expect("the RTO is back");
+        let sent = wire.0.len();
+        conn.on_timeout(rto, &mut stats);
+        conn.poll_transmit(rto, &mut wire, &mut stats);
+        assert_eq!(wire.0.len(), sent + 1, "the data goes out again when it fires");
+        assert_eq!(stats.retransmitted_segments, 1);
+        assert_eq!(stats.missing_timer_rearms, 1, "and the RTO it armed covers it from then on");
+    }
 
     proptest! {
         /// `window_edge_may_move` rests on this: an edge that moves stays
