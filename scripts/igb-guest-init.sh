@@ -34,7 +34,21 @@ mount -t 9p -o trans=virtio,version=9p2000.L,cache=none out /out
 } >/out/init.log 2>&1
 # The host's binaries run in its root, with the guest's own kernel file systems.
 for d in proc sys dev; do mount --bind "/$d" "/host/$d"; done
+# The guest's /tmp is its own (the host's root is read-only); a checkout under the host's /tmp (a CI clone)
+# stays visible at its path through a bind made before the tmpfs covers it.
+case $REPO in
+    /tmp/*)
+        mkdir -p /repo
+        mount --bind "/host$REPO" /repo
+        ;;
+esac
 mount -t tmpfs tmp /host/tmp
+case $REPO in
+    /tmp/*)
+        mkdir -p "/host$REPO"
+        mount --bind /repo "/host$REPO"
+        ;;
+esac
 mkdir -p /host/tmp/out
 mount --bind /out /host/tmp/out
 if [ "$MODE" != probe ]; then
