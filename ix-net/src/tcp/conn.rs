@@ -1579,8 +1579,10 @@ impl Conn {
             if pressure == PoolPressure::Critical {
                 // The window advertised before the pool ran short is more than
                 // the pool can take: shrink it to zero and say so at once
-                // (RFC 9293 §3.8.6.2.2 lets a receiver short of buffers do so;
-                // Linux: `tcp_shrink_window`). A sender that kept
+                // (RFC 9293 §3.8.6: a receiver SHOULD NOT shrink its window,
+                // SHLD-14, and a sender MUST be robust to it, MUST-34; short
+                // of frames this one does, as Linux may since 6.5 with
+                // `tcp_shrink_window`). A sender that kept
                 // retransmitting into the old window, unanswered, would give
                 // up while the application is slow to read; told of a zero
                 // window it probes, and each probe's ACK says when the pool
