@@ -463,6 +463,46 @@ fn data_dropped_for_a_critical_pool_is_answered_with_a_zero_window() {
     assert_eq!(h.read_all(link.handle), pattern(0, 1000), "every byte arrives");
 }
 
+/// RFC 9293 §3.10.7.4: with our receive window at zero no segment carrying
+/// data is acceptable, "but special allowance should be made to accept valid
+/// ACKs". The peer's zero-window probes (data at RCV.NXT, which is also the
+/// window's right edge) carry its acknowledgements and window updates: those
+/// are taken, as Linux takes them (`tcp_sequence` lets a segment that starts
+/// at the right edge through; `tcp_data_queue` drops its data), while the
+/// byte itself is refused. Without this, data the peer acknowledged only on
+/// its probes would be retransmitted, and a window it reopened on them would
+/// stay shut until our own persist timer asked.
+#[test]
+fn probes_into_our_zero_window_still_acknowledge_and_update_the_window() {
+    let mut h = Harness::with(|c| c.tcp.recv_buffer_bytes = 2048);
+    let link = h.plain_passive_open();
+    h.data(link.peer_seq, link.our_seq, &pattern(0, 2048));
+    assert_eq!(h.out().pop().map(|s| s.repr.window), Some(0), "our window is shut");
+    h.stack.tcp_send(link.handle, Bytes::from(pattern(0, 100))).unwrap();
+    assert_eq!(data_segments(&h.out()).len(), 1);
+    let probe_seq = link.peer_seq + 2048;
+
+    // The peer's probe acknowledges our 100 bytes and shuts its own window.
+    h.peer_window = 0;
+    h.data(probe_seq, link.our_seq + 100, &pattern(2048, 1));
+    let ack = h.out_one();
+    assert_eq!((ack.repr.ack, ack.repr.window), (probe_seq, 0), "the probe's byte is refused");
+    h.stack.tcp_send(link.handle, Bytes::from(pattern(100, 200))).unwrap();
+    assert!(h.out().is_empty(), "the probe shut the peer's window");
+
+    // The next probe reopens it: our data goes out at once, after the 100 acknowledged bytes.
+    h.peer_window = 65_535;
+    h.data(probe_seq, link.our_seq + 100, &pattern(2048, 1));
+    let segs = h.out();
+    let sent: Vec<(u32, usize)> = data_segments(&segs).iter().map(|s| (s.repr.seq, s.payload.len())).collect();
+    assert_eq!(sent, [(link.our_seq + 100, 200)], "{segs:#?}");
+    h.send(h.ack(probe_seq, link.our_seq + 300));
+    let later = h.advance(Duration::from_secs(10));
+    assert!(data_segments(&later).is_empty(), "everything sent was acknowledged: {later:#?}");
+    assert_eq!(h.stack.stats().tcp.retransmit_timeouts, 0);
+    assert_eq!(h.read_all(link.handle), pattern(0, 2048), "no probe byte was taken");
+}
+
 /// Sends `n` full in-order segments from `from`, each followed by an egress;
 /// returns the next sequence number and the ACKs that went out.
 fn send_segments(h: &mut Harness, link: &Link, from: u32, n: u32) -> (u32, Vec<Seg>) {

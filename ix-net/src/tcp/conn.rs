@@ -1013,7 +1013,14 @@ impl Conn {
                 stats.duplicate_segments += 1;
                 self.note_duplicate(seq.0, (seq + data_len).0);
             }
-            if old
+            // A segment that starts at the window's right edge (at RCV.NXT
+            // when the window is zero: the peer's zero-window probe) brings
+            // data we refuse, but RFC 9293 §3.10.7.4 asks that valid ACKs be
+            // taken at a zero window, and Linux takes them at the edge: the
+            // peer's acknowledgements and window updates may come on nothing
+            // else while our window stays shut.
+            let at_edge = seg_len > 0 && seq == self.rcv_nxt + self.rcv_wnd();
+            if (old || at_edge)
                 && flags.contains(TcpFlags::ACK)
                 && !flags.contains(TcpFlags::SYN)
                 && self.state != State::SynReceived
