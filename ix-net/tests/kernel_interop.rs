@@ -366,7 +366,11 @@ const SINGLE_HOLES: &[u64] = &[1000, 2000, 3000, 4000, 5000, 6000];
 
 /// Linux reports each hole with duplicate ACKs carrying SACK blocks; with a send
 /// queue of 8 segments few of them come, and each single hole must still be
-/// repaired by fast retransmit, never by a timeout.
+/// repaired by fast retransmit, never by a timeout. On a loaded machine the
+/// test's writer may stall right after a dropped segment, which then is the
+/// tail of the flight: the tail loss probe sends it again and repairs it with
+/// no recovery (RFC 8985 §7; seen about once in 60 runs beside six busy
+/// loops: five recoveries, `tlp_recoveries` at least one, no timeout).
 #[test]
 fn stack_fast_retransmits_single_holes_the_kernel_reports_with_sack() {
     let loss = Loss { sent_segments: SINGLE_HOLES, ..Loss::NONE };
@@ -377,7 +381,13 @@ fn stack_fast_retransmits_single_holes_the_kernel_reports_with_sack() {
     let tcp = &outcome.stats.tcp;
     assert_eq!(outcome.injected_drops, (0, SINGLE_HOLES.len() as u64), "{}", outcome.tcp_summary());
     assert_eq!(tcp.retransmit_timeouts, 0, "holes repaired by timeout instead of SACK: {}", outcome.tcp_summary());
-    assert_eq!(tcp.fast_retransmits, SINGLE_HOLES.len() as u64, "{}", outcome.tcp_summary());
+    let holes = SINGLE_HOLES.len() as u64;
+    assert!(tcp.fast_retransmits <= holes, "a recovery with no hole: {}", outcome.tcp_summary());
+    assert!(
+        tcp.fast_retransmits + tcp.tlp_recoveries >= holes,
+        "a hole repaired neither by fast retransmit nor by a tail loss probe: {}",
+        outcome.tcp_summary()
+    );
 }
 
 /// A one-shot HTTP/1.1 responder on the stack: reads a request up to its blank

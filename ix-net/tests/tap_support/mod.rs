@@ -232,6 +232,7 @@ impl<R> Outcome<R> {
         let t = &self.stats.tcp;
         format!(
             "in_segs={} segments_sent={} retransmitted_segments={} retransmit_timeouts={} fast_retransmits={} \
+             rack_lost_marks={} tlp_probes={} tlp_recoveries={} tlp_spurious={} dsack_undos={} \
              dup_acks_received={} out_of_order_segments={} duplicate_segments={} in_csum_errors={} resets_sent={} \
              resets_received={} injected_drops(rx,tx)={:?} queue={:?}",
             t.in_segs,
@@ -239,6 +240,11 @@ impl<R> Outcome<R> {
             t.retransmitted_segments,
             t.retransmit_timeouts,
             t.fast_retransmits,
+            t.rack_lost_marks,
+            t.tlp_probes,
+            t.tlp_recoveries,
+            t.tlp_spurious,
+            t.dsack_undos,
             t.dup_acks_received,
             t.out_of_order_segments,
             t.duplicate_segments,
