@@ -168,6 +168,10 @@ counters! {
         bad_ack,
         /// ACKs of data not yet sent.
         ack_of_unsent,
+        /// Segments discarded because their ACK lay further behind SND.UNA
+        /// than the largest window the peer advertised (RFC 5961 §5.2, blind
+        /// data injection); each answered with an ACK.
+        too_old_acks,
         /// Segments outside the receive window.
         out_of_window,
         /// Segments rejected by PAWS.

@@ -90,6 +90,34 @@ fn syn_in_established_gets_a_challenge_ack() {
     assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::Established);
 }
 
+/// RFC 5961 §5.2: a segment whose ACK lies further behind SND.UNA than the
+/// largest window the peer advertised (MAX.SND.WND) is discarded, data and
+/// all, and answered with an ACK: a blind attacker who guessed a sequence
+/// number inside the window must guess the acknowledgment number as well
+/// (without the check, half of all ACK values pass as "old"). An ACK less
+/// far behind is a duplicate as before and its data is taken.
+#[test]
+fn data_whose_ack_is_older_than_the_peers_window_is_discarded_with_a_challenge_ack() {
+    let mut h = Harness::new();
+    let link = h.plain_passive_open();
+    let window = u32::from(h.peer_window);
+    h.data(link.peer_seq, link.our_seq.wrapping_sub(window + 1), &pattern(0, 100));
+    let challenge = h.out_one();
+    assert_eq!(
+        (challenge.repr.flags, challenge.repr.seq, challenge.repr.ack),
+        (TcpFlags::ACK, link.our_seq, link.peer_seq)
+    );
+    assert_eq!(h.stack.stats().tcp.too_old_acks, 1);
+    assert!(h.stack.tcp_recv(link.handle).unwrap().is_none(), "the injected bytes were not taken");
+
+    // At the limit: an old ACK, its data taken.
+    h.data(link.peer_seq, link.our_seq.wrapping_sub(window), &pattern(0, 100));
+    assert_eq!(h.out_one().repr.ack, link.peer_seq + 100);
+    assert_eq!(h.read_all(link.handle), pattern(0, 100));
+    assert_eq!(h.stack.stats().tcp.too_old_acks, 1);
+    assert_eq!(h.stack.tcp_state(link.handle).unwrap(), State::Established);
+}
+
 /// RFC 9293 §3.10.5: ABORT sends a RST and closes at once.
 #[test]
 fn abort_sends_rst() {

@@ -1164,6 +1164,15 @@ impl Conn {
             self.ack_invalid(data_len, now);
             return false;
         }
+        if ack < self.snd_una - self.max_snd_wnd {
+            // RFC 5961 §5.2: older than any window the peer could have sent
+            // it in. Blind data injection needs a guessed ACK to pass here as
+            // well as a guessed sequence number; Linux drops such segments
+            // too (`tcp_ack`, "too old ack").
+            stats.too_old_acks += 1;
+            self.ack_invalid(data_len, now);
+            return false;
+        }
         // The peer answers: a probe of its closed window may go on.
         self.persist_unanswered = 0;
         let window = u32::from(seg.window) << self.snd_wscale;
