@@ -75,6 +75,7 @@ cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz
 max_len() {
     case "$1" in
         tcp_session | kv_text | http_server) echo 8192 ;;
+        ixcp_message) echo 4096 ;; # a listing of a few dataplanes, each with its cores
         *) echo 1600 ;;
     esac
 }
