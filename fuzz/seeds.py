@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
 """Writes the hand-made seeds of every target into corpus/TARGET/seed-*; scripts/fuzz.sh grows and
-minimises the corpora from there. HTTP/2 seeds are what curl sent (seeds-http/, captured once)."""
-import os, struct
+minimises the corpora from there. HTTP/2 seeds are what curl sent (seeds-http/, captured once).
+`seeds.py TARGET...` writes only those targets' seeds (a target added later, without bringing back the seeds
+the minimisation of the others dropped)."""
+import os, struct, sys
+
+ONLY = sys.argv[1:]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 def put(target, name, data):
+    if ONLY and target not in ONLY:
+        return
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "seed-" + name), "wb") as f:
@@ -97,3 +103,28 @@ put("tcp_session", "mixed", honest_open + steps(20) + handshake + honest_send(0,
     + seg(0, 0x04, 2, 0) + reads + advance(3000))
 put("tcp_session", "raw", bytes([3, 0, 1]) + struct.pack("!H", 40) + ipv4(1, icmp_echo(b"x" * 12))[:40] + steps(4)
     + bytes([3, 2, 0]) + struct.pack("!H", 28) + arp + steps(4))
+
+# ixcp_message: one message of each kind (ix-driver/src/ixcp/protocol.rs: header "IXCP", version, kind, body
+# length; little-endian).
+def ixcp(kind, body):
+    return b"IXCP" + struct.pack("<HHI", 3, kind, len(body)) + body
+
+def ixcp_name(name):
+    return bytes([len(name)]) + name
+
+ixcp_core = (struct.pack("<HBHHB", 0, 1, 1, 420, 1) + struct.pack("<13Q", 99, 10, 5000, 3, 7, 7, 1, 2, 0, 4000, 4096, 9, 5)
+             + struct.pack("<4Q", 2, 1, 3, 2))
+ixcp_dataplane = (struct.pack("<I", 65534) + bytes([10, 77, 0, 1]) + ixcp_name(b"veth0") + ixcp_name(b"ixdp0")
+                  + struct.pack("<IH", 4096, 2) + struct.pack("<HH", 8080, 11211) + struct.pack("<4Q", 1, 2, 3, 4)
+                  + struct.pack("<HHH", 1, 2, 1) + ixcp_core)
+put("ixcp_message", "admit", ixcp(1, bytes([10, 77, 0, 1]) + struct.pack("<HIIH", 1, 4096, 1000, 2)
+                                  + struct.pack("<HH", 8080, 11211)))
+put("ixcp_message", "grant", ixcp(2, bytes([2, 0, 0, 0, 0, 9]) + struct.pack("<IHII", 1500, 1, 4096, 1000)
+                                  + ixcp_name(b"ixdp3")))
+ixcp_refusal = b"port 22 is not granted to uid 65534"
+put("ixcp_message", "refusal", ixcp(3, struct.pack("<HH", 5, len(ixcp_refusal)) + ixcp_refusal))
+put("ixcp_message", "list", ixcp(4, b""))
+put("ixcp_message", "listing", ixcp(5, struct.pack("<9Q", 3, 2, 1, 1, 5, 4, 1, 6, 7) + struct.pack("<H", 1)
+                                    + ixcp_dataplane))
+put("ixcp_message", "set-share", ixcp(6, ixcp_name(b"ixdp0") + struct.pack("<H", 0)))
+put("ixcp_message", "share-set", ixcp(7, ixcp_name(b"ixdp0") + struct.pack("<H", 1)))

@@ -13,13 +13,19 @@
 #   scripts/fuzz.sh --sanitizer none ...         without AddressSanitizer (default: address)
 #   scripts/fuzz.sh --no-trace-compares ...      without libFuzzer's comparison tracing (faster, less guided;
 #                                                docs/fuzzing.md round 11: tcp_session gained from it in 25 s runs)
+#   scripts/fuzz.sh --jobs N ...                 N fuzzers per target side by side (one per CPU), each into a
+#                                                directory of its own, merged into the corpus once all are done
 #   scripts/fuzz.sh --list                       the targets
 #
 # Without the sanitizer the harnesses' own invariants (panics) and libFuzzer's coverage guidance stay; only
 # memory errors in unsafe code go unseen: meant for the slow stateful targets (docs/fuzzing.md).
 # Each sanitizer builds into a target directory of its own, so switching does not rebuild the other.
 # Runs of different targets may go side by side (one script per target, e.g. under `bg-run`, one per CPU):
-# each target has its own directories, and a run's line is appended to runs.tsv in one write.
+# each target has its own directories, and a run's line is appended to runs.tsv in one write. Two scripts must
+# not run the same target at once (they would share its directories): `--jobs N` runs one target N times over,
+# each job writing its new inputs to work/TARGET.jK (K = 1..N) and its log to work/TARGET.jK.log, all reading
+# corpus/TARGET, which only the merge after the last job rewrites. Each job's run has its line in runs.tsv.
+# With --to-total each job runs its share of what is left; --runs N is N executions per job.
 # libFuzzer's timeout is wall-clock time: a campaign frozen by `bench-prio` or starved at SCHED_IDLE for longer
 # than it looks like a hang. A timeout is therefore replayed alone under a limit of CPU time (RLIMIT_CPU); a unit
 # that passes there is no finding: it is moved to fuzz/work/TARGET.replayed-timeouts/, the run is recorded as
@@ -35,7 +41,7 @@ cd "$(dirname "$0")/.."
 
 targets_all() { sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^ix-fuzz-targets$'; }
 
-runs_limit= seconds_limit= to_total= notc=
+runs_limit= seconds_limit= to_total= notc= jobs=1
 sanitizer=address
 while [ $# -gt 0 ]; do
     case $1 in
@@ -44,11 +50,13 @@ while [ $# -gt 0 ]; do
         --to-total) to_total=${2:?--to-total needs a count}; shift 2 ;;
         --sanitizer) sanitizer=${2:?--sanitizer needs a name: address, none, ...}; shift 2 ;;
         --no-trace-compares) notc=1; shift ;;
+        --jobs) jobs=${2:?--jobs needs a count}; shift 2 ;;
         '' | -* | *[!0-9]*) break ;;
         *) seconds_limit=$1; shift ;;
     esac
 done
 [ -n "$runs_limit" ] || [ -n "$to_total" ] || [ -n "$seconds_limit" ] || seconds_limit=60
+case $jobs in '' | 0* | *[!0-9]*) echo "--jobs needs a positive count, not '$jobs'" >&2; exit 2 ;; esac
 build=(-O -s "$sanitizer")
 # What runs.tsv's last column records: the sanitizer, and whether comparisons were traced.
 build_name=$sanitizer
@@ -67,6 +75,7 @@ cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz
 max_len() {
     case "$1" in
         tcp_session | kv_text | http_server) echo 8192 ;;
+        ixcp_message) echo 4096 ;; # a listing of a few dataplanes, each with its cores
         *) echo 1600 ;;
     esac
 }
@@ -92,8 +101,11 @@ replayed_timeout_passes() {
         >"$log.replay" 2>&1 || return 1
     mkdir -p "work/$target.replayed-timeouts" && mv "$unit" "work/$target.replayed-timeouts/"
 }
-for target in "${targets[@]}"; do
-    started=$SECONDS done_runs=0
+# One job's campaign on TARGET into work/TARGET$SUFFIX: libFuzzer runs (again with what is left of the budget
+# after a timeout that passes when replayed), each appended to runs.tsv. Returns 1 after a crash.
+campaign() {
+    local target=$1 suffix=$2 started=$SECONDS done_runs=0 budget left need result execs took cpu
+    local out="work/$target$suffix" log="work/$target$suffix.log"
     while :; do
         budget=()
         if [ -n "$seconds_limit" ]; then
@@ -106,16 +118,16 @@ for target in "${targets[@]}"; do
             budget+=("-runs=$((runs_limit - done_runs))")
         fi
         if [ -n "$to_total" ]; then
+            # This job's share of what is left (other jobs' finished runs are in the total already).
             need=$((to_total - $(total_of "$target")))
-            [ "$need" -gt 0 ] || { echo "== $target: $(total_of "$target") executions already"; break; }
-            budget+=("-runs=$need")
+            [ "$need" -gt 0 ] || { echo "== $target$suffix: $(total_of "$target") executions already"; break; }
+            budget+=("-runs=$(((need + jobs - 1) / jobs))")
         fi
-        mkdir -p "work/$target" "artifacts/$target" "corpus/$target"
-        log="work/$target.log"
-        echo "== $target (${budget[*]})"
+        mkdir -p "$out"
+        echo "== $target$suffix (${budget[*]})"
         result=ok
-        /usr/bin/time -f '%U %S' -o "work/$target.cpu" nice -n 19 cargo +nightly fuzz run "${build[@]}" "$target" \
-            "work/$target" "corpus/$target" -- "${budget[@]}" -max_len="$(max_len "$target")" -timeout="$unit_timeout" \
+        /usr/bin/time -f '%U %S' -o "$out.cpu" nice -n 19 cargo +nightly fuzz run "${build[@]}" "$target" \
+            "$out" "corpus/$target" -- "${budget[@]}" -max_len="$(max_len "$target")" -timeout="$unit_timeout" \
             -rss_limit_mb=2048 -reload=0 -print_final_stats=1 -artifact_prefix="artifacts/$target/" >"$log" 2>&1 ||
             result=crash
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
@@ -127,25 +139,45 @@ for target in "${targets[@]}"; do
             result=timeout-replayed-ok
         fi
         if [ "$result" = crash ]; then
-            failed+=("$target")
             grep -E '^(==[0-9]+==|thread|SUMMARY|artifact_prefix|Test unit written)' "$log" | head -20 || true
         fi
         # CPU seconds the fuzzer got (user + system, cargo's share included): on a shared machine at nice 19 the
         # wall-clock seconds say little about its speed.
-        cpu=$(awk 'END { if (NF == 2) printf "%.0f", $1 + $2 }' "work/$target.cpu" 2>/dev/null || true)
+        cpu=$(awk 'END { if (NF == 2) printf "%.0f", $1 + $2 }' "$out.cpu" 2>/dev/null || true)
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$commit" "$target" "${execs:-?}" \
             "${took:-?}" "$result" "${cpu:-?}" "$build_name" >> runs.tsv
-        echo "   $target: ${execs:-?} executions in ${took:-?} s (${cpu:-?} s of CPU), $result"
+        echo "   $target$suffix: ${execs:-?} executions in ${took:-?} s (${cpu:-?} s of CPU), $result"
+        [ "$result" != crash ] || return 1
         [ "$result" = timeout-replayed-ok ] || break
         done_runs=$((done_runs + ${execs:-0}))
     done
-    # Minimise: the committed corpus becomes the smallest set covering what both directories cover.
+}
+
+for target in "${targets[@]}"; do
+    mkdir -p "artifacts/$target" "corpus/$target"
+    outs=("work/$target")
+    if [ "$jobs" -eq 1 ]; then
+        campaign "$target" "" || failed+=("$target")
+    else
+        outs=() pids=()
+        for job in $(seq 1 "$jobs"); do
+            outs+=("work/$target.j$job")
+            campaign "$target" ".j$job" &
+            pids+=($!)
+        done
+        for pid in "${pids[@]}"; do
+            wait "$pid" || failed+=("$target (job $pid)")
+        done
+    fi
+    # Minimise: the committed corpus becomes the smallest set covering what the directories cover.
     rm -rf "work/$target.min" && mkdir -p "work/$target.min"
-    nice -n 19 cargo +nightly fuzz run "${build[@]}" "$target" "work/$target.min" "corpus/$target" "work/$target" -- \
+    present=()
+    for out in "${outs[@]}"; do [ -d "$out" ] && present+=("$out"); done
+    nice -n 19 cargo +nightly fuzz run "${build[@]}" "$target" "work/$target.min" "corpus/$target" "${present[@]}" -- \
         -merge=1 -max_len="$(max_len "$target")" -timeout="$unit_timeout" -rss_limit_mb=2048 >"work/$target.merge.log" 2>&1 &&
         [ -n "$(ls -A "work/$target.min")" ] &&
         rm -rf "corpus/$target" && mv "work/$target.min" "corpus/$target" &&
-        rm -rf "work/$target"
+        rm -rf "${present[@]}"
 done
 awk -F'\t' 'NR > 1 && $4 ~ /^[0-9]+$/ { total[$3] += $4 } END { for (t in total) printf "   total %s: %d executions\n", t, total[t] }' runs.tsv | sort
 if [ "${#failed[@]}" -gt 0 ]; then

@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod input;
+pub mod ixcp;
 pub mod kv;
 pub mod tcp_session;
 pub mod wire;
@@ -28,4 +29,5 @@ pub const TARGETS: &[Target] = &[
     Target { name: "tcp_session", run: tcp_session::run },
     Target { name: "kv_text", run: kv::run },
     Target { name: "http_server", run: http::run },
+    Target { name: "ixcp_message", run: ixcp::message },
 ];
