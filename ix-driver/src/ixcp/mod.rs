@@ -22,5 +22,6 @@ pub use cpu_policy::CpuPolicy;
 pub use daemon::{DATAPLANES_PER_INTERFACE_MAX, Daemon, stop_on_signals};
 pub use protocol::{
     AdmitRequest, CoreEntry, DaemonStats, DataplaneEntry, Grant, LISTING_CORES_MAX, Listing, MESSAGE_BYTES_MAX,
-    Message, PROTOCOL_VERSION, ProtocolError, REQUEST_PORTS_MAX, Refusal, RefusalCode, Share,
+    Message, PROTOCOL_VERSION, ProtocolError, REFUSAL_MESSAGE_BYTES_MAX, REQUEST_PORTS_MAX, Refusal, RefusalCode,
+    Share,
 };

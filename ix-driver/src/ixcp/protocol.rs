@@ -35,8 +35,8 @@ pub const PROTOCOL_VERSION: u16 = 3;
 pub const MESSAGE_BYTES_MAX: usize = 128 * 1024;
 /// Ports one request may ask for at most.
 pub const REQUEST_PORTS_MAX: usize = 64;
-/// Bytes of a refusal's message at most (longer ones are cut).
-const REFUSAL_MESSAGE_BYTES_MAX: usize = 512;
+/// Bytes of a refusal's message at most (longer ones are cut on encoding).
+pub const REFUSAL_MESSAGE_BYTES_MAX: usize = 512;
 const MAGIC: [u8; 4] = *b"IXCP";
 const HEADER_BYTES: usize = 12;
 
