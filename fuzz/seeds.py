@@ -128,3 +128,41 @@ put("ixcp_message", "listing", ixcp(5, struct.pack("<9Q", 3, 2, 1, 1, 5, 4, 1, 6
                                     + ixcp_dataplane))
 put("ixcp_message", "set-share", ixcp(6, ixcp_name(b"ixdp0") + struct.pack("<H", 0)))
 put("ixcp_message", "share-set", ixcp(7, ixcp_name(b"ixdp0") + struct.pack("<H", 1)))
+
+# ixcp_allocation: a header (dataplanes, polling CPU mask, shared set, policy thresholds, cores and share of
+# each), then operations: publish a core's counters, a period's decision, a step window, a share, a thread
+# id changing hands (ix-fuzz/src/ixcp.rs, `allocation`; big-endian).
+def alloc_header(tenants, mask, shared, cores, shares, step=1):
+    policy = bytes([76, 85, 3, 0, 0, step, 200, 1])
+    return bytes([tenants - 1, mask, shared]) + policy + bytes(c - 1 for c in cores) + bytes(shares)
+
+def alloc_publish(tenant, core, tid, busy_delta, self_polls_delta=0):
+    return (bytes([0, tenant, core, tid, 1]) + struct.pack("!I", busy_delta) + bytes([1])
+            + struct.pack("!I", self_polls_delta) + bytes([1]))
+
+def alloc_decide(ms):
+    return bytes([2]) + struct.pack("!H", ms * 100)
+
+def alloc_step(ms):
+    return bytes([3]) + struct.pack("!H", ms * 1000)
+
+# Tids 1 and 3 are the second dataplane's, 2 and 4 the first's (tid % dataplanes).
+busy, idle = 100_000_000, 0
+named = alloc_publish(0, 0, 2, 0) + alloc_publish(0, 1, 4, 0) + alloc_publish(1, 0, 1, 0) + alloc_decide(100)
+put("ixcp_allocation", "busy-then-idle", alloc_header(2, 0b001100, 0, [2, 1], [1, 2]) + named
+    + alloc_publish(0, 0, 2, busy) + alloc_publish(0, 1, 4, busy) + alloc_publish(1, 0, 1, busy) + alloc_decide(100)
+    + (alloc_publish(0, 0, 2, idle) + alloc_decide(100)) * 4)
+put("ixcp_allocation", "steps", alloc_header(2, 0b000100, 1, [1, 1], [1, 1]) + named
+    + (alloc_publish(0, 0, 2, 10_000_000) + alloc_publish(1, 0, 1, 10_000_000) + alloc_step(10)) * 3
+    + alloc_decide(30))
+put("ixcp_allocation", "self-poll", alloc_header(1, 0b110000, 2, [1], [1]) + alloc_publish(0, 0, 1, 0)
+    + alloc_decide(100) + alloc_publish(0, 0, 1, 20_000_000, 1) + alloc_decide(100)
+    + alloc_publish(0, 0, 1, 1_000_000, 1) + alloc_decide(100))
+named1 = alloc_publish(0, 0, 2, 0) + alloc_publish(1, 0, 1, 0) + alloc_decide(100)
+# The first dataplane's polling thread (2) exits and its id goes to another process; its share drops to 0, so
+# the decision sends the core back (without moving the thread). Id 2 then goes to the second dataplane, whose
+# core names it; the first names the second's thread 9.
+put("ixcp_allocation", "thread-reused", alloc_header(2, 0b001100, 0, [1, 1], [1, 1]) + named1
+    + alloc_publish(0, 0, 2, busy) + alloc_decide(100) + bytes([5, 1, 1]) + bytes([4, 0, 0]) + alloc_decide(100)
+    + bytes([5, 1, 2, 1]) + alloc_publish(1, 0, 2, busy) + alloc_decide(100) + alloc_publish(1, 0, 2, busy)
+    + alloc_decide(100) + alloc_publish(0, 0, 9, busy) + alloc_decide(100))

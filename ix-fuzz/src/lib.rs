@@ -30,4 +30,5 @@ pub const TARGETS: &[Target] = &[
     Target { name: "kv_text", run: kv::run },
     Target { name: "http_server", run: http::run },
     Target { name: "ixcp_message", run: ixcp::message },
+    Target { name: "ixcp_allocation", run: ixcp::allocation },
 ];

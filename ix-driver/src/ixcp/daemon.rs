@@ -9,13 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::config::DaemonConfig;
-use super::core_board::{CoreBoard, CoreMode, CoreSample};
-use super::cpu_policy::{CoreState, CpuPolicy, StepWatch, core_load, decide, starting_state, stepped_state};
+use super::core_board::CoreBoard;
+use super::cpu_allocation::{Allocation, HostThreads, ManagedCore, Tenant};
 use super::protocol::{
-    AdmitRequest, CoreEntry, DaemonStats, DataplaneEntry, Grant, LISTING_CORES_MAX, Listing, Message, Refusal,
-    RefusalCode, Share,
+    AdmitRequest, DaemonStats, DataplaneEntry, Grant, LISTING_CORES_MAX, Listing, Message, Refusal, RefusalCode, Share,
 };
-use super::thread_placement::{all_cpus, is_thread_of, move_thread, set_slice};
+use super::thread_placement::all_cpus;
 use super::transport;
 use super::virtual_port::VirtualPort;
 use crate::error::DriverError;
@@ -115,32 +114,6 @@ struct Dataplane {
     /// CPUs its cores may poll on at once now, and at most.
     share: u16,
     max_share: u16,
-}
-
-/// What `ixcp` knows of one dataplane core between decisions.
-#[derive(Debug, Default)]
-struct ManagedCore {
-    state: CoreState,
-    /// The polling CPU it holds.
-    cpu: Option<usize>,
-    /// The thread id its board names, and that thread once checked to be
-    /// one of the dataplane's.
-    named_thread: u64,
-    thread: Option<u64>,
-    last: CoreSample,
-    load: f64,
-    /// Its counters at the last short window of the step rule, and the
-    /// rule's count of busy windows.
-    step_last: CoreSample,
-    step: StepWatch,
-    to_polling: u64,
-    to_blocking: u64,
-    /// The core's self-poll count `ixcp` answered last.
-    self_polls_answered: u64,
-    /// Of its switches to polling on its own, those a decision kept (giving
-    /// it a polling CPU) and those it sent back to blocking.
-    self_polls_kept: u64,
-    self_polls_ended: u64,
 }
 
 #[derive(Debug)]
@@ -263,152 +236,19 @@ impl Daemon {
         Ok(())
     }
 
-    /// One period's decision for every core of every dataplane: reads its
-    /// counters, computes its load, and moves it between blocking on the
-    /// shared CPUs and polling on a CPU of its own.
+    /// One period's decision for every core of every dataplane (see
+    /// [`Allocation::decide`]).
     fn decide_cpus(&mut self, wall: Duration) {
-        let policy = self.config.policy;
-        let mut held = self.held_cpus();
-        for connection in &mut self.connections {
-            let pid = connection.pid;
-            let Some(dataplane) = connection.dataplane.as_mut() else { continue };
-            for index in 0..dataplane.cores.len() {
-                let sample = dataplane.board.read(index);
-                let polling_elsewhere = polling_elsewhere(&dataplane.cores, index);
-                let core = &mut dataplane.cores[index];
-                core.load = core_load(&core.last, &sample, wall);
-                core.last = sample;
-                if core.named_thread != sample.thread_id {
-                    core.named_thread = sample.thread_id;
-                    core.thread = is_thread_of(pid, sample.thread_id).then_some(sample.thread_id);
-                    if core.thread.is_none() && sample.thread_id != 0 {
-                        self.stats.threads_refused += 1;
-                        tracing::warn!(
-                            pid,
-                            tid = sample.thread_id,
-                            "ixcp: a core board names a thread not the dataplane's"
-                        );
-                    }
-                    // A new thread starts blocking on the shared CPUs; what it
-                    // counted so far is answered.
-                    core.state = CoreState::default();
-                    if let Some(cpu) = core.cpu.take() {
-                        held.retain(|&c| c != cpu);
-                    }
-                    dataplane.board.ask_mode(index, CoreMode::Block);
-                    dataplane.board.answer_self_polls(index, sample.self_polls);
-                    core.self_polls_answered = sample.self_polls;
-                    if let Some(tid) = core.thread {
-                        place(tid, &self.shared_cpus, policy.slice());
-                    }
-                    // Its counters so far are not one period's: decide from the next.
-                    core.load = 0.0;
-                    continue;
-                }
-                let free_cpu = self.config.cpus.polling.iter().copied().find(|cpu| !held.contains(cpu));
-                let may_poll = core.thread.is_some()
-                    && polling_elsewhere < usize::from(dataplane.share)
-                    && (core.cpu.is_some() || free_cpu.is_some());
-                // A core that switched itself to polling since the last
-                // decision enters it as polling (see `starting_state`); the
-                // answer goes after the mode word, whatever the decision.
-                let switched_itself = sample.self_polls != core.self_polls_answered;
-                let next = decide(&policy, starting_state(&policy, core.state, switched_itself), core.load, may_poll);
-                if switched_itself && core.state.mode == CoreMode::Block {
-                    let kept = next.mode == CoreMode::BusyPoll;
-                    let (mine, total) = if kept {
-                        (&mut core.self_polls_kept, &mut self.stats.self_polls_kept)
-                    } else {
-                        (&mut core.self_polls_ended, &mut self.stats.self_polls_ended)
-                    };
-                    *mine += 1;
-                    *total += 1;
-                    tracing::debug!(
-                        pid,
-                        core = index,
-                        load = core.load,
-                        kept,
-                        "ixcp: a core switched itself to polling"
-                    );
-                }
-                if let (Some(tid), true) = (core.thread, next.mode != core.state.mode) {
-                    match next.mode {
-                        CoreMode::BusyPoll => {
-                            let cpu = free_cpu.expect("may_poll checked a free CPU");
-                            give_polling_cpu(core, &dataplane.board, index, tid, cpu, &policy, &mut self.stats);
-                            held.push(cpu);
-                        }
-                        CoreMode::Block => {
-                            dataplane.board.ask_mode(index, CoreMode::Block);
-                            place(tid, &self.shared_cpus, policy.slice());
-                            if let Some(cpu) = core.cpu.take() {
-                                held.retain(|&c| c != cpu);
-                            }
-                            core.to_blocking += 1;
-                            self.stats.to_blocking += 1;
-                        }
-                    }
-                    tracing::debug!(pid, core = index, load = core.load, mode = ?next.mode, cpu = ?core.cpu, "ixcp: core moved");
-                }
-                core.state = next;
-                if switched_itself {
-                    dataplane.board.answer_self_polls(index, sample.self_polls);
-                    core.self_polls_answered = sample.self_polls;
-                }
-            }
-            // Its cores may switch themselves to polling only while one of
-            // them could be given a polling CPU.
-            let cpu_for_it = dataplane.cores.iter().any(|c| c.cpu.is_some())
-                || self.config.cpus.polling.iter().any(|cpu| !held.contains(cpu));
-            let may_poll = dataplane.share > 0 && cpu_for_it;
-            dataplane.board.set_self_poll_rule(policy.self_poll_rule(may_poll));
-        }
+        let allocation =
+            Allocation { policy: &self.config.policy, polling: &self.config.cpus.polling, shared: &self.shared_cpus };
+        allocation.decide(&mut tenants(&mut self.connections), wall, &mut HostThreads, &mut self.stats);
     }
 
-    /// One short window of the step rule (see [`StepWatch`]): reads every
-    /// core's counters, and gives a blocking core whose windows make a step a
-    /// polling CPU at once, if it may poll, as a decision would. The period's
-    /// decisions go on as before and judge it at the next one (see
-    /// [`stepped_state`]).
+    /// One short window of the step rule (see [`Allocation::watch_for_steps`]).
     fn watch_for_steps(&mut self, wall: Duration) {
-        let (policy, mut held) = (self.config.policy, self.held_cpus());
-        let dataplanes = self.connections.iter_mut().filter_map(|c| Some((c.pid, c.dataplane.as_mut()?)));
-        for (pid, dataplane) in dataplanes {
-            for index in 0..dataplane.cores.len() {
-                let sample = dataplane.board.read(index);
-                let share_left = polling_elsewhere(&dataplane.cores, index) < usize::from(dataplane.share);
-                let core = &mut dataplane.cores[index];
-                let load = core_load(&core.step_last, &sample, wall);
-                core.step_last = sample;
-                // Only a blocking core of a thread the period's decision
-                // checked; a new thread waits for that decision.
-                let Some(tid) =
-                    core.thread.filter(|_| core.state.mode == CoreMode::Block && core.named_thread == sample.thread_id)
-                else {
-                    core.step.reset();
-                    continue;
-                };
-                if !core.step.observe(&policy, load) {
-                    continue;
-                }
-                let free_cpu = self.config.cpus.polling.iter().copied().find(|cpu| !held.contains(cpu));
-                let Some(cpu) = free_cpu.filter(|_| share_left) else {
-                    continue;
-                };
-                give_polling_cpu(core, &dataplane.board, index, tid, cpu, &policy, &mut self.stats);
-                held.push(cpu);
-                core.state = stepped_state(&policy);
-                tracing::debug!(pid, core = index, load, mode = ?core.state.mode, cpu = ?core.cpu, "ixcp: core moved by a step");
-            }
-        }
-    }
-
-    fn held_cpus(&self) -> Vec<usize> {
-        self.cores().filter_map(|c| c.cpu).collect()
-    }
-
-    fn cores(&self) -> impl Iterator<Item = &ManagedCore> {
-        self.connections.iter().filter_map(|c| c.dataplane.as_ref()).flat_map(|d| &d.cores)
+        let allocation =
+            Allocation { policy: &self.config.policy, polling: &self.config.cpus.polling, shared: &self.shared_cpus };
+        allocation.watch_for_steps(&mut tenants(&mut self.connections), wall, &mut HostThreads, &mut self.stats);
     }
 
     fn accept_all(&mut self) {
@@ -512,7 +352,13 @@ impl Daemon {
                     tx_invalid_descs: kernel.tx_invalid_descs,
                     share: d.share,
                     max_share: d.max_share,
-                    cores: d.cores.iter().take(LISTING_CORES_MAX).enumerate().map(core_entry).collect(),
+                    cores: d
+                        .cores
+                        .iter()
+                        .take(LISTING_CORES_MAX)
+                        .enumerate()
+                        .map(|(index, core)| core.entry(index))
+                        .collect(),
                 }
             })
             .collect();
@@ -681,50 +527,15 @@ fn poll_timeout_ms(timeout: Duration) -> i32 {
     i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
 }
 
-/// How many of `cores` other than `index` hold a polling CPU.
-fn polling_elsewhere(cores: &[ManagedCore], index: usize) -> usize {
-    cores.iter().enumerate().filter(|(i, c)| *i != index && c.cpu.is_some()).count()
-}
-
-/// Moves a blocking core to polling on `cpu`: the thread there first, then
-/// the mode asked; counted.
-fn give_polling_cpu(
-    core: &mut ManagedCore,
-    board: &CoreBoard,
-    index: usize,
-    tid: u64,
-    cpu: usize,
-    policy: &CpuPolicy,
-    stats: &mut DaemonStats,
-) {
-    place(tid, &[cpu], policy.slice());
-    core.cpu = Some(cpu);
-    board.ask_mode(index, CoreMode::BusyPoll);
-    core.to_polling += 1;
-    stats.to_polling += 1;
-}
-
-fn place(tid: u64, cpus: &[usize], slice: Option<Duration>) {
-    if let Err(error) = move_thread(tid, cpus) {
-        tracing::debug!(tid, ?cpus, %error, "ixcp: a core's thread could not be moved");
-    }
-    if let Some(Err(error)) = slice.map(|slice| set_slice(tid, slice)) {
-        tracing::debug!(tid, ?slice, %error, "ixcp: a core's thread's slice was not set");
-    }
-}
-
-fn core_entry((index, core): (usize, &ManagedCore)) -> CoreEntry {
-    CoreEntry {
-        core: index as u16,
-        mode: core.state.mode,
-        cpu: core.cpu.map(|cpu| cpu as u16),
-        load_permille: (core.load * 1000.0).round() as u16,
-        sample: core.last,
-        to_polling: core.to_polling,
-        to_blocking: core.to_blocking,
-        self_polls_kept: core.self_polls_kept,
-        self_polls_ended: core.self_polls_ended,
-    }
+/// The admitted dataplanes of `connections`, for the CPU allocation.
+fn tenants(connections: &mut [Connection]) -> Vec<Tenant<'_>> {
+    connections
+        .iter_mut()
+        .filter_map(|c| {
+            let dataplane = c.dataplane.as_mut()?;
+            Some(Tenant { pid: c.pid, share: dataplane.share, board: &dataplane.board, cores: &mut dataplane.cores })
+        })
+        .collect()
 }
 
 /// Set by SIGINT or SIGTERM once [`stop_on_signals`] ran.

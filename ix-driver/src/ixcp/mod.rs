@@ -8,6 +8,7 @@
 mod client;
 mod config;
 pub mod core_board;
+pub mod cpu_allocation;
 pub mod cpu_policy;
 mod daemon;
 mod protocol;
