@@ -56,7 +56,8 @@ const CORES_MAX: usize = 3;
 const TIDS: usize = 10;
 /// The process id of no dataplane (a thread id given to it is another process's).
 const FOREIGN_PID: i32 = 999;
-/// Operations of one input at most (a bound on the time one input takes).
+/// Operations of one input at most (a bound on the time one input takes; `fuzz.sh`'s default limit of 1,600
+/// bytes holds about 530 of the shortest).
 const OPERATIONS_MAX: usize = 1024;
 
 thread_local! {
@@ -306,26 +307,27 @@ fn check(
 mod tests {
     use super::*;
 
-    #[test]
-    #[should_panic(expected = "no dataplane")]
-    fn a_move_of_another_process_thread_is_caught() {
+    /// Checks one step in which thread 5, owned by `owner`, was moved to polling CPU 2, with one dataplane
+    /// (pid 100) whose only core has no thread.
+    fn check_a_move_of_thread_5(owner: i32) {
         let policy = CpuPolicy::default();
         let allocation = Allocation { policy: &policy, polling: &[2], shared: &[0] };
         let mut host = HostTable { owner: [None; TIDS], placed: vec![(5, vec![2])] };
-        host.owner[5] = Some(FOREIGN_PID);
+        host.owner[5] = Some(owner);
         let boards = [CoreBoard::create(1).unwrap()];
         check(&allocation, &boards, &[vec![ManagedCore::default()]], &mut host, |t| 100 + t as i32);
     }
 
     #[test]
+    #[should_panic(expected = "no dataplane")]
+    fn a_move_of_another_process_thread_is_caught() {
+        check_a_move_of_thread_5(FOREIGN_PID);
+    }
+
+    #[test]
     #[should_panic(expected = "none of its cores")]
     fn a_move_no_core_asked_for_is_caught() {
-        let policy = CpuPolicy::default();
-        let allocation = Allocation { policy: &policy, polling: &[2], shared: &[0] };
-        let mut host = HostTable { owner: [None; TIDS], placed: vec![(5, vec![2])] };
-        host.owner[5] = Some(100);
-        let boards = [CoreBoard::create(1).unwrap()];
-        check(&allocation, &boards, &[vec![ManagedCore::default()]], &mut host, |t| 100 + t as i32);
+        check_a_move_of_thread_5(100);
     }
 
     /// The corpus (seeds and what the fuzzer kept) drives the allocation through each of its moves, not only
