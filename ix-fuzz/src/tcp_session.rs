@@ -15,7 +15,7 @@ use ix_net::wire::{
     ETHERNET_HEADER_LEN, EtherType, EthernetAddress, EthernetFrame, EthernetRepr, IPV4_HEADER_LEN, IpProtocol,
     Ipv4Packet, Ipv4Repr, TCP_HEADER_LEN, TCP_OPTIONS_MAX_LEN, TcpFlags, TcpPacket, fill_tcp_checksum,
 };
-use ix_net::{Instant, SocketHandle, Stack, StackConfig, StackStats};
+use ix_net::{Instant, SocketHandle, Stack, StackConfig, StackStats, TcpError};
 
 use crate::input::FuzzInput;
 
@@ -306,6 +306,8 @@ struct HonestConnection {
     victim: Option<SocketHandle>,
     sent: u64,
     delivered: u64,
+    /// The victim's `listen_overflows` when the peer opened this connection.
+    overflows_at_open: u64,
 }
 
 /// What one step of the three parties did.
@@ -552,7 +554,14 @@ impl Session {
             }
             let server = SocketAddrV4::new(VICTIM, LISTEN_PORT);
             let peer = self.honest.stack.tcp_connect(server, now, &|_| true).expect("connect");
-            self.honest_connections.push(HonestConnection { peer, victim: None, sent: 0, delivered: 0 });
+            let overflows_at_open = self.victim.stack.stats().tcp.listen_overflows;
+            self.honest_connections.push(HonestConnection {
+                peer,
+                victim: None,
+                sent: 0,
+                delivered: 0,
+                overflows_at_open,
+            });
             return;
         }
         let honest = &mut self.honest_connections[index];
@@ -610,6 +619,7 @@ impl Session {
     /// of it was read, after [`DELIVERY_LIMIT_MICROS`] or [`PHASE_STEPS_MAX`] steps, or at a quiet step (then
     /// nothing more can arrive).
     fn deliver_honest_bytes(&mut self) {
+        self.reopen_connections_starved_by_a_full_accept_queue();
         let deadline = self.clock.now_micros() + DELIVERY_LIMIT_MICROS;
         let mut last = Step::Busy;
         for _ in 0..PHASE_STEPS_MAX {
@@ -628,6 +638,30 @@ impl Session {
                 honest.delivered,
                 honest.sent
             );
+        }
+    }
+
+    /// Opens again each honest connection that timed out because the victim dropped its SYNs for a full accept
+    /// queue. The victim drops a SYN while as many connections as its backlog wait to be accepted, as Linux does;
+    /// when its application then accepts nothing for the two minutes the peer resends a SYN (the attacker's
+    /// connections can fill the queue), the peer's connect times out and its application sees `TimedOut`: the
+    /// bytes it sent were never delivered, by design. Only such a connection is opened again: closed with
+    /// `TimedOut`, never accepted, and with at least as many listen overflows counted since it opened as the
+    /// SYNs it sent. The new connection must then be accepted and carry its bytes like any other, since the
+    /// delivery phase accepts at every step.
+    fn reopen_connections_starved_by_a_full_accept_queue(&mut self) {
+        let syns_per_connect = u64::from(self.honest.stack.config().tcp.syn_retries) + 1;
+        let overflows = self.victim.stack.stats().tcp.listen_overflows;
+        let now = self.now();
+        for honest in &mut self.honest_connections {
+            let timed_out = self.honest.stack.tcp_error(honest.peer) == Ok(Some(TcpError::TimedOut));
+            if honest.victim.is_some() || !timed_out || overflows - honest.overflows_at_open < syns_per_connect {
+                continue;
+            }
+            self.honest.stack.close(honest.peer);
+            let server = SocketAddrV4::new(VICTIM, LISTEN_PORT);
+            let peer = self.honest.stack.tcp_connect(server, now, &|_| true).expect("connect");
+            *honest = HonestConnection { peer, victim: None, sent: 0, delivered: 0, overflows_at_open: overflows };
         }
     }
 
@@ -750,6 +784,59 @@ mod tests {
     #[should_panic(expected = "wrong byte at 0")]
     fn another_connections_bytes_do_not_pass() {
         assert_honest_bytes(0, 0, honest_bytes(1, 0, 100));
+    }
+
+    /// A session whose victim listens with a backlog of one: honest connection 0 fills the accept queue (the
+    /// victim's application accepts nothing), and connection 1's SYNs are dropped until its connect times out.
+    fn session_with_a_starved_connect(pools: &SessionPools) -> Session {
+        let mut session = Session::new(pools, true);
+        session.victim.stack.close(session.listener);
+        session.listener = session.victim.stack.tcp_listen(LISTEN_PORT, 1).expect("listen");
+        session.honest_sends(0, 0);
+        session.steps(64);
+        session.honest_sends(1, 0);
+        session.advance(200_000_000);
+        let starved = session.honest_connections[1].peer;
+        assert_eq!(session.honest.stack.tcp_error(starved), Ok(Some(TcpError::TimedOut)));
+        session
+    }
+
+    /// The connect starved by a full accept queue is opened again, and then carries its bytes.
+    #[test]
+    fn a_connect_starved_by_a_full_accept_queue_is_opened_again() {
+        let pools = SessionPools::take();
+        let mut session = session_with_a_starved_connect(&pools);
+        session.honest_sends(1, 0); // fails: the connection is closed
+        session.deliver_honest_bytes();
+        session.honest_sends(1, 3_000);
+        session.deliver_honest_bytes();
+        assert_eq!(session.honest_connections[1].delivered, 3_000);
+    }
+
+    /// A connect that timed out with fewer listen overflows than SYNs is not forgiven.
+    #[test]
+    #[should_panic(expected = "honest connection 1 (Ok(Closed)): 0 of 0 bytes arrived")]
+    fn a_timed_out_connect_without_overflows_is_not_opened_again() {
+        let pools = SessionPools::take();
+        let mut session = session_with_a_starved_connect(&pools);
+        session.honest_connections[1].overflows_at_open = session.victim.stack.stats().tcp.listen_overflows - 6;
+        session.deliver_honest_bytes();
+    }
+
+    /// A connect the victim refused (no listener) is not opened again, though the victim listens again by the
+    /// time of the delivery check.
+    #[test]
+    #[should_panic(expected = "honest connection 0 (Ok(Closed)): 0 of 0 bytes arrived")]
+    fn a_refused_honest_connection_is_not_opened_again() {
+        let pools = SessionPools::take();
+        let mut session = Session::new(&pools, true);
+        session.victim.stack.close(session.listener);
+        session.honest_sends(0, 0);
+        session.steps(64);
+        let refused = session.honest.stack.tcp_error(session.honest_connections[0].peer);
+        assert_eq!(refused, Ok(Some(TcpError::ConnectionRefused)));
+        session.listener = session.victim.stack.tcp_listen(LISTEN_PORT, BACKLOG).expect("listen");
+        session.deliver_honest_bytes();
     }
 
     /// Skipping the steps after a quiet one ends every committed input (corpus and regressions) exactly as
