@@ -1251,7 +1251,12 @@ impl Conn {
                         // congestion window, as after a timeout but with no
                         // congestion to answer: a fast recovery's rate
                         // reduction would wait for deliveries, and this ACK
-                        // reported none.
+                        // reported none. `on_recovery_exit` is not called:
+                        // the congestion window is already `ssthresh` (set
+                        // when the recovery began; PRR paced the sending,
+                        // not `cwnd`), and a recovery cut short by a closed
+                        // window does not count as one that ended for the
+                        // reordering window's persistence (RFC 8985 §6.2).
                         self.in_recovery = false;
                         self.dupacks = 0;
                         self.recover = self.snd_max;
