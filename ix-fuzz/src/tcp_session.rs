@@ -641,21 +641,24 @@ impl Session {
         }
     }
 
-    /// Opens again each honest connection that timed out because the victim dropped its SYNs for a full accept
-    /// queue. The victim drops a SYN while as many connections as its backlog wait to be accepted, as Linux does;
-    /// when its application then accepts nothing for the two minutes the peer resends a SYN (the attacker's
-    /// connections can fill the queue), the peer's connect times out and its application sees `TimedOut`: the
-    /// bytes it sent were never delivered, by design. Only such a connection is opened again: closed with
-    /// `TimedOut`, never accepted, and with at least as many listen overflows counted since it opened as the
-    /// SYNs it sent. The new connection must then be accepted and carry its bytes like any other, since the
-    /// delivery phase accepts at every step.
+    /// Opens again each honest connection that a full accept queue starved. While as many connections as its
+    /// backlog wait to be accepted, the victim drops a SYN, and drops the last ACK of a handshake (its half-open
+    /// connection resends the SYN-ACK), as Linux does. When its application then accepts nothing for the two
+    /// minutes either side retries (the attacker's connections can fill the queue), the peer's connect times out
+    /// (`TimedOut`), or the victim's half-open connection gives up and the peer, which took the handshake as
+    /// done and sent, is answered with a RST (`ConnectionReset`). The peer's application sees the error; the
+    /// bytes it sent were never delivered, by design. Only such a connection is opened again: closed with one of
+    /// those two errors, never accepted, and with at least as many listen overflows counted since it opened as
+    /// the SYNs a connect sends (seven). The new connection must then be accepted and carry its bytes like any
+    /// other, since the delivery phase accepts at every step.
     fn reopen_connections_starved_by_a_full_accept_queue(&mut self) {
         let syns_per_connect = u64::from(self.honest.stack.config().tcp.syn_retries) + 1;
         let overflows = self.victim.stack.stats().tcp.listen_overflows;
         let now = self.now();
         for honest in &mut self.honest_connections {
-            let timed_out = self.honest.stack.tcp_error(honest.peer) == Ok(Some(TcpError::TimedOut));
-            if honest.victim.is_some() || !timed_out || overflows - honest.overflows_at_open < syns_per_connect {
+            let error = self.honest.stack.tcp_error(honest.peer);
+            let starved = matches!(error, Ok(Some(TcpError::TimedOut | TcpError::ConnectionReset)));
+            if honest.victim.is_some() || !starved || overflows - honest.overflows_at_open < syns_per_connect {
                 continue;
             }
             self.honest.stack.close(honest.peer);
