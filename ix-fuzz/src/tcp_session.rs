@@ -310,6 +310,11 @@ struct HonestConnection {
     overflows_at_open: u64,
 }
 
+/// The honest peer's connect to the victim's listening port.
+fn connect_to_victim(honest: &mut Stack, now: Instant) -> SocketHandle {
+    honest.tcp_connect(SocketAddrV4::new(VICTIM, LISTEN_PORT), now, &|_| true).expect("connect")
+}
+
 /// What one step of the three parties did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -552,8 +557,7 @@ impl Session {
             if self.honest_connections.len() == HONEST_CONNECTIONS_MAX {
                 return;
             }
-            let server = SocketAddrV4::new(VICTIM, LISTEN_PORT);
-            let peer = self.honest.stack.tcp_connect(server, now, &|_| true).expect("connect");
+            let peer = connect_to_victim(&mut self.honest.stack, now);
             let overflows_at_open = self.victim.stack.stats().tcp.listen_overflows;
             self.honest_connections.push(HonestConnection {
                 peer,
@@ -662,8 +666,7 @@ impl Session {
                 continue;
             }
             self.honest.stack.close(honest.peer);
-            let server = SocketAddrV4::new(VICTIM, LISTEN_PORT);
-            let peer = self.honest.stack.tcp_connect(server, now, &|_| true).expect("connect");
+            let peer = connect_to_victim(&mut self.honest.stack, now);
             *honest = HonestConnection { peer, victim: None, sent: 0, delivered: 0, overflows_at_open: overflows };
         }
     }
