@@ -37,26 +37,39 @@ fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
-echo "== cargo fmt --check"
+# Each phase's banner carries the time the previous one took (the first, the
+# installs above), and the last line the whole run's, so a slow run's log shows
+# where its time went.
+phase_start=0
+phase_name="installing what the tests need"
+phase() {
+    echo "== ($phase_name took $((SECONDS - phase_start)) s)"
+    phase_name=$1
+    phase_start=$SECONDS
+    echo "== $1"
+}
+
+phase "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== import circles in ix-runtime and ix-driver"
+phase "import circles in ix-runtime and ix-driver"
 python3 scripts/module-cycles.py ix-runtime/src
 python3 scripts/module-cycles.py ix-driver/src
-echo "== cargo clippy"
+phase "cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
-echo "== cargo test (release)"
+phase "cargo test (release)"
 cargo test --workspace --release
 # The runtime benchmark's smoke run (a few seconds): every IX and tokio echo
 # case completes and every echo is checked; it exits non-zero otherwise.
-echo "== cargo bench -p ix-runtime --bench echo -- --quick"
+phase "cargo bench -p ix-runtime --bench echo -- --quick"
 cargo bench -p ix-runtime --bench echo -- --quick
 # The in-process end-to-end bench's smoke runs (seconds): ix-http and ix-kv on IX
 # with an IX client over the mem wire, every response parsed and checked.
-echo "== cargo bench -p ix-benches --bench inprocess -- --count 300 --connections 1,32"
+phase "cargo bench -p ix-benches --bench inprocess -- --count 300 --connections 1,32"
 cargo bench -p ix-benches --bench inprocess -- --count 300 --connections 1,32
-echo "== cargo bench -p ix-benches --bench inprocess -- --quick --connections 32"
+phase "cargo bench -p ix-benches --bench inprocess -- --quick --connections 32"
 cargo bench -p ix-benches --bench inprocess -- --quick --connections 32
 # The igb backend end to end: a QEMU guest with an emulated 82576 behind a
 # virtual IOMMU (a few minutes; installs QEMU 10 and a Debian kernel once).
-echo "== scripts/igb-e2e.sh"
+phase "scripts/igb-e2e.sh"
 scripts/igb-e2e.sh
+echo "== ($phase_name took $((SECONDS - phase_start)) s; the whole run $SECONDS s)"
