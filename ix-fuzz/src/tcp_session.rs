@@ -623,10 +623,14 @@ impl Session {
     /// of it was read, after [`DELIVERY_LIMIT_MICROS`] or [`PHASE_STEPS_MAX`] steps, or at a quiet step (then
     /// nothing more can arrive).
     fn deliver_honest_bytes(&mut self) {
-        self.reopen_connections_starved_by_a_full_accept_queue();
         let deadline = self.clock.now_micros() + DELIVERY_LIMIT_MICROS;
         let mut last = Step::Busy;
         for _ in 0..PHASE_STEPS_MAX {
+            // At every step, not only the first: a connection starved before this phase may learn it only
+            // here (its connect times out, or its next retransmission meets the RST), once the queue has room.
+            if self.reopen_connections_starved_by_a_full_accept_queue() {
+                last = Step::Busy;
+            }
             self.victim_reads();
             let done = self.honest_connections.iter().all(|h| h.victim.is_some() && h.delivered == h.sent);
             if done || self.clock.now_micros() > deadline || (last == Step::Quiet && self.skip_quiet_steps) {
@@ -654,11 +658,12 @@ impl Session {
     /// bytes it sent were never delivered, by design. Only such a connection is opened again: closed with one of
     /// those two errors, never accepted, and with at least as many listen overflows counted since it opened as
     /// the SYNs a connect sends (seven). The new connection must then be accepted and carry its bytes like any
-    /// other, since the delivery phase accepts at every step.
-    fn reopen_connections_starved_by_a_full_accept_queue(&mut self) {
+    /// other, since the delivery phase accepts at every step. True when it opened any.
+    fn reopen_connections_starved_by_a_full_accept_queue(&mut self) -> bool {
         let syns_per_connect = u64::from(self.honest.stack.config().tcp.syn_retries) + 1;
         let overflows = self.victim.stack.stats().tcp.listen_overflows;
         let now = self.now();
+        let mut reopened = false;
         for honest in &mut self.honest_connections {
             let error = self.honest.stack.tcp_error(honest.peer);
             let starved = matches!(error, Ok(Some(TcpError::TimedOut | TcpError::ConnectionReset)));
@@ -668,7 +673,9 @@ impl Session {
             self.honest.stack.close(honest.peer);
             let peer = connect_to_victim(&mut self.honest.stack, now);
             *honest = HonestConnection { peer, victim: None, sent: 0, delivered: 0, overflows_at_open: overflows };
+            reopened = true;
         }
+        reopened
     }
 
     /// Closes everything; every connection ends within bounded virtual time and the victim's pool gets every
@@ -793,18 +800,40 @@ mod tests {
     }
 
     /// A session whose victim listens with a backlog of one: honest connection 0 fills the accept queue (the
-    /// victim's application accepts nothing), and connection 1's SYNs are dropped until its connect times out.
-    fn session_with_a_starved_connect(pools: &SessionPools) -> Session {
+    /// victim's application accepts nothing), and connection 1's SYNs are dropped for `micros` of virtual time.
+    fn session_with_a_connect_into_a_full_queue(pools: &SessionPools, micros: u64) -> Session {
         let mut session = Session::new(pools, true);
         session.victim.stack.close(session.listener);
         session.listener = session.victim.stack.tcp_listen(LISTEN_PORT, 1).expect("listen");
         session.honest_sends(0, 0);
         session.steps(64);
         session.honest_sends(1, 0);
-        session.advance(200_000_000);
+        session.advance(micros);
+        session
+    }
+
+    /// [`session_with_a_connect_into_a_full_queue`] until connection 1's connect (its SYN and six
+    /// retransmissions, the last 63 s after the first) times out, 127 s after it began.
+    fn session_with_a_starved_connect(pools: &SessionPools) -> Session {
+        let session = session_with_a_connect_into_a_full_queue(pools, 200_000_000);
         let starved = session.honest_connections[1].peer;
         assert_eq!(session.honest.stack.tcp_error(starved), Ok(Some(TcpError::TimedOut)));
         session
+    }
+
+    /// A connect whose last SYN a full queue dropped before the delivery phase, and which times out in it, is
+    /// opened again there: the delivery phase empties the queue, but no SYN is left to use the room.
+    #[test]
+    fn a_connect_that_times_out_in_the_delivery_phase_is_opened_again() {
+        let pools = SessionPools::take();
+        let mut session = session_with_a_connect_into_a_full_queue(&pools, 100_000_000);
+        let starved = session.honest_connections[1].peer;
+        assert_eq!(session.honest.stack.tcp_error(starved), Ok(None), "still connecting");
+        assert_eq!(session.honest.stack.tcp_state(starved), Ok(ix_net::tcp::State::SynSent));
+        session.deliver_honest_bytes();
+        session.honest_sends(1, 3_000);
+        session.deliver_honest_bytes();
+        assert_eq!(session.honest_connections[1].delivered, 3_000);
     }
 
     /// The connect starved by a full accept queue is opened again, and then carries its bytes.
