@@ -632,7 +632,7 @@ impl Session {
                 last = Step::Busy;
             }
             self.victim_reads();
-            let done = self.honest_connections.iter().all(|h| h.victim.is_some() && h.delivered == h.sent);
+            let done = self.honest_connections.iter().all(|h| self.delivered_or_never_handed_over(h));
             if done || self.clock.now_micros() > deadline || (last == Step::Quiet && self.skip_quiet_steps) {
                 break;
             }
@@ -641,12 +641,29 @@ impl Session {
         for (index, honest) in self.honest_connections.iter().enumerate() {
             let state = self.honest.stack.tcp_state(honest.peer);
             assert!(
-                honest.victim.is_some() && honest.delivered == honest.sent,
+                self.delivered_or_never_handed_over(honest),
                 "honest connection {index} ({state:?}): {} of {} bytes arrived",
                 honest.delivered,
                 honest.sent
             );
         }
+    }
+
+    /// Whether honest connection `honest` is done: accepted, with every byte read; or never handed over, through
+    /// no fault of the victim's. That is a connection the peer took as established but whose handshake's last
+    /// ACK the victim dropped for a full accept queue (at least one listen overflow since it opened), as Linux
+    /// does, and on which the peer has sent nothing. Once the victim's half-open connection gives up, or when a
+    /// SYN cookie's ACK was the one dropped, the victim holds nothing of it, and the peer learns so only when it
+    /// sends (then its segment draws a RST, and [`Self::reopen_connections_starved_by_a_full_accept_queue`]
+    /// takes it from there).
+    fn delivered_or_never_handed_over(&self, honest: &HonestConnection) -> bool {
+        if honest.victim.is_some() {
+            return honest.delivered == honest.sent;
+        }
+        let overflows = self.victim.stack.stats().tcp.listen_overflows;
+        honest.sent == 0
+            && overflows > honest.overflows_at_open
+            && self.honest.stack.tcp_state(honest.peer) == Ok(ix_net::tcp::State::Established)
     }
 
     /// Opens again each honest connection that a full accept queue starved. While as many connections as its
@@ -819,6 +836,65 @@ mod tests {
         let starved = session.honest_connections[1].peer;
         assert_eq!(session.honest.stack.tcp_error(starved), Ok(Some(TcpError::TimedOut)));
         session
+    }
+
+    /// A session whose victim listens with a backlog of one, and the peer opens two connections at once. The
+    /// first SYN makes the one half-open connection the backlog allows, and the second is answered with a SYN
+    /// cookie. The cookie's handshake completes first and fills the accept queue (nobody accepts), so the
+    /// victim drops connection 0's last ACK, and its answers to each SYN-ACK the half-open connection resends,
+    /// until that connection gives up. The peer takes connection 0 as established; the victim holds nothing
+    /// of it.
+    fn session_with_a_handshake_dropped_for_a_full_queue(pools: &SessionPools) -> Session {
+        let mut session = Session::new(pools, true);
+        session.victim.stack.close(session.listener);
+        session.listener = session.victim.stack.tcp_listen(LISTEN_PORT, 1).expect("listen");
+        session.honest_sends(0, 0);
+        session.honest_sends(1, 0);
+        session.steps(64);
+        let tcp = session.victim.stack.stats().tcp;
+        assert_eq!((tcp.syncookies_recv, tcp.listen_overflows, tcp.timeouts), (1, 7, 1));
+        let dropped = session.honest_connections[0].peer;
+        assert_eq!(session.honest.stack.tcp_state(dropped), Ok(ix_net::tcp::State::Established));
+        session
+    }
+
+    /// Such a connection, with nothing sent, need not be accepted: its peer cannot know, as with Linux, until
+    /// it sends.
+    #[test]
+    fn an_idle_connection_whose_last_ack_a_full_queue_dropped_need_not_be_accepted() {
+        let pools = SessionPools::take();
+        let mut session = session_with_a_handshake_dropped_for_a_full_queue(&pools);
+        session.deliver_honest_bytes();
+        assert!(session.honest_connections[0].victim.is_none());
+        assert!(session.honest_connections[1].victim.is_some());
+    }
+
+    /// Once it sends, it meets the RST, is opened again, and every byte sent on the new connection must arrive.
+    #[test]
+    fn an_idle_connection_whose_last_ack_a_full_queue_dropped_is_checked_again_once_it_sends() {
+        let pools = SessionPools::take();
+        let mut session = session_with_a_handshake_dropped_for_a_full_queue(&pools);
+        session.deliver_honest_bytes();
+        let first = session.honest_connections[0].peer;
+        session.honest_sends(0, 3_000);
+        session.deliver_honest_bytes();
+        let reopened = &session.honest_connections[0];
+        assert!(reopened.peer != first && reopened.sent == 0, "the reset connection was opened again");
+        assert!(session.victim.stack.stats().tcp.syncookies_failed > 0, "its data, no cookie, drew the RST");
+        session.honest_sends(0, 3_000);
+        session.deliver_honest_bytes();
+        assert_eq!(session.honest_connections[0].delivered, 3_000);
+    }
+
+    /// Without a listen overflow since it opened, an idle connection the victim never accepted still fails the
+    /// check.
+    #[test]
+    #[should_panic(expected = "honest connection 0 (Ok(Established)): 0 of 0 bytes arrived")]
+    fn an_idle_connection_never_accepted_without_an_overflow_fails() {
+        let pools = SessionPools::take();
+        let mut session = session_with_a_handshake_dropped_for_a_full_queue(&pools);
+        session.honest_connections[0].overflows_at_open = session.victim.stack.stats().tcp.listen_overflows;
+        session.deliver_honest_bytes();
     }
 
     /// A connect whose last SYN a full queue dropped before the delivery phase, and which times out in it, is
