@@ -816,12 +816,25 @@ mod tests {
         assert_honest_bytes(0, 0, honest_bytes(1, 0, 100));
     }
 
-    /// A session whose victim listens with a backlog of one: honest connection 0 fills the accept queue (the
-    /// victim's application accepts nothing), and connection 1's SYNs are dropped for `micros` of virtual time.
-    fn session_with_a_connect_into_a_full_queue(pools: &SessionPools, micros: u64) -> Session {
+    /// A session whose victim listens with a backlog of one.
+    fn session_with_a_backlog_of_one(pools: &SessionPools) -> Session {
         let mut session = Session::new(pools, true);
         session.victim.stack.close(session.listener);
         session.listener = session.victim.stack.tcp_listen(LISTEN_PORT, 1).expect("listen");
+        session
+    }
+
+    /// Honest connection `index` sends 3,000 bytes, and every one must arrive.
+    fn carries_3000_bytes(session: &mut Session, index: usize) {
+        session.honest_sends(index, 3_000);
+        session.deliver_honest_bytes();
+        assert_eq!(session.honest_connections[index].delivered, 3_000);
+    }
+
+    /// A session whose victim listens with a backlog of one: honest connection 0 fills the accept queue (the
+    /// victim's application accepts nothing), and connection 1's SYNs are dropped for `micros` of virtual time.
+    fn session_with_a_connect_into_a_full_queue(pools: &SessionPools, micros: u64) -> Session {
+        let mut session = session_with_a_backlog_of_one(pools);
         session.honest_sends(0, 0);
         session.steps(64);
         session.honest_sends(1, 0);
@@ -845,9 +858,7 @@ mod tests {
     /// until that connection gives up. The peer takes connection 0 as established; the victim holds nothing
     /// of it.
     fn session_with_a_handshake_dropped_for_a_full_queue(pools: &SessionPools) -> Session {
-        let mut session = Session::new(pools, true);
-        session.victim.stack.close(session.listener);
-        session.listener = session.victim.stack.tcp_listen(LISTEN_PORT, 1).expect("listen");
+        let mut session = session_with_a_backlog_of_one(pools);
         session.honest_sends(0, 0);
         session.honest_sends(1, 0);
         session.steps(64);
@@ -881,9 +892,7 @@ mod tests {
         let reopened = &session.honest_connections[0];
         assert!(reopened.peer != first && reopened.sent == 0, "the reset connection was opened again");
         assert!(session.victim.stack.stats().tcp.syncookies_failed > 0, "its data, no cookie, drew the RST");
-        session.honest_sends(0, 3_000);
-        session.deliver_honest_bytes();
-        assert_eq!(session.honest_connections[0].delivered, 3_000);
+        carries_3000_bytes(&mut session, 0);
     }
 
     /// Without a listen overflow since it opened, an idle connection the victim never accepted still fails the
@@ -907,9 +916,7 @@ mod tests {
         assert_eq!(session.honest.stack.tcp_error(starved), Ok(None), "still connecting");
         assert_eq!(session.honest.stack.tcp_state(starved), Ok(ix_net::tcp::State::SynSent));
         session.deliver_honest_bytes();
-        session.honest_sends(1, 3_000);
-        session.deliver_honest_bytes();
-        assert_eq!(session.honest_connections[1].delivered, 3_000);
+        carries_3000_bytes(&mut session, 1);
     }
 
     /// The connect starved by a full accept queue is opened again, and then carries its bytes.
@@ -919,9 +926,7 @@ mod tests {
         let mut session = session_with_a_starved_connect(&pools);
         session.honest_sends(1, 0); // fails: the connection is closed
         session.deliver_honest_bytes();
-        session.honest_sends(1, 3_000);
-        session.deliver_honest_bytes();
-        assert_eq!(session.honest_connections[1].delivered, 3_000);
+        carries_3000_bytes(&mut session, 1);
     }
 
     /// A connect that timed out with fewer listen overflows than SYNs is not forgiven.
