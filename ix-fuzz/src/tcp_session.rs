@@ -308,6 +308,9 @@ struct HonestConnection {
     delivered: u64,
     /// The victim's `listen_overflows` when the peer opened this connection.
     overflows_at_open: u64,
+    /// The honest peer's `arp_pending_dropped` then: frames its own neighbour queue dropped while it asked for
+    /// the victim's address again (a SYN among them is lost before it reaches the victim).
+    arp_drops_at_open: u64,
 }
 
 /// The honest peer's connect to the victim's listening port.
@@ -559,12 +562,14 @@ impl Session {
             }
             let peer = connect_to_victim(&mut self.honest.stack, now);
             let overflows_at_open = self.victim.stack.stats().tcp.listen_overflows;
+            let arp_drops_at_open = self.honest.stack.stats().link.arp_pending_dropped;
             self.honest_connections.push(HonestConnection {
                 peer,
                 victim: None,
                 sent: 0,
                 delivered: 0,
                 overflows_at_open,
+                arp_drops_at_open,
             });
             return;
         }
@@ -674,22 +679,32 @@ impl Session {
     /// done and sent, is answered with a RST (`ConnectionReset`). The peer's application sees the error; the
     /// bytes it sent were never delivered, by design. Only such a connection is opened again: closed with one of
     /// those two errors, never accepted, and with at least as many listen overflows counted since it opened as
-    /// the SYNs a connect sends (seven). The new connection must then be accepted and carry its bytes like any
+    /// the SYNs a connect sends (seven); a frame the peer's own neighbour queue dropped since then counts as one
+    /// of them, since the SYN it held never reached the victim. The new connection must then be accepted and carry its bytes like any
     /// other, since the delivery phase accepts at every step. True when it opened any.
     fn reopen_connections_starved_by_a_full_accept_queue(&mut self) -> bool {
         let syns_per_connect = u64::from(self.honest.stack.config().tcp.syn_retries) + 1;
         let overflows = self.victim.stack.stats().tcp.listen_overflows;
+        let arp_drops = self.honest.stack.stats().link.arp_pending_dropped;
         let now = self.now();
         let mut reopened = false;
         for honest in &mut self.honest_connections {
             let error = self.honest.stack.tcp_error(honest.peer);
             let starved = matches!(error, Ok(Some(TcpError::TimedOut | TcpError::ConnectionReset)));
-            if honest.victim.is_some() || !starved || overflows - honest.overflows_at_open < syns_per_connect {
+            let lost = (overflows - honest.overflows_at_open) + (arp_drops - honest.arp_drops_at_open);
+            if honest.victim.is_some() || !starved || lost < syns_per_connect {
                 continue;
             }
             self.honest.stack.close(honest.peer);
             let peer = connect_to_victim(&mut self.honest.stack, now);
-            *honest = HonestConnection { peer, victim: None, sent: 0, delivered: 0, overflows_at_open: overflows };
+            *honest = HonestConnection {
+                peer,
+                victim: None,
+                sent: 0,
+                delivered: 0,
+                overflows_at_open: overflows,
+                arp_drops_at_open: arp_drops,
+            };
             reopened = true;
         }
         reopened
