@@ -313,9 +313,17 @@ struct HonestConnection {
     arp_drops_at_open: u64,
 }
 
-/// The honest peer's connect to the victim's listening port.
-fn connect_to_victim(honest: &mut Stack, now: Instant) -> SocketHandle {
-    honest.tcp_connect(SocketAddrV4::new(VICTIM, LISTEN_PORT), now, &|_| true).expect("connect")
+/// The honest peer's connect to the victim's listening port, with the counters the reopen compares against.
+fn connect_to_victim(honest: &mut Stack, victim: &Stack, now: Instant) -> HonestConnection {
+    let peer = honest.tcp_connect(SocketAddrV4::new(VICTIM, LISTEN_PORT), now, &|_| true).expect("connect");
+    HonestConnection {
+        peer,
+        victim: None,
+        sent: 0,
+        delivered: 0,
+        overflows_at_open: victim.stats().tcp.listen_overflows,
+        arp_drops_at_open: honest.stats().link.arp_pending_dropped,
+    }
 }
 
 /// What one step of the three parties did.
@@ -560,17 +568,8 @@ impl Session {
             if self.honest_connections.len() == HONEST_CONNECTIONS_MAX {
                 return;
             }
-            let peer = connect_to_victim(&mut self.honest.stack, now);
-            let overflows_at_open = self.victim.stack.stats().tcp.listen_overflows;
-            let arp_drops_at_open = self.honest.stack.stats().link.arp_pending_dropped;
-            self.honest_connections.push(HonestConnection {
-                peer,
-                victim: None,
-                sent: 0,
-                delivered: 0,
-                overflows_at_open,
-                arp_drops_at_open,
-            });
+            let connection = connect_to_victim(&mut self.honest.stack, &self.victim.stack, now);
+            self.honest_connections.push(connection);
             return;
         }
         let honest = &mut self.honest_connections[index];
@@ -680,8 +679,8 @@ impl Session {
     /// bytes it sent were never delivered, by design. Only such a connection is opened again: closed with one of
     /// those two errors, never accepted, and with at least as many listen overflows counted since it opened as
     /// the SYNs a connect sends (seven); a frame the peer's own neighbour queue dropped since then counts as one
-    /// of them, since the SYN it held never reached the victim. The new connection must then be accepted and carry its bytes like any
-    /// other, since the delivery phase accepts at every step. True when it opened any.
+    /// of them, since the SYN it held never reached the victim. The new connection must then be accepted and
+    /// carry its bytes like any other, since the delivery phase accepts at every step. True when it opened any.
     fn reopen_connections_starved_by_a_full_accept_queue(&mut self) -> bool {
         let syns_per_connect = u64::from(self.honest.stack.config().tcp.syn_retries) + 1;
         let overflows = self.victim.stack.stats().tcp.listen_overflows;
@@ -696,15 +695,7 @@ impl Session {
                 continue;
             }
             self.honest.stack.close(honest.peer);
-            let peer = connect_to_victim(&mut self.honest.stack, now);
-            *honest = HonestConnection {
-                peer,
-                victim: None,
-                sent: 0,
-                delivered: 0,
-                overflows_at_open: overflows,
-                arp_drops_at_open: arp_drops,
-            };
+            *honest = connect_to_victim(&mut self.honest.stack, &self.victim.stack, now);
             reopened = true;
         }
         reopened
