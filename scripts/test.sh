@@ -57,7 +57,8 @@ python3 scripts/module-cycles.py ix-driver/src
 phase "cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
 phase "cargo test (release)"
-cargo test --workspace --release
+# --no-fail-fast: a failing test binary does not hide the ones after it (the run still fails).
+cargo test --workspace --release --no-fail-fast
 # The runtime benchmark's smoke run (a few seconds): every IX and tokio echo
 # case completes and every echo is checked; it exits non-zero otherwise.
 phase "cargo bench -p ix-runtime --bench echo -- --quick"

@@ -32,14 +32,16 @@ impl ReceiveTrace {
     /// with `device_prefix`, in a tracefs instance of this process's own (other
     /// tracers and other processes' instances are not touched).
     ///
+    /// When tracefs is mounted nowhere (a fresh machine without systemd, as
+    /// the CI's was in session 16), it is mounted at its own place,
+    /// `/sys/kernel/tracing`, as systemd mounts it at boot; the mount is left
+    /// in place for later tests.
+    ///
     /// # Errors
-    /// When tracefs is not mounted or the instance cannot be set up (not root).
+    /// When tracefs is not mounted and cannot be, or the instance cannot be
+    /// set up (not root).
     pub fn start(device_prefix: &str) -> Result<Self, String> {
-        let root = TRACEFS_ROOTS
-            .iter()
-            .map(Path::new)
-            .find(|p| p.join("instances").is_dir())
-            .ok_or("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)")?;
+        let root = tracefs_root()?;
         let name = format!("ix-receive-{}-{}", std::process::id(), NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed));
         let dir = root.join("instances").join(name);
         std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -68,6 +70,28 @@ impl ReceiveTrace {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
         Ok(ReceiveCpus::parse(&text))
     }
+}
+
+/// Where tracefs is mounted, mounting it at the first of `TRACEFS_ROOTS`
+/// when it is mounted nowhere.
+fn tracefs_root() -> Result<&'static Path, String> {
+    let mounted = || TRACEFS_ROOTS.iter().map(Path::new).find(|p| p.join("instances").is_dir());
+    if let Some(root) = mounted() {
+        return Ok(root);
+    }
+    let place = TRACEFS_ROOTS[0];
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "nodev", place])
+        .output()
+        .map_err(|e| format!("tracefs is not mounted, and running mount failed: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "tracefs is not mounted, and `mount -t tracefs nodev {place}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    mounted().ok_or_else(|| format!("tracefs mounted at {place}, but it has no instances directory"))
 }
 
 impl Drop for ReceiveTrace {
