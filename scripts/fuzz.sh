@@ -20,7 +20,8 @@
 # Without the sanitizer the harnesses' own invariants (panics) and libFuzzer's coverage guidance stay; only
 # memory errors in unsafe code go unseen: meant for the slow stateful targets (docs/fuzzing.md).
 # Each sanitizer builds into a target directory of its own, so switching does not rebuild the other.
-# Runs of different targets may go side by side (one script per target, e.g. under `bg-run`, one per CPU):
+# Runs of different targets may go side by side (one script per target, one per CPU, e.g. under `bg-run`, or
+# `chrt -i 0` where a machine has no `bg-run`: both run it at SCHED_IDLE):
 # each target has its own directories, and a run's line is appended to runs.tsv in one write. Two scripts must
 # not run the same target at once (they would share its directories): `--jobs N` runs one target N times over,
 # each job writing its new inputs to work/TARGET.jK (K = 1..N) and its log to work/TARGET.jK.log, all reading
